@@ -1,0 +1,43 @@
+# Flotilla: `make test` runs every test tier; `make demo` brings up a cloud.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+PYTEST := $(VENV)/bin/pytest
+
+.PHONY: venv services test test-unit test-functional test-integration lint genconfig bench clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
+	$(PIP) install -q -e '.[test,bench,lint]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+services:
+	tools/ensure-services.sh
+
+test: services venv
+	$(PYTEST) -q -p no:cacheprovider tests/unit tests/functional tests/integration
+
+test-unit: venv
+	$(PYTEST) -q tests/unit
+
+test-functional: venv
+	$(PYTEST) -q tests/functional
+
+test-integration: services venv
+	$(PYTEST) -q tests/integration
+
+lint: venv
+	$(VENV)/bin/ruff check flotilla api scheduler conductor compute tests tools
+
+genconfig: venv
+	$(VENV)/bin/oslo-config-generator --config-file etc/flotilla/flotilla-config-generator.conf
+
+bench: services venv
+	$(PY) tools/bench/rpc.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,40 @@
+"""[database] options."""
+
+from __future__ import annotations
+
+from oslo_config import cfg
+
+from flotilla.conf import types
+
+database_group = cfg.OptGroup(
+    "database", title="Database options",
+    help="Where Flotilla keeps the state of the cloud.")
+
+database_opts = [
+    cfg.Opt(
+        "connection",
+        type=types.DatabaseURL(),
+        secret=True,
+        help="SQLAlchemy URL of the database, for example "
+             "postgresql+psycopg://flotilla:PASS@db/flotilla. Unset: an "
+             "SQLite file flotilla.sqlite under [DEFAULT] state_path (the "
+             "embedded default, one host only)."),
+    cfg.IntOpt(
+        "max_pool_size",
+        default=10,
+        min=1,
+        help="Connections kept open to a PostgreSQL database per process."),
+    cfg.BoolOpt(
+        "connection_debug",
+        default=False,
+        help="Log every SQL statement (very verbose)."),
+]
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    conf.register_group(database_group)
+    conf.register_opts(database_opts, group=database_group)
+
+
+def list_opts() -> dict:
+    return {database_group: database_opts}

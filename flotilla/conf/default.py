@@ -1,0 +1,69 @@
+"""[DEFAULT] options: identity of this service and where its state lives."""
+
+from __future__ import annotations
+
+import socket
+
+from oslo_config import cfg
+
+from flotilla.conf import types
+
+default_opts = [
+    cfg.StrOpt(
+        "host",
+        default=socket.gethostname(),
+        sample_default="<current hostname>",
+        help="Name of this host. A compute agent consumes the queue "
+             "compute.<host>; every service reports its heartbeat under it. "
+             "Must be unique in the cloud."),
+    cfg.StrOpt(
+        "state_path",
+        default="/var/lib/flotilla",
+        help="Directory where Flotilla keeps its local state (the SQLite "
+             "database of the embedded default, caches)."),
+    cfg.Opt(
+        "transport_url",
+        type=types.TransportURL(),
+        default="memory://",
+        secret=True,
+        help="Messaging URL: rabbit://USER:PASS@HOST:PORT/VHOST for RabbitMQ "
+             "or memory:// for every service in one process (tests and "
+             "flotilla-all)."),
+    cfg.StrOpt(
+        "concurrency_backend",
+        default="threading",
+        choices=[("threading", "native threads (the default)"),
+                 ("eventlet", "monkey-patched green threads; blocking "
+                              "libvirt calls run through eventlet.tpool")],
+        help="How a daemon runs concurrent work."),
+    cfg.IntOpt(
+        "report_interval",
+        default=10,
+        min=1,
+        help="Seconds between two heartbeats of a service into the "
+             "services table."),
+    cfg.IntOpt(
+        "service_down_time",
+        default=60,
+        min=1,
+        help="A service whose last heartbeat is older than this many "
+             "seconds is considered down."),
+    cfg.IntOpt(
+        "graceful_shutdown_timeout",
+        default=30,
+        min=0,
+        help="Seconds a stopping service waits for in-flight work to "
+             "finish after SIGTERM before it exits anyway."),
+    cfg.BoolOpt(
+        "debug",
+        default=False,
+        help="Log at DEBUG level instead of INFO."),
+]
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    conf.register_opts(default_opts)
+
+
+def list_opts() -> dict:
+    return {"DEFAULT": default_opts}
