@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 BACKENDS = ("threading", "eventlet")
 

@@ -31,18 +31,18 @@ class RequestContext:
                 "project_id": self.project_id, "roles": list(self.roles)}
 
     @classmethod
-    def from_dict(cls, values: dict) -> "RequestContext":
+    def from_dict(cls, values: dict) -> RequestContext:
         return cls(request_id=values.get("request_id") or generate_request_id(),
                    user_id=values.get("user_id"),
                    project_id=values.get("project_id"),
                    roles=list(values.get("roles") or []))
 
-    def elevated(self) -> "RequestContext":
+    def elevated(self) -> RequestContext:
         roles = list(self.roles) + ([] if self.is_admin else ["admin"])
         return dataclasses.replace(self, roles=roles)
 
     # The context of the request being handled by this thread, for logging.
-    def __enter__(self) -> "RequestContext":
+    def __enter__(self) -> RequestContext:
         _local.stack = getattr(_local, "stack", []) + [self]
         return self
 

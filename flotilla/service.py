@@ -1,0 +1,167 @@
+"""What every Flotilla daemon shares: the service runner.
+
+A :class:`Service` serves one RPC topic with a manager object (its public
+methods are the RPC API), reports a heartbeat every ``[DEFAULT]
+report_interval`` and runs the manager's periodic tasks. :func:`run_daemon`
+is the body of every daemon's ``main``: it parses configuration (a bad value
+is one line on stderr and exit status 2), selects the concurrency backend
+before anything else starts, sets up logging, starts the services and stops
+them cleanly on SIGTERM or SIGINT: stop consuming, let in-flight work finish
+within ``[DEFAULT] graceful_shutdown_timeout``, close connections.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from typing import Protocol
+
+from oslo_config import cfg
+
+from flotilla import concurrency, periodic
+from flotilla.conf import loader
+
+LOG = logging.getLogger(__name__)
+
+
+class Heartbeat(Protocol):
+    def __call__(self, host: str, binary: str, topic: str) -> None: ...
+
+
+def db_heartbeat(host: str, binary: str, topic: str) -> None:
+    """Heartbeat of services that own database access (scheduler, conductor)."""
+    from flotilla.db import api as db
+    db.service_heartbeat(host, binary, topic)
+
+
+class Service:
+    """One RPC server plus its heartbeat and periodic tasks.
+
+    ``per_host`` services (compute agents) consume ``<topic>.<host>`` and the
+    topic's fanout; shared services (scheduler, conductor) consume the shared
+    ``<topic>`` queue as competing consumers.
+    """
+
+    def __init__(self, conf: cfg.ConfigOpts, binary: str, topic: str, manager,
+                 transport=None, heartbeat: Heartbeat | None = db_heartbeat,
+                 per_host: bool = False, host: str | None = None) -> None:
+        self.conf = conf
+        self.binary = binary
+        self.topic = topic
+        self.manager = manager
+        self.host = host or conf.host
+        self.per_host = per_host
+        self._transport = transport
+        self._owns_transport = transport is None
+        self._heartbeat = heartbeat
+        self._server = None
+        self._runner: periodic.PeriodicRunner | None = None
+
+    def start(self) -> None:
+        from flotilla import rpc
+        if self._transport is None:
+            self._transport = rpc.get_transport(self.conf)
+        init_host = getattr(self.manager, "init_host", None)
+        if init_host is not None:
+            init_host()
+        self._server = rpc.RPCServer(
+            self._transport, topic=self.topic,
+            server=self.host if self.per_host else None,
+            endpoints=[self.manager])
+        self._server.start()
+        tasks = periodic.find_tasks(self.manager)
+        if self._heartbeat is not None:
+            tasks.append(self._report_state)
+        self._runner = periodic.PeriodicRunner(tasks)
+        self._runner.start()
+        LOG.info("%s started on %s, serving topic %s%s", self.binary,
+                 self.host, self.topic,
+                 ".%s" % self.host if self.per_host else "")
+
+    @periodic.periodic_task(spacing=lambda: _conf_report_interval(),
+                            run_immediately=True)
+    def _report_state(self) -> None:
+        self._heartbeat(self.host, self.binary, self.topic)
+
+    def stop(self, grace: float | None = None) -> bool:
+        """Stop consuming, finish in-flight work within ``grace`` seconds.
+
+        Returns True when all in-flight work finished in time.
+        """
+        if grace is None:
+            grace = self.conf.graceful_shutdown_timeout
+        clean = True
+        if self._server is not None:
+            self._server.stop()
+        if self._runner is not None:
+            self._runner.stop(timeout=grace)
+        if self._server is not None:
+            clean = self._server.wait(timeout=grace)
+            if not clean:
+                LOG.warning("%s: in-flight work did not finish within %ss",
+                            self.binary, grace)
+        cleanup_host = getattr(self.manager, "cleanup_host", None)
+        if cleanup_host is not None:
+            try:
+                cleanup_host()
+            except Exception:
+                LOG.exception("%s: cleanup_host failed", self.binary)
+        if self._owns_transport and self._transport is not None:
+            self._transport.cleanup()
+        LOG.info("%s on %s stopped", self.binary, self.host)
+        return clean
+
+
+def _conf_report_interval() -> float:
+    from flotilla.conf import CONF
+    return CONF.report_interval
+
+
+def wait_for_signal() -> int:
+    """Block until SIGTERM or SIGINT; return the signal number."""
+    received: list[int] = []
+    stop = concurrency.Event()
+
+    def handler(signum, frame):
+        received.append(signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    while not stop.is_set():
+        # A timed wait keeps the main thread responsive to signals.
+        stop.wait(1.0)
+    return received[0]
+
+
+def run_daemon(prog: str, make_services: Callable[[cfg.ConfigOpts], list],
+               argv: list[str] | None = None) -> int:
+    """Parse config, start the services, serve until SIGTERM/SIGINT."""
+    from flotilla import log
+    from flotilla.conf import CONF
+    try:
+        conf = loader.load(argv, prog, CONF)
+    except loader.ConfigError as exc:
+        print("%s: configuration error: %s" % (prog, exc), file=sys.stderr)
+        return 2
+    concurrency.setup(conf.concurrency_backend)
+    log.setup(conf.debug)
+    try:
+        services = make_services(conf)
+        for svc in services:
+            svc.start()
+    except loader.ConfigError as exc:
+        LOG.error("configuration error: %s", exc)
+        return 2
+    except Exception as exc:
+        LOG.error("%s failed to start: %s: %s", prog, type(exc).__name__, exc)
+        LOG.debug("start-up failure", exc_info=True)
+        return 1
+    signum = wait_for_signal()
+    LOG.info("%s: received %s, stopping", prog, signal.Signals(signum).name)
+    clean = True
+    for svc in reversed(services):
+        clean = svc.stop() and clean
+    return 0 if clean else 1
