@@ -28,6 +28,19 @@ database_opts = [
         "connection_debug",
         default=False,
         help="Log every SQL statement (very verbose)."),
+    cfg.IntOpt(
+        "sqlite_busy_timeout",
+        default=30,
+        min=0,
+        help="Seconds an SQLite writer waits for another process or thread "
+             "holding the write lock before failing with 'database is "
+             "locked'."),
+    cfg.IntOpt(
+        "pool_timeout",
+        default=30,
+        min=1,
+        help="Seconds to wait for a free connection from the PostgreSQL "
+             "pool before failing."),
 ]
 
 

@@ -1,0 +1,69 @@
+"""The database API: every read and write of the cloud's state.
+
+Code outside ``flotilla.db`` goes through these functions only (no SQL
+elsewhere). They open their own short transaction and return detached ORM
+objects (usable after the transaction; ``obj.to_dict()`` gives JSON-able
+values to send over RPC). Failures are Flotilla exceptions: NotFound
+subclasses, Conflict subclasses for lost compare-and-swaps, DBError for a
+database that cannot be reached.
+
+Call :func:`configure` once per process before anything else.
+"""
+
+from __future__ import annotations
+
+from flotilla.db.actions import (  # noqa: F401
+    action_event_finish,
+    action_event_start,
+    action_events_get,
+    action_finish,
+    action_get,
+    action_get_all,
+    action_set_step,
+    action_start,
+)
+from flotilla.db.compute_nodes import (  # noqa: F401
+    allocation_claim,
+    allocation_free,
+    allocation_get_all_by_host,
+    allocation_get_by_consumer,
+    compute_node_get,
+    compute_node_get_all,
+    compute_node_update,
+)
+from flotilla.db.engine import (  # noqa: F401
+    configure,
+    dispose,
+    get_engine,
+    mask_url,
+    session_scope,
+    transaction,
+)
+from flotilla.db.flavors import (  # noqa: F401
+    flavor_create,
+    flavor_destroy,
+    flavor_get,
+    flavor_get_all,
+    flavor_get_by_name,
+    flavor_update,
+)
+from flotilla.db.instances import (  # noqa: F401
+    ANY,
+    instance_create,
+    instance_destroy,
+    instance_fault_create,
+    instance_fault_get_all,
+    instance_get,
+    instance_get_all,
+    instance_get_all_by_host,
+    instance_get_expired_tasks,
+    instance_update,
+)
+from flotilla.db.services import (  # noqa: F401
+    service_destroy,
+    service_get,
+    service_get_all,
+    service_heartbeat,
+    service_is_up,
+    service_set_disabled,
+)

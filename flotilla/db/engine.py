@@ -1,0 +1,145 @@
+"""Engines and sessions, built from ``[database]`` options.
+
+Rules:
+
+* one engine (and one sessionmaker) per process, set by :func:`configure`;
+  sessions are made per unit of work, so threads never share one;
+* ``[database] connection`` unset means an SQLite file ``flotilla.sqlite``
+  under ``[DEFAULT] state_path`` (the directory is created);
+* ``postgresql://`` means psycopg 3 (``postgresql+psycopg://``);
+* SQLite runs in WAL mode (readers never block the writer) with a busy
+  timeout (writers queue instead of failing) and foreign keys enforced;
+* URLs are only ever shown with the password masked (:func:`mask_url`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
+
+import sqlalchemy as sa
+from oslo_config import cfg
+from sqlalchemy import event, orm
+
+from flotilla import exception
+
+_lock = threading.Lock()
+_engine: sa.Engine | None = None
+_maker: orm.sessionmaker | None = None
+
+
+def build_url(conf: cfg.ConfigOpts) -> sa.URL:
+    """The SQLAlchemy URL ``conf`` asks for, with the driver made explicit."""
+    connection = conf.database.connection
+    if not connection:
+        state_path = conf.state_path
+        os.makedirs(state_path, exist_ok=True)
+        return sa.URL.create(
+            "sqlite", database=os.path.join(state_path, "flotilla.sqlite"))
+    url = sa.make_url(connection)
+    if url.drivername == "postgresql":
+        url = url.set(drivername="postgresql+psycopg")
+    return url
+
+
+def mask_url(url: sa.URL | str) -> str:
+    """``url`` as text with any password replaced by ``***``."""
+    if isinstance(url, str):
+        try:
+            url = sa.make_url(url)
+        except sa.exc.ArgumentError:
+            return "<unparseable database URL>"
+    return url.render_as_string(hide_password=True)
+
+
+def create_engine(conf: cfg.ConfigOpts) -> sa.Engine:
+    """A new engine for ``conf`` (not registered as the process engine)."""
+    url = build_url(conf)
+    echo = conf.database.connection_debug
+    if url.get_backend_name() == "sqlite":
+        timeout = conf.database.sqlite_busy_timeout
+        engine = sa.create_engine(
+            url, echo=echo,
+            connect_args={"timeout": timeout, "check_same_thread": False})
+        _setup_sqlite(engine, timeout)
+        return engine
+    return sa.create_engine(
+        url, echo=echo,
+        pool_size=conf.database.max_pool_size,
+        pool_timeout=conf.database.pool_timeout,
+        # A database restart must not leave dead connections in the pool.
+        pool_pre_ping=True)
+
+
+def _setup_sqlite(engine: sa.Engine, timeout: int) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):
+        # Let SQLAlchemy, not pysqlite, decide where transactions begin:
+        # pysqlite's implicit BEGIN skips SELECTs, which breaks isolation.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=%d" % (timeout * 1000))
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        conn.exec_driver_sql("BEGIN")
+
+
+def configure(conf: cfg.ConfigOpts) -> sa.Engine:
+    """Make ``conf``'s database the one this process uses; return its engine.
+
+    Calling it again replaces (and disposes) the previous engine.
+    """
+    global _engine, _maker
+    engine = create_engine(conf)
+    with _lock:
+        old, _engine = _engine, engine
+        _maker = orm.sessionmaker(bind=engine, expire_on_commit=False)
+    if old is not None:
+        old.dispose()
+    return engine
+
+
+def get_engine() -> sa.Engine:
+    """The process engine; :func:`configure` must have been called."""
+    engine = _engine
+    if engine is None:
+        raise exception.DBError(
+            reason="database not configured (flotilla.db.api.configure)")
+    return engine
+
+
+def dispose() -> None:
+    """Close every pooled connection and forget the engine (tests, fork)."""
+    global _engine, _maker
+    with _lock:
+        old, _engine, _maker = _engine, None, None
+    if old is not None:
+        old.dispose()
+
+
+@contextlib.contextmanager
+def session_scope() -> Iterator[orm.Session]:
+    """One transaction: committed when the block ends, rolled back on error.
+
+    Objects loaded inside stay usable after the block (they are detached
+    and not expired), so they can be returned to callers.
+    """
+    get_engine()
+    maker = _maker
+    try:
+        with maker() as session, session.begin():
+            yield session
+    except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        # Connectivity and locking problems: one clear line, never the URL.
+        orig = getattr(exc, "orig", None) or exc
+        reason = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+        raise exception.DBError(reason=reason) from exc
+
+
+transaction = session_scope
