@@ -1,0 +1,330 @@
+"""The libvirt implementation of :class:`compute.virt.driver.ComputeDriver`.
+
+Composition: :class:`Host` (connection, events), :class:`DomainRenderer`
+(XML from templates), :class:`Guest` (one domain's primitives),
+:class:`ImageCache` (bases and overlays). This module holds the policies:
+all-or-nothing spawn, idempotent destroy, soft reboot and power off with
+their fallbacks.
+
+Instance files: ``<instances_path>/<uuid>/disk`` (qcow2 overlay) and
+``console.log`` (the serial port). With ``test:///default`` (libvirt's test
+driver, no real disks) no files are created and what needs them raises
+NotSupported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from typing import Any
+
+import libvirt
+from oslo_config import cfg
+
+from compute.virt import driver, power_state
+from compute.virt.hardware import ImageMeta, Instance
+from compute.virt.libvirt import xml
+from compute.virt.libvirt.guest import Guest
+from compute.virt.libvirt.host import Host
+from compute.virt.libvirt.imagecache import ImageCache
+from flotilla import concurrency, exception
+from flotilla.conf import CONF
+
+LOG = logging.getLogger(__name__)
+
+DISK_NAME = "disk"
+CONSOLE_LOG = "console.log"
+
+QEMU_CAPABILITIES = driver.DriverCapabilities(
+    supports_console_log=True, supports_diagnostics=True,
+    supports_image_cache=True)
+TEST_CAPABILITIES = driver.DriverCapabilities(
+    supports_console_log=False, supports_diagnostics=True,
+    supports_image_cache=False)
+
+
+class LibvirtDriver(driver.ComputeDriver):
+    """Guests of one host through libvirt."""
+
+    def __init__(self, conf: cfg.ConfigOpts = CONF) -> None:
+        self.conf = conf
+        opts = conf.libvirt
+        self.host = Host(opts.connection_uri,
+                         keepalive_interval=opts.keepalive_interval,
+                         keepalive_count=opts.keepalive_count,
+                         reconnect_max_delay=opts.reconnect_max_delay,
+                         reconnect_timeout=opts.reconnect_timeout)
+        self.real_disks = not self.host.is_test_driver
+        self.capabilities = (QEMU_CAPABILITIES if self.real_disks
+                             else TEST_CAPABILITIES)
+        self.instances_path = opts.instances_path
+        self.renderer = xml.DomainRenderer(opts.template_dir)
+        self.image_cache = ImageCache(opts.instances_path,
+                                      opts.image_cache_max_age,
+                                      opts.image_download_timeout)
+
+    # --- host ----------------------------------------------------------------
+
+    def init_host(self, host: str) -> None:
+        if self.real_disks:
+            os.makedirs(self.instances_path, exist_ok=True)
+        self.host.start()
+
+    def cleanup_host(self) -> None:
+        self.host.close()
+
+    def register_event_listener(self, callback) -> None:
+        self.host.events.set_listener(callback)
+
+    # --- helpers -------------------------------------------------------------
+
+    def instance_dir(self, instance: Instance) -> str:
+        return os.path.join(self.instances_path, instance.uuid)
+
+    def _guest(self, instance: Instance | dict) -> Guest:
+        instance = Instance.coerce(instance)
+        domain = self.host.lookup(instance.uuid)
+        if domain is None:
+            raise exception.InstanceNotFound(instance_uuid=instance.uuid)
+        return Guest(self.host, domain)
+
+    def _domain_spec(self, instance: Instance) -> xml.DomainSpec:
+        opts = self.conf.libvirt
+        network = None
+        if instance.flavor.wants_network():
+            source = {"network": opts.network_name,
+                      "bridge": opts.bridge_name}.get(opts.network_type, "")
+            network = xml.NetworkSpec(opts.network_type, source)
+        directory = self.instance_dir(instance)
+        return xml.DomainSpec(
+            virt_type=opts.virt_type,
+            machine_type=opts.machine_type,
+            disk_path=os.path.join(directory, DISK_NAME),
+            console_log=(os.path.join(directory, CONSOLE_LOG)
+                         if self.real_disks else None),
+            network=network)
+
+    # --- spawn and destroy ---------------------------------------------------
+
+    def spawn(self, instance, image_meta, network_info=None) -> None:
+        instance = Instance.coerce(instance)
+        image = ImageMeta.coerce(image_meta)
+        undo: list[Callable[[], Any]] = []
+        try:
+            if self.host.lookup(instance.uuid) is not None:
+                raise exception.InstanceDeployFailure(
+                    instance_uuid=instance.uuid,
+                    reason="a domain with this uuid exists already")
+            spec = self._domain_spec(instance)
+            if self.real_disks:
+                if image is None:
+                    raise exception.InstanceDeployFailure(
+                        instance_uuid=instance.uuid, reason="no image given")
+                directory = self.instance_dir(instance)
+                os.makedirs(directory)
+                undo.append(lambda: shutil.rmtree(directory,
+                                                  ignore_errors=True))
+                self.image_cache.prepare_disk(image, spec.disk_path,
+                                              instance.flavor.root_gb)
+            document = self.renderer.render(instance, spec)
+            domain = self.host.with_connection(
+                lambda conn: conn.defineXML(document), retry=False)
+            guest = Guest(self.host, domain)
+            undo.append(guest.undefine)
+            undo.append(guest.destroy)  # runs before undefine
+            guest.start()
+        except Exception as exc:
+            for step in reversed(undo):
+                try:
+                    step()
+                except Exception:
+                    LOG.exception("spawn of %s: undo step failed",
+                                  instance.uuid)
+            if isinstance(exc, exception.FlotillaException):
+                raise
+            reason = (exc.get_error_message()
+                      if isinstance(exc, libvirt.libvirtError) else str(exc))
+            raise exception.InstanceDeployFailure(
+                instance_uuid=instance.uuid, reason=reason) from exc
+        LOG.info("spawned %s", instance.uuid)
+
+    def destroy(self, instance) -> None:
+        instance = Instance.coerce(instance)
+        domain = self.host.lookup(instance.uuid)
+        if domain is not None:
+            guest = Guest(self.host, domain)
+            guest.destroy()
+            guest.undefine()
+        if self.real_disks:
+            shutil.rmtree(self.instance_dir(instance), ignore_errors=True)
+
+    # --- power ---------------------------------------------------------------
+
+    def reboot(self, instance, reboot_type: str = driver.SOFT) -> None:
+        if reboot_type not in driver.REBOOT_TYPES:
+            raise exception.Invalid(reason="reboot type must be SOFT or HARD")
+        guest = self._guest(instance)
+        state = guest.power_state()
+        if state != power_state.RUNNING:
+            guest.start()
+            return
+        if reboot_type == driver.SOFT:
+            if self._shutdown_gracefully(guest,
+                                         self.conf.compute.reboot_timeout,
+                                         self.conf.compute.shutdown_retry_interval):
+                guest.start()
+                return
+            LOG.warning("%s did not shut down within %ss; hard reboot",
+                        guest.uuid, self.conf.compute.reboot_timeout)
+        # HARD: destroy and create again, which also re-reads the definition.
+        guest.destroy()
+        guest.start()
+
+    def power_off(self, instance, timeout: int | None = None,
+                  retry_interval: int | None = None) -> bool:
+        """See ComputeDriver.power_off. Returns True when the guest shut
+        down by itself, False when it had to be destroyed (or was off)."""
+        guest = self._guest(instance)
+        if timeout is None:
+            timeout = self.conf.compute.shutdown_timeout
+        if retry_interval is None:
+            retry_interval = self.conf.compute.shutdown_retry_interval
+        if not guest.is_active():
+            return False
+        if timeout > 0 and self._shutdown_gracefully(guest, timeout,
+                                                     retry_interval):
+            return True
+        guest.destroy()
+        return False
+
+    @staticmethod
+    def _shutdown_gracefully(guest: Guest, timeout: float,
+                             retry_interval: float) -> bool:
+        """ACPI shutdown, repeated every retry_interval (a booting guest
+        drops early requests), until the guest is off or timeout passed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            guest.shutdown()
+            wait = min(retry_interval, deadline - time.monotonic())
+            if guest.wait_for(lambda s: s != power_state.RUNNING, wait):
+                return not guest.is_active()
+            if time.monotonic() >= deadline:
+                return False
+
+    def power_on(self, instance) -> None:
+        guest = self._guest(instance)
+        if guest.power_state() == power_state.PAUSED:
+            return  # running, if frozen: unpause is the caller's choice
+        guest.start()
+
+    def pause(self, instance) -> None:
+        self._guest(instance).pause()
+
+    def unpause(self, instance) -> None:
+        self._guest(instance).unpause()
+
+    def suspend(self, instance) -> None:
+        guest = self._guest(instance)
+        if guest.power_state() == power_state.SUSPENDED:
+            return
+        if not guest.is_active():
+            raise exception.Conflict(reason="instance %s is not running"
+                                     % guest.uuid)
+        guest.managed_save()
+
+    def resume(self, instance) -> None:
+        self._guest(instance).start()  # create() restores the managed save
+
+    # --- inspection ----------------------------------------------------------
+
+    def get_info(self, instance) -> driver.InstanceInfo:
+        return self._guest(instance).info()
+
+    def list_instances(self) -> list[str]:
+        def ours(conn):
+            result = []
+            for domain in conn.listAllDomains():
+                try:
+                    domain.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT,
+                                    xml.NAMESPACE)
+                except libvirt.libvirtError as exc:
+                    if exc.get_error_code() in (
+                            libvirt.VIR_ERR_NO_DOMAIN_METADATA,
+                            libvirt.VIR_ERR_NO_DOMAIN):
+                        continue
+                    raise
+                result.append(domain.UUIDString())
+            return result
+        return self.host.with_connection(ours)
+
+    def get_console_output(self, instance) -> str:
+        instance = Instance.coerce(instance)
+        if not self.capabilities.supports_console_log:
+            raise exception.NotSupported(operation="console output",
+                                         what=self.host.uri)
+        self._guest(instance)  # InstanceNotFound before looking at files
+        path = os.path.join(self.instance_dir(instance), CONSOLE_LOG)
+        limit = self.conf.libvirt.console_log_max_bytes
+
+        def tail() -> bytes:
+            try:
+                with open(path, "rb") as f:
+                    f.seek(0, os.SEEK_END)
+                    f.seek(max(0, f.tell() - limit))
+                    return f.read(limit)
+            except FileNotFoundError:
+                return b""
+        return concurrency.run_blocking(tail).decode("utf-8", "replace")
+
+    def get_diagnostics(self, instance) -> dict[str, Any]:
+        guest = self._guest(instance)
+        info = guest.info()
+        disks, nics = guest.devices()
+        result: dict[str, Any] = {
+            "state": power_state.name(info.power_state),
+            "cpu_time_ns": info.cpu_time_ns, "memory_kb": info.memory_kb,
+            "vcpus": info.vcpus, "disks": {}, "interfaces": {}, "memory": {}}
+        if info.power_state != power_state.RUNNING:
+            return result  # counters exist only for a running domain
+        for dev in disks:
+            with contextlib.suppress(libvirt.libvirtError):
+                result["disks"][dev] = guest.block_stats(dev)
+        for dev in nics:
+            with contextlib.suppress(libvirt.libvirtError):
+                result["interfaces"][dev] = guest.interface_stats(dev)
+        with contextlib.suppress(libvirt.libvirtError):
+            result["memory"] = guest.memory_stats()
+        return result
+
+    def get_available_resource(self) -> dict[str, Any]:
+        def collect(conn):
+            model, memory_mb, cpus = conn.getInfo()[:3]
+            used_vcpus = used_mb = 0
+            for domain in conn.listAllDomains(
+                    libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+                _s, _max, mem_kb, vcpus, _t = domain.info()
+                used_vcpus += vcpus
+                used_mb += mem_kb // 1024
+            return {"vcpus": cpus, "memory_mb": memory_mb,
+                    "vcpus_used": used_vcpus, "memory_mb_used": used_mb,
+                    "hypervisor_type": conn.getType(),
+                    "hypervisor_version": conn.getVersion(),
+                    "hypervisor_hostname": conn.getHostname(),
+                    "cpu_arch": model}
+        result = self.host.with_connection(collect)
+        path = self.instances_path if os.path.isdir(self.instances_path) else "/"
+        stat = os.statvfs(path)
+        gib = 1024 ** 3
+        total = stat.f_blocks * stat.f_frsize // gib
+        result["disk_gb"] = total
+        result["disk_gb_used"] = total - stat.f_bavail * stat.f_frsize // gib
+        return result
+
+    def manage_image_cache(self) -> list[str]:
+        if not self.real_disks:
+            return []
+        return self.image_cache.cleanup()
