@@ -61,6 +61,14 @@ rpc_opts = [
         help="Seconds a client keeps trying to reach the broker for one "
              "message before it gives up with an error. Servers retry "
              "forever."),
+    cfg.IntOpt(
+        "cast_ttl",
+        default=0,
+        min=0,
+        help="Seconds after which a cast that no server has handled yet is "
+             "dropped (with a log line) instead of run late; 0 keeps casts "
+             "until a server takes them. Calls always expire after their "
+             "timeout, since nobody waits for the reply any more."),
 ]
 
 

@@ -1,0 +1,80 @@
+"""Finding and running the endpoint method a request names.
+
+Rules:
+
+* An endpoint is any object; it states its API version in
+  ``RPC_API_VERSION`` ("X.Y", default "1.0"). Its RPC methods are the plain
+  functions defined on its class (or a base class) whose name does not
+  start with an underscore; they are called as ``method(ctxt, **args)``.
+* Several endpoints may be served together: the first one (in the order
+  given) that has the method and a compatible version handles it.
+* No endpoint has the method: :class:`~flotilla.exception.UnknownMethod`.
+  Some have it, none at a compatible version:
+  :class:`~flotilla.exception.UnsupportedVersion`. Arguments that do not
+  bind to the signature: :class:`~flotilla.exception.InvalidMessage`. All of
+  these are raised before any endpoint code runs.
+* The method runs inside ``with ctxt:`` so log lines carry the request id.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable
+from typing import Any
+
+from flotilla import exception
+from flotilla.rpc import envelope, versioning
+
+
+class _Target:
+    __slots__ = ("version", "func", "signature")
+
+    def __init__(self, version: str, func, signature: inspect.Signature):
+        self.version = version
+        self.func = func
+        self.signature = signature
+
+
+class Dispatcher:
+    """Maps method names to endpoint methods; see the module rules."""
+
+    def __init__(self, endpoints: Iterable[object], topic: str) -> None:
+        self.topic = topic
+        self._methods: dict[str, list[_Target]] = {}
+        for endpoint in endpoints:
+            version = getattr(endpoint, "RPC_API_VERSION", "1.0")
+            versioning.parse(version)  # fail at start-up, not per message
+            for name, _func in inspect.getmembers(type(endpoint),
+                                                  inspect.isfunction):
+                if name.startswith("_"):
+                    continue
+                bound = getattr(endpoint, name)
+                # Computed once: binding arguments per message is then cheap.
+                self._methods.setdefault(name, []).append(
+                    _Target(version, bound, inspect.signature(bound)))
+
+    def methods(self) -> list[str]:
+        return sorted(self._methods)
+
+    def dispatch(self, request: envelope.Request) -> Any:
+        """Run the method; its exceptions propagate to the caller."""
+        targets = self._methods.get(request.method)
+        if not targets:
+            raise exception.UnknownMethod(topic=self.topic,
+                                          method=request.method)
+        for target in targets:
+            if versioning.is_compatible(target.version, request.version):
+                break
+        else:
+            raise exception.UnsupportedVersion(
+                topic=self.topic, version=request.version,
+                server_version=max((t.version for t in targets),
+                                   key=versioning.parse))
+        try:
+            target.signature.bind(request.context, **request.args)
+        except TypeError as exc:
+            raise exception.InvalidMessage(
+                reason="arguments do not match %s: %s"
+                % (request.method, exc)) from None
+        with request.context:
+            return target.func(request.context, **request.args)

@@ -1,0 +1,147 @@
+"""The envelope: the JSON body of every request and reply.
+
+A request is a JSON object with exactly these fields (plus ``sig`` when
+signed):
+
+``method`` (str, public method name), ``args`` (object of keyword
+arguments), ``version`` ("X.Y"), ``context`` (request_id, user_id,
+project_id, roles), ``msg_id`` (str, unique), ``reply_to`` (str for a call,
+null for a cast), ``sent_at`` (float, UNIX time at the sender), ``ttl``
+(seconds after ``sent_at`` the message is worth handling, or null for
+never).
+
+A reply is ``{"msg_id", "result"}`` or ``{"msg_id", "failure"}`` (plus
+``sig``); ``failure`` is described in :mod:`flotilla.rpc.serializer`.
+
+Rules enforced by :func:`decode_request` (each failure raises
+:class:`~flotilla.exception.InvalidMessage` with the reason, or
+:class:`Expired`, before any endpoint code runs): size before parsing, JSON,
+signature when a key is set, field presence and types, version syntax, ttl.
+The ttl is compared against this host's clock, so hosts must run NTP; a
+clock skew larger than a ttl drops calls.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from typing import Any
+
+from flotilla import context as flotilla_context
+from flotilla import exception
+from flotilla.rpc import serializer, signing, versioning
+
+REQUEST_FIELDS = ("method", "args", "version", "context", "msg_id",
+                  "reply_to", "sent_at", "ttl")
+
+
+class Expired(exception.InvalidMessage):
+    """A request past its ttl: dropped without a reply (nobody waits)."""
+
+    msg_fmt = "Message %(msg_id)s expired %(age).3fs after it was sent (ttl %(ttl)ss)"
+
+
+@dataclasses.dataclass
+class Request:
+    method: str
+    args: dict
+    version: str
+    context: flotilla_context.RequestContext
+    msg_id: str
+    reply_to: str | None
+    sent_at: float
+    ttl: float | None
+
+
+def new_msg_id() -> str:
+    return uuid.uuid4().hex
+
+
+def build_request(ctxt: flotilla_context.RequestContext | None, method: str,
+                  args: dict, version: str, *, reply_to: str | None,
+                  ttl: float | None, msg_id: str | None = None) -> dict:
+    """A request dict, ready for :func:`encode`."""
+    ctxt = ctxt or flotilla_context.get_admin_context()
+    return {"method": method, "args": args, "version": version,
+            "context": ctxt.to_dict(), "msg_id": msg_id or new_msg_id(),
+            "reply_to": reply_to, "sent_at": time.time(), "ttl": ttl}
+
+
+def build_reply(msg_id: str | None, *, result: Any = None,
+                failure: dict | None = None) -> dict:
+    if failure is not None:
+        return {"msg_id": msg_id, "failure": failure}
+    return {"msg_id": msg_id, "result": result}
+
+
+def encode(body: dict, key: str | None) -> bytes:
+    """Sign (when ``key``) and serialise; TypeError for non-JSON-able data."""
+    return serializer.dumps(signing.sign(body, key))
+
+
+def _parse(data: bytes, key: str | None, max_size: int) -> dict:
+    if len(data) > max_size:
+        raise exception.InvalidMessage(
+            reason="message of %d bytes exceeds max_message_size %d"
+            % (len(data), max_size))
+    try:
+        body = serializer.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise exception.InvalidMessage(reason="not JSON: %s" % exc) from None
+    if not isinstance(body, dict):
+        raise exception.InvalidMessage(reason="body is not a JSON object")
+    problem = signing.verify(body, key)
+    if problem:
+        raise exception.InvalidMessage(reason=problem)
+    return body
+
+
+def _check(cond: bool, reason: str) -> None:
+    if not cond:
+        raise exception.InvalidMessage(reason=reason)
+
+
+def decode_request(data: bytes, *, key: str | None, max_size: int,
+                   now: float | None = None) -> Request:
+    """Validate a request body; see the module rules."""
+    body = _parse(data, key, max_size)
+    missing = [f for f in REQUEST_FIELDS if f not in body]
+    _check(not missing, "missing fields: %s" % ", ".join(missing))
+    method, args, ctx = body["method"], body["args"], body["context"]
+    _check(isinstance(method, str) and method.isidentifier()
+           and not method.startswith("_"), "bad method name %r" % (method,))
+    _check(isinstance(args, dict), "args is not an object")
+    _check(isinstance(ctx, dict), "context is not an object")
+    roles = ctx.get("roles") or []
+    _check(isinstance(roles, list) and all(isinstance(r, str) for r in roles),
+           "context roles is not a list of strings")
+    _check(isinstance(body["msg_id"], str) and body["msg_id"] != "",
+           "bad msg_id")
+    _check(body["reply_to"] is None or isinstance(body["reply_to"], str),
+           "bad reply_to")
+    sent_at, ttl = body["sent_at"], body["ttl"]
+    _check(isinstance(sent_at, (int, float)) and not isinstance(sent_at, bool),
+           "bad sent_at")
+    _check(ttl is None or (isinstance(ttl, (int, float))
+                           and not isinstance(ttl, bool) and ttl > 0),
+           "bad ttl")
+    versioning.parse(body["version"])
+    if ttl is not None:
+        age = (time.time() if now is None else now) - sent_at
+        if age > ttl:
+            raise Expired(msg_id=body["msg_id"], age=age, ttl=ttl)
+    return Request(method=method, args=args, version=body["version"],
+                   context=flotilla_context.RequestContext.from_dict(ctx),
+                   msg_id=body["msg_id"], reply_to=body["reply_to"],
+                   sent_at=float(sent_at), ttl=ttl)
+
+
+def decode_reply(data: bytes, *, key: str | None, max_size: int) -> dict:
+    """A validated reply dict (``msg_id`` and ``result`` or ``failure``)."""
+    body = _parse(data, key, max_size)
+    _check("msg_id" in body and ("result" in body or "failure" in body),
+           "reply without msg_id and result or failure")
+    if "failure" in body:
+        _check(isinstance(body["failure"], dict), "failure is not an object")
+    return body

@@ -1,0 +1,171 @@
+"""Transports: which wire the RPC layer uses, and the driver interface.
+
+:func:`get_transport` reads ``[DEFAULT] transport_url`` and the ``[rpc]``
+options once and returns a :class:`Transport` holding a driver:
+
+* ``rabbit://`` / ``amqp://`` -> :mod:`flotilla.rpc.amqp_driver` (RabbitMQ
+  through kombu/py-amqp);
+* ``memory://`` -> :mod:`flotilla.rpc.memory_driver`, the one process-wide
+  in-process broker (all services of the process see each other).
+
+Everything above the driver (envelope, signing, versioning, dispatch,
+exception mapping) is shared, so both wires behave the same; a driver only
+moves opaque bodies. A driver implements:
+
+``cast(target, body, method)``
+    Deliver ``body`` to the queue(s) of ``target`` or raise
+    MessageUndeliverable when nothing is bound; return only once the
+    broker has accepted it (publisher confirm).
+``call(target, body, correlation_id, method, timeout)``
+    Same routing; wait for the reply body carrying ``correlation_id``;
+    MessagingTimeout after ``timeout`` seconds.
+``reply(address, correlation_id, body)``
+    Send a reply; a vanished caller is not an error.
+``listen(target, handler, capacity)``
+    A listener (``start``/``stop``/``join``) consuming ``<topic>``, or
+    ``<topic>.<server>`` plus the fanout queue when ``target.server`` is set.
+    For each message it takes a slot of ``capacity`` (a semaphore, so at
+    most that many messages are in flight), acknowledges it, then calls
+    ``handler(IncomingMessage)``; the handler must release the slot.
+``cleanup()``
+    Close every connection.
+
+The broker URL is only ever logged or put in an exception through
+:func:`mask_url`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import urllib.parse
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from oslo_config import cfg
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """Where a message goes: a topic, optionally one server, or everyone."""
+
+    topic: str
+    server: str | None = None
+    fanout: bool = False
+
+    @property
+    def routing_key(self) -> str:
+        return "%s.%s" % (self.topic, self.server) if self.server \
+            else self.topic
+
+
+@dataclasses.dataclass
+class IncomingMessage:
+    """A message as a driver hands it to a server (body not parsed yet).
+
+    ``reply_to``/``correlation_id`` are the transport-level reply address,
+    so even a body that cannot be parsed gets an error reply.
+    """
+
+    body: bytes
+    reply_to: str | None = None
+    correlation_id: str | None = None
+    queue: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """The ``[rpc]`` options, read once when the transport is created."""
+
+    control_exchange: str
+    call_timeout: float
+    signing_key: str | None
+    heartbeat: int
+    quorum_queues: bool
+    executor_pool_size: int
+    max_message_size: int
+    reconnect_max_delay: float
+    reconnect_timeout: float
+    cast_ttl: float | None
+
+    @classmethod
+    def from_conf(cls, conf: cfg.ConfigOpts) -> Options:
+        rpc = conf.rpc
+        return cls(control_exchange=rpc.control_exchange,
+                   call_timeout=rpc.call_timeout,
+                   signing_key=rpc.signing_key or None,
+                   heartbeat=rpc.heartbeat,
+                   quorum_queues=rpc.quorum_queues,
+                   executor_pool_size=rpc.executor_pool_size,
+                   max_message_size=rpc.max_message_size,
+                   reconnect_max_delay=rpc.reconnect_max_delay,
+                   reconnect_timeout=rpc.reconnect_timeout,
+                   cast_ttl=rpc.cast_ttl or None)
+
+
+class Listener(Protocol):
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def join(self, timeout: float | None = None) -> bool: ...
+
+
+class Driver(Protocol):
+    reply_to: str
+
+    def cast(self, target: Target, body: bytes, method: str) -> None: ...
+    def call(self, target: Target, body: bytes, correlation_id: str,
+             method: str, timeout: float) -> bytes: ...
+    def reply(self, address: str, correlation_id: str | None,
+              body: bytes) -> None: ...
+    def listen(self, target: Target,
+               handler: Callable[[IncomingMessage], None],
+               capacity: threading.Semaphore) -> Listener: ...
+    def cleanup(self) -> None: ...
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (safe to log)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "<unparseable transport URL>"
+    if not parts.netloc:
+        return "%s://%s" % (parts.scheme, parts.path)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if at and ":" in userinfo:
+        userinfo = userinfo.split(":", 1)[0] + ":***"
+    netloc = userinfo + at + hosts
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+class Transport:
+    """A configured wire: ``options``, the ``driver``, the masked URL."""
+
+    def __init__(self, url: str, options: Options, driver: Any) -> None:
+        self.url = url
+        self.masked_url = mask_url(url)
+        self.options = options
+        self.driver = driver
+
+    def cleanup(self) -> None:
+        """Close every connection; the transport is unusable afterwards."""
+        self.driver.cleanup()
+
+    def __repr__(self) -> str:
+        return "<Transport %s>" % self.masked_url
+
+
+def get_transport(conf: cfg.ConfigOpts, url: str | None = None) -> Transport:
+    """The transport for ``[DEFAULT] transport_url`` (or ``url``)."""
+    url = url or conf.transport_url
+    options = Options.from_conf(conf)
+    scheme = urllib.parse.urlsplit(url).scheme
+    if scheme == "memory":
+        from flotilla.rpc import memory_driver
+        driver = memory_driver.MemoryDriver(options)
+    elif scheme in ("rabbit", "amqp"):
+        from flotilla.rpc import amqp_driver
+        driver = amqp_driver.AMQPDriver(url, options)
+    else:
+        raise ValueError("unsupported transport scheme %r" % scheme)
+    return Transport(url, options, driver)

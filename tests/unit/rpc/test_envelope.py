@@ -1,0 +1,207 @@
+"""Envelope, signing, versioning and serialisation rules (no broker)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from flotilla import exception
+from flotilla.context import RequestContext
+from flotilla.rpc import envelope, serializer, signing, versioning
+
+KEY = "s3cret-key"
+
+
+def _request(**over):
+    ctxt = RequestContext(user_id="u1", project_id="p1", roles=["member"])
+    body = envelope.build_request(ctxt, "echo", {"value": 1}, "1.2",
+                                  reply_to="r", ttl=30)
+    body.update(over)
+    return body
+
+
+def test_build_request_has_every_field():
+    body = _request()
+    assert set(body) == set(envelope.REQUEST_FIELDS)
+    assert body["context"]["user_id"] == "u1"
+    assert body["context"]["request_id"].startswith("req-")
+    assert abs(body["sent_at"] - time.time()) < 5
+
+
+def test_round_trip():
+    body = _request()
+    req = envelope.decode_request(envelope.encode(body, None), key=None,
+                                  max_size=10000)
+    assert req.method == "echo" and req.args == {"value": 1}
+    assert req.version == "1.2" and req.reply_to == "r"
+    assert isinstance(req.context, RequestContext)
+    assert req.context.roles == ["member"]
+    assert req.context.request_id == body["context"]["request_id"]
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"\xff\xfe not json", "not JSON"),
+    (b"[1, 2]", "not a JSON object"),
+    (json.dumps({"method": "x"}).encode(), "missing fields"),
+])
+def test_bad_bodies(data, reason):
+    with pytest.raises(exception.InvalidMessage, match=reason):
+        envelope.decode_request(data, key=None, max_size=10000)
+
+
+@pytest.mark.parametrize("field, value, reason", [
+    ("method", "_private", "bad method name"),
+    ("method", 12, "bad method name"),
+    ("args", [1], "args is not an object"),
+    ("context", "x", "context is not an object"),
+    ("version", "1", "bad version"),
+    ("version", "1.2.3", "bad version"),
+    ("ttl", -1, "bad ttl"),
+    ("sent_at", "yesterday", "bad sent_at"),
+    ("msg_id", "", "bad msg_id"),
+])
+def test_bad_fields(field, value, reason):
+    data = envelope.encode(_request(**{field: value}), None)
+    with pytest.raises(exception.InvalidMessage, match=reason):
+        envelope.decode_request(data, key=None, max_size=10000)
+
+
+def test_oversized_rejected_before_parsing():
+    with pytest.raises(exception.InvalidMessage, match="exceeds"):
+        envelope.decode_request(b"{" * 2000, key=None, max_size=1024)
+
+
+def test_expired():
+    data = envelope.encode(_request(sent_at=time.time() - 100, ttl=10), None)
+    with pytest.raises(envelope.Expired):
+        envelope.decode_request(data, key=None, max_size=10000)
+    # no ttl: never expires
+    data = envelope.encode(_request(sent_at=0, ttl=None), None)
+    envelope.decode_request(data, key=None, max_size=10000)
+
+
+# -- signing --
+
+def test_signature_good():
+    data = envelope.encode(_request(), KEY)
+    assert "sig" in json.loads(data)
+    envelope.decode_request(data, key=KEY, max_size=10000)
+
+
+def test_signature_independent_of_key_order():
+    body = signing.sign(_request(), KEY)
+    reordered = dict(reversed(list(body.items())))
+    assert signing.verify(reordered, KEY) is None
+
+
+def test_signature_missing():
+    data = envelope.encode(_request(), None)
+    with pytest.raises(exception.InvalidMessage, match="unsigned"):
+        envelope.decode_request(data, key=KEY, max_size=10000)
+
+
+def test_signature_forged():
+    body = signing.sign(_request(), KEY)
+    body["args"] = {"value": 2}  # tampered after signing
+    with pytest.raises(exception.InvalidMessage, match="bad signature"):
+        envelope.decode_request(serializer.dumps(body), key=KEY,
+                                max_size=10000)
+    other = envelope.encode(_request(), "another-key")
+    with pytest.raises(exception.InvalidMessage, match="bad signature"):
+        envelope.decode_request(other, key=KEY, max_size=10000)
+
+
+def test_no_key_ignores_signature():
+    envelope.decode_request(envelope.encode(_request(), KEY), key=None,
+                            max_size=10000)
+
+
+# -- versioning --
+
+@pytest.mark.parametrize("server, requested, ok", [
+    ("1.3", "1.0", True), ("1.3", "1.3", True), ("1.3", "1.4", False),
+    ("1.3", "2.0", False), ("2.1", "1.0", False), ("1.10", "1.9", True),
+])
+def test_compatibility(server, requested, ok):
+    assert versioning.is_compatible(server, requested) is ok
+
+
+def test_version_cap():
+    assert versioning.within_cap("1.2", None)
+    assert versioning.within_cap("1.2", "1.2")
+    assert not versioning.within_cap("1.3", "1.2")
+    assert versioning.within_cap("1.10", "1.10")
+    assert not versioning.within_cap("1.10", "1.9")
+
+
+@pytest.mark.parametrize("bad", ["", "1", "1.", "a.b", "01.1", "1.2.3", None])
+def test_bad_versions(bad):
+    with pytest.raises(exception.InvalidMessage):
+        versioning.parse(bad)
+
+
+# -- serialisation and exception mapping --
+
+def test_canonical_is_sorted_and_compact():
+    assert serializer.canonical({"b": 1, "a": [1, 2]}) == b'{"a":[1,2],"b":1}'
+
+
+def test_dumps_refuses_non_json():
+    with pytest.raises(TypeError):
+        serializer.dumps({"x": object()})
+    with pytest.raises(ValueError):
+        serializer.dumps({"x": float("nan")})
+
+
+def test_exception_same_class_with_kwargs():
+    exc = exception.InstanceNotFound(instance_uuid="abc")
+    failure = serializer.failure_from_exception(exc)
+    assert failure == {"exc_type": "InstanceNotFound",
+                       "message": "Instance abc could not be found.",
+                       "kwargs": {"instance_uuid": "abc"}}
+    back = serializer.exception_from_failure(
+        json.loads(serializer.dumps(failure)))
+    assert type(back) is exception.InstanceNotFound
+    assert str(back) == str(exc) and back.kwargs == {"instance_uuid": "abc"}
+
+
+def test_exception_unknown_class_is_remote_error():
+    back = serializer.exception_from_failure(
+        serializer.failure_from_exception(ValueError("bad value")))
+    assert type(back) is exception.RemoteError
+    assert back.exc_type == "ValueError" and back.value == "bad value"
+
+
+def test_exception_name_outside_flotilla_exception_not_resolved():
+    # A remote peer cannot make us build arbitrary classes.
+    for name in ("RequestContext", "object", "SystemExit", "__class__"):
+        back = serializer.exception_from_failure(
+            {"exc_type": name, "message": "m", "kwargs": {}})
+        assert type(back) is exception.RemoteError
+
+
+def test_exception_non_json_kwargs_dropped():
+    exc = exception.Invalid(reason=object())
+    failure = serializer.failure_from_exception(exc)
+    assert failure["kwargs"] == {}
+    serializer.dumps(failure)
+    assert type(serializer.exception_from_failure(failure)) is \
+        exception.Invalid
+
+
+def test_remote_error_round_trip():
+    exc = exception.RemoteError("KeyError", "'x'")
+    back = serializer.exception_from_failure(
+        serializer.failure_from_exception(exc))
+    assert type(back) is exception.RemoteError
+    assert back.exc_type == "KeyError" and back.value == "'x'"
+
+
+def test_mask_url():
+    from flotilla.rpc import mask_url
+    masked = mask_url("rabbit://user:hunter2@h1:5672,h2:5672/vhost")
+    assert "hunter2" not in masked
+    assert masked == "rabbit://user:***@h1:5672,h2:5672/vhost"
+    assert mask_url("memory://") == "memory://"
