@@ -35,7 +35,12 @@ def build_url(conf: cfg.ConfigOpts) -> sa.URL:
     connection = conf.database.connection
     if not connection:
         state_path = conf.state_path
-        os.makedirs(state_path, exist_ok=True)
+        try:
+            os.makedirs(state_path, exist_ok=True)
+        except OSError as exc:
+            raise exception.DBError(
+                reason="cannot create [DEFAULT] state_path %s: %s"
+                % (state_path, exc.strerror)) from None
         return sa.URL.create(
             "sqlite", database=os.path.join(state_path, "flotilla.sqlite"))
     url = sa.make_url(connection)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.db.fixtures import db, db_conf, empty_db  # noqa: F401
+from tests.unit.db.fixtures import db, db_conf, empty_db, manage  # noqa: F401
 
 
 @pytest.fixture

@@ -4,8 +4,14 @@ provides ``db_url``, the only thing that differs between backends."""
 
 from __future__ import annotations
 
-import pytest
+import os
+import subprocess
+import sys
 
+import pytest
+import sqlalchemy as sa
+
+import flotilla
 from flotilla.db import api, migration
 
 
@@ -29,3 +35,28 @@ def db(empty_db):
     """A configured database migrated to head; yields flotilla.db.api."""
     migration.db_sync()
     yield api
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(flotilla.__file__)))
+
+
+@pytest.fixture
+def manage(tmp_path, db_url):
+    """Run flotilla-manage with a config file pointing at ``db_url``."""
+    config = tmp_path / "flotilla.conf"
+    config.write_text("[DEFAULT]\nstate_path = %s\nservice_down_time = 60\n"
+                      "[database]\nconnection = %s\n" % (tmp_path, db_url))
+    env = dict(os.environ, PYTHONPATH=REPO)
+    password = sa.make_url(db_url).password
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [sys.executable, "-m", "flotilla.cmd.manage",
+             "--config-file", str(config), *args],
+            capture_output=True, text=True, env=env, timeout=120)
+        assert "Traceback" not in result.stderr, result.stderr
+        if password:
+            assert password not in result.stdout + result.stderr
+        return result
+
+    return run
