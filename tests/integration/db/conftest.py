@@ -4,6 +4,7 @@ afterwards. An unreachable server fails the tests (never skips them)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 
@@ -28,8 +29,9 @@ def _admin_connect():
                     % (ADMIN_DSN.rpartition("@")[2], first), pytrace=False)
 
 
-@pytest.fixture
-def db_url():
+@contextlib.contextmanager
+def postgresql_database():
+    """Create a uniquely named database; yield its URL; drop it."""
     from psycopg import sql
 
     name = "flotilla_test_%s" % uuid.uuid4().hex[:12]
@@ -40,10 +42,20 @@ def db_url():
     # With trust authentication a password is never asked for: a dummy one
     # lets the tests check that flotilla-manage never prints it.
     password = ":" + (base.get("password") or "dummy-Secret-pw")
-    yield "postgresql://%s%s@%s:%s/%s" % (
-        user, password, base.get("host", "127.0.0.1"), base.get("port", 5432), name)
-    with _admin_connect() as conn:
-        # FORCE: a pooled connection left by a failed test must not keep
-        # the database alive.
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(name)))
+    try:
+        yield "postgresql://%s%s@%s:%s/%s" % (
+            user, password, base.get("host", "127.0.0.1"),
+            base.get("port", 5432), name)
+    finally:
+        with _admin_connect() as conn:
+            # FORCE: a pooled connection left by a failed test must not
+            # keep the database alive.
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+                         .format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def db_url():
+    """A throwaway PostgreSQL database per test."""
+    with postgresql_database() as url:
+        yield url

@@ -10,9 +10,5 @@ from __future__ import annotations
 from tests.unit.db.test_compute_nodes import *  # noqa: F403
 from tests.unit.db.test_flavors import *  # noqa: F403
 from tests.unit.db.test_instances import *  # noqa: F403
-from tests.unit.db.test_manage import (  # noqa: F401
-    test_sync_twice_then_service_list,
-    test_unknown_service_is_one_line,
-)
 from tests.unit.db.test_migrations import *  # noqa: F403
 from tests.unit.db.test_services import *  # noqa: F403

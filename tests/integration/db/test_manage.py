@@ -1,4 +1,4 @@
-"""``flotilla-manage`` run as a subprocess (shared by both backends)."""
+"""``flotilla-manage`` run as a subprocess, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -7,13 +7,26 @@ import os
 import subprocess
 import sys
 
+import pytest
 import sqlalchemy as sa
 
 import flotilla
 from flotilla.db import api, models
 from flotilla.db.types import utcnow
+from tests.integration.db.conftest import postgresql_database
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(flotilla.__file__)))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """Both backends: this module overrides the directory's PostgreSQL-only
+    ``db_url``."""
+    if request.param == "sqlite":
+        yield "sqlite:///%s" % (tmp_path / "flotilla.sqlite")
+    else:
+        with postgresql_database() as url:
+            yield url
 
 
 def test_sync_twice_then_service_list(manage, db_conf):

@@ -1,0 +1,67 @@
+"""Engine set-up from configuration (no database server needed)."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+from flotilla import exception
+from flotilla.db import api, engine
+
+
+def test_default_is_sqlite_under_state_path(conf, tmp_path):
+    state = tmp_path / "state" / "deep"
+    conf.set_override("state_path", str(state))
+    url = engine.build_url(conf)
+    assert url.drivername == "sqlite"
+    assert url.database == str(state / "flotilla.sqlite")
+    assert state.is_dir()
+
+
+def test_postgresql_url_means_psycopg3(conf):
+    conf.set_override("connection", "postgresql://u:pw@db/flotilla", "database")
+    assert engine.build_url(conf).drivername == "postgresql+psycopg"
+
+
+def test_mask_url_hides_password():
+    masked = engine.mask_url("postgresql+psycopg://flotilla:s3cret@db:5432/f")
+    assert "s3cret" not in masked and "flotilla:***@db" in masked
+
+
+def test_sqlite_pragmas(empty_db):
+    with api.get_engine().connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+
+
+def test_not_configured_is_a_clear_error():
+    api.dispose()
+    with pytest.raises(exception.DBError, match="not configured"):
+        with api.session_scope():
+            pass
+
+
+def test_timestamps_round_trip_as_aware_utc(db):
+    naive = datetime.datetime(2030, 1, 2, 3, 4, 5)
+    plus2 = datetime.datetime(2030, 1, 2, 5, 4, 5,
+                              tzinfo=datetime.timezone(datetime.timedelta(hours=2)))
+    a = db.instance_create({"task_deadline": naive})
+    b = db.instance_create({"task_deadline": plus2})
+    for inst in (a, b):
+        got = db.instance_get(inst.uuid).task_deadline
+        assert got == naive.replace(tzinfo=datetime.UTC)
+        assert got.utcoffset() == datetime.timedelta(0)
+
+
+def test_unreachable_database_is_db_error(conf):
+    conf.set_override("connection",
+                      "postgresql://u:pw@127.0.0.1:1/none", "database")
+    api.configure(conf)
+    try:
+        with pytest.raises(exception.DBError) as info:
+            api.service_get_all()
+        assert "pw" not in str(info.value)
+    finally:
+        api.dispose()
