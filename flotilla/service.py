@@ -46,7 +46,8 @@ class Service:
 
     def __init__(self, conf: cfg.ConfigOpts, binary: str, topic: str, manager,
                  transport=None, heartbeat: Heartbeat | None = db_heartbeat,
-                 per_host: bool = False, host: str | None = None) -> None:
+                 per_host: bool = False, host: str | None = None,
+                 close_transport: bool | None = None) -> None:
         self.conf = conf
         self.binary = binary
         self.topic = topic
@@ -54,7 +55,9 @@ class Service:
         self.host = host or conf.host
         self.per_host = per_host
         self._transport = transport
-        self._owns_transport = transport is None
+        # Close the transport on stop if we made it (or are told to).
+        self._owns_transport = transport is None if close_transport is None \
+            else close_transport
         self._heartbeat = heartbeat
         self._server = None
         self._runner: periodic.PeriodicRunner | None = None
@@ -73,6 +76,9 @@ class Service:
         self._server.start()
         tasks = periodic.find_tasks(self.manager)
         if self._heartbeat is not None:
+            # The first heartbeat before start() returns: a started service
+            # is visible as up at once.
+            self._report_state()
             tasks.append(self._report_state)
         self._runner = periodic.PeriodicRunner(tasks)
         self._runner.start()
@@ -80,10 +86,14 @@ class Service:
                  self.host, self.topic,
                  ".%s" % self.host if self.per_host else "")
 
-    @periodic.periodic_task(spacing=lambda: _conf_report_interval(),
-                            run_immediately=True)
+    @periodic.periodic_task(spacing=lambda: _conf_report_interval())
     def _report_state(self) -> None:
-        self._heartbeat(self.host, self.binary, self.topic)
+        try:
+            self._heartbeat(self.host, self.binary, self.topic)
+        except Exception as exc:
+            # A missed heartbeat only makes the service look down for a
+            # while; the next one may get through.
+            LOG.warning("%s: heartbeat failed: %s", self.binary, exc)
 
     def stop(self, grace: float | None = None) -> bool:
         """Stop consuming, finish in-flight work within ``grace`` seconds.

@@ -1,0 +1,140 @@
+"""The compute agent's RPC endpoint (topic ``compute.<host>``).
+
+Thin: each RPC method names the operation and hands it to
+:class:`compute.lifecycle.Lifecycle`, which owns the state rules. The agent
+never opens the database; the conductor does every write for it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from oslo_config import cfg
+
+from compute import lifecycle as lc
+from compute.lifecycle import Lifecycle
+from compute.reconcile import Reconciler
+from compute.virt import driver as virt_driver
+from compute.virt.hardware import Instance
+from conductor.rpcapi import ConductorAPI
+from flotilla import concurrency, exception
+from flotilla.context import RequestContext, get_admin_context
+from flotilla.periodic import periodic_task
+
+LOG = logging.getLogger(__name__)
+
+# Inventory a compute node reports; usage follows the scheduler's claims.
+_REPORTED = ("vcpus", "memory_mb", "disk_gb", "hypervisor_type",
+             "hypervisor_version", "hypervisor_hostname", "cpu_arch")
+
+
+class ComputeManager:
+    RPC_API_VERSION = "1.0"
+
+    def __init__(self, conf: cfg.ConfigOpts, driver: virt_driver.ComputeDriver,
+                 conductor: ConductorAPI, host: str | None = None) -> None:
+        self.conf = conf
+        self.host = host or conf.host
+        self.driver = driver
+        self.conductor = conductor
+        self.lifecycle = Lifecycle(self.host, driver, conductor)
+        self.reconciler = Reconciler(self.lifecycle)
+        self._build_slots = concurrency.WorkerPool(conf.compute.max_concurrent_builds,
+                                                   name="build")
+
+    # --- service hooks --------------------------------------------------------
+
+    def init_host(self) -> None:
+        self.driver.init_host(self.host)
+        self.reconciler.init_host()
+        self.reconciler.start_event_worker()
+        self.update_available_resource()
+
+    def cleanup_host(self) -> None:
+        self.reconciler.stop_event_worker()
+        self._build_slots.shutdown(timeout=self.conf.graceful_shutdown_timeout)
+        self.driver.cleanup_host()
+
+    # --- RPC: operations (casts) ----------------------------------------------
+
+    def build_and_run_instance(self, ctxt: RequestContext, instance_uuid: str,
+                               image: dict | None) -> None:
+        # Bounded: at most [compute] max_concurrent_builds spawns at once.
+        self._build_slots.submit(self.lifecycle.build, ctxt, instance_uuid, image).result()
+
+    def terminate_instance(self, ctxt: RequestContext, instance_uuid: str) -> None:
+        self.lifecycle.terminate(ctxt, instance_uuid)
+
+    def reboot_instance(self, ctxt: RequestContext, instance_uuid: str,
+                        reboot_type: str = virt_driver.SOFT) -> None:
+        if reboot_type not in virt_driver.REBOOT_TYPES:
+            raise exception.Invalid(reason="reboot_type must be SOFT or HARD")
+        op = lc.REBOOT_SOFT if reboot_type == virt_driver.SOFT else lc.REBOOT_HARD
+        self.lifecycle.run(ctxt, op, instance_uuid,
+                           lambda inst: self.driver.reboot(inst, reboot_type))
+
+    def stop_instance(self, ctxt: RequestContext, instance_uuid: str) -> None:
+        self.lifecycle.run(ctxt, lc.STOP, instance_uuid, self.driver.power_off)
+
+    def start_instance(self, ctxt: RequestContext, instance_uuid: str) -> None:
+        self.lifecycle.run(ctxt, lc.START, instance_uuid, self.driver.power_on)
+
+    def pause_instance(self, ctxt: RequestContext, instance_uuid: str) -> None:
+        self.lifecycle.run(ctxt, lc.PAUSE, instance_uuid, self.driver.pause)
+
+    def unpause_instance(self, ctxt: RequestContext, instance_uuid: str) -> None:
+        self.lifecycle.run(ctxt, lc.UNPAUSE, instance_uuid, self.driver.unpause)
+
+    def suspend_instance(self, ctxt: RequestContext, instance_uuid: str) -> None:
+        self.lifecycle.run(ctxt, lc.SUSPEND, instance_uuid, self.driver.suspend)
+
+    def resume_instance(self, ctxt: RequestContext, instance_uuid: str) -> None:
+        self.lifecycle.run(ctxt, lc.RESUME, instance_uuid, self.driver.resume)
+
+    # --- RPC: reads (calls) -----------------------------------------------------
+
+    def get_console_output(self, ctxt: RequestContext, instance_uuid: str,
+                           length: int | None = None) -> str:
+        instance = self._local_instance(ctxt, instance_uuid)
+        if not self.driver.capabilities.supports_console_log:
+            raise exception.NotSupported(operation="console output",
+                                         what="this host's hypervisor")
+        output = self.driver.get_console_output(instance)
+        if length is not None and length >= 0:
+            output = "\n".join(output.splitlines()[-length:]) if length else ""
+        return output
+
+    def get_diagnostics(self, ctxt: RequestContext, instance_uuid: str) -> dict:
+        return self.driver.get_diagnostics(self._local_instance(ctxt, instance_uuid))
+
+    def _local_instance(self, ctxt, instance_uuid: str) -> Instance:
+        record = self.conductor.instance_get(ctxt, instance_uuid)
+        if record.get("host") != self.host:
+            raise exception.InstanceNotFound(instance_uuid=instance_uuid)
+        return Instance.coerce(record)
+
+    # --- periodic tasks -----------------------------------------------------------
+
+    @periodic_task(spacing=lambda: _interval("resource_report_interval"))
+    def update_available_resource(self) -> None:
+        resources = self.driver.get_available_resource()
+        report = {k: resources[k] for k in _REPORTED if k in resources}
+        report["running_vms"] = len(self.driver.list_instances())
+        self.conductor.compute_node_update(get_admin_context(), self.host, report)
+
+    @periodic_task(spacing=lambda: _interval("sync_power_state_interval"))
+    def sync_power_states(self) -> None:
+        self.reconciler.sync_power_states()
+
+    @periodic_task(spacing=lambda: _interval("image_cache_manager_interval"))
+    def manage_image_cache(self) -> None:
+        removed = self.driver.manage_image_cache()
+        if removed:
+            LOG.info("removed %d unused base images", len(removed))
+
+
+def _interval(option: str) -> float:
+    from flotilla.conf import CONF
+    value = getattr(CONF.compute, option)
+    # -1 disables a task: run it so rarely it never comes round.
+    return value if value > 0 else 10 ** 9

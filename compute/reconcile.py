@@ -1,0 +1,208 @@
+"""Keeping the conductor's view of this host's guests true.
+
+Three sources of drift, one set of rules:
+
+* start-up (:meth:`Reconciler.init_host`): the agent may have died mid-way;
+  domains whose instance is deleted or unknown are destroyed, instances
+  whose domain vanished go to ERROR, an interrupted spawn ends ACTIVE (the
+  guest runs) or ERROR (it does not), an interrupted delete is finished and
+  any other interrupted task is cleared with the reason recorded;
+* lifecycle events from the driver, as they happen;
+* a periodic sync that catches what events missed.
+
+A guest that stopped by itself (shut down from inside, crashed) moves its
+instance from ACTIVE to STOPPED, as Nova does; otherwise only power_state
+follows the hypervisor: vm_state is the user's intent.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+
+from compute.lifecycle import Lifecycle
+from compute.virt import events, power_state
+from compute.virt.hardware import Instance
+from flotilla import concurrency, exception
+from flotilla import states as st
+from flotilla.context import RequestContext, get_admin_context
+
+LOG = logging.getLogger(__name__)
+
+_OFF = (power_state.SHUTDOWN, power_state.CRASHED)
+_VM_STATE_FOR_POWER = {
+    power_state.RUNNING: st.ACTIVE,
+    power_state.PAUSED: st.PAUSED,
+    power_state.SUSPENDED: st.SUSPENDED,
+    power_state.SHUTDOWN: st.STOPPED,
+    power_state.CRASHED: st.STOPPED,
+}
+
+
+class Reconciler:
+    def __init__(self, lifecycle: Lifecycle) -> None:
+        self.lifecycle = lifecycle
+        self.driver = lifecycle.driver
+        self.conductor = lifecycle.conductor
+        self.host = lifecycle.host
+        self._events: collections.deque[events.LifecycleEvent] = collections.deque()
+        self._events_ready = concurrency.Event()
+        self._stopping = False
+        self._event_worker = None
+
+    # --- start-up ---------------------------------------------------------------
+
+    def init_host(self) -> None:
+        ctxt = get_admin_context()
+        records = {r["uuid"]: r for r in
+                   self.conductor.instance_get_all_by_host(ctxt, self.host)}
+        domains = set(self.driver.list_instances())
+        for uuid in sorted(domains - set(records)):
+            LOG.warning("destroying domain of instance %s: deleted or unknown "
+                        "to the cloud", uuid)
+            try:
+                self.driver.destroy(Instance(uuid=uuid))
+            except Exception:
+                LOG.exception("could not destroy orphan domain %s", uuid)
+        for uuid, record in records.items():
+            try:
+                self._repair(ctxt, record, uuid in domains)
+            except exception.InstanceStateConflict as exc:
+                LOG.info("instance %s changed while being repaired: %s", uuid, exc)
+            except Exception:
+                LOG.exception("could not repair instance %s", uuid)
+
+    def _repair(self, ctxt: RequestContext, record: dict, has_domain: bool) -> None:
+        uuid, task = record["uuid"], record["task_state"]
+        if task == st.DELETING:
+            LOG.info("finishing the interrupted delete of instance %s", uuid)
+            self.conductor.instance_update(ctxt, uuid, {"task_state": None},
+                                           expected={"task_state": st.DELETING})
+            self.lifecycle.terminate(ctxt, uuid)
+            return
+        power = self._power(record) if has_domain else power_state.NOSTATE
+        if task == st.SPAWNING or (record["vm_state"] == st.BUILDING and task is None):
+            if power == power_state.RUNNING:
+                self._set(ctxt, record, {"vm_state": st.ACTIVE, "task_state": None,
+                                         "power_state": power},
+                          "spawn finished while the agent was down")
+            else:
+                if has_domain:
+                    self.driver.destroy(Instance.coerce(record))
+                self._fail(ctxt, record, "the compute agent restarted during the spawn "
+                           "and the guest did not start")
+            return
+        if not has_domain:
+            if record["vm_state"] in (st.BUILDING, st.ERROR) and task is None:
+                return
+            self._fail(ctxt, record, "the guest's domain vanished from the hypervisor")
+            return
+        values = {"power_state": power}
+        reason = None
+        if task is not None:
+            values["task_state"] = None
+            values["vm_state"] = _VM_STATE_FOR_POWER.get(power, record["vm_state"])
+            reason = ("%s was interrupted by a compute agent restart; the guest is %s"
+                      % (task, power_state.name(power)))
+        elif record["vm_state"] == st.ACTIVE and power in _OFF:
+            values["vm_state"] = st.STOPPED
+        if values.get("vm_state", record["vm_state"]) != record["vm_state"] \
+                or power != record["power_state"] or reason:
+            self._set(ctxt, record, values, reason)
+
+    def _set(self, ctxt, record: dict, values: dict, reason: str | None) -> None:
+        self.conductor.instance_update(
+            ctxt, record["uuid"], values,
+            expected={"vm_state": record["vm_state"], "task_state": record["task_state"]})
+        if reason:
+            LOG.warning("instance %s: %s", record["uuid"], reason)
+            self.conductor.instance_fault_create(ctxt, record["uuid"], code=500,
+                                                 message=reason[:255], host=self.host)
+
+    def _fail(self, ctxt, record: dict, reason: str) -> None:
+        self._set(ctxt, record, {"vm_state": st.ERROR, "task_state": None,
+                                 "power_state": power_state.NOSTATE}, reason)
+
+    def _power(self, record: dict) -> int:
+        try:
+            return self.driver.get_info(Instance.coerce(record)).power_state
+        except exception.InstanceNotFound:
+            return power_state.NOSTATE
+
+    # --- periodic sync --------------------------------------------------------
+
+    def sync_power_states(self) -> None:
+        ctxt = get_admin_context()
+        domains = set(self.driver.list_instances())
+        for record in self.conductor.instance_get_all_by_host(ctxt, self.host):
+            if record["task_state"] is not None:
+                continue   # an operation is under way; it records the result
+            with self.lifecycle.locks.hold(record["uuid"]):
+                try:
+                    self._sync_one(ctxt, record, record["uuid"] in domains)
+                except exception.InstanceStateConflict:
+                    pass   # changed meanwhile: the next sync looks again
+                except Exception:
+                    LOG.exception("power state sync of %s failed", record["uuid"])
+
+    def _sync_one(self, ctxt, record: dict, has_domain: bool) -> None:
+        if record["vm_state"] in (st.BUILDING, st.DELETED):
+            return
+        if not has_domain:
+            if record["vm_state"] != st.ERROR:
+                self._fail(ctxt, record, "the guest's domain vanished from the hypervisor")
+            return
+        self._apply_power(ctxt, record, self._power(record))
+
+    def _apply_power(self, ctxt, record: dict, power: int) -> None:
+        values = {}
+        if power != record["power_state"]:
+            values["power_state"] = power
+        if record["vm_state"] == st.ACTIVE and record["task_state"] is None \
+                and power in _OFF:
+            values["vm_state"] = st.STOPPED
+            LOG.info("instance %s stopped by itself (%s)", record["uuid"],
+                     power_state.name(power))
+        if values:
+            self.conductor.instance_update(
+                ctxt, record["uuid"], values,
+                expected={"vm_state": record["vm_state"], "task_state": None})
+
+    # --- lifecycle events -------------------------------------------------------
+
+    def start_event_worker(self) -> None:
+        self.driver.register_event_listener(self._on_event)
+        self._event_worker = concurrency.spawn(self._event_loop)
+
+    def stop_event_worker(self) -> None:
+        self.driver.register_event_listener(None)
+        self._stopping = True
+        self._events_ready.set()
+
+    def _on_event(self, event: events.LifecycleEvent) -> None:
+        # Runs on the driver's thread: queue and return at once.
+        self._events.append(event)
+        self._events_ready.set()
+
+    def _event_loop(self) -> None:
+        while not self._stopping:
+            self._events_ready.wait(1.0)
+            self._events_ready.clear()
+            while self._events and not self._stopping:
+                self._handle_event(self._events.popleft())
+
+    def _handle_event(self, event: events.LifecycleEvent) -> None:
+        ctxt = get_admin_context()
+        try:
+            record = self.conductor.instance_get(ctxt, event.instance_uuid)
+        except exception.InstanceNotFound:
+            return
+        if record["host"] != self.host or record["task_state"] is not None:
+            return   # an operation in progress records its own outcome
+        try:
+            self._apply_power(ctxt, record, event.power_state)
+        except exception.InstanceStateConflict:
+            pass    # the periodic sync has the last word
+        except Exception:
+            LOG.exception("handling %s of %s failed", event.transition,
+                          event.instance_uuid)

@@ -1,0 +1,74 @@
+"""Client of a compute agent's RPC API (topic ``compute.<host>``).
+
+Operations that change a guest are casts: the caller has already recorded
+the intent and the agent reports progress through the conductor. Reads the
+caller waits on (console, diagnostics) are calls. A cast to a host whose
+agent has no queue raises MessageUndeliverable at once.
+
+Version history:
+
+* 1.0 - build_and_run_instance, terminate_instance, reboot_instance,
+  stop_instance, start_instance, pause_instance, unpause_instance,
+  suspend_instance, resume_instance, get_console_output, get_diagnostics.
+"""
+
+from __future__ import annotations
+
+from flotilla import rpc
+from flotilla.context import RequestContext
+
+TOPIC = "compute"
+
+
+class ComputeAPI:
+    VERSION = "1.0"
+
+    def __init__(self, transport, version_cap: str | None = None) -> None:
+        self.client = rpc.RPCClient(transport, topic=TOPIC, version="1.0",
+                                    version_cap=version_cap)
+
+    def _host(self, host: str, timeout: float | None = None):
+        if timeout is None:
+            return self.client.prepare(server=host)
+        return self.client.prepare(server=host, timeout=timeout)
+
+    def build_and_run_instance(self, ctxt: RequestContext, host: str,
+                               instance_uuid: str, image: dict | None) -> None:
+        """``image``: {"id", "source" (path or URL), "sha256", "disk_format"}."""
+        self._host(host).cast(ctxt, "build_and_run_instance",
+                              instance_uuid=instance_uuid, image=image)
+
+    def terminate_instance(self, ctxt: RequestContext, host: str,
+                           instance_uuid: str) -> None:
+        self._host(host).cast(ctxt, "terminate_instance", instance_uuid=instance_uuid)
+
+    def reboot_instance(self, ctxt: RequestContext, host: str, instance_uuid: str,
+                        reboot_type: str = "SOFT") -> None:
+        self._host(host).cast(ctxt, "reboot_instance", instance_uuid=instance_uuid,
+                              reboot_type=reboot_type)
+
+    def stop_instance(self, ctxt: RequestContext, host: str, instance_uuid: str) -> None:
+        self._host(host).cast(ctxt, "stop_instance", instance_uuid=instance_uuid)
+
+    def start_instance(self, ctxt: RequestContext, host: str, instance_uuid: str) -> None:
+        self._host(host).cast(ctxt, "start_instance", instance_uuid=instance_uuid)
+
+    def pause_instance(self, ctxt: RequestContext, host: str, instance_uuid: str) -> None:
+        self._host(host).cast(ctxt, "pause_instance", instance_uuid=instance_uuid)
+
+    def unpause_instance(self, ctxt: RequestContext, host: str, instance_uuid: str) -> None:
+        self._host(host).cast(ctxt, "unpause_instance", instance_uuid=instance_uuid)
+
+    def suspend_instance(self, ctxt: RequestContext, host: str, instance_uuid: str) -> None:
+        self._host(host).cast(ctxt, "suspend_instance", instance_uuid=instance_uuid)
+
+    def resume_instance(self, ctxt: RequestContext, host: str, instance_uuid: str) -> None:
+        self._host(host).cast(ctxt, "resume_instance", instance_uuid=instance_uuid)
+
+    def get_console_output(self, ctxt: RequestContext, host: str, instance_uuid: str,
+                           length: int | None = None) -> str:
+        return self._host(host).call(ctxt, "get_console_output",
+                                     instance_uuid=instance_uuid, length=length)
+
+    def get_diagnostics(self, ctxt: RequestContext, host: str, instance_uuid: str) -> dict:
+        return self._host(host).call(ctxt, "get_diagnostics", instance_uuid=instance_uuid)

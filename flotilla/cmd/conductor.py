@@ -1,0 +1,25 @@
+"""flotilla-conductor: multi-step flows and the database writes of agents."""
+
+from __future__ import annotations
+
+import sys
+
+from flotilla import service
+
+
+def make_services(conf) -> list:
+    from conductor.manager import ConductorManager
+    from flotilla.db import api as db
+    from flotilla.db import migration
+    db.configure(conf)
+    migration.check_synced()
+    return [service.Service(conf, "flotilla-conductor", "conductor",
+                            ConductorManager(conf))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    return service.run_daemon("flotilla-conductor", make_services, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
