@@ -59,6 +59,17 @@ from flotilla.db.instances import (  # noqa: F401
     instance_get_expired_tasks,
     instance_update,
 )
+from flotilla.db.server_groups import (  # noqa: F401
+    ServerGroupNotFound,
+    server_group_add_members,
+    server_group_create,
+    server_group_destroy,
+    server_group_get,
+    server_group_get_all,
+    server_group_get_for_instance,
+    server_group_member_hosts,
+    server_group_members,
+)
 from flotilla.db.services import (  # noqa: F401
     service_destroy,
     service_get,
