@@ -61,6 +61,14 @@ rpc_opts = [
         help="Seconds a client keeps trying to reach the broker for one "
              "message before it gives up with an error. Servers retry "
              "forever."),
+    cfg.BoolOpt(
+        "persistent_casts",
+        default=True,
+        help="Publish casts as persistent messages, so a cast the broker "
+             "confirmed survives a RabbitMQ restart as well as dropped "
+             "connections. Costs a disk write per confirmed cast (about "
+             "half the cast rate); with False a confirmed cast survives "
+             "dropped connections only."),
     cfg.IntOpt(
         "cast_ttl",
         default=0,

@@ -95,6 +95,7 @@ class ClientConnection:
         self.raw = self.conn.connection
         self._tick = max(0.05, options.heartbeat / 4) if options.heartbeat \
             else 1.0
+        self._last_tick = 0.0
         self._exchanges: dict[Target, str] = {}
         self._waiting: str | None = None
         self._reply: bytes | None = None
@@ -143,7 +144,10 @@ class ClientConnection:
             except TimeoutError:
                 break
         if self.options.heartbeat:
-            self.raw.heartbeat_tick()
+            now = time.monotonic()
+            if now - self._last_tick > self._tick:
+                self._last_tick = now
+                self.raw.heartbeat_tick()
 
     def _exchange(self, channel, target: Target) -> str:
         name = self._exchanges.get(target)
@@ -193,10 +197,11 @@ class ClientConnection:
     def publish_cast(self, target: Target, body: bytes, method: str) -> None:
         exchange = self._exchange(self.cast_ch, target)
         self._cast_returned = False
-        # Persistent: a confirmed cast to a durable queue survives a broker
-        # restart, not only a dropped connection.
+        # Persistent (by default): a confirmed cast to a durable queue
+        # survives a broker restart, not only a dropped connection.
         msg = amqp.Message(body, content_type="application/json",
-                           delivery_mode=2)
+                           delivery_mode=2 if self.options.persistent_casts
+                           else 1)
         self.cast_ch.basic_publish_confirm(
             msg, exchange, target.routing_key, mandatory=True,
             confirm_timeout=max(5.0, self.options.call_timeout))

@@ -80,6 +80,13 @@ class AMQPDriver:
                 self.pool.discard(conn)
                 raise
             return conn
+        # Fast path: a warm connection almost always works; the retry
+        # policy (and its set-up cost) only comes in once something failed.
+        try:
+            return attempt()
+        except RECOVERABLE as exc:
+            LOG.info("%s on %s failed (%s: %s); reconnecting", what,
+                     self.masked_url, type(exc).__name__, exc)
         return self._retry(attempt, what)
 
     def cast(self, target: Target, body: bytes, method: str) -> None:

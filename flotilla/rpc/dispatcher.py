@@ -27,12 +27,35 @@ from flotilla.rpc import envelope, versioning
 
 
 class _Target:
-    __slots__ = ("version", "func", "signature")
+    __slots__ = ("version", "func", "signature", "names", "required")
 
     def __init__(self, version: str, func, signature: inspect.Signature):
         self.version = version
         self.func = func
         self.signature = signature
+        all_params = list(signature.parameters.values())
+        params = all_params[1:]  # after ctxt
+        simple = {inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                  inspect.Parameter.KEYWORD_ONLY}
+        if all_params and all_params[0].kind in (
+                inspect.Parameter.POSITIONAL_ONLY,
+                inspect.Parameter.POSITIONAL_OR_KEYWORD) \
+                and all(p.kind in simple for p in params):
+            # The common case, checked with two set operations instead of
+            # Signature.bind for every message.
+            self.names = frozenset(p.name for p in params)
+            self.required = frozenset(p.name for p in params
+                                      if p.default is p.empty)
+        else:
+            self.names = self.required = None
+
+    def check_args(self, ctxt, args: dict) -> None:
+        """TypeError when ``args`` do not fit the method's signature."""
+        if self.names is not None:
+            keys = args.keys()
+            if keys <= self.names and self.required <= keys:
+                return
+        self.signature.bind(ctxt, **args)
 
 
 class Dispatcher:
@@ -71,7 +94,7 @@ class Dispatcher:
                 server_version=max((t.version for t in targets),
                                    key=versioning.parse))
         try:
-            target.signature.bind(request.context, **request.args)
+            target.check_args(request.context, request.args)
         except TypeError as exc:
             raise exception.InvalidMessage(
                 reason="arguments do not match %s: %s"

@@ -87,6 +87,7 @@ class Options:
     reconnect_max_delay: float
     reconnect_timeout: float
     cast_ttl: float | None
+    persistent_casts: bool = True
 
     @classmethod
     def from_conf(cls, conf: cfg.ConfigOpts) -> Options:
@@ -100,7 +101,8 @@ class Options:
                    max_message_size=rpc.max_message_size,
                    reconnect_max_delay=rpc.reconnect_max_delay,
                    reconnect_timeout=rpc.reconnect_timeout,
-                   cast_ttl=rpc.cast_ttl or None)
+                   cast_ttl=rpc.cast_ttl or None,
+                   persistent_casts=rpc.persistent_casts)
 
 
 class Listener(Protocol):
