@@ -20,6 +20,7 @@ from conductor.rpcapi import ConductorAPI
 from flotilla import concurrency, exception
 from flotilla.context import RequestContext, get_admin_context
 from flotilla.periodic import periodic_task
+from flotilla.rpc.retry import call_with_retry
 
 LOG = logging.getLogger(__name__)
 
@@ -46,9 +47,19 @@ class ComputeManager:
 
     def init_host(self) -> None:
         self.driver.init_host(self.host)
+        self._wait_for_conductor()
         self.reconciler.init_host()
         self.reconciler.start_event_worker()
         self.update_available_resource()
+
+    def _wait_for_conductor(self) -> None:
+        # Agents often start before the conductor (or with it restarting):
+        # wait for it, as long as it takes, rather than exit.
+        call_with_retry(
+            lambda: self.conductor.instance_get_all_by_host(get_admin_context(), self.host),
+            retry_on=(exception.MessageUndeliverable, exception.MessagingTimeout),
+            max_delay=10, deadline=None, what="reaching the conductor",
+            where="topic conductor", initial_delay=0.5)
 
     def cleanup_host(self) -> None:
         self.reconciler.stop_event_worker()
