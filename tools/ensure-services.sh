@@ -25,7 +25,7 @@ apt_install() {
 missing=()
 for pkg in rabbitmq-server postgresql libvirt-daemon libvirt-daemon-driver-qemu \
            libvirt-clients qemu-system-x86 qemu-utils libvirt-dev pkg-config \
-           busybox-static syslinux syslinux-common mtools dosfstools; do
+           busybox-static syslinux syslinux-common mtools dosfstools systemd; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' \
         || missing+=("$pkg")
 done
