@@ -16,47 +16,24 @@ if os.environ.get("FLOTILLA_TEST_CONCURRENCY") == "eventlet":
     concurrency.setup("eventlet")
 
 import dataclasses  # noqa: E402
-import subprocess  # noqa: E402
 import uuid  # noqa: E402
 
 import pytest  # noqa: E402
 
-BROKER = os.environ.get("FLOTILLA_TEST_RABBIT", "guest:guest@127.0.0.1:5672")
+from tests.fixtures.services import RABBIT as BROKER  # noqa: E402
+from tests.fixtures.services import rabbit_vhost, rabbitmqctl  # noqa: E402,F401
+
 RUN_ID = uuid.uuid4().hex[:8]
-VHOST = "flotilla-test-" + RUN_ID
-
-
-def rabbitmqctl(*args: str, check: bool = True) -> str:
-    proc = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True,
-                          text=True, timeout=60)
-    if check and proc.returncode != 0:
-        raise RuntimeError("rabbitmqctl %s failed: %s%s" % (
-            " ".join(args), proc.stdout, proc.stderr))
-    return proc.stdout
+VHOST = None  # set by the session fixture below
 
 
 @pytest.fixture(scope="session")
 def vhost():
     """A fresh vhost for this run (deleted afterwards)."""
-    try:
-        rabbitmqctl("add_vhost", VHOST)
-        rabbitmqctl("set_permissions", "-p", VHOST, "guest", ".*", ".*", ".*")
-    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-        pytest.fail("RabbitMQ is not reachable or rabbitmqctl failed (run "
-                    "tools/ensure-services.sh): %s" % exc, pytrace=False)
-    import kombu
-    probe = kombu.Connection("pyamqp://%s/%s" % (BROKER, VHOST),
-                             connect_timeout=5)
-    try:
-        probe.ensure_connection(max_retries=1)
-    except Exception as exc:
-        rabbitmqctl("delete_vhost", VHOST, check=False)
-        pytest.fail("RabbitMQ at %s is not reachable: %s"
-                    % (BROKER.rpartition("@")[2], exc), pytrace=False)
-    finally:
-        probe.release()
-    yield VHOST
-    rabbitmqctl("delete_vhost", VHOST, check=False)
+    global VHOST
+    with rabbit_vhost("flotilla-test-" + RUN_ID) as url:
+        VHOST = url.rsplit("/", 1)[1]
+        yield VHOST
 
 
 @pytest.fixture

@@ -11,7 +11,8 @@ import pytest
 from flotilla import concurrency, exception
 from flotilla.context import RequestContext
 from flotilla.rpc import RPCClient, RPCServer
-from tests.integration.rpc.conftest import VHOST, rabbitmqctl
+from tests.fixtures.services import rabbitmqctl
+from tests.integration.rpc import conftest
 from tests.unit.rpc.behaviour import BehaviourTests, Manager, wait_for
 
 
@@ -42,7 +43,7 @@ class TestRabbit(BehaviourTests):
     def test_quorum_shared_queue(self, make_transport, topic, serve):
         transport = make_transport(quorum_queues=True)
         serve(transport_=transport)
-        listing = rabbitmqctl("list_queues", "-p", VHOST, "name", "type")
+        listing = rabbitmqctl("list_queues", "-p", conftest.VHOST, "name", "type")
         types = dict(line.split("\t")[:2] for line in listing.splitlines()
                      if "\t" in line)
         assert types.get(topic) == "quorum"
@@ -92,7 +93,7 @@ class TestRabbit(BehaviourTests):
             t.start()
         time.sleep(0.5)
         closing_at = time.monotonic()
-        rabbitmqctl("close_all_connections", "-p", VHOST, "test")
+        rabbitmqctl("close_all_connections", "-p", conftest.VHOST, "test")
         closed_at = time.monotonic()
         time.sleep(3)
         stop.set()
@@ -128,7 +129,7 @@ class TestRabbit(BehaviourTests):
         client = RPCClient(make_transport(), topic).prepare(server="host1")
         for i in range(5):
             client.cast(None, "record", item=i)
-        rabbitmqctl("close_all_connections", "-p", VHOST, "test")
+        rabbitmqctl("close_all_connections", "-p", conftest.VHOST, "test")
         for i in range(5, 10):
             client.cast(None, "record", item=i)
         late = RPCServer(transport, topic, "host1", [manager])
@@ -144,7 +145,7 @@ class TestRabbit(BehaviourTests):
     def test_no_leftover_exclusive_queues(self, transport, topic, serve):
         serve("host1")
         serve("host2")
-        names = rabbitmqctl("list_queues", "-p", VHOST, "name")
+        names = rabbitmqctl("list_queues", "-p", conftest.VHOST, "name")
         assert sum(topic in n and "fanout" in n
                    for n in names.splitlines()) == 2
         _ = kombu  # the module is used by fixtures too
