@@ -123,9 +123,10 @@ def test_lifecycle_is_reflected_in_libvirt(driver, rig_host, empty_image, conf):
     def transitions():
         return [e.transition for e in seen if e.instance_uuid == uuid]
 
-    wait_until(lambda: is_subsequence(want, transitions()), 10,
-               "lifecycle events %s (seen %s)" % (want, transitions()))
-    assert transitions()[-1] == events.STOPPED
+    wait_until(lambda: (is_subsequence(want, transitions())
+                        and transitions()[-1] == events.STOPPED), 10,
+               "lifecycle events %s ending in stopped (seen %s)"
+               % (want, transitions()))
 
 
 def is_subsequence(want: list, seen: list) -> bool:
