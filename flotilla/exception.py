@@ -163,3 +163,34 @@ class ImageChecksumMismatch(FlotillaException):
 class NoValidHost(FlotillaException):
     msg_fmt = "No valid host was found. %(reason)s"
     code = 500
+
+# --- images ------------------------------------------------------------------
+
+class ImageNotActive(ImageNotFound):
+    """The image exists but has no data yet (or is being uploaded); a
+    subclass of ImageNotFound so callers that only need a usable image
+    catch one class, with Nova's 400 as its code."""
+
+    msg_fmt = "Image %(image_id)s is not active (status %(status)s)."
+    code = 400
+
+
+class ImageFormatMismatch(Invalid):
+    msg_fmt = "Image data is %(actual)s but the image's disk_format is %(expected)s"
+
+
+class ImageTooLarge(FlotillaException):
+    msg_fmt = "Image data exceeds the maximum size of %(limit)s bytes"
+    code = 413
+
+
+class ImageUploadIncomplete(Invalid):
+    msg_fmt = "Image upload ended after %(received)s of %(expected)s bytes"
+
+
+class ImageStatusConflict(Conflict):
+    msg_fmt = "Image %(image_id)s is %(actual)s; expected %(expected)s"
+
+
+class ImageDownloadForbidden(Forbidden):
+    msg_fmt = "Image download URL is not valid: %(reason)s"

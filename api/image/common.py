@@ -1,0 +1,94 @@
+"""What every image responder shares: the caller, its rights, errors.
+
+Rules:
+
+* the API's auth middleware puts the caller's RequestContext on
+  ``req.context.ctxt``; only routes :func:`api.image.routes.allows_anonymous`
+  names may run without one;
+* reading needs the reader, member or admin role; writing member or admin;
+  changing an image needs owning it (or admin); an image the caller may not
+  see is a 404, never a 403, so ids of private images do not leak;
+* Flotilla exceptions become HTTP errors with their code and message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import falcon
+
+from flotilla import exception
+from flotilla.context import RequestContext
+from flotilla.db.models import Image
+
+READ_ROLES = frozenset({"reader", "member", "admin"})
+WRITE_ROLES = frozenset({"member", "admin"})
+MAX_JSON_BODY = 64 * 1024
+
+
+def caller(req: falcon.Request) -> RequestContext:
+    """The authenticated caller, or 401 when the middleware set none."""
+    ctxt = getattr(req.context, "ctxt", None)
+    if ctxt is None:
+        raise falcon.HTTPUnauthorized(description="Authentication required.")
+    return ctxt
+
+
+def require_read(ctxt: RequestContext) -> None:
+    if not READ_ROLES.intersection(ctxt.roles):
+        raise falcon.HTTPForbidden(description="A reader, member or admin role is required.")
+
+
+def require_write(ctxt: RequestContext) -> None:
+    if not WRITE_ROLES.intersection(ctxt.roles):
+        raise falcon.HTTPForbidden(description="A member or admin role is required.")
+
+
+def require_owner(ctxt: RequestContext, image: Image) -> None:
+    """403 unless ``ctxt`` owns ``image`` (or is admin); call after the
+    image was found visible, so a foreign public image is a 403."""
+    if not ctxt.is_admin and image.owner != ctxt.project_id:
+        raise falcon.HTTPForbidden(
+            description="Image %s belongs to another project." % image.id)
+
+
+def http_error(exc: exception.FlotillaException) -> falcon.HTTPError:
+    status = falcon.code_to_http_status(exc.code if 400 <= exc.code < 600 else 500)
+    return falcon.HTTPError(status, description=str(exc))
+
+
+@contextlib.contextmanager
+def translate_errors() -> Iterator[None]:
+    """Raise Flotilla exceptions of the block as HTTP errors."""
+    try:
+        yield
+    except exception.FlotillaException as exc:
+        raise http_error(exc) from None
+
+
+def read_json(req: falcon.Request) -> Any:
+    """The JSON body (at most MAX_JSON_BODY bytes: 413 beyond, 400 if it is
+    not JSON)."""
+    length = req.content_length
+    if length is not None and length > MAX_JSON_BODY:
+        raise falcon.HTTPPayloadTooLarge(description="The request body is too large.")
+    raw = req.bounded_stream.read(MAX_JSON_BODY + 1)
+    if len(raw) > MAX_JSON_BODY:
+        raise falcon.HTTPPayloadTooLarge(description="The request body is too large.")
+    try:
+        return json.loads(raw or b"null")
+    except ValueError:
+        raise falcon.HTTPBadRequest(description="The request body is not valid JSON.") from None
+
+
+def parse_bool(name: str, value: str) -> bool:
+    """Query values arrive as literal strings (``True``, ``false``, ``1``)."""
+    lowered = value.strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise falcon.HTTPBadRequest(description="%s must be true or false, not %r" % (name, value))

@@ -1,0 +1,57 @@
+"""Mounting the image API on the API application.
+
+``add_routes(app, conf)`` adds, under ``/image``:
+
+=======================================  ==============================
+GET  /image, /image/v2                   version document (no token)
+GET  /image/v2/images                    list
+POST /image/v2/images                    create
+GET/PATCH/DELETE /image/v2/images/{id}   show, update, delete
+PUT  /image/v2/images/{id}/file          upload
+GET  /image/v2/images/{id}/file          download (token or signed URL)
+GET  /image/v2/schemas/image(s)          schema of an image
+=======================================  ==============================
+
+The auth middleware must let through, without a token, exactly the
+requests :func:`allows_anonymous` accepts; the responders check the
+signature of anonymous downloads themselves.
+"""
+
+from __future__ import annotations
+
+import re
+
+import falcon
+
+from api.image import data, images, versions
+
+PREFIX = "/image"
+_SIGNED_DOWNLOAD = re.compile(r"^/image/v2/images/[^/]+/file$")
+_VERSION_PATHS = frozenset({"/image", "/image/", "/image/v2", "/image/v2/"})
+
+
+def add_routes(app: falcon.App, conf) -> None:
+    """Mount the image API's routes on ``app``."""
+    version_doc = versions.Versions()
+    # Both spellings: clients use the catalog URL with or without a slash.
+    for path in (PREFIX, PREFIX + "/", PREFIX + "/v2", PREFIX + "/v2/"):
+        app.add_route(path, version_doc)
+    app.add_route(PREFIX + "/v2/images", images.Collection(conf))
+    app.add_route(PREFIX + "/v2/images/{image_id}", images.Item(conf))
+    app.add_route(PREFIX + "/v2/images/{image_id}/file", data.ImageData(conf))
+    schema = images.Schema()
+    app.add_route(PREFIX + "/v2/schemas/image", schema)
+    app.add_route(PREFIX + "/v2/schemas/images", schema)
+
+
+def allows_anonymous(req: falcon.Request) -> bool:
+    """Whether ``req`` may reach the image API without a token: the
+    version documents (clients discover before they authenticate) and
+    downloads carrying a signature (compute agents; verified by the
+    responder, so a bad signature is a 403 there, not a pass here)."""
+    if req.method not in ("GET", "HEAD"):
+        return False
+    path = req.path
+    if path in _VERSION_PATHS:
+        return True
+    return bool(_SIGNED_DOWNLOAD.match(path)) and "signature" in req.params

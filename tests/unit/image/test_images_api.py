@@ -1,0 +1,218 @@
+"""The image API: create, upload, download, formats, limits, visibility."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+from tests.fixtures.image_app import headers, qcow2_bytes
+
+OCTET = {"Content-Type": "application/octet-stream"}
+
+
+def _upload(client, image_id, data, project="p1", roles="member", **extra):
+    return client.simulate_put("/image/v2/images/%s/file" % image_id, body=data,
+                               headers=headers(project, roles, **OCTET, **extra))
+
+
+def test_version_document_needs_no_token_and_carries_prefix(client):
+    result = client.simulate_get("/image")
+    assert result.status_code == 200
+    current = result.json["versions"][0]
+    assert current["status"] == "CURRENT"
+    assert current["links"][0]["href"] == "http://falconframework.org/image/v2/"
+    prefixed = client.simulate_get("/image/", root_path="/cloud")
+    assert prefixed.json["versions"][0]["links"][0]["href"].endswith("/cloud/image/v2/")
+
+
+def test_create_upload_download_roundtrip(client, image_conf):
+    data = qcow2_bytes(3 * 1024 * 1024 + 17)  # several chunks
+    created = client.simulate_post(
+        "/image/v2/images", headers=headers(),
+        json={"name": "cirros", "disk_format": "qcow2", "container_format": "bare",
+              "owner_specified.openstack.sha256": "abc", "min_ram": 64})
+    assert created.status_code == 201
+    image = created.json
+    assert image["status"] == "queued" and image["owner"] == "p1"
+    assert image["visibility"] == "private"
+    assert image["owner_specified.openstack.sha256"] == "abc"
+    assert image["self"] == "/v2/images/%s" % image["id"]
+    assert _upload(client, image["id"], data).status_code == 204
+    shown = client.simulate_get("/image/v2/images/%s" % image["id"], headers=headers()).json
+    assert shown["status"] == "active"
+    assert shown["size"] == len(data)
+    assert shown["os_hash_algo"] == "sha256"
+    assert shown["os_hash_value"] == hashlib.sha256(data).hexdigest()
+    assert shown["checksum"] == hashlib.md5(data).hexdigest()
+    got = client.simulate_get("/image/v2/images/%s/file" % image["id"], headers=headers())
+    assert got.status_code == 200
+    assert got.content == data
+    assert got.headers["content-length"] == str(len(data))
+    assert got.headers["content-md5"] == hashlib.md5(data).hexdigest()
+    assert got.headers["x-image-hash-sha256"] == hashlib.sha256(data).hexdigest()
+    store = image_conf.image.store_path
+    assert os.listdir(store) == [image["id"]]
+
+
+def test_raw_roundtrip_and_second_upload_conflicts(client, make_image):
+    image = make_image(disk_format="raw", data=b"plain bytes of a raw disk" * 10)
+    assert image["status"] == "active"
+    assert _upload(client, image["id"], b"again" * 10).status_code == 409
+
+
+def test_download_of_queued_image_is_204(client, make_image):
+    image = make_image()
+    got = client.simulate_get("/image/v2/images/%s/file" % image["id"], headers=headers())
+    assert got.status_code == 204
+
+
+def test_format_mismatch_rejected_and_leaves_nothing(client, make_image, image_conf):
+    qcow2 = make_image(disk_format="qcow2")
+    result = _upload(client, qcow2["id"], b"\x00" * 100)
+    assert result.status_code == 400
+    assert "raw" in result.json["description"]
+    raw = make_image(disk_format="raw")
+    assert _upload(client, raw["id"], qcow2_bytes()).status_code == 400
+    assert _upload(client, raw["id"], b"QF").status_code == 204  # short raw is fine
+    for image in (qcow2,):
+        shown = client.simulate_get("/image/v2/images/%s" % image["id"], headers=headers()).json
+        assert shown["status"] == "queued"
+    assert os.listdir(image_conf.image.store_path) == [raw["id"]]
+
+
+def test_qcow2_with_backing_file_refused(client, make_image):
+    image = make_image()
+    data = bytearray(qcow2_bytes())
+    data[8:20] = (512).to_bytes(8, "big") + (10).to_bytes(4, "big")
+    result = _upload(client, image["id"], bytes(data))
+    assert result.status_code == 400
+    assert "backing file" in result.json["description"]
+
+
+def test_oversized_upload_rejected(client, make_image, image_conf):
+    image_conf.set_override("max_image_size", 1000, group="image")
+    image = make_image()
+    # Declared too large: refused before reading.
+    assert _upload(client, image["id"], qcow2_bytes(2000)).status_code == 413
+    # Chunked (no Content-Length): refused while streaming.
+    from io import BytesIO
+    result = client.simulate_request(
+        "PUT", "/image/v2/images/%s/file" % image["id"],
+        headers=headers(**OCTET), extras={"wsgi.input": BytesIO(qcow2_bytes(2000))})
+    assert result.status_code == 413
+    shown = client.simulate_get("/image/v2/images/%s" % image["id"], headers=headers()).json
+    assert shown["status"] == "queued"
+    assert os.listdir(image_conf.image.store_path) == []
+
+
+def test_aborted_upload_leaves_no_file_and_status_queued(client, make_image, image_conf):
+    image = make_image()
+
+    class Dropped:
+        def __init__(self):
+            self.sent = False
+
+        def read(self, size=-1):
+            if not self.sent:
+                self.sent = True
+                return qcow2_bytes(1024)
+            raise ConnectionResetError(104, "Connection reset by peer")
+
+        readline = readlines = __iter__ = read
+
+    result = client.simulate_request(
+        "PUT", "/image/v2/images/%s/file" % image["id"],
+        headers=headers(**OCTET, **{"Content-Length": "100000"}), extras={"wsgi.input": Dropped()})
+    assert result.status_code == 400
+    # A body shorter than its Content-Length is an aborted upload too.
+    short = client.simulate_request(
+        "PUT", "/image/v2/images/%s/file" % image["id"],
+        headers=headers(**OCTET, **{"Content-Length": "100000"}), body=qcow2_bytes(1024))
+    assert short.status_code == 400
+    assert "1024 of 100000" in short.json["description"]
+    shown = client.simulate_get("/image/v2/images/%s" % image["id"], headers=headers()).json
+    assert shown["status"] == "queued"
+    assert os.listdir(image_conf.image.store_path) == []
+    assert _upload(client, image["id"], qcow2_bytes()).status_code == 204
+
+
+def test_upload_needs_octet_stream(client, make_image):
+    image = make_image()
+    result = client.simulate_put("/image/v2/images/%s/file" % image["id"], body=b"x",
+                                 headers=headers(**{"Content-Type": "text/plain"}))
+    assert result.status_code == 415
+
+
+def test_delete_removes_file(client, make_image, image_conf):
+    image = make_image(data=qcow2_bytes())
+    assert os.listdir(image_conf.image.store_path) == [image["id"]]
+    result = client.simulate_delete("/image/v2/images/%s" % image["id"], headers=headers())
+    assert result.status_code == 204
+    assert os.listdir(image_conf.image.store_path) == []
+    assert client.simulate_get("/image/v2/images/%s" % image["id"],
+                               headers=headers()).status_code == 404
+    assert client.simulate_delete("/image/v2/images/%s" % image["id"],
+                                  headers=headers()).status_code == 404
+
+
+def test_protected_image_cannot_be_deleted(client, make_image):
+    image = make_image(protected=True)
+    assert image["protected"] is True
+    result = client.simulate_delete("/image/v2/images/%s" % image["id"], headers=headers())
+    assert result.status_code == 403
+
+
+def test_validation(client):
+    def post(body):
+        return client.simulate_post("/image/v2/images", json=body, headers=headers())
+    assert post({"name": "x" * 256}).status_code == 400
+    assert "name" in post({"name": "x" * 256}).json["description"]
+    assert post({"disk_format": "vmdk"}).status_code == 400
+    assert post({"container_format": "ovf"}).status_code == 400
+    assert post({"min_ram": -1}).status_code == 400
+    assert post({"status": "active"}).status_code == 403
+    assert post({"_md5": "x"}).status_code == 400
+    assert post({"custom": 5}).status_code == 400
+    assert post({"id": "not-a-uuid"}).status_code == 400
+    assert post(["a"]).status_code == 400
+    bad_json = client.simulate_post("/image/v2/images", body=b"{nope",
+                                    headers=headers(**{"Content-Type": "application/json"}))
+    assert bad_json.status_code == 400
+    ok = post({"name": "n", "disk_format": None})
+    assert ok.status_code == 201
+    # Upload needs the formats set first.
+    assert _upload(client, ok.json["id"], b"x").status_code == 400
+
+
+def test_create_with_id_and_duplicate(client):
+    image_id = "11111111-2222-3333-4444-555555555555"
+    body = {"id": image_id, "name": "a"}
+    first = client.simulate_post("/image/v2/images", json=body, headers=headers())
+    assert first.status_code == 201 and first.json["id"] == image_id
+    again = client.simulate_post("/image/v2/images", json=body, headers=headers())
+    assert again.status_code == 409
+
+
+def test_patch(client, make_image):
+    image = make_image(prop="1")
+    patch = [{"op": "replace", "path": "/name", "value": "renamed"},
+             {"op": "add", "path": "/os_distro", "value": "cirros"},
+             {"op": "remove", "path": "/prop"},
+             {"op": "add", "path": "/tags", "value": ["a", "b"]}]
+    ctype = {"Content-Type": "application/openstack-images-v2.1-json-patch"}
+    result = client.simulate_patch("/image/v2/images/%s" % image["id"],
+                                   body=json.dumps(patch), headers=headers(**ctype))
+    assert result.status_code == 200, result.text
+    body = result.json
+    assert body["name"] == "renamed" and body["os_distro"] == "cirros"
+    assert "prop" not in body and body["tags"] == ["a", "b"]
+    for bad, code in (([{"op": "replace", "path": "/status", "value": "active"}], 403),
+                      ([{"op": "replace", "path": "/visibility", "value": "public"}], 403),
+                      ([{"op": "remove", "path": "/nope"}], 409),
+                      ([{"op": "move", "path": "/name"}], 400)):
+        result = client.simulate_patch("/image/v2/images/%s" % image["id"],
+                                       body=json.dumps(bad), headers=headers(**ctype))
+        assert result.status_code == code, (bad, result.text)
+    assert client.simulate_patch("/image/v2/images/%s" % image["id"], json=patch,
+                                 headers=headers()).status_code == 415
