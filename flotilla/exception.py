@@ -194,3 +194,12 @@ class ImageStatusConflict(Conflict):
 
 class ImageDownloadForbidden(Forbidden):
     msg_fmt = "Image download URL is not valid: %(reason)s"
+
+
+# --- API ---------------------------------------------------------------------
+
+class OverQuota(FlotillaException):
+    """A request would take a project over one of its quota limits."""
+
+    msg_fmt = "Quota exceeded for %(resources)s: %(detail)s"
+    code = 403

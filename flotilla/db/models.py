@@ -405,3 +405,21 @@ class ServerGroupMember(Base):
         sa.ForeignKey("server_groups.id", ondelete="CASCADE"))
     instance_uuid: Mapped[str] = mapped_column(
         sa.ForeignKey("instances.uuid"), index=True)
+
+
+# --- quotas ------------------------------------------------------------------
+
+class Quota(TimestampMixin, Base):
+    """An admin's override of one default limit (``[quota]``) for a project.
+
+    ``project_id`` is not a foreign key: quotas may be set for a project
+    known only to an external identity service (or noauth mode).
+    """
+
+    __tablename__ = "quotas"
+    __table_args__ = (sa.UniqueConstraint("project_id", "resource"),)
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    project_id: Mapped[str] = mapped_column(sa.String(NAME_LEN), index=True)
+    resource: Mapped[str] = mapped_column(sa.String(64))
+    hard_limit: Mapped[int]

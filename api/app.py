@@ -1,0 +1,142 @@
+"""The flotilla-api WSGI application (Falcon 4).
+
+One app serves three APIs under one port: /compute (Nova v2.1 subset),
+/identity (Keystone v3 subset) and /image (Glance v2 subset, mounted from
+``api.image.routes.add_routes`` when that module exists). The same app runs
+in the flotilla-api daemon and in-process in flotilla-all and the tests.
+
+Request pipeline: request id and context -> routing -> authentication and
+the route's policy rule (api.auth, api.policy) -> microversion (compute
+routes) -> the resource, which validates its body before doing anything.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+import falcon
+
+from api import auth, errors, microversion
+from api.compute import (
+    flavors,
+    hypervisors,
+    instance_actions,
+    limits,
+    openapi,
+    server_actions,
+    server_groups,
+    servers,
+    services,
+    versions,
+    zones,
+)
+from api.identity import tokens
+from api.identity import versions as identity_versions
+from api.state import APIState
+
+LOG = logging.getLogger(__name__)
+
+COMPUTE = "/compute/v2.1"
+
+
+class MicroversionMiddleware:
+    """Parses the compute microversion and echoes it on compute responses."""
+
+    def process_resource(self, req, resp, resource, params) -> None:
+        if req.path.startswith(COMPUTE):
+            req.context.version = microversion.from_headers(req.headers)
+
+    def process_response(self, req, resp, resource, req_succeeded) -> None:
+        version = req.context.get("version")
+        if version is not None:
+            for key, value in microversion.response_headers(version).items():
+                resp.set_header(key, value)
+
+
+def create_app(conf, transport=None) -> falcon.App:
+    """The API app for ``conf``; ``transport`` is the RPC transport to cast
+    on (None: made from ``[DEFAULT] transport_url``)."""
+    if transport is None:
+        from flotilla import rpc
+        transport = rpc.get_transport(conf)
+    if conf.api.auth_strategy == "noauth":
+        LOG.warning("[api] auth_strategy = noauth: EVERY request is an admin, "
+                    "without any authentication. Never use this outside local "
+                    "development.")
+    state = APIState(conf, transport)
+    # The microversion is parsed before authentication so that every
+    # compute response, a 401 included, carries it.
+    app = falcon.App(middleware=[auth.ContextMiddleware(), MicroversionMiddleware(),
+                                 auth.AuthMiddleware(conf)])
+    app.req_options.strip_url_path_trailing_slash = True
+    app.req_options.auto_parse_qs_csv = False
+    app.req_options.keep_blank_qs_values = True
+    errors.register(app)
+
+    add = app.add_route
+    # discovery
+    add("/compute", versions.Versions(state))
+    add(COMPUTE, versions.Version(state))
+    add(COMPUTE + "/openapi.json", openapi.OpenAPI(state))
+    add("/identity", identity_versions.Versions(state))
+    add("/identity/v3", identity_versions.Version(state))
+    # identity
+    add("/identity/v3/auth/tokens", tokens.Tokens(state))
+    add("/identity/v3/auth/catalog", tokens.Catalog(state))
+    add("/identity/v3/auth/projects", tokens.Projects(state))
+    # servers
+    add(COMPUTE + "/servers", servers.Servers(state))
+    add(COMPUTE + "/servers/detail", servers.Servers(state, detail=True))
+    add(COMPUTE + "/servers/{server_id}", servers.Server(state))
+    add(COMPUTE + "/servers/{server_id}/action", server_actions.ServerAction(state))
+    add(COMPUTE + "/servers/{server_id}/os-instance-actions",
+        instance_actions.InstanceActions(state))
+    add(COMPUTE + "/servers/{server_id}/os-instance-actions/{request_id}",
+        instance_actions.InstanceAction(state))
+    # flavors
+    add(COMPUTE + "/flavors", flavors.Flavors(state))
+    add(COMPUTE + "/flavors/detail", flavors.Flavors(state, detail=True))
+    add(COMPUTE + "/flavors/{flavor_id}", flavors.Flavor(state))
+    add(COMPUTE + "/flavors/{flavor_id}/os-extra_specs", flavors.ExtraSpecs(state))
+    # server groups, zones, limits
+    add(COMPUTE + "/os-server-groups", server_groups.ServerGroups(state))
+    add(COMPUTE + "/os-server-groups/{group_id}", server_groups.ServerGroup(state))
+    add(COMPUTE + "/os-availability-zone", zones.AvailabilityZones(state))
+    add(COMPUTE + "/os-availability-zone/detail",
+        zones.AvailabilityZones(state, detail=True))
+    add(COMPUTE + "/limits", limits.Limits(state))
+    # hosts and services (admin)
+    add(COMPUTE + "/os-hypervisors", hypervisors.Hypervisors(state))
+    add(COMPUTE + "/os-hypervisors/detail", hypervisors.Hypervisors(state, detail=True))
+    add(COMPUTE + "/os-hypervisors/statistics", hypervisors.Statistics(state))
+    add(COMPUTE + "/os-hypervisors/{hypervisor_id}", hypervisors.Hypervisor(state))
+    add(COMPUTE + "/os-services", services.Services(state))
+    add(COMPUTE + "/os-services/{action}", services.Service(state))
+    _mount_image(app, conf, state)
+    return app
+
+
+def _mount_image(app: falcon.App, conf, state: APIState) -> None:
+    """The image API's routes when its module exists, else only the Glance
+    version document (without it every client image call breaks)."""
+    try:
+        routes = importlib.import_module("api.image.routes")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("api.image.routes", "api.image"):
+            raise
+        routes = None
+    if routes is not None:
+        routes.add_routes(app, conf)
+        return
+    app.add_route("/image", _ImageVersions(state))
+
+
+class _ImageVersions:
+    def __init__(self, state: APIState) -> None:
+        self.state = state
+
+    def on_get(self, req, resp) -> None:
+        href = self.state.base_url(req) + "/image/v2/"
+        resp.media = {"versions": [{"id": "v2.16", "status": "CURRENT",
+                                    "links": [{"rel": "self", "href": href}]}]}

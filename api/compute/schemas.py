@@ -1,0 +1,154 @@
+"""JSON schemas of the compute API's request bodies.
+
+Every schema forbids unknown fields. Sizes are bounded (a flavor of 2**31
+MiB or 10**6 vCPUs is absurd and refused before reaching the database).
+"""
+
+from __future__ import annotations
+
+from api.validation import METADATA, NAME, NON_NEGATIVE, POSITIVE, UUID
+
+_NETWORKS = {"oneOf": [
+    {"type": "string", "enum": ["none", "auto"]},
+    {"type": "array", "maxItems": 0},
+]}
+
+_BDM = {"type": "object", "properties": {
+    "uuid": UUID, "boot_index": {"type": ["integer", "string", "null"]},
+    "source_type": {"type": "string", "enum": ["image"]},
+    "destination_type": {"type": "string", "enum": ["local"]},
+    "delete_on_termination": {"type": ["boolean", "string"]},
+    "device_name": {"type": ["string", "null"], "maxLength": 255},
+    "disk_bus": {"type": ["string", "null"], "maxLength": 255},
+    "volume_size": {"type": ["integer", "string", "null"]},
+    "guest_format": {"type": ["string", "null"], "maxLength": 255},
+    "device_type": {"type": ["string", "null"], "maxLength": 255},
+}, "required": ["source_type"], "additionalProperties": False}
+
+_HINTS = {"type": "object", "properties": {"group": UUID},
+          "additionalProperties": False}
+
+SERVER_CREATE = {
+    "type": "object",
+    "properties": {
+        "server": {
+            "type": "object",
+            "properties": {
+                "name": NAME,
+                "imageRef": {"oneOf": [UUID, {"type": "string", "maxLength": 0}]},
+                "flavorRef": {"type": ["string", "integer"], "minLength": 1,
+                              "maxLength": 255, "minimum": 0},
+                "metadata": METADATA,
+                "availability_zone": {"type": "string", "minLength": 1,
+                                      "maxLength": 255},
+                "networks": _NETWORKS,
+                "min_count": {"type": ["integer", "string"], "pattern": "^[1-9][0-9]{0,2}$",
+                              "minimum": 1, "maximum": 100},
+                "max_count": {"type": ["integer", "string"], "pattern": "^[1-9][0-9]{0,2}$",
+                              "minimum": 1, "maximum": 100},
+                "return_reservation_id": {"type": ["boolean", "string"]},
+                "block_device_mapping_v2": {"type": "array", "maxItems": 1,
+                                            "items": _BDM},
+                "description": {"type": ["string", "null"], "maxLength": 255},
+            },
+            "required": ["name", "flavorRef"],
+            "additionalProperties": False,
+        },
+        "os:scheduler_hints": _HINTS,
+        "OS-SCH-HNT:scheduler_hints": _HINTS,
+    },
+    "required": ["server"],
+    "additionalProperties": False,
+}
+
+_NULL = {"type": "null"}
+
+ACTIONS = {
+    "os-start": _NULL, "os-stop": _NULL, "pause": _NULL, "unpause": _NULL,
+    "suspend": _NULL, "resume": _NULL,
+    "reboot": {"type": "object", "properties": {
+        "type": {"type": "string", "enum": ["SOFT", "HARD", "soft", "hard"]}},
+        "required": ["type"], "additionalProperties": False},
+    "os-getConsoleOutput": {"type": "object", "properties": {
+        "length": {"type": ["integer", "string", "null"],
+                   "pattern": "^-?[0-9]+$", "minimum": -1, "maximum": 100000}},
+        "additionalProperties": False},
+}
+
+SERVER_ACTION = {
+    "type": "object",
+    "properties": ACTIONS,
+    "minProperties": 1, "maxProperties": 1,
+    "additionalProperties": False,
+}
+
+FLAVOR_CREATE = {
+    "type": "object",
+    "properties": {"flavor": {
+        "type": "object",
+        "properties": {
+            "name": NAME,
+            "id": {"type": ["string", "null"], "minLength": 1, "maxLength": 255,
+                   "pattern": r"^(?! )[a-zA-Z0-9. _-]+(?<! )$"},
+            "ram": {"type": ["integer", "string"], "pattern": "^[0-9]+$",
+                    "minimum": 1, "maximum": 4 * 1024 * 1024},
+            "vcpus": {"type": ["integer", "string"], "pattern": "^[0-9]+$",
+                      "minimum": 1, "maximum": 1024},
+            "disk": {"type": ["integer", "string"], "pattern": "^[0-9]+$",
+                     "minimum": 0, "maximum": 64 * 1024},
+            "OS-FLV-EXT-DATA:ephemeral": {"type": ["integer", "string"],
+                                          "pattern": "^[0-9]+$",
+                                          "minimum": 0, "maximum": 64 * 1024},
+            "swap": {"type": ["integer", "string"], "pattern": "^(0|)$",
+                     "minimum": 0, "maximum": 0},
+            "rxtx_factor": {"type": ["number", "string"]},
+            "os-flavor-access:is_public": {"type": "boolean"},
+            "description": {"type": ["string", "null"], "maxLength": 65535},
+        },
+        "required": ["name", "ram", "vcpus", "disk"],
+        "additionalProperties": False,
+    }},
+    "required": ["flavor"],
+    "additionalProperties": False,
+}
+
+SERVER_GROUP_CREATE = {
+    "type": "object",
+    "properties": {"server_group": {
+        "type": "object",
+        "properties": {
+            "name": NAME,
+            "policy": {"type": "string", "enum": ["affinity", "anti-affinity"]},
+            "policies": {"type": "array", "minItems": 1, "maxItems": 1,
+                         "items": {"type": "string",
+                                   "enum": ["affinity", "anti-affinity"]}},
+            "rules": {"type": "object", "maxProperties": 0},
+        },
+        "required": ["name"],
+        "additionalProperties": False,
+    }},
+    "required": ["server_group"],
+    "additionalProperties": False,
+}
+
+SERVICE_HOST_BINARY = {
+    "type": "object",
+    "properties": {"host": NAME, "binary": NAME,
+                   "disabled_reason": {"type": "string", "minLength": 1,
+                                       "maxLength": 255}},
+    "required": ["host", "binary"],
+    "additionalProperties": False,
+}
+
+SERVICE_UPDATE = {
+    "type": "object",
+    "properties": {"status": {"type": "string", "enum": ["enabled", "disabled"]},
+                   "disabled_reason": {"type": "string", "minLength": 1,
+                                       "maxLength": 255},
+                   "forced_down": {"type": "boolean", "enum": [False]}},
+    "additionalProperties": False,
+    "minProperties": 1,
+}
+
+__all__ = ["SERVER_CREATE", "SERVER_ACTION", "FLAVOR_CREATE", "SERVER_GROUP_CREATE",
+           "SERVICE_HOST_BINARY", "SERVICE_UPDATE", "POSITIVE", "NON_NEGATIVE"]

@@ -1,0 +1,131 @@
+"""POST /servers/{server_id}/action: start, stop, reboot, pause, unpause,
+suspend, resume, get console output.
+
+Rules:
+
+* each state-changing action is a compare-and-swap of the server's
+  task_state from None to the action's task_state, expecting a vm_state the
+  action may start from (the same table the compute agent enforces); a
+  server in another state is 409 and nothing is sent;
+* the action is recorded (instance action keyed by the request id), then
+  cast to the compute agent of the server's host; a server with no host is
+  409; a cast the bus refuses puts the task_state back and is 503;
+* 202 with an empty body.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import falcon
+
+from api import errors, validation
+from api.compute import schemas
+from api.compute.servers import get_server, task_deadline
+from api.state import APIState, ctxt
+from flotilla import exception
+from flotilla import states as st
+from flotilla.db import api as db
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Action:
+    name: str               # instance action name
+    task_state: str
+    from_vm_states: tuple
+    method: str             # ComputeAPI method
+
+
+_ALL_STABLE = (st.ACTIVE, st.STOPPED, st.PAUSED, st.SUSPENDED, st.ERROR)
+ACTIONS = {
+    "os-stop": Action("stop", st.POWERING_OFF,
+                      (st.ACTIVE, st.PAUSED, st.SUSPENDED, st.ERROR), "stop_instance"),
+    "os-start": Action("start", st.POWERING_ON, (st.STOPPED,), "start_instance"),
+    "pause": Action("pause", st.PAUSING, (st.ACTIVE,), "pause_instance"),
+    "unpause": Action("unpause", st.UNPAUSING, (st.PAUSED,), "unpause_instance"),
+    "suspend": Action("suspend", st.SUSPENDING, (st.ACTIVE,), "suspend_instance"),
+    "resume": Action("resume", st.RESUMING, (st.SUSPENDED,), "resume_instance"),
+}
+REBOOT_SOFT = Action("reboot", st.REBOOTING, (st.ACTIVE,), "reboot_instance")
+REBOOT_HARD = Action("reboot", st.REBOOTING_HARD, _ALL_STABLE, "reboot_instance")
+
+
+class ServerAction:
+    def __init__(self, state: APIState) -> None:
+        self.state = state
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, server_id: str) -> None:
+        body = validation.read_json(req, self.state.conf.api.max_request_body_size)
+        if isinstance(body, dict) and len(body) == 1:
+            name = next(iter(body))
+            if name not in schemas.ACTIONS:
+                raise errors.bad_request("There is no such action: %s" % name[:64])
+        validation.validate(body, schemas.SERVER_ACTION)
+        name, args = next(iter(body.items()))
+        ctx = ctxt(req)
+        inst = get_server(ctx, server_id)
+        if name == "os-getConsoleOutput":
+            self._console(req, resp, ctx, inst, args or {})
+            return
+        if name == "reboot":
+            action = REBOOT_HARD if args["type"].upper() == "HARD" else REBOOT_SOFT
+        else:
+            action = ACTIONS[name]
+        if inst.vm_state in action.from_vm_states and not inst.host:
+            raise errors.conflict("Cannot '%s' instance %s: it has no host"
+                                  % (name, inst.uuid))
+        try:
+            db.instance_update(
+                inst.uuid, {"task_state": action.task_state,
+                            "task_deadline": task_deadline(self.state.conf,
+                                                           action.task_state)},
+                expected_vm_state=action.from_vm_states, expected_task_state=None)
+        except exception.InstanceStateConflict:
+            current = db.instance_get(inst.uuid)
+            raise errors.conflict(
+                "Cannot '%s' instance %s while it is in vm_state %s%s"
+                % (name, inst.uuid, current.vm_state,
+                   ", task_state %s" % current.task_state
+                   if current.task_state else "")) from None
+        except exception.InstanceNotFound:
+            raise errors.not_found("Instance %s could not be found." % inst.uuid) from None
+        db.action_start(inst.uuid, action.name, ctx.request_id, ctx.user_id,
+                        ctx.project_id)
+        kwargs = {"reboot_type": args["type"].upper()} if name == "reboot" else {}
+        try:
+            getattr(self.state.compute, action.method)(ctx, inst.host, inst.uuid,
+                                                       **kwargs)
+        except exception.MessagingException as exc:
+            LOG.error("Could not cast %s to %s: %s", action.method, inst.host, exc)
+            try:
+                db.instance_update(inst.uuid, {"task_state": None, "task_deadline": None},
+                                   expected_task_state=action.task_state)
+            except exception.FlotillaException:
+                pass
+            db.action_finish(inst.uuid, ctx.request_id, message="Error")
+            raise errors.APIError(503, "The compute host %s of this server is "
+                                  "unavailable" % inst.host) from None
+        resp.status = falcon.HTTP_202
+
+    def _console(self, req, resp, ctx, inst, args: dict) -> None:
+        length = args.get("length")
+        length = None if length in (None, -1, "-1") else int(length)
+        if length is not None and length < 0:
+            raise errors.bad_request("Invalid input for field/attribute length")
+        if inst.vm_state not in (st.ACTIVE, st.PAUSED, st.SUSPENDED, st.STOPPED) \
+                or not inst.host:
+            raise errors.conflict("Cannot get console output of instance %s in "
+                                  "vm_state %s" % (inst.uuid, inst.vm_state))
+        try:
+            output = self.state.compute.get_console_output(ctx, inst.host, inst.uuid,
+                                                           length)
+        except exception.MessagingException as exc:
+            raise errors.APIError(503, "The compute host %s is unavailable: %s"
+                                  % (inst.host, exc)) from None
+        except exception.NotFound:
+            raise errors.conflict("Instance %s has no console on its host" % inst.uuid) \
+                from None
+        resp.media = {"output": output or ""}

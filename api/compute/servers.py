@@ -1,0 +1,321 @@
+"""Servers: create, list, list detail, show, delete.
+
+Rules:
+
+* a non-admin only ever sees its project's servers: lookups are filtered by
+  project, so another project's server is a 404 like a missing one;
+* create validates everything (schema, flavor, image, zone, group) before
+  writing anything; the quota check and the rows are one transaction
+  (:func:`flotilla.db.servers.create_within_quota`); then the conductor is
+  cast ``build_instances``; if the bus refuses the cast the new servers go
+  to ERROR with a fault and the client gets 503;
+* delete is 204: task_state becomes ``deleting`` by compare-and-swap and
+  the conductor is cast ``delete_instance``; the server stays visible
+  (task_state deleting) until the agent has destroyed it, then GET is 404.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import uuid as uuidlib
+
+import falcon
+
+from api import errors, policy, validation
+from api.compute import rpc as compute_rpc
+from api.compute import schemas, views, zones
+from api.state import APIState, ctxt, version
+from flotilla import exception, images
+from flotilla import states as st
+from flotilla.db import api as db
+from flotilla.db import quotas as quotas_db
+from flotilla.db import servers as servers_db
+
+LOG = logging.getLogger(__name__)
+
+
+def get_server(ctx, server_id: str, read_deleted: bool = False):
+    """The server if ``ctx`` may see it, else 404 (never 403: the existence
+    of another project's server is not disclosed)."""
+    try:
+        uuidlib.UUID(server_id)
+        inst = db.instance_get(server_id, read_deleted=read_deleted)
+    except (ValueError, exception.InstanceNotFound):
+        raise errors.not_found("Instance %s could not be found." % server_id[:64]) from None
+    project = policy.project_filter(ctx)
+    if project is not None and inst.project_id != project:
+        raise errors.not_found("Instance %s could not be found." % server_id)
+    return inst
+
+
+def task_deadline(conf, task_state: str) -> datetime.datetime:
+    overrides = conf.conductor.task_timeouts or {}
+    seconds = int(overrides.get(task_state, st.DEFAULT_TASK_TIMEOUTS.get(task_state, 600)))
+    return datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=seconds)
+
+
+def quota_limits(conf, project_id: str, session=None) -> dict:
+    defaults = {r: getattr(conf.quota, r) for r in quotas_db.RESOURCES}
+    return quotas_db.get_limits(project_id, defaults, session=session)
+
+
+class Servers:
+    """/servers and /servers/detail."""
+
+    def __init__(self, state: APIState, detail: bool = False) -> None:
+        self.state = state
+        self.detail = detail
+
+    # --- list ------------------------------------------------------------------
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        ctx = ctxt(req)
+        conf = self.state.conf
+        limit = validation.query_int(req, "limit", 0)
+        limit = conf.api.max_limit if limit is None else min(limit, conf.api.max_limit)
+        marker = req.get_param("marker")
+        project = ctx.project_id
+        host = None
+        if ctx.is_admin:
+            if validation.query_bool(req, "all_tenants") or req.get_param("all_tenants") == "":
+                project = req.get_param("project_id") or req.get_param("tenant_id")
+            host = req.get_param("host")
+        vm_states = task_states = None
+        status = req.get_param("status")
+        if status:
+            if status.upper() not in views.STATUS_FILTERS:
+                # Nova answers an unknown status with an empty list.
+                self._respond(req, resp, [], limit)
+                return
+            vm_states, task_states = views.STATUS_FILTERS[status.upper()]
+        if validation.query_bool(req, "deleted"):
+            self._respond(req, resp, [], limit)
+            return
+        rows = servers_db.instance_page(
+            project, name=req.get_param("name"), vm_states=vm_states,
+            task_states=task_states, host=host, marker=marker, limit=limit) \
+            if limit > 0 else []
+        self._respond(req, resp, rows, limit)
+
+    def _respond(self, req, resp, rows, limit: int) -> None:
+        url = self.state.compute_url(req)
+        ctx = ctxt(req)
+        ver = version(req)
+        if self.detail:
+            faults = servers_db.latest_faults(
+                [r.uuid for r in rows if r.vm_state == st.ERROR])
+            groups = servers_db.group_uuids_for([r.uuid for r in rows]) \
+                if ver >= (2, 71) else {}
+            servers = [views.server_detail(r, ctx, ver, url, faults.get(r.uuid),
+                                           groups.get(r.uuid)) for r in rows]
+        else:
+            servers = [views.server_brief(r, url) for r in rows]
+        body = {"servers": servers}
+        if rows and len(rows) == limit:
+            params = {k: v for k, v in req.params.items() if k != "marker"}
+            params["marker"] = rows[-1].uuid
+            query = falcon.to_query_str(params)
+            path = "detail" if self.detail else ""
+            body["servers_links"] = [{"rel": "next", "href": "%s/servers%s%s" % (
+                url, "/" + path if path else "", query)}]
+        resp.media = body
+
+    # --- create ----------------------------------------------------------------
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if self.detail:
+            raise errors.APIError(405, "Method not allowed")
+        conf = self.state.conf
+        ctx = ctxt(req)
+        body = validation.validate(
+            validation.read_json(req, conf.api.max_request_body_size),
+            schemas.SERVER_CREATE)
+        spec = body["server"]
+        min_count = int(spec.get("min_count", 1))
+        max_count = int(spec.get("max_count", min_count))
+        if max_count < min_count:
+            raise errors.bad_request("min_count must be <= max_count")
+        if isinstance(spec.get("networks"), list):
+            raise errors.bad_request("Networks are not supported: use "
+                                     "networks 'none' or 'auto'")
+        flavor = self._flavor(spec["flavorRef"])
+        image_id = self._image_id(spec)
+        image = self._image(ctx, image_id, flavor)
+        zone = spec.get("availability_zone")
+        if zone is not None and zone not in zones.zone_names(conf):
+            raise errors.bad_request("The requested availability zone is not available")
+        hints = body.get("os:scheduler_hints") or body.get("OS-SCH-HNT:scheduler_hints") or {}
+        group = None
+        if hints.get("group"):
+            try:
+                group = db.server_group_get(hints["group"], policy.project_filter(ctx))
+            except exception.NotFound:
+                raise errors.bad_request("Server group %s could not be found."
+                                         % hints["group"]) from None
+        metadata = spec.get("metadata") or {}
+        limits = quota_limits(conf, ctx.project_id)
+        if 0 <= limits["metadata_items"] < len(metadata):
+            raise exception.OverQuota(resources="metadata_items",
+                                      detail="limit %d" % limits["metadata_items"])
+        # What the compute agents need to fetch the image: made before any
+        # write, so a failure here leaves nothing behind.
+        image_ref = compute_rpc.compute_image(conf, image.id)
+        snapshot = views.flavor_snapshot(flavor)
+        deadline = task_deadline(conf, st.SCHEDULING)
+
+        def records(count: int) -> list[dict]:
+            result = []
+            for index in range(count):
+                name = spec["name"] if count == 1 else "%s-%d" % (spec["name"], index + 1)
+                result.append({
+                    "uuid": str(uuidlib.uuid4()), "name": name,
+                    "display_description": spec.get("description"),
+                    "project_id": ctx.project_id, "user_id": ctx.user_id,
+                    "flavor": snapshot, "flavor_id": flavor.flavorid,
+                    "vcpus": flavor.vcpus, "memory_mb": flavor.memory_mb,
+                    "root_gb": flavor.root_gb, "ephemeral_gb": flavor.ephemeral_gb,
+                    "image_ref": image.id, "availability_zone": zone,
+                    "vm_state": st.BUILDING, "task_state": st.SCHEDULING,
+                    "task_deadline": deadline, "metadata": dict(metadata),
+                    "server_group_id": group.uuid if group else None})
+            return result
+
+        def create(count: int):
+            return servers_db.create_within_quota(
+                ctx.project_id, records(count),
+                lambda session: quota_limits(conf, ctx.project_id, session),
+                group.uuid if group else None, ctx.request_id, ctx.user_id)
+
+        try:
+            rows = create(max_count)
+        except exception.OverQuota:
+            if min_count == max_count:
+                raise
+            rows = create(min_count)
+        uuids = [r.uuid for r in rows]
+        request_spec = {
+            "flavor": snapshot,
+            "image": {"id": image.id, "properties": dict(image.properties or {}),
+                      "min_ram": image.min_ram or 0, "min_disk": image.min_disk or 0},
+            "availability_zone": zone,
+            "group": ({"uuid": group.uuid, "policy": group.policy} if group else None),
+            "num_instances": len(uuids),
+        }
+        try:
+            compute_rpc.build_instances(self.state.conductor, ctx, uuids,
+                                        request_spec, image_ref)
+        except exception.MessagingException as exc:
+            LOG.error("Could not cast build_instances for %s: %s", uuids, exc)
+            for uuid in uuids:
+                _to_error(uuid, "Could not reach the conductor: %s" % exc)
+            raise errors.APIError(503, "The conductor could not be reached; "
+                                  "the server is in ERROR") from None
+        url = self.state.compute_url(req)
+        first = rows[0]
+        resp.status = falcon.HTTP_202
+        resp.set_header("Location", "%s/servers/%s" % (url, first.uuid))
+        if str(spec.get("return_reservation_id", "")).lower() == "true":
+            resp.media = {"reservation_id": "r-" + first.uuid[:8]}
+            return
+        resp.media = {"server": {"id": first.uuid, "links": views.server_brief(first, url)["links"],
+                                 "OS-DCF:diskConfig": "MANUAL",
+                                 "security_groups": [{"name": "default"}]}}
+
+    def _flavor(self, ref):
+        flavorid = str(ref).rstrip("/").rsplit("/", 1)[-1]
+        try:
+            flavor = db.flavor_get(flavorid)
+        except exception.FlavorNotFound:
+            raise errors.bad_request("Flavor %s could not be found." % flavorid[:64]) from None
+        if flavor.disabled:
+            raise errors.bad_request("Flavor %s is disabled." % flavorid)
+        return flavor
+
+    @staticmethod
+    def _image_id(spec: dict) -> str:
+        image_id = spec.get("imageRef") or ""
+        for bdm in spec.get("block_device_mapping_v2") or []:
+            if bdm.get("uuid") and image_id and bdm["uuid"] != image_id:
+                raise errors.bad_request("block_device_mapping_v2 uuid differs from imageRef")
+            image_id = image_id or bdm.get("uuid") or ""
+        if not image_id:
+            raise errors.bad_request("Booting from volume is not supported: imageRef "
+                                     "is required")
+        return image_id.lower()
+
+    def _image(self, ctx, image_id: str, flavor):
+        try:
+            image = images.check_image_usable(ctx, image_id)
+        except exception.ImageNotActive:
+            raise errors.bad_request("Image %s is not active." % image_id) from None
+        except exception.NotFound:
+            raise errors.bad_request("Can not find requested image") from None
+        except exception.FlotillaException as exc:
+            if exc.code >= 500:
+                raise
+            raise errors.bad_request("Image %s cannot be booted: %s" % (image_id, exc)) from None
+        if (image.min_ram or 0) > flavor.memory_mb:
+            raise errors.bad_request("Flavor's memory is too small for requested image.")
+        if flavor.root_gb and ((image.min_disk or 0) > flavor.root_gb or
+                               (image.size or 0) > flavor.root_gb * 1024 ** 3):
+            raise errors.bad_request("Flavor's disk is too small for requested image.")
+        return image
+
+
+def _to_error(uuid: str, message: str) -> None:
+    try:
+        db.instance_update(uuid, {"vm_state": st.ERROR, "task_state": None,
+                                  "task_deadline": None})
+        db.instance_fault_create(uuid, 503, message)
+    except exception.FlotillaException:
+        LOG.exception("Could not put %s in ERROR", uuid)
+
+
+class Server:
+    """/servers/{server_id}: show and delete."""
+
+    def __init__(self, state: APIState) -> None:
+        self.state = state
+
+    def on_get(self, req, resp, server_id: str) -> None:
+        ctx = ctxt(req)
+        inst = get_server(ctx, server_id)
+        fault = None
+        if inst.vm_state == st.ERROR:
+            faults = db.instance_fault_get_all(inst.uuid)
+            fault = faults[0] if faults else None
+        groups = servers_db.group_uuids_for([inst.uuid])
+        resp.media = {"server": views.server_detail(
+            inst, ctx, version(req), self.state.compute_url(req), fault,
+            groups.get(inst.uuid))}
+
+    def on_delete(self, req, resp, server_id: str) -> None:
+        ctx = ctxt(req)
+        inst = get_server(ctx, server_id)
+        busy = [t for t in st.TASK_STATES if t != st.DELETING] + [None]
+        try:
+            db.instance_update(inst.uuid, {"task_state": st.DELETING,
+                                           "task_deadline": task_deadline(
+                                               self.state.conf, st.DELETING)},
+                               expected_task_state=busy)
+        except exception.InstanceStateConflict:
+            # Already being deleted: deleting again is the same request.
+            resp.status = falcon.HTTP_204
+            return
+        except exception.InstanceNotFound:
+            raise errors.not_found("Instance %s could not be found." % server_id) from None
+        db.action_start(inst.uuid, "delete", ctx.request_id, ctx.user_id, ctx.project_id)
+        try:
+            compute_rpc.delete_instance(self.state.conductor, ctx, inst.uuid)
+        except exception.MessagingException as exc:
+            LOG.error("Could not cast delete_instance for %s: %s", inst.uuid, exc)
+            try:
+                db.instance_update(inst.uuid, {"task_state": inst.task_state,
+                                               "task_deadline": inst.task_deadline},
+                                   expected_task_state=st.DELETING)
+            except exception.FlotillaException:
+                pass
+            db.action_finish(inst.uuid, ctx.request_id, message="Error")
+            raise errors.APIError(503, "The conductor could not be reached") from None
+        resp.status = falcon.HTTP_204

@@ -1,0 +1,79 @@
+"""os-services (admin): list services; disable and enable one.
+
+Before 2.53: ``PUT /os-services/disable`` (``disable-log-reason``,
+``enable``) with host and binary in the body. From 2.53: ``PUT
+/os-services/{id}`` with ``status`` (and ``disabled_reason``).
+"""
+
+from __future__ import annotations
+
+from api import errors, validation
+from api.compute import schemas, zones
+from api.state import APIState, isotime, version
+from flotilla import exception
+from flotilla.db import api as db
+
+
+def view(service, conf, host_zones) -> dict:
+    return {"id": service.id, "binary": service.binary, "host": service.host,
+            "zone": zones.service_zone(conf, service, host_zones),
+            "status": "disabled" if service.disabled else "enabled",
+            "state": "up" if db.service_is_up(service, conf.service_down_time)
+            else "down",
+            "updated_at": isotime(service.last_seen_at, micro=True),
+            "disabled_reason": service.disabled_reason, "forced_down": False}
+
+
+class Services:
+    def __init__(self, state: APIState) -> None:
+        self.state = state
+
+    def on_get(self, req, resp) -> None:
+        conf = self.state.conf
+        host, binary = req.get_param("host"), req.get_param("binary")
+        host_zones = zones.host_zones(conf)
+        resp.media = {"services": [
+            view(s, conf, host_zones) for s in db.service_get_all(binary=binary)
+            if host is None or s.host == host]}
+
+
+class Service:
+    def __init__(self, state: APIState) -> None:
+        self.state = state
+
+    def on_put(self, req, resp, action: str) -> None:
+        conf = self.state.conf
+        body = validation.read_json(req, conf.api.max_request_body_size)
+        ver = version(req)
+        if action in ("disable", "enable", "disable-log-reason") and ver < (2, 53):
+            body = validation.validate(body, schemas.SERVICE_HOST_BINARY)
+            disabled = action != "enable"
+            reason = body.get("disabled_reason") if action == "disable-log-reason" else None
+            service = self._set(body["host"], body["binary"], disabled, reason)
+            result = {"host": service.host, "binary": service.binary,
+                      "status": "disabled" if service.disabled else "enabled"}
+            if reason:
+                result["disabled_reason"] = reason
+            resp.media = {"service": result}
+            return
+        if ver < (2, 53):
+            raise errors.not_found("Unknown action %s" % action[:64])
+        body = validation.validate(body, schemas.SERVICE_UPDATE)
+        match = [s for s in db.service_get_all() if str(s.id) == action]
+        if not match:
+            raise errors.not_found("Service %s could not be found." % action[:64])
+        service = match[0]
+        if "status" in body:
+            disabled = body["status"] == "disabled"
+            service = self._set(service.host, service.binary, disabled,
+                                body.get("disabled_reason") if disabled else None)
+        elif "disabled_reason" in body:
+            raise errors.bad_request("disabled_reason requires status disabled")
+        resp.media = {"service": view(service, conf, zones.host_zones(conf))}
+
+    @staticmethod
+    def _set(host: str, binary: str, disabled: bool, reason: str | None):
+        try:
+            return db.service_set_disabled(host, binary, disabled, reason)
+        except exception.ServiceNotFound as exc:
+            raise errors.not_found(str(exc)) from None

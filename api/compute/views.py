@@ -1,0 +1,170 @@
+"""How servers and flavors look in the compute API, per microversion.
+
+Status rule (as Nova): the vm_state gives the status, except that while
+active a reboot task shows REBOOT / HARD_REBOOT and a migration MIGRATING;
+building is BUILD, stopped SHUTOFF, and error shows the latest fault.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from api.state import isotime
+from flotilla import states as st
+from flotilla.context import RequestContext
+
+_STATUS = {st.BUILDING: "BUILD", st.ACTIVE: "ACTIVE", st.STOPPED: "SHUTOFF",
+           st.PAUSED: "PAUSED", st.SUSPENDED: "SUSPENDED", st.ERROR: "ERROR",
+           st.DELETED: "DELETED"}
+_ACTIVE_TASK_STATUS = {st.REBOOTING: "REBOOT", st.REBOOTING_HARD: "HARD_REBOOT",
+                       st.MIGRATING: "MIGRATING"}
+
+# status query value -> (vm_states, task_states or None)
+STATUS_FILTERS = {
+    "BUILD": ([st.BUILDING], None),
+    "ACTIVE": ([st.ACTIVE], [None, st.POWERING_OFF, st.POWERING_ON, st.PAUSING,
+                             st.UNPAUSING, st.SUSPENDING, st.RESUMING,
+                             st.DELETING, st.IMAGE_SNAPSHOT]),
+    "REBOOT": ([st.ACTIVE], [st.REBOOTING]),
+    "HARD_REBOOT": ([st.ACTIVE], [st.REBOOTING_HARD]),
+    "MIGRATING": ([st.ACTIVE], [st.MIGRATING]),
+    "SHUTOFF": ([st.STOPPED], None), "PAUSED": ([st.PAUSED], None),
+    "SUSPENDED": ([st.SUSPENDED], None), "ERROR": ([st.ERROR], None),
+    "DELETED": ([st.DELETED], None),
+}
+
+
+def status(vm_state: str, task_state: str | None) -> str:
+    if vm_state == st.ACTIVE and task_state in _ACTIVE_TASK_STATUS:
+        return _ACTIVE_TASK_STATUS[task_state]
+    return _STATUS.get(vm_state, "UNKNOWN")
+
+
+def host_id(project_id: str | None, host: str | None) -> str:
+    """Nova's opaque per-project host id (same host, same project: same id)."""
+    if not host:
+        return ""
+    return hashlib.sha224(((project_id or "") + host).encode()).hexdigest()
+
+
+def _link(url: str, kind: str, ident: str) -> list[dict]:
+    base = url.rsplit("/v2.1", 1)[0]
+    return [{"rel": "self", "href": "%s/%s/%s" % (url, kind, ident)},
+            {"rel": "bookmark", "href": "%s/%s/%s" % (base, kind, ident)}]
+
+
+def server_brief(inst, url: str) -> dict:
+    return {"id": inst.uuid, "name": inst.name, "links": _link(url, "servers", inst.uuid)}
+
+
+def embedded_flavor(snapshot: dict, version, url: str) -> dict:
+    if version < (2, 47):
+        flavorid = str(snapshot.get("flavorid", ""))
+        return {"id": flavorid, "links": [{"rel": "bookmark", "href": "%s/flavors/%s"
+                                           % (url.rsplit("/v2.1", 1)[0], flavorid)}]}
+    result = {"vcpus": snapshot.get("vcpus", 0), "ram": snapshot.get("memory_mb", 0),
+              "disk": snapshot.get("root_gb", 0),
+              "ephemeral": snapshot.get("ephemeral_gb", 0), "swap": 0,
+              "original_name": snapshot.get("name", "")}
+    result["extra_specs"] = dict(snapshot.get("extra_specs") or {})
+    return result
+
+
+def server_detail(inst, ctxt: RequestContext, version, url: str,
+                  fault=None, group_ids: list[str] | None = None) -> dict:
+    """The full server representation (show, list detail)."""
+    flavor = inst.flavor or {}
+    base = url.rsplit("/v2.1", 1)[0]
+    image: Any = ""
+    if inst.image_ref:
+        image = {"id": inst.image_ref, "links": [
+            {"rel": "bookmark", "href": "%s/images/%s" % (base, inst.image_ref)}]}
+    task_state = inst.task_state
+    server: dict[str, Any] = {
+        "id": inst.uuid, "name": inst.name,
+        "status": status(inst.vm_state, task_state),
+        "tenant_id": inst.project_id, "user_id": inst.user_id,
+        "metadata": dict(inst.metadata_ or {}),
+        "hostId": host_id(inst.project_id, inst.host),
+        "image": image, "flavor": embedded_flavor(flavor, version, url),
+        "created": isotime(inst.created_at),
+        "updated": isotime(inst.updated_at or inst.created_at),
+        "addresses": {}, "accessIPv4": "", "accessIPv6": "",
+        "links": _link(url, "servers", inst.uuid),
+        "key_name": None, "config_drive": "", "progress": 0,
+        "OS-DCF:diskConfig": "MANUAL",
+        "OS-EXT-AZ:availability_zone": inst.availability_zone or "",
+        "OS-EXT-STS:power_state": inst.power_state or 0,
+        "OS-EXT-STS:vm_state": inst.vm_state,
+        "OS-EXT-STS:task_state": task_state,
+        "OS-SRV-USG:launched_at": isotime(inst.launched_at, micro=True),
+        "OS-SRV-USG:terminated_at": isotime(inst.terminated_at, micro=True),
+        "os-extended-volumes:volumes_attached": [],
+    }
+    if ctxt.is_admin:
+        server["OS-EXT-SRV-ATTR:host"] = inst.host
+        server["OS-EXT-SRV-ATTR:hypervisor_hostname"] = inst.node or inst.host
+        server["OS-EXT-SRV-ATTR:instance_name"] = "instance-%08x" % (inst.id or 0)
+    if version >= (2, 3) and ctxt.is_admin:
+        server.update({"OS-EXT-SRV-ATTR:hostname": inst.name,
+                       "OS-EXT-SRV-ATTR:reservation_id": "",
+                       "OS-EXT-SRV-ATTR:launch_index": 0,
+                       "OS-EXT-SRV-ATTR:kernel_id": "",
+                       "OS-EXT-SRV-ATTR:ramdisk_id": "",
+                       "OS-EXT-SRV-ATTR:root_device_name": None,
+                       "OS-EXT-SRV-ATTR:user_data": None})
+    if version >= (2, 9):
+        server["locked"] = False
+    if version >= (2, 16) and ctxt.is_admin:
+        server["host_status"] = "UP" if inst.host else ""
+    if version >= (2, 19):
+        server["description"] = inst.display_description
+    if version >= (2, 26):
+        server["tags"] = []
+    if version >= (2, 63):
+        server["trusted_image_certificates"] = None
+    if version >= (2, 71):
+        server["server_groups"] = list(group_ids or [])
+    if version >= (2, 73):
+        server["locked_reason"] = None
+    if version >= (2, 96):
+        server["pinned_availability_zone"] = inst.availability_zone
+    if version >= (2, 100):
+        server["scheduler_hints"] = (
+            {"group": group_ids[0]} if group_ids else {})
+    if fault is not None and inst.vm_state in (st.ERROR, st.DELETED):
+        server["fault"] = {"code": fault.code, "message": fault.message,
+                           "created": isotime(fault.created_at)}
+        if ctxt.is_admin and fault.details:
+            server["fault"]["details"] = fault.details
+    return server
+
+
+def flavor_view(flavor, version, url: str, detail: bool = True) -> dict:
+    result: dict[str, Any] = {"id": flavor.flavorid, "name": flavor.name,
+                              "links": _link(url, "flavors", flavor.flavorid)}
+    if version >= (2, 55):
+        result["description"] = flavor.description
+    if not detail:
+        return result
+    result.update({
+        "ram": flavor.memory_mb, "vcpus": flavor.vcpus, "disk": flavor.root_gb,
+        "OS-FLV-EXT-DATA:ephemeral": flavor.ephemeral_gb,
+        "OS-FLV-DISABLED:disabled": flavor.disabled,
+        "os-flavor-access:is_public": flavor.is_public,
+        "swap": 0 if version >= (2, 75) else "",
+        "rxtx_factor": 1.0,
+    })
+    if version >= (2, 61):
+        result["extra_specs"] = dict(flavor.extra_specs or {})
+    return result
+
+
+def flavor_snapshot(flavor) -> dict:
+    """What an instance keeps of its flavor (editing the flavor later never
+    changes a running server)."""
+    return {"flavorid": flavor.flavorid, "name": flavor.name,
+            "memory_mb": flavor.memory_mb, "vcpus": flavor.vcpus,
+            "root_gb": flavor.root_gb, "ephemeral_gb": flavor.ephemeral_gb,
+            "extra_specs": dict(flavor.extra_specs or {})}

@@ -1,0 +1,60 @@
+"""Availability zones, derived from the compute nodes and services.
+
+A compute host belongs to the zone its node reports, or ``[api]
+default_availability_zone``; a zone is available while at least one of its
+compute services is up and enabled. Other services are in zone
+``internal``, as in Nova.
+"""
+
+from __future__ import annotations
+
+from api.state import APIState, isotime
+from flotilla.db import api as db
+
+INTERNAL = "internal"
+
+
+def host_zones(conf) -> dict[str, str]:
+    """compute host -> its zone."""
+    default = conf.api.default_availability_zone
+    return {node.host: node.availability_zone or default
+            for node in db.compute_node_get_all()}
+
+
+def zone_names(conf) -> set[str]:
+    return set(host_zones(conf).values()) | {conf.api.default_availability_zone}
+
+
+def service_zone(conf, service, zones: dict[str, str]) -> str:
+    if service.binary == "flotilla-compute":
+        return zones.get(service.host, conf.api.default_availability_zone)
+    return INTERNAL
+
+
+class AvailabilityZones:
+    """GET /os-availability-zone and (admin) /os-availability-zone/detail."""
+
+    def __init__(self, state: APIState, detail: bool = False) -> None:
+        self.state = state
+        self.detail = detail
+
+    def on_get(self, req, resp) -> None:
+        conf = self.state.conf
+        zones = host_zones(conf)
+        result: dict[str, dict] = {}
+        for service in db.service_get_all():
+            zone = service_zone(conf, service, zones)
+            if zone == INTERNAL and not self.detail:
+                continue
+            up = db.service_is_up(service, conf.service_down_time)
+            entry = result.setdefault(zone, {"available": False, "hosts": {}})
+            entry["available"] = entry["available"] or (up and not service.disabled)
+            entry["hosts"].setdefault(service.host, {})[service.binary] = {
+                "available": up, "active": not service.disabled,
+                "updated_at": isotime(service.last_seen_at, micro=True)}
+        for zone in set(zones.values()):
+            result.setdefault(zone, {"available": False, "hosts": {}})
+        resp.media = {"availabilityZoneInfo": [
+            {"zoneName": zone, "zoneState": {"available": entry["available"]},
+             "hosts": entry["hosts"] if self.detail else None}
+            for zone, entry in sorted(result.items())]}

@@ -1,0 +1,122 @@
+"""Who may call what: ONE table of rule per route.
+
+Rules:
+
+* ``public``: no token needed (discovery documents, token issue);
+* ``optional``: a token is used when sent, else the request is anonymous
+  (the handler decides, e.g. an image download authorised by a signed URL);
+* ``token``: any valid token, scoped or not (token validation, revocation);
+* ``reader``: a project-scoped token with role reader, member or admin;
+* ``member``: role member or admin (anything that changes a project's
+  resources);
+* ``admin``: role admin (cloud-wide operations: flavors, hosts, services).
+
+Project isolation is not a rule here but a lookup rule in the handlers: a
+non-admin's server lookups are filtered by its project, so another
+project's server is a 404, exactly like a missing one.
+
+A route missing from the table is refused (403) and logged: a new route
+must be given a rule before anyone can call it. Routes under /image that
+the image API does not declare (through a ``policy_rules`` dict on its
+resource) default to reader for reads and member for writes.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from api import errors
+from flotilla.context import RequestContext
+
+LOG = logging.getLogger(__name__)
+
+PUBLIC, OPTIONAL, TOKEN = "public", "optional", "token"
+READER, MEMBER, ADMIN = "reader", "member", "admin"
+
+_ROLES_FOR = {READER: {"reader", "member", "admin"},
+              MEMBER: {"member", "admin"},
+              ADMIN: {"admin"}}
+
+C = "/compute/v2.1"
+
+# (method, Falcon URI template) -> rule.
+RULES: dict[tuple[str, str], str] = {
+    # discovery
+    ("GET", "/"): PUBLIC,
+    ("GET", "/compute"): PUBLIC,
+    ("GET", C): PUBLIC,
+    ("GET", C + "/openapi.json"): PUBLIC,
+    ("GET", "/identity"): PUBLIC,
+    ("GET", "/identity/v3"): PUBLIC,
+    ("GET", "/image"): PUBLIC,
+    ("GET", "/image/versions"): PUBLIC,
+    # identity
+    ("POST", "/identity/v3/auth/tokens"): PUBLIC,
+    ("GET", "/identity/v3/auth/tokens"): TOKEN,
+    ("HEAD", "/identity/v3/auth/tokens"): TOKEN,
+    ("DELETE", "/identity/v3/auth/tokens"): TOKEN,
+    ("GET", "/identity/v3/auth/catalog"): TOKEN,
+    ("GET", "/identity/v3/auth/projects"): TOKEN,
+    # servers
+    ("GET", C + "/servers"): READER,
+    ("GET", C + "/servers/detail"): READER,
+    ("POST", C + "/servers"): MEMBER,
+    ("GET", C + "/servers/{server_id}"): READER,
+    ("DELETE", C + "/servers/{server_id}"): MEMBER,
+    ("POST", C + "/servers/{server_id}/action"): MEMBER,
+    ("GET", C + "/servers/{server_id}/os-instance-actions"): READER,
+    ("GET", C + "/servers/{server_id}/os-instance-actions/{request_id}"): READER,
+    # flavors
+    ("GET", C + "/flavors"): READER,
+    ("GET", C + "/flavors/detail"): READER,
+    ("GET", C + "/flavors/{flavor_id}"): READER,
+    ("GET", C + "/flavors/{flavor_id}/os-extra_specs"): READER,
+    ("POST", C + "/flavors"): ADMIN,
+    ("DELETE", C + "/flavors/{flavor_id}"): ADMIN,
+    # server groups
+    ("GET", C + "/os-server-groups"): READER,
+    ("POST", C + "/os-server-groups"): MEMBER,
+    ("GET", C + "/os-server-groups/{group_id}"): READER,
+    ("DELETE", C + "/os-server-groups/{group_id}"): MEMBER,
+    # zones and limits
+    ("GET", C + "/os-availability-zone"): READER,
+    ("GET", C + "/os-availability-zone/detail"): ADMIN,
+    ("GET", C + "/limits"): READER,
+    # hosts and services
+    ("GET", C + "/os-hypervisors"): ADMIN,
+    ("GET", C + "/os-hypervisors/detail"): ADMIN,
+    ("GET", C + "/os-hypervisors/statistics"): ADMIN,
+    ("GET", C + "/os-hypervisors/{hypervisor_id}"): ADMIN,
+    ("GET", C + "/os-services"): ADMIN,
+    ("PUT", C + "/os-services/{action}"): ADMIN,
+}
+
+
+def rule_for(method: str, template: str | None, resource=None) -> str | None:
+    """The rule of a route; None when no rule is known."""
+    method = "GET" if method == "HEAD" and (method, template) not in RULES \
+        else method
+    declared = getattr(resource, "policy_rules", None)
+    if declared and method in declared:
+        return declared[method]
+    rule = RULES.get((method, template or ""))
+    if rule is None and template and (template == "/image"
+                                      or template.startswith("/image/")):
+        rule = READER if method == "GET" else MEMBER
+    return rule
+
+
+def enforce(rule: str, ctxt: RequestContext | None, what: str) -> None:
+    """403 unless ``ctxt`` satisfies ``rule`` (authentication is checked
+    before, by the auth middleware)."""
+    if rule in (PUBLIC, OPTIONAL, TOKEN):
+        return
+    if ctxt is None or ctxt.project_id is None:
+        raise errors.forbidden("A project-scoped token is required for %s." % what)
+    if not _ROLES_FOR[rule] & set(ctxt.roles):
+        raise errors.forbidden("Policy doesn't allow %s to be performed." % what)
+
+
+def project_filter(ctxt: RequestContext) -> str | None:
+    """The project a request's lookups are limited to (None: all, admin)."""
+    return None if ctxt.is_admin else ctxt.project_id

@@ -1,0 +1,31 @@
+"""flotilla-api: the compute, identity and image HTTP APIs.
+
+Serves :func:`api.app.create_app` with cheroot's threaded WSGI server on
+``[api] bind_host``:``[api] bind_port`` with ``[api] workers`` threads.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from flotilla import service
+
+
+def make_services(conf) -> list:
+    from api.app import create_app
+    from api.wsgi_server import WSGIService
+    from flotilla.db import api as db
+    from flotilla.db import migration
+    db.configure(conf)
+    migration.check_synced()
+    app = create_app(conf)
+    return [WSGIService(app, conf.api.bind_host, conf.api.bind_port,
+                        threads=conf.api.workers)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    return service.run_daemon("flotilla-api", make_services, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

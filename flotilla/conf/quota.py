@@ -1,0 +1,37 @@
+"""[quota] options: default per-project limits."""
+
+from __future__ import annotations
+
+from oslo_config import cfg
+
+quota_group = cfg.OptGroup(
+    "quota", title="Quota options",
+    help="Default limits of every project; flotilla-manage quota set "
+         "overrides them per project. -1 means unlimited.")
+
+quota_opts = [
+    cfg.IntOpt("instances", default=10, min=-1,
+               help="Servers a project may have."),
+    cfg.IntOpt("cores", default=20, min=-1,
+               help="Virtual CPUs a project's servers may have in total."),
+    cfg.IntOpt("ram", default=51200, min=-1,
+               help="MiB of RAM a project's servers may have in total."),
+    cfg.IntOpt("server_groups", default=10, min=-1,
+               help="Server groups a project may have."),
+    cfg.IntOpt("server_group_members", default=10, min=-1,
+               help="Servers one server group may hold."),
+    cfg.IntOpt("metadata_items", default=128, min=-1,
+               help="Metadata keys one server may have."),
+]
+
+RESOURCES = ("instances", "cores", "ram", "server_groups",
+             "server_group_members", "metadata_items")
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    conf.register_group(quota_group)
+    conf.register_opts(quota_opts, group=quota_group)
+
+
+def list_opts() -> dict:
+    return {quota_group: quota_opts}

@@ -1,0 +1,1 @@
+from tests.functional.api.fixtures import api_cloud  # noqa: F401

@@ -1,0 +1,159 @@
+"""An API on memory:// with recording conductor and compute endpoints.
+
+The API's casts are received by :class:`Recorder` endpoints (conductor topic
+and compute.host1), so tests see exactly what reached the bus without the
+scheduler or agents. Principals: admin, reader and member of project p1, a
+member of project p2, plus bad and expired tokens.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import falcon.testing
+import pytest
+
+from api.app import create_app
+from flotilla import rpc
+from flotilla.db import api as db
+from flotilla.db import identity as identity_db
+from flotilla.db import images as images_db
+from flotilla.db import migration
+
+C = "/compute/v2.1"
+IMAGE_ID = "11111111-2222-4333-8444-555555555555"
+
+
+class Recorder:
+    """An RPC endpoint recording every call made to it (methods are added
+    by :func:`recorder`)."""
+
+    RPC_API_VERSION = "1.99"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict]] = []
+
+    def _record(self, name: str, kwargs: dict):
+        self.calls.append((name, kwargs))
+        if name == "get_console_output":
+            return "console of %s" % kwargs["instance_uuid"]
+        return None
+
+    def wait_for(self, name: str, count: int = 1, timeout: float = 5) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [kw for n, kw in self.calls if n == name]
+            if len(found) >= count:
+                return found
+            time.sleep(0.01)
+        raise AssertionError("%s not received: %s" % (name, self.calls))
+
+
+def recorder(methods: dict[str, tuple[str, ...]]) -> Recorder:
+    """A Recorder with one method per name, taking the named arguments."""
+    namespace = {}
+    for name, params in methods.items():
+        args = ", ".join("%s=None" % p for p in params)
+        code = "def %s(self, ctxt, %s):\n    return self._record(%r, dict(%s))" % (
+            name, args, name, ", ".join("%s=%s" % (p, p) for p in params))
+        scope: dict = {}
+        exec(code, scope)  # noqa: S102 - test helper building endpoint methods
+        namespace[name] = scope[name]
+    return type("RecordingEndpoint", (Recorder,), namespace)()
+
+
+CONDUCTOR_METHODS = {
+    "build_instances": ("instance_uuids", "request_spec", "image"),
+    "delete_instance": ("instance_uuid",),
+}
+COMPUTE_METHODS = {
+    name: ("instance_uuid",) for name in (
+        "stop_instance", "start_instance", "pause_instance", "unpause_instance",
+        "suspend_instance", "resume_instance")}
+COMPUTE_METHODS["reboot_instance"] = ("instance_uuid", "reboot_type")
+COMPUTE_METHODS["get_console_output"] = ("instance_uuid", "length")
+
+
+class APICloud:
+    def __init__(self, conf) -> None:
+        conf.set_override("transport_url", "memory://")
+        conf.set_override("scrypt_n", 1024, group="identity")
+        self.conf = conf
+        db.configure(conf)
+        migration.db_sync(conf)
+        self.transport = rpc.get_transport(conf)
+        self.conductor = recorder(CONDUCTOR_METHODS)
+        self.compute = recorder(COMPUTE_METHODS)
+        self._servers = []
+        for topic, server, endpoint in (("conductor", None, self.conductor),
+                                        ("compute", "host1", self.compute)):
+            srv = rpc.RPCServer(self.transport, topic, server, [endpoint])
+            srv.start()
+            self._servers.append(srv)
+        self.app = create_app(conf, self.transport)
+        self.client = falcon.testing.TestClient(self.app)
+        self._identity()
+        db.flavor_create({"flavorid": "1", "name": "tiny", "memory_mb": 64,
+                          "vcpus": 1, "root_gb": 1})
+        images_db.image_create({"id": IMAGE_ID, "name": "cirros", "status": "active",
+                                "disk_format": "qcow2", "container_format": "bare",
+                                "visibility": "public", "checksum": "0" * 64,
+                                "size": 1024, "owner": "p1"})
+        db.compute_node_update("host1", {"vcpus": 8, "memory_mb": 8192,
+                                         "disk_gb": 100, "availability_zone": "nova"})
+        db.service_heartbeat("host1", "flotilla-compute", "compute")
+
+    def _identity(self) -> None:
+        for name in ("p1", "p2", "admin"):
+            identity_db.project_create(name, project_id=name)
+        self.tokens = {}
+        for user, project, role in (("admin", "admin", "admin"),
+                                    ("reader", "p1", "reader"),
+                                    ("member", "p1", "member"),
+                                    ("other", "p2", "member")):
+            row = identity_db.user_create(user, "secret-" + user, scrypt_n=1024)
+            identity_db.role_add(user, project, role)
+            token, _ = identity_db.token_issue(
+                row.id, project, identity_db.roles_for(row.id, project), 3600)
+            self.tokens[user] = token
+        expired, _ = identity_db.token_issue(
+            identity_db.user_get("member").id, "p1", ["member", "reader"], -10)
+        self.tokens["expired"] = expired
+        self.tokens["bad"] = "not-a-token-" + uuid.uuid4().hex
+        self.tokens["none"] = None
+
+    def headers(self, who: str = "member", version: str | None = None) -> dict:
+        headers = {}
+        if self.tokens.get(who):
+            headers["X-Auth-Token"] = self.tokens[who]
+        if version:
+            headers["OpenStack-API-Version"] = "compute " + version
+        return headers
+
+    def request(self, method: str, path: str, who: str = "member",
+                version: str | None = None, **kwargs):
+        headers = dict(self.headers(who, version), **kwargs.pop("headers", {}))
+        return self.client.simulate_request(method, path, headers=headers, **kwargs)
+
+    def create_server(self, who: str = "member", **spec):
+        server = {"name": "vm", "flavorRef": "1", "imageRef": IMAGE_ID,
+                  "networks": "none"}
+        server.update(spec)
+        resp = self.request("POST", C + "/servers", who, json={"server": server})
+        assert resp.status_code == 202, resp.text
+        return resp.json["server"]["id"]
+
+    def stop(self) -> None:
+        for srv in self._servers:
+            srv.stop()
+            srv.wait(timeout=5)
+        self.transport.cleanup()
+        db.dispose()
+
+
+@pytest.fixture
+def api_cloud(conf):
+    cloud = APICloud(conf)
+    yield cloud
+    cloud.stop()
