@@ -7,7 +7,7 @@ import pytest
 from flotilla import states as st
 from flotilla.db import api as db
 from flotilla.db import quotas as quotas_db
-from tests.functional.api.fixtures import C, IMAGE_ID
+from tests.functional.api.fixtures import IMAGE_ID, C
 
 
 def test_create_casts_build_instances(api_cloud):

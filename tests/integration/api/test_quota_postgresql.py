@@ -1,0 +1,14 @@
+"""Concurrent creates at the quota edge on PostgreSQL never overshoot it."""
+
+from __future__ import annotations
+
+from tests.functional.api import quota_race
+
+
+def test_quota_race_postgresql(pg_api_cloud):
+    quota_race.race(pg_api_cloud, clients=24, limit=7)
+
+
+def test_quota_race_postgresql_repeated(pg_api_cloud):
+    for limit in (3, 6, 9):
+        quota_race.race(pg_api_cloud, clients=12, limit=limit)
