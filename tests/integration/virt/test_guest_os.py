@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid as uuidlib
 
-from tests.integration.virt.conftest import domstate
+from tests.fixtures.rig import domstate
 from tests.integration.virt.test_libvirt_rig import wait_until
 
 

@@ -12,7 +12,7 @@ import pytest
 from compute.virt import events, power_state
 from compute.virt.libvirt import imagecache
 from flotilla import exception
-from tests.integration.virt.conftest import domstate, rig_module, virsh
+from tests.fixtures.rig import domstate, rig_module, virsh
 
 
 def new_instance(memory_mb: int = 64, **flavor) -> dict:

@@ -1,0 +1,29 @@
+"""Session-wide fixtures of the integration tier: one rig for every test."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.fixtures import rig as rig_fixtures
+
+
+@pytest.fixture(scope="session")
+def rig(tmp_path_factory):
+    """A one-host libvirt rig, started once per session."""
+    with rig_fixtures.running_rig(str(tmp_path_factory.mktemp("rig")), hosts=1) as state:
+        yield state
+
+
+@pytest.fixture
+def rig_host(rig):
+    return rig["hosts"][0]
+
+
+@pytest.fixture(scope="session")
+def empty_image(tmp_path_factory):
+    return rig_fixtures.empty_image(tmp_path_factory.mktemp("images"))
+
+
+@pytest.fixture(scope="session")
+def guest_image():
+    return rig_fixtures.guest_image()
