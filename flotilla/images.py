@@ -97,9 +97,9 @@ def compute_image_ref(conf: cfg.ConfigOpts, image_id: str,
     ``{"id", "source", "sha256", "disk_format"}`` (see
     compute.virt.hardware.ImageMeta).
 
-    ``source`` is a signed download URL under ``[image] public_endpoint``
-    valid for ``[image] download_url_ttl`` seconds, or, with no public
-    endpoint, a ``file://`` URL of the stored file (one-host clouds). With
+    ``source`` is a signed download URL under :func:`image_endpoint` valid
+    for ``[image] download_url_ttl`` seconds, or, with no endpoint
+    configured, a ``file://`` URL of the stored file (one-host clouds). With
     ``ctxt`` the image must also be usable by its project. Unknown, deleted
     or not active images raise ImageNotFound (ImageNotActive for the
     latter).
@@ -112,14 +112,26 @@ def compute_image_ref(conf: cfg.ConfigOpts, image_id: str,
         image = db_images.image_get(image_id)
         if image.status != "active":
             raise exception.ImageNotActive(image_id=image_id, status=image.status)
-    endpoint = conf.image.public_endpoint
-    if endpoint:
+    if image_endpoint(conf):
         source = signed_download_url(conf, image.id, now=now)
     else:
         source = "file://" + urllib.parse.quote(
             image.location or image_path(conf, image.id))
     return {"id": image.id, "source": source, "sha256": image.checksum or "",
             "disk_format": image.disk_format or ""}
+
+
+def image_endpoint(conf: cfg.ConfigOpts) -> str | None:
+    """Base URL of the image API for compute agents: ``[image]
+    public_endpoint``, else ``[api] public_endpoint`` + ``/image``, else
+    None."""
+    if conf.image.public_endpoint:
+        return conf.image.public_endpoint.rstrip("/")
+    try:
+        api_endpoint = conf.api.public_endpoint
+    except (cfg.NoSuchOptError, cfg.NoSuchGroupError, AttributeError):
+        api_endpoint = None
+    return api_endpoint.rstrip("/") + "/image" if api_endpoint else None
 
 
 def _signing_key(conf: cfg.ConfigOpts) -> bytes:
@@ -139,11 +151,11 @@ def download_signature(conf: cfg.ConfigOpts, image_id: str, expires: int) -> str
 
 def signed_download_url(conf: cfg.ConfigOpts, image_id: str,
                         now: float | None = None) -> str:
-    """``<public_endpoint>/v2/images/<id>/file?expires=..&signature=..``."""
+    """``<image endpoint>/v2/images/<id>/file?expires=..&signature=..``."""
     expires = int(now if now is not None else time.time()) + conf.image.download_url_ttl
     query = urllib.parse.urlencode(
         {"expires": expires, "signature": download_signature(conf, image_id, expires)})
-    base = conf.image.public_endpoint.rstrip("/")
+    base = image_endpoint(conf)
     return "%s/v2/images/%s/file?%s" % (base, image_id, query)
 
 

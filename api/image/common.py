@@ -4,7 +4,8 @@ Rules:
 
 * the API's auth middleware puts the caller's RequestContext on
   ``req.context.ctxt``; only routes :func:`api.image.routes.allows_anonymous`
-  names may run without one;
+  names may run without one (each resource declares them to the API's
+  policy table in ``policy_rules``: ``public`` or ``optional``);
 * reading needs the reader, member or admin role; writing member or admin;
   changing an image needs owning it (or admin); an image the caller may not
   see is a 404, never a 403, so ids of private images do not leak;
@@ -29,9 +30,21 @@ WRITE_ROLES = frozenset({"member", "admin"})
 MAX_JSON_BODY = 64 * 1024
 
 
-def caller(req: falcon.Request) -> RequestContext:
-    """The authenticated caller, or 401 when the middleware set none."""
+def authenticated(req: falcon.Request) -> RequestContext | None:
+    """The caller's context, or None for an anonymous request (no context,
+    or the API middleware's ``anonymous`` mark on an ``optional`` route:
+    its context then names nobody)."""
+    if getattr(req.context, "anonymous", False):
+        return None
     ctxt = getattr(req.context, "ctxt", None)
+    if ctxt is None or (ctxt.user_id is None and ctxt.project_id is None and not ctxt.roles):
+        return None
+    return ctxt
+
+
+def caller(req: falcon.Request) -> RequestContext:
+    """The authenticated caller, or 401."""
+    ctxt = authenticated(req)
     if ctxt is None:
         raise falcon.HTTPUnauthorized(description="Authentication required.")
     return ctxt

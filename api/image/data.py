@@ -35,6 +35,9 @@ SHA256_HEADER = "X-Image-Hash-Sha256"
 class ImageData:
     """PUT and GET /image/v2/images/{image_id}/file."""
 
+    # For the API's policy table: a download may come without a token.
+    policy_rules = {"GET": "optional", "HEAD": "optional", "PUT": "member"}
+
     def __init__(self, conf) -> None:
         self.conf = conf
 
@@ -129,7 +132,7 @@ class ImageData:
         resp.set_stream(handle, size)
 
     def _authorized_image(self, req: falcon.Request, image_id: str) -> Image:
-        ctxt = getattr(req.context, "ctxt", None)
+        ctxt = common.authenticated(req)
         if ctxt is not None:
             common.require_read(ctxt)
             with common.translate_errors():

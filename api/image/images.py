@@ -17,7 +17,7 @@ import uuid
 
 import falcon
 
-from api.image import common, listing, validation, views
+from api.image import common, listing, validation, versions, views
 from flotilla import exception, images
 from flotilla.db import images as db_images
 from flotilla.db.models import Image
@@ -110,7 +110,7 @@ class Collection:
         with common.translate_errors():
             image = db_images.image_create(values)
         resp.status = falcon.HTTP_201
-        resp.location = "%s/image/v2/images/%s" % (req.prefix, image.id)
+        resp.location = "%s/image/v2/images/%s" % (versions.base_url(self.conf, req), image.id)
         resp.media = views.image_view(image)
 
 

@@ -12,9 +12,11 @@ GET  /image/v2/images/{id}/file          download (token or signed URL)
 GET  /image/v2/schemas/image(s)          schema of an image
 =======================================  ==============================
 
-The auth middleware must let through, without a token, exactly the
-requests :func:`allows_anonymous` accepts; the responders check the
-signature of anonymous downloads themselves.
+Resources declare their rules for the API's policy table in
+``policy_rules`` (version documents ``public``, downloads ``optional``);
+:func:`allows_anonymous` says the same for a middleware that authenticates
+before routing. Responders check the signature of anonymous downloads
+themselves, and the roles and ownership of every other request.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ _VERSION_PATHS = frozenset({"/image", "/image/", "/image/v2", "/image/v2/"})
 
 def add_routes(app: falcon.App, conf) -> None:
     """Mount the image API's routes on ``app``."""
-    version_doc = versions.Versions()
+    version_doc = versions.Versions(conf)
     # Both spellings: clients use the catalog URL with or without a slash.
     for path in (PREFIX, PREFIX + "/", PREFIX + "/v2", PREFIX + "/v2/"):
         app.add_route(path, version_doc)

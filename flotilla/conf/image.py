@@ -27,7 +27,8 @@ image_opts = [
         help="Base URL of the image API as compute agents reach it, e.g. "
              "http://controller:8774/image. Agents download images from "
              "<public_endpoint>/v2/images/<id>/file with a time-limited "
-             "signed URL. Unset: agents read the stored file directly "
+             "signed URL. Unset: [api] public_endpoint followed by /image; "
+             "when that is unset too, agents read the stored file directly "
              "(file://), which only works where they share store_path (one "
              "host, flotilla-all)."),
     cfg.StrOpt(

@@ -101,3 +101,12 @@ def test_check_image_usable_by_project(make_image, image_conf):
         images.compute_image_ref(image_conf, theirs["id"], ctxt=p1)
     admin = RequestContext(project_id="p9", roles=["admin"])
     assert images.compute_image_ref(image_conf, theirs["id"], ctxt=admin)["id"] == theirs["id"]
+
+
+def test_endpoint_falls_back_to_api_public_endpoint(make_image, image_conf):
+    image_conf.set_override("public_endpoint", None, group="image")
+    image_conf.set_override("public_endpoint", "https://cloud.example:8774/", group="api")
+    image = make_image(data=qcow2_bytes())
+    ref = images.compute_image_ref(image_conf, image["id"])
+    assert ref["source"].startswith(
+        "https://cloud.example:8774/image/v2/images/%s/file?expires=" % image["id"])
