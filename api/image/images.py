@@ -8,7 +8,8 @@ Rules beyond common.py's:
   default is private;
 * delete: 204, the stored file is removed; a protected image is 403;
 * PATCH takes a JSON patch (``application/openstack-images-v2.1-json-patch``)
-  of the same fields create accepts.
+  of the same fields create accepts; disk_format and container_format are
+  fixed once data is uploaded.
 """
 
 from __future__ import annotations
@@ -140,6 +141,12 @@ class Item:
         before = _editable_document(image)
         after = validation.apply_patch(before, operations)
         _check_rights(ctxt, after, image)
+        if image.status != "queued":
+            # The formats describe data already stored and checked.
+            for field in ("disk_format", "container_format"):
+                if after.get(field) != before.get(field):
+                    raise falcon.HTTPForbidden(
+                        description="%s cannot change once data is uploaded." % field)
         values = _to_values(after, {k: v for k, v in (image.properties or {}).items()
                                     if k in db_images.INTERNAL_PROPERTIES})
         with common.translate_errors():

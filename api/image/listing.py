@@ -6,7 +6,9 @@ Rules (Glance's):
   (public, private, shared, community, all), ``disk_format``,
   ``container_format``, ``os_hidden``; ``name`` and ``id`` take
   ``in:a,b,c``; any other key filters on an extra property;
-* values are literal strings (``os_hidden=True``);
+* values are literal strings (``os_hidden=True``); ``os_hidden=true`` lists
+  only hidden images, while false or absent lists all (unlike Glance,
+  hidden images are not left out by default);
 * ``limit`` defaults to ``[image] limit_param_default`` and is capped at
   ``[image] api_limit_max``; ``marker`` is the id of the last image of the
   previous page; a full page carries ``next``, the same query with the

@@ -216,3 +216,8 @@ def test_patch(client, make_image):
         assert result.status_code == code, (bad, result.text)
     assert client.simulate_patch("/image/v2/images/%s" % image["id"], json=patch,
                                  headers=headers()).status_code == 415
+    active = make_image("active", data=qcow2_bytes())
+    change = [{"op": "replace", "path": "/disk_format", "value": "raw"}]
+    result = client.simulate_patch("/image/v2/images/%s" % active["id"],
+                                   body=json.dumps(change), headers=headers(**ctype))
+    assert result.status_code == 403
