@@ -87,8 +87,8 @@ class Reconciler:
                                          "power_state": power},
                           "spawn finished while the agent was down")
             else:
-                if has_domain:
-                    self.driver.destroy(Instance.coerce(record))
+                # Idempotent: also removes a half-made instance directory.
+                self.driver.destroy(Instance.coerce(record))
                 self._fail(ctxt, record, "the compute agent restarted during the spawn "
                            "and the guest did not start")
             return
