@@ -18,8 +18,11 @@ LOG = logging.getLogger(__name__)
 
 class WSGIService:
     def __init__(self, app, host: str, port: int, threads: int = 8,
-                 name: str = "flotilla-api") -> None:
+                 name: str = "flotilla-api", on_stop=None) -> None:
+        """``on_stop`` runs after the server stopped (to close the RPC
+        transport the app casts on)."""
         self.app = app
+        self._on_stop = on_stop
         self.host = host
         self.name = name
         self._server = wsgi.Server((host, port), app, numthreads=threads,
@@ -43,7 +46,10 @@ class WSGIService:
 
     def stop(self, grace: float | None = None) -> bool:
         self._server.stop()
+        clean = True
         if self._thread is not None:
             self._thread.join(timeout=grace or 10)
-            return not self._thread.is_alive()
-        return True
+            clean = not self._thread.is_alive()
+        if self._on_stop is not None:
+            self._on_stop()
+        return clean

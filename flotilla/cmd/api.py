@@ -14,13 +14,15 @@ from flotilla import service
 def make_services(conf) -> list:
     from api.app import create_app
     from api.wsgi_server import WSGIService
+    from flotilla import rpc
     from flotilla.db import api as db
     from flotilla.db import migration
     db.configure(conf)
     migration.check_synced()
-    app = create_app(conf)
+    transport = rpc.get_transport(conf)
+    app = create_app(conf, transport)
     return [WSGIService(app, conf.api.bind_host, conf.api.bind_port,
-                        threads=conf.api.workers)]
+                        threads=conf.api.workers, on_stop=transport.cleanup)]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,10 +50,15 @@ TEST_CAPABILITIES = driver.DriverCapabilities(
 class LibvirtDriver(driver.ComputeDriver):
     """Guests of one host through libvirt."""
 
-    def __init__(self, conf: cfg.ConfigOpts = CONF) -> None:
+    def __init__(self, conf: cfg.ConfigOpts = CONF, connection_uri: str | None = None,
+                 instances_path: str | None = None) -> None:
+        """``connection_uri`` and ``instances_path`` override the [libvirt]
+        options (flotilla-all runs several agents in one process)."""
         self.conf = conf
         opts = conf.libvirt
-        self.host = Host(opts.connection_uri,
+        connection_uri = connection_uri or opts.connection_uri
+        instances_path = instances_path or opts.instances_path
+        self.host = Host(connection_uri,
                          keepalive_interval=opts.keepalive_interval,
                          keepalive_count=opts.keepalive_count,
                          reconnect_max_delay=opts.reconnect_max_delay,
@@ -61,9 +66,9 @@ class LibvirtDriver(driver.ComputeDriver):
         self.real_disks = not self.host.is_test_driver
         self.capabilities = (QEMU_CAPABILITIES if self.real_disks
                              else TEST_CAPABILITIES)
-        self.instances_path = opts.instances_path
+        self.instances_path = instances_path
         self.renderer = xml.DomainRenderer(opts.template_dir)
-        self.image_cache = ImageCache(opts.instances_path,
+        self.image_cache = ImageCache(instances_path,
                                       opts.image_cache_max_age,
                                       opts.image_download_timeout)
 
