@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: venv services test test-unit test-functional test-integration lint genconfig bench clean
+.PHONY: venv services test test-unit test-functional test-integration lint genconfig bench demo demo-stop clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,18 @@ genconfig: venv
 
 bench: services venv
 	$(PY) tools/bench/rpc.py
+	$(PY) tools/bench/spawn.py
+	$(PY) tools/bench/scheduler.py
+	$(PY) tools/bench/api.py
+	$(PY) tools/bench/e2e_boot.py
+
+# The main job: a real two-host cloud, walked through as a tenant.
+# KEEP=1 leaves it running (make demo-stop ends it).
+demo: services venv
+	$(PY) tools/demo/demo.py $(if $(KEEP),--keep,)
+
+demo-stop: venv
+	$(PY) tools/demo/demo.py stop
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
