@@ -2,7 +2,13 @@
 
 Thin: each method checks its arguments and calls into ``flotilla.db`` or a
 flow. The methods in the first block are the writes compute agents may ask
-for; agents have no database access of their own.
+for; agents have no database access of their own. The second block starts
+flows (conductor/flows/); the reaper of stuck tasks runs as a periodic task.
+
+A failed spawn reaches the build flow either through :meth:`build_failed`
+or, for agents that report it the older way, through :meth:`instance_update`
+moving a building/spawning instance to ERROR: when the conductor scheduled
+that build, the update is turned into a reschedule instead.
 """
 
 from __future__ import annotations
@@ -13,9 +19,14 @@ from typing import Any
 
 from oslo_config import cfg
 
-from flotilla import exception, states
+from conductor import deadlines
+from conductor.dbretry import db
+from conductor.flows.build import BuildFlow
+from conductor.flows.delete import DeleteFlow
+from conductor.reaper import Reaper
+from flotilla import concurrency, exception, states
 from flotilla.context import RequestContext
-from flotilla.db import api as db
+from flotilla.periodic import periodic_task
 
 LOG = logging.getLogger(__name__)
 
@@ -27,10 +38,41 @@ _AGENT_WRITABLE = frozenset({
 
 
 class ConductorManager:
-    RPC_API_VERSION = "1.0"
+    RPC_API_VERSION = "1.1"
 
-    def __init__(self, conf: cfg.ConfigOpts) -> None:
+    def __init__(self, conf: cfg.ConfigOpts, transport=None) -> None:
         self.conf = conf
+        self._transport = transport
+        self._owns_transport = transport is None
+        self._build_flow: BuildFlow | None = None
+        self._delete_flow: DeleteFlow | None = None
+        self._reaper: Reaper | None = None
+        # Reschedules noticed inside an agent's instance_update run here, so
+        # the agent's call returns at once.
+        self._background = concurrency.WorkerPool(8, name="conductor-flows")
+
+    # --- service hooks ----------------------------------------------------------
+
+    def _flows(self) -> tuple[BuildFlow, DeleteFlow]:
+        """The flows and their RPC clients, made on first use (a conductor
+        that only serves agents' writes needs no client)."""
+        if self._build_flow is None:
+            from compute.rpcapi import ComputeAPI
+            from flotilla import rpc
+            from scheduler.rpcapi import SchedulerAPI
+            if self._transport is None:
+                self._transport = rpc.get_transport(self.conf)
+            compute = ComputeAPI(self._transport)
+            self._delete_flow = DeleteFlow(self.conf, compute, self.conf.host)
+            self._build_flow = BuildFlow(self.conf, SchedulerAPI(self._transport),
+                                         compute, self.conf.host)
+        return self._build_flow, self._delete_flow
+
+    def cleanup_host(self) -> None:
+        self._background.shutdown(timeout=self.conf.graceful_shutdown_timeout)
+        if self._owns_transport and self._transport is not None:
+            self._transport.cleanup()
+            self._transport = None
 
     # --- writes on behalf of compute agents ---------------------------------
 
@@ -58,8 +100,36 @@ class ConductorManager:
                 values[key] = datetime.datetime.fromisoformat(values[key])
         if "task_state" in values and "task_deadline" not in values:
             values["task_deadline"] = self.task_deadline(values["task_state"])
+        if _is_failed_spawn(values, expected):
+            rescheduled = self._reschedule_failed_spawn(ctxt, instance_uuid)
+            if rescheduled is not None:
+                return rescheduled
         return db.instance_update(instance_uuid, values,
                                   **_expected_kwargs(expected)).to_dict()
+
+    def _reschedule_failed_spawn(self, ctxt: RequestContext,
+                                 instance_uuid: str) -> dict | None:
+        """Hand a failed spawn of a conductor-scheduled build to the build
+        flow; None when it is not one (the update then goes through)."""
+        build, _ = self._flows()
+        if build.find_build_record(instance_uuid, ctxt.request_id) is None:
+            return None
+        inst = db.instance_get(instance_uuid)
+        if (inst.vm_state, inst.task_state) != (states.BUILDING, states.SPAWNING):
+            return None
+        # The agent already recorded the fault before asking for ERROR.
+        faults = db.instance_fault_get_all(instance_uuid)
+        reason = faults[0].message if faults else "spawn failed"
+        self._background.submit(self._build_failed_logged, ctxt, instance_uuid,
+                                inst.host, reason, True)
+        return inst.to_dict()
+
+    def _build_failed_logged(self, ctxt, instance_uuid, host, reason, fault_recorded):
+        try:
+            self._flows()[0].build_failed(ctxt, instance_uuid, host, reason,
+                                          fault_recorded=fault_recorded)
+        except Exception:
+            LOG.exception("rescheduling %s failed", instance_uuid)
 
     def instance_destroy(self, ctxt: RequestContext, instance_uuid: str,
                          expected: dict) -> dict:
@@ -95,16 +165,45 @@ class ConductorManager:
                             resources: dict[str, Any]) -> None:
         db.compute_node_update(host, resources)
 
+    # --- flows (1.1) --------------------------------------------------------------
+
+    def build_instances(self, ctxt: RequestContext, instance_uuids: list[str],
+                        request_spec: dict, image: dict | None) -> None:
+        self._flows()[0].build_instances(ctxt, list(instance_uuids), request_spec, image)
+
+    def build_failed(self, ctxt: RequestContext, instance_uuid: str, host: str,
+                     reason: str) -> None:
+        self._flows()[0].build_failed(ctxt, instance_uuid, host, reason)
+
+    def delete_instance(self, ctxt: RequestContext, instance_uuid: str) -> None:
+        self._flows()[1].delete_instance(ctxt, instance_uuid)
+
+    # --- periodic tasks ------------------------------------------------------------
+
+    @periodic_task(spacing=lambda: _reaper_interval())
+    def _reap_stuck_tasks(self) -> None:
+        if self._reaper is None:
+            self._reaper = Reaper(self.conf, self._flows()[1], self.conf.host)
+        ended = self._reaper.run()
+        if ended:
+            LOG.warning("reaper ended %d stuck task(s)", ended)
+
     # --- helpers --------------------------------------------------------------
 
     def task_deadline(self, task_state: str | None) -> datetime.datetime | None:
         """When a task entered now must be over (None when idle)."""
-        if task_state is None:
-            return None
-        overrides = self.conf.conductor.task_timeouts or {}
-        seconds = int(overrides.get(task_state,
-                                    states.DEFAULT_TASK_TIMEOUTS.get(task_state, 600)))
-        return datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=seconds)
+        return deadlines.task_deadline(self.conf, task_state)
+
+
+def _reaper_interval() -> float:
+    from flotilla.conf import CONF
+    return CONF.conductor.reaper_interval
+
+
+def _is_failed_spawn(values: dict, expected: dict | None) -> bool:
+    """The agent's way of saying a spawn failed: building/spawning -> ERROR."""
+    return (values.get("vm_state") == states.ERROR
+            and (expected or {}).get("task_state") == states.SPAWNING)
 
 
 def _expected_kwargs(expected: dict | None) -> dict:

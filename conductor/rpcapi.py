@@ -9,6 +9,8 @@ Version history:
 * 1.0 - service_heartbeat, instance_get, instance_get_all_by_host,
   instance_update (compare-and-swap), instance_destroy, instance_fault_create,
   action_event_start, action_event_finish, compute_node_update.
+* 1.1 - build_instances, build_failed, delete_instance (casts that start
+  or continue conductor flows).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ TOPIC = "conductor"
 
 
 class ConductorAPI:
-    VERSION = "1.0"
+    VERSION = "1.1"
 
     def __init__(self, transport, version_cap: str | None = None,
                  timeout: float | None = None) -> None:
@@ -80,3 +82,35 @@ class ConductorAPI:
     def compute_node_update(self, ctxt: RequestContext, host: str,
                             resources: dict[str, Any]) -> None:
         self._call(ctxt, "compute_node_update", host=host, resources=resources)
+
+    # --- flows (1.1) ---------------------------------------------------------------
+
+    def _cast(self, ctxt, method: str, version: str, **kwargs) -> None:
+        self.client.prepare(version=version).cast(ctxt, method, **kwargs)
+
+    def build_instances(self, ctxt: RequestContext, instance_uuids: list[str],
+                        request_spec: dict[str, Any], image: dict | None) -> None:
+        """Schedule and build instances the API has recorded (building /
+        scheduling, with their create action under ``ctxt.request_id``).
+
+        ``request_spec``: {"flavor": {memory_mb, vcpus, root_gb, ...},
+        "image": {"id", "properties", "min_ram", "min_disk"},
+        "availability_zone", "group", "num_instances"}; ``image``: the
+        compute form {"id", "source", "sha256", "disk_format"} or None.
+        """
+        self._cast(ctxt, "build_instances", "1.1", instance_uuids=list(instance_uuids),
+                   request_spec=request_spec, image=image)
+
+    def build_failed(self, ctxt: RequestContext, instance_uuid: str, host: str,
+                     reason: str) -> None:
+        """A compute agent reports that spawning ``instance_uuid`` failed on
+        ``host`` (send it with the build's context, instead of moving the
+        instance to ERROR): the conductor records the fault, frees the
+        claim and reschedules or ends the build in ERROR."""
+        self._cast(ctxt, "build_failed", "1.1", instance_uuid=instance_uuid,
+                   host=host, reason=reason)
+
+    def delete_instance(self, ctxt: RequestContext, instance_uuid: str) -> None:
+        """Terminate on the host, or clean up here when the instance never
+        reached a (live) host."""
+        self._cast(ctxt, "delete_instance", "1.1", instance_uuid=instance_uuid)

@@ -1,0 +1,29 @@
+"""flotilla-scheduler: picks hosts and claims their resources.
+
+Any number may run at once (competing consumers of the ``scheduler``
+queue); their claims are guarded by each host's generation.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from flotilla import service
+
+
+def make_services(conf) -> list:
+    from flotilla.db import api as db
+    from flotilla.db import migration
+    from scheduler.manager import SchedulerManager
+    db.configure(conf)
+    migration.check_synced()
+    return [service.Service(conf, "flotilla-scheduler", "scheduler",
+                            SchedulerManager(conf))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    return service.run_daemon("flotilla-scheduler", make_services, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

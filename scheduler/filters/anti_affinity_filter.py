@@ -1,0 +1,16 @@
+"""ServerGroupAntiAffinityFilter: no two members of an anti-affinity group
+on one host (hard: NoValidHost rather than share)."""
+
+from __future__ import annotations
+
+from scheduler.filters import BaseHostFilter
+from scheduler.host_manager import HostState
+from scheduler.request_spec import RequestSpec
+
+
+class ServerGroupAntiAffinityFilter(BaseHostFilter):
+    def run_filter_for_request(self, spec: RequestSpec) -> bool:
+        return spec.group_policy == "anti-affinity" and bool(spec.group_hosts)
+
+    def host_passes(self, host: HostState, spec: RequestSpec) -> bool:
+        return host.host not in spec.group_hosts

@@ -1,0 +1,20 @@
+"""AvailabilityZoneFilter: the host is in the zone the request names.
+
+A host that reports no zone is in ``[scheduler] default_availability_zone``.
+A request that names no zone may go anywhere.
+"""
+
+from __future__ import annotations
+
+from scheduler.filters import BaseHostFilter
+from scheduler.host_manager import HostState
+from scheduler.request_spec import RequestSpec
+
+
+class AvailabilityZoneFilter(BaseHostFilter):
+    def run_filter_for_request(self, spec: RequestSpec) -> bool:
+        return spec.availability_zone is not None
+
+    def host_passes(self, host: HostState, spec: RequestSpec) -> bool:
+        zone = host.availability_zone or self.conf.scheduler.default_availability_zone
+        return zone == spec.availability_zone

@@ -1,0 +1,16 @@
+"""RetryFilter: a rescheduled build never goes back to a host it already
+failed on (the build flow passes them as ``excluded_hosts``)."""
+
+from __future__ import annotations
+
+from scheduler.filters import BaseHostFilter
+from scheduler.host_manager import HostState
+from scheduler.request_spec import RequestSpec
+
+
+class RetryFilter(BaseHostFilter):
+    def run_filter_for_request(self, spec: RequestSpec) -> bool:
+        return bool(spec.excluded_hosts)
+
+    def host_passes(self, host: HostState, spec: RequestSpec) -> bool:
+        return host.host not in spec.excluded_hosts

@@ -1,0 +1,19 @@
+"""CPUWeigher: weight is the free vCPUs (after allocation ratio), times
+``[scheduler] cpu_weight_multiplier``."""
+
+from __future__ import annotations
+
+from scheduler.host_manager import HostState
+from scheduler.request_spec import RequestSpec
+from scheduler.weighers import BaseWeigher
+
+
+class CPUWeigher(BaseWeigher):
+    def multiplier(self) -> float:
+        return self.conf.scheduler.cpu_weight_multiplier
+
+    def raw_weight(self, host: HostState, spec: RequestSpec) -> float:
+        return host.free_vcpus
+
+    def raw_weights(self, hosts, spec):
+        return [h.vcpus * h.cpu_allocation_ratio - h.vcpus_used for h in hosts]
