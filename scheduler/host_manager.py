@@ -16,7 +16,6 @@ Rules:
 from __future__ import annotations
 
 import dataclasses
-import datetime
 
 from flotilla.db import scheduling as sched_db
 
@@ -63,25 +62,14 @@ class HostState:
             self.generation = generation
 
 
-def _is_up(last_seen: datetime.datetime | None, now: datetime.datetime,
-           down_time: float) -> bool:
-    if last_seen is None:
-        return False
-    if last_seen.tzinfo is None:
-        last_seen = last_seen.replace(tzinfo=datetime.UTC)
-    return (now - last_seen).total_seconds() <= down_time
-
-
-def state_from_row(row: tuple, now: datetime.datetime, down_time: float) -> HostState:
+def state_from_row(row) -> HostState:
     (host, vcpus, memory_mb, disk_gb, vcpus_used, memory_mb_used, disk_gb_used,
      cpu_ratio, ram_ratio, disk_ratio, hv_type, arch, az, generation,
-     last_seen, disabled, count) = row
+     up, disabled, count) = row
     return HostState(host, vcpus or 0, memory_mb or 0, disk_gb or 0,
                      vcpus_used or 0, memory_mb_used or 0, disk_gb_used or 0,
                      cpu_ratio, ram_ratio, disk_ratio, hv_type, arch, az,
-                     generation, _is_up(last_seen, now, down_time),
-                     bool(disabled) if disabled is not None else False,
-                     int(count or 0))
+                     generation, bool(up), bool(disabled), count or 0)
 
 
 class HostManager:
@@ -91,13 +79,9 @@ class HostManager:
         self.down_time = down_time
 
     def get_host_states(self) -> list[HostState]:
-        now = datetime.datetime.now(datetime.UTC)
-        return [state_from_row(row, now, self.down_time)
-                for row in sched_db.host_state_rows()]
+        return [state_from_row(row) for row in sched_db.host_state_rows(self.down_time)]
 
     def refresh(self, host: str) -> HostState | None:
         """The current state of one host (after a lost claim)."""
-        row = sched_db.host_state_row(host)
-        if row is None:
-            return None
-        return state_from_row(row, datetime.datetime.now(datetime.UTC), self.down_time)
+        row = sched_db.host_state_row(host, self.down_time)
+        return state_from_row(row) if row is not None else None

@@ -31,6 +31,7 @@ from flotilla.db.models import (
     ServerGroupMember,
     Service,
 )
+from flotilla.db.types import utcnow
 
 COMPUTE_BINARY = "flotilla-compute"
 
@@ -39,11 +40,11 @@ HOST_STATE_COLUMNS = (
     "host", "vcpus", "memory_mb", "disk_gb", "vcpus_used", "memory_mb_used",
     "disk_gb_used", "cpu_allocation_ratio", "ram_allocation_ratio",
     "disk_allocation_ratio", "hypervisor_type", "cpu_arch",
-    "availability_zone", "generation", "last_seen_at", "disabled",
+    "availability_zone", "generation", "service_up", "disabled",
     "num_instances")
 
 
-def _host_state_query() -> sa.Select:
+def _host_state_query(down_time: float) -> sa.Select:
     counts = (sa.select(Allocation.compute_node_id,
                         sa.func.count().label("n"))
               .group_by(Allocation.compute_node_id).subquery())
@@ -54,25 +55,28 @@ def _host_state_query() -> sa.Select:
         ComputeNode.ram_allocation_ratio, ComputeNode.disk_allocation_ratio,
         ComputeNode.hypervisor_type, ComputeNode.cpu_arch,
         ComputeNode.availability_zone, ComputeNode.generation,
-        Service.last_seen_at, Service.disabled,
+        # Up-ness decided by the database: no datetime is built per row.
+        sa.func.coalesce(Service.last_seen_at >= utcnow() - datetime.timedelta(
+            seconds=down_time), False),
+        Service.disabled,
         sa.func.coalesce(counts.c.n, 0))
         .outerjoin(Service, sa.and_(Service.host == ComputeNode.host,
                                     Service.binary == COMPUTE_BINARY))
         .outerjoin(counts, counts.c.compute_node_id == ComputeNode.id))
 
 
-def host_state_rows() -> list[tuple]:
-    """Every compute node as a tuple in :data:`HOST_STATE_COLUMNS` order."""
+def host_state_rows(down_time: float) -> list[Any]:
+    """Every compute node as a row in :data:`HOST_STATE_COLUMNS` order;
+    ``service_up``: a heartbeat at most ``down_time`` seconds old."""
     with session_scope() as session:
-        return [tuple(row) for row in session.execute(_host_state_query())]
+        return session.execute(_host_state_query(down_time)).all()
 
 
-def host_state_row(host: str) -> tuple | None:
+def host_state_row(host: str, down_time: float) -> Any | None:
     """One host's row (after a lost claim), or None if it is gone."""
     with session_scope() as session:
-        row = session.execute(
-            _host_state_query().where(ComputeNode.host == host)).first()
-        return tuple(row) if row is not None else None
+        return session.execute(
+            _host_state_query(down_time).where(ComputeNode.host == host)).first()
 
 
 def server_group_policy_and_hosts(
@@ -154,7 +158,6 @@ def compute_nodes_bulk_create(nodes: list[dict[str, Any]],
                               services: bool = True) -> None:
     """Insert many compute nodes (and their up services) at once: the
     benchmark's and tests' synthetic hosts."""
-    from flotilla.db.types import utcnow
     now = utcnow()
     with session_scope() as session:
         session.execute(sa.insert(ComputeNode), nodes)
