@@ -20,6 +20,7 @@ from conductor.rpcapi import ConductorAPI
 from flotilla import concurrency, exception
 from flotilla.context import RequestContext, get_admin_context
 from flotilla.periodic import periodic_task
+from flotilla.rpc import private
 from flotilla.rpc.retry import call_with_retry
 
 LOG = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class ComputeManager:
 
     # --- service hooks --------------------------------------------------------
 
+    @private
     def init_host(self) -> None:
         self.driver.init_host(self.host)
         self._wait_for_conductor()
@@ -61,6 +63,7 @@ class ComputeManager:
             max_delay=10, deadline=None, what="reaching the conductor",
             where="topic conductor", initial_delay=0.5)
 
+    @private
     def cleanup_host(self) -> None:
         self.reconciler.stop_event_worker()
         self._build_slots.shutdown(timeout=self.conf.graceful_shutdown_timeout)
@@ -130,6 +133,9 @@ class ComputeManager:
     def update_available_resource(self) -> None:
         resources = self.driver.get_available_resource()
         report = {k: resources[k] for k in _REPORTED if k in resources}
+        # The node is named after the agent's host: two agents on libvirt's
+        # test driver (or two rig hosts) would otherwise share a name.
+        report["hypervisor_hostname"] = self.host
         report["running_vms"] = len(self.driver.list_instances())
         self.conductor.compute_node_update(get_admin_context(), self.host, report)
 

@@ -21,6 +21,7 @@ def periodic_task(spacing: float | Callable[[], float], run_immediately: bool = 
     def decorator(fn):
         fn._periodic_spacing = spacing
         fn._periodic_run_immediately = run_immediately
+        fn._rpc_private = True    # run by the service, never over RPC
         return fn
     return decorator
 

@@ -18,8 +18,9 @@ reconnect policy), :mod:`.amqp_driver` (RabbitMQ), :mod:`.memory_driver`
 """
 
 from flotilla.rpc.client import RPCClient
+from flotilla.rpc.dispatcher import private
 from flotilla.rpc.server import RPCServer
 from flotilla.rpc.transport import Target, Transport, get_transport, mask_url
 
 __all__ = ["RPCClient", "RPCServer", "Target", "Transport", "get_transport",
-           "mask_url"]
+           "mask_url", "private"]

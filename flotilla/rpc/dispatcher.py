@@ -5,7 +5,9 @@ Rules:
 * An endpoint is any object; it states its API version in
   ``RPC_API_VERSION`` ("X.Y", default "1.0"). Its RPC methods are the plain
   functions defined on its class (or a base class) whose name does not
-  start with an underscore; they are called as ``method(ctxt, **args)``.
+  start with an underscore and that are not marked :func:`private` (service
+  hooks such as ``init_host``; periodic tasks are private too); they are
+  called as ``method(ctxt, **args)``.
 * Several endpoints may be served together: the first one (in the order
   given) that has the method and a compatible version handles it.
 * No endpoint has the method: :class:`~flotilla.exception.UnknownMethod`.
@@ -24,6 +26,12 @@ from typing import Any
 
 from flotilla import exception
 from flotilla.rpc import envelope, versioning
+
+
+def private(func):
+    """Mark a public endpoint method as not callable over RPC."""
+    func._rpc_private = True
+    return func
 
 
 class _Target:
@@ -69,7 +77,7 @@ class Dispatcher:
             versioning.parse(version)  # fail at start-up, not per message
             for name, _func in inspect.getmembers(type(endpoint),
                                                   inspect.isfunction):
-                if name.startswith("_"):
+                if name.startswith("_") or getattr(_func, "_rpc_private", False):
                     continue
                 bound = getattr(endpoint, name)
                 # Computed once: binding arguments per message is then cheap.
