@@ -105,7 +105,10 @@ class Lifecycle:
                 LOG.error("%s of instance %s failed: %s", op.name, instance_uuid, exc)
                 self._finish_event(ctxt, instance_uuid, event, "Error",
                                    traceback.format_exc(limit=5))
-                self._recover(ctxt, op, record, exc)
+                if op is BUILD:
+                    self._build_failed(ctxt, instance, exc)
+                else:
+                    self._recover(ctxt, op, record, exc)
                 return None
             values = {"task_state": None, "power_state": self._power_state(instance)}
             if op.to_vm_state is not None:
@@ -117,6 +120,16 @@ class Lifecycle:
             return self.conductor.instance_update(
                 ctxt, instance_uuid, values, expected={"task_state": op.task_state})
 
+    def _build_failed(self, ctxt, instance: Instance, exc: Exception) -> None:
+        """A failed spawn is the conductor's to handle: it records the
+        fault, frees the claim and reschedules or ends the build in ERROR."""
+        try:
+            self.driver.destroy(instance)   # spawn cleans up; make sure
+        except Exception:
+            LOG.exception("cleaning up the failed spawn of %s", instance.uuid)
+        self.conductor.build_failed(ctxt, instance.uuid, self.host,
+                                    "%s: %s" % (type(exc).__name__, exc))
+
     def _recover(self, ctxt, op: Operation, record: dict, exc: Exception) -> None:
         """Back to a stable state after a failed driver call, with a fault."""
         code = getattr(exc, "code", 500)
@@ -125,8 +138,6 @@ class Lifecycle:
             message="%s failed: %s" % (op.name, exc)[:255],
             details=traceback.format_exc(limit=10), host=self.host)
         values = {"task_state": None}
-        if op is BUILD:
-            values["vm_state"] = st.ERROR
         try:
             values["power_state"] = self._power_state(Instance.coerce(record))
         except Exception:  # the guest may be gone; the state sync repairs it

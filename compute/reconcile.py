@@ -139,8 +139,11 @@ class Reconciler:
                 continue   # an operation is under way; it records the result
             with self.lifecycle.locks.hold(record["uuid"]):
                 try:
-                    self._sync_one(ctxt, record, record["uuid"] in domains)
-                except exception.InstanceStateConflict:
+                    # Re-read under the lock: an operation may have just ended.
+                    record = self.conductor.instance_get(ctxt, record["uuid"])
+                    if record["task_state"] is None:
+                        self._sync_one(ctxt, record, record["uuid"] in domains)
+                except (exception.InstanceStateConflict, exception.InstanceNotFound):
                     pass   # changed meanwhile: the next sync looks again
                 except Exception:
                     LOG.exception("power state sync of %s failed", record["uuid"])
@@ -200,8 +203,14 @@ class Reconciler:
         if record["host"] != self.host or record["task_state"] is not None:
             return   # an operation in progress records its own outcome
         try:
-            self._apply_power(ctxt, record, event.power_state)
-        except exception.InstanceStateConflict:
+            # Events arrive late and out of order (a "stopped" can come after
+            # the next start): ask the hypervisor for the state now instead
+            # of trusting the transition the event names.
+            with self.lifecycle.locks.hold(event.instance_uuid):
+                record = self.conductor.instance_get(ctxt, event.instance_uuid)
+                if record["task_state"] is None:
+                    self._apply_power(ctxt, record, self._power(record))
+        except (exception.InstanceStateConflict, exception.InstanceNotFound):
             pass    # the periodic sync has the last word
         except Exception:
             LOG.exception("handling %s of %s failed", event.transition,

@@ -19,14 +19,14 @@ from typing import Any
 
 from oslo_config import cfg
 
-from conductor import deadlines
 from conductor.dbretry import db
 from conductor.flows.build import BuildFlow
 from conductor.flows.delete import DeleteFlow
 from conductor.reaper import Reaper
-from flotilla import concurrency, exception, states
+from flotilla import deadlines, exception
 from flotilla.context import RequestContext
 from flotilla.periodic import periodic_task
+from flotilla.rpc import private
 
 LOG = logging.getLogger(__name__)
 
@@ -47,9 +47,6 @@ class ConductorManager:
         self._build_flow: BuildFlow | None = None
         self._delete_flow: DeleteFlow | None = None
         self._reaper: Reaper | None = None
-        # Reschedules noticed inside an agent's instance_update run here, so
-        # the agent's call returns at once.
-        self._background = concurrency.WorkerPool(8, name="conductor-flows")
 
     # --- service hooks ----------------------------------------------------------
 
@@ -68,8 +65,8 @@ class ConductorManager:
                                          compute, self.conf.host)
         return self._build_flow, self._delete_flow
 
+    @private
     def cleanup_host(self) -> None:
-        self._background.shutdown(timeout=self.conf.graceful_shutdown_timeout)
         if self._owns_transport and self._transport is not None:
             self._transport.cleanup()
             self._transport = None
@@ -99,37 +96,9 @@ class ConductorManager:
             if isinstance(values.get(key), str):
                 values[key] = datetime.datetime.fromisoformat(values[key])
         if "task_state" in values and "task_deadline" not in values:
-            values["task_deadline"] = self.task_deadline(values["task_state"])
-        if _is_failed_spawn(values, expected):
-            rescheduled = self._reschedule_failed_spawn(ctxt, instance_uuid)
-            if rescheduled is not None:
-                return rescheduled
+            values["task_deadline"] = deadlines.task_deadline(self.conf, values["task_state"])
         return db.instance_update(instance_uuid, values,
                                   **_expected_kwargs(expected)).to_dict()
-
-    def _reschedule_failed_spawn(self, ctxt: RequestContext,
-                                 instance_uuid: str) -> dict | None:
-        """Hand a failed spawn of a conductor-scheduled build to the build
-        flow; None when it is not one (the update then goes through)."""
-        build, _ = self._flows()
-        if build.find_build_record(instance_uuid, ctxt.request_id) is None:
-            return None
-        inst = db.instance_get(instance_uuid)
-        if (inst.vm_state, inst.task_state) != (states.BUILDING, states.SPAWNING):
-            return None
-        # The agent already recorded the fault before asking for ERROR.
-        faults = db.instance_fault_get_all(instance_uuid)
-        reason = faults[0].message if faults else "spawn failed"
-        self._background.submit(self._build_failed_logged, ctxt, instance_uuid,
-                                inst.host, reason, True)
-        return inst.to_dict()
-
-    def _build_failed_logged(self, ctxt, instance_uuid, host, reason, fault_recorded):
-        try:
-            self._flows()[0].build_failed(ctxt, instance_uuid, host, reason,
-                                          fault_recorded=fault_recorded)
-        except Exception:
-            LOG.exception("rescheduling %s failed", instance_uuid)
 
     def instance_destroy(self, ctxt: RequestContext, instance_uuid: str,
                          expected: dict) -> dict:
@@ -188,22 +157,10 @@ class ConductorManager:
         if ended:
             LOG.warning("reaper ended %d stuck task(s)", ended)
 
-    # --- helpers --------------------------------------------------------------
-
-    def task_deadline(self, task_state: str | None) -> datetime.datetime | None:
-        """When a task entered now must be over (None when idle)."""
-        return deadlines.task_deadline(self.conf, task_state)
-
 
 def _reaper_interval() -> float:
     from flotilla.conf import CONF
     return CONF.conductor.reaper_interval
-
-
-def _is_failed_spawn(values: dict, expected: dict | None) -> bool:
-    """The agent's way of saying a spawn failed: building/spawning -> ERROR."""
-    return (values.get("vm_state") == states.ERROR
-            and (expected or {}).get("task_state") == states.SPAWNING)
 
 
 def _expected_kwargs(expected: dict | None) -> dict:

@@ -28,10 +28,9 @@ import logging
 
 from oslo_config import cfg
 
-from conductor import deadlines
 from conductor.dbretry import db, sched_db
 from conductor.flows.delete import DeleteFlow
-from flotilla import exception
+from flotilla import deadlines, exception
 from flotilla import states as st
 from flotilla.context import get_admin_context
 

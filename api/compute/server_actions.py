@@ -22,11 +22,12 @@ import falcon
 
 from api import errors, validation
 from api.compute import schemas
-from api.compute.servers import get_server, task_deadline
+from api.compute.servers import get_server
 from api.state import APIState, ctxt
 from flotilla import exception
 from flotilla import states as st
 from flotilla.db import api as db
+from flotilla.deadlines import task_deadline
 
 LOG = logging.getLogger(__name__)
 

@@ -16,14 +16,12 @@ Rules:
 
 from __future__ import annotations
 
-import datetime
 import logging
 import uuid as uuidlib
 
 import falcon
 
 from api import errors, policy, validation
-from api.compute import rpc as compute_rpc
 from api.compute import schemas, views, zones
 from api.state import APIState, ctxt, version
 from flotilla import exception, images
@@ -31,6 +29,7 @@ from flotilla import states as st
 from flotilla.db import api as db
 from flotilla.db import quotas as quotas_db
 from flotilla.db import servers as servers_db
+from flotilla.deadlines import task_deadline
 
 LOG = logging.getLogger(__name__)
 
@@ -47,12 +46,6 @@ def get_server(ctx, server_id: str, read_deleted: bool = False):
     if project is not None and inst.project_id != project:
         raise errors.not_found("Instance %s could not be found." % server_id)
     return inst
-
-
-def task_deadline(conf, task_state: str) -> datetime.datetime:
-    overrides = conf.conductor.task_timeouts or {}
-    seconds = int(overrides.get(task_state, st.DEFAULT_TASK_TIMEOUTS.get(task_state, 600)))
-    return datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=seconds)
 
 
 def quota_limits(conf, project_id: str, session=None) -> dict:
@@ -160,7 +153,7 @@ class Servers:
                                       detail="limit %d" % limits["metadata_items"])
         # What the compute agents need to fetch the image: made before any
         # write, so a failure here leaves nothing behind.
-        image_ref = compute_rpc.compute_image(conf, image.id)
+        image_ref = images.compute_image_ref(conf, image.id)
         snapshot = views.flavor_snapshot(flavor)
         deadline = task_deadline(conf, st.SCHEDULING)
 
@@ -199,12 +192,11 @@ class Servers:
             "image": {"id": image.id, "properties": dict(image.properties or {}),
                       "min_ram": image.min_ram or 0, "min_disk": image.min_disk or 0},
             "availability_zone": zone,
-            "group": ({"uuid": group.uuid, "policy": group.policy} if group else None),
+            "group": group.uuid if group else None,
             "num_instances": len(uuids),
         }
         try:
-            compute_rpc.build_instances(self.state.conductor, ctx, uuids,
-                                        request_spec, image_ref)
+            self.state.conductor.build_instances(ctx, uuids, request_spec, image_ref)
         except exception.MessagingException as exc:
             LOG.error("Could not cast build_instances for %s: %s", uuids, exc)
             for uuid in uuids:
@@ -307,7 +299,7 @@ class Server:
             raise errors.not_found("Instance %s could not be found." % server_id) from None
         db.action_start(inst.uuid, "delete", ctx.request_id, ctx.user_id, ctx.project_id)
         try:
-            compute_rpc.delete_instance(self.state.conductor, ctx, inst.uuid)
+            self.state.conductor.delete_instance(ctx, inst.uuid)
         except exception.MessagingException as exc:
             LOG.error("Could not cast delete_instance for %s: %s", inst.uuid, exc)
             try:

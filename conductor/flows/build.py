@@ -38,10 +38,9 @@ from typing import Any
 
 from oslo_config import cfg
 
-from conductor import deadlines
 from conductor.dbretry import db, sched_db
 from conductor.flows.runner import ActionRecorder, FlowFailed, Step, run_flow
-from flotilla import exception
+from flotilla import deadlines, exception
 from flotilla import states as st
 from flotilla.context import RequestContext
 
@@ -203,14 +202,13 @@ class BuildFlow:
             return False
 
     def build_failed(self, ctxt: RequestContext, instance_uuid: str, host: str | None,
-                     reason: str, fault_recorded: bool = False) -> None:
+                     reason: str) -> None:
         """A host reports that the spawn failed: free its claim and try
         another host, or end in ERROR when no attempt is left."""
         record = self.find_build_record(instance_uuid, ctxt.request_id)
         host = host or (record or {}).get("host")
-        if not fault_recorded:
-            self._fault(instance_uuid, 500, "Build on host %s failed: %s" % (host, reason),
-                        host=host)
+        self._fault(instance_uuid, 500, "Build on host %s failed: %s" % (host, reason),
+                    host=host)
         if record is None:
             # Not a build this conductor scheduled (an agent-driven one):
             # nothing to retry with.

@@ -22,10 +22,9 @@ import logging
 
 from oslo_config import cfg
 
-from conductor import deadlines
 from conductor.dbretry import db
 from conductor.flows.runner import ActionRecorder, FlowFailed, Step, run_flow
-from flotilla import exception
+from flotilla import deadlines, exception
 from flotilla import states as st
 from flotilla.context import RequestContext
 

@@ -8,17 +8,15 @@ creates a server, waits for ACTIVE, stops, starts, reboots and deletes it.
 
 from __future__ import annotations
 
+import openstack
 import pytest
 
 from api.app import create_app
 from api.wsgi_server import WSGIService
-from flotilla import service
 from flotilla.db import api as db
 from flotilla.db import identity as identity_db
-from tests.fixtures.cloud import InProcessCloud
 from tests.fixtures.fake_virt import FakeDriver
-
-openstack = pytest.importorskip("openstack")
+from tests.fixtures.scheduling import SchedulingCloud
 
 
 @pytest.fixture
@@ -26,15 +24,7 @@ def sdk_cloud(conf, tmp_path):
     conf.set_override("compute_driver", "fake", group="compute")
     conf.set_override("store_path", str(tmp_path / "images"), group="image")
     conf.set_override("scrypt_n", 1024, group="identity")
-    cloud = InProcessCloud(conf, ["host1", "host2"], lambda host: FakeDriver())
-    try:
-        from scheduler.manager import SchedulerManager
-    except ImportError as exc:
-        cloud.stop()
-        pytest.skip("the scheduler is not there yet: %s" % exc)
-    scheduler = service.Service(conf, "flotilla-scheduler", "scheduler",
-                                SchedulerManager(conf), transport=cloud.transport)
-    scheduler.start()
+    cloud = SchedulingCloud(conf, ["host1", "host2"], lambda host: FakeDriver())
     server = WSGIService(create_app(conf, cloud.transport), "127.0.0.1", 0, threads=8)
     server.start()
     identity_db.project_create("demo")
@@ -46,7 +36,6 @@ def sdk_cloud(conf, tmp_path):
         yield "http://127.0.0.1:%d" % server.port
     finally:
         server.stop()
-        scheduler.stop(grace=5)
         cloud.stop()
 
 
@@ -73,3 +62,30 @@ def test_server_lifecycle_with_openstacksdk(sdk_cloud):
     conn.compute.delete_server(server)
     conn.compute.wait_for_delete(server, wait=60)
     assert list(conn.compute.servers()) == []
+
+
+def test_server_groups_through_the_api(sdk_cloud):
+    """Anti-affinity spreads the group's servers; a third one has no host."""
+    conn = openstack.connect(
+        auth_url=sdk_cloud + "/identity/v3", username="alice",
+        password="alice-password", project_name="demo",
+        user_domain_name="Default", project_domain_name="Default",
+        region_name="RegionOne", identity_api_version="3")
+    image = conn.image.create_image(name="tiny", data=b"\0" * 4096,
+                                    disk_format="raw", container_format="bare")
+    group = conn.compute.create_server_group(name="spread", policy="anti-affinity")
+    servers = [conn.compute.create_server(
+        name="g%d" % i, image_id=image.id, flavor_id="1", networks="none",
+        scheduler_hints={"group": group.id}) for i in range(2)]
+    servers = [conn.compute.wait_for_server(s, status="ACTIVE", wait=60) for s in servers]
+    hosts = {db.instance_get(s.id).host for s in servers}
+    assert hosts == {"host1", "host2"}
+    third = conn.compute.create_server(name="g3", image_id=image.id, flavor_id="1",
+                                       networks="none", scheduler_hints={"group": group.id})
+    third = conn.compute.wait_for_server(third, status="ERROR", failures=[], wait=60)
+    assert "anti-affinity" in third.fault["message"].lower() \
+        or "no valid host" in third.fault["message"].lower()
+    for server in servers + [third]:
+        conn.compute.delete_server(server)
+    for server in servers + [third]:
+        conn.compute.wait_for_delete(server, wait=60)
