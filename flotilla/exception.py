@@ -164,6 +164,7 @@ class NoValidHost(FlotillaException):
     msg_fmt = "No valid host was found. %(reason)s"
     code = 500
 
+
 # --- images ------------------------------------------------------------------
 
 class ImageNotActive(ImageNotFound):

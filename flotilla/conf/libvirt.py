@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from oslo_config import cfg
 
-# The templates shipped in the source tree (etc/flotilla/templates next to the
-# flotilla package). Operators point template_dir at their own copies.
-_PACKAGED_TEMPLATES = os.path.normpath(os.path.join(
+# The templates shipped with Flotilla: etc/flotilla/templates in a source
+# tree (or an editable install), else where setup.cfg's data_files put them
+# (<prefix>/etc/flotilla/templates). Operators point template_dir at their
+# own copies.
+_SOURCE_TEMPLATES = os.path.normpath(os.path.join(
     os.path.dirname(__file__), os.pardir, os.pardir, "etc", "flotilla",
     "templates"))
+_PACKAGED_TEMPLATES = (_SOURCE_TEMPLATES if os.path.isdir(_SOURCE_TEMPLATES)
+                       else os.path.join(sys.prefix, "etc", "flotilla", "templates"))
 
 libvirt_group = cfg.OptGroup(
     "libvirt", title="libvirt driver options",
