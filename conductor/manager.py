@@ -19,12 +19,12 @@ from typing import Any
 
 from oslo_config import cfg
 
-from conductor.dbretry import db
 from conductor.flows.build import BuildFlow
 from conductor.flows.delete import DeleteFlow
 from conductor.reaper import Reaper
 from flotilla import deadlines, exception
 from flotilla.context import RequestContext
+from flotilla.db import api as db
 from flotilla.periodic import periodic_task
 from flotilla.rpc import private
 

@@ -28,11 +28,12 @@ import logging
 
 from oslo_config import cfg
 
-from conductor.dbretry import db, sched_db
 from conductor.flows.delete import DeleteFlow
 from flotilla import deadlines, exception
 from flotilla import states as st
 from flotilla.context import get_admin_context
+from flotilla.db import api as db
+from flotilla.db import scheduling as sched_db
 
 LOG = logging.getLogger(__name__)
 

@@ -38,11 +38,12 @@ from typing import Any
 
 from oslo_config import cfg
 
-from conductor.dbretry import db, sched_db
 from conductor.flows.runner import ActionRecorder, FlowFailed, Step, run_flow
 from flotilla import deadlines, exception
 from flotilla import states as st
 from flotilla.context import RequestContext
+from flotilla.db import api as db
+from flotilla.db import scheduling as sched_db
 
 LOG = logging.getLogger(__name__)
 

@@ -22,11 +22,11 @@ import logging
 
 from oslo_config import cfg
 
-from conductor.dbretry import db
 from conductor.flows.runner import ActionRecorder, FlowFailed, Step, run_flow
 from flotilla import deadlines, exception
 from flotilla import states as st
 from flotilla.context import RequestContext
+from flotilla.db import api as db
 
 LOG = logging.getLogger(__name__)
 COMPUTE_BINARY = "flotilla-compute"

@@ -26,8 +26,8 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
-from conductor.dbretry import db
 from flotilla import exception
+from flotilla.db import api as db
 
 LOG = logging.getLogger(__name__)
 

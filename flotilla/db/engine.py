@@ -92,7 +92,12 @@ def _setup_sqlite(engine: sa.Engine, timeout: int) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
-        conn.exec_driver_sql("BEGIN")
+        # IMMEDIATE takes the write lock at the start, waiting up to the busy
+        # timeout. A deferred transaction that reads and then writes fails at
+        # once ("database is locked", the timeout does not apply) when
+        # another writer committed in between. SQLite has one writer at a
+        # time anyway; this makes concurrent transactions queue instead.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def configure(conf: cfg.ConfigOpts) -> sa.Engine:
