@@ -52,24 +52,34 @@ class Walkthrough:
                                        project_name="admin", **common)
 
     def wait(self, server, status: str, timeout: float = 300):
-        """Poll until ``status``, printing every change as it happens."""
-        last = None
+        return self.wait_all([server], status, timeout)[0]
+
+    def wait_all(self, servers: list, status: str, timeout: float = 300) -> list:
+        """Poll until every server is ``status``, printing each change as it
+        happens."""
+        last: dict = {}
+        done: dict = {}
         deadline = time.monotonic() + timeout
-        while True:
-            server = self.tenant.compute.get_server(server.id)
-            seen = (server.status, server.task_state, server.power_state)
-            if seen != last:
-                say("    %-8s %-8s task=%-14s power=%s" % (
-                    server.name, server.status, server.task_state or "-",
-                    POWER.get(server.power_state, server.power_state)))
-                last = seen
-            if server.status == status and not server.task_state:
-                return server
-            if server.status == "ERROR":
-                raise RuntimeError("%s went to ERROR: %s" % (server.name, server.fault))
+        while len(done) < len(servers):
+            for server in servers:
+                if server.id in done:
+                    continue
+                server = self.tenant.compute.get_server(server.id)
+                seen = (server.status, server.task_state, server.power_state)
+                if seen != last.get(server.id):
+                    say("    %-8s %-8s task=%-14s power=%s" % (
+                        server.name, server.status, server.task_state or "-",
+                        POWER.get(server.power_state, server.power_state)))
+                    last[server.id] = seen
+                if server.status == status and not server.task_state:
+                    done[server.id] = server
+                elif server.status == "ERROR":
+                    raise RuntimeError("%s went to ERROR: %s" % (server.name, server.fault))
             if time.monotonic() > deadline:
-                raise RuntimeError("%s not %s after %ss" % (server.name, status, timeout))
-            time.sleep(0.5)
+                raise RuntimeError("servers not %s after %ss" % (status, timeout))
+            if len(done) < len(servers):
+                time.sleep(0.3)
+        return [done[s.id] for s in servers]
 
     def host_table(self, ids: list[str]) -> dict[str, str]:
         """Where each server runs (the host is an admin-only attribute)."""
@@ -89,6 +99,7 @@ class Walkthrough:
         image = self.tenant.image.create_image(
             name="flotilla-guest", filename=meta["image"], disk_format="qcow2",
             container_format="bare", wait=True, allow_duplicates=True)
+        image = self.tenant.image.get_image(image.id)
         say("    image %s: %s, %d bytes, sha256 %s... (%.1fs)" % (
             image.id, image.status, image.size, (image.hash_value or "")[:16],
             time.monotonic() - started))
@@ -98,8 +109,7 @@ class Walkthrough:
         servers = [self.tenant.compute.create_server(
             name="demo-%d" % (i + 1), image_id=image.id, flavor_id=flavor.id,
             networks="none") for i in range(SERVERS)]
-        for server in servers:
-            self.wait(server, "ACTIVE")
+        servers = self.wait_all(servers, "ACTIVE")
         ids = [s.id for s in servers]
         step("where they run")
         hosts = self.host_table(ids)
