@@ -41,7 +41,23 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     servers.register(subparsers)
     resources.register(subparsers)
+    _accept_format_after_command(parser)
     return parser
+
+
+def _accept_format_after_command(parser: argparse.ArgumentParser) -> None:
+    """Let ``-f``/``--format`` also follow the command, as with the openstack
+    CLI (``flotilla server list -f json``). SUPPRESS keeps the global value
+    unless the option is given there."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                if any(isinstance(a, argparse._SubParsersAction) for a in child._actions):
+                    _accept_format_after_command(child)
+                else:
+                    child.add_argument("-f", "--format", choices=output.FORMATS,
+                                       default=argparse.SUPPRESS,
+                                       help="Output format (default: table)")
 
 
 def connect(args: argparse.Namespace) -> Any:

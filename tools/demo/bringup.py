@@ -217,9 +217,13 @@ class Bringup:
         for name in DAEMONS:
             self._spawn(name, self.state["config"])
         for host in self.state["rig_hosts"]:
-            self._spawn("flotilla-compute@%s" % host["name"], self.state["config"],
-                        str(self.root / "etc" / ("%s.conf" % host["name"])))
+            self.start_compute(host["name"])
         self.say("started %s" % ", ".join(self.state["pids"]))
+
+    def start_compute(self, host: str) -> None:
+        """Start (or start again) the compute agent of rig host ``host``."""
+        self._spawn("flotilla-compute@%s" % host, self.state["config"],
+                    str(self.root / "etc" / ("%s.conf" % host)))
 
     def _wait_for_cloud(self, timeout: float = 120) -> None:
         """Until every service is up and every host reported its resources."""

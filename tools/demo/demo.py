@@ -92,7 +92,9 @@ class Walkthrough:
                                             POWER.get(server.power_state, "?")))
         return hosts
 
-    def run(self) -> None:
+    def run(self) -> dict:
+        """The walk-through; returns what it saw (for the e2e test)."""
+        summary: dict = {}
         step("upload the tiny Linux guest image (tools/guest-image)")
         meta = json.loads(_run([sys.executable, GUEST_BUILDER, "--json"]).stdout)
         started = time.monotonic()
@@ -114,6 +116,7 @@ class Walkthrough:
         step("where they run")
         hosts = self.host_table(ids)
         say("    %d servers on %d hosts" % (len(ids), len(set(hosts.values()))))
+        summary["hosts"] = hosts
 
         first = servers[0]
         step("stop demo-1: an ACPI shutdown its OS obeys")
@@ -125,6 +128,7 @@ class Walkthrough:
                                  "--reason", first.id], capture_output=True,
                                 text=True).stdout.strip()
         say("    libvirt on %s says: %s" % (hosts[first.id], reason))
+        summary["stop_reason"] = reason
         step("start demo-1")
         self.tenant.compute.start_server(first)
         self.wait(first, "ACTIVE")
@@ -134,7 +138,8 @@ class Walkthrough:
         self.wait_console(first, meta["boot_marker"], count=3)
         step("console of demo-1 (the guest's own boot messages)")
         console = self.tenant.compute.get_server_console_output(first, length=25)
-        for line in console.get("output", "").splitlines():
+        summary["console"] = console.get("output", "")
+        for line in summary["console"].splitlines():
             say("    | " + line)
 
         step("delete every server")
@@ -145,6 +150,9 @@ class Walkthrough:
             say("    %s deleted" % server.name)
         self.tenant.image.delete_image(image)
         say("    image deleted")
+        summary["servers"] = ids
+        summary["boot_marker"] = meta["boot_marker"]
+        return summary
 
     def wait_console(self, server, marker: str, count: int = 1, timeout: float = 120) -> None:
         """Until the guest printed ``marker`` ``count`` times (booted)."""

@@ -1,0 +1,105 @@
+"""End to end on the demo's bring-up: the public API, real daemons, QEMU."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.fixtures.rig import domstate, empty_image
+
+
+def _wait(predicate, timeout: float = 120, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("%s not reached within %ss" % (what, timeout))
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def nano(cloud, walkthrough, tmp_path_factory):
+    """A 64 MiB flavor and an empty (no OS) image: enough for placement tests."""
+    cloud.manage("flavor", "create", "m1.nano", "--ram", "64", "--vcpus", "1", "--disk", "1")
+    meta = empty_image(tmp_path_factory.mktemp("img"))
+    image = walkthrough.tenant.image.create_image(
+        name="empty", filename=meta["source"], disk_format="qcow2",
+        container_format="bare", wait=True)
+    flavor = walkthrough.tenant.compute.find_flavor("m1.nano")
+    return image, flavor
+
+
+def _boot(walkthrough, nano, names):
+    image, flavor = nano
+    servers = [walkthrough.tenant.compute.create_server(
+        name=name, image_id=image.id, flavor_id=flavor.id, networks="none")
+        for name in names]
+    return walkthrough.wait_all(servers, "ACTIVE", timeout=180)
+
+
+def _delete(walkthrough, servers):
+    for server in servers:
+        walkthrough.tenant.compute.delete_server(server)
+    for server in servers:
+        walkthrough.tenant.compute.wait_for_delete(server, interval=0.5, wait=120)
+
+
+def _host_of(walkthrough, server) -> str:
+    return walkthrough.admin.compute.get_server(server.id).compute_host
+
+
+def test_the_demo_flow(cloud, walkthrough):
+    summary = walkthrough.run()
+    assert set(summary["hosts"].values()) == {"host1", "host2"}
+    assert summary["stop_reason"] == "shut off (shutdown)"   # ACPI, not destroyed
+    assert summary["console"].count(summary["boot_marker"]) >= 2  # booted, rebooted
+
+
+def test_eight_servers_spread_and_run_where_the_api_says(cloud, walkthrough, nano):
+    servers = _boot(walkthrough, nano, ["spread-%d" % i for i in range(8)])
+    uris = {h["name"]: h["uri"] for h in cloud.state["rig_hosts"]}
+    hosts = {s.id: _host_of(walkthrough, s) for s in servers}
+    assert set(hosts.values()) == {"host1", "host2"}
+    for server_id, host in hosts.items():
+        assert domstate(uris[host], server_id).startswith("running")
+        other = ({"host1", "host2"} - {host}).pop()
+        assert domstate(uris[other], server_id) == ""     # not on the other host
+    _delete(walkthrough, servers)
+
+
+def test_down_and_disabled_hosts_get_no_servers(cloud, walkthrough, nano):
+    admin = walkthrough.admin
+    first = _boot(walkthrough, nano, ["base-1", "base-2"])
+    on_host2 = [s for s in first if _host_of(walkthrough, s) == "host2"]
+    assert on_host2, "spread weigher should use both hosts"
+
+    cloud.stop_daemon("flotilla-compute@host2")
+
+    def service(host):
+        return next(s for s in admin.compute.services()
+                    if s.binary == "flotilla-compute" and s.host == host)
+    _wait(lambda: service("host2").state == "down", 60, "host2 reported down")
+    while_down = _boot(walkthrough, nano, ["while-down-1", "while-down-2"])
+    assert {_host_of(walkthrough, s) for s in while_down} == {"host1"}
+
+    # While its agent is away, host2's guest stops behind its back.
+    uri2 = next(h["uri"] for h in cloud.state["rig_hosts"] if h["name"] == "host2")
+    from tests.fixtures.rig import virsh
+    assert virsh(uri2, "destroy", on_host2[0].id).returncode == 0
+    cloud.start_compute("host2")
+    _wait(lambda: service("host2").state == "up", 60, "host2 back up")
+    reconciled = _wait(lambda: (s := walkthrough.tenant.compute.get_server(on_host2[0].id))
+                       .status == "SHUTOFF" and s, 60, "host2's guest reconciled")
+    assert reconciled.power_state == 4
+
+    admin.compute.disable_service(service("host1"), disabled_reason="e2e maintenance")
+    try:
+        _wait(lambda: service("host1").status == "disabled", 10, "host1 disabled")
+        while_disabled = _boot(walkthrough, nano, ["while-disabled"])
+        assert _host_of(walkthrough, while_disabled[0]) == "host2"
+    finally:
+        admin.compute.enable_service(service("host1"))
+    _delete(walkthrough, first + while_down + while_disabled)
