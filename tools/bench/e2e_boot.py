@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import pathlib
 import socket
-import statistics
 import sys
 import tempfile
 import time
@@ -27,7 +26,7 @@ sys.path.insert(0, str(REPO))
 import libvirt  # noqa: E402
 
 from tests.fixtures import rig as rig_fixtures  # noqa: E402
-from tools.bench.spawn import bench_virsh, percentile  # noqa: E402
+from tools.bench.spawn import bench_virsh, print_comparison  # noqa: E402
 from tools.demo.bringup import Bringup  # noqa: E402
 from tools.demo.demo import Walkthrough  # noqa: E402
 
@@ -96,12 +95,9 @@ def main(argv: list[str] | None = None) -> int:
             virsh_times = bench_virsh(args.count, work, host, xml)
         finally:
             cloud.down(keep_logs=False)
-    p50a, p99a = statistics.median(api_times), percentile(api_times, 99)
-    p50b, p99b = statistics.median(virsh_times), percentile(virsh_times, 99)
-    print("boot of a 64 MiB no-OS guest, %d runs each, 2 rig hosts" % args.count)
-    print("%-36s %9s %9s" % ("", "p50 (ms)", "p99 (ms)"))
-    print("%-36s %9.1f %9.1f" % ("flotilla: POST /servers -> ACTIVE", p50a * 1e3, p99a * 1e3))
-    print("%-36s %9.1f %9.1f" % ("bare virsh create (same XML)", p50b * 1e3, p99b * 1e3))
+    p50a, p99a, p50b, p99b = print_comparison(
+        "boot of a 64 MiB no-OS guest, %d runs each, 2 rig hosts" % args.count,
+        "flotilla: POST /servers -> ACTIVE", api_times, virsh_times)
     print("per-boot overhead: p50 %+.0f ms, p99 %+.0f ms (goal <= 250 ms)"
           % ((p50a - p50b) * 1e3, (p99a - p99b) * 1e3))
     return 0

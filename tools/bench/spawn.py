@@ -40,6 +40,18 @@ def percentile(values: list[float], pct: float) -> float:
     return ordered[index]
 
 
+def print_comparison(title: str, flotilla_label: str, flotilla_times: list[float],
+                     bare_times: list[float]) -> tuple[float, float, float, float]:
+    """A table of p50/p99 of both series (ms); returns the four figures (s)."""
+    p50a, p99a = statistics.median(flotilla_times), percentile(flotilla_times, 99)
+    p50b, p99b = statistics.median(bare_times), percentile(bare_times, 99)
+    print(title)
+    print("%-36s %9s %9s" % ("", "p50 (ms)", "p99 (ms)"))
+    print("%-36s %9.1f %9.1f" % (flotilla_label, p50a * 1e3, p99a * 1e3))
+    print("%-36s %9.1f %9.1f" % ("bare virsh create (same XML)", p50b * 1e3, p99b * 1e3))
+    return p50a, p99a, p50b, p99b
+
+
 def wait_running(conn: libvirt.virConnect, uuid_str: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -158,12 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         host = rig["hosts"][0]
         agent, xml = bench_agent(args.count, work, host, rabbit_url, db_url)
         bare = bench_virsh(args.count, work, host, xml)
-    p50a, p99a = statistics.median(agent), percentile(agent, 99)
-    p50b, p99b = statistics.median(bare), percentile(bare, 99)
-    print("spawn of a 64 MiB no-OS guest, cached base, %d runs each" % args.count)
-    print("%-34s %9s %9s" % ("", "p50 (ms)", "p99 (ms)"))
-    print("%-34s %9.1f %9.1f" % ("flotilla: RPC cast -> running", p50a * 1000, p99a * 1000))
-    print("%-34s %9.1f %9.1f" % ("bare virsh create (same XML)", p50b * 1000, p99b * 1000))
+    p50a, p99a, p50b, p99b = print_comparison(
+        "spawn of a 64 MiB no-OS guest, cached base, %d runs each" % args.count,
+        "flotilla: RPC cast -> running", agent, bare)
     print("ratio flotilla / virsh: p50 %.2fx, p99 %.2fx (goal <= 1.3x)"
           % (p50a / p50b, p99a / p99b))
     return 0

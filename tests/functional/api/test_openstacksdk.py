@@ -39,12 +39,17 @@ def sdk_cloud(conf, tmp_path):
         cloud.stop()
 
 
-def test_server_lifecycle_with_openstacksdk(sdk_cloud):
-    conn = openstack.connect(
-        auth_url=sdk_cloud + "/identity/v3", username="alice",
+def _connect(endpoint: str):
+    """The unmodified SDK, password auth against /identity/v3, as alice."""
+    return openstack.connect(
+        auth_url=endpoint + "/identity/v3", username="alice",
         password="alice-password", project_name="demo",
         user_domain_name="Default", project_domain_name="Default",
         region_name="RegionOne", identity_api_version="3")
+
+
+def test_server_lifecycle_with_openstacksdk(sdk_cloud):
+    conn = _connect(sdk_cloud)
     image = conn.image.create_image(name="tiny", data=b"\0" * 4096,
                                     disk_format="raw", container_format="bare")
     assert image.status == "active" or conn.image.wait_for_status(image, "active")
@@ -66,11 +71,7 @@ def test_server_lifecycle_with_openstacksdk(sdk_cloud):
 
 def test_server_groups_through_the_api(sdk_cloud):
     """Anti-affinity spreads the group's servers; a third one has no host."""
-    conn = openstack.connect(
-        auth_url=sdk_cloud + "/identity/v3", username="alice",
-        password="alice-password", project_name="demo",
-        user_domain_name="Default", project_domain_name="Default",
-        region_name="RegionOne", identity_api_version="3")
+    conn = _connect(sdk_cloud)
     image = conn.image.create_image(name="tiny", data=b"\0" * 4096,
                                     disk_format="raw", container_format="bare")
     group = conn.compute.create_server_group(name="spread", policy="anti-affinity")
