@@ -2,9 +2,13 @@
 
 Rules:
 
-* Host states are read ONCE per request (:class:`HostManager`); every
-  instance of the request is placed on those states, each claim consuming
-  from its host in memory, so instance two sees instance one's claim.
+* Host states come from :class:`HostManager`'s cache, brought up to date
+  once per request; every instance of the request is placed on those
+  states, each claim updating its host in memory, so instance two sees
+  instance one's claim. Requests in one scheduler process run one at a
+  time (the cached states are shared); scale out with more processes.
+* A request the cached view cannot place is decided again on a full read
+  before NoValidHost is raised.
 * The host is drawn at random among the ``[scheduler] host_subset_size``
   best: two schedulers deciding at the same moment rarely pick the same
   host, and when they do the loser finds out through the claim.
@@ -25,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,10 +49,13 @@ LOG = logging.getLogger(__name__)
 class FilterScheduler:
     def __init__(self, conf: cfg.ConfigOpts, host_manager: HostManager | None = None) -> None:
         self.conf = conf
-        self.host_manager = host_manager or HostManager(conf.service_down_time)
+        self.host_manager = host_manager or HostManager(
+            conf.service_down_time, full_refresh=conf.scheduler.host_state_full_refresh,
+            liveness_refresh=conf.scheduler.host_liveness_refresh)
         self.filters = FilterHandler(conf)
         self.weighers = WeightHandler(conf)
         self._random = random.Random()
+        self._lock = threading.Lock()
 
     def select_destinations(self, request_spec: dict[str, Any],
                             instance_uuids: Sequence[str],
@@ -58,10 +66,20 @@ class FilterScheduler:
         if not instance_uuids:
             raise exception.Invalid(reason="select_destinations needs instance uuids")
         spec = RequestSpec.from_dict(request_spec, excluded_hosts)
+        with self._lock:
+            try:
+                return self._select(spec, instance_uuids, fresh=False)
+            except exception.NoValidHost:
+                # The cache may not show capacity freed a moment ago.
+                spec = RequestSpec.from_dict(request_spec, excluded_hosts)
+                return self._select(spec, instance_uuids, fresh=True)
+
+    def _select(self, spec: RequestSpec, instance_uuids: Sequence[str],
+                fresh: bool) -> list[dict[str, Any]]:
         # Host states first, group members second: a member claimed on a host
         # after we read that host's generation makes our claim there conflict,
         # and the re-check then sees it (see _claim).
-        hosts = self.host_manager.get_host_states()
+        hosts = self.host_manager.get_host_states(fresh=fresh)
         self._load_group(spec, instance_uuids)
         selected: list[dict[str, Any]] = []
         try:

@@ -71,6 +71,20 @@ scheduler_opts = [
         help="Times a claim on one host is retried after a generation "
              "conflict (another scheduler claimed there first) before the "
              "host is given up for the next best."),
+    cfg.FloatOpt(
+        "host_state_full_refresh",
+        default=10.0,
+        min=0.0,
+        help="Seconds between two full reads of every compute node's state; "
+             "in between, each request reads only the nodes that changed. "
+             "0 reads everything at every request."),
+    cfg.FloatOpt(
+        "host_liveness_refresh",
+        default=2.0,
+        min=0.0,
+        help="Seconds between two reads of the compute services' heartbeats "
+             "and disabled flags (so disabling a service takes effect within "
+             "this time)."),
     cfg.StrOpt(
         "default_availability_zone",
         default="nova",

@@ -21,7 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from flotilla.db.engine import session_scope
+from flotilla.db.engine import get_engine, session_scope
 from flotilla.db.models import (
     Allocation,
     ComputeNode,
@@ -40,11 +40,11 @@ HOST_STATE_COLUMNS = (
     "host", "vcpus", "memory_mb", "disk_gb", "vcpus_used", "memory_mb_used",
     "disk_gb_used", "cpu_allocation_ratio", "ram_allocation_ratio",
     "disk_allocation_ratio", "hypervisor_type", "cpu_arch",
-    "availability_zone", "generation", "service_up", "disabled",
-    "num_instances")
+    "availability_zone", "generation", "last_seen_at", "disabled",
+    "num_instances", "changed_at")
 
 
-def _host_state_query(down_time: float) -> sa.Select:
+def _host_state_query() -> sa.Select:
     counts = (sa.select(Allocation.compute_node_id,
                         sa.func.count().label("n"))
               .group_by(Allocation.compute_node_id).subquery())
@@ -55,28 +55,40 @@ def _host_state_query(down_time: float) -> sa.Select:
         ComputeNode.ram_allocation_ratio, ComputeNode.disk_allocation_ratio,
         ComputeNode.hypervisor_type, ComputeNode.cpu_arch,
         ComputeNode.availability_zone, ComputeNode.generation,
-        # Up-ness decided by the database: no datetime is built per row.
-        sa.func.coalesce(Service.last_seen_at >= utcnow() - datetime.timedelta(
-            seconds=down_time), False),
-        Service.disabled,
-        sa.func.coalesce(counts.c.n, 0))
+        Service.last_seen_at, Service.disabled,
+        sa.func.coalesce(counts.c.n, 0),
+        sa.func.coalesce(ComputeNode.updated_at, ComputeNode.created_at))
         .outerjoin(Service, sa.and_(Service.host == ComputeNode.host,
                                     Service.binary == COMPUTE_BINARY))
         .outerjoin(counts, counts.c.compute_node_id == ComputeNode.id))
 
 
-def host_state_rows(down_time: float) -> list[Any]:
-    """Every compute node as a row in :data:`HOST_STATE_COLUMNS` order;
-    ``service_up``: a heartbeat at most ``down_time`` seconds old."""
-    with session_scope() as session:
-        return session.execute(_host_state_query(down_time)).all()
+def host_state_rows(changed_since: datetime.datetime | None = None) -> list[Any]:
+    """Compute nodes as rows in :data:`HOST_STATE_COLUMNS` order: every one,
+    or those whose row changed (claim, free, report) after ``changed_since``.
+
+    Core rows, not ORM objects: at 10,000 hosts the ORM's per-row work
+    would cost more than the query.
+    """
+    query = _host_state_query()
+    if changed_since is not None:
+        query = query.where(sa.or_(ComputeNode.updated_at > changed_since,
+                                   ComputeNode.created_at > changed_since))
+    with get_engine().connect() as conn:
+        return conn.execute(query).all()
 
 
-def host_state_row(host: str, down_time: float) -> Any | None:
+def host_state_row(host: str) -> Any | None:
     """One host's row (after a lost claim), or None if it is gone."""
-    with session_scope() as session:
-        return session.execute(
-            _host_state_query(down_time).where(ComputeNode.host == host)).first()
+    with get_engine().connect() as conn:
+        return conn.execute(_host_state_query().where(ComputeNode.host == host)).first()
+
+
+def compute_service_liveness() -> list[Any]:
+    """(host, last_seen_at, disabled) of every compute service."""
+    with get_engine().connect() as conn:
+        return conn.execute(sa.select(Service.host, Service.last_seen_at, Service.disabled)
+                            .where(Service.binary == COMPUTE_BINARY)).all()
 
 
 def server_group_policy_and_hosts(

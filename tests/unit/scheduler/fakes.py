@@ -11,7 +11,8 @@ def host(name: str = "h1", **kw) -> HostState:
                   memory_mb_used=0, disk_gb_used=0, cpu_allocation_ratio=1.0,
                   ram_allocation_ratio=1.0, disk_allocation_ratio=1.0,
                   hypervisor_type="QEMU", cpu_arch="x86_64", availability_zone=None,
-                  generation=0, service_up=True, service_disabled=False, num_instances=0)
+                  generation=0, last_seen_at=None, service_up=True, service_disabled=False,
+                  num_instances=0)
     values.update(kw)
     return HostState(**values)
 
