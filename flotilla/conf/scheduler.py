@@ -46,11 +46,13 @@ scheduler_opts = [
              "packs)."),
     cfg.IntOpt(
         "host_subset_size",
-        default=3,
+        default=1,
         min=1,
         help="The host is chosen at random among this many best-weighed "
              "hosts, so that concurrent schedulers rarely race for the same "
-             "host. 1 always takes the best."),
+             "host (a lost race costs a retried claim, never an overcommit). "
+             "1, the default, always takes the best, so servers spread (or "
+             "pack) exactly as the weighers say."),
     cfg.IntOpt(
         "max_attempts",
         default=3,

@@ -75,6 +75,35 @@ COMPUTE_METHODS["reboot_instance"] = ("instance_uuid", "reboot_type")
 COMPUTE_METHODS["get_console_output"] = ("instance_uuid", "length")
 
 
+def seed_identities_flavor_image() -> dict[str, str]:
+    """Projects p1, p2, admin; users admin, reader, member (of p1) and other
+    (member of p2); flavor "1" (tiny); the public image IMAGE_ID. Returns a
+    token per user, plus "expired" and "bad" ones."""
+    for name in ("p1", "p2", "admin"):
+        identity_db.project_create(name, project_id=name)
+    tokens = {}
+    for user, project, role in (("admin", "admin", "admin"),
+                                ("reader", "p1", "reader"),
+                                ("member", "p1", "member"),
+                                ("other", "p2", "member")):
+        row = identity_db.user_create(user, "secret-" + user, scrypt_n=1024)
+        identity_db.role_add(user, project, role)
+        token, _ = identity_db.token_issue(
+            row.id, project, identity_db.roles_for(row.id, project), 3600)
+        tokens[user] = token
+    expired, _ = identity_db.token_issue(
+        identity_db.user_get("member").id, "p1", ["member", "reader"], -10)
+    tokens["expired"] = expired
+    tokens["bad"] = "not-a-token-" + uuid.uuid4().hex
+    db.flavor_create({"flavorid": "1", "name": "tiny", "memory_mb": 64,
+                      "vcpus": 1, "root_gb": 1})
+    images_db.image_create({"id": IMAGE_ID, "name": "cirros", "status": "active",
+                            "disk_format": "qcow2", "container_format": "bare",
+                            "visibility": "public", "checksum": "0" * 64,
+                            "size": 1024, "owner": "p1"})
+    return tokens
+
+
 class APICloud:
     def __init__(self, conf) -> None:
         conf.set_override("transport_url", "memory://")
@@ -93,34 +122,10 @@ class APICloud:
             self._servers.append(srv)
         self.app = create_app(conf, self.transport)
         self.client = falcon.testing.TestClient(self.app)
-        self._identity()
-        db.flavor_create({"flavorid": "1", "name": "tiny", "memory_mb": 64,
-                          "vcpus": 1, "root_gb": 1})
-        images_db.image_create({"id": IMAGE_ID, "name": "cirros", "status": "active",
-                                "disk_format": "qcow2", "container_format": "bare",
-                                "visibility": "public", "checksum": "0" * 64,
-                                "size": 1024, "owner": "p1"})
+        self.tokens = seed_identities_flavor_image()
         db.compute_node_update("host1", {"vcpus": 8, "memory_mb": 8192,
                                          "disk_gb": 100, "availability_zone": "nova"})
         db.service_heartbeat("host1", "flotilla-compute", "compute")
-
-    def _identity(self) -> None:
-        for name in ("p1", "p2", "admin"):
-            identity_db.project_create(name, project_id=name)
-        self.tokens = {}
-        for user, project, role in (("admin", "admin", "admin"),
-                                    ("reader", "p1", "reader"),
-                                    ("member", "p1", "member"),
-                                    ("other", "p2", "member")):
-            row = identity_db.user_create(user, "secret-" + user, scrypt_n=1024)
-            identity_db.role_add(user, project, role)
-            token, _ = identity_db.token_issue(
-                row.id, project, identity_db.roles_for(row.id, project), 3600)
-            self.tokens[user] = token
-        expired, _ = identity_db.token_issue(
-            identity_db.user_get("member").id, "p1", ["member", "reader"], -10)
-        self.tokens["expired"] = expired
-        self.tokens["bad"] = "not-a-token-" + uuid.uuid4().hex
         self.tokens["none"] = None
 
     def headers(self, who: str = "member", version: str | None = None) -> dict:
