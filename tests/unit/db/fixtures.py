@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
 import sqlalchemy as sa
@@ -60,3 +61,29 @@ def manage(tmp_path, db_url):
         return result
 
     return run
+
+
+def race(threads: int, attempt, lost: type[Exception]) -> tuple[list, list]:
+    """Run ``attempt(n)`` on ``threads`` threads released at once; return
+    (winners, losers): those that returned and those that raised ``lost``.
+    Any other exception fails the test."""
+    barrier = threading.Barrier(threads)
+    wins, losses, errors = [], [], []
+
+    def run(n):
+        barrier.wait()
+        try:
+            attempt(n)
+            wins.append(n)
+        except lost:
+            losses.append(n)
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=run, args=(n,)) for n in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert errors == []
+    return wins, losses

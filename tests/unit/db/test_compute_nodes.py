@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 from flotilla import exception
+from tests.unit.db.fixtures import race
 
 REPORT = {"vcpus": 8, "memory_mb": 16384, "disk_gb": 100,
           "hypervisor_type": "QEMU", "hypervisor_hostname": "host1",
@@ -63,25 +62,9 @@ def test_claim_twice_for_one_consumer_conflicts(db):
 
 def test_claim_race_exactly_one_wins(db):
     db.compute_node_update("host1", REPORT)
-    threads, barrier = 10, threading.Barrier(10)
-    wins, conflicts, errors = [], [], []
-
-    def claim(n):
-        barrier.wait()
-        try:
-            db.allocation_claim("host1", "inst-%d" % n, {"vcpus": 1}, 0)
-            wins.append(n)
-        except exception.ResourceProviderGenerationConflict:
-            conflicts.append(n)
-        except Exception as exc:  # reported below
-            errors.append(exc)
-
-    workers = [threading.Thread(target=claim, args=(n,)) for n in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    assert errors == []
-    assert len(wins) == 1 and len(conflicts) == threads - 1
+    wins, conflicts = race(
+        10, lambda n: db.allocation_claim("host1", "inst-%d" % n, {"vcpus": 1}, 0),
+        exception.ResourceProviderGenerationConflict)
+    assert len(wins) == 1 and len(conflicts) == 9
     node = db.compute_node_get("host1")
     assert (node.vcpus_used, node.generation) == (1, 1)

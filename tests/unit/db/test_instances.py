@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import datetime
 import json
-import threading
 
 import pytest
 
 from flotilla import exception
 from flotilla.db.types import utcnow
+from tests.unit.db.fixtures import race
 
 FLAVOR = {"flavorid": "m1.small", "name": "m1.small", "vcpus": 1,
           "memory_mb": 512, "root_gb": 1, "ephemeral_gb": 0}
@@ -94,29 +94,13 @@ def test_update_rejects_protected_fields(db):
 
 def test_cas_race_exactly_one_wins(db):
     inst = _active(db)
-    threads, barrier = 12, threading.Barrier(12)
-    wins, conflicts, errors = [], [], []
-
-    def attempt(n):
-        barrier.wait()
-        try:
-            db.instance_update(inst.uuid, {"task_state": "deleting",
-                                           "display_description": str(n)},
-                               expected_vm_state="active",
-                               expected_task_state=None)
-            wins.append(n)
-        except exception.InstanceStateConflict:
-            conflicts.append(n)
-        except Exception as exc:  # reported below
-            errors.append(exc)
-
-    workers = [threading.Thread(target=attempt, args=(n,)) for n in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    assert errors == []
-    assert len(wins) == 1 and len(conflicts) == threads - 1
+    wins, conflicts = race(
+        12, lambda n: db.instance_update(inst.uuid, {"task_state": "deleting",
+                                                     "display_description": str(n)},
+                                         expected_vm_state="active",
+                                         expected_task_state=None),
+        exception.InstanceStateConflict)
+    assert len(wins) == 1 and len(conflicts) == 11
     assert db.instance_get(inst.uuid).display_description == str(wins[0])
 
 
