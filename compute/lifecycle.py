@@ -78,6 +78,7 @@ class Lifecycle:
     def run(self, ctxt: RequestContext, op: Operation, instance_uuid: str,
             action: Callable[[Instance], None],
             from_task_states: tuple = (None,),
+            start_values: dict | None = None,
             done_values: Callable[[], dict] | None = None) -> dict | None:
         """Run ``action`` on the driver under ``op``'s state rules.
 
@@ -91,7 +92,7 @@ class Lifecycle:
                                               event, self.host)
             try:
                 record = self.conductor.instance_update(
-                    ctxt, instance_uuid, {"task_state": op.task_state},
+                    ctxt, instance_uuid, {"task_state": op.task_state, **(start_values or {})},
                     expected={"vm_state": list(op.from_vm_states),
                               "task_state": list(from_task_states) + [op.task_state]})
             except (exception.InstanceStateConflict, exception.InstanceNotFound) as exc:
@@ -170,20 +171,13 @@ class Lifecycle:
         def spawn(instance: Instance) -> None:
             self.driver.spawn(instance, image_meta)
 
-        self._claim_host(ctxt, instance_uuid)
+        # The host is recorded in the same step that enters spawning, before
+        # anything is created: a crash mid-spawn is repaired by this host's
+        # init_host.
         return self.run(ctxt, BUILD, instance_uuid, spawn,
                         from_task_states=(st.SCHEDULING, None),
+                        start_values={"host": self.host, "node": self.host},
                         done_values=lambda: {"launched_at": _now()})
-
-    def _claim_host(self, ctxt, instance_uuid: str) -> None:
-        # Record where the guest is being built before anything is created,
-        # so a crash mid-spawn is repaired by this host's init_host.
-        try:
-            self.conductor.instance_update(
-                ctxt, instance_uuid, {"host": self.host, "node": self.host},
-                expected={"vm_state": st.BUILDING})
-        except (exception.InstanceStateConflict, exception.InstanceNotFound):
-            pass  # run() records the refusal
 
     def terminate(self, ctxt: RequestContext, instance_uuid: str) -> bool:
         """Destroy the guest and soft-delete the instance. Idempotent."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from flotilla import rpc
-from flotilla.context import RequestContext
+from flotilla.context import RequestContext, get_admin_context
 
 TOPIC = "conductor"
 
@@ -40,6 +40,11 @@ class ConductorAPI:
     def service_heartbeat(self, ctxt: RequestContext, host: str, binary: str,
                           topic: str) -> None:
         self._call(ctxt, "service_heartbeat", host=host, binary=binary, topic=topic)
+
+    def report_heartbeat(self, host: str, binary: str, topic: str) -> None:
+        """The heartbeat of a service without database access (a compute
+        agent): fits :class:`flotilla.service.Heartbeat`."""
+        self.service_heartbeat(get_admin_context(), host, binary, topic)
 
     def instance_get(self, ctxt: RequestContext, instance_uuid: str) -> dict:
         return self._call(ctxt, "instance_get", instance_uuid=instance_uuid)

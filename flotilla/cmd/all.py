@@ -32,7 +32,6 @@ def make_services(conf) -> list:
     from conductor.manager import ConductorManager
     from conductor.rpcapi import ConductorAPI
     from flotilla import rpc
-    from flotilla.context import get_admin_context
     from flotilla.db import api as db
     from flotilla.db import migration
     from scheduler.manager import SchedulerManager
@@ -51,13 +50,10 @@ def make_services(conf) -> list:
     transport = rpc.get_transport(conf)
     conductor = ConductorAPI(transport)
 
-    def agent_heartbeat(host: str, binary: str, topic: str) -> None:
-        conductor.service_heartbeat(get_admin_context(), host, binary, topic)
-
     services = [
         # Stopped last (services stop in reverse order): it closes the
         # transport every service shares.
-        service.Service(conf, "flotilla-conductor", "conductor", ConductorManager(conf),
+        service.Service(conf, "flotilla-conductor", "conductor", ConductorManager(conf, transport),
                         transport=transport, close_transport=True),
         service.Service(conf, "flotilla-scheduler", "scheduler", SchedulerManager(conf),
                         transport=transport),
@@ -69,7 +65,8 @@ def make_services(conf) -> list:
         services.append(service.Service(
             conf, "flotilla-compute", "compute",
             ComputeManager(conf, driver, conductor, host=host),
-            transport=transport, heartbeat=agent_heartbeat, per_host=True, host=host))
+            transport=transport, heartbeat=conductor.report_heartbeat,
+                            per_host=True, host=host))
     api = WSGIService(create_app(conf, transport), conf.api.bind_host,
                       conf.api.bind_port, threads=conf.api.workers)
     services.append(_APIWithBanner(api, conf, password))

@@ -12,18 +12,13 @@ def make_services(conf) -> list:
     from compute.virt.loader import load_driver
     from conductor.rpcapi import ConductorAPI
     from flotilla import rpc
-    from flotilla.context import get_admin_context
 
     transport = rpc.get_transport(conf)
     conductor = ConductorAPI(transport)
-
-    def heartbeat(host: str, binary: str, topic: str) -> None:
-        # Agents have no database access: the conductor records it.
-        conductor.service_heartbeat(get_admin_context(), host, binary, topic)
-
     manager = ComputeManager(conf, load_driver(conf), conductor)
     return [service.Service(conf, "flotilla-compute", "compute", manager,
-                            transport=transport, heartbeat=heartbeat, per_host=True,
+                            transport=transport, heartbeat=conductor.report_heartbeat,
+                            per_host=True,
                             close_transport=True)]
 
 

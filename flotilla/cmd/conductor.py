@@ -9,12 +9,16 @@ from flotilla import service
 
 def make_services(conf) -> list:
     from conductor.manager import ConductorManager
+    from flotilla import rpc
     from flotilla.db import api as db
     from flotilla.db import migration
     db.configure(conf)
     migration.check_synced()
+    # One transport for serving and for the flows' casts and calls.
+    transport = rpc.get_transport(conf)
     return [service.Service(conf, "flotilla-conductor", "conductor",
-                            ConductorManager(conf))]
+                            ConductorManager(conf, transport), transport=transport,
+                            close_transport=True)]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -65,13 +65,20 @@ def read_password(args) -> str:
     return password
 
 
+def _password_or_none(args) -> str | None:
+    """The new password, or None after saying on stderr why there is none."""
+    try:
+        return read_password(args)
+    except (OSError, ValueError) as exc:
+        print("flotilla-manage: error: %s" % exc, file=sys.stderr)
+        return None
+
+
 def create(conf) -> int:
     _open(conf)
     args = conf.category
-    try:
-        password = read_password(args)
-    except (OSError, ValueError) as exc:
-        print("flotilla-manage: error: %s" % exc, file=sys.stderr)
+    password = _password_or_none(args)
+    if password is None:
         return 1
     user = identity_db.user_create(args.user_name, password, args.user_project,
                                    scrypt_n=conf.identity.scrypt_n)
@@ -98,10 +105,8 @@ def delete(conf) -> int:
 def set_password(conf) -> int:
     _open(conf)
     args = conf.category
-    try:
-        password = read_password(args)
-    except (OSError, ValueError) as exc:
-        print("flotilla-manage: error: %s" % exc, file=sys.stderr)
+    password = _password_or_none(args)
+    if password is None:
         return 1
     identity_db.user_set_password(args.user_name, password, conf.identity.scrypt_n)
     print("Password of %s changed; their tokens are revoked." % args.user_name)

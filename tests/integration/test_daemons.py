@@ -88,7 +88,7 @@ def test_conductor_and_agent_serve_across_processes(tmp_path, cloud_config, back
         assert any("flotilla-compute" in r and "up" in r for r in rows), listing.stdout
         assert any("flotilla-conductor" in r and "up" in r for r in rows), listing.stdout
 
-        _boot_and_delete_through_rpc(tmp_path, rabbit_url, db_url)
+        _boot_and_delete_through_rpc(config)
     finally:
         statuses = {d.binary: d.stop(timeout=40) for d in (compute, conductor)}
     logs = compute.log() + conductor.log()
@@ -99,7 +99,7 @@ def test_conductor_and_agent_serve_across_processes(tmp_path, cloud_config, back
     assert "Traceback" not in logs, logs[-4000:]
 
 
-def _boot_and_delete_through_rpc(tmp_path, rabbit_url, db_url) -> None:
+def _boot_and_delete_through_rpc(config) -> None:
     """Cast a build to the agent from this process; watch the database."""
     from oslo_config import cfg
 
@@ -110,12 +110,12 @@ def _boot_and_delete_through_rpc(tmp_path, rabbit_url, db_url) -> None:
     from flotilla.context import RequestContext
     from flotilla.db import api as db
 
+    # The daemons' own file, not set_override: oslo.config keeps overrides of
+    # group options on the shared OptGroup, so they would leak into every
+    # other ConfigOpts of this process.
     conf = cfg.ConfigOpts()
     flotilla_conf.register_all(conf)
-    conf([], project="flotilla", default_config_files=[])
-    conf.set_override("transport_url", rabbit_url)
-    conf.set_override("connection", db_url, group="database")
-    conf.set_override("state_path", str(tmp_path))
+    conf(["--config-file", str(config)], project="flotilla", default_config_files=[])
     db.configure(conf)
     transport = rpc.get_transport(conf)
     try:

@@ -59,16 +59,26 @@ def test_eventlet_backend_in_a_fresh_process():
     code = textwrap.dedent("""
         from flotilla import concurrency
         concurrency.setup("eventlet")
-        import time
         ticks = []
         def ticker():
             for _ in range(5):
                 ticks.append(1)
                 concurrency.sleep(0.02)
+        # The unpatched sleep blocks the whole OS thread, as a libvirt call
+        # does: only run_blocking (tpool) lets the ticker go on meanwhile.
+        from eventlet import patcher
+        blocking_sleep = patcher.original("time").sleep
         handle = concurrency.spawn(ticker)
-        concurrency.run_blocking(time.sleep, 0.3)   # a blocking C-level call
+        concurrency.sleep(0)                        # let the ticker start
+        concurrency.run_blocking(blocking_sleep, 0.3)
+        assert len(ticks) == 5, ticks               # it ran during the call
         handle.wait(5)
-        assert len(ticks) == 5, ticks
+        ticks.clear()
+        handle = concurrency.spawn(ticker)
+        concurrency.sleep(0)
+        blocking_sleep(0.3)                         # without run_blocking
+        assert len(ticks) == 1, ticks               # the ticker was stalled
+        handle.wait(5)
         pool = concurrency.WorkerPool(3)
         assert [f.result(5) for f in [pool.submit(abs, -i) for i in range(4)]] == [0, 1, 2, 3]
         assert pool.shutdown(5)
