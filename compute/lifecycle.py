@@ -28,10 +28,10 @@ from collections.abc import Callable
 from compute.locks import InstanceLocks
 from compute.virt import power_state
 from compute.virt.driver import ComputeDriver
-from compute.virt.hardware import ImageMeta, Instance
 from flotilla import exception
 from flotilla import states as st
 from flotilla.context import RequestContext
+from flotilla.objects import ImageMeta, Instance
 
 LOG = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from compute import lifecycle as lc
 from compute.lifecycle import Lifecycle
 from compute.reconcile import Reconciler
 from compute.virt import driver as virt_driver
-from compute.virt.hardware import Instance
 from conductor.rpcapi import ConductorAPI
 from flotilla import concurrency, exception
 from flotilla.context import RequestContext, get_admin_context
+from flotilla.objects import Instance
 from flotilla.periodic import periodic_task
 from flotilla.rpc import private
 from flotilla.rpc.retry import call_with_retry

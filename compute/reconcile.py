@@ -22,10 +22,10 @@ import logging
 
 from compute.lifecycle import Lifecycle
 from compute.virt import events, power_state
-from compute.virt.hardware import Instance
 from flotilla import concurrency, exception
 from flotilla import states as st
 from flotilla.context import RequestContext, get_admin_context
+from flotilla.objects import Instance
 
 LOG = logging.getLogger(__name__)
 

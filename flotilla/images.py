@@ -95,7 +95,7 @@ def compute_image_ref(conf: cfg.ConfigOpts, image_id: str,
                       now: float | None = None) -> dict:
     """What a compute agent needs to fetch ``image_id``:
     ``{"id", "source", "sha256", "disk_format"}`` (see
-    compute.virt.hardware.ImageMeta).
+    flotilla.objects.ImageMeta).
 
     ``source`` is a signed download URL under :func:`image_endpoint` valid
     for ``[image] download_url_ttl`` seconds, or, with no endpoint

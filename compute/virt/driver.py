@@ -2,7 +2,7 @@
 
 Rules every driver follows:
 
-* Instances are :class:`compute.virt.hardware.Instance` (or its dict form,
+* Instances are :class:`flotilla.objects.Instance` (or its record form,
   accepted through ``Instance.coerce``); images are ``ImageMeta``.
 * Methods block until the operation is done and may take seconds; the agent
   calls them from a worker, never from its RPC loop. A driver sends every
@@ -23,7 +23,7 @@ import dataclasses
 from typing import Any
 
 from compute.virt.events import EventListener
-from compute.virt.hardware import ImageMeta, Instance
+from flotilla.objects import ImageMeta, Instance
 
 SOFT = "SOFT"
 HARD = "HARD"

@@ -17,15 +17,17 @@ Rules:
 * ``cast`` returns once the broker confirmed the message (or raises
   MessageUndeliverable); a fanout cast reaches every server of the topic.
   A call cannot be fanout.
-* Arguments must be JSON-able (TypeError otherwise, nothing is sent) and
-  the encoded body at most ``[rpc] max_message_size`` (InvalidMessage).
+* Arguments must be JSON-able or versioned objects (:mod:`flotilla.objects`,
+  sent in their primitive form; results come back as objects too);
+  TypeError otherwise, nothing is sent. The encoded body is at most
+  ``[rpc] max_message_size`` (InvalidMessage).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from flotilla import exception
+from flotilla import exception, objects
 from flotilla.context import RequestContext
 from flotilla.rpc import envelope, serializer, versioning
 from flotilla.rpc.transport import Target, Transport
@@ -93,8 +95,9 @@ class RPCClient:
         """Send without waiting for a result (confirmed by the broker)."""
         self._check_cap()
         options = self.transport.options
-        body = envelope.build_request(ctxt, method, kwargs, self.version,
-                                      reply_to=None, ttl=options.cast_ttl)
+        body = envelope.build_request(ctxt, method, objects.serialize(kwargs),
+                                      self.version, reply_to=None,
+                                      ttl=options.cast_ttl)
         self.transport.driver.cast(self._target(), self._encode(body), method)
 
     def call(self, ctxt: RequestContext | None, method: str,
@@ -108,8 +111,9 @@ class RPCClient:
         timeout = self.timeout if self.timeout is not None \
             else options.call_timeout
         driver = self.transport.driver
-        body = envelope.build_request(ctxt, method, kwargs, self.version,
-                                      reply_to=driver.reply_to, ttl=timeout)
+        body = envelope.build_request(ctxt, method, objects.serialize(kwargs),
+                                      self.version, reply_to=driver.reply_to,
+                                      ttl=timeout)
         data = driver.call(self._target(), self._encode(body),
                            body["msg_id"], method, timeout)
         reply = envelope.decode_reply(data, key=options.signing_key,
@@ -120,4 +124,4 @@ class RPCClient:
                 % (body["msg_id"], reply["msg_id"]))
         if "failure" in reply:
             raise serializer.exception_from_failure(reply["failure"])
-        return reply["result"]
+        return objects.deserialize(reply["result"])

@@ -7,13 +7,16 @@ Rules:
   functions defined on its class (or a base class) whose name does not
   start with an underscore and that are not marked :func:`private` (service
   hooks such as ``init_host``; periodic tasks are private too); they are
-  called as ``method(ctxt, **args)``.
+  called as ``method(ctxt, **args)`` with every versioned object in the
+  arguments rebuilt (:mod:`flotilla.objects`); a result's objects are sent
+  in their primitive form.
 * Several endpoints may be served together: the first one (in the order
   given) that has the method and a compatible version handles it.
 * No endpoint has the method: :class:`~flotilla.exception.UnknownMethod`.
   Some have it, none at a compatible version:
   :class:`~flotilla.exception.UnsupportedVersion`. Arguments that do not
-  bind to the signature: :class:`~flotilla.exception.InvalidMessage`. All of
+  bind to the signature, or an object primitive that cannot be rebuilt:
+  :class:`~flotilla.exception.InvalidMessage`. All of
   these are raised before any endpoint code runs.
 * The method runs inside ``with ctxt:`` so log lines carry the request id.
 """
@@ -24,7 +27,7 @@ import inspect
 from collections.abc import Iterable
 from typing import Any
 
-from flotilla import exception
+from flotilla import exception, objects
 from flotilla.rpc import envelope, versioning
 
 
@@ -107,5 +110,6 @@ class Dispatcher:
             raise exception.InvalidMessage(
                 reason="arguments do not match %s: %s"
                 % (request.method, exc)) from None
+        args = objects.deserialize(request.args)
         with request.context:
-            return target.func(request.context, **request.args)
+            return objects.serialize(target.func(request.context, **args))

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from compute.virt import events, power_state
-from compute.virt.hardware import Instance
 from flotilla import exception
 from flotilla import states as st
 from flotilla.db import api as db
+from flotilla.objects import Instance
 
 
 def _events(uuid):

@@ -26,13 +26,13 @@ import libvirt
 from oslo_config import cfg
 
 from compute.virt import driver, power_state
-from compute.virt.hardware import ImageMeta, Instance
 from compute.virt.libvirt import xml
 from compute.virt.libvirt.guest import Guest
 from compute.virt.libvirt.host import Host
 from compute.virt.libvirt.imagecache import ImageCache
 from flotilla import concurrency, exception
 from flotilla.conf import CONF
+from flotilla.objects import ImageMeta, Instance
 
 LOG = logging.getLogger(__name__)
 

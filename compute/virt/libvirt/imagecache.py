@@ -30,8 +30,8 @@ import urllib.parse
 import urllib.request
 import uuid
 
-from compute.virt.hardware import ImageMeta
 from flotilla import concurrency, exception
+from flotilla.objects import ImageMeta
 
 LOG = logging.getLogger(__name__)
 

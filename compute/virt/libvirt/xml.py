@@ -16,7 +16,7 @@ import re
 
 from lxml import etree
 
-from compute.virt.hardware import Instance
+from flotilla.objects import Instance
 
 NAMESPACE = "https://flotilla.dev/xmlns/libvirt/instance/1.0"
 PREFIX = "flotilla"

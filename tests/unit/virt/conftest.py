@@ -7,7 +7,7 @@ import uuid
 import pytest
 from lxml import etree
 
-from compute.virt.hardware import Instance
+from flotilla.objects import Instance
 
 DOMAIN_RNG = "/usr/share/libvirt/schemas/domain.rng"
 
@@ -35,4 +35,4 @@ def make_instance(**overrides) -> Instance:
                        "root_gb": 1},
             "metadata": {"role": "web"}}
     data.update(overrides)
-    return Instance.from_dict(data)
+    return Instance.from_record(data)

@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from compute.virt.hardware import ImageMeta
 from compute.virt.libvirt import imagecache
 from flotilla import exception
+from flotilla.objects import ImageMeta
 
 
 def make_base(path, size="1M", fmt="qcow2") -> str:
