@@ -2,7 +2,7 @@
 
 One app serves three APIs under one port: /compute (Nova v2.1 subset),
 /identity (Keystone v3 subset) and /image (Glance v2 subset, mounted from
-``api.image.routes.add_routes`` when that module exists). The same app runs
+``api.image.routes.add_routes``). The same app runs
 in the flotilla-api daemon and in-process in flotilla-all and the tests.
 
 Request pipeline: request id and context -> routing -> authentication and
@@ -12,7 +12,6 @@ routes) -> the resource, which validates its body before doing anything.
 
 from __future__ import annotations
 
-import importlib
 import logging
 
 import falcon
@@ -33,6 +32,7 @@ from api.compute import (
 )
 from api.identity import tokens
 from api.identity import versions as identity_versions
+from api.image import routes as image_routes
 from api.state import APIState
 
 LOG = logging.getLogger(__name__)
@@ -113,30 +113,5 @@ def create_app(conf, transport=None) -> falcon.App:
     add(COMPUTE + "/os-hypervisors/{hypervisor_id}", hypervisors.Hypervisor(state))
     add(COMPUTE + "/os-services", services.Services(state))
     add(COMPUTE + "/os-services/{action}", services.Service(state))
-    _mount_image(app, conf, state)
+    image_routes.add_routes(app, conf)
     return app
-
-
-def _mount_image(app: falcon.App, conf, state: APIState) -> None:
-    """The image API's routes when its module exists, else only the Glance
-    version document (without it every client image call breaks)."""
-    try:
-        routes = importlib.import_module("api.image.routes")
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("api.image.routes", "api.image"):
-            raise
-        routes = None
-    if routes is not None:
-        routes.add_routes(app, conf)
-        return
-    app.add_route("/image", _ImageVersions(state))
-
-
-class _ImageVersions:
-    def __init__(self, state: APIState) -> None:
-        self.state = state
-
-    def on_get(self, req, resp) -> None:
-        href = self.state.base_url(req) + "/image/v2/"
-        resp.media = {"versions": [{"id": "v2.16", "status": "CURRENT",
-                                    "links": [{"rel": "self", "href": href}]}]}

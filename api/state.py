@@ -9,6 +9,7 @@ import falcon
 from compute.rpcapi import ComputeAPI
 from conductor.rpcapi import ConductorAPI
 from flotilla.context import RequestContext
+from flotilla.rpc.upgrade import version_cap
 
 
 class APIState:
@@ -17,8 +18,10 @@ class APIState:
     def __init__(self, conf, transport) -> None:
         self.conf = conf
         self.transport = transport
-        self.conductor = ConductorAPI(transport) if transport is not None else None
-        self.compute = ComputeAPI(transport) if transport is not None else None
+        self.conductor = ConductorAPI(transport, version_cap(conf, "conductor")) \
+            if transport is not None else None
+        self.compute = ComputeAPI(transport, version_cap(conf, "compute")) \
+            if transport is not None else None
 
     def base_url(self, req: falcon.Request) -> str:
         """Where clients reach the API: [api] public_endpoint, else the

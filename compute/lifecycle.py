@@ -1,72 +1,58 @@
 """Guest operations with their state guards.
 
-Every operation follows the same steps, so the rules live in one place:
+Every operation of :data:`flotilla.states.OPERATIONS` run by the agent
+follows the same steps, so the rules live in one place:
 
 1. take the instance's lock (operations on one instance never overlap);
-2. record an action event through the conductor;
-3. compare-and-swap the instance into the operation's task_state, expecting
-   one of the vm_states the operation may start from and either no task or
-   this same task (the API may have set it already). An instance in any
-   other state makes the operation fail cleanly: nothing is done and the
-   event records why;
-4. run the driver call;
-5. compare-and-swap to the resulting vm_state with no task, recording the
+2. compare-and-swap the instance into the operation's task_state through the
+   conductor, expecting one of the vm_states the operation may start from
+   and either no task or this same task (the API may have set it already).
+   An instance in any other state makes the operation end cleanly: nothing
+   is done, the refusal is recorded as the event's Error and the request's
+   action is finished;
+3. run the driver call inside the action event ``compute_<action>_instance``
+   (flotilla.actions: Error with the traceback and a fault on failure);
+4. compare-and-swap to the resulting vm_state with no task, recording the
    power state libvirt reports; on failure put the instance back to a
-   stable state, record a fault and finish the event as an error.
+   stable state (the fault says why).
 
-The agent has no database access: every read and write is a conductor call.
+The agent finishes the request's action when its operation ends the
+request (stop, start, reboot, ...). A build is a step of the conductor's
+build flow: the agent reports its outcome (``build_done``) and the flow
+finishes the action or tries another host. The agent has no database
+access: every read and write is a conductor call.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import logging
-import traceback
 from collections.abc import Callable
 
 from compute.locks import InstanceLocks
 from compute.virt import power_state
 from compute.virt.driver import ComputeDriver
-from flotilla import exception
+from flotilla import actions, exception
 from flotilla import states as st
 from flotilla.context import RequestContext
 from flotilla.objects import ImageMeta, Instance
 
 LOG = logging.getLogger(__name__)
 
-
-@dataclasses.dataclass(frozen=True)
-class Operation:
-    name: str                    # action and event name
-    task_state: str              # the transitional state while it runs
-    from_vm_states: tuple        # where it may start
-    to_vm_state: str | None      # where success leaves it (None: unchanged)
-
-
-STOP = Operation("stop", st.POWERING_OFF, (st.ACTIVE, st.PAUSED, st.SUSPENDED, st.ERROR),
-                 st.STOPPED)
-START = Operation("start", st.POWERING_ON, (st.STOPPED,), st.ACTIVE)
-REBOOT_SOFT = Operation("reboot", st.REBOOTING, (st.ACTIVE,), st.ACTIVE)
-REBOOT_HARD = Operation("reboot", st.REBOOTING_HARD,
-                        (st.ACTIVE, st.STOPPED, st.PAUSED, st.SUSPENDED, st.ERROR),
-                        st.ACTIVE)
-PAUSE = Operation("pause", st.PAUSING, (st.ACTIVE,), st.PAUSED)
-UNPAUSE = Operation("unpause", st.UNPAUSING, (st.PAUSED,), st.ACTIVE)
-SUSPEND = Operation("suspend", st.SUSPENDING, (st.ACTIVE,), st.SUSPENDED)
-RESUME = Operation("resume", st.RESUMING, (st.SUSPENDED,), st.ACTIVE)
-BUILD = Operation("create", st.SPAWNING, (st.BUILDING,), st.ACTIVE)
-DELETE = Operation("delete", st.DELETING,
-                   (st.BUILDING, st.ACTIVE, st.STOPPED, st.PAUSED, st.SUSPENDED,
-                    st.ERROR), None)
+BUILD = st.operation("build")
+DELETE = st.operation("delete")
 
 
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat()
 
 
+def event_name(op: st.Operation) -> str:
+    return "compute_%s_instance" % op.action
+
+
 class Lifecycle:
-    """Runs :class:`Operation` s on the guests of one host."""
+    """Runs :class:`flotilla.states.Operation` s on the guests of one host."""
 
     def __init__(self, host: str, driver: ComputeDriver, conductor,
                  locks: InstanceLocks | None = None) -> None:
@@ -74,52 +60,64 @@ class Lifecycle:
         self.driver = driver
         self.conductor = conductor
         self.locks = locks or InstanceLocks()
+        self.reporter = actions.Reporter(actions.ConductorStore(conductor), host)
 
-    def run(self, ctxt: RequestContext, op: Operation, instance_uuid: str,
+    def run(self, ctxt: RequestContext, op: st.Operation, instance_uuid: str,
             action: Callable[[Instance], None],
             from_task_states: tuple = (None,),
             start_values: dict | None = None,
-            done_values: Callable[[], dict] | None = None) -> dict | None:
-        """Run ``action`` on the driver under ``op``'s state rules.
+            done_values: Callable[[], dict] | None = None,
+            task_state: str | None = None) -> dict | None:
+        """Run ``action`` on the driver under ``op``'s state rules, in
+        ``task_state`` (default: the operation's first).
 
-        Returns the instance as left, or None when the operation could not
-        start (wrong state; already recorded). Driver failures are recorded
-        and not raised: a cast has nobody to raise to.
+        Returns the instance as left, or None when the operation did not
+        run or failed (recorded: a cast has nobody to raise to).
         """
+        is_build = op is BUILD
+        task = task_state or op.task_state
         with self.locks.hold(instance_uuid):
-            event = "compute_%s_instance" % op.name
-            self.conductor.action_event_start(ctxt, instance_uuid, op.name,
-                                              event, self.host)
             try:
                 record = self.conductor.instance_update(
-                    ctxt, instance_uuid, {"task_state": op.task_state, **(start_values or {})},
+                    ctxt, instance_uuid, {"task_state": task, **(start_values or {})},
                     expected={"vm_state": list(op.from_vm_states),
-                              "task_state": list(from_task_states) + [op.task_state]})
+                              "task_state": list(from_task_states) + [task]})
             except (exception.InstanceStateConflict, exception.InstanceNotFound) as exc:
                 LOG.warning("%s of instance %s refused: %s", op.name, instance_uuid, exc)
-                self._finish_event(ctxt, instance_uuid, event, "Error", str(exc))
+                self.reporter.record(ctxt, instance_uuid, op.action, event_name(op),
+                                     error=exc, fault=False)
+                if not is_build:
+                    self.reporter.finish(ctxt, instance_uuid, failed=True)
                 return None
-            instance = Instance.coerce(record)
+            instance = Instance.from_record(record)
             try:
-                action(instance)
+                with self.reporter.event(ctxt, instance_uuid, op.action, event_name(op),
+                                         fault=not is_build):
+                    action(instance)
             except Exception as exc:
                 LOG.error("%s of instance %s failed: %s", op.name, instance_uuid, exc)
-                self._finish_event(ctxt, instance_uuid, event, "Error",
-                                   traceback.format_exc(limit=5))
-                if op is BUILD:
+                if is_build:
                     self._build_failed(ctxt, instance, exc)
                 else:
-                    self._recover(ctxt, op, record, exc)
+                    self._recover(ctxt, task, record)
+                    self.reporter.finish(ctxt, instance_uuid, failed=True)
                 return None
             values = {"task_state": None, "power_state": self._power_state(instance)}
             if op.to_vm_state is not None:
                 values["vm_state"] = op.to_vm_state
             if done_values is not None:
                 values.update(done_values())
-            # The event first: once the state is stable, the record is whole.
-            self._finish_event(ctxt, instance_uuid, event, "Success")
+            # The action first: once the state is stable, the record is whole.
+            if is_build:
+                try:
+                    self.conductor.build_done(ctxt, instance_uuid, self.host)
+                except exception.MessagingException as exc:
+                    # The build flow's poll finds the guest running anyway.
+                    LOG.warning("could not report the build of %s: %s", instance_uuid, exc)
+            else:
+                self.reporter.finish(ctxt, instance_uuid)
             return self.conductor.instance_update(
-                ctxt, instance_uuid, values, expected={"task_state": op.task_state})
+                ctxt, instance_uuid, values, expected={"task_state": task})
 
     def _build_failed(self, ctxt, instance: Instance, exc: Exception) -> None:
         """A failed spawn is the conductor's to handle: it records the
@@ -128,24 +126,20 @@ class Lifecycle:
             self.driver.destroy(instance)   # spawn cleans up; make sure
         except Exception:
             LOG.exception("cleaning up the failed spawn of %s", instance.uuid)
-        self.conductor.build_failed(ctxt, instance.uuid, self.host,
-                                    "%s: %s" % (type(exc).__name__, exc))
+        self.conductor.build_done(ctxt, instance.uuid, self.host,
+                                  error=actions.admin_details(exc, with_traceback=False))
 
-    def _recover(self, ctxt, op: Operation, record: dict, exc: Exception) -> None:
-        """Back to a stable state after a failed driver call, with a fault."""
-        code = getattr(exc, "code", 500)
-        self.conductor.instance_fault_create(
-            ctxt, record["uuid"], code=code if isinstance(code, int) else 500,
-            message="%s failed: %s" % (op.name, exc)[:255],
-            details=traceback.format_exc(limit=10), host=self.host)
+    def _recover(self, ctxt, task: str, record: dict) -> None:
+        """Back to a stable state after a failed driver call (the event
+        already recorded the fault)."""
         values = {"task_state": None}
         try:
-            values["power_state"] = self._power_state(Instance.coerce(record))
+            values["power_state"] = self._power_state(Instance.from_record(record))
         except Exception:  # the guest may be gone; the state sync repairs it
             values["power_state"] = power_state.NOSTATE
         try:
             self.conductor.instance_update(ctxt, record["uuid"], values,
-                                           expected={"task_state": op.task_state})
+                                           expected={"task_state": task})
         except exception.InstanceStateConflict as conflict:
             LOG.warning("instance %s changed while recovering: %s",
                         record["uuid"], conflict)
@@ -156,16 +150,10 @@ class Lifecycle:
         except exception.InstanceNotFound:
             return power_state.NOSTATE
 
-    def _finish_event(self, ctxt, instance_uuid, event, result, details=None) -> None:
-        try:
-            self.conductor.action_event_finish(ctxt, instance_uuid, event, result,
-                                               details=details)
-        except exception.NotFound:
-            LOG.debug("no event %s to finish for %s", event, instance_uuid)
-
     # --- the two operations with more than one driver call -------------------
 
-    def build(self, ctxt: RequestContext, instance_uuid: str, image: dict | None) -> dict | None:
+    def build(self, ctxt: RequestContext, instance_uuid: str,
+              image: ImageMeta | dict | None) -> dict | None:
         image_meta = ImageMeta.coerce(image)
 
         def spawn(instance: Instance) -> None:
@@ -177,12 +165,13 @@ class Lifecycle:
         return self.run(ctxt, BUILD, instance_uuid, spawn,
                         from_task_states=(st.SCHEDULING, None),
                         start_values={"host": self.host, "node": self.host},
-                        done_values=lambda: {"launched_at": _now()})
+                        done_values=lambda: {"launched_at": _now()},
+                        task_state=st.SPAWNING)
 
     def terminate(self, ctxt: RequestContext, instance_uuid: str) -> bool:
-        """Destroy the guest and soft-delete the instance. Idempotent."""
+        """Destroy the guest and soft-delete the instance, then finish the
+        delete action. Idempotent."""
         with self.locks.hold(instance_uuid):
-            event = "compute_terminate_instance"
             try:
                 record = self.conductor.instance_update(
                     ctxt, instance_uuid, {"task_state": st.DELETING},
@@ -190,19 +179,19 @@ class Lifecycle:
             except exception.InstanceNotFound:
                 LOG.info("instance %s already deleted", instance_uuid)
                 return False
-            self.conductor.action_event_start(ctxt, instance_uuid, "delete",
-                                              event, self.host)
             try:
-                self.driver.destroy(Instance.coerce(record))
+                with self.reporter.event(ctxt, instance_uuid, DELETE.action,
+                                         "compute_terminate_instance"):
+                    self.driver.destroy(Instance.from_record(record))
             except Exception as exc:
                 LOG.error("destroying instance %s failed: %s", instance_uuid, exc)
-                self._recover(ctxt, DELETE, record, exc)
+                self._recover(ctxt, st.DELETING, record)
                 self.conductor.instance_update(ctxt, instance_uuid,
                                                {"vm_state": st.ERROR},
                                                expected={"task_state": None})
-                self._finish_event(ctxt, instance_uuid, event, "Error", str(exc))
+                self.reporter.finish(ctxt, instance_uuid, failed=True)
                 return False
-            self._finish_event(ctxt, instance_uuid, event, "Success")
+            self.reporter.finish(ctxt, instance_uuid)
             self.conductor.instance_update(
                 ctxt, instance_uuid,
                 {"vm_state": st.DELETED, "task_state": None,

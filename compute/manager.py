@@ -11,14 +11,14 @@ import logging
 
 from oslo_config import cfg
 
-from compute import lifecycle as lc
 from compute.lifecycle import Lifecycle
 from compute.reconcile import Reconciler
 from compute.virt import driver as virt_driver
 from conductor.rpcapi import ConductorAPI
 from flotilla import concurrency, exception
+from flotilla import states as st
 from flotilla.context import RequestContext, get_admin_context
-from flotilla.objects import Instance
+from flotilla.objects import ImageMeta, Instance
 from flotilla.periodic import periodic_task
 from flotilla.rpc import private
 from flotilla.rpc.retry import call_with_retry
@@ -31,7 +31,7 @@ _REPORTED = ("vcpus", "memory_mb", "disk_gb", "hypervisor_type",
 
 
 class ComputeManager:
-    RPC_API_VERSION = "1.0"
+    RPC_API_VERSION = "1.1"
 
     def __init__(self, conf: cfg.ConfigOpts, driver: virt_driver.ComputeDriver,
                  conductor: ConductorAPI, host: str | None = None) -> None:
@@ -72,7 +72,7 @@ class ComputeManager:
     # --- RPC: operations (casts) ----------------------------------------------
 
     def build_and_run_instance(self, ctxt: RequestContext, instance_uuid: str,
-                               image: dict | None) -> None:
+                               image: ImageMeta | dict | None) -> None:
         # Bounded: at most [compute] max_concurrent_builds spawns at once.
         self._build_slots.submit(self.lifecycle.build, ctxt, instance_uuid, image).result()
 
@@ -83,27 +83,27 @@ class ComputeManager:
                         reboot_type: str = virt_driver.SOFT) -> None:
         if reboot_type not in virt_driver.REBOOT_TYPES:
             raise exception.Invalid(reason="reboot_type must be SOFT or HARD")
-        op = lc.REBOOT_SOFT if reboot_type == virt_driver.SOFT else lc.REBOOT_HARD
+        op = st.operation("reboot_soft" if reboot_type == virt_driver.SOFT else "reboot_hard")
         self.lifecycle.run(ctxt, op, instance_uuid,
                            lambda inst: self.driver.reboot(inst, reboot_type))
 
     def stop_instance(self, ctxt: RequestContext, instance_uuid: str) -> None:
-        self.lifecycle.run(ctxt, lc.STOP, instance_uuid, self.driver.power_off)
+        self.lifecycle.run(ctxt, st.operation("stop"), instance_uuid, self.driver.power_off)
 
     def start_instance(self, ctxt: RequestContext, instance_uuid: str) -> None:
-        self.lifecycle.run(ctxt, lc.START, instance_uuid, self.driver.power_on)
+        self.lifecycle.run(ctxt, st.operation("start"), instance_uuid, self.driver.power_on)
 
     def pause_instance(self, ctxt: RequestContext, instance_uuid: str) -> None:
-        self.lifecycle.run(ctxt, lc.PAUSE, instance_uuid, self.driver.pause)
+        self.lifecycle.run(ctxt, st.operation("pause"), instance_uuid, self.driver.pause)
 
     def unpause_instance(self, ctxt: RequestContext, instance_uuid: str) -> None:
-        self.lifecycle.run(ctxt, lc.UNPAUSE, instance_uuid, self.driver.unpause)
+        self.lifecycle.run(ctxt, st.operation("unpause"), instance_uuid, self.driver.unpause)
 
     def suspend_instance(self, ctxt: RequestContext, instance_uuid: str) -> None:
-        self.lifecycle.run(ctxt, lc.SUSPEND, instance_uuid, self.driver.suspend)
+        self.lifecycle.run(ctxt, st.operation("suspend"), instance_uuid, self.driver.suspend)
 
     def resume_instance(self, ctxt: RequestContext, instance_uuid: str) -> None:
-        self.lifecycle.run(ctxt, lc.RESUME, instance_uuid, self.driver.resume)
+        self.lifecycle.run(ctxt, st.operation("resume"), instance_uuid, self.driver.resume)
 
     # --- RPC: reads (calls) -----------------------------------------------------
 
@@ -125,11 +125,11 @@ class ComputeManager:
         record = self.conductor.instance_get(ctxt, instance_uuid)
         if record.get("host") != self.host:
             raise exception.InstanceNotFound(instance_uuid=instance_uuid)
-        return Instance.coerce(record)
+        return Instance.from_record(record)
 
     # --- periodic tasks -----------------------------------------------------------
 
-    @periodic_task(spacing=lambda: _interval("resource_report_interval"))
+    @periodic_task(spacing=lambda self: self.conf.compute.resource_report_interval)
     def update_available_resource(self) -> None:
         resources = self.driver.get_available_resource()
         report = {k: resources[k] for k in _REPORTED if k in resources}
@@ -139,19 +139,13 @@ class ComputeManager:
         report["running_vms"] = len(self.driver.list_instances())
         self.conductor.compute_node_update(get_admin_context(), self.host, report)
 
-    @periodic_task(spacing=lambda: _interval("sync_power_state_interval"))
+    @periodic_task(spacing=lambda self: self.conf.compute.sync_power_state_interval)
     def sync_power_states(self) -> None:
         self.reconciler.sync_power_states()
 
-    @periodic_task(spacing=lambda: _interval("image_cache_manager_interval"))
+    @periodic_task(spacing=lambda self: self.conf.compute.image_cache_manager_interval)
     def manage_image_cache(self) -> None:
         removed = self.driver.manage_image_cache()
         if removed:
             LOG.info("removed %d unused base images", len(removed))
 
-
-def _interval(option: str) -> float:
-    from flotilla.conf import CONF
-    value = getattr(CONF.compute, option)
-    # -1 disables a task: run it so rarely it never comes round.
-    return value if value > 0 else 10 ** 9

@@ -88,7 +88,7 @@ class Reconciler:
                           "spawn finished while the agent was down")
             else:
                 # Idempotent: also removes a half-made instance directory.
-                self.driver.destroy(Instance.coerce(record))
+                self.driver.destroy(Instance.from_record(record))
                 self._fail(ctxt, record, "the compute agent restarted during the spawn "
                            "and the guest did not start")
             return
@@ -116,8 +116,7 @@ class Reconciler:
             expected={"vm_state": record["vm_state"], "task_state": record["task_state"]})
         if reason:
             LOG.warning("instance %s: %s", record["uuid"], reason)
-            self.conductor.instance_fault_create(ctxt, record["uuid"], code=500,
-                                                 message=reason[:255], host=self.host)
+            self.lifecycle.reporter.fault(ctxt, record["uuid"], reason)
 
     def _fail(self, ctxt, record: dict, reason: str) -> None:
         self._set(ctxt, record, {"vm_state": st.ERROR, "task_state": None,
@@ -125,7 +124,7 @@ class Reconciler:
 
     def _power(self, record: dict) -> int:
         try:
-            return self.driver.get_info(Instance.coerce(record)).power_state
+            return self.driver.get_info(Instance.from_record(record)).power_state
         except exception.InstanceNotFound:
             return power_state.NOSTATE
 

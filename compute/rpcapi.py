@@ -5,38 +5,50 @@ the intent and the agent reports progress through the conductor. Reads the
 caller waits on (console, diagnostics) are calls. A cast to a host whose
 agent has no queue raises MessageUndeliverable at once.
 
+Each method sends the lowest version that has its form; ``version_cap``
+(``[upgrade_levels] compute``) makes newer forms fall back or fail with
+UnsupportedVersion.
+
 Version history:
 
 * 1.0 - build_and_run_instance, terminate_instance, reboot_instance,
   stop_instance, start_instance, pause_instance, unpause_instance,
   suspend_instance, resume_instance, get_console_output, get_diagnostics.
+* 1.1 - build_and_run_instance takes an ImageMeta object (and reports
+  through conductor build_done).
 """
 
 from __future__ import annotations
 
+from conductor.rpcapi import image_1_1
 from flotilla import rpc
 from flotilla.context import RequestContext
+from flotilla.objects import ImageMeta
+from flotilla.rpc.upgrade import VersionCap
 
 TOPIC = "compute"
 
 
 class ComputeAPI:
-    VERSION = "1.0"
+    VERSION = "1.1"
 
-    def __init__(self, transport, version_cap: str | None = None) -> None:
+    def __init__(self, transport, version_cap: VersionCap = None) -> None:
         self.client = rpc.RPCClient(transport, topic=TOPIC, version="1.0",
                                     version_cap=version_cap)
 
-    def _host(self, host: str, timeout: float | None = None):
-        if timeout is None:
-            return self.client.prepare(server=host)
-        return self.client.prepare(server=host, timeout=timeout)
+    def _host(self, host: str, version: str = "1.0"):
+        return self.client.prepare(server=host, version=version)
 
     def build_and_run_instance(self, ctxt: RequestContext, host: str,
-                               instance_uuid: str, image: dict | None) -> None:
-        """``image``: {"id", "source" (path or URL), "sha256", "disk_format"}."""
-        self._host(host).cast(ctxt, "build_and_run_instance",
-                              instance_uuid=instance_uuid, image=image)
+                               instance_uuid: str, image: ImageMeta | None) -> None:
+        """Spawn the recorded instance from ``image`` (what to fetch); the
+        agent reports the outcome with conductor build_done."""
+        if self.client.can_send_version("1.1"):
+            self._host(host, "1.1").cast(ctxt, "build_and_run_instance",
+                                         instance_uuid=instance_uuid, image=image)
+            return
+        self._host(host).cast(ctxt, "build_and_run_instance", instance_uuid=instance_uuid,
+                              image=image_1_1(image) if image else None)
 
     def terminate_instance(self, ctxt: RequestContext, host: str,
                            instance_uuid: str) -> None:

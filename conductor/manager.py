@@ -1,14 +1,12 @@
 """The conductor's RPC endpoint (topic ``conductor``).
 
-Thin: each method checks its arguments and calls into ``flotilla.db`` or a
-flow. The methods in the first block are the writes compute agents may ask
-for; agents have no database access of their own. The second block starts
-flows (conductor/flows/); the reaper of stuck tasks runs as a periodic task.
-
-A failed spawn reaches the build flow either through :meth:`build_failed`
-or, for agents that report it the older way, through :meth:`instance_update`
-moving a building/spawning instance to ERROR: when the conductor scheduled
-that build, the update is turned into a reschedule instead.
+Thin: each method checks its arguments and calls into ``flotilla.db``, the
+action reporter or a flow. The first block holds the reads and writes
+compute agents ask for (agents have no database access of their own); the
+second starts flows (conductor/flows/) or passes them an agent's report.
+Periodic tasks end stuck tasks (the reaper) and look after flows waiting
+for a report that may have been lost; at start the conductor resumes the
+flows it was running when it stopped.
 """
 
 from __future__ import annotations
@@ -19,12 +17,15 @@ from typing import Any
 
 from oslo_config import cfg
 
+from conductor.flows import runner
+from conductor.flows.base import Flow
 from conductor.flows.build import BuildFlow
 from conductor.flows.delete import DeleteFlow
 from conductor.reaper import Reaper
-from flotilla import deadlines, exception
+from flotilla import actions, deadlines, exception
 from flotilla.context import RequestContext
 from flotilla.db import api as db
+from flotilla.objects import ImageMeta, RequestSpec
 from flotilla.periodic import periodic_task
 from flotilla.rpc import private
 
@@ -38,32 +39,41 @@ _AGENT_WRITABLE = frozenset({
 
 
 class ConductorManager:
-    RPC_API_VERSION = "1.1"
+    RPC_API_VERSION = "1.2"
 
     def __init__(self, conf: cfg.ConfigOpts, transport=None) -> None:
         self.conf = conf
         self._transport = transport
         self._owns_transport = transport is None
-        self._build_flow: BuildFlow | None = None
-        self._delete_flow: DeleteFlow | None = None
-        self._reaper: Reaper | None = None
+        self._flows: dict[str, Flow] | None = None
+        self._store = actions.DatabaseStore()
 
     # --- service hooks ----------------------------------------------------------
 
-    def _flows(self) -> tuple[BuildFlow, DeleteFlow]:
-        """The flows and their RPC clients, made on first use (a conductor
-        that only serves agents' writes needs no client)."""
-        if self._build_flow is None:
+    @property
+    def flows(self) -> dict[str, Flow]:
+        """The flows by name, with their RPC clients, made on first use (a
+        conductor that only serves agents' writes needs no client)."""
+        if self._flows is None:
             from compute.rpcapi import ComputeAPI
             from flotilla import rpc
+            from flotilla.rpc.upgrade import version_cap
             from scheduler.rpcapi import SchedulerAPI
             if self._transport is None:
                 self._transport = rpc.get_transport(self.conf)
-            compute = ComputeAPI(self._transport)
-            self._delete_flow = DeleteFlow(self.conf, compute, self.conf.host)
-            self._build_flow = BuildFlow(self.conf, SchedulerAPI(self._transport),
-                                         compute, self.conf.host)
-        return self._build_flow, self._delete_flow
+            compute = ComputeAPI(self._transport, version_cap(self.conf, "compute"))
+            scheduler = SchedulerAPI(self._transport, version_cap(self.conf, "scheduler"))
+            flows: list[Flow] = [BuildFlow(self.conf, self.conf.host, scheduler, compute),
+                                 DeleteFlow(self.conf, self.conf.host, compute)]
+            self._flows = {flow.name: flow for flow in flows}
+        return self._flows
+
+    @private
+    def init_host(self) -> None:
+        """Resume the flows this conductor host left unfinished."""
+        for record in db.flow_records_unfinished(
+                owner=self.conf.host, statuses=(runner.RUNNING, runner.REVERTING)):
+            self._resume(record)
 
     @private
     def cleanup_host(self) -> None:
@@ -71,11 +81,11 @@ class ConductorManager:
             self._transport.cleanup()
             self._transport = None
 
-    # --- writes on behalf of compute agents ---------------------------------
+    # --- reads and writes on behalf of compute agents (1.0, 1.2) -------------------
 
     def service_heartbeat(self, ctxt: RequestContext, host: str, binary: str,
-                          topic: str) -> None:
-        db.service_heartbeat(host, binary, topic)
+                          topic: str, rpc_version: str | None = None) -> None:
+        db.service_heartbeat(host, binary, topic, rpc_version)
 
     def instance_get(self, ctxt: RequestContext, instance_uuid: str) -> dict:
         return db.instance_get(instance_uuid).to_dict()
@@ -109,58 +119,75 @@ class ConductorManager:
     def instance_fault_create(self, ctxt: RequestContext, instance_uuid: str,
                               code: int, message: str, details: str | None = None,
                               host: str | None = None) -> None:
-        db.instance_fault_create(instance_uuid, code=code, message=message,
-                                 details=details, host=host)
+        self._store.add_fault(ctxt, instance_uuid, code, message, details, host)
 
     def action_event_start(self, ctxt: RequestContext, instance_uuid: str,
                            action: str, event: str, host: str) -> None:
-        try:
-            db.action_get(instance_uuid, ctxt.request_id)
-        except exception.NotFound:
-            # An operation nobody recorded an action for (an agent's own
-            # repair at start-up, a request sent straight to the agent).
-            db.action_start(instance_uuid, action, ctxt.request_id,
-                            user_id=ctxt.user_id, project_id=ctxt.project_id)
-        db.action_event_start(instance_uuid, ctxt.request_id, event, host=host)
+        self._store.start_event(ctxt, instance_uuid, action, event, host)
 
     def action_event_finish(self, ctxt: RequestContext, instance_uuid: str,
-                            event: str, result: str, details: str | None = None) -> None:
-        db.action_event_finish(instance_uuid, ctxt.request_id, event, result,
-                               details=details)
-        db.action_finish(instance_uuid, ctxt.request_id,
-                         message=None if result == "Success" else "Error")
+                            event: str, result: str, details: str | None = None,
+                            traceback: str | None = None,
+                            finish_action: bool | None = None) -> None:
+        """``finish_action`` None is how agents before 1.2 call: they meant
+        every finished event to finish its action."""
+        self._store.finish_event(ctxt, instance_uuid, event, result, details, traceback)
+        if finish_action is None:
+            self._store.finish_action(ctxt, instance_uuid, result)
+
+    def action_finish(self, ctxt: RequestContext, instance_uuid: str, result: str) -> None:
+        self._store.finish_action(ctxt, instance_uuid, result)
 
     def compute_node_update(self, ctxt: RequestContext, host: str,
                             resources: dict[str, Any]) -> None:
         db.compute_node_update(host, resources)
 
-    # --- flows (1.1) --------------------------------------------------------------
+    # --- flows (1.1, 1.2) -------------------------------------------------------------
 
     def build_instances(self, ctxt: RequestContext, instance_uuids: list[str],
-                        request_spec: dict, image: dict | None) -> None:
-        self._flows()[0].build_instances(ctxt, list(instance_uuids), request_spec, image)
+                        request_spec: RequestSpec | dict, image: ImageMeta | dict | None
+                        ) -> None:
+        self.flows["build"].build_instances(ctxt, list(instance_uuids),
+                                            RequestSpec.coerce(request_spec),
+                                            ImageMeta.coerce(image))
+
+    def build_done(self, ctxt: RequestContext, instance_uuid: str, host: str,
+                   error: str | None = None) -> None:
+        self.flows["build"].report(ctxt, instance_uuid, {"host": host, "error": error})
 
     def build_failed(self, ctxt: RequestContext, instance_uuid: str, host: str,
                      reason: str) -> None:
-        self._flows()[0].build_failed(ctxt, instance_uuid, host, reason)
+        """The 1.1 form of :meth:`build_done` with an error."""
+        self.build_done(ctxt, instance_uuid, host, reason)
 
     def delete_instance(self, ctxt: RequestContext, instance_uuid: str) -> None:
-        self._flows()[1].delete_instance(ctxt, instance_uuid)
+        self.flows["delete"].delete_instance(ctxt, instance_uuid)
 
     # --- periodic tasks ------------------------------------------------------------
 
-    @periodic_task(spacing=lambda: _reaper_interval())
+    @periodic_task(spacing=lambda self: self.conf.conductor.reaper_interval)
     def _reap_stuck_tasks(self) -> None:
-        if self._reaper is None:
-            self._reaper = Reaper(self.conf, self._flows()[1], self.conf.host)
-        ended = self._reaper.run()
+        ended = Reaper(self.conf, self.flows, self.conf.host).run()
         if ended:
             LOG.warning("reaper ended %d stuck task(s)", ended)
 
+    @periodic_task(spacing=lambda self: self.conf.conductor.flow_poll_interval)
+    def _poll_waiting_flows(self) -> None:
+        """A flow waits for an agent's report; if the report was lost (the
+        agent died after the work, or speaks an older version that sends
+        none) the waiting step's poll finds the outcome."""
+        for record in db.flow_records_unfinished(statuses=(runner.WAITING,)):
+            self._resume(record)
 
-def _reaper_interval() -> float:
-    from flotilla.conf import CONF
-    return CONF.conductor.reaper_interval
+    def _resume(self, record: db.FlowRecord) -> None:
+        flow = self.flows.get(record.flow or "")
+        if flow is None:
+            LOG.warning("unknown flow %r on %s: left alone", record.flow, record.ref)
+            return
+        try:
+            flow.resume(record)
+        except Exception:
+            LOG.exception("resuming flow %s of %s failed", record.flow, record.instance_uuid)
 
 
 def _expected_kwargs(expected: dict | None) -> dict:

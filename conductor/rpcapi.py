@@ -2,7 +2,9 @@
 
 Compute agents never open the database: every write they need goes through
 these calls, so a compromised hypervisor host cannot read or rewrite the
-whole cloud.
+whole cloud. Each method sends the lowest version that has its form;
+``version_cap`` (``[upgrade_levels] conductor``) makes newer forms fall
+back or fail with UnsupportedVersion naming what needs the upgrade.
 
 Version history:
 
@@ -11,6 +13,11 @@ Version history:
   action_event_start, action_event_finish, compute_node_update.
 * 1.1 - build_instances, build_failed, delete_instance (casts that start
   or continue conductor flows).
+* 1.2 - build_instances takes a RequestSpec and an ImageMeta object;
+  build_done (an agent's report on a spawn, success or failure; replaces
+  build_failed); action_finish; action_event_finish takes ``traceback`` and
+  ``finish_action`` (before 1.2 every finished event finished its action);
+  service_heartbeat takes ``rpc_version``.
 """
 
 from __future__ import annotations
@@ -19,34 +26,50 @@ from typing import Any
 
 from flotilla import rpc
 from flotilla.context import RequestContext, get_admin_context
+from flotilla.objects import ImageMeta, RequestSpec
+from flotilla.rpc.upgrade import VersionCap
 
 TOPIC = "conductor"
 
 
 class ConductorAPI:
-    VERSION = "1.1"
+    VERSION = "1.2"
 
-    def __init__(self, transport, version_cap: str | None = None,
+    def __init__(self, transport, version_cap: VersionCap = None,
                  timeout: float | None = None) -> None:
         self.client = rpc.RPCClient(transport, topic=TOPIC, version="1.0",
                                     version_cap=version_cap)
         self._timeout = timeout
 
-    def _call(self, ctxt, method: str, **kwargs):
-        cctx = self.client.prepare(timeout=self._timeout) if self._timeout \
-            else self.client
-        return cctx.call(ctxt, method, **kwargs)
+    def _prepare(self, version: str):
+        if self._timeout:
+            return self.client.prepare(version=version, timeout=self._timeout)
+        return self.client.prepare(version=version)
+
+    def _call(self, ctxt, method: str, version: str = "1.0", **kwargs):
+        return self._prepare(version).call(ctxt, method, **kwargs)
+
+    def _cast(self, ctxt, method: str, version: str, **kwargs) -> None:
+        self.client.prepare(version=version).cast(ctxt, method, **kwargs)
+
+    # --- on behalf of compute agents -------------------------------------------------
 
     def service_heartbeat(self, ctxt: RequestContext, host: str, binary: str,
-                          topic: str) -> None:
-        self._call(ctxt, "service_heartbeat", host=host, binary=binary, topic=topic)
+                          topic: str, rpc_version: str | None = None) -> None:
+        if self.client.can_send_version("1.2"):
+            self._call(ctxt, "service_heartbeat", "1.2", host=host, binary=binary,
+                       topic=topic, rpc_version=rpc_version)
+        else:
+            self._call(ctxt, "service_heartbeat", host=host, binary=binary, topic=topic)
 
-    def report_heartbeat(self, host: str, binary: str, topic: str) -> None:
+    def report_heartbeat(self, host: str, binary: str, topic: str,
+                         rpc_version: str | None = None) -> None:
         """The heartbeat of a service without database access (a compute
         agent): fits :class:`flotilla.service.Heartbeat`."""
-        self.service_heartbeat(get_admin_context(), host, binary, topic)
+        self.service_heartbeat(get_admin_context(), host, binary, topic, rpc_version)
 
     def instance_get(self, ctxt: RequestContext, instance_uuid: str) -> dict:
+        """The instance's record (its row as a dict)."""
         return self._call(ctxt, "instance_get", instance_uuid=instance_uuid)
 
     def instance_get_all_by_host(self, ctxt: RequestContext, host: str,
@@ -76,46 +99,96 @@ class ConductorAPI:
 
     def action_event_start(self, ctxt: RequestContext, instance_uuid: str,
                            action: str, event: str, host: str) -> None:
+        """Start ``event`` on the request's action, first starting the
+        action ``action`` if the request has none."""
         self._call(ctxt, "action_event_start", instance_uuid=instance_uuid,
                    action=action, event=event, host=host)
 
     def action_event_finish(self, ctxt: RequestContext, instance_uuid: str,
-                            event: str, result: str, details: str | None = None) -> None:
-        self._call(ctxt, "action_event_finish", instance_uuid=instance_uuid,
-                   event=event, result=result, details=details)
+                            event: str, result: str, details: str | None = None,
+                            traceback: str | None = None) -> None:
+        """Finish ``event`` (``details`` public, ``traceback`` for admins).
+        Never finishes the action (see :meth:`action_finish`); a conductor
+        capped below 1.2 does, and gets no traceback."""
+        if self.client.can_send_version("1.2"):
+            self._call(ctxt, "action_event_finish", "1.2", instance_uuid=instance_uuid,
+                       event=event, result=result, details=details, traceback=traceback,
+                       finish_action=False)
+        else:
+            self._call(ctxt, "action_event_finish", instance_uuid=instance_uuid,
+                       event=event, result=result, details=details)
+
+    def action_finish(self, ctxt: RequestContext, instance_uuid: str, result: str) -> None:
+        """End the request's action with ``result`` (Success or Error). Below
+        1.2 there is nothing to send: the last event finished it."""
+        if self.client.can_send_version("1.2"):
+            self._call(ctxt, "action_finish", "1.2", instance_uuid=instance_uuid,
+                       result=result)
 
     def compute_node_update(self, ctxt: RequestContext, host: str,
                             resources: dict[str, Any]) -> None:
         self._call(ctxt, "compute_node_update", host=host, resources=resources)
 
-    # --- flows (1.1) ---------------------------------------------------------------
-
-    def _cast(self, ctxt, method: str, version: str, **kwargs) -> None:
-        self.client.prepare(version=version).cast(ctxt, method, **kwargs)
+    # --- flows ----------------------------------------------------------------------
 
     def build_instances(self, ctxt: RequestContext, instance_uuids: list[str],
-                        request_spec: dict[str, Any], image: dict | None) -> None:
+                        request_spec: RequestSpec, image: ImageMeta | None) -> None:
         """Schedule and build instances the API has recorded (building /
-        scheduling, with their create action under ``ctxt.request_id``).
-
-        ``request_spec``: {"flavor": {memory_mb, vcpus, root_gb, ...},
-        "image": {"id", "properties", "min_ram", "min_disk"},
-        "availability_zone", "group", "num_instances"}; ``image``: the
-        compute form {"id", "source", "sha256", "disk_format"} or None.
-        """
+        scheduling, with their create action under ``ctxt.request_id``);
+        ``image`` is what agents fetch (a signed URL) or None."""
+        if self.client.can_send_version("1.2"):
+            self._cast(ctxt, "build_instances", "1.2", instance_uuids=list(instance_uuids),
+                       request_spec=request_spec, image=image)
+            return
         self._cast(ctxt, "build_instances", "1.1", instance_uuids=list(instance_uuids),
-                   request_spec=request_spec, image=image)
+                   request_spec=request_spec_1_1(request_spec),
+                   image=image_1_1(image) if image else None)
 
-    def build_failed(self, ctxt: RequestContext, instance_uuid: str, host: str,
-                     reason: str) -> None:
-        """A compute agent reports that spawning ``instance_uuid`` failed on
-        ``host`` (send it with the build's context, instead of moving the
-        instance to ERROR): the conductor records the fault, frees the
-        claim and reschedules or ends the build in ERROR."""
-        self._cast(ctxt, "build_failed", "1.1", instance_uuid=instance_uuid,
-                   host=host, reason=reason)
+    def build_done(self, ctxt: RequestContext, instance_uuid: str, host: str,
+                   error: str | None = None) -> None:
+        """A compute agent reports the end of its spawn of ``instance_uuid``
+        (send it with the build's context): ``error`` None when the guest
+        runs, else why it failed (the conductor records the fault, frees
+        the claim and reschedules or ends the build in ERROR).
+
+        A success is a call, so the create action is finished before the
+        agent shows the instance ACTIVE; a failure is a cast (rescheduling
+        is not the agent's to wait for). Below 1.2 a success is not sent
+        (the conductor finds it by polling)."""
+        if self.client.can_send_version("1.2"):
+            if error is None:
+                self._call(ctxt, "build_done", "1.2", instance_uuid=instance_uuid, host=host,
+                           error=None)
+            else:
+                self._cast(ctxt, "build_done", "1.2", instance_uuid=instance_uuid,
+                           host=host, error=error)
+        elif error is not None:
+            self._cast(ctxt, "build_failed", "1.1", instance_uuid=instance_uuid,
+                       host=host, reason=error)
 
     def delete_instance(self, ctxt: RequestContext, instance_uuid: str) -> None:
         """Terminate on the host, or clean up here when the instance never
         reached a (live) host."""
         self._cast(ctxt, "delete_instance", "1.1", instance_uuid=instance_uuid)
+
+
+def request_spec_1_1(spec: RequestSpec) -> dict[str, Any]:
+    """The dict form of a request spec before 1.2 (conductor) and 1.1
+    (scheduler)."""
+    flavor = spec.flavor
+    image = spec.image
+    return {"flavor": {"flavorid": flavor.flavorid, "name": flavor.name,
+                       "memory_mb": flavor.memory_mb, "vcpus": flavor.vcpus,
+                       "root_gb": flavor.root_gb, "ephemeral_gb": flavor.ephemeral_gb,
+                       "extra_specs": dict(flavor.extra_specs)},
+            "image": {"id": image.id, "properties": dict(image.properties),
+                      "min_ram": image.min_ram_mb, "min_disk": image.min_disk_gb}
+            if image else None,
+            "availability_zone": spec.availability_zone, "group": spec.group,
+            "num_instances": spec.num_instances}
+
+
+def image_1_1(image: ImageMeta) -> dict[str, Any]:
+    """The dict form of an agent's image before conductor 1.2 / compute 1.1."""
+    return {"id": image.id, "source": image.source, "sha256": image.sha256,
+            "disk_format": image.disk_format}

@@ -16,10 +16,11 @@ from flotilla import states
 
 def task_timeout(conf: cfg.ConfigOpts, task_state: str) -> int:
     """Seconds ``task_state`` may last: ``[conductor] task_timeouts`` or the
-    built-in :data:`flotilla.states.DEFAULT_TASK_TIMEOUTS`."""
+    operation's timeout in :data:`flotilla.states.OPERATIONS`."""
     overrides = conf.conductor.task_timeouts or {}
-    return int(overrides.get(task_state,
-                             states.DEFAULT_TASK_TIMEOUTS.get(task_state, 600)))
+    if task_state in overrides:
+        return int(overrides[task_state])
+    return states.default_timeout(task_state)
 
 
 def task_deadline(conf: cfg.ConfigOpts, task_state: str | None,

@@ -3,7 +3,11 @@
 Every exception that may cross an RPC boundary lives here: the RPC layer
 re-raises a remote exception as the class of the same name from this module
 (with the remote message), and as :class:`RemoteError` otherwise. Each class
-carries an HTTP-ish ``code`` the API maps to a status.
+carries an HTTP-ish ``code`` the API maps to a status, and says what any
+user may read about it (:meth:`FlotillaException.public_message`): a fault
+on a server is shown to its owner, so a message that can name a host, an
+internal address or a path (hypervisor URIs, queue names, libvirt errors)
+stays for administrators.
 """
 
 from __future__ import annotations
@@ -14,6 +18,10 @@ class FlotillaException(Exception):
 
     msg_fmt = "An unknown error occurred."
     code = 500
+    #: What a non-admin may read instead of the message (None: the message
+    #: itself is safe). Errors of the caller's own request (code < 500) are
+    #: safe; internal errors say what failed without where.
+    public_msg: str | None = "An internal error occurred."
 
     def __init__(self, message: str | None = None, **kwargs) -> None:
         self.kwargs = kwargs
@@ -27,6 +35,12 @@ class FlotillaException(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+    def public_message(self) -> str:
+        """The message, or its public form when it may name internals."""
+        if self.public_msg is None or self.code < 500:
+            return self.message
+        return self.public_msg
 
 
 # --- generic -----------------------------------------------------------------
@@ -65,16 +79,19 @@ class MessagingException(FlotillaException):
 class MessagingTimeout(MessagingException):
     msg_fmt = "Timed out after %(timeout)ss waiting for a reply to %(method)s on %(topic)s"
     code = 504
+    public_msg = "A service did not answer in time."
 
 
 class MessageUndeliverable(MessagingException):
     msg_fmt = "No queue is bound for %(routing_key)s on exchange %(exchange)s: nobody would receive %(method)s"
     code = 503
+    public_msg = "The service of the server's host is not running."
 
 
 class MessagingUnavailable(MessagingException):
     msg_fmt = "The message broker could not be reached: %(reason)s"
     code = 503
+    public_msg = "The cloud's message bus is unavailable."
 
 
 class InvalidMessage(MessagingException):
@@ -150,19 +167,33 @@ class ResourceProviderGenerationConflict(Conflict):
 class HypervisorUnavailable(FlotillaException):
     msg_fmt = "Connection to the hypervisor %(uri)s is broken: %(reason)s"
     code = 503
+    public_msg = "The hypervisor of the server's host is unavailable."
 
 
 class InstanceDeployFailure(FlotillaException):
     msg_fmt = "Failed to deploy instance %(instance_uuid)s: %(reason)s"
+    public_msg = "The server could not be created on its host."
 
 
 class ImageChecksumMismatch(FlotillaException):
     msg_fmt = "Image %(image_id)s has sha256 %(actual)s, expected %(expected)s"
+    public_msg = None
+
+
+class TaskTimedOut(FlotillaException):
+    msg_fmt = ("Task %(task)s timed out: not finished by its deadline %(deadline)s; "
+               "ended by the reaper")
+    code = 504
+    public_msg = None
 
 
 class NoValidHost(FlotillaException):
+    """Its reason says which filters eliminated how many hosts, never
+    which hosts: it is shown to the server's owner."""
+
     msg_fmt = "No valid host was found. %(reason)s"
     code = 500
+    public_msg = None
 
 
 # --- images ------------------------------------------------------------------

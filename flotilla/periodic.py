@@ -1,9 +1,14 @@
 """Periodic tasks: methods a manager wants run every N seconds.
 
 Decorate a manager method with ``@periodic_task(spacing=...)``; the service
-runner calls it on schedule. ``spacing`` is seconds, or a callable returning
-seconds (so an option can be read at run time). A task that raises is logged
-and runs again at its next turn: one failing task never stops the others.
+runner calls it on schedule. ``spacing`` is seconds, or a callable given
+the task's object (the manager) and returning seconds, so an option of that
+daemon's own configuration is read at run time::
+
+    @periodic_task(spacing=lambda self: self.conf.conductor.reaper_interval)
+
+A spacing of 0 or less disables the task. A task that raises is logged and
+runs again at its next turn: one failing task never stops the others.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from flotilla import concurrency
 LOG = logging.getLogger(__name__)
 
 
-def periodic_task(spacing: float | Callable[[], float], run_immediately: bool = False):
+def periodic_task(spacing: float | Callable[[object], float], run_immediately: bool = False):
     def decorator(fn):
         fn._periodic_spacing = spacing
         fn._periodic_run_immediately = run_immediately
@@ -26,9 +31,14 @@ def periodic_task(spacing: float | Callable[[], float], run_immediately: bool = 
     return decorator
 
 
+# A disabled task comes round so rarely it never runs.
+_NEVER = 10.0 ** 9
+
+
 def _spacing(task) -> float:
     spacing = task._periodic_spacing
-    return float(spacing() if callable(spacing) else spacing)
+    value = float(spacing(task.__self__) if callable(spacing) else spacing)
+    return value if value > 0 else _NEVER
 
 
 def find_tasks(obj) -> list:

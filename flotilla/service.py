@@ -27,13 +27,14 @@ LOG = logging.getLogger(__name__)
 
 
 class Heartbeat(Protocol):
-    def __call__(self, host: str, binary: str, topic: str) -> None: ...
+    def __call__(self, host: str, binary: str, topic: str,
+                 rpc_version: str | None) -> None: ...
 
 
-def db_heartbeat(host: str, binary: str, topic: str) -> None:
+def db_heartbeat(host: str, binary: str, topic: str, rpc_version: str | None) -> None:
     """Heartbeat of services that own database access (scheduler, conductor)."""
     from flotilla.db import api as db
-    db.service_heartbeat(host, binary, topic)
+    db.service_heartbeat(host, binary, topic, rpc_version)
 
 
 class Service:
@@ -86,10 +87,11 @@ class Service:
                  self.host, self.topic,
                  ".%s" % self.host if self.per_host else "")
 
-    @periodic.periodic_task(spacing=lambda: _conf_report_interval())
+    @periodic.periodic_task(spacing=lambda self: self.conf.report_interval)
     def _report_state(self) -> None:
         try:
-            self._heartbeat(self.host, self.binary, self.topic)
+            self._heartbeat(self.host, self.binary, self.topic,
+                            getattr(self.manager, "RPC_API_VERSION", None))
         except Exception as exc:
             # A missed heartbeat only makes the service look down for a
             # while; the next one may get through.
@@ -122,11 +124,6 @@ class Service:
             self._transport.cleanup()
         LOG.info("%s on %s stopped", self.binary, self.host)
         return clean
-
-
-def _conf_report_interval() -> float:
-    from flotilla.conf import CONF
-    return CONF.report_interval
 
 
 def wait_for_signal() -> int:

@@ -1,12 +1,19 @@
-"""Instance states shared by every service.
+"""Instance states and the one table of operations every service reads.
 
 ``vm_state`` is what the instance is meant to be (stable), ``task_state`` the
 operation in progress (None when idle), ``power_state`` what the hypervisor
 reports (see :mod:`compute.virt.power_state`). Every change of vm_state or
 task_state is a compare-and-swap on the pair the caller expects.
+
+:data:`OPERATIONS` is the only list of which operation may start from which
+state: the API's 409 checks, the compute agent's guards, the conductor's
+flows, the deadlines and the reaper all read it. Adding an operation is one
+:class:`Operation` entry here (plus the code that does the work).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 # vm_state
 BUILDING = "building"
@@ -18,6 +25,8 @@ ERROR = "error"
 DELETED = "deleted"
 
 VM_STATES = (BUILDING, ACTIVE, STOPPED, PAUSED, SUSPENDED, ERROR, DELETED)
+# Where a guest exists and no operation is needed to make it so.
+STABLE = (ACTIVE, STOPPED, PAUSED, SUSPENDED, ERROR)
 
 # task_state
 SCHEDULING = "scheduling"
@@ -31,27 +40,97 @@ UNPAUSING = "unpausing"
 SUSPENDING = "suspending"
 RESUMING = "resuming"
 DELETING = "deleting"
-MIGRATING = "migrating"
-IMAGE_SNAPSHOT = "image_snapshot"
 
-TASK_STATES = (SCHEDULING, SPAWNING, REBOOTING, REBOOTING_HARD, POWERING_OFF,
-               POWERING_ON, PAUSING, UNPAUSING, SUSPENDING, RESUMING, DELETING,
-               MIGRATING, IMAGE_SNAPSHOT)
+# What the reaper does with a task past its deadline.
+ON_TIMEOUT_RESTORE = "restore"   # clear the task; vm_state is the last stable one
+ON_TIMEOUT_ERROR = "error"       # clear the task, vm_state ERROR
+ON_TIMEOUT_CLEANUP = "cleanup"   # call the conductor flow's cleanup()
+ON_TIMEOUT = (ON_TIMEOUT_RESTORE, ON_TIMEOUT_ERROR, ON_TIMEOUT_CLEANUP)
 
-# Seconds a task may take before the reaper ends it (overridable per task in
-# [conductor] task_timeouts).
-DEFAULT_TASK_TIMEOUTS = {
-    SCHEDULING: 300,
-    SPAWNING: 600,
-    REBOOTING: 300,
-    REBOOTING_HARD: 180,
-    POWERING_OFF: 300,
-    POWERING_ON: 180,
-    PAUSING: 120,
-    UNPAUSING: 120,
-    SUSPENDING: 300,
-    RESUMING: 300,
-    DELETING: 300,
-    MIGRATING: 1800,
-    IMAGE_SNAPSHOT: 1800,
-}
+
+@dataclasses.dataclass(frozen=True)
+class Operation:
+    """One operation on an instance.
+
+    ``action`` is the instance action name it is recorded under;
+    ``task_state`` the task it enters first and ``later_task_states`` the
+    ones it moves through after (each gets a fresh deadline of ``timeout``
+    seconds, overridable per task in ``[conductor] task_timeouts``);
+    ``from_vm_states`` where it may start (always from no task);
+    ``to_vm_state`` where success leaves it (None: unchanged); ``status``
+    the API status shown while it runs on an active server (None: the
+    vm_state's); ``flow`` the conductor flow that runs it, whose cleanup the
+    reaper calls when ``on_timeout`` is ``cleanup``.
+    """
+
+    name: str
+    action: str
+    task_state: str
+    from_vm_states: tuple[str, ...]
+    to_vm_state: str | None
+    timeout: int
+    on_timeout: str = ON_TIMEOUT_RESTORE
+    later_task_states: tuple[str, ...] = ()
+    status: str | None = None
+    flow: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.on_timeout not in ON_TIMEOUT:
+            raise ValueError("%s: on_timeout must be one of %s" % (self.name, ON_TIMEOUT))
+        if self.on_timeout == ON_TIMEOUT_CLEANUP and not self.flow:
+            raise ValueError("%s: a cleanup on timeout needs a flow" % self.name)
+
+    @property
+    def task_states(self) -> tuple[str, ...]:
+        return (self.task_state, *self.later_task_states)
+
+
+OPERATIONS: dict[str, Operation] = {op.name: op for op in (
+    Operation("build", "create", SCHEDULING, (BUILDING,), ACTIVE, 600,
+              ON_TIMEOUT_CLEANUP, later_task_states=(SPAWNING,), flow="build"),
+    Operation("delete", "delete", DELETING, (BUILDING, *STABLE), DELETED, 300,
+              ON_TIMEOUT_CLEANUP, flow="delete"),
+    Operation("stop", "stop", POWERING_OFF, (ACTIVE, PAUSED, SUSPENDED, ERROR), STOPPED, 300),
+    Operation("start", "start", POWERING_ON, (STOPPED,), ACTIVE, 180),
+    Operation("reboot_soft", "reboot", REBOOTING, (ACTIVE,), ACTIVE, 300, status="REBOOT"),
+    Operation("reboot_hard", "reboot", REBOOTING_HARD, STABLE, ACTIVE, 180,
+              status="HARD_REBOOT"),
+    Operation("pause", "pause", PAUSING, (ACTIVE,), PAUSED, 120),
+    Operation("unpause", "unpause", UNPAUSING, (PAUSED,), ACTIVE, 120),
+    Operation("suspend", "suspend", SUSPENDING, (ACTIVE,), SUSPENDED, 300),
+    Operation("resume", "resume", RESUMING, (SUSPENDED,), ACTIVE, 300),
+)}
+
+_BY_TASK: dict[str, Operation] = {}
+for _op in OPERATIONS.values():
+    for _task in _op.task_states:
+        if _task in _BY_TASK:
+            raise RuntimeError("task_state %s belongs to two operations" % _task)
+        _BY_TASK[_task] = _op
+
+TASK_STATES: tuple[str, ...] = tuple(_BY_TASK)
+
+
+def operation(name: str) -> Operation:
+    """The operation called ``name``; KeyError names it when unknown."""
+    return OPERATIONS[name]
+
+
+def operation_for_task(task_state: str | None) -> Operation | None:
+    """The operation a task_state belongs to (None for no task or one this
+    version does not know, e.g. written by a newer service)."""
+    return _BY_TASK.get(task_state) if task_state else None
+
+
+def default_timeout(task_state: str) -> int:
+    """Built-in seconds ``task_state`` may last (600 for an unknown task)."""
+    op = operation_for_task(task_state)
+    return op.timeout if op is not None else 600
+
+
+def task_status(vm_state: str, task_state: str | None) -> str | None:
+    """The API status an operation in progress shows, if it has one."""
+    op = operation_for_task(task_state)
+    if op is not None and op.status and vm_state == ACTIVE:
+        return op.status
+    return None

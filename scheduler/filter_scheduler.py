@@ -35,12 +35,12 @@ from typing import Any
 
 from oslo_config import cfg
 
-from flotilla import exception
+from flotilla import exception, objects
 from flotilla.db import api as db
 from flotilla.db import scheduling as sched_db
 from scheduler.filters import FilterHandler, describe
 from scheduler.host_manager import HostManager, HostState
-from scheduler.request_spec import RequestSpec
+from scheduler.scheduling_request import SchedulingRequest
 from scheduler.weighers import WeightHandler
 
 LOG = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class FilterScheduler:
         self._random = random.Random()
         self._lock = threading.Lock()
 
-    def select_destinations(self, request_spec: dict[str, Any],
+    def select_destinations(self, request_spec: objects.RequestSpec,
                             instance_uuids: Sequence[str],
                             excluded_hosts: Sequence[str] | None = None
                             ) -> list[dict[str, Any]]:
@@ -65,16 +65,16 @@ class FilterScheduler:
         ``{"instance_uuid", "host", "nodename", "generation"}``."""
         if not instance_uuids:
             raise exception.Invalid(reason="select_destinations needs instance uuids")
-        spec = RequestSpec.from_dict(request_spec, excluded_hosts)
+        spec = SchedulingRequest.from_spec(request_spec, excluded_hosts)
         with self._lock:
             try:
                 return self._select(spec, instance_uuids, fresh=False)
             except exception.NoValidHost:
                 # The cache may not show capacity freed a moment ago.
-                spec = RequestSpec.from_dict(request_spec, excluded_hosts)
+                spec = SchedulingRequest.from_spec(request_spec, excluded_hosts)
                 return self._select(spec, instance_uuids, fresh=True)
 
-    def _select(self, spec: RequestSpec, instance_uuids: Sequence[str],
+    def _select(self, spec: SchedulingRequest, instance_uuids: Sequence[str],
                 fresh: bool) -> list[dict[str, Any]]:
         # Host states first, group members second: a member claimed on a host
         # after we read that host's generation makes our claim there conflict,
@@ -93,7 +93,7 @@ class FilterScheduler:
             raise
         return selected
 
-    def _load_group(self, spec: RequestSpec, instance_uuids: Sequence[str]) -> None:
+    def _load_group(self, spec: SchedulingRequest, instance_uuids: Sequence[str]) -> None:
         if spec.group is None:
             return
         found = sched_db.server_group_policy_and_hosts(spec.group, exclude=instance_uuids)
@@ -102,7 +102,7 @@ class FilterScheduler:
                 reason="Server group %s does not exist." % spec.group)
         spec.group_policy, spec.group_hosts = found
 
-    def _place_one(self, hosts: list[HostState], spec: RequestSpec, uuid: str) -> HostState:
+    def _place_one(self, hosts: list[HostState], spec: SchedulingRequest, uuid: str) -> HostState:
         passed, eliminations = self.filters.run(hosts, spec)
         if not passed:
             raise exception.NoValidHost(reason=describe(eliminations, len(hosts)))
@@ -119,7 +119,7 @@ class FilterScheduler:
                    "claiming (concurrent requests took the capacity). %s"
                    % (lost, "" if lost == 1 else "s", describe(eliminations, len(hosts))))
 
-    def _claim(self, host: HostState, spec: RequestSpec, uuid: str) -> bool:
+    def _claim(self, host: HostState, spec: SchedulingRequest, uuid: str) -> bool:
         """Claim on ``host`` for ``uuid``; True when the claim is made."""
         resources = spec.resources
         for _ in range(self.conf.scheduler.claim_retries):
@@ -148,7 +148,7 @@ class FilterScheduler:
                     host.host, self.conf.scheduler.claim_retries)
         return False
 
-    def _refresh(self, host: HostState, spec: RequestSpec) -> bool:
+    def _refresh(self, host: HostState, spec: SchedulingRequest) -> bool:
         """Re-read ``host`` (and the group) after a lost claim; True if it
         still passes every filter."""
         fresh = self.host_manager.refresh(host.host)

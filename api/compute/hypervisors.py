@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from api import errors, validation
 from api.state import APIState, version
+from flotilla import binaries
 from flotilla.db import api as db
 
 
 def _services() -> dict[str, object]:
-    return {s.host: s for s in db.service_get_all(binary="flotilla-compute")}
+    return {s.host: s for s in db.service_get_all(binary=binaries.COMPUTE)}
 
 
 def view(node, service, conf, ver, detail: bool) -> dict:

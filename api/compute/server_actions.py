@@ -4,9 +4,10 @@ suspend, resume, get console output.
 Rules:
 
 * each state-changing action is a compare-and-swap of the server's
-  task_state from None to the action's task_state, expecting a vm_state the
-  action may start from (the same table the compute agent enforces); a
-  server in another state is 409 and nothing is sent;
+  task_state from None to its operation's task_state, expecting a vm_state
+  the operation may start from (flotilla.states.OPERATIONS, the table the
+  compute agent enforces too); a server in another state is 409 and
+  nothing is sent;
 * the action is recorded (instance action keyed by the request id), then
   cast to the compute agent of the server's host; a server with no host is
   409; a cast the bus refuses puts the task_state back and is 503;
@@ -16,7 +17,6 @@ Rules:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import falcon
 
@@ -32,26 +32,16 @@ from flotilla.deadlines import task_deadline
 LOG = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Action:
-    name: str               # instance action name
-    task_state: str
-    from_vm_states: tuple
-    method: str             # ComputeAPI method
-
-
-_ALL_STABLE = (st.ACTIVE, st.STOPPED, st.PAUSED, st.SUSPENDED, st.ERROR)
+# API action -> (operation in flotilla.states, ComputeAPI method).
 ACTIONS = {
-    "os-stop": Action("stop", st.POWERING_OFF,
-                      (st.ACTIVE, st.PAUSED, st.SUSPENDED, st.ERROR), "stop_instance"),
-    "os-start": Action("start", st.POWERING_ON, (st.STOPPED,), "start_instance"),
-    "pause": Action("pause", st.PAUSING, (st.ACTIVE,), "pause_instance"),
-    "unpause": Action("unpause", st.UNPAUSING, (st.PAUSED,), "unpause_instance"),
-    "suspend": Action("suspend", st.SUSPENDING, (st.ACTIVE,), "suspend_instance"),
-    "resume": Action("resume", st.RESUMING, (st.SUSPENDED,), "resume_instance"),
+    "os-stop": ("stop", "stop_instance"),
+    "os-start": ("start", "start_instance"),
+    "pause": ("pause", "pause_instance"),
+    "unpause": ("unpause", "unpause_instance"),
+    "suspend": ("suspend", "suspend_instance"),
+    "resume": ("resume", "resume_instance"),
 }
-REBOOT_SOFT = Action("reboot", st.REBOOTING, (st.ACTIVE,), "reboot_instance")
-REBOOT_HARD = Action("reboot", st.REBOOTING_HARD, _ALL_STABLE, "reboot_instance")
+REBOOTS = {"SOFT": "reboot_soft", "HARD": "reboot_hard"}
 
 
 class ServerAction:
@@ -72,9 +62,10 @@ class ServerAction:
             self._console(req, resp, ctx, inst, args or {})
             return
         if name == "reboot":
-            action = REBOOT_HARD if args["type"].upper() == "HARD" else REBOOT_SOFT
+            op_name, method = REBOOTS[args["type"].upper()], "reboot_instance"
         else:
-            action = ACTIONS[name]
+            op_name, method = ACTIONS[name]
+        action = st.operation(op_name)
         if inst.vm_state in action.from_vm_states and not inst.host:
             raise errors.conflict("Cannot '%s' instance %s: it has no host"
                                   % (name, inst.uuid))
@@ -93,14 +84,13 @@ class ServerAction:
                    if current.task_state else "")) from None
         except exception.InstanceNotFound:
             raise errors.not_found("Instance %s could not be found." % inst.uuid) from None
-        db.action_start(inst.uuid, action.name, ctx.request_id, ctx.user_id,
+        db.action_start(inst.uuid, action.action, ctx.request_id, ctx.user_id,
                         ctx.project_id)
         kwargs = {"reboot_type": args["type"].upper()} if name == "reboot" else {}
         try:
-            getattr(self.state.compute, action.method)(ctx, inst.host, inst.uuid,
-                                                       **kwargs)
+            getattr(self.state.compute, method)(ctx, inst.host, inst.uuid, **kwargs)
         except exception.MessagingException as exc:
-            LOG.error("Could not cast %s to %s: %s", action.method, inst.host, exc)
+            LOG.error("Could not cast %s to %s: %s", method, inst.host, exc)
             try:
                 db.instance_update(inst.uuid, {"task_state": None, "task_deadline": None},
                                    expected_task_state=action.task_state)

@@ -24,7 +24,7 @@ import falcon
 from api import errors, policy, validation
 from api.compute import schemas, views, zones
 from api.state import APIState, ctxt, version
-from flotilla import exception, images
+from flotilla import exception, images, objects
 from flotilla import states as st
 from flotilla.db import api as db
 from flotilla.db import quotas as quotas_db
@@ -187,16 +187,17 @@ class Servers:
                 raise
             rows = create(min_count)
         uuids = [r.uuid for r in rows]
-        request_spec = {
-            "flavor": snapshot,
-            "image": {"id": image.id, "properties": dict(image.properties or {}),
-                      "min_ram": image.min_ram or 0, "min_disk": image.min_disk or 0},
-            "availability_zone": zone,
-            "group": group.uuid if group else None,
-            "num_instances": len(uuids),
-        }
+        request_spec = objects.RequestSpec(
+            flavor=objects.Flavor.from_record(snapshot),
+            image=objects.ImageMeta(id=image.id, properties=dict(image.properties or {}),
+                                    min_ram_mb=image.min_ram or 0,
+                                    min_disk_gb=image.min_disk or 0),
+            project_id=ctx.project_id or "", user_id=ctx.user_id or "",
+            availability_zone=zone, group=group.uuid if group else None,
+            num_instances=len(uuids))
         try:
-            self.state.conductor.build_instances(ctx, uuids, request_spec, image_ref)
+            self.state.conductor.build_instances(ctx, uuids, request_spec,
+                                                 objects.ImageMeta.from_record(image_ref))
         except exception.MessagingException as exc:
             LOG.error("Could not cast build_instances for %s: %s", uuids, exc)
             for uuid in uuids:
@@ -297,7 +298,8 @@ class Server:
             return
         except exception.InstanceNotFound:
             raise errors.not_found("Instance %s could not be found." % server_id) from None
-        db.action_start(inst.uuid, "delete", ctx.request_id, ctx.user_id, ctx.project_id)
+        db.action_start(inst.uuid, st.operation("delete").action, ctx.request_id,
+                        ctx.user_id, ctx.project_id)
         try:
             self.state.conductor.delete_instance(ctx, inst.uuid)
         except exception.MessagingException as exc:

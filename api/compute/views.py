@@ -1,8 +1,9 @@
 """How servers and flavors look in the compute API, per microversion.
 
 Status rule (as Nova): the vm_state gives the status, except that while
-active a reboot task shows REBOOT / HARD_REBOOT and a migration MIGRATING;
-building is BUILD, stopped SHUTOFF, and error shows the latest fault.
+active an operation with a status of its own (flotilla.states: REBOOT,
+HARD_REBOOT, ...) shows it; building is BUILD, stopped SHUTOFF, and error
+shows the latest fault.
 """
 
 from __future__ import annotations
@@ -17,28 +18,31 @@ from flotilla.context import RequestContext
 _STATUS = {st.BUILDING: "BUILD", st.ACTIVE: "ACTIVE", st.STOPPED: "SHUTOFF",
            st.PAUSED: "PAUSED", st.SUSPENDED: "SUSPENDED", st.ERROR: "ERROR",
            st.DELETED: "DELETED"}
-_ACTIVE_TASK_STATUS = {st.REBOOTING: "REBOOT", st.REBOOTING_HARD: "HARD_REBOOT",
-                       st.MIGRATING: "MIGRATING"}
 
-# status query value -> (vm_states, task_states or None)
-STATUS_FILTERS = {
-    "BUILD": ([st.BUILDING], None),
-    "ACTIVE": ([st.ACTIVE], [None, st.POWERING_OFF, st.POWERING_ON, st.PAUSING,
-                             st.UNPAUSING, st.SUSPENDING, st.RESUMING,
-                             st.DELETING, st.IMAGE_SNAPSHOT]),
-    "REBOOT": ([st.ACTIVE], [st.REBOOTING]),
-    "HARD_REBOOT": ([st.ACTIVE], [st.REBOOTING_HARD]),
-    "MIGRATING": ([st.ACTIVE], [st.MIGRATING]),
-    "SHUTOFF": ([st.STOPPED], None), "PAUSED": ([st.PAUSED], None),
-    "SUSPENDED": ([st.SUSPENDED], None), "ERROR": ([st.ERROR], None),
-    "DELETED": ([st.DELETED], None),
-}
+
+def _status_filters() -> dict[str, tuple[list[str], list[str | None] | None]]:
+    """status query value -> (vm_states, task_states or None for any)."""
+    filters: dict[str, tuple[list, list | None]] = {
+        name: ([vm_state], None) for vm_state, name in _STATUS.items()}
+    by_status: dict[str, list[str]] = {}
+    quiet: list[str | None] = [None]
+    for op in st.OPERATIONS.values():
+        for task in op.task_states:
+            if op.status:
+                by_status.setdefault(op.status, []).append(task)
+            else:
+                quiet.append(task)
+    filters["ACTIVE"] = ([st.ACTIVE], quiet)
+    for name, tasks in by_status.items():
+        filters[name] = ([st.ACTIVE], tasks)
+    return filters
+
+
+STATUS_FILTERS = _status_filters()
 
 
 def status(vm_state: str, task_state: str | None) -> str:
-    if vm_state == st.ACTIVE and task_state in _ACTIVE_TASK_STATUS:
-        return _ACTIVE_TASK_STATUS[task_state]
-    return _STATUS.get(vm_state, "UNKNOWN")
+    return st.task_status(vm_state, task_state) or _STATUS.get(vm_state, "UNKNOWN")
 
 
 def host_id(project_id: str | None, host: str | None) -> str:

@@ -9,6 +9,7 @@ compute services is up and enabled. Other services are in zone
 from __future__ import annotations
 
 from api.state import APIState, isotime
+from flotilla import binaries
 from flotilla.db import api as db
 
 INTERNAL = "internal"
@@ -26,7 +27,7 @@ def zone_names(conf) -> set[str]:
 
 
 def service_zone(conf, service, zones: dict[str, str]) -> str:
-    if service.binary == "flotilla-compute":
+    if service.binary == binaries.COMPUTE:
         return zones.get(service.host, conf.api.default_availability_zone)
     return INTERNAL
 

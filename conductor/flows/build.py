@@ -1,64 +1,65 @@
-"""The build flow: schedule and claim, then cast the build to the host.
+"""The build flow: schedule and claim, build on the host, wait for its report.
 
-Steps (per instance, run by :func:`conductor.flows.runner.run_flow`):
+Steps (run by :mod:`conductor.flows.runner`, state saved on the create
+action of the request):
 
 1. ``schedule_instance``: ask the scheduler for a host (it claims the
    resources) unless the request's batch already chose one, and record the
    host on the instance, still building/scheduling, with a fresh deadline.
-2. ``build_on_host``: cast ``build_and_run_instance`` to ``compute.<host>``.
+2. ``build_on_host``: cast ``build_and_run_instance`` to ``compute.<host>``
+   and wait for the agent's report (``build_done``); if the report is lost,
+   the conductor's poll reads the instance (ACTIVE: built).
 
 Retries. The build may fail in two places, and both count as one attempt on
 that host, up to ``[scheduler] max_attempts``:
 
-* the cast finds no queue for the host (MessageUndeliverable, at once):
-  the flow reverts (claim freed, host cleared) and runs again with the host
-  excluded;
-* the spawn fails on the host: the agent reports it later through
-  ConductorManager.build_failed (see :meth:`BuildFlow.build_failed`).
+* the cast finds no queue for the host (MessageUndeliverable, at once);
+* the agent reports that the spawn failed.
 
-Retry state lives in the action record, not in a new table nor in the
-user-visible instance metadata: the Success event of ``build_on_host`` on
-the create action (keyed by the request id every service passes along)
-carries, as JSON details, the host, the attempt number, the hosts tried
-before, the request spec and the image. Any conductor process can therefore
-pick up a failure report, after a restart too, and the same record shows
-the tenant where each attempt ran.
-
-When no attempt is left, or no host fits, the instance goes to ERROR with a
-fault (the NoValidHost reason says which filter eliminated what), its claim
-freed and its action finished as Error.
+Either way the flow reverts (claim freed, host cleared) and runs again with
+the hosts tried so far excluded; the attempt count and the hosts tried are
+part of the flow's saved state, so any conductor can take the report, after
+a restart too. When no attempt is left, or no host fits, the instance goes
+to ERROR with a fault (the NoValidHost reason says which filter eliminated
+how many hosts), its claim freed and its action finished as Error. The
+flow finishes the create action: Success once the agent reported the guest
+running.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from typing import Any
 
 from oslo_config import cfg
 
-from conductor.flows.runner import ActionRecorder, FlowFailed, Step, run_flow
+from conductor.flows import runner
+from conductor.flows.base import Flow
+from conductor.flows.runner import WAIT, FlowFailed, FlowState, Step
 from flotilla import deadlines, exception
 from flotilla import states as st
 from flotilla.context import RequestContext
 from flotilla.db import api as db
-from flotilla.db import scheduling as sched_db
+from flotilla.objects import ImageMeta, RequestSpec
 
 LOG = logging.getLogger(__name__)
 
-BUILD_EVENT = "conductor_build_on_host"
+ACTION = st.operation("build").action
 _STOPPED = (exception.InstanceNotFound, exception.InstanceStateConflict)
 
 
+class SpawnFailed(exception.FlotillaException):
+    msg_fmt = "Build on host failed: %(reason)s"
+    public_msg = "The server could not be created on its host."
+
+
 @dataclasses.dataclass
-class BuildState:
-    ctxt: RequestContext
-    instance_uuid: str
-    request_spec: dict[str, Any]
-    image: dict | None
-    attempt: int
-    tried_hosts: list[str]
+class BuildState(FlowState):
+    request_spec: RequestSpec | None = None
+    image: ImageMeta | None = None
+    attempt: int = 1
+    tried_hosts: list[str] = dataclasses.field(default_factory=list)
     destination: dict | None = None
     host: str | None = None
 
@@ -86,7 +87,7 @@ class ScheduleInstance(Step):
 
     def execute(self, state: BuildState) -> None:
         if state.destination is None:
-            spec = dict(state.request_spec, num_instances=1)
+            spec = state.request_spec.replace(num_instances=1)
             state.destination = self.scheduler.select_destinations(
                 state.ctxt, spec, [state.instance_uuid],
                 excluded_hosts=state.tried_hosts)[0]
@@ -104,19 +105,20 @@ class ScheduleInstance(Step):
         try:
             db.instance_update(state.instance_uuid, {"host": None, "node": None},
                                expected_vm_state=st.BUILDING,
-                               expected_task_state=(st.SCHEDULING, None))
+                               expected_task_state=(st.SCHEDULING, st.SPAWNING, None))
         except _STOPPED:
             pass  # deleted or moved on: nothing of ours to clear
 
     def details(self, state: BuildState) -> str:
-        return "host %s (attempt %d)" % (state.host, state.attempt)
+        return "attempt %d" % state.attempt
 
 
-class CastBuild(Step):
-    """Cast build_and_run_instance to the chosen host.
+class BuildOnHost(Step):
+    """Cast build_and_run_instance to the chosen host and wait for its
+    report.
 
-    Revert: none. A cast the broker confirmed cannot be recalled (the agent
-    reports a failed spawn itself), and one it refused was never sent; the
+    Revert: none. A cast the broker confirmed cannot be recalled, and an
+    agent whose spawn failed removed what it made before reporting; the
     claim is freed by ScheduleInstance's revert.
     """
 
@@ -125,180 +127,187 @@ class CastBuild(Step):
     def __init__(self, compute) -> None:
         self.compute = compute
 
-    def execute(self, state: BuildState) -> None:
+    def execute(self, state: BuildState) -> Any:
         self.compute.build_and_run_instance(state.ctxt, state.host,
                                             state.instance_uuid, state.image)
+        return WAIT
 
-    def details(self, state: BuildState) -> str:
-        return json.dumps({"host": state.host, "attempt": state.attempt,
-                           "tried": state.tried_hosts,
-                           "request_spec": state.request_spec, "image": state.image})
+    def on_report(self, state: BuildState, report: dict[str, Any]) -> None:
+        if report.get("error"):
+            raise SpawnFailed(reason=report["error"])
+
+    def poll(self, state: BuildState) -> dict[str, Any] | None:
+        try:
+            inst = db.instance_get(state.instance_uuid)
+        except exception.InstanceNotFound:
+            return {"error": "the instance was deleted during its build"}
+        if inst.vm_state == st.ACTIVE or (inst.vm_state != st.BUILDING
+                                          and inst.launched_at is not None):
+            return {"host": inst.host}
+        if inst.vm_state != st.BUILDING:
+            return {"error": "the instance left building (%s)" % inst.vm_state}
+        return None
 
 
-class BuildFlow:
+class BuildFlow(Flow):
     """Runs builds, their retries and their failures."""
 
-    def __init__(self, conf: cfg.ConfigOpts, scheduler, compute, host: str) -> None:
-        self.conf = conf
+    name = "build"
+
+    def __init__(self, conf: cfg.ConfigOpts, host: str, scheduler, compute) -> None:
+        super().__init__(conf, host)
         self.scheduler = scheduler
         self.compute = compute
-        self.host = host
+
+    def steps(self) -> list[Step]:
+        return [ScheduleInstance(self.conf, self.scheduler), BuildOnHost(self.compute)]
 
     # --- entry points -----------------------------------------------------------
 
     def build_instances(self, ctxt: RequestContext, instance_uuids: list[str],
-                        request_spec: dict[str, Any], image: dict | None) -> None:
+                        request_spec: RequestSpec, image: ImageMeta | None) -> None:
         """Schedule the whole request at once (all or nothing, so group
         policies hold across its instances), then build each instance."""
         live = [u for u in instance_uuids if self._renew_deadline(u)]
         if not live:
             return
-        recorders = {u: ActionRecorder(u, ctxt.request_id, self.host) for u in live}
-        for rec in recorders.values():
-            rec.start("conductor_select_destinations")
-        spec = dict(request_spec, num_instances=len(live))
+        reporter = runner.ActionRecorder(live[0], ctxt.request_id, ACTION, self.host).reporter
+        spec = request_spec.replace(num_instances=len(live))
         try:
             destinations = self.scheduler.select_destinations(ctxt, spec, live)
         except Exception as exc:
-            for uuid, rec in recorders.items():
-                rec.finish("conductor_select_destinations", "Error", details=str(exc))
-                self.fail(ctxt, uuid, exc)
+            for uuid in live:
+                reporter.record(ctxt, uuid, ACTION, "conductor_select_destinations",
+                                error=exc)
+                self.fail(ctxt, uuid, exc, record_fault=False)
             return
-        per_instance = dict(request_spec, num_instances=1)
+        per_instance = request_spec.replace(num_instances=1)
         for dest in destinations:
             uuid = dest["instance_uuid"]
-            recorders[uuid].finish("conductor_select_destinations", "Success",
-                                   details="host %s" % dest["host"])
-            self.run(ctxt, uuid, per_instance, image, destination=dest)
+            reporter.record(ctxt, uuid, ACTION, "conductor_select_destinations",
+                            details="placed with the %d instance(s) of its request" % len(live))
+            self.run(BuildState(ctxt, uuid, request_spec=per_instance, image=image,
+                                destination=dest))
 
-    def run(self, ctxt: RequestContext, instance_uuid: str, request_spec: dict,
-            image: dict | None, attempt: int = 1, tried: list[str] | None = None,
-            destination: dict | None = None) -> bool:
-        """Run the flow, retrying unreachable hosts; True once a build was
-        cast."""
-        tried = list(tried or [])
-        recorder = ActionRecorder(instance_uuid, ctxt.request_id, self.host)
-        steps = [ScheduleInstance(self.conf, self.scheduler), CastBuild(self.compute)]
-        while True:
-            state = BuildState(ctxt, instance_uuid, request_spec, image, attempt,
-                               tried, destination)
-            try:
-                run_flow(steps, state, recorder)
-                return True
-            except FlowFailed as failed:
-                cause = failed.cause
-            if isinstance(cause, _STOPPED):
-                LOG.info("build of %s stopped: %s", instance_uuid, cause)
-                return False
-            if isinstance(cause, exception.MessageUndeliverable) and state.host:
-                self._fault(instance_uuid, 503, "Host %s is unreachable: %s"
-                            % (state.host, cause), host=state.host)
-                if attempt < self.conf.scheduler.max_attempts:
-                    tried.append(state.host)
-                    attempt += 1
-                    destination = None
-                    continue
-                cause = self._exhausted(attempt, cause)
-            self.fail(ctxt, instance_uuid, cause)
-            return False
-
-    def build_failed(self, ctxt: RequestContext, instance_uuid: str, host: str | None,
-                     reason: str) -> None:
-        """A host reports that the spawn failed: free its claim and try
-        another host, or end in ERROR when no attempt is left."""
-        record = self.find_build_record(instance_uuid, ctxt.request_id)
-        host = host or (record or {}).get("host")
-        self._fault(instance_uuid, 500, "Build on host %s failed: %s" % (host, reason),
-                    host=host)
-        if record is None:
-            # Not a build this conductor scheduled (an agent-driven one):
-            # nothing to retry with.
-            self.fail(ctxt, instance_uuid, reason, record_fault=False)
-            return
-        db.allocation_free(instance_uuid)
+    def run(self, state: BuildState) -> None:
+        """Run the flow; on failure retry on another host or end in ERROR."""
+        recorder = self.recorder(state.instance_uuid, state.ctxt.request_id, ACTION)
         try:
-            db.instance_update(
-                instance_uuid,
-                {"host": None, "node": None, "task_state": st.SCHEDULING,
-                 "task_deadline": deadlines.task_deadline(self.conf, st.SCHEDULING)},
-                expected_vm_state=st.BUILDING,
-                expected_task_state=(st.SPAWNING, st.SCHEDULING, None))
-        except _STOPPED as exc:
-            LOG.info("not rescheduling %s: %s", instance_uuid, exc)
-            return
-        sched_db.action_reopen(instance_uuid, ctxt.request_id)
-        attempt = int(record.get("attempt", 1))
-        if attempt >= self.conf.scheduler.max_attempts:
-            self.fail(ctxt, instance_uuid, self._exhausted(attempt, reason))
-            return
-        tried = list(record.get("tried") or []) + ([host] if host else [])
-        LOG.info("rescheduling %s after a failed spawn on %s (attempt %d of %d)",
-                 instance_uuid, host, attempt + 1, self.conf.scheduler.max_attempts)
-        self.run(ctxt, instance_uuid, record["request_spec"], record.get("image"),
-                 attempt=attempt + 1, tried=tried)
+            self._finish_if_completed(state, runner.run_flow(
+                self.name, self.steps(), state, recorder))
+        except FlowFailed as failed:
+            self._after_failure(state, failed)
 
-    # --- helpers -------------------------------------------------------------------
-
-    def find_build_record(self, instance_uuid: str, request_id: str) -> dict | None:
-        """The latest attempt's record (see the module docstring), or None."""
+    def report(self, ctxt: RequestContext, instance_uuid: str,
+               report: dict[str, Any]) -> None:
+        """An agent's report on its spawn (``{"host", "error"}``)."""
+        recorder = self.recorder(instance_uuid, ctxt.request_id, ACTION)
         try:
-            action = db.action_get(instance_uuid, request_id)
+            record = recorder.load()
         except exception.NotFound:
-            return None
-        for event in reversed(db.action_events_get(action.id)):
-            if event.event == BUILD_EVENT and event.result == "Success" and event.details:
-                try:
-                    return json.loads(event.details)
-                except ValueError:
-                    return None
-        return None
+            LOG.info("build report for %s without its create action: ignored", instance_uuid)
+            return
+        if record.flow != self.name or not record.flow_data:
+            LOG.info("build report for %s, which no build flow waits for", instance_uuid)
+            if report.get("error"):
+                self.fail(ctxt, instance_uuid, SpawnFailed(reason=report["error"]))
+            return
+        state = BuildState.from_data(record.flow_data)
+        try:
+            self._finish_if_completed(state, runner.continue_flow(
+                self.steps(), state, recorder, report))
+        except FlowFailed as failed:
+            self._after_failure(state, failed)
+
+    def resume(self, record: db.FlowRecord) -> None:
+        state = BuildState.from_data(record.flow_data or {})
+        recorder = self.recorder(record.instance_uuid, record.ref.key[1], ACTION)
+        try:
+            self._finish_if_completed(state, runner.resume_flow(
+                self.steps(), state, recorder, record))
+        except FlowFailed as failed:
+            self._after_failure(state, failed)
+
+    def cleanup(self, ctxt: RequestContext, instance,
+                reason: exception.FlotillaException) -> bool:
+        """The build outlived its deadline: ERROR, claim freed, flow failed."""
+        self.fail(ctxt, instance.uuid, reason, expected_task=instance.task_state)
+        try:
+            db.flow_record_update(
+                db.FlowRecordRef.action(instance.uuid, ctxt.request_id),
+                expected_status=runner.UNFINISHED, flow_status=runner.FAILED)
+        except exception.NotFound:
+            pass
+        return True
+
+    # --- outcomes ---------------------------------------------------------------------
+
+    def _finish_if_completed(self, state: BuildState, status: str) -> None:
+        if status == runner.COMPLETED:
+            recorder = self.recorder(state.instance_uuid, state.ctxt.request_id, ACTION)
+            recorder.reporter.finish(state.ctxt, state.instance_uuid)
+
+    def _after_failure(self, state: BuildState, failed: FlowFailed) -> None:
+        cause = failed.cause
+        ctxt, uuid = state.ctxt, state.instance_uuid
+        if isinstance(cause, _STOPPED):
+            LOG.info("build of %s stopped: %s", uuid, cause)
+            return
+        retryable = isinstance(cause, (exception.MessageUndeliverable, SpawnFailed,
+                                       runner.FlowInterrupted))
+        if not retryable:
+            self.fail(ctxt, uuid, cause)
+            return
+        reporter = self.recorder(uuid, ctxt.request_id, ACTION).reporter
+        reporter.fault(ctxt, uuid, cause)
+        if state.attempt >= self.conf.scheduler.max_attempts:
+            self.fail(ctxt, uuid, self._exhausted(state.attempt, cause), record_fault=True)
+            return
+        tried = list(state.tried_hosts) + ([state.host] if state.host else [])
+        LOG.info("rescheduling %s after a failed build on %s (attempt %d of %d)",
+                 uuid, state.host, state.attempt + 1, self.conf.scheduler.max_attempts)
+        if not self._renew_deadline(uuid, from_tasks=(st.SCHEDULING, st.SPAWNING, None)):
+            return
+        self.run(BuildState(ctxt, uuid, request_spec=state.request_spec, image=state.image,
+                            attempt=state.attempt + 1, tried_hosts=tried))
 
     def fail(self, ctxt: RequestContext, instance_uuid: str, cause: Exception | str,
-             record_fault: bool = True) -> None:
+             record_fault: bool = True, expected_task: Any = None) -> None:
         """End the build in ERROR: claim freed, fault recorded, action Error."""
         db.allocation_free(instance_uuid)
-        message = str(cause)
+        reporter = self.recorder(instance_uuid, ctxt.request_id, ACTION).reporter
         if record_fault:
-            code = getattr(cause, "code", 500)
-            self._fault(instance_uuid, code if isinstance(code, int) else 500, message)
+            reporter.fault(ctxt, instance_uuid, cause)
+        expected = {} if expected_task is None else {"expected_task_state": expected_task}
         try:
             db.instance_update(instance_uuid,
                                {"vm_state": st.ERROR, "task_state": None,
                                 "task_deadline": None},
-                               expected_vm_state=st.BUILDING)
+                               expected_vm_state=st.BUILDING, **expected)
         except _STOPPED as exc:
             LOG.info("build of %s failed but the instance moved on: %s", instance_uuid, exc)
-        try:
-            db.action_finish(instance_uuid, ctxt.request_id, message="Error")
-        except exception.NotFound:
-            pass
-        LOG.warning("build of %s failed: %s", instance_uuid, message)
+        reporter.finish(ctxt, instance_uuid, failed=True)
+        LOG.warning("build of %s failed: %s", instance_uuid, cause)
 
-    def _renew_deadline(self, instance_uuid: str) -> bool:
-        """Restart the scheduling deadline now that the flow runs; False if
-        the instance is no longer waiting to be scheduled."""
+    def _renew_deadline(self, instance_uuid: str,
+                        from_tasks: tuple = (st.SCHEDULING, None)) -> bool:
+        """Enter (or restart) scheduling with a fresh deadline; False if
+        the instance is no longer waiting to be built."""
         try:
             db.instance_update(
                 instance_uuid,
-                {"task_state": st.SCHEDULING,
+                {"task_state": st.SCHEDULING, "host": None, "node": None,
                  "task_deadline": deadlines.task_deadline(self.conf, st.SCHEDULING)},
-                expected_vm_state=st.BUILDING, expected_task_state=(st.SCHEDULING, None))
+                expected_vm_state=st.BUILDING, expected_task_state=from_tasks)
             return True
         except _STOPPED as exc:
             LOG.info("not building %s: %s", instance_uuid, exc)
             return False
 
-    def _exhausted(self, attempts: int, last: Exception | str) -> exception.NoValidHost:
+    def _exhausted(self, attempts: int, last: BaseException) -> exception.NoValidHost:
+        from flotilla.actions import public_message
         return exception.NoValidHost(
             reason="Build failed on %d host%s ([scheduler] max_attempts is %d); "
                    "last error: %s" % (attempts, "" if attempts == 1 else "s",
-                                       self.conf.scheduler.max_attempts, last))
-
-    def _fault(self, instance_uuid: str, code: int, message: str,
-               host: str | None = None) -> None:
-        try:
-            db.instance_fault_create(instance_uuid, code=code, message=message[:255],
-                                     details=message if len(message) > 255 else None,
-                                     host=host or self.host)
-        except exception.NotFound:
-            pass
+                                       self.conf.scheduler.max_attempts,
+                                       public_message(last)))

@@ -1,13 +1,13 @@
 """The delete flow.
 
 * The instance runs on a host whose compute service is up: cast
-  ``terminate_instance`` there. The agent destroys the guest and soft-deletes
-  the instance through ConductorManager.instance_destroy, which frees the
-  allocation.
+  ``terminate_instance`` there. The agent destroys the guest, soft-deletes
+  the instance through ConductorManager.instance_destroy (which frees the
+  allocation) and finishes the delete action.
 * It never reached a host (host None), or its host's service is down or
-  unknown, or the cast finds no queue: clean up here with the steps below.
-  A guest left on a dead host is found and destroyed by that host's
-  start-up reconciliation when it comes back.
+  unknown, or the cast finds no queue: clean up here with the steps below
+  (state saved on the delete action). A guest left on a dead host is found
+  and destroyed by that host's start-up reconciliation when it comes back.
 
 Local steps: ``mark_deleting`` (task deleting), ``free_resources``,
 ``soft_delete``. A delete wins over any task (a build still scheduling, a
@@ -22,21 +22,23 @@ import logging
 
 from oslo_config import cfg
 
-from conductor.flows.runner import ActionRecorder, FlowFailed, Step, run_flow
-from flotilla import deadlines, exception
+from conductor.flows import runner
+from conductor.flows.base import Flow
+from conductor.flows.runner import FlowFailed, FlowState, Step
+from flotilla import binaries, deadlines, exception
 from flotilla import states as st
 from flotilla.context import RequestContext
 from flotilla.db import api as db
 
 LOG = logging.getLogger(__name__)
-COMPUTE_BINARY = "flotilla-compute"
+
+ACTION = st.operation("delete").action
 
 
 @dataclasses.dataclass
-class DeleteState:
-    instance_uuid: str
-    vm_state: str
-    task_state: str | None
+class DeleteState(FlowState):
+    vm_state: str = ""
+    task_state: str | None = None
 
 
 class MarkDeleting(Step):
@@ -69,30 +71,40 @@ class FreeResources(Step):
     resources are not used by anything)."""
 
     name = "free_resources"
+    resumable = True
 
     def execute(self, state: DeleteState) -> None:
         db.allocation_free(state.instance_uuid)
 
 
 class SoftDelete(Step):
-    """vm_state deleted, then soft-delete the row. Revert: none (last step)."""
+    """vm_state deleted, then soft-delete the row. Revert: none (last step).
+    Resumable: after a restart it finishes what it began."""
 
     name = "soft_delete"
+    resumable = True
 
     def execute(self, state: DeleteState) -> None:
         now = datetime.datetime.now(datetime.UTC)
-        db.instance_update(state.instance_uuid,
-                           {"vm_state": st.DELETED, "task_state": None,
-                            "task_deadline": None, "terminated_at": now},
-                           expected_task_state=st.DELETING)
+        try:
+            db.instance_update(state.instance_uuid,
+                               {"vm_state": st.DELETED, "task_state": None,
+                                "task_deadline": None, "terminated_at": now},
+                               expected_task_state=st.DELETING)
+        except exception.InstanceNotFound:
+            return   # already gone: done before a restart
         db.instance_destroy(state.instance_uuid, expected_vm_state=st.DELETED)
 
 
-class DeleteFlow:
-    def __init__(self, conf: cfg.ConfigOpts, compute, host: str) -> None:
-        self.conf = conf
+class DeleteFlow(Flow):
+    name = "delete"
+
+    def __init__(self, conf: cfg.ConfigOpts, host: str, compute) -> None:
+        super().__init__(conf, host)
         self.compute = compute
-        self.host = host
+
+    def steps(self) -> list[Step]:
+        return [MarkDeleting(self.conf), FreeResources(), SoftDelete()]
 
     def delete_instance(self, ctxt: RequestContext, instance_uuid: str) -> None:
         try:
@@ -100,51 +112,65 @@ class DeleteFlow:
         except exception.InstanceNotFound:
             LOG.info("instance %s already deleted", instance_uuid)
             return
-        _ensure_action(ctxt, instance_uuid)
-        recorder = ActionRecorder(instance_uuid, ctxt.request_id, self.host)
+        reporter = self.recorder(instance_uuid, ctxt.request_id, ACTION).reporter
         if inst.host and self.host_up(inst.host):
-            recorder.start("conductor_terminate_on_host")
             try:
-                self.compute.terminate_instance(ctxt, inst.host, instance_uuid)
-                recorder.finish("conductor_terminate_on_host", "Success",
-                                details="host %s" % inst.host)
+                with reporter.event(ctxt, instance_uuid, ACTION, "conductor_terminate_on_host",
+                                    fault=False):
+                    self.compute.terminate_instance(ctxt, inst.host, instance_uuid)
                 return
-            except exception.MessageUndeliverable as exc:
-                recorder.finish("conductor_terminate_on_host", "Error", details=str(exc))
-        self.delete_locally(ctxt, inst.uuid, inst.vm_state, inst.task_state, recorder)
+            except exception.MessageUndeliverable:
+                pass   # its agent is gone after all: delete here
+        self.delete_locally(ctxt, inst.uuid, inst.vm_state, inst.task_state)
 
     def delete_locally(self, ctxt: RequestContext, instance_uuid: str, vm_state: str,
-                       task_state: str | None, recorder: ActionRecorder | None = None) -> bool:
+                       task_state: str | None) -> bool:
         """Delete without the host's agent; True when the instance is gone."""
-        recorder = recorder or ActionRecorder(instance_uuid, ctxt.request_id, self.host)
-        state = DeleteState(instance_uuid, vm_state, task_state)
+        recorder = self.recorder(instance_uuid, ctxt.request_id, ACTION)
+        state = DeleteState(ctxt, instance_uuid, vm_state=vm_state, task_state=task_state)
         try:
-            run_flow([MarkDeleting(self.conf), FreeResources(), SoftDelete()], state, recorder)
+            runner.run_flow(self.name, self.steps(), state, recorder)
         except FlowFailed as failed:
             LOG.warning("local delete of %s failed: %s", instance_uuid, failed)
-            _finish(instance_uuid, ctxt.request_id, "Error")
+            recorder.reporter.finish(ctxt, instance_uuid, failed=True)
             return False
-        _finish(instance_uuid, ctxt.request_id, None)
+        recorder.reporter.finish(ctxt, instance_uuid)
+        return True
+
+    def resume(self, record: db.FlowRecord) -> None:
+        state = DeleteState.from_data(record.flow_data or {})
+        recorder = self.recorder(record.instance_uuid, record.ref.key[1], ACTION)
+        try:
+            runner.resume_flow(self.steps(), state, recorder, record)
+        except FlowFailed:
+            recorder.reporter.finish(state.ctxt, state.instance_uuid, failed=True)
+            return
+        recorder.reporter.finish(state.ctxt, state.instance_uuid)
+
+    def cleanup(self, ctxt: RequestContext, instance,
+                reason: exception.FlotillaException) -> bool:
+        """A delete outlived its deadline. With no host, or a host that is
+        down, the delete is completed here; otherwise the instance goes to
+        ERROR so the user can ask again."""
+        reporter = self.recorder(instance.uuid, ctxt.request_id, ACTION).reporter
+        reporter.fault(ctxt, instance.uuid, reason)
+        if instance.host is None or not self.host_up(instance.host):
+            return self.delete_locally(ctxt, instance.uuid, instance.vm_state,
+                                       instance.task_state)
+        try:
+            db.instance_update(instance.uuid,
+                               {"vm_state": st.ERROR, "task_state": None,
+                                "task_deadline": None},
+                               expected_vm_state=instance.vm_state,
+                               expected_task_state=st.DELETING)
+        except (exception.InstanceStateConflict, exception.InstanceNotFound):
+            return False  # it moved on by itself
+        reporter.finish(ctxt, instance.uuid, failed=True)
         return True
 
     def host_up(self, host: str) -> bool:
         try:
-            service = db.service_get(host, COMPUTE_BINARY)
+            service = db.service_get(host, binaries.COMPUTE)
         except exception.ServiceNotFound:
             return False
         return db.service_is_up(service, self.conf.service_down_time)
-
-
-def _ensure_action(ctxt: RequestContext, instance_uuid: str) -> None:
-    try:
-        db.action_get(instance_uuid, ctxt.request_id)
-    except exception.NotFound:
-        db.action_start(instance_uuid, "delete", ctxt.request_id,
-                        user_id=ctxt.user_id, project_id=ctxt.project_id)
-
-
-def _finish(instance_uuid: str, request_id: str, message: str | None) -> None:
-    try:
-        db.action_finish(instance_uuid, request_id, message=message)
-    except exception.NotFound:
-        pass

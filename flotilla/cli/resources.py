@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from flotilla import binaries
 from flotilla.cli import output
 
 # --- flavors -----------------------------------------------------------------
@@ -254,12 +255,12 @@ def register(subparsers) -> None:
     p.set_defaults(func=service_list)
     p = sub.add_parser("disable", help="Stop scheduling to a service")
     p.add_argument("host")
-    p.add_argument("binary", nargs="?", default="flotilla-compute")
+    p.add_argument("binary", nargs="?", default=binaries.COMPUTE)
     p.add_argument("--reason", help="Why (shown in service list)")
     p.set_defaults(func=service_disable)
     p = sub.add_parser("enable", help="Resume scheduling to a service")
     p.add_argument("host")
-    p.add_argument("binary", nargs="?", default="flotilla-compute")
+    p.add_argument("binary", nargs="?", default=binaries.COMPUTE)
     p.set_defaults(func=service_enable)
 
     token = subparsers.add_parser("token", help="Identity tokens")

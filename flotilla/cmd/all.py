@@ -15,7 +15,7 @@ import os
 import secrets
 import sys
 
-from flotilla import service
+from flotilla import binaries, service
 
 
 def _defaults(conf) -> None:
@@ -33,7 +33,8 @@ def make_services(conf) -> list:
     from conductor.rpcapi import ConductorAPI
     from flotilla import rpc
     from flotilla.db import api as db
-    from flotilla.db import migration
+    from flotilla.db import schema
+    from flotilla.rpc.upgrade import version_cap
     from scheduler.manager import SchedulerManager
 
     os.makedirs(conf.state_path, exist_ok=True)
@@ -44,18 +45,18 @@ def make_services(conf) -> list:
         # One process: a key nobody else needs to know, new at each start.
         conf.set_override("download_signing_key", secrets.token_hex(32), group="image")
     db.configure(conf)
-    migration.db_sync(conf)
+    schema.db_sync(conf)
     password = _ensure_admin(conf)
 
     transport = rpc.get_transport(conf)
-    conductor = ConductorAPI(transport)
+    conductor = ConductorAPI(transport, version_cap(conf, "conductor"))
 
     services = [
         # Stopped last (services stop in reverse order): it closes the
         # transport every service shares.
-        service.Service(conf, "flotilla-conductor", "conductor", ConductorManager(conf, transport),
+        service.Service(conf, binaries.CONDUCTOR, "conductor", ConductorManager(conf, transport),
                         transport=transport, close_transport=True),
-        service.Service(conf, "flotilla-scheduler", "scheduler", SchedulerManager(conf),
+        service.Service(conf, binaries.SCHEDULER, "scheduler", SchedulerManager(conf),
                         transport=transport),
     ]
     for host in conf.all.hosts:
@@ -63,10 +64,10 @@ def make_services(conf) -> list:
         driver = LibvirtDriver(conf, connection_uri=uri, instances_path=os.path.join(
             conf.libvirt.instances_path, host))
         services.append(service.Service(
-            conf, "flotilla-compute", "compute",
+            conf, binaries.COMPUTE, "compute",
             ComputeManager(conf, driver, conductor, host=host),
             transport=transport, heartbeat=conductor.report_heartbeat,
-                            per_host=True, host=host))
+            per_host=True, host=host))
     api = WSGIService(create_app(conf, transport), conf.api.bind_host,
                       conf.api.bind_port, threads=conf.api.workers)
     services.append(_APIWithBanner(api, conf, password))

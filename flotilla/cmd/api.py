@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from flotilla import service
+from flotilla import binaries, service
 
 
 def make_services(conf) -> list:
@@ -16,9 +16,9 @@ def make_services(conf) -> list:
     from api.wsgi_server import WSGIService
     from flotilla import rpc
     from flotilla.db import api as db
-    from flotilla.db import migration
+    from flotilla.db import schema
     db.configure(conf)
-    migration.check_synced()
+    schema.check_synced()
     transport = rpc.get_transport(conf)
     app = create_app(conf, transport)
     return [WSGIService(app, conf.api.bind_host, conf.api.bind_port,
@@ -26,7 +26,7 @@ def make_services(conf) -> list:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return service.run_daemon("flotilla-api", make_services, argv)
+    return service.run_daemon(binaries.API, make_services, argv)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from flotilla import service
+from flotilla import binaries, service
 
 
 def make_services(conf) -> list:
@@ -12,18 +12,19 @@ def make_services(conf) -> list:
     from compute.virt.loader import load_driver
     from conductor.rpcapi import ConductorAPI
     from flotilla import rpc
+    from flotilla.rpc.upgrade import version_cap
 
     transport = rpc.get_transport(conf)
-    conductor = ConductorAPI(transport)
+    conductor = ConductorAPI(transport, version_cap(conf, "conductor", has_database=False))
     manager = ComputeManager(conf, load_driver(conf), conductor)
-    return [service.Service(conf, "flotilla-compute", "compute", manager,
+    return [service.Service(conf, binaries.COMPUTE, "compute", manager,
                             transport=transport, heartbeat=conductor.report_heartbeat,
                             per_host=True,
                             close_transport=True)]
 
 
 def main(argv: list[str] | None = None) -> int:
-    return service.run_daemon("flotilla-compute", make_services, argv)
+    return service.run_daemon(binaries.COMPUTE, make_services, argv)
 
 
 if __name__ == "__main__":

@@ -4,25 +4,25 @@ from __future__ import annotations
 
 import sys
 
-from flotilla import service
+from flotilla import binaries, service
 
 
 def make_services(conf) -> list:
     from conductor.manager import ConductorManager
     from flotilla import rpc
     from flotilla.db import api as db
-    from flotilla.db import migration
+    from flotilla.db import schema
     db.configure(conf)
-    migration.check_synced()
+    schema.check_synced()
     # One transport for serving and for the flows' casts and calls.
     transport = rpc.get_transport(conf)
-    return [service.Service(conf, "flotilla-conductor", "conductor",
+    return [service.Service(conf, binaries.CONDUCTOR, "conductor",
                             ConductorManager(conf, transport), transport=transport,
                             close_transport=True)]
 
 
 def main(argv: list[str] | None = None) -> int:
-    return service.run_daemon("flotilla-conductor", make_services, argv)
+    return service.run_daemon(binaries.CONDUCTOR, make_services, argv)
 
 
 if __name__ == "__main__":

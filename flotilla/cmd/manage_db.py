@@ -6,7 +6,7 @@ from oslo_config import cfg
 
 from flotilla.db import api as db_api
 from flotilla.db import engine as db_engine
-from flotilla.db import migration
+from flotilla.db import schema
 
 HELP = "database schema: sync (create or upgrade to the current revision), version"
 
@@ -23,14 +23,14 @@ def add_parsers(actions) -> None:
 
 def sync(conf: cfg.ConfigOpts) -> int:
     url = db_engine.mask_url(db_engine.build_url(conf))
-    revision = migration.db_sync(conf)
+    revision = schema.db_sync(conf)
     print("Database %s is at revision %s." % (url, revision))
     return 0
 
 
 def version(conf: cfg.ConfigOpts) -> int:
     db_api.configure(conf)
-    current, head = migration.current_revision(), migration.head_revision()
+    current, head = schema.current_revision(), schema.head_revision()
     if current == head:
         print(current)
     else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from oslo_config import cfg
 
 from flotilla.db import api as db_api
-from flotilla.db import migration
+from flotilla.db import schema
 
 HELP = "services: list, disable HOST BINARY [--reason R], enable HOST BINARY"
 
@@ -33,7 +33,7 @@ def add_parsers(actions) -> None:
 
 def _open(conf: cfg.ConfigOpts) -> None:
     db_api.configure(conf)
-    migration.check_synced()
+    schema.check_synced()
 
 
 def list_services(conf: cfg.ConfigOpts) -> int:

@@ -8,21 +8,21 @@ from __future__ import annotations
 
 import sys
 
-from flotilla import service
+from flotilla import binaries, service
 
 
 def make_services(conf) -> list:
     from flotilla.db import api as db
-    from flotilla.db import migration
+    from flotilla.db import schema
     from scheduler.manager import SchedulerManager
     db.configure(conf)
-    migration.check_synced()
-    return [service.Service(conf, "flotilla-scheduler", "scheduler",
+    schema.check_synced()
+    return [service.Service(conf, binaries.SCHEDULER, "scheduler",
                             SchedulerManager(conf))]
 
 
 def main(argv: list[str] | None = None) -> int:
-    return service.run_daemon("flotilla-scheduler", make_services, argv)
+    return service.run_daemon(binaries.SCHEDULER, make_services, argv)
 
 
 if __name__ == "__main__":

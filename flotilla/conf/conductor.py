@@ -21,6 +21,13 @@ conductor_opts = [
         default=30,
         min=1,
         help="Seconds between two runs of the reaper of stuck tasks."),
+    cfg.IntOpt(
+        "flow_poll_interval",
+        default=20,
+        min=1,
+        help="Seconds between two looks at the flows waiting for a compute "
+             "agent's report, in case the report was lost (the agent died "
+             "after finishing, or runs an older version that sends none)."),
 ]
 
 

@@ -34,8 +34,9 @@ def action_start(instance_uuid: str, action: str, request_id: str,
 
 def action_finish(instance_uuid: str, request_id: str,
                   message: str | None = None) -> InstanceAction:
-    """Mark the action finished now (``message`` e.g. 'Error')."""
-    values: dict[str, Any] = {"finish_time": utcnow(), "current_step": None}
+    """Mark the action finished now (``message`` e.g. 'Error'). A flow's
+    current step is the flow's to clear (see conductor/flows/runner.py)."""
+    values: dict[str, Any] = {"finish_time": utcnow()}
     if message is not None:
         values["message"] = message
     return _update_action(instance_uuid, request_id, values)

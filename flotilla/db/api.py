@@ -47,6 +47,14 @@ from flotilla.db.flavors import (  # noqa: F401
     flavor_get_by_name,
     flavor_update,
 )
+from flotilla.db.flows import (  # noqa: F401
+    FlowRecord,
+    FlowRecordRef,
+    flow_record_for_instance,
+    flow_record_get,
+    flow_record_update,
+    flow_records_unfinished,
+)
 from flotilla.db.instances import (  # noqa: F401
     ANY,
     instance_create,

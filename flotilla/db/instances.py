@@ -207,12 +207,21 @@ def _get(session, uuid: str, read_deleted: bool) -> Instance:
 
 # --- faults ------------------------------------------------------------------
 
+FAULT_MESSAGE_LEN = 255
+
 def instance_fault_create(instance_uuid: str, code: int, message: str,
                           details: str | None = None,
                           host: str | None = None) -> InstanceFault:
-    """Record why an operation on an instance failed (message cut to 255)."""
+    """Record why an operation on an instance failed.
+
+    The message column holds 255 characters: a longer message is cut there
+    and kept whole at the top of ``details`` (the one place faults are cut).
+    """
+    if len(message) > FAULT_MESSAGE_LEN:
+        details = message + ("\n\n" + details if details else "")
+        message = message[:FAULT_MESSAGE_LEN - 3] + "..."
     fault = InstanceFault(instance_uuid=instance_uuid, code=code,
-                          message=message[:255], details=details, host=host)
+                          message=message, details=details, host=host)
     try:
         with session_scope() as session:
             session.add(fault)

@@ -90,6 +90,25 @@ class SoftDeleteMixin:
     deleted_at: Mapped[datetime.datetime | None]
 
 
+class FlowStateMixin:
+    """Where a conductor flow keeps its state (see conductor/flows/runner.py):
+    on the instance action of its request, or on a migration record.
+
+    ``flow`` names the flow (None: no flow ran here); ``flow_status`` is
+    running, waiting (for an agent's report), reverting, completed, failed
+    or aborted; ``flow_owner`` the conductor host running it (it resumes its
+    own flows after a restart); ``flow_data`` the flow's own state as JSON;
+    ``abort_requested`` is set by a user or operator and honoured between
+    steps and inside long ones.
+    """
+
+    flow: Mapped[str | None] = mapped_column(sa.String(STATE_LEN))
+    flow_status: Mapped[str | None] = mapped_column(sa.String(STATE_LEN))
+    flow_owner: Mapped[str | None] = mapped_column(sa.String(NAME_LEN))
+    flow_data: Mapped[dict | None] = mapped_column(sa.JSON)
+    abort_requested: Mapped[bool] = mapped_column(default=False)
+
+
 # --- services and hosts ------------------------------------------------------
 
 class Service(TimestampMixin, Base):
@@ -105,6 +124,8 @@ class Service(TimestampMixin, Base):
     last_seen_at: Mapped[datetime.datetime | None]
     disabled: Mapped[bool] = mapped_column(default=False)
     disabled_reason: Mapped[str | None] = mapped_column(sa.String(NAME_LEN))
+    # The RPC API version the daemon serves ([upgrade_levels] ... = auto).
+    rpc_version: Mapped[str | None] = mapped_column(sa.String(STATE_LEN))
 
 
 class ComputeNode(TimestampMixin, Base):
@@ -255,7 +276,7 @@ class InstanceFault(Base):
     created_at: Mapped[datetime.datetime] = mapped_column(default=utcnow)
 
 
-class InstanceAction(Base):
+class InstanceAction(FlowStateMixin, Base):
     """One user-visible operation on an instance (one API request)."""
 
     __tablename__ = "instance_actions"
@@ -290,7 +311,7 @@ class InstanceActionEvent(Base):
     host: Mapped[str | None] = mapped_column(sa.String(NAME_LEN))
 
 
-class Migration(TimestampMixin, Base):
+class Migration(FlowStateMixin, TimestampMixin, Base):
     __tablename__ = "migrations"
 
     id: Mapped[int] = mapped_column(ID, primary_key=True)

@@ -21,6 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from flotilla import binaries
 from flotilla.db.engine import get_engine, session_scope
 from flotilla.db.models import (
     Allocation,
@@ -33,7 +34,7 @@ from flotilla.db.models import (
 )
 from flotilla.db.types import utcnow
 
-COMPUTE_BINARY = "flotilla-compute"
+COMPUTE_BINARY = binaries.COMPUTE
 
 # Column order of a host state row (see scheduler.host_manager.HostState).
 HOST_STATE_COLUMNS = (

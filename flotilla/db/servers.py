@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from flotilla import exception
+from flotilla import states as st
 from flotilla.db import quotas
 from flotilla.db.engine import session_scope
 from flotilla.db.models import (
@@ -26,6 +27,8 @@ from flotilla.db.models import (
     ServerGroupMember,
 )
 from flotilla.db.server_groups import ServerGroupNotFound
+
+BUILD_ACTION = st.operation("build").action
 
 
 class MarkerNotFound(exception.Invalid):
@@ -75,7 +78,7 @@ def create_within_quota(project_id: str, records: Sequence[Mapping[str, Any]],
             if group_id is not None:
                 session.add(ServerGroupMember(group_id=group_id,
                                               instance_uuid=row.uuid))
-            session.add(InstanceAction(instance_uuid=row.uuid, action="create",
+            session.add(InstanceAction(instance_uuid=row.uuid, action=BUILD_ACTION,
                                        request_id=request_id, user_id=user_id,
                                        project_id=project_id))
     return rows

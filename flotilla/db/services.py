@@ -15,8 +15,10 @@ from flotilla.db.models import Service
 from flotilla.db.types import utcnow
 
 
-def service_heartbeat(host: str, binary: str, topic: str | None = None) -> Service:
-    """Record that ``binary`` on ``host`` is alive now; create it if new.
+def service_heartbeat(host: str, binary: str, topic: str | None = None,
+                      rpc_version: str | None = None) -> Service:
+    """Record that ``binary`` on ``host`` is alive now (serving RPC API
+    ``rpc_version`` when given); create it if new.
 
     One atomic upsert (INSERT ... ON CONFLICT (host, binary) DO UPDATE), so
     two copies starting at once cannot both insert. A heartbeat never
@@ -28,10 +30,11 @@ def service_heartbeat(host: str, binary: str, topic: str | None = None) -> Servi
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         stmt = insert(Service).values(
             host=host, binary=binary, topic=topic, last_seen_at=now,
-            disabled=False, created_at=now)
+            disabled=False, created_at=now, rpc_version=rpc_version)
         stmt = stmt.on_conflict_do_update(
             index_elements=[Service.host, Service.binary],
-            set_={"last_seen_at": now, "topic": topic, "updated_at": now})
+            set_={"last_seen_at": now, "topic": topic, "updated_at": now,
+                  "rpc_version": rpc_version})
         session.execute(stmt)
         return _get(session, host, binary)
 

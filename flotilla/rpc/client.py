@@ -8,7 +8,8 @@ Rules:
   client can be shared by threads).
 * A version above ``version_cap`` raises UnsupportedVersion locally, in
   ``prepare`` and again when sending; :meth:`can_send_version` lets a caller
-  pick an older form instead.
+  pick an older form instead. ``version_cap`` may be a callable evaluated
+  each time (``[upgrade_levels] ... = auto``, see :mod:`.upgrade`).
 * ``call`` returns the JSON result, raises MessagingTimeout after
   ``timeout`` (default ``[rpc] call_timeout``), MessageUndeliverable when no
   queue is bound, or the remote exception (same class from
@@ -25,6 +26,7 @@ Rules:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flotilla import exception, objects
@@ -39,11 +41,12 @@ class RPCClient:
     """A client of one topic; see the module rules."""
 
     def __init__(self, transport: Transport, topic: str,
-                 version: str = "1.0", version_cap: str | None = None,
+                 version: str = "1.0",
+                 version_cap: str | Callable[[], str | None] | None = None,
                  server: str | None = None, timeout: float | None = None,
                  fanout: bool = False) -> None:
         versioning.parse(version)
-        if version_cap is not None:
+        if isinstance(version_cap, str):
             versioning.parse(version_cap)
         self.transport = transport
         self.topic = topic
@@ -67,16 +70,22 @@ class RPCClient:
         new._check_cap()
         return new
 
+    @property
+    def current_cap(self) -> str | None:
+        """The cap in force now (evaluated when it is a callable)."""
+        cap = self.version_cap
+        return cap() if callable(cap) else cap
+
     def can_send_version(self, version: str | None = None) -> bool:
         """True when ``version`` (default: this client's) is within the cap."""
-        return versioning.within_cap(version or self.version,
-                                     self.version_cap)
+        return versioning.within_cap(version or self.version, self.current_cap)
 
     def _check_cap(self) -> None:
-        if not versioning.within_cap(self.version, self.version_cap):
+        cap = self.current_cap
+        if not versioning.within_cap(self.version, cap):
             raise exception.UnsupportedVersion(
                 "Version %s of %s is above the version cap %s"
-                % (self.version, self.topic, self.version_cap))
+                % (self.version, self.topic, cap))
 
     def _target(self) -> Target:
         return Target(self.topic, self.server, self.fanout)

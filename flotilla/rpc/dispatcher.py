@@ -37,6 +37,13 @@ def private(func):
     return func
 
 
+def rpc_methods(endpoint_class: type) -> dict[str, Any]:
+    """The functions of ``endpoint_class`` callable over RPC, by name (see
+    the module rules)."""
+    return {name: func for name, func in inspect.getmembers(endpoint_class, inspect.isfunction)
+            if not name.startswith("_") and not getattr(func, "_rpc_private", False)}
+
+
 class _Target:
     __slots__ = ("version", "func", "signature", "names", "required")
 
@@ -78,10 +85,7 @@ class Dispatcher:
         for endpoint in endpoints:
             version = getattr(endpoint, "RPC_API_VERSION", "1.0")
             versioning.parse(version)  # fail at start-up, not per message
-            for name, _func in inspect.getmembers(type(endpoint),
-                                                  inspect.isfunction):
-                if name.startswith("_") or getattr(_func, "_rpc_private", False):
-                    continue
+            for name in rpc_methods(type(endpoint)):
                 bound = getattr(endpoint, name)
                 # Computed once: binding arguments per message is then cheap.
                 self._methods.setdefault(name, []).append(

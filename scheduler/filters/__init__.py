@@ -24,7 +24,7 @@ from oslo_config import cfg
 
 from flotilla import exception
 from scheduler.host_manager import HostState
-from scheduler.request_spec import RequestSpec
+from scheduler.scheduling_request import SchedulingRequest
 
 ENTRY_POINT_GROUP = "flotilla.scheduler.filters"
 
@@ -39,14 +39,14 @@ class BaseHostFilter:
     def name(self) -> str:
         return type(self).__name__
 
-    def run_filter_for_request(self, spec: RequestSpec) -> bool:
+    def run_filter_for_request(self, spec: SchedulingRequest) -> bool:
         """False when this request gives the filter nothing to check."""
         return True
 
-    def host_passes(self, host: HostState, spec: RequestSpec) -> bool:
+    def host_passes(self, host: HostState, spec: SchedulingRequest) -> bool:
         raise NotImplementedError
 
-    def filter_all(self, hosts: list[HostState], spec: RequestSpec) -> list[HostState]:
+    def filter_all(self, hosts: list[HostState], spec: SchedulingRequest) -> list[HostState]:
         passes = self.host_passes
         return [h for h in hosts if passes(h, spec)]
 
@@ -80,7 +80,7 @@ class FilterHandler:
         self.filters: list[BaseHostFilter] = [
             cls(conf) for cls in load_entry_points(ENTRY_POINT_GROUP, names)]
 
-    def run(self, hosts: list[HostState], spec: RequestSpec
+    def run(self, hosts: list[HostState], spec: SchedulingRequest
             ) -> tuple[list[HostState], list[Elimination]]:
         eliminations = []
         for flt in self.filters:
@@ -94,7 +94,7 @@ class FilterHandler:
                 eliminations.append(Elimination(flt.name, before - len(hosts), before))
         return hosts, eliminations
 
-    def host_passes(self, host: HostState, spec: RequestSpec) -> str | None:
+    def host_passes(self, host: HostState, spec: SchedulingRequest) -> str | None:
         """None if ``host`` passes every filter, else the first refusing
         filter's name."""
         for flt in self.filters:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from scheduler.filters import BaseHostFilter
 from scheduler.host_manager import HostState
-from scheduler.request_spec import RequestSpec
+from scheduler.scheduling_request import SchedulingRequest
 
 
 class ServerGroupAffinityFilter(BaseHostFilter):
-    def run_filter_for_request(self, spec: RequestSpec) -> bool:
+    def run_filter_for_request(self, spec: SchedulingRequest) -> bool:
         return spec.group_policy == "affinity" and bool(spec.group_hosts)
 
-    def host_passes(self, host: HostState, spec: RequestSpec) -> bool:
+    def host_passes(self, host: HostState, spec: SchedulingRequest) -> bool:
         return host.host in spec.group_hosts

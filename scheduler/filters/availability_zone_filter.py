@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from scheduler.filters import BaseHostFilter
 from scheduler.host_manager import HostState
-from scheduler.request_spec import RequestSpec
+from scheduler.scheduling_request import SchedulingRequest
 
 
 class AvailabilityZoneFilter(BaseHostFilter):
-    def run_filter_for_request(self, spec: RequestSpec) -> bool:
+    def run_filter_for_request(self, spec: SchedulingRequest) -> bool:
         return spec.availability_zone is not None
 
-    def host_passes(self, host: HostState, spec: RequestSpec) -> bool:
+    def host_passes(self, host: HostState, spec: SchedulingRequest) -> bool:
         zone = host.availability_zone or self.conf.scheduler.default_availability_zone
         return zone == spec.availability_zone

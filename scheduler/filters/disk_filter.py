@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from scheduler.filters import BaseHostFilter
 from scheduler.host_manager import HostState
-from scheduler.request_spec import RequestSpec
+from scheduler.scheduling_request import SchedulingRequest
 
 
 class DiskFilter(BaseHostFilter):
-    def run_filter_for_request(self, spec: RequestSpec) -> bool:
+    def run_filter_for_request(self, spec: SchedulingRequest) -> bool:
         return spec.disk_gb > 0
 
-    def host_passes(self, host: HostState, spec: RequestSpec) -> bool:
+    def host_passes(self, host: HostState, spec: SchedulingRequest) -> bool:
         return host.free_disk_gb >= spec.disk_gb
 
     def filter_all(self, hosts, spec):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from scheduler.filters import BaseHostFilter
 from scheduler.host_manager import HostState
-from scheduler.request_spec import RequestSpec
+from scheduler.scheduling_request import SchedulingRequest
 
 _ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64"}
 
@@ -25,12 +25,12 @@ def _arch(value: str) -> str:
 
 
 class ImagePropertiesFilter(BaseHostFilter):
-    def run_filter_for_request(self, spec: RequestSpec) -> bool:
+    def run_filter_for_request(self, spec: SchedulingRequest) -> bool:
         props = spec.image_properties
         return bool(props.get("arch") or props.get("hypervisor_type")
                     or spec.image_min_ram or spec.image_min_disk)
 
-    def host_passes(self, host: HostState, spec: RequestSpec) -> bool:
+    def host_passes(self, host: HostState, spec: SchedulingRequest) -> bool:
         if spec.image_min_ram > spec.memory_mb or spec.image_min_disk > spec.disk_gb:
             return False
         props = spec.image_properties

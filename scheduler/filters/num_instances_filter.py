@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from scheduler.filters import BaseHostFilter
 from scheduler.host_manager import HostState
-from scheduler.request_spec import RequestSpec
+from scheduler.scheduling_request import SchedulingRequest
 
 
 class NumInstancesFilter(BaseHostFilter):
-    def host_passes(self, host: HostState, spec: RequestSpec) -> bool:
+    def host_passes(self, host: HostState, spec: SchedulingRequest) -> bool:
         return host.num_instances < self.conf.scheduler.max_instances_per_host
 
     def filter_all(self, hosts, spec):

@@ -19,7 +19,7 @@ from oslo_config import cfg
 
 from scheduler.filters import load_entry_points
 from scheduler.host_manager import HostState
-from scheduler.request_spec import RequestSpec
+from scheduler.scheduling_request import SchedulingRequest
 
 ENTRY_POINT_GROUP = "flotilla.scheduler.weighers"
 
@@ -33,10 +33,10 @@ class BaseWeigher:
     def multiplier(self) -> float:
         return 1.0
 
-    def raw_weight(self, host: HostState, spec: RequestSpec) -> float:
+    def raw_weight(self, host: HostState, spec: SchedulingRequest) -> float:
         raise NotImplementedError
 
-    def raw_weights(self, hosts: list[HostState], spec: RequestSpec) -> list[float]:
+    def raw_weights(self, hosts: list[HostState], spec: SchedulingRequest) -> list[float]:
         raw = self.raw_weight
         return [raw(h, spec) for h in hosts]
 
@@ -47,7 +47,7 @@ class WeightHandler:
         self.weighers: list[BaseWeigher] = [
             cls(conf) for cls in load_entry_points(ENTRY_POINT_GROUP, names)]
 
-    def weigh(self, hosts: list[HostState], spec: RequestSpec) -> list[HostState]:
+    def weigh(self, hosts: list[HostState], spec: SchedulingRequest) -> list[HostState]:
         """``hosts`` ordered best first (ties keep their order)."""
         if len(hosts) <= 1:
             return list(hosts)

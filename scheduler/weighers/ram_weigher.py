@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from scheduler.host_manager import HostState
-from scheduler.request_spec import RequestSpec
+from scheduler.scheduling_request import SchedulingRequest
 from scheduler.weighers import BaseWeigher
 
 
@@ -12,7 +12,7 @@ class RAMWeigher(BaseWeigher):
     def multiplier(self) -> float:
         return self.conf.scheduler.ram_weight_multiplier
 
-    def raw_weight(self, host: HostState, spec: RequestSpec) -> float:
+    def raw_weight(self, host: HostState, spec: SchedulingRequest) -> float:
         return host.free_ram_mb
 
     def raw_weights(self, hosts, spec):

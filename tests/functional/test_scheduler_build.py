@@ -9,7 +9,7 @@ import pytest
 from flotilla import states as st
 from flotilla.db import api as db
 from tests.fixtures.fake_virt import FakeDriver
-from tests.fixtures.scheduling import SchedulingCloud, events, faults
+from tests.fixtures.scheduling import SchedulingCloud, events, fault_details, faults
 
 HOSTS = ["host1", "host2", "host3"]
 
@@ -83,7 +83,8 @@ def test_reschedule_after_a_spawn_failure_on_the_first_host(cloud, conf):
     assert ("create", "compute_create_instance", "Error", "host1") in recorded
     builds = [e for e in recorded if e[1] == "conductor_build_on_host"]
     assert len(builds) == 2
-    assert any("injected failure" in f for f in faults(uuid))
+    assert any("injected failure" in f for f in fault_details(uuid))
+    assert not any("host1" in f for f in faults(uuid))
     _usage_matches_allocations()
 
 
@@ -109,7 +110,8 @@ def test_an_unreachable_host_counts_as_a_failed_attempt(cloud, conf):
     inst = cloud.wait_for(uuid, lambda i: i["vm_state"] == st.ACTIVE, timeout=30)
     assert inst["host"] in HOSTS
     assert db.allocation_get_all_by_host("ghost") == []
-    assert any("ghost is unreachable" in f for f in faults(uuid))
+    assert any("compute.ghost" in f for f in fault_details(uuid))
+    assert "The service of the server's host is not running." in faults(uuid)
 
 
 def test_no_valid_host_is_a_fault_the_tenant_can_read(cloud):
@@ -166,7 +168,7 @@ def test_anti_affinity_group_spreads_then_refuses(cloud):
 
 def test_reaper_ends_a_build_whose_message_was_dropped(reaper_cloud):
     cloud = reaper_cloud
-    build_flow = cloud.conductor_manager._flows()[0]
+    build_flow = cloud.conductor_manager.flows["build"]
     dropped = []
     # The cast "succeeds" but the message never reaches the agent.
     build_flow.compute.build_and_run_instance = lambda ctxt, host, uuid, image: \

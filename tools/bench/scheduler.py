@@ -43,9 +43,9 @@ def _configure(url: str, tmp: str):
 
 
 def _populate(conf, size: int) -> None:
-    from flotilla.db import migration
     from flotilla.db import scheduling as sched_db
-    migration.db_sync(conf)
+    from flotilla.db import schema
+    schema.db_sync(conf)
     nodes = [{"host": "bench-%05d" % i, "vcpus": 64, "memory_mb": 262144, "disk_gb": 4000,
               "cpu_allocation_ratio": 4.0, "ram_allocation_ratio": 1.0,
               "disk_allocation_ratio": 1.0, "hypervisor_type": "QEMU",

@@ -74,7 +74,7 @@ def bench_agent(count: int, work: pathlib.Path, host: dict, rabbit_url: str,
     from flotilla import states as st
     from flotilla.context import RequestContext
     from flotilla.db import api as db
-    from flotilla.db import migration
+    from flotilla.db import schema
 
     config = write_config(work / "flotilla.conf", {
         "DEFAULT": {"transport_url": rabbit_url, "state_path": work, "host": host["name"]},
@@ -86,7 +86,7 @@ def bench_agent(count: int, work: pathlib.Path, host: dict, rabbit_url: str,
     flotilla_conf.register_all(conf)
     conf(["--config-file", str(config)], project="flotilla", default_config_files=[])
     db.configure(conf)
-    migration.db_sync(conf)
+    schema.db_sync(conf)
     image = rig_fixtures.empty_image(work)
     transport = rpc.get_transport(conf)
     compute = ComputeAPI(transport)

@@ -1,78 +1,31 @@
 """An API on memory:// with recording conductor and compute endpoints.
 
-The API's casts are received by :class:`Recorder` endpoints (conductor topic
-and compute.host1), so tests see exactly what reached the bus without the
-scheduler or agents. Principals: admin, reader and member of project p1, a
+The API's casts are received by recording endpoints shaped from the real
+ConductorManager and ComputeManager (conductor topic and compute.host1), so
+tests see exactly what reached the bus without the scheduler or agents, and
+anything the real services would refuse fails here too. Principals: admin, reader and member of project p1, a
 member of project p2, plus bad and expired tokens.
 """
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import falcon.testing
 import pytest
 
 from api.app import create_app
+from compute.manager import ComputeManager
+from conductor.manager import ConductorManager
 from flotilla import rpc
 from flotilla.db import api as db
 from flotilla.db import identity as identity_db
 from flotilla.db import images as images_db
-from flotilla.db import migration
+from flotilla.db import schema
+from tests.fixtures.recording_endpoint import recording_endpoint
 
 C = "/compute/v2.1"
 IMAGE_ID = "11111111-2222-4333-8444-555555555555"
-
-
-class Recorder:
-    """An RPC endpoint recording every call made to it (methods are added
-    by :func:`recorder`)."""
-
-    RPC_API_VERSION = "1.99"
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, dict]] = []
-
-    def _record(self, name: str, kwargs: dict):
-        self.calls.append((name, kwargs))
-        if name == "get_console_output":
-            return "console of %s" % kwargs["instance_uuid"]
-        return None
-
-    def wait_for(self, name: str, count: int = 1, timeout: float = 5) -> list[dict]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = [kw for n, kw in self.calls if n == name]
-            if len(found) >= count:
-                return found
-            time.sleep(0.01)
-        raise AssertionError("%s not received: %s" % (name, self.calls))
-
-
-def recorder(methods: dict[str, tuple[str, ...]]) -> Recorder:
-    """A Recorder with one method per name, taking the named arguments."""
-    namespace = {}
-    for name, params in methods.items():
-        args = ", ".join("%s=None" % p for p in params)
-        code = "def %s(self, ctxt, %s):\n    return self._record(%r, dict(%s))" % (
-            name, args, name, ", ".join("%s=%s" % (p, p) for p in params))
-        scope: dict = {}
-        exec(code, scope)  # noqa: S102 - test helper building endpoint methods
-        namespace[name] = scope[name]
-    return type("RecordingEndpoint", (Recorder,), namespace)()
-
-
-CONDUCTOR_METHODS = {
-    "build_instances": ("instance_uuids", "request_spec", "image"),
-    "delete_instance": ("instance_uuid",),
-}
-COMPUTE_METHODS = {
-    name: ("instance_uuid",) for name in (
-        "stop_instance", "start_instance", "pause_instance", "unpause_instance",
-        "suspend_instance", "resume_instance")}
-COMPUTE_METHODS["reboot_instance"] = ("instance_uuid", "reboot_type")
-COMPUTE_METHODS["get_console_output"] = ("instance_uuid", "length")
 
 
 def seed_identities_flavor_image() -> dict[str, str]:
@@ -110,10 +63,11 @@ class APICloud:
         conf.set_override("scrypt_n", 1024, group="identity")
         self.conf = conf
         db.configure(conf)
-        migration.db_sync(conf)
+        schema.db_sync(conf)
         self.transport = rpc.get_transport(conf)
-        self.conductor = recorder(CONDUCTOR_METHODS)
-        self.compute = recorder(COMPUTE_METHODS)
+        self.conductor = recording_endpoint(ConductorManager)
+        self.compute = recording_endpoint(ComputeManager, results={
+            "get_console_output": lambda kw: "console of %s" % kw["instance_uuid"]})
         self._servers = []
         for topic, server, endpoint in (("conductor", None, self.conductor),
                                         ("compute", "host1", self.compute)):

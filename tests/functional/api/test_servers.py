@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import pytest
 
+from flotilla import objects
 from flotilla import states as st
 from flotilla.db import api as db
 from flotilla.db import quotas as quotas_db
 from tests.functional.api.fixtures import IMAGE_ID, C
+
+
+def inst_user() -> str:
+    from flotilla.db import identity as identity_db
+    return identity_db.user_get("member").id
 
 
 def test_create_casts_build_instances(api_cloud):
@@ -15,9 +21,12 @@ def test_create_casts_build_instances(api_cloud):
     call = api_cloud.conductor.wait_for("build_instances")[0]
     assert call["instance_uuids"] == [uuid]
     spec = call["request_spec"]
-    assert spec["flavor"]["flavorid"] == "1" and spec["num_instances"] == 1
-    assert spec["image"]["id"] == IMAGE_ID
-    assert call["image"]["id"] == IMAGE_ID and call["image"]["sha256"] == "0" * 64
+    assert isinstance(spec, objects.RequestSpec)
+    assert spec.flavor.flavorid == "1" and spec.num_instances == 1
+    assert spec.image.id == IMAGE_ID and (spec.project_id, spec.user_id) == ("p1", inst_user())
+    image = call["image"]
+    assert isinstance(image, objects.ImageMeta)
+    assert image.id == IMAGE_ID and image.sha256 == "0" * 64 and image.source
     inst = db.instance_get(uuid)
     assert (inst.vm_state, inst.task_state) == (st.BUILDING, st.SCHEDULING)
     assert inst.task_deadline is not None and inst.project_id == "p1"

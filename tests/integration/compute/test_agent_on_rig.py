@@ -36,7 +36,7 @@ class AgentCloud:
         from flotilla import conf as flotilla_conf
         from flotilla import rpc
         from flotilla.db import api as db
-        from flotilla.db import migration
+        from flotilla.db import schema
 
         self.tmp_path = tmp_path
         self.rig = rig
@@ -56,7 +56,7 @@ class AgentCloud:
         conf(["--config-file", str(self.config)], project="flotilla",
              default_config_files=[])
         db.configure(conf)
-        migration.db_sync(conf)
+        schema.db_sync(conf)
         self.db = db
         self.transport = rpc.get_transport(conf)
         self.compute = ComputeAPI(self.transport)

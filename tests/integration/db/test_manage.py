@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 import flotilla
-from flotilla.db import api, migration, models
+from flotilla.db import api, models, schema
 from flotilla.db.types import utcnow
 from tests.fixtures.services import postgresql_database
 
@@ -37,8 +37,8 @@ def test_sync_twice_then_service_list(manage, db_conf):
     for _ in range(2):
         result = manage("db", "sync")
         assert result.returncode == 0, result.stderr
-        assert migration.head_revision() in result.stdout
-    assert manage("db", "version").stdout.strip() == migration.head_revision()
+        assert schema.head_revision() in result.stdout
+    assert manage("db", "version").stdout.strip() == schema.head_revision()
 
     api.configure(db_conf)
     try:

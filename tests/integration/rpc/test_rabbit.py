@@ -91,11 +91,14 @@ class TestRabbit(BehaviourTests):
                    for n in range(4)]
         for t in callers:
             t.start()
-        time.sleep(0.5)
+        # Every caller has made calls before the connections close ...
+        assert wait_for(lambda: len(results) >= 4 * len(callers), timeout=10)
         closing_at = time.monotonic()
         rabbitmqctl("close_all_connections", "-p", conftest.VHOST, "test")
         closed_at = time.monotonic()
-        time.sleep(3)
+        # ... and goes on making them well after (the reconnect window).
+        assert wait_for(lambda: sum(t > closed_at + 1.5 for t, _ in results)
+                        >= 4 * len(callers), timeout=15)
         stop.set()
         for t in callers:
             t.join(15)

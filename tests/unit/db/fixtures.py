@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 import flotilla
-from flotilla.db import api, migration
+from flotilla.db import api, schema
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def empty_db(db_conf):
 @pytest.fixture
 def db(empty_db):
     """A configured database migrated to head; yields flotilla.db.api."""
-    migration.db_sync()
+    schema.db_sync()
     yield api
 
 

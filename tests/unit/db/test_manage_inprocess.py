@@ -4,7 +4,7 @@ tests/integration/db/test_manage.py)."""
 from __future__ import annotations
 
 from flotilla.cmd import manage
-from flotilla.db import migration
+from flotilla.db import schema
 
 
 def _config(tmp_path):
@@ -20,7 +20,7 @@ def test_sync_and_list(tmp_path, capsys):
     assert manage.main(["--config-file", config, "db", "sync"]) == 0
     assert manage.main(["--config-file", config, "db", "sync"]) == 0
     assert manage.main(["--config-file", config, "db", "version"]) == 0
-    assert capsys.readouterr().out.splitlines()[-1] == migration.head_revision()
+    assert capsys.readouterr().out.splitlines()[-1] == schema.head_revision()
     assert manage.main(["--config-file", config, "service", "list"]) == 0
     assert capsys.readouterr().out.startswith("Host")
 

@@ -9,29 +9,29 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from flotilla import exception
-from flotilla.db import api, migration, models
+from flotilla.db import api, models, schema
 
 
 def test_empty_database_is_not_synced(empty_db):
-    assert migration.current_revision() is None
+    assert schema.current_revision() is None
     with pytest.raises(exception.DBNotSynced) as info:
-        migration.check_synced()
+        schema.check_synced()
     assert "empty" in str(info.value)
-    assert migration.head_revision() in str(info.value)
+    assert schema.head_revision() in str(info.value)
 
 
 def test_db_sync_from_empty_reaches_head(empty_db):
-    assert migration.db_sync() == migration.head_revision()
-    migration.check_synced()
+    assert schema.db_sync() == schema.head_revision()
+    schema.check_synced()
     tables = set(sa.inspect(api.get_engine()).get_table_names())
     assert set(models.Base.metadata.tables) <= tables
 
 
 def test_db_sync_is_idempotent(db_conf):
-    head = migration.head_revision()
+    head = schema.head_revision()
     # db_sync(conf) builds and disposes its own engine.
-    assert migration.db_sync(db_conf) == head
-    assert migration.db_sync(db_conf) == head
+    assert schema.db_sync(db_conf) == head
+    assert schema.db_sync(db_conf) == head
 
 
 def test_models_and_migrations_do_not_drift(db):
@@ -45,10 +45,10 @@ def test_models_and_migrations_do_not_drift(db):
 def test_downgrade_to_base_and_back(db):
     engine = api.get_engine()
     with engine.begin() as connection:
-        config = migration.alembic_config()
+        config = schema.alembic_config()
         config.attributes["connection"] = connection
         command.downgrade(config, "base")
-    assert migration.current_revision() is None
+    assert schema.current_revision() is None
     assert set(sa.inspect(engine).get_table_names()) <= {"alembic_version"}
-    migration.db_sync()
-    migration.check_synced()
+    schema.db_sync()
+    schema.check_synced()

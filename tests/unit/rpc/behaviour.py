@@ -28,6 +28,7 @@ class Manager:
         self.name = name
         self.casts: list = []
         self.cast_event = threading.Event()
+        self.sleeping = threading.Event()
         self.calls = 0
 
     def echo(self, ctxt, value):
@@ -54,7 +55,8 @@ class Manager:
         raise ValueError("plain python error")
 
     def sleep(self, ctxt, seconds):
-        time.sleep(seconds)
+        self.sleeping.set()
+        time.sleep(seconds)   # the work in flight
         return seconds
 
     def _private(self, ctxt):
@@ -286,7 +288,7 @@ class BehaviourTests:
                 ctxt, "sleep", seconds=0.5)
         caller = threading.Thread(target=slow_call)
         caller.start()
-        time.sleep(0.2)
+        assert manager.sleeping.wait(5)   # the call is being handled
         srv.stop()
         assert srv.wait(5)
         caller.join(5)

@@ -85,9 +85,11 @@ def test_expired():
 # -- signing --
 
 def test_signature_good():
-    data = envelope.encode(_request(), KEY)
+    body = _request()
+    data = envelope.encode(body, KEY)
     assert "sig" in json.loads(data)
-    envelope.decode_request(data, key=KEY, max_size=10000)
+    req = envelope.decode_request(data, key=KEY, max_size=10000)
+    assert (req.method, req.args, req.msg_id) == ("echo", {"value": 1}, body["msg_id"])
 
 
 def test_signature_independent_of_key_order():
@@ -114,8 +116,9 @@ def test_signature_forged():
 
 
 def test_no_key_ignores_signature():
-    envelope.decode_request(envelope.encode(_request(), KEY), key=None,
-                            max_size=10000)
+    body = _request()
+    req = envelope.decode_request(envelope.encode(body, KEY), key=None, max_size=10000)
+    assert (req.method, req.args, req.msg_id) == ("echo", {"value": 1}, body["msg_id"])
 
 
 # -- versioning --

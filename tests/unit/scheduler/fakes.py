@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from scheduler.host_manager import HostState
-from scheduler.request_spec import RequestSpec
+from scheduler.scheduling_request import SchedulingRequest
 
 
 def host(name: str = "h1", **kw) -> HostState:
@@ -17,11 +17,11 @@ def host(name: str = "h1", **kw) -> HostState:
     return HostState(**values)
 
 
-def spec(memory_mb: int = 512, vcpus: int = 1, root_gb: int = 10, **kw) -> RequestSpec:
+def spec(memory_mb: int = 512, vcpus: int = 1, root_gb: int = 10, **kw) -> SchedulingRequest:
     base = {"flavor": {"memory_mb": memory_mb, "vcpus": vcpus, "root_gb": root_gb}}
     excluded = kw.pop("excluded_hosts", None)
     image = kw.pop("image", None)
     if image:
-        base["image"] = image
+        base["image"] = {"id": "image", **image}
     base.update(kw)
-    return RequestSpec.from_dict(base, excluded)
+    return SchedulingRequest.from_spec(base, excluded)

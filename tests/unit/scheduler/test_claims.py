@@ -36,8 +36,8 @@ def test_scheduler_retries_a_lost_claim_on_the_new_generation(db, conf):
     states = sched.host_manager.get_host_states()
     # Another scheduler claims after our read: our generation is stale.
     db.allocation_claim("h0", "other", {"memory_mb": 1024}, states[0].generation)
-    from scheduler.request_spec import RequestSpec
-    rs = RequestSpec.from_dict({"flavor": FLAVOR})
+    from scheduler.scheduling_request import SchedulingRequest
+    rs = SchedulingRequest.from_spec({"flavor": FLAVOR})
     host = sched._place_one(states, rs, "mine")
     assert host.host == "h0"
     node = db.compute_node_get("h0")
@@ -51,8 +51,8 @@ def test_a_lost_claim_on_a_host_now_full_moves_to_the_next_host(db, conf):
     states = sched.host_manager.get_host_states()
     first = states[0].host
     db.allocation_claim(first, "other", {"memory_mb": 1024}, states[0].generation)
-    from scheduler.request_spec import RequestSpec
-    rs = RequestSpec.from_dict({"flavor": FLAVOR})
+    from scheduler.scheduling_request import SchedulingRequest
+    rs = SchedulingRequest.from_spec({"flavor": FLAVOR})
     # Make the full host the preferred one, so the stale view picks it.
     states.sort(key=lambda h: h.host != first)
     host = sched._place_one(states, rs, "mine")

@@ -1,4 +1,4 @@
-"""Schema migrations: bring a database to the current revision and check it.
+"""The database schema: bring a database to the current revision and check it.
 
 Rules:
 
