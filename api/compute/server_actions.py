@@ -1,5 +1,5 @@
 """POST /servers/{server_id}/action: start, stop, reboot, pause, unpause,
-suspend, resume, get console output.
+suspend, resume, get console output, lock, unlock.
 
 Rules:
 
@@ -10,6 +10,9 @@ Rules:
 * the action is recorded (instance action keyed by the request id), then
   cast to the compute agent of the server's host; a server with no host is
   409; a cast the bus refuses puts the task_state back and is 503;
+* a locked server refuses non-admins every state-changing action (409,
+  :func:`api.compute.locks.check_not_locked`); ``lock`` and ``unlock`` are
+  done by the API alone (an action without a method: no task, no cast);
 * 202 with an empty body.
 """
 
@@ -21,9 +24,9 @@ from dataclasses import dataclass
 import falcon
 
 from api import errors, validation
-from api.compute import schemas
+from api.compute import locks, schemas
 from api.compute.servers import get_server
-from api.state import APIState, ctxt
+from api.state import APIState, ctxt, version
 from flotilla import exception
 from flotilla import states as st
 from flotilla.db import api as db
@@ -35,9 +38,9 @@ LOG = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Action:
     name: str               # instance action name
-    task_state: str
+    task_state: str | None
     from_vm_states: tuple
-    method: str             # ComputeAPI method
+    method: str | None      # ComputeAPI method (None: done by the API)
 
 
 _ALL_STABLE = (st.ACTIVE, st.STOPPED, st.PAUSED, st.SUSPENDED, st.ERROR)
@@ -49,6 +52,8 @@ ACTIONS = {
     "unpause": Action("unpause", st.UNPAUSING, (st.PAUSED,), "unpause_instance"),
     "suspend": Action("suspend", st.SUSPENDING, (st.ACTIVE,), "suspend_instance"),
     "resume": Action("resume", st.RESUMING, (st.SUSPENDED,), "resume_instance"),
+    "lock": Action("lock", None, _ALL_STABLE + (st.BUILDING,), None),
+    "unlock": Action("unlock", None, _ALL_STABLE + (st.BUILDING,), None),
 }
 REBOOT_SOFT = Action("reboot", st.REBOOTING, (st.ACTIVE,), "reboot_instance")
 REBOOT_HARD = Action("reboot", st.REBOOTING_HARD, _ALL_STABLE, "reboot_instance")
@@ -75,6 +80,14 @@ class ServerAction:
             action = REBOOT_HARD if args["type"].upper() == "HARD" else REBOOT_SOFT
         else:
             action = ACTIONS[name]
+        if action.method is None:
+            if inst.vm_state not in action.from_vm_states:
+                raise errors.conflict("Cannot '%s' instance %s while it is in "
+                                      "vm_state %s" % (name, inst.uuid, inst.vm_state))
+            self._locking(ctx, inst, name, args, version(req))
+            resp.status = falcon.HTTP_202
+            return
+        locks.check_not_locked(ctx, inst)
         if inst.vm_state in action.from_vm_states and not inst.host:
             raise errors.conflict("Cannot '%s' instance %s: it has no host"
                                   % (name, inst.uuid))
@@ -110,6 +123,13 @@ class ServerAction:
             raise errors.APIError(503, "The compute host %s of this server is "
                                   "unavailable" % inst.host) from None
         resp.status = falcon.HTTP_202
+
+    @staticmethod
+    def _locking(ctx, inst, name: str, args, ver) -> None:
+        if name == "lock":
+            locks.lock(ctx, inst, args, ver)
+        else:
+            locks.unlock(ctx, inst)
 
     def _console(self, req, resp, ctx, inst, args: dict) -> None:
         length = args.get("length")
