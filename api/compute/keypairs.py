@@ -24,11 +24,10 @@ from __future__ import annotations
 import falcon
 
 from api import errors, validation
-from api.compute.servers import quota_defaults
+from api.compute.servers import quota_limits
 from api.state import APIState, ctxt, version
 from flotilla import crypto, exception
 from flotilla.db import keypairs as keypairs_db
-from flotilla.db import quotas as quotas_db
 from flotilla.db.servers import MarkerNotFound
 
 
@@ -157,8 +156,7 @@ class Keypairs:
             private_key, public_key, fingerprint = crypto.generate_ssh_keypair()
         row = keypairs_db.key_pair_create(
             user_id, name, public_key, fingerprint, key_type,
-            lambda session: quotas_db.get_limits(
-                ctx.project_id, quota_defaults(conf), session=session, user_id=user_id))
+            lambda session: quota_limits(conf, ctx.project_id, session, user_id=user_id))
         result = dict(brief(row, ver), user_id=row.user_id)
         if private_key is not None:
             result["private_key"] = private_key

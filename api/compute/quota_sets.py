@@ -27,7 +27,7 @@ from __future__ import annotations
 import falcon
 
 from api import errors, validation
-from api.compute.servers import quota_defaults
+from api.compute.servers import quota_defaults, quota_limits
 from api.state import APIState, ctxt, version
 from flotilla.db import quotas as quotas_db
 
@@ -91,8 +91,7 @@ class _Base:
         self.state = state
 
     def _limits(self, project_id: str, user_id: str | None) -> dict[str, int]:
-        return quotas_db.get_limits(project_id, quota_defaults(self.state.conf),
-                                    user_id=user_id)
+        return quota_limits(self.state.conf, project_id, user_id=user_id)
 
 
 def _own_project(ctx, project_id: str) -> None:
