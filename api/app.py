@@ -21,8 +21,10 @@ from api.compute import (
     flavors,
     hypervisors,
     instance_actions,
+    keypairs,
     limits,
     openapi,
+    quota_sets,
     server_actions,
     server_groups,
     servers,
@@ -106,6 +108,14 @@ def create_app(conf, transport=None) -> falcon.App:
     add(COMPUTE + "/os-availability-zone/detail",
         zones.AvailabilityZones(state, detail=True))
     add(COMPUTE + "/limits", limits.Limits(state))
+    # key pairs and quotas
+    add(COMPUTE + "/os-keypairs", keypairs.Keypairs(state))
+    add(COMPUTE + "/os-keypairs/{keypair_name}", keypairs.Keypair(state))
+    add(COMPUTE + "/os-quota-sets/{project_id}", quota_sets.QuotaSet(state))
+    add(COMPUTE + "/os-quota-sets/{project_id}/detail", quota_sets.QuotaSetDetail(state))
+    add(COMPUTE + "/os-quota-sets/{project_id}/defaults",
+        quota_sets.QuotaSetDefaults(state))
+    add(COMPUTE + "/os-quota-class-sets/{class_name}", quota_sets.QuotaClassSet(state))
     # hosts and services (admin)
     add(COMPUTE + "/os-hypervisors", hypervisors.Hypervisors(state))
     add(COMPUTE + "/os-hypervisors/detail", hypervisors.Hypervisors(state, detail=True))

@@ -9,7 +9,13 @@ Rules:
 * ``reader``: a project-scoped token with role reader, member or admin;
 * ``member``: role member or admin (anything that changes a project's
   resources);
-* ``admin``: role admin (cloud-wide operations: flavors, hosts, services).
+* ``admin``: role admin (cloud-wide operations: flavors, hosts, services,
+  quota changes).
+
+Key pairs belong to users, not projects: reader suffices for every key
+pair route, and the handler limits each user to its own (an admin may
+name another). A project's quotas are readable by its readers; the
+handler refuses another project's (403, as Nova's policy does).
 
 Project isolation is not a rule here but a lookup rule in the handlers: a
 non-admin's server lookups are filtered by its project, so another
@@ -62,6 +68,7 @@ RULES: dict[tuple[str, str], str] = {
     ("GET", C + "/servers/detail"): READER,
     ("POST", C + "/servers"): MEMBER,
     ("GET", C + "/servers/{server_id}"): READER,
+    ("PUT", C + "/servers/{server_id}"): MEMBER,
     ("DELETE", C + "/servers/{server_id}"): MEMBER,
     ("POST", C + "/servers/{server_id}/action"): MEMBER,
     ("GET", C + "/servers/{server_id}/os-instance-actions"): READER,
@@ -82,6 +89,18 @@ RULES: dict[tuple[str, str], str] = {
     ("GET", C + "/os-availability-zone"): READER,
     ("GET", C + "/os-availability-zone/detail"): ADMIN,
     ("GET", C + "/limits"): READER,
+    # key pairs (per user) and quotas
+    ("GET", C + "/os-keypairs"): READER,
+    ("POST", C + "/os-keypairs"): READER,
+    ("GET", C + "/os-keypairs/{keypair_name}"): READER,
+    ("DELETE", C + "/os-keypairs/{keypair_name}"): READER,
+    ("GET", C + "/os-quota-sets/{project_id}"): READER,
+    ("GET", C + "/os-quota-sets/{project_id}/detail"): READER,
+    ("GET", C + "/os-quota-sets/{project_id}/defaults"): READER,
+    ("PUT", C + "/os-quota-sets/{project_id}"): ADMIN,
+    ("DELETE", C + "/os-quota-sets/{project_id}"): ADMIN,
+    ("GET", C + "/os-quota-class-sets/{class_name}"): ADMIN,
+    ("PUT", C + "/os-quota-class-sets/{class_name}"): ADMIN,
     # hosts and services
     ("GET", C + "/os-hypervisors"): ADMIN,
     ("GET", C + "/os-hypervisors/detail"): ADMIN,

@@ -133,6 +133,16 @@ def query_bool(req: falcon.Request, name: str) -> bool | None:
                              % (name, _cut(value)))
 
 
+def only_query_params(req: falcon.Request, allowed: tuple[str, ...]) -> None:
+    """400 naming any query parameter not in ``allowed`` (Nova refuses
+    unknown ones from 2.75 on the routes that say so)."""
+    extra = sorted(set(req.params) - set(allowed))
+    if extra:
+        raise errors.bad_request("Invalid input for query parameters %s. Additional "
+                                 "properties are not allowed" % ", ".join(
+                                     _cut(e) for e in extra))
+
+
 def check_uuid(value: str, what: str) -> str:
     """``value`` if it is a UUID, else 400 naming ``what``."""
     import uuid

@@ -235,3 +235,27 @@ class OverQuota(FlotillaException):
 
     msg_fmt = "Quota exceeded for %(resources)s: %(detail)s"
     code = 403
+
+
+class KeypairLimitExceeded(OverQuota):
+    msg_fmt = "Quota exceeded, too many key pairs."
+
+
+class InstanceIsLocked(Conflict):
+    """A non-admin asked to change a locked instance."""
+
+    msg_fmt = "Instance %(instance_uuid)s is locked"
+
+
+# --- key pairs ---------------------------------------------------------------
+
+class InvalidKeypair(Invalid):
+    msg_fmt = "Keypair data is invalid: %(reason)s"
+
+
+class KeypairNotFound(NotFound):
+    msg_fmt = "Keypair %(name)s not found for user %(user_id)s"
+
+
+class KeyPairExists(Conflict):
+    msg_fmt = "Key pair '%(key_name)s' already exists."

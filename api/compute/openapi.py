@@ -11,7 +11,7 @@ import functools
 import re
 
 from api import microversion, policy
-from api.compute import schemas
+from api.compute import keypairs, quota_sets, schemas
 from api.identity import tokens
 from api.state import APIState
 
@@ -20,6 +20,13 @@ _BODIES = {
     ("POST", "/compute/v2.1/servers/{server_id}/action"): schemas.SERVER_ACTION,
     ("POST", "/compute/v2.1/flavors"): schemas.FLAVOR_CREATE,
     ("POST", "/compute/v2.1/os-server-groups"): schemas.SERVER_GROUP_CREATE,
+    ("PUT", "/compute/v2.1/servers/{server_id}"): schemas.SERVER_UPDATE_V219,
+    # Key pairs in their 2.92 form, quotas in their 2.1 form (the most keys).
+    ("POST", "/compute/v2.1/os-keypairs"): keypairs.CREATE_V292,
+    ("PUT", "/compute/v2.1/os-quota-sets/{project_id}"): quota_sets.update_schema(
+        "quota_set", quota_sets.shown((2, 1)), force=True),
+    ("PUT", "/compute/v2.1/os-quota-class-sets/{class_name}"): quota_sets.update_schema(
+        "quota_class_set", quota_sets.shown((2, 1)), force=False),
     ("PUT", "/compute/v2.1/os-services/{action}"): {
         "oneOf": [schemas.SERVICE_HOST_BINARY, schemas.SERVICE_UPDATE]},
     ("POST", "/identity/v3/auth/tokens"): tokens.AUTH_SCHEMA,

@@ -50,6 +50,7 @@ SERVER_CREATE = {
                 "block_device_mapping_v2": {"type": "array", "maxItems": 1,
                                             "items": _BDM},
                 "description": {"type": ["string", "null"], "maxLength": 255},
+                "key_name": NAME,
             },
             "required": ["name", "flavorRef"],
             "additionalProperties": False,
@@ -60,6 +61,21 @@ SERVER_CREATE = {
     "required": ["server"],
     "additionalProperties": False,
 }
+
+
+def _server_update(description: bool) -> dict:
+    properties: dict = {"name": NAME}
+    if description:
+        properties["description"] = {"type": ["string", "null"], "maxLength": 255,
+                                      "pattern": r"^[^\x00-\x1f\x7f]*$"}
+    return {"type": "object",
+            "properties": {"server": {"type": "object", "properties": properties,
+                                      "additionalProperties": False}},
+            "required": ["server"], "additionalProperties": False}
+
+
+SERVER_UPDATE = _server_update(description=False)
+SERVER_UPDATE_V219 = _server_update(description=True)
 
 _NULL = {"type": "null"}
 
@@ -73,6 +89,9 @@ ACTIONS = {
         "length": {"type": ["integer", "string", "null"],
                    "pattern": "^-?[0-9]+$", "minimum": -1, "maximum": 100000}},
         "additionalProperties": False},
+    # Any value below 2.73 (as Nova); lock's 2.73 form is checked by
+    # api.compute.locks.
+    "lock": {}, "unlock": {},
 }
 
 SERVER_ACTION = {

@@ -1,5 +1,5 @@
 """POST /servers/{server_id}/action: start, stop, reboot, pause, unpause,
-suspend, resume, get console output.
+suspend, resume, get console output, lock, unlock.
 
 Rules:
 
@@ -11,6 +11,9 @@ Rules:
 * the action is recorded (instance action keyed by the request id), then
   cast to the compute agent of the server's host; a server with no host is
   409; a cast the bus refuses puts the task_state back and is 503;
+* a locked server refuses non-admins every state-changing action (409,
+  :func:`api.compute.locks.check_not_locked`); ``lock`` and ``unlock`` are
+  done by the API alone, in any state (no task, no cast);
 * 202 with an empty body.
 """
 
@@ -21,9 +24,9 @@ import logging
 import falcon
 
 from api import errors, validation
-from api.compute import schemas
+from api.compute import locks, schemas
 from api.compute.servers import get_server
-from api.state import APIState, ctxt
+from api.state import APIState, ctxt, version
 from flotilla import exception
 from flotilla import states as st
 from flotilla.db import api as db
@@ -42,6 +45,8 @@ ACTIONS = {
     "resume": ("resume", "resume_instance"),
 }
 REBOOTS = {"SOFT": "reboot_soft", "HARD": "reboot_hard"}
+# Done by the API alone, in any state: no task, nothing cast.
+API_ONLY = ("lock", "unlock")
 
 
 class ServerAction:
@@ -61,11 +66,16 @@ class ServerAction:
         if name == "os-getConsoleOutput":
             self._console(req, resp, ctx, inst, args or {})
             return
+        if name in API_ONLY:
+            self._locking(ctx, inst, name, args, version(req))
+            resp.status = falcon.HTTP_202
+            return
         if name == "reboot":
             op_name, method = REBOOTS[args["type"].upper()], "reboot_instance"
         else:
             op_name, method = ACTIONS[name]
         action = st.operation(op_name)
+        locks.check_not_locked(ctx, inst)
         if inst.vm_state in action.from_vm_states and not inst.host:
             raise errors.conflict("Cannot '%s' instance %s: it has no host"
                                   % (name, inst.uuid))
@@ -100,6 +110,13 @@ class ServerAction:
             raise errors.APIError(503, "The compute host %s of this server is "
                                   "unavailable" % inst.host) from None
         resp.status = falcon.HTTP_202
+
+    @staticmethod
+    def _locking(ctx, inst, name: str, args, ver) -> None:
+        if name == "lock":
+            locks.lock(ctx, inst, args, ver)
+        else:
+            locks.unlock(ctx, inst)
 
     def _console(self, req, resp, ctx, inst, args: dict) -> None:
         length = args.get("length")

@@ -73,8 +73,9 @@ class ServerGroups:
             group_policy = spec["policies"][0]
         # Not serialised with concurrent creates (a group holds no
         # resources); the bound only stops runaway scripts.
-        quotas_db.check(quota_limits(conf, ctx.project_id),
-                        quotas_db.get_usage(ctx.project_id), {"server_groups": 1})
+        quotas_db.check_project_and_user(ctx.project_id, ctx.user_id,
+                                         quota_limits(conf, ctx.project_id),
+                                         {"server_groups": 1})
         group = db.server_group_create({"name": spec["name"], "policy": group_policy,
                                         "project_id": ctx.project_id,
                                         "user_id": ctx.user_id})

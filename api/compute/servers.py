@@ -1,4 +1,4 @@
-"""Servers: create, list, list detail, show, delete.
+"""Servers: create, list, list detail, show, update, delete.
 
 Rules:
 
@@ -9,9 +9,16 @@ Rules:
   (:func:`flotilla.db.servers.create_within_quota`); then the conductor is
   cast ``build_instances``; if the bus refuses the cast the new servers go
   to ERROR with a fault and the client gets 503;
+* ``key_name`` at create names one of the caller's key pairs (400 when it
+  has none of that name); its name and public key are copied onto the
+  server;
+* update (PUT) changes the name, and from 2.19 the description, of a
+  server the caller may see; below 2.75 the answer is Nova's short form;
 * delete is 204: task_state becomes ``deleting`` by compare-and-swap and
   the conductor is cast ``delete_instance``; the server stays visible
   (task_state deleting) until the agent has destroyed it, then GET is 404.
+  A locked server is 409 for non-admins (api.compute.locks);
+* list filters: name, status, host (admin), ``locked`` (2.73+).
 """
 
 from __future__ import annotations
@@ -22,11 +29,12 @@ import uuid as uuidlib
 import falcon
 
 from api import errors, policy, validation
-from api.compute import schemas, views, zones
+from api.compute import locks, schemas, views, zones
 from api.state import APIState, ctxt, version
 from flotilla import exception, images, objects
 from flotilla import states as st
 from flotilla.db import api as db
+from flotilla.db import keypairs as keypairs_db
 from flotilla.db import quotas as quotas_db
 from flotilla.db import servers as servers_db
 from flotilla.deadlines import task_deadline
@@ -48,9 +56,15 @@ def get_server(ctx, server_id: str, read_deleted: bool = False):
     return inst
 
 
-def quota_limits(conf, project_id: str, session=None) -> dict:
-    defaults = {r: getattr(conf.quota, r) for r in quotas_db.RESOURCES}
-    return quotas_db.get_limits(project_id, defaults, session=session)
+def quota_defaults(conf) -> dict[str, int]:
+    """The ``[quota]`` defaults (before the quota class ``default``)."""
+    return {r: getattr(conf.quota, r) for r in quotas_db.RESOURCES}
+
+
+def quota_limits(conf, project_id: str, session=None, user_id: str | None = None) -> dict:
+    """The effective limits of a project (of a user in it, with ``user_id``)."""
+    return quotas_db.get_limits(project_id, quota_defaults(conf), session=session,
+                                user_id=user_id)
 
 
 class Servers:
@@ -85,10 +99,13 @@ class Servers:
         if validation.query_bool(req, "deleted"):
             self._respond(req, resp, [], limit)
             return
+        locked = None
+        if version(req) >= (2, 73) and req.get_param("locked") is not None:
+            locked = _strict_bool(req, "locked")
         rows = servers_db.instance_page(
             project, name=req.get_param("name"), vm_states=vm_states,
-            task_states=task_states, host=host, marker=marker, limit=limit) \
-            if limit > 0 else []
+            task_states=task_states, host=host, locked=locked, marker=marker,
+            limit=limit) if limit > 0 else []
         self._respond(req, resp, rows, limit)
 
     def _respond(self, req, resp, rows, limit: int) -> None:
@@ -147,7 +164,8 @@ class Servers:
                 raise errors.bad_request("Server group %s could not be found."
                                          % hints["group"]) from None
         metadata = spec.get("metadata") or {}
-        limits = quota_limits(conf, ctx.project_id)
+        key = self._key_pair(ctx, spec.get("key_name"))
+        limits = quota_limits(conf, ctx.project_id, user_id=ctx.user_id)
         if 0 <= limits["metadata_items"] < len(metadata):
             raise exception.OverQuota(resources="metadata_items",
                                       detail="limit %d" % limits["metadata_items"])
@@ -171,7 +189,9 @@ class Servers:
                     "image_ref": image.id, "availability_zone": zone,
                     "vm_state": st.BUILDING, "task_state": st.SCHEDULING,
                     "task_deadline": deadline, "metadata": dict(metadata),
-                    "server_group_id": group.uuid if group else None})
+                    "server_group_id": group.uuid if group else None,
+                    "key_name": key.name if key else None,
+                    "key_data": key.public_key if key else None})
             return result
 
         def create(count: int):
@@ -215,6 +235,15 @@ class Servers:
                                  "OS-DCF:diskConfig": "MANUAL",
                                  "security_groups": [{"name": "default"}]}}
 
+    @staticmethod
+    def _key_pair(ctx, name: str | None):
+        if name is None:
+            return None
+        try:
+            return keypairs_db.key_pair_get(ctx.user_id, name)
+        except exception.KeypairNotFound:
+            raise errors.bad_request("Invalid key_name provided.") from None
+
     def _flavor(self, ref):
         flavorid = str(ref).rstrip("/").rsplit("/", 1)[-1]
         try:
@@ -256,6 +285,15 @@ class Servers:
         return image
 
 
+def _strict_bool(req, name: str) -> bool:
+    """A boolean query parameter that must be one (Nova's strict filters)."""
+    value = validation.query_bool(req, name)
+    if value is None:
+        raise errors.bad_request("Invalid filter value for %s: %r is not a boolean"
+                                 % (name, req.get_param(name)[:64]))
+    return value
+
+
 def _to_error(uuid: str, message: str) -> None:
     try:
         db.instance_update(uuid, {"vm_state": st.ERROR, "task_state": None,
@@ -266,26 +304,49 @@ def _to_error(uuid: str, message: str) -> None:
 
 
 class Server:
-    """/servers/{server_id}: show and delete."""
+    """/servers/{server_id}: show, update and delete."""
 
     def __init__(self, state: APIState) -> None:
         self.state = state
 
     def on_get(self, req, resp, server_id: str) -> None:
         ctx = ctxt(req)
-        inst = get_server(ctx, server_id)
+        resp.media = {"server": self._view(req, ctx, get_server(ctx, server_id))}
+
+    def _view(self, req, ctx, inst, full: bool = True) -> dict:
         fault = None
         if inst.vm_state == st.ERROR:
             faults = db.instance_fault_get_all(inst.uuid)
             fault = faults[0] if faults else None
         groups = servers_db.group_uuids_for([inst.uuid])
-        resp.media = {"server": views.server_detail(
-            inst, ctx, version(req), self.state.compute_url(req), fault,
-            groups.get(inst.uuid))}
+        return views.server_detail(inst, ctx, version(req), self.state.compute_url(req),
+                                   fault, groups.get(inst.uuid), full=full)
+
+    def on_put(self, req, resp, server_id: str) -> None:
+        ctx = ctxt(req)
+        ver = version(req)
+        body = validation.validate(
+            validation.read_json(req, self.state.conf.api.max_request_body_size),
+            schemas.SERVER_UPDATE_V219 if ver >= (2, 19) else schemas.SERVER_UPDATE)
+        inst = get_server(ctx, server_id)
+        spec = body["server"]
+        values = {}
+        if "name" in spec:
+            values["name"] = spec["name"]
+        if "description" in spec:
+            values["display_description"] = spec["description"]
+        if values:
+            try:
+                inst = db.instance_update(inst.uuid, values)
+            except exception.InstanceNotFound:
+                raise errors.not_found("Instance %s could not be found."
+                                       % server_id) from None
+        resp.media = {"server": self._view(req, ctx, inst, full=ver >= (2, 75))}
 
     def on_delete(self, req, resp, server_id: str) -> None:
         ctx = ctxt(req)
         inst = get_server(ctx, server_id)
+        locks.check_not_locked(ctx, inst)
         busy = [t for t in st.TASK_STATES if t != st.DELETING] + [None]
         try:
             db.instance_update(inst.uuid, {"task_state": st.DELETING,

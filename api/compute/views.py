@@ -76,8 +76,11 @@ def embedded_flavor(snapshot: dict, version, url: str) -> dict:
 
 
 def server_detail(inst, ctxt: RequestContext, version, url: str,
-                  fault=None, group_ids: list[str] | None = None) -> dict:
-    """The full server representation (show, list detail)."""
+                  fault=None, group_ids: list[str] | None = None,
+                  full: bool = True) -> dict:
+    """The full server representation (show, list detail); ``full=False``
+    is Nova's short form that PUT answers with below 2.75 (no zone, key,
+    usage, extended status or attributes, volumes)."""
     flavor = inst.flavor or {}
     base = url.rsplit("/v2.1", 1)[0]
     image: Any = ""
@@ -96,21 +99,24 @@ def server_detail(inst, ctxt: RequestContext, version, url: str,
         "updated": isotime(inst.updated_at or inst.created_at),
         "addresses": {}, "accessIPv4": "", "accessIPv6": "",
         "links": _link(url, "servers", inst.uuid),
-        "key_name": None, "config_drive": "", "progress": 0,
-        "OS-DCF:diskConfig": "MANUAL",
-        "OS-EXT-AZ:availability_zone": inst.availability_zone or "",
-        "OS-EXT-STS:power_state": inst.power_state or 0,
-        "OS-EXT-STS:vm_state": inst.vm_state,
-        "OS-EXT-STS:task_state": task_state,
-        "OS-SRV-USG:launched_at": isotime(inst.launched_at, micro=True),
-        "OS-SRV-USG:terminated_at": isotime(inst.terminated_at, micro=True),
-        "os-extended-volumes:volumes_attached": [],
+        "progress": 0, "OS-DCF:diskConfig": "MANUAL",
     }
-    if ctxt.is_admin:
+    if full:
+        server.update({
+            "key_name": inst.key_name, "config_drive": "",
+            "OS-EXT-AZ:availability_zone": inst.availability_zone or "",
+            "OS-EXT-STS:power_state": inst.power_state or 0,
+            "OS-EXT-STS:vm_state": inst.vm_state,
+            "OS-EXT-STS:task_state": task_state,
+            "OS-SRV-USG:launched_at": isotime(inst.launched_at, micro=True),
+            "OS-SRV-USG:terminated_at": isotime(inst.terminated_at, micro=True),
+            "os-extended-volumes:volumes_attached": [],
+        })
+    if full and ctxt.is_admin:
         server["OS-EXT-SRV-ATTR:host"] = inst.host
         server["OS-EXT-SRV-ATTR:hypervisor_hostname"] = inst.node or inst.host
         server["OS-EXT-SRV-ATTR:instance_name"] = "instance-%08x" % (inst.id or 0)
-    if version >= (2, 3) and ctxt.is_admin:
+    if full and version >= (2, 3) and ctxt.is_admin:
         server.update({"OS-EXT-SRV-ATTR:hostname": inst.name,
                        "OS-EXT-SRV-ATTR:reservation_id": "",
                        "OS-EXT-SRV-ATTR:launch_index": 0,
@@ -119,8 +125,8 @@ def server_detail(inst, ctxt: RequestContext, version, url: str,
                        "OS-EXT-SRV-ATTR:root_device_name": None,
                        "OS-EXT-SRV-ATTR:user_data": None})
     if version >= (2, 9):
-        server["locked"] = False
-    if version >= (2, 16) and ctxt.is_admin:
+        server["locked"] = bool(inst.locked)
+    if full and version >= (2, 16) and ctxt.is_admin:
         server["host_status"] = "UP" if inst.host else ""
     if version >= (2, 19):
         server["description"] = inst.display_description
@@ -131,7 +137,7 @@ def server_detail(inst, ctxt: RequestContext, version, url: str,
     if version >= (2, 71):
         server["server_groups"] = list(group_ids or [])
     if version >= (2, 73):
-        server["locked_reason"] = None
+        server["locked_reason"] = inst.locked_reason
     if version >= (2, 96):
         server["pinned_availability_zone"] = inst.availability_zone
     if version >= (2, 100):

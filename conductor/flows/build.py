@@ -36,7 +36,7 @@ from oslo_config import cfg
 
 from conductor.flows import runner
 from conductor.flows.base import Flow
-from conductor.flows.runner import WAIT, FlowFailed, FlowState, Step
+from conductor.flows.runner import FlowFailed, FlowState, Step
 from flotilla import deadlines, exception
 from flotilla import states as st
 from flotilla.context import RequestContext
@@ -123,14 +123,14 @@ class BuildOnHost(Step):
     """
 
     name = "build_on_host"
+    waits_for_report = True
 
     def __init__(self, compute) -> None:
         self.compute = compute
 
-    def execute(self, state: BuildState) -> Any:
+    def execute(self, state: BuildState) -> None:
         self.compute.build_and_run_instance(state.ctxt, state.host,
                                             state.instance_uuid, state.image)
-        return WAIT
 
     def on_report(self, state: BuildState, report: dict[str, Any]) -> None:
         if report.get("error"):

@@ -17,9 +17,11 @@ A flow is an ordered list of :class:`Step` s sharing one state object (a
   unfinished flows (:func:`resume_flow`): a step that was running may have
   half happened, so the flow is reverted, unless the step says
   ``resumable`` (its execute is idempotent: it is run again).
-* **Waiting.** A step whose ``execute`` returns :data:`WAIT` has handed its
-  work to an agent: the flow is saved as waiting and the runner returns, so
-  no RPC worker is held for minutes. The agent's report continues it
+* **Waiting.** A step with ``waits_for_report`` hands its work to an agent:
+  the flow is saved as waiting *before* its ``execute`` (so a report that
+  arrives at once finds it waiting), and the runner returns after it, so no
+  RPC worker is held for minutes. Such an ``execute`` must not change the
+  state: it is saved already. The agent's report continues the flow
   (:func:`continue_flow`: the step's ``on_report`` raises to fail it); a
   report that got lost is found by the step's ``poll``.
 * **Abort.** An abort request (``abort_requested`` on the record) is
@@ -58,15 +60,6 @@ COMPLETED = flows_db.COMPLETED
 FAILED = flows_db.FAILED
 ABORTED = flows_db.ABORTED
 UNFINISHED = flows_db.UNFINISHED
-
-
-class _Wait:
-    def __repr__(self) -> str:
-        return "WAIT"
-
-
-#: Returned by :meth:`Step.execute`: the step continues when an agent reports.
-WAIT: Any = _Wait()
 
 
 class FlowAborted(exception.FlotillaException):
@@ -135,12 +128,14 @@ class Step:
     name = "step"
     #: execute may run again after a conductor restart (it is idempotent).
     resumable = False
+    #: execute hands work to an agent, whose report continues the flow.
+    waits_for_report = False
 
     def check(self, state: Any) -> None:
         """Raise if the step may not run. No side effects; runs in preflight."""
 
-    def execute(self, state: Any) -> Any:
-        """Do the step; return :data:`WAIT` when an agent will report."""
+    def execute(self, state: Any) -> None:
+        """Do the step (start it, for a step that waits for a report)."""
         raise NotImplementedError
 
     def revert(self, state: Any) -> None:
@@ -309,19 +304,19 @@ def _steps_from(steps: Sequence[Step], start: int, state: FlowState,
         except FlowAborted as exc:
             _revert(steps[:index], state, recorder, exc)   # the step did nothing yet
             raise FlowFailed(step.name, exc) from exc
-        recorder.save(flow_status=RUNNING, current_step=step.name, flow_data=state.to_data())
+        recorder.save(flow_status=WAITING if step.waits_for_report else RUNNING,
+                      current_step=step.name, flow_data=state.to_data())
         try:
             with recorder.reporter.event(state.ctxt, state.instance_uuid, recorder.action,
                                          "conductor_" + step.name, fault=False) as event:
-                outcome = step.execute(state)
+                step.execute(state)
                 event.details = step.details(state)
         except Exception as exc:
             LOG.info("flow step %s failed on %s: %s", step.name, state.instance_uuid, exc)
             _revert(steps[:index + 1], state, recorder, exc)
             raise FlowFailed(step.name, exc) from exc
-        if outcome is WAIT:
-            recorder.save(flow_status=WAITING, flow_data=state.to_data())
-            return WAITING
+        if step.waits_for_report:
+            return WAITING     # the record may already be taken by the report
     recorder.save(flow_status=COMPLETED, current_step=None, flow_data=state.to_data())
     return COMPLETED
 

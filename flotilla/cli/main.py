@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from flotilla.cli import output, resources, servers, waiting
+from flotilla.cli import keypairs, output, resources, servers, waiting
 
 Connector = Callable[[argparse.Namespace], Any]
 
@@ -41,6 +41,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     servers.register(subparsers)
     resources.register(subparsers)
+    keypairs.register(subparsers)
     _accept_format_after_command(parser)
     return parser
 

@@ -1,5 +1,5 @@
 """``flotilla server ...``: create, list, show, delete, lifecycle actions,
-console output.
+lock and unlock, console output.
 
 Servers, flavors and images are named by name or id (the SDK's find_*
 lookups, exact match). ``--wait`` polls until a stable state
@@ -61,6 +61,9 @@ def server_record(server: Any) -> output.Record:
         "image": _image_name(server),
         "flavor": _flavor_name(server),
         "host": getattr(server, "compute_host", None),
+        "key_name": getattr(server, "key_name", None),
+        "locked": getattr(server, "is_locked", None),
+        "locked_reason": getattr(server, "locked_reason", None),
         "availability_zone": getattr(server, "availability_zone", None),
         "addresses": getattr(server, "addresses", None),
         "metadata": getattr(server, "metadata", None),
@@ -95,6 +98,8 @@ def cmd_create(conn, args) -> output.Record:
         attrs["availability_zone"] = args.availability_zone
     if args.group:
         attrs["scheduler_hints"] = {"group": args.group}
+    if args.key_name:
+        attrs["key_name"] = args.key_name
     server = conn.compute.create_server(**attrs)
     if args.wait:
         server = _wait(conn, args, server.id, "ACTIVE", "server %s" % args.name)
@@ -156,6 +161,14 @@ def cmd_reboot(conn, args) -> output.Record | None:
     return None
 
 
+def cmd_lock(conn, args) -> None:
+    conn.compute.lock_server(_find(conn, args.server), locked_reason=args.reason)
+
+
+def cmd_unlock(conn, args) -> None:
+    conn.compute.unlock_server(_find(conn, args.server))
+
+
 def cmd_console(conn, args) -> None:
     server = _find(conn, args.server)
     result = conn.compute.get_server_console_output(server, length=args.lines)
@@ -189,6 +202,7 @@ def register(subparsers) -> None:
                    help="Metadata (repeatable)")
     p.add_argument("--availability-zone")
     p.add_argument("--group", help="Server group id (affinity policies)")
+    p.add_argument("--key-name", help="Key pair to give the server")
     _add_wait(p)
     p.set_defaults(func=cmd_create)
 
@@ -221,6 +235,14 @@ def register(subparsers) -> None:
     kind.add_argument("--soft", action="store_true", help="ACPI reboot (default)")
     _add_wait(p)
     p.set_defaults(func=cmd_reboot)
+
+    p = sub.add_parser("lock", help="Lock a server: its owner cannot change it until unlocked")
+    p.add_argument("server", help="Server name or id")
+    p.add_argument("--reason", help="Why (shown as locked_reason)")
+    p.set_defaults(func=cmd_lock)
+    p = sub.add_parser("unlock", help="Unlock a server")
+    p.add_argument("server", help="Server name or id")
+    p.set_defaults(func=cmd_unlock)
 
     p = sub.add_parser("console", help="Show a server's console output")
     p.add_argument("server", help="Server name or id")

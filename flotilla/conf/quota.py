@@ -6,8 +6,9 @@ from oslo_config import cfg
 
 quota_group = cfg.OptGroup(
     "quota", title="Quota options",
-    help="Default limits of every project; flotilla-manage quota set "
-         "overrides them per project. -1 means unlimited.")
+    help="Default limits of every project; the admin API's quota class "
+         "'default' replaces them, flotilla-manage quota set and the quota "
+         "API override them per project (and per user). -1 means unlimited.")
 
 quota_opts = [
     cfg.IntOpt("instances", default=10, min=-1,
@@ -22,10 +23,12 @@ quota_opts = [
                help="Servers one server group may hold."),
     cfg.IntOpt("metadata_items", default=128, min=-1,
                help="Metadata keys one server may have."),
+    cfg.IntOpt("key_pairs", default=100, min=-1,
+               help="Key pairs each user may have (counted per user)."),
 ]
 
 RESOURCES = ("instances", "cores", "ram", "server_groups",
-             "server_group_members", "metadata_items")
+             "server_group_members", "metadata_items", "key_pairs")
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:

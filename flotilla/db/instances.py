@@ -7,6 +7,14 @@ requests racing for the same instance cannot both win, on SQLite (one writer
 at a time) or PostgreSQL (the second UPDATE re-checks the WHERE clause on
 the row the first one committed). A loser gets InstanceStateConflict naming
 the state it found; nothing is ever overwritten.
+
+Deletion rule: vm_state ``deleted`` and the row's ``deleted`` flag are
+written by ONE statement. :func:`instance_update` to vm_state deleted
+soft-deletes the row as well, so no reader (the API's show and list, quota
+usage, the reaper) can ever see a live row in vm_state deleted: the
+moment a server is reported gone is the moment it leaves every listing.
+:func:`instance_destroy` of a row retired that way returns it unchanged,
+so callers that still write the state and then destroy keep working.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from flotilla import exception
 from flotilla.db.engine import session_scope
 from flotilla.db.models import Instance, InstanceFault
 from flotilla.db.types import utcnow
+from flotilla.states import DELETED
 
 
 class _AnyState:
@@ -131,6 +140,9 @@ def instance_update(uuid: str, values: Mapping[str, Any],
     """
     attrs = _attr_values(values)
     attrs.setdefault("updated_at", utcnow())
+    if attrs.get("vm_state") == DELETED:
+        # See the deletion rule: never a live row in vm_state deleted.
+        attrs.update(deleted=True, deleted_at=attrs["updated_at"])
     return _compare_and_swap(uuid, attrs, expected_vm_state, expected_task_state)
 
 
@@ -140,10 +152,20 @@ def instance_destroy(uuid: str, expected_vm_state: ExpectedState = ANY,
 
     The row stays, with ``deleted`` set and ``deleted_at`` now, so its
     actions and faults remain readable; it disappears from normal reads.
+    A row already retired by :func:`instance_update` to vm_state deleted
+    is returned as it is (when it matches the expected states).
     """
     now = utcnow()
     attrs = {"deleted": True, "deleted_at": now, "updated_at": now}
-    return _compare_and_swap(uuid, attrs, expected_vm_state, expected_task_state)
+    try:
+        return _compare_and_swap(uuid, attrs, expected_vm_state, expected_task_state)
+    except exception.InstanceNotFound:
+        with session_scope() as session:
+            retired = _get(session, uuid, read_deleted=True)
+        if retired.vm_state != DELETED or not _matches(
+                retired, expected_vm_state, expected_task_state):
+            raise
+        return retired
 
 
 def _compare_and_swap(uuid: str, attrs: dict, expected_vm_state,
@@ -168,6 +190,18 @@ def _compare_and_swap(uuid: str, attrs: dict, expected_vm_state,
             actual_task_state=actual.task_state,
             expected_vm_state=_describe(expected_vm_state),
             expected_task_state=_describe(expected_task_state))
+
+
+def _matches(instance: Instance, expected_vm_state, expected_task_state) -> bool:
+    for actual, expected in ((instance.vm_state, expected_vm_state),
+                             (instance.task_state, expected_task_state)):
+        if isinstance(expected, _AnyState):
+            continue
+        if isinstance(expected, (str, type(None))):
+            expected = (expected,)
+        if actual not in tuple(expected):
+            return False
+    return True
 
 
 def _state_clause(column, expected):

@@ -261,6 +261,15 @@ class Instance(TimestampMixin, SoftDeleteMixin, Base):
     # natural name and to_dict() reports it under that name.
     metadata_: Mapped[dict] = mapped_column("metadata", sa.JSON, default=dict)
     server_group_id: Mapped[str | None] = mapped_column(sa.String(UUID_LEN))
+    # The key pair named at boot, copied: deleting the key pair later does
+    # not change what the server was given.
+    key_name: Mapped[str | None] = mapped_column(sa.String(NAME_LEN))
+    key_data: Mapped[str | None] = mapped_column(sa.Text)
+    # A lock refuses non-admins' state changes; ``locked_by`` is "owner" or
+    # "admin" (who may lift it), ``locked_reason`` is free text.
+    locked: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    locked_by: Mapped[str | None] = mapped_column(sa.String(STATE_LEN))
+    locked_reason: Mapped[str | None] = mapped_column(sa.String(NAME_LEN))
 
 
 class InstanceFault(Base):
@@ -403,6 +412,26 @@ class Token(Base):
     revoked: Mapped[bool] = mapped_column(default=False)
 
 
+class KeyPair(TimestampMixin, Base):
+    """A user's ssh public key (or x509 certificate), named per user.
+
+    Soft-deleted as flavors are: ``deleted`` is 0 while live and the row's
+    ``id`` once deleted, so a name is unique among a user's live keys only.
+    """
+
+    __tablename__ = "key_pairs"
+    __table_args__ = (sa.UniqueConstraint("user_id", "name", "deleted"),)
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(NAME_LEN))
+    user_id: Mapped[str] = mapped_column(sa.String(NAME_LEN), index=True)
+    fingerprint: Mapped[str] = mapped_column(sa.String(NAME_LEN))
+    public_key: Mapped[str] = mapped_column(sa.Text)
+    type: Mapped[str] = mapped_column(sa.String(STATE_LEN), default="ssh")
+    deleted: Mapped[int] = mapped_column(default=0)
+    deleted_at: Mapped[datetime.datetime | None]
+
+
 # --- server groups -----------------------------------------------------------
 
 class ServerGroup(TimestampMixin, SoftDeleteMixin, Base):
@@ -442,5 +471,32 @@ class Quota(TimestampMixin, Base):
 
     id: Mapped[int] = mapped_column(ID, primary_key=True)
     project_id: Mapped[str] = mapped_column(sa.String(NAME_LEN), index=True)
+    resource: Mapped[str] = mapped_column(sa.String(64))
+    hard_limit: Mapped[int]
+
+
+class ProjectUserQuota(TimestampMixin, Base):
+    """An admin's override of one limit for one user of a project (below
+    the project's own limit)."""
+
+    __tablename__ = "project_user_quotas"
+    __table_args__ = (sa.UniqueConstraint("project_id", "user_id", "resource"),)
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    project_id: Mapped[str] = mapped_column(sa.String(NAME_LEN), index=True)
+    user_id: Mapped[str] = mapped_column(sa.String(NAME_LEN))
+    resource: Mapped[str] = mapped_column(sa.String(64))
+    hard_limit: Mapped[int]
+
+
+class QuotaClass(TimestampMixin, Base):
+    """An admin's override of a default limit for a quota class; the class
+    ``default`` replaces the ``[quota]`` defaults of every project."""
+
+    __tablename__ = "quota_classes"
+    __table_args__ = (sa.UniqueConstraint("class_name", "resource"),)
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    class_name: Mapped[str] = mapped_column(sa.String(NAME_LEN))
     resource: Mapped[str] = mapped_column(sa.String(64))
     hard_limit: Mapped[int]

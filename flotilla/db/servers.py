@@ -5,7 +5,8 @@ filters, the latest faults of a page of servers.
 Creation rule: the quota check, the instance rows, their server group
 membership and their "create" actions are ONE transaction begun by
 :func:`flotilla.db.quotas.lock_project`, so concurrent creates of one
-project are serialised and can never overshoot a limit.
+project are serialised and can never overshoot a limit (the project's, or
+the creating user's when an admin gave that user limits of its own).
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def create_within_quota(project_id: str, records: Sequence[Mapping[str, Any]],
     project's quota allows them all; else OverQuota and nothing is written.
 
     ``limits_for(session)`` returns the project's effective limits (read
-    inside the locked transaction). With ``group_uuid`` the servers join
+    inside the locked transaction); ``user_id``'s own limits, if it has
+    any, are checked too. With ``group_uuid`` the servers join
     that group (which must be live and have room).
     """
     deltas = {"instances": len(records),
@@ -53,7 +55,7 @@ def create_within_quota(project_id: str, records: Sequence[Mapping[str, Any]],
     with session_scope() as session:
         quotas.lock_project(session, project_id)
         limits = limits_for(session)
-        quotas.check(limits, quotas.get_usage(project_id, session), deltas)
+        quotas.check_project_and_user(project_id, user_id, limits, deltas, session)
         group_id = None
         if group_uuid is not None:
             group_id = session.scalar(sa.select(ServerGroup.id).where(
@@ -87,11 +89,13 @@ def create_within_quota(project_id: str, records: Sequence[Mapping[str, Any]],
 def instance_page(project_id: str | None = None, *, name: str | None = None,
                   vm_states: Sequence[str] | None = None,
                   task_states: Sequence[str | None] | None = None,
-                  host: str | None = None, marker: str | None = None,
-                  limit: int = 1000) -> list[Instance]:
+                  host: str | None = None, locked: bool | None = None,
+                  marker: str | None = None, limit: int = 1000) -> list[Instance]:
     """Live instances, newest first, after ``marker`` (an instance uuid;
     MarkerNotFound if it is not one of the listed project's)."""
     query = sa.select(Instance).where(Instance.deleted.is_(False))
+    if locked is not None:
+        query = query.where(Instance.locked.is_(locked))
     if project_id is not None:
         query = query.where(Instance.project_id == project_id)
     if name:

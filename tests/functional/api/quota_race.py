@@ -1,4 +1,5 @@
-"""N concurrent creates at a project's quota edge: never more than the limit.
+"""N concurrent creates at a quota edge (a project's instances, a user's key
+pairs): never more than the limit.
 
 Shared by the SQLite (functional) and PostgreSQL (integration) tests.
 """
@@ -6,6 +7,9 @@ Shared by the SQLite (functional) and PostgreSQL (integration) tests.
 from __future__ import annotations
 
 import concurrent.futures
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from flotilla.db import quotas as quotas_db
 from tests.functional.api.fixtures import IMAGE_ID, C
@@ -26,3 +30,20 @@ def race(cloud, clients: int = 16, limit: int = 5) -> None:
     assert quotas_db.get_usage("p1")["instances"] == limit
     r = cloud.request("POST", C + "/servers", json=body)
     assert r.status_code == 403 and "instances" in r.json["overLimit"]["message"]
+
+
+def keypair_race(cloud, clients: int = 16, limit: int = 5) -> None:
+    """The user "member" of p1 creates ``clients`` key pairs at once."""
+    quotas_db.set_limit("p1", "key_pairs", limit)
+
+    def create(index: int):
+        key = ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+        return cloud.request("POST", C + "/os-keypairs", json={
+            "keypair": {"name": "k%d" % index, "public_key": key}}).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        codes = list(pool.map(create, range(clients)))
+    assert codes.count(200) == limit, codes
+    assert codes.count(403) == clients - limit, codes
+    assert len(cloud.request("GET", C + "/os-keypairs").json["keypairs"]) == limit

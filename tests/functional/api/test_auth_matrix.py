@@ -8,7 +8,10 @@ Expected per route kind:
 * project routes (reader/member rule): 401 without a valid token; a reader
   is refused (403) what needs member; another project's member gets 404 for
   p1's resources and its own (empty) view for collections;
-* admin routes: 403 to everyone but the admin.
+* admin routes: 403 to everyone but the admin;
+* key pairs (a user's own): any valid caller may list and create its own;
+  another user's key pair is a 404 (it looks among its own);
+* a project's quotas: another project's member is refused (403).
 """
 
 from __future__ import annotations
@@ -16,8 +19,11 @@ from __future__ import annotations
 import pytest
 
 from api import policy
+from flotilla import crypto
 from flotilla import states as st
 from flotilla.db import api as db
+from flotilla.db import identity as identity_db
+from flotilla.db import keypairs as keypairs_db
 from tests.functional.api.fixtures import C
 
 CALLERS = ("none", "bad", "expired", "reader", "member", "other", "admin")
@@ -38,6 +44,18 @@ def _group(cloud):
 
 def _node(cloud):
     return {"hypervisor_id": str(db.compute_node_get("host1").id)}
+
+
+PUBLIC_KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMbIi5qUPHRmi/HPvi6LJCyT2H0hLB7Q6k"
+              "BddAoGeAIy matrix@test")
+
+
+def _keypair(cloud):
+    """A key pair of the user "member" (of p1)."""
+    keypairs_db.key_pair_create(identity_db.user_get("member").id, "k1", PUBLIC_KEY,
+                                crypto.ssh_fingerprint(PUBLIC_KEY), "ssh",
+                                lambda session: {"key_pairs": -1})
+    return {"keypair_name": "k1"}
 
 
 SERVER_BODY = {"server": {"name": "x", "flavorRef": "1",
@@ -64,6 +82,7 @@ ROUTES = [
     ("GET", C + "/servers/detail", None, None, "collection"),
     ("POST", C + "/servers", None, SERVER_BODY, "collection-write"),
     ("GET", C + "/servers/{server_id}", _server, None, "own"),
+    ("PUT", C + "/servers/{server_id}", _server, {"server": {"name": "y"}}, "own-write"),
     ("DELETE", C + "/servers/{server_id}", _server, None, "own-write"),
     ("POST", C + "/servers/{server_id}/action", _server, {"os-stop": None}, "own-write"),
     ("GET", C + "/servers/{server_id}/os-instance-actions", _server, None, "own"),
@@ -85,6 +104,25 @@ ROUTES = [
     ("GET", C + "/os-availability-zone", None, None, "collection"),
     ("GET", C + "/os-availability-zone/detail", None, None, "admin"),
     ("GET", C + "/limits", None, None, "collection"),
+    ("GET", C + "/os-keypairs", None, None, "user"),
+    ("POST", C + "/os-keypairs", None,
+     {"keypair": {"name": "k2", "public_key": PUBLIC_KEY}}, "user"),
+    ("GET", C + "/os-keypairs/{keypair_name}", _keypair, None, "user-own"),
+    ("DELETE", C + "/os-keypairs/{keypair_name}", _keypair, None, "user-own"),
+    ("GET", C + "/os-quota-sets/{project_id}", lambda c: {"project_id": "p1"}, None,
+     "project"),
+    ("GET", C + "/os-quota-sets/{project_id}/detail", lambda c: {"project_id": "p1"},
+     None, "project"),
+    ("GET", C + "/os-quota-sets/{project_id}/defaults", lambda c: {"project_id": "p1"},
+     None, "collection"),
+    ("PUT", C + "/os-quota-sets/{project_id}", lambda c: {"project_id": "p1"},
+     {"quota_set": {"instances": 20}}, "admin"),
+    ("DELETE", C + "/os-quota-sets/{project_id}", lambda c: {"project_id": "p1"}, None,
+     "admin"),
+    ("GET", C + "/os-quota-class-sets/{class_name}", lambda c: {"class_name": "default"},
+     None, "admin"),
+    ("PUT", C + "/os-quota-class-sets/{class_name}", lambda c: {"class_name": "default"},
+     {"quota_class_set": {"instances": 20}}, "admin"),
     ("GET", C + "/os-hypervisors", None, None, "admin"),
     ("GET", C + "/os-hypervisors/detail", None, None, "admin"),
     ("GET", C + "/os-hypervisors/statistics", None, None, "admin"),
@@ -104,6 +142,10 @@ def expected(kind: str, caller: str, method: str, template: str) -> int | str:
         return "2xx"
     if kind == "admin":
         return "2xx" if caller == "admin" else 403
+    if kind == "user-own":
+        return "2xx" if caller == "member" else 404
+    if kind == "project" and caller == "other":
+        return 403
     if caller == "reader" and kind.endswith("-write"):
         return 403
     if caller == "other" and kind.startswith("own"):

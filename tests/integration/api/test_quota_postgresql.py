@@ -12,3 +12,7 @@ def test_quota_race_postgresql(pg_api_cloud):
 def test_quota_race_postgresql_repeated(pg_api_cloud):
     for limit in (3, 6, 9):
         quota_race.race(pg_api_cloud, clients=12, limit=limit)
+
+
+def test_keypair_quota_race_postgresql(pg_api_cloud):
+    quota_race.keypair_race(pg_api_cloud, clients=16, limit=6)

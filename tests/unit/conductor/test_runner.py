@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 
 from conductor.flows import runner
-from conductor.flows.runner import WAIT, FlowFailed, FlowState, Step
+from conductor.flows.runner import FlowFailed, FlowState, Step
 from flotilla.context import RequestContext
 from flotilla.db import api as db
 from flotilla.objects import Flavor
@@ -25,7 +25,7 @@ class Recording(Step):
                  wait=False, report_fails=False, poll=None, resumable=False, abort=False):
         self.name, self.calls = name, calls
         self.fail, self.fail_check, self.revert_raises = fail, fail_check, revert_raises
-        self.wait, self.report_fails, self._poll = wait, report_fails, poll
+        self.waits_for_report, self.report_fails, self._poll = wait, report_fails, poll
         self.resumable, self.abort = resumable, abort
 
     def check(self, state):
@@ -35,13 +35,13 @@ class Recording(Step):
 
     def execute(self, state):
         self.calls.append(("execute", self.name))
-        state.seen.append(self.name)
+        if not self.waits_for_report:   # a waiting step's state is saved before it
+            state.seen.append(self.name)
         if self.abort:
             db.flow_record_update(state.recorder.ref, abort_requested=True)
             state.check_abort(self.name)
         if self.fail:
             raise RuntimeError("boom at host-7")
-        return WAIT if self.wait else None
 
     def revert(self, state):
         self.calls.append(("revert", self.name))
@@ -138,10 +138,27 @@ def test_a_waiting_step_saves_the_flow_and_a_report_continues_it(instance):
     state = State.from_data(record.flow_data)
     assert runner.continue_flow(steps, state, _recorder(), {"ok": 1}) == runner.COMPLETED
     assert ("report", "b", {"ok": 1}) in calls and ("execute", "c") in calls
-    assert state.seen == ["a", "b", "c"]
+    assert state.seen == ["a", "c"]
     # A second (duplicate) report is ignored.
     assert runner.continue_flow(steps, state, _recorder(), {"ok": 2}) == runner.COMPLETED
     assert ("report", "b", {"ok": 2}) not in calls
+
+
+def test_a_report_that_arrives_before_execute_returns_is_not_lost(instance):
+    calls = []
+
+    class InstantReport(Recording):
+        def execute(self, state):
+            super().execute(state)
+            # The agent answers before the cast call even returns.
+            fresh = State.from_data(_record().flow_data)
+            runner.continue_flow(steps, fresh, _recorder(), {"fast": True})
+
+    steps = [Recording("a", calls), InstantReport("b", calls, wait=True),
+             Recording("c", calls)]
+    assert runner.run_flow("demo", steps, _state(), _recorder()) == runner.WAITING
+    assert ("report", "b", {"fast": True}) in calls and ("execute", "c") in calls
+    assert _record().flow_status == runner.COMPLETED
 
 
 def test_a_failed_report_reverts_the_waiting_step_and_those_before(instance):

@@ -118,6 +118,29 @@ def test_soft_delete(db):
         db.instance_update(inst.uuid, {"vm_state": "active"})
 
 
+def test_vm_state_deleted_and_the_deleted_flag_are_one_write(db):
+    """No reader can see a live row in vm_state deleted (issue 9, part 10)."""
+    inst = _active(db, task_state="deleting")
+    retired = db.instance_update(inst.uuid, {"vm_state": "deleted", "task_state": None},
+                                 expected_task_state="deleting")
+    assert retired.deleted and retired.deleted_at == retired.updated_at
+    with pytest.raises(exception.InstanceNotFound):
+        db.instance_get(inst.uuid)
+    assert db.instance_get_all() == []
+    # The destroy that writers still send afterwards returns the row as is.
+    again = db.instance_destroy(inst.uuid, expected_vm_state="deleted")
+    assert again.deleted and again.deleted_at == retired.deleted_at
+    with pytest.raises(exception.InstanceNotFound):
+        db.instance_destroy(inst.uuid, expected_vm_state="active")
+
+
+def test_destroy_of_a_deleted_row_not_retired_by_state_is_not_found(db):
+    inst = _active(db)
+    db.instance_destroy(inst.uuid)
+    with pytest.raises(exception.InstanceNotFound):
+        db.instance_destroy(inst.uuid)
+
+
 def test_expired_tasks(db):
     inst = _active(db)
     past = utcnow() - datetime.timedelta(seconds=1)
