@@ -13,6 +13,7 @@ from compute.virt import events, power_state
 from compute.virt.libvirt import imagecache
 from flotilla import exception
 from tests.fixtures.rig import domstate, rig_module, virsh
+from tests.fixtures.waiting import wait_until
 
 
 def new_instance(memory_mb: int = 64, **flavor) -> dict:
@@ -20,16 +21,6 @@ def new_instance(memory_mb: int = 64, **flavor) -> dict:
             "project_id": "p", "metadata": {"k": "v"},
             "flavor": dict(name="it", memory_mb=memory_mb, vcpus=1,
                            root_gb=1, **flavor)}
-
-
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    pytest.fail("timed out after %ss waiting for %s" % (timeout, what))
 
 
 def test_spawn_and_destroy_no_os_guest(driver, rig_host, empty_image):

@@ -31,7 +31,6 @@ import json
 import os
 import subprocess
 import threading
-import time
 import uuid as uuidlib
 from collections.abc import Callable
 
@@ -43,6 +42,7 @@ from compute.virt.driver import CAPABILITY_METHODS, ComputeDriver
 from compute.virt.hardware import Instance
 from compute.virt.migration import MigrateData
 from flotilla import exception
+from tests.fixtures.waiting import wait_until
 
 TIMEOUT = 30.0
 
@@ -59,19 +59,6 @@ def new_instance(uuid: str | None = None, memory_mb: int = 64, root_gb: int = 1,
 def a_volume(volume_id: str | None = None) -> VolumeConnection:
     return VolumeConnection(volume_id=volume_id or str(uuidlib.uuid4()),
                             export="contract", host="127.0.0.1", port=10809)
-
-
-def wait_until(predicate: Callable[[], object], what: str,
-               timeout: float = TIMEOUT) -> object:
-    """Poll ``predicate`` (for state only a hypervisor knows) until it holds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail("timed out after %ss waiting for %s" % (timeout, what))
-        threading.Event().wait(0.02)
 
 
 class EventLog:
@@ -324,7 +311,7 @@ class DriverContract:
         if self.unsupported(driver, "supports_console_log"):
             return
         marker = request.getfixturevalue("console_marker")(driver, inst)
-        wait_until(lambda: marker in driver.get_console_output(inst),
+        wait_until(lambda: marker in driver.get_console_output(inst), TIMEOUT,
                    "%r in the console output" % marker)
 
     def test_diagnostics_and_resources(self, driver, image):
@@ -497,22 +484,31 @@ class DriverContract:
         thread = threading.Thread(target=run)
         thread.start()
         progress = wait_until(lambda: source.live_migration_progress(inst),
-                              "the migration job's progress")
+                              TIMEOUT, "the migration job's progress")
         assert progress.memory_total_bytes > 0
         assert source.find_guest(inst).migration == migration.OUTGOING
         assert dest.find_guest(inst).migration == migration.INCOMING
         return data, thread, outcome
 
-    def test_live_migration_abort(self, driver, image, request):
-        if self.unsupported(driver, "supports_live_migration"):
-            return
+    def run_held_migration(self, driver, image, request, signal: str):
+        """Spawn on ``driver``, start a live migration to the peer that does
+        not converge, call ``driver.<signal>`` while it runs, and wait for
+        the job to end."""
         peer = request.getfixturevalue("peer_driver")
         hold = request.getfixturevalue("hold_migrations")
         inst = self.spawn(driver, image)
         with hold(driver):
             data, thread, outcome = self.start_migration(driver, peer, inst, image)
-            driver.live_migration_abort(inst)
+            getattr(driver, signal)(inst)
             thread.join(TIMEOUT)
+        assert not thread.is_alive()
+        return peer, inst, data, outcome
+
+    def test_live_migration_abort(self, driver, image, request):
+        if self.unsupported(driver, "supports_live_migration"):
+            return
+        peer, inst, data, outcome = self.run_held_migration(
+            driver, image, request, "live_migration_abort")
         assert isinstance(outcome.get("error"), exception.MigrationAborted), outcome
         assert driver.find_guest(inst) == migration.GuestPresence(
             True, power_state.RUNNING, "")
@@ -529,13 +525,8 @@ class DriverContract:
     def test_live_migration_force_complete(self, driver, image, request):
         if self.unsupported(driver, "supports_live_migration"):
             return
-        peer = request.getfixturevalue("peer_driver")
-        hold = request.getfixturevalue("hold_migrations")
-        inst = self.spawn(driver, image)
-        with hold(driver):
-            data, thread, outcome = self.start_migration(driver, peer, inst, image)
-            driver.live_migration_force_complete(inst)
-            thread.join(TIMEOUT)
+        peer, inst, data, outcome = self.run_held_migration(
+            driver, image, request, "live_migration_force_complete")
         assert outcome == {"result": "completed"}
         peer.post_live_migration_at_destination(inst, data)
         driver.post_live_migration(inst, data)
@@ -545,20 +536,26 @@ class DriverContract:
 
     # --- cold migration and resize ------------------------------------------------------
 
-    def cold_migrate(self, driver, peer, image, root_gb: int = 1):
+    def cold_migrate(self, driver, image, request, root_gb: int = 1):
+        """Spawn on ``driver`` and send its disk to the peer, powered off."""
+        peer = request.getfixturevalue("peer_driver")
         inst = self.spawn(driver, image, root_gb=root_gb)
         data = self.migrate_checks(driver, peer, inst, live=False)
         data = driver.migrate_disk_and_power_off(inst, data, timeout=0)
         assert self.state(driver, inst) == power_state.SHUTDOWN
-        return inst, data
+        return peer, inst, data
+
+    def resize(self, driver, image, request, power_on: bool):
+        """A resize of a new guest to 96 MiB and a 2 GB root, on the peer."""
+        peer, inst, data = self.cold_migrate(driver, image, request)
+        bigger = new_instance(inst.uuid, memory_mb=96, root_gb=2)
+        peer.finish_migration(bigger, image, [], data, power_on=power_on)
+        return peer, inst, bigger, data
 
     def test_resize_and_confirm(self, driver, image, request):
         if self.unsupported(driver, "supports_cold_migration"):
             return
-        peer = request.getfixturevalue("peer_driver")
-        inst, data = self.cold_migrate(driver, peer, image)
-        bigger = new_instance(inst.uuid, memory_mb=96, root_gb=2)
-        peer.finish_migration(bigger, image, [], data, power_on=True)
+        peer, inst, bigger, data = self.resize(driver, image, request, power_on=True)
         info = peer.get_info(bigger)
         assert info.power_state == power_state.RUNNING and info.memory_mb == 96
         driver.confirm_migration(inst, data)
@@ -569,10 +566,7 @@ class DriverContract:
     def test_resize_and_revert(self, driver, image, request):
         if self.unsupported(driver, "supports_cold_migration"):
             return
-        peer = request.getfixturevalue("peer_driver")
-        inst, data = self.cold_migrate(driver, peer, image)
-        bigger = new_instance(inst.uuid, memory_mb=96, root_gb=2)
-        peer.finish_migration(bigger, image, [], data, power_on=False)
+        peer, inst, bigger, data = self.resize(driver, image, request, power_on=False)
         assert peer.get_info(bigger).power_state == power_state.SHUTDOWN
         peer.destroy(bigger)
         driver.finish_revert_migration(inst, [], data, power_on=True)
@@ -586,8 +580,7 @@ class DriverContract:
     def test_resize_never_shrinks_the_root_disk(self, driver, image, request):
         if self.unsupported(driver, "supports_cold_migration"):
             return
-        peer = request.getfixturevalue("peer_driver")
-        inst, data = self.cold_migrate(driver, peer, image, root_gb=2)
+        peer, inst, data = self.cold_migrate(driver, image, request, root_gb=2)
         with pytest.raises(exception.Invalid):
             peer.finish_migration(new_instance(inst.uuid, root_gb=1), image, [], data)
         assert peer.find_guest(inst) == migration.GuestPresence(False)
