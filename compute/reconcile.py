@@ -45,10 +45,12 @@ class Reconciler:
         self.driver = lifecycle.driver
         self.conductor = lifecycle.conductor
         self.host = lifecycle.host
-        self._events: collections.deque[events.LifecycleEvent] = collections.deque()
+        self._events: collections.deque[events.Event] = collections.deque()
         self._events_ready = concurrency.Event()
         self._stopping = False
         self._event_worker = None
+        # Who waits for DeviceRemovedEvents (set by the volume operations).
+        self.device_removed_handler = None
 
     # --- start-up ---------------------------------------------------------------
 
@@ -181,7 +183,7 @@ class Reconciler:
         self._stopping = True
         self._events_ready.set()
 
-    def _on_event(self, event: events.LifecycleEvent) -> None:
+    def _on_event(self, event: events.Event) -> None:
         # Runs on the driver's thread: queue and return at once.
         self._events.append(event)
         self._events_ready.set()
@@ -193,7 +195,13 @@ class Reconciler:
             while self._events and not self._stopping:
                 self._handle_event(self._events.popleft())
 
-    def _handle_event(self, event: events.LifecycleEvent) -> None:
+    def _handle_event(self, event: events.Event) -> None:
+        if not isinstance(event, events.LifecycleEvent):
+            # Device removals are for the flow waiting on them (volumes).
+            handler = self.device_removed_handler
+            if handler is not None:
+                handler(event)
+            return
         ctxt = get_admin_context()
         try:
             record = self.conductor.instance_get(ctxt, event.instance_uuid)

@@ -196,6 +196,38 @@ class NoValidHost(FlotillaException):
     public_msg = None
 
 
+# --- virt: volumes, snapshots, migration -------------------------------------
+
+class DeviceNameUnavailable(Conflict):
+    msg_fmt = "Device name %(device)s is not available: %(reason)s"
+
+
+class VolumeAttachFailed(FlotillaException):
+    msg_fmt = "Attaching volume %(volume_id)s to instance %(instance_uuid)s failed: %(reason)s"
+
+
+class SnapshotFailed(FlotillaException):
+    msg_fmt = "Snapshot of instance %(instance_uuid)s failed: %(reason)s"
+
+
+class MigrationError(FlotillaException):
+    msg_fmt = "Migration of instance %(instance_uuid)s failed: %(reason)s"
+
+
+class MigrationPreCheckError(MigrationError):
+    msg_fmt = "Instance %(instance_uuid)s cannot migrate: %(reason)s"
+    code = 400
+
+
+class MigrationAborted(MigrationError):
+    msg_fmt = "Migration of instance %(instance_uuid)s was aborted"
+
+
+class NoMigrationInProgress(FlotillaException):
+    msg_fmt = "Instance %(instance_uuid)s has no migration in progress on this host"
+    code = 400
+
+
 # --- images ------------------------------------------------------------------
 
 class ImageNotActive(ImageNotFound):

@@ -3,26 +3,41 @@
 Rules every driver follows:
 
 * Instances are :class:`flotilla.objects.Instance` (or its record form,
-  accepted through ``Instance.coerce``); images are ``ImageMeta``.
-* Methods block until the operation is done and may take seconds; the agent
-  calls them from a worker, never from its RPC loop. A driver sends every
-  blocking hypervisor call through ``flotilla.concurrency.run_blocking``.
+  accepted through ``Instance.coerce``); images are ``ImageMeta``; volumes
+  are :class:`compute.virt.block_device.VolumeConnection`; a migration's
+  facts are :class:`compute.virt.migration.MigrateData` (each also accepted
+  as its dict form).
+* Methods block until the operation is done and may take seconds (a live
+  migration, minutes); the agent calls them from a worker, never from its
+  RPC loop. A driver sends every blocking hypervisor call through
+  ``flotilla.concurrency.run_blocking``.
 * Failures raise :mod:`flotilla.exception` classes: ``InstanceNotFound`` when
   the guest does not exist (except where a method says it is idempotent),
   ``HypervisorUnavailable`` when the hypervisor cannot be reached,
-  ``NotSupported`` for what this driver or hypervisor cannot do. Callers
-  check :attr:`ComputeDriver.capabilities` first rather than catching it.
-* A driver never calls back into a manager or the database; it reports power
-  changes through the listener given to :meth:`register_event_listener`.
+  ``NotSupported`` for what this driver or hypervisor cannot do.
+* The core methods (lifecycle, inspection) are abstract: every driver has
+  them. The feature methods (volumes, snapshots, migration, resize) are
+  concrete here and raise ``NotSupported``; a driver overrides those it can
+  do and says so in :attr:`ComputeDriver.capabilities`, which callers read
+  first rather than catching the error. Which flag governs which method is
+  :data:`CAPABILITY_METHODS`. ``NotSupported`` comes before any other check
+  (a missing instance, a bad argument).
+* A driver never calls back into a manager or the database; it reports what
+  happens to guests through the listener given to
+  :meth:`ComputeDriver.register_event_listener`.
 """
 
 from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
+from compute.virt.block_device import VolumeConnection
 from compute.virt.events import EventListener
+from compute.virt.migration import GuestPresence, MigrateData, MigrationProgress
+from flotilla import exception
 from flotilla.objects import ImageMeta, Instance
 
 SOFT = "SOFT"
@@ -32,7 +47,11 @@ REBOOT_TYPES = (SOFT, HARD)
 
 @dataclasses.dataclass(frozen=True)
 class DriverCapabilities:
-    """What a driver can do, so callers ask instead of catching errors."""
+    """What a driver can do, so callers ask instead of catching errors.
+
+    The feature flags default to False: a driver that does not say it can
+    do something cannot (see CAPABILITY_METHODS).
+    """
 
     supports_pause: bool = True
     supports_suspend: bool = True
@@ -41,9 +60,38 @@ class DriverCapabilities:
     supports_console_log: bool = False
     supports_diagnostics: bool = False
     supports_image_cache: bool = False
+    #: attach_volume, detach_volume, get_volume_devices
     supports_attach: bool = False
-    supports_live_migration: bool = False
+    #: extend_volume: a guest sees an attached volume grow while it runs
+    supports_extend_volume: bool = False
+    #: snapshot of the root disk, the guest running or not
     supports_snapshots: bool = False
+    #: the migration checks with live=True and the *live_migration* methods
+    supports_live_migration: bool = False
+    #: the migration checks with live=False, migrate_disk_and_power_off,
+    #: finish_migration, confirm_migration, finish_revert_migration (cold
+    #: migration, and resize, which is a cold migration to a new flavor)
+    supports_cold_migration: bool = False
+
+
+#: The methods each feature flag governs: with the flag False every one of
+#: them raises NotSupported.
+CAPABILITY_METHODS: dict[str, tuple[str, ...]] = {
+    "supports_pause": ("pause", "unpause"),
+    "supports_suspend": ("suspend", "resume"),
+    "supports_console_log": ("get_console_output",),
+    "supports_attach": ("attach_volume", "detach_volume", "get_volume_devices"),
+    "supports_extend_volume": ("extend_volume",),
+    "supports_snapshots": ("snapshot",),
+    "supports_live_migration": (
+        "pre_live_migration", "live_migration", "live_migration_progress",
+        "live_migration_abort", "live_migration_force_complete",
+        "post_live_migration_at_destination", "post_live_migration",
+        "rollback_live_migration_at_destination"),
+    "supports_cold_migration": (
+        "migrate_disk_and_power_off", "finish_migration", "confirm_migration",
+        "finish_revert_migration"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +107,16 @@ class InstanceInfo:
     @property
     def memory_mb(self) -> int:
         return self.memory_kb // 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class SnapshotFile:
+    """What :meth:`ComputeDriver.snapshot` wrote: a standalone image file."""
+
+    path: str
+    disk_format: str          # qcow2
+    size_bytes: int           # of the file
+    virtual_size_bytes: int   # of the disk the guest saw
 
 
 class ComputeDriver(abc.ABC):
@@ -184,3 +242,236 @@ class ComputeDriver(abc.ABC):
         older than the configured age; returns what was removed. Drivers
         without an image cache remove nothing."""
         return []
+
+    def find_guest(self, instance: Instance) -> GuestPresence:
+        """Whether this host holds the guest and in what state, and whether
+        a migration job involves it here.
+
+        Asked of both hosts of an interrupted migration, the answers say
+        where the guest actually runs (the one RUNNING and not INCOMING).
+        No side effects; never raises InstanceNotFound (``defined`` False).
+        This default knows no migrations; drivers that migrate override it.
+        """
+        try:
+            info = self.get_info(instance)
+        except exception.InstanceNotFound:
+            return GuestPresence(defined=False)
+        return GuestPresence(defined=True, power_state=info.power_state)
+
+    # --- volumes (supports_attach, supports_extend_volume) -------------------
+    #
+    # A volume is a network disk (NBD, see block_device.py): attaching it is
+    # plugging an export into the guest; nothing is copied or created here.
+
+    def attach_volume(self, instance: Instance, connection: VolumeConnection,
+                      device_name: str | None = None) -> str:
+        """Attach the volume to the guest and return its device name.
+
+        Live when the guest runs and persistent in its definition either
+        way. ``device_name`` None takes the first free name
+        (block_device.next_device_name); a given name must be free, else
+        DeviceNameUnavailable (also when all names are taken). Returns once
+        the hypervisor accepted the device (the guest OS may list it a
+        moment later). Idempotent per volume: a volume already attached
+        returns its current device. VolumeAttachFailed when the hypervisor
+        refuses; then nothing is attached.
+        """
+        self._not_supported("volume attach")
+
+    def detach_volume(self, instance: Instance, volume_id: str) -> bool:
+        """Ask for the volume's disk to be removed; returns at once.
+
+        True: removal was requested; the disk leaves the persistent
+        definition now and the running guest when its OS lets go, which the
+        listener learns as a DeviceRemovedEvent (a guest not running lets go
+        at once, and the event is sent too). The caller waits for that event
+        up to its deadline and may call again (asking again is no error).
+        False: the volume is not attached (any more): no event will follow.
+        """
+        self._not_supported("volume detach")
+
+    def get_volume_devices(self, instance: Instance) -> dict[str, str]:
+        """``{volume_id: device name}`` of the volumes attached now (in the
+        running guest, or in the definition of a guest that does not run).
+        What a detach whose event was lost, or a reconciliation, reads."""
+        self._not_supported("volume listing")
+
+    def extend_volume(self, instance: Instance, volume_id: str,
+                      new_size_bytes: int) -> None:
+        """Tell the running guest its volume grew to ``new_size_bytes`` (the
+        volume service resized it first); the guest sees the new size when
+        this returns. Idempotent. VolumeAttachFailed if the volume is not
+        attached; Invalid for a size below the current one."""
+        self._not_supported("volume extend")
+
+    # --- snapshot (supports_snapshots) ---------------------------------------
+
+    def snapshot(self, instance: Instance, target_path: str) -> SnapshotFile:
+        """Write the guest's root disk to ``target_path`` as a standalone,
+        flattened qcow2 (no backing file), ready to upload as an image.
+
+        The guest keeps running (never paused; a block copy or an external
+        snapshot plus a shallow commit); a stopped, paused or suspended guest
+        is converted as it is. The guest ends in the power state it was in.
+        ``target_path`` must not exist (Invalid) and its directory must. On
+        failure SnapshotFailed, and no partial file, temporary overlay or
+        block job is left. A cached base image is never written to.
+        """
+        self._not_supported("snapshot")
+
+    # --- migration: checks (both kinds) ---------------------------------------
+    #
+    # Live: check source -> check destination -> pre_live_migration (dest)
+    # -> live_migration (source; progress, abort, force_complete meanwhile)
+    # -> post_live_migration_at_destination (dest) -> post_live_migration
+    # (source). On failure: rollback_live_migration_at_destination; the guest
+    # runs on the source throughout. After a crash, find_guest on both hosts
+    # says which of the two to call.
+    #
+    # Cold (and resize): check source -> check destination ->
+    # migrate_disk_and_power_off (source) -> finish_migration (dest, new
+    # flavor) -> confirm_migration (source) or, to revert, destroy (dest) ->
+    # finish_revert_migration (source, old flavor).
+
+    def check_can_migrate_source(self, instance: Instance,
+                                 live: bool) -> MigrateData:
+        """On the source: can the guest leave this host, live or cold?
+
+        No side effects. Returns MigrateData with ``live``, ``source_host``,
+        ``local_disks``, ``volume_ids`` and (live) ``guest_cpu``.
+        MigrationPreCheckError when not (live: the guest must be running or
+        paused), NotSupported when this driver cannot migrate that way.
+        """
+        self._not_supported("live migration" if live else "cold migration")
+
+    def check_can_migrate_destination(self, instance: Instance,
+                                      migrate_data: MigrateData) -> MigrateData:
+        """On the destination: can the guest come here?
+
+        No side effects. Refuses (MigrationPreCheckError) the source host
+        itself, a guest of this uuid already here, and (live) a CPU or virt
+        type the guest cannot run on. Returns ``migrate_data`` with
+        ``dest_host`` and ``dest_uri`` set. Capacity is the scheduler's
+        claim, not checked here.
+        """
+        live = MigrateData.coerce(migrate_data).live
+        self._not_supported("live migration" if live else "cold migration")
+
+    # --- live migration (supports_live_migration) ------------------------------
+
+    def pre_live_migration(self, instance: Instance, image_meta: ImageMeta | None,
+                           volumes: Sequence[VolumeConnection],
+                           migrate_data: MigrateData) -> MigrateData:
+        """On the destination: make ready to receive the guest.
+
+        Its own instance directory, the base image in its cache and empty
+        local disks on it (the copy fills them), ``volumes`` plugged, and
+        the guest definition rendered with its own paths, returned in
+        ``dest_config``. All or nothing (MigrationError, nothing left);
+        calling it again redoes it.
+        """
+        self._not_supported("live migration")
+
+    def live_migration(self, instance: Instance, migrate_data: MigrateData) -> None:
+        """On the source: move the running guest to the destination.
+
+        Peer-to-peer, live, persistent on the destination and undefined
+        here on success; local disks are copied, network volumes are not.
+        Blocks until the job ends; progress, abort and force_complete are
+        called from other threads meanwhile. Returns when the guest runs on
+        the destination. MigrationAborted after an abort, MigrationError on
+        any other failure: in both cases the guest still runs here.
+        """
+        self._not_supported("live migration")
+
+    def live_migration_progress(self, instance: Instance) -> MigrationProgress | None:
+        """On the source: the running job's figures, None when no job runs."""
+        self._not_supported("live migration")
+
+    def live_migration_abort(self, instance: Instance) -> None:
+        """On the source: cancel the running job; live_migration then raises
+        MigrationAborted and the guest keeps running here. Returns once the
+        cancel was requested. NoMigrationInProgress when no job runs."""
+        self._not_supported("live migration")
+
+    def live_migration_force_complete(self, instance: Instance) -> None:
+        """On the source: make a migration that does not converge finish,
+        by switching to post-copy where enabled, else by pausing the guest
+        (post_live_migration_at_destination resumes it). Returns at once.
+        NoMigrationInProgress when no job runs."""
+        self._not_supported("live migration")
+
+    def post_live_migration_at_destination(self, instance: Instance,
+                                           migrate_data: MigrateData) -> None:
+        """On the destination, after success: the guest is defined here and
+        runs (resumed if a forced completion paused it). Idempotent.
+        InstanceNotFound when the guest did not arrive."""
+        self._not_supported("live migration")
+
+    def post_live_migration(self, instance: Instance,
+                            migrate_data: MigrateData) -> None:
+        """On the source, after success: remove what is left of the guest
+        here (its definition if any, its directory and disks). Never touches
+        network volumes. Idempotent."""
+        self._not_supported("live migration")
+
+    def rollback_live_migration_at_destination(self, instance: Instance,
+                                               migrate_data: MigrateData) -> None:
+        """On the destination, after a failure or abort: remove what
+        pre_live_migration made and any incoming copy of the guest.
+
+        Call it only while the guest runs on the source (find_guest there);
+        a guest this host finalized (post_live_migration_at_destination) is
+        never removed: Conflict. Idempotent.
+        """
+        self._not_supported("live migration")
+
+    # --- cold migration and resize (supports_cold_migration) -------------------
+
+    def migrate_disk_and_power_off(self, instance: Instance,
+                                   migrate_data: MigrateData,
+                                   timeout: int | None = None,
+                                   retry_interval: int | None = None) -> MigrateData:
+        """On the source: shut the guest off (as power_off, with its
+        timeout) and copy its local disks to the destination, through the
+        hypervisors (no shared filesystem). The guest stays defined here,
+        off, with its disks intact, until confirm_migration or a revert.
+        Returns ``migrate_data`` (with anything finish_migration needs).
+        MigrationError on failure: the source copy is untouched, the guest
+        off (the caller may power it on).
+        """
+        self._not_supported("cold migration")
+
+    def finish_migration(self, instance: Instance, image_meta: ImageMeta | None,
+                         volumes: Sequence[VolumeConnection],
+                         migrate_data: MigrateData, power_on: bool = True) -> None:
+        """On the destination: define the guest from the disks
+        migrate_disk_and_power_off sent, sized to ``instance.flavor`` (a
+        resize grows the root disk; a smaller root is Invalid), with
+        ``volumes`` plugged, and start it when ``power_on``. All or nothing:
+        on failure the guest is not defined here (destroy removes the disks).
+        """
+        self._not_supported("cold migration")
+
+    def confirm_migration(self, instance: Instance,
+                          migrate_data: MigrateData) -> None:
+        """On the source, when the move is accepted: remove the copy kept
+        for a revert (definition, directory, disks). Idempotent; Conflict
+        when the guest here is not such a copy (it was reverted)."""
+        self._not_supported("cold migration")
+
+    def finish_revert_migration(self, instance: Instance,
+                                volumes: Sequence[VolumeConnection],
+                                migrate_data: MigrateData,
+                                power_on: bool = True) -> None:
+        """On the source, after destroy on the destination: bring back the
+        kept guest with ``instance.flavor`` (the old one) and ``volumes``,
+        started when ``power_on``. Idempotent. InstanceNotFound when no copy
+        was kept (already confirmed)."""
+        self._not_supported("cold migration")
+
+    # --- helpers ---------------------------------------------------------------
+
+    def _not_supported(self, operation: str) -> NoReturn:
+        raise exception.NotSupported(operation=operation,
+                                     what=type(self).__name__)

@@ -1,10 +1,16 @@
-"""Lifecycle events a virt driver reports: a guest changed power state.
+"""Events a virt driver reports about its guests.
 
-Drivers call the registered listener with a :class:`LifecycleEvent` from a
-thread of their own; a listener must return quickly (hand the event to the
-agent's work queue) and must not call back into the driver synchronously.
-Events can be lost (a dropped connection), so the agent's periodic power
-state sync stays the source of truth.
+* :class:`LifecycleEvent`: a guest changed power state.
+* :class:`DeviceRemovedEvent`: a device the agent asked to detach is gone
+  from the running guest (the guest let go of it), so whatever backed it
+  (a volume's export) may be released.
+
+Drivers call the registered listener with these from a thread of their
+own; a listener must return quickly (hand the event to the agent's work
+queue) and must not call back into the driver synchronously. Events can be
+lost (a dropped connection), so the agent's periodic power state sync stays
+the source of truth, and a detach that waits for its event also asks
+``get_volume_devices`` when its deadline passes.
 """
 
 from __future__ import annotations
@@ -46,4 +52,16 @@ class LifecycleEvent:
         return POWER_STATE_AFTER[self.transition]
 
 
-EventListener = Callable[[LifecycleEvent], None]
+@dataclasses.dataclass(frozen=True)
+class DeviceRemovedEvent:
+    """The guest released a detached volume's disk (``device`` is its name
+    in the guest, e.g. vdb)."""
+
+    instance_uuid: str
+    volume_id: str
+    device: str = ""
+    timestamp: float = dataclasses.field(default_factory=time.time)
+
+
+Event = LifecycleEvent | DeviceRemovedEvent
+EventListener = Callable[[Event], None]

@@ -10,7 +10,7 @@ from compute.virt.driver import ComputeDriver
 
 ALIASES = {
     "libvirt": "compute.virt.libvirt.driver:LibvirtDriver",
-    "fake": "tests.fixtures.fake_virt:FakeDriver",
+    "fake": "compute.virt.fake:FakeDriver",
 }
 
 

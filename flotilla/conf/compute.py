@@ -12,8 +12,9 @@ compute_opts = [
     cfg.StrOpt(
         "compute_driver",
         default="libvirt",
-        help="Virt driver of the agent: 'libvirt', 'fake' (in memory, for "
-             "tests) or 'package.module:ClassName' of a ComputeDriver."),
+        help="Virt driver of the agent: 'libvirt', 'fake' (an in-memory "
+             "hypervisor for test clouds, sized by [fake_driver]) or "
+             "'package.module:ClassName' of a ComputeDriver."),
     cfg.IntOpt(
         "reboot_timeout",
         default=60,

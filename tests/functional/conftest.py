@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from compute.virt.fake import FakeDriver
 from tests.fixtures.cloud import InProcessCloud
-from tests.fixtures.fake_virt import FakeDriver
 
 
 @pytest.fixture

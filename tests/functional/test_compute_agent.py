@@ -95,7 +95,9 @@ def test_terminate_is_idempotent(fake_cloud):
 def test_console_and_diagnostics_are_calls(fake_cloud):
     uuid = fake_cloud.boot("host1")["uuid"]
     output = fake_cloud.compute.get_console_output(fake_cloud.ctxt, "host1", uuid)
-    assert isinstance(output, str)
+    # What the fake guest printed on its console, through the agent.
+    assert output == fake_cloud.drivers["host1"].get_console_output(Instance(uuid=uuid))
+    assert output == "flotilla fake guest %s booted\n" % uuid
     diags = fake_cloud.compute.get_diagnostics(fake_cloud.ctxt, "host1", uuid)
     assert "disks" in diags
     with pytest.raises(exception.InstanceNotFound):   # not on that host
@@ -117,23 +119,19 @@ def test_agent_heartbeat_and_resources_reach_the_database(fake_cloud):
 
 def test_guest_stopping_by_itself_moves_the_instance_to_stopped(fake_cloud):
     uuid = fake_cloud.boot("host1")["uuid"]
-    driver = fake_cloud.drivers["host1"]
-    guest = driver.guests[uuid]
-    guest.power_state = power_state.SHUTDOWN
-    driver._listener(events.LifecycleEvent(uuid, events.STOPPED))
+    fake_cloud.drivers["host1"].external_transition(uuid, events.STOPPED)
     inst = fake_cloud.wait_for(uuid, lambda i: i["vm_state"] == st.STOPPED)
     assert inst["power_state"] == power_state.SHUTDOWN
 
 
 def test_power_state_sync_catches_missed_events(fake_cloud):
     uuid = fake_cloud.boot("host1")["uuid"]
-    fake_cloud.drivers["host1"].guests[uuid].power_state = power_state.PAUSED
+    fake_cloud.drivers["host1"].external_transition(uuid, events.PAUSED, emit=False)
     fake_cloud.compute_services["host1"].manager.sync_power_states()
     assert db.instance_get(uuid).power_state == power_state.PAUSED
 
 
 def test_init_host_reconciles_after_a_crash(fake_cloud):
-    from tests.fixtures.fake_virt import FakeDriver
     driver = fake_cloud.drivers["host1"]
     running = fake_cloud.boot("host1")["uuid"]
     vanished = fake_cloud.boot("host1")["uuid"]
@@ -143,11 +141,11 @@ def test_init_host_reconciles_after_a_crash(fake_cloud):
     # What a crash leaves behind: a domain nobody knows, a domain gone,
     # operations half done.
     orphan = "00000000-0000-4000-8000-000000000001"
-    driver.guests[orphan] = type(driver.guests[running])(Instance(uuid=orphan))
-    del driver.guests[vanished]
+    driver.spawn(Instance(uuid=orphan), None)
+    driver.destroy(Instance(uuid=vanished))
     db.instance_update(mid_spawn, {"vm_state": st.BUILDING, "task_state": st.SPAWNING})
     db.instance_update(mid_stop, {"task_state": st.POWERING_OFF})
-    driver.guests[mid_stop].power_state = power_state.SHUTDOWN
+    driver.external_transition(mid_stop, events.STOPPED, emit=False)
     fake_cloud.start_host("host1", driver)
     assert orphan not in driver.guests
     assert db.instance_get(running).vm_state == st.ACTIVE
@@ -158,7 +156,6 @@ def test_init_host_reconciles_after_a_crash(fake_cloud):
     stopped = db.instance_get(mid_stop)
     assert (stopped.vm_state, stopped.task_state) == (st.STOPPED, None)
     assert "interrupted" in db.instance_fault_get_all(mid_stop)[0].message
-    assert isinstance(driver, FakeDriver)
 
 
 def test_libvirt_test_driver_serves_the_lifecycle(libvirt_test_cloud):

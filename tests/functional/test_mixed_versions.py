@@ -14,11 +14,11 @@ import pytest
 
 from api.state import APIState
 from compute.manager import ComputeManager
+from compute.virt.fake import FakeDriver
 from conductor.rpcapi import ConductorAPI
 from flotilla import binaries
 from flotilla import states as st
 from flotilla.db import api as db
-from tests.fixtures.fake_virt import FakeDriver
 from tests.fixtures.scheduling import SchedulingCloud, events
 
 HOSTS = ["old1", "old2"]

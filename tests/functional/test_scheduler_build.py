@@ -6,9 +6,9 @@ import collections
 
 import pytest
 
+from compute.virt.fake import FakeDriver
 from flotilla import states as st
 from flotilla.db import api as db
-from tests.fixtures.fake_virt import FakeDriver
 from tests.fixtures.scheduling import SchedulingCloud, events, fault_details, faults
 
 HOSTS = ["host1", "host2", "host3"]

@@ -299,17 +299,25 @@ def stop(root: str) -> None:
             os.rmdir(root)
 
 
-def restart_libvirtd(root: str, name: str, down_seconds: float = 0.0) -> dict:
-    """Kill one host's libvirtd (SIGKILL, as a crash) and start it again in
-    the same namespace (virtlogd keeps it alive); guests keep running.
-    For tests of reconnection. Returns the updated host."""
-    root = os.path.abspath(root)
-    state = read_state(root)
+def _host(root: str, name: str) -> tuple[dict, dict]:
+    state = read_state(os.path.abspath(root))
     host = next(h for h in (state or {"hosts": []})["hosts"] if h["name"] == name)
+    return state, host
+
+
+def kill_libvirtd(root: str, name: str) -> None:
+    """Kill one host's libvirtd (SIGKILL, as a crash); its guests and
+    virtlogd keep running. Returns once the process is gone."""
+    _state, host = _host(root, name)
     kill_all([host["libvirtd_pid"]], timeout=5)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(os.path.join(host["dir"], "run", "libvirtd.pid"))
-    time.sleep(down_seconds)
+
+
+def start_libvirtd(root: str, name: str) -> dict:
+    """Start a killed libvirtd again in its host's namespace and wait until
+    it answers. Returns the updated host."""
+    state, host = _host(root, name)
     subprocess.run(["nsenter", "-t", str(host["virtlogd_pid"]), "-m",
                     "libvirtd", "--listen", "-d"], check=True)
     deadline = time.monotonic() + START_TIMEOUT
@@ -317,10 +325,19 @@ def restart_libvirtd(root: str, name: str, down_seconds: float = 0.0) -> dict:
         pid = read_pid(os.path.join(host["dir"], "run", "libvirtd.pid"))
         if pid and host_alive(host):
             host["libvirtd_pid"] = pid
-            write_state(root, state)
+            write_state(os.path.abspath(root), state)
             return host
         time.sleep(0.1)
     raise RuntimeError("libvirtd of %s did not come back" % name)
+
+
+def restart_libvirtd(root: str, name: str, down_seconds: float = 0.0) -> dict:
+    """Kill one host's libvirtd and start it again ``down_seconds`` later
+    (guests keep running). For tests of reconnection. Returns the updated
+    host."""
+    kill_libvirtd(root, name)
+    time.sleep(down_seconds)
+    return start_libvirtd(root, name)
 
 
 def status(root: str) -> dict:

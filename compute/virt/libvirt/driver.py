@@ -25,7 +25,7 @@ from typing import Any
 import libvirt
 from oslo_config import cfg
 
-from compute.virt import driver, power_state
+from compute.virt import block_device, driver, power_state
 from compute.virt.libvirt import xml
 from compute.virt.libvirt.guest import Guest
 from compute.virt.libvirt.host import Host
@@ -87,6 +87,9 @@ class LibvirtDriver(driver.ComputeDriver):
 
     # --- helpers -------------------------------------------------------------
 
+    def _not_supported(self, operation: str):
+        raise exception.NotSupported(operation=operation, what=self.host.uri)
+
     def instance_dir(self, instance: Instance) -> str:
         return os.path.join(self.instances_path, instance.uuid)
 
@@ -105,10 +108,12 @@ class LibvirtDriver(driver.ComputeDriver):
                       "bridge": opts.bridge_name}.get(opts.network_type, "")
             network = xml.NetworkSpec(opts.network_type, source)
         directory = self.instance_dir(instance)
+        root = xml.DiskSpec(role=xml.ROOT, device=block_device.ROOT_DEVICE,
+                            path=os.path.join(directory, DISK_NAME))
         return xml.DomainSpec(
             virt_type=opts.virt_type,
             machine_type=opts.machine_type,
-            disk_path=os.path.join(directory, DISK_NAME),
+            disks=(root,),
             console_log=(os.path.join(directory, CONSOLE_LOG)
                          if self.real_disks else None),
             network=network)
@@ -133,7 +138,7 @@ class LibvirtDriver(driver.ComputeDriver):
                 os.makedirs(directory)
                 undo.append(lambda: shutil.rmtree(directory,
                                                   ignore_errors=True))
-                self.image_cache.prepare_disk(image, spec.disk_path,
+                self.image_cache.prepare_disk(image, spec.root_disk.path,
                                               instance.flavor.root_gb)
             document = self.renderer.render(instance, spec)
             domain = self.host.with_connection(
@@ -269,8 +274,7 @@ class LibvirtDriver(driver.ComputeDriver):
     def get_console_output(self, instance) -> str:
         instance = Instance.coerce(instance)
         if not self.capabilities.supports_console_log:
-            raise exception.NotSupported(operation="console output",
-                                         what=self.host.uri)
+            self._not_supported("console output")
         self._guest(instance)  # InstanceNotFound before looking at files
         path = os.path.join(self.instance_dir(instance), CONSOLE_LOG)
         limit = self.conf.libvirt.console_log_max_bytes

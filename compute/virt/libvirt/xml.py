@@ -1,7 +1,8 @@
 """Render libvirt domain XML from the template files with lxml.
 
-Templates (``domain.xml``, ``disk.xml``, ``interface.xml``) live in
-``[libvirt] template_dir``. Values are put in by element path as ``.text``
+Templates (``domain.xml``, ``disk.xml`` for file-backed disks,
+``nbd-disk.xml`` for volumes reached over NBD, ``interface.xml``) live in
+``[libvirt] template_dir``; a disk fragment is used once per disk. Values are put in by element path as ``.text``
 or attribute values, so whatever a user calls a server or writes into its
 metadata stays character data: it can never add or close an element. Text
 that XML cannot carry at all (control characters) is dropped.
@@ -16,6 +17,7 @@ import re
 
 from lxml import etree
 
+from compute.virt import block_device
 from flotilla.objects import Instance
 
 NAMESPACE = "https://flotilla.dev/xmlns/libvirt/instance/1.0"
@@ -45,16 +47,114 @@ class NetworkSpec:
     source: str = ""
 
 
+ROOT = "root"
+EPHEMERAL = "ephemeral"
+CONFIG_DRIVE = "config"
+VOLUME = "volume"
+DISK_ROLES = (ROOT, EPHEMERAL, CONFIG_DRIVE, VOLUME)
+DISK_FORMATS = ("qcow2", "raw")
+
+# libvirt's pattern for a user alias, which a hot-unplug event names.
+_ALIAS = re.compile(r"^ua-[A-Za-z0-9_.-]+$")
+
+
+@dataclasses.dataclass(frozen=True)
+class NbdSource:
+    """An NBD export: the volume service's ``export`` on ``host``:``port``."""
+
+    export: str
+    host: str
+    port: int
+
+
+@dataclasses.dataclass(frozen=True)
+class DiskSpec:
+    """One disk of a guest: a file (``path``) or a network disk (``nbd``).
+
+    ``device`` is the guest's name for it (vda, vdb, ...: see
+    block_device.next_device_name); ``serial`` what the guest reads as its
+    serial number (a volume's id); ``alias`` libvirt's name for the device
+    (``ua-...``), which its device-removed event carries.
+    """
+
+    role: str
+    device: str
+    path: str | None = None
+    nbd: NbdSource | None = None
+    format: str = "qcow2"
+    read_only: bool = False
+    serial: str = ""
+    alias: str = ""
+
+    def __post_init__(self) -> None:
+        if self.role not in DISK_ROLES:
+            raise ValueError("disk role %r is not one of %s" % (self.role, DISK_ROLES))
+        if (self.path is None) == (self.nbd is None):
+            raise ValueError("disk %s needs a path or an NBD source, not both"
+                             % self.device)
+        if self.format not in DISK_FORMATS:
+            raise ValueError("disk %s: format %r is not one of %s"
+                             % (self.device, self.format, DISK_FORMATS))
+        if self.nbd is not None and self.format != "raw":
+            raise ValueError("disk %s: an NBD export is raw" % self.device)
+        if self.alias and not _ALIAS.match(self.alias):
+            raise ValueError("disk alias %r is not ua- and [A-Za-z0-9_.-]"
+                             % self.alias)
+
+    @classmethod
+    def for_volume(cls, connection: block_device.VolumeConnection,
+                   device: str) -> DiskSpec:
+        """The network disk of an attached volume."""
+        return cls(role=VOLUME, device=device,
+                   nbd=NbdSource(connection.export, connection.host,
+                                 connection.port),
+                   format=connection.format, serial=connection.volume_id,
+                   alias=volume_alias(connection.volume_id))
+
+
+def volume_alias(volume_id: str) -> str:
+    """The libvirt alias of a volume's disk (``ua-<volume id>``)."""
+    return "ua-%s" % volume_id
+
+
+def volume_id_of_alias(alias: str) -> str | None:
+    """The volume id a disk alias names, None for other devices."""
+    return alias[3:] if alias.startswith("ua-") and len(alias) > 3 else None
+
+
 @dataclasses.dataclass(frozen=True)
 class DomainSpec:
-    """Host-side facts of a guest, decided by the driver (not the user)."""
+    """Host-side facts of a guest, decided by the driver (not the user).
+
+    ``disks`` are rendered in device-name order (the root disk, vda, first:
+    the BIOS boots the first disk); names must be distinct and allowed by
+    block_device (at most MAX_DISKS).
+    """
 
     virt_type: str            # qemu, kvm (or test for libvirt's test driver)
     machine_type: str
-    disk_path: str | None     # None: no root disk
-    disk_format: str = "qcow2"
+    disks: tuple[DiskSpec, ...] = ()
     console_log: str | None = None
     network: NetworkSpec | None = None
+
+    def __post_init__(self) -> None:
+        disks = tuple(sorted(self.disks, key=lambda d: (len(d.device), d.device)))
+        object.__setattr__(self, "disks", disks)
+        allowed = set(block_device.device_names())
+        seen: set[str] = set()
+        for disk in disks:
+            if disk.device not in allowed:
+                raise ValueError("disk device name %r is not one of vda..vdz"
+                                 % disk.device)
+            if disk.device in seen:
+                raise ValueError("two disks are called %s" % disk.device)
+            seen.add(disk.device)
+        if sum(d.role == ROOT for d in disks) > 1:
+            raise ValueError("a guest has one root disk")
+
+    @property
+    def root_disk(self) -> DiskSpec | None:
+        return next((d for d in self.disks if d.role == ROOT), None)
 
 
 class TemplateError(Exception):
@@ -109,8 +209,8 @@ class DomainRenderer:
             devices.remove(serial_source.getparent())
         # Disks and NICs go first among the devices, in a stable order.
         position = 0
-        if spec.disk_path:
-            devices.insert(position, self._disk(spec))
+        for disk in spec.disks:
+            devices.insert(position, self.render_disk(disk))
             position += 1
         if spec.network is not None:
             devices.insert(position, self._interface(spec.network))
@@ -138,11 +238,30 @@ class DomainRenderer:
             item.set("key", xml_text(key))
             item.text = xml_text(value)
 
-    def _disk(self, spec: DomainSpec) -> etree._Element:
-        disk = self._template("disk.xml")
-        _one(disk, "driver").set("type", spec.disk_format)
-        _one(disk, "source").set("file", spec.disk_path)
-        return disk
+    def render_disk(self, disk: DiskSpec) -> etree._Element:
+        """The ``<disk>`` element of one disk (also what an attach sends)."""
+        if disk.nbd is not None:
+            element = self._template("nbd-disk.xml")
+            source = _one(element, "source")
+            source.set("name", disk.nbd.export)
+            host = _one(source, "host")
+            host.set("name", disk.nbd.host)
+            host.set("port", str(disk.nbd.port))
+        else:
+            element = self._template("disk.xml")
+            _one(element, "source").set("file", disk.path)
+        _one(element, "driver").set("type", disk.format)
+        _one(element, "target").set("dev", disk.device)
+        for tag in ("readonly", "serial", "alias"):
+            for old in element.findall(tag):
+                element.remove(old)
+        if disk.read_only:
+            etree.SubElement(element, "readonly")
+        if disk.serial:
+            etree.SubElement(element, "serial").text = xml_text(disk.serial)
+        if disk.alias:
+            etree.SubElement(element, "alias").set("name", disk.alias)
+        return element
 
     def _interface(self, network: NetworkSpec) -> etree._Element:
         nic = self._template("interface.xml")

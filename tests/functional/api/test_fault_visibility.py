@@ -12,11 +12,11 @@ import falcon.testing
 import pytest
 
 from api.app import create_app
+from compute.virt.fake import FakeDriver
 from flotilla import exception
 from flotilla import states as st
 from flotilla.db import api as db
 from flotilla.db import identity as identity_db
-from tests.fixtures.fake_virt import FakeDriver
 from tests.fixtures.scheduling import SchedulingCloud
 
 C = "/compute/v2.1"

@@ -13,9 +13,9 @@ import pytest
 
 from api.app import create_app
 from api.wsgi_server import WSGIService
+from compute.virt.fake import FakeDriver
 from flotilla.db import api as db
 from flotilla.db import identity as identity_db
-from tests.fixtures.fake_virt import FakeDriver
 from tests.fixtures.scheduling import SchedulingCloud
 
 

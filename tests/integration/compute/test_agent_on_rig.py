@@ -162,9 +162,11 @@ def test_agent_survives_a_libvirtd_restart(agent_cloud, empty_image):
 
 
 class _SlowImage(http.server.BaseHTTPRequestHandler):
-    """Serves one file slowly, so an agent can be killed mid-download."""
+    """Serves one file slowly (40 pieces, 0.1 s apart), so an agent can be
+    killed mid-download; ``sending`` is set once the first piece is out."""
 
     path_to_serve = ""
+    sending: threading.Event
 
     def do_GET(self):  # noqa: N802 - http.server's name
         data = pathlib.Path(self.path_to_serve).read_bytes()
@@ -175,7 +177,9 @@ class _SlowImage(http.server.BaseHTTPRequestHandler):
         try:
             for offset in range(0, len(data), step):
                 self.wfile.write(data[offset:offset + step])
-                time.sleep(0.1)
+                self.wfile.flush()
+                self.sending.set()
+                time.sleep(0.1)   # the pace of a slow link
         except (BrokenPipeError, ConnectionResetError):
             pass
 
@@ -185,7 +189,8 @@ class _SlowImage(http.server.BaseHTTPRequestHandler):
 
 def test_agent_killed_mid_spawn_leaves_no_orphan(agent_cloud, empty_image):
     cloud, uri = agent_cloud, agent_cloud.host["uri"]
-    handler = type("Handler", (_SlowImage,), {"path_to_serve": empty_image["source"]})
+    handler = type("Handler", (_SlowImage,), {"path_to_serve": empty_image["source"],
+                                              "sending": threading.Event()})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     image = dict(empty_image, id="slow-" + empty_image["id"],
@@ -194,7 +199,7 @@ def test_agent_killed_mid_spawn_leaves_no_orphan(agent_cloud, empty_image):
         uuid = cloud.new_instance()
         cloud.compute.build_and_run_instance(cloud.ctxt, cloud.host["name"], uuid, image)
         cloud.wait(uuid, lambda i: i["task_state"] == st.SPAWNING, 30)
-        time.sleep(0.5)   # inside the download
+        assert handler.sending.wait(30), "the agent never started the download"
         os.kill(cloud.agent.proc.pid, signal.SIGKILL)
         cloud.agent.proc.wait(10)
         cloud.start_agent()

@@ -1,10 +1,10 @@
 """Builds at exact capacity across processes (RabbitMQ, PostgreSQL).
 
 A conductor, TWO scheduler processes (competing consumers) and two compute
-agents on the sized fake driver, each agent with room for exactly 25 tiny
-servers by RAM (1600 MB, 64 MB each): 50 concurrent create requests end
-with 50 ACTIVE servers and no host over capacity; one more ends in ERROR
-with the NoValidHost reason as its fault. Every process is stopped, the
+agents on the fake driver (sized by [fake_driver]), each agent with room for
+exactly 25 tiny servers by RAM (1600 MB, 64 MB each): 50 concurrent create
+requests end with 50 ACTIVE servers and no host over capacity; one more
+ends in ERROR with the NoValidHost reason as its fault. Every process is stopped, the
 vhost and the database are removed afterwards.
 """
 
@@ -34,14 +34,14 @@ def services():
         yield rabbit_url, db_url
 
 
-def _config(tmp_path, name, rabbit_url, db_url, host, exchange):
+def _config(tmp_path, name, rabbit_url, db_url, host, exchange, memory_mb=8192):
     return write_config(tmp_path / ("%s.conf" % name), {
         "DEFAULT": {"transport_url": rabbit_url, "state_path": tmp_path,
                     "report_interval": 1, "host": host},
         "rpc": {"control_exchange": exchange},
         "database": {"connection": db_url},
-        "compute": {"compute_driver": "tests.fixtures.sized_fake_virt:SizedFakeDriver",
-                    "resource_report_interval": 5},
+        "compute": {"compute_driver": "fake", "resource_report_interval": 5},
+        "fake_driver": {"memory_mb": memory_mb, "vcpus": 32, "disk_gb": 1000},
         "scheduler": {"host_subset_size": 2},
     })
 
@@ -77,11 +77,10 @@ def test_fifty_builds_fill_exact_capacity_and_the_next_gets_no_valid_host(
             daemons.append(Daemon("flotilla-scheduler", cfg_path,
                                   tmp_path / ("scheduler%d.log" % n), env=env))
         for host, slots in HOSTS.items():
-            cfg_path = _config(tmp_path, host, rabbit_url, db_url, host, exchange)
+            cfg_path = _config(tmp_path, host, rabbit_url, db_url, host, exchange,
+                               memory_mb=64 * slots)
             daemons.append(Daemon("flotilla-compute", cfg_path, tmp_path / ("%s.log" % host),
-                                  env={**env, "FLOTILLA_FAKE_MEMORY_MB": str(64 * slots),
-                                       "FLOTILLA_FAKE_VCPUS": "32",
-                                       "FLOTILLA_FAKE_DISK_GB": "1000"}))
+                                  env=env))
         for d in daemons:
             d.wait_for_log(r"%s started" % d.binary, timeout=60)
         _run_builds(tmp_path, rabbit_url, db_url, exchange, conf)

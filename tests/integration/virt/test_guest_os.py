@@ -6,7 +6,7 @@ import time
 import uuid as uuidlib
 
 from tests.fixtures.rig import domstate
-from tests.integration.virt.test_libvirt_rig import wait_until
+from tests.fixtures.waiting import wait_until
 
 
 def test_real_guest_boots_reboots_and_powers_off_gracefully(

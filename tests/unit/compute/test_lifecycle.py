@@ -13,12 +13,12 @@ import pytest
 
 from compute.lifecycle import Lifecycle
 from compute.virt import power_state
+from compute.virt.fake import FakeDriver
 from conductor.manager import ConductorManager
 from conductor.rpcapi import ConductorAPI
 from flotilla import exception, rpc
 from flotilla import states as st
 from flotilla.context import RequestContext
-from tests.fixtures.fake_virt import FakeDriver
 
 
 @pytest.fixture

@@ -71,15 +71,32 @@ def test_image_with_backing_file_is_refused(cache, tmp_path, image):
 
 
 def test_concurrent_fetches_share_one_download(cache, image, monkeypatch):
-    real = imagecache.ImageCache._download
+    """Six spawns of one image ask for its base while the first download
+    runs: the download holds until all six have asked for the image's lock
+    (or fails the test after a deadline), so they are truly concurrent."""
+    threads_count = 6
+    real_download = imagecache.ImageCache._download
+    real_lock = imagecache.ImageCache._lock
     calls = []
+    asked = threading.Condition()
+    askers = []
 
-    def slow_download(self, source, dest):
+    def counting_lock(self, key):
+        with asked:
+            askers.append(key)
+            asked.notify_all()
+        return real_lock(self, key)
+
+    def held_download(self, source, dest):
         calls.append(source)
-        time.sleep(0.3)  # long enough for every thread to queue up
-        return real(self, source, dest)
+        with asked:
+            if not asked.wait_for(lambda: len(askers) >= threads_count, 30):
+                raise AssertionError("only %d of %d spawns asked for the image"
+                                     % (len(askers), threads_count))
+        return real_download(self, source, dest)
 
-    monkeypatch.setattr(imagecache.ImageCache, "_download", slow_download)
+    monkeypatch.setattr(imagecache.ImageCache, "_lock", counting_lock)
+    monkeypatch.setattr(imagecache.ImageCache, "_download", held_download)
     results, errors = [], []
 
     def spawn_disk(n):
@@ -90,14 +107,15 @@ def test_concurrent_fetches_share_one_download(cache, image, monkeypatch):
         except Exception as exc:  # reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=spawn_disk, args=(n,)) for n in range(6)]
+    threads = [threading.Thread(target=spawn_disk, args=(n,))
+               for n in range(threads_count)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
+        t.join(60)
     assert errors == []
     assert len(calls) == 1 and cache.downloads == 1
-    assert len(set(results)) == 1
+    assert len(results) == threads_count and len(set(results)) == 1
 
 
 def test_http_source(cache, tmp_path, image):

@@ -2,24 +2,44 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 import pytest
 from lxml import etree
 
+from compute.virt import block_device
 from compute.virt.libvirt import xml
+from flotilla import exception
 from flotilla.conf import libvirt as libvirt_conf
 from tests.unit.virt.conftest import make_instance
 
 TEMPLATES = libvirt_conf._PACKAGED_TEMPLATES
 
 
+ROOT = xml.DiskSpec(role=xml.ROOT, device="vda", path="/srv/instances/x/disk")
+
+
 def spec(**overrides) -> xml.DomainSpec:
-    values = dict(virt_type="qemu", machine_type="pc",
-                  disk_path="/srv/instances/x/disk",
+    values = dict(virt_type="qemu", machine_type="pc", disks=(ROOT,),
                   console_log="/srv/instances/x/console.log")
     values.update(overrides)
     return xml.DomainSpec(**values)
+
+
+def volume(n: int, device: str) -> xml.DiskSpec:
+    return xml.DiskSpec.for_volume(block_device.VolumeConnection(
+        volume_id="0000000%d-1111-4222-8333-444444444444" % n,
+        export="volume-%d" % n, host="192.0.2.%d" % n, port=10809 + n), device)
+
+
+EVERY_KIND = (
+    ROOT,
+    xml.DiskSpec(role=xml.EPHEMERAL, device="vdb", path="/srv/instances/x/disk.eph0"),
+    xml.DiskSpec(role=xml.CONFIG_DRIVE, device="vdc", path="/srv/instances/x/disk.config",
+                 format="raw", read_only=True),
+    volume(1, "vdd"), volume(2, "vde"), volume(3, "vdf"),
+)
 
 
 @pytest.fixture
@@ -34,10 +54,13 @@ def renderer():
     spec(network=xml.NetworkSpec("user")),
     spec(network=xml.NetworkSpec("network", "default")),
     spec(network=xml.NetworkSpec("bridge", "br0")),
-    spec(console_log=None, disk_path=None),
-    spec(disk_format="raw"),
+    spec(console_log=None, disks=()),
+    spec(disks=(dataclasses.replace(ROOT, format="raw"),)),
+    spec(disks=EVERY_KIND, network=xml.NetworkSpec("user")),
+    spec(disks=(volume(1, "vda"),)),
 ], ids=["plain", "kvm-q35", "default-machine", "user-nic", "network-nic",
-        "bridge-nic", "no-disk-no-log", "raw-disk"])
+        "bridge-nic", "no-disk-no-log", "raw-disk", "every-kind-of-disk",
+        "boot-from-volume"])
 def test_rendered_documents_are_valid(renderer, assert_valid, domain_spec):
     inst = make_instance()
     root = assert_valid(renderer.render(inst, domain_spec))
@@ -51,13 +74,9 @@ def test_rendered_documents_are_valid(renderer, assert_valid, domain_spec):
     if domain_spec.machine_type:
         assert root.find("os/type").get("machine") == domain_spec.machine_type
     disks = root.findall("devices/disk")
-    if domain_spec.disk_path:
-        assert len(disks) == 1
-        assert disks[0].find("source").get("file") == domain_spec.disk_path
-        assert disks[0].find("driver").get("type") == domain_spec.disk_format
-        assert disks[0].find("target").get("bus") == "virtio"
-    else:
-        assert disks == []
+    assert len(disks) == len(domain_spec.disks)
+    for element, disk in zip(disks, domain_spec.disks, strict=True):
+        assert_disk(element, disk)
     serial = root.find("devices/serial/source")
     if domain_spec.console_log:
         assert serial.get("path") == domain_spec.console_log
@@ -72,6 +91,96 @@ def test_rendered_documents_are_valid(renderer, assert_valid, domain_spec):
         if domain_spec.network.type != "user":
             source = nics[0].find("source")
             assert source.get(domain_spec.network.type) == domain_spec.network.source
+
+
+def assert_disk(element: etree._Element, disk: xml.DiskSpec) -> None:
+    """The rendered <disk> says what the DiskSpec says, and nothing else."""
+    assert element.find("target").get("dev") == disk.device
+    assert element.find("target").get("bus") == "virtio"
+    assert element.find("driver").get("type") == disk.format
+    source = element.find("source")
+    if disk.nbd is not None:
+        assert element.get("type") == "network"
+        assert source.get("protocol") == "nbd" and source.get("name") == disk.nbd.export
+        host = source.find("host")
+        assert (host.get("name"), host.get("port")) == (disk.nbd.host, str(disk.nbd.port))
+    else:
+        assert element.get("type") == "file" and source.get("file") == disk.path
+    assert (element.find("readonly") is not None) == disk.read_only
+    assert element.findtext("serial", default="") == disk.serial
+    alias = element.find("alias")
+    assert (alias.get("name") if alias is not None else "") == disk.alias
+
+
+def test_disks_render_in_device_order_whatever_order_given(renderer, assert_valid):
+    shuffled = tuple(reversed(EVERY_KIND))
+    root = assert_valid(renderer.render(make_instance(), spec(disks=shuffled)))
+    assert [t.get("dev") for t in root.findall("devices/disk/target")] == [
+        "vda", "vdb", "vdc", "vdd", "vde", "vdf"]
+
+
+def test_nbd_volume_disk_carries_its_volume_id(renderer, assert_valid):
+    disk = volume(7, "vdb")
+    root = assert_valid(renderer.render(make_instance(), spec(disks=(ROOT, disk))))
+    element = root.findall("devices/disk")[1]
+    assert element.findtext("serial") == "00000007-1111-4222-8333-444444444444"
+    assert xml.volume_id_of_alias(element.find("alias").get("name")) == element.findtext("serial")
+    assert xml.volume_id_of_alias("virtio-disk0") is None
+    # The fragment alone (what an attach sends) is the same element.
+    def content(el):
+        return [(e.tag, dict(e.attrib), (e.text or "").strip()) for e in el.iter()]
+    assert content(renderer.render_disk(disk)) == content(element)
+
+
+def test_as_many_disks_as_names(renderer, assert_valid):
+    disks = [ROOT]
+    for n in range(1, block_device.MAX_DISKS):
+        used = [d.device for d in disks]
+        disks.append(xml.DiskSpec(role=xml.VOLUME, device=block_device.next_device_name(used),
+                                  nbd=xml.NbdSource("e%d" % n, "h", 10809), format="raw"))
+    root = assert_valid(renderer.render(make_instance(), spec(disks=tuple(disks))))
+    assert len(root.findall("devices/disk")) == block_device.MAX_DISKS == 26
+    assert root.findall("devices/disk/target")[-1].get("dev") == "vdz"
+    with pytest.raises(exception.DeviceNameUnavailable, match="all 26"):
+        block_device.next_device_name([d.device for d in disks])
+
+
+@pytest.mark.parametrize("disks, message", [
+    ((ROOT, dataclasses.replace(ROOT, role=xml.EPHEMERAL)), "two disks are called vda"),
+    ((ROOT, dataclasses.replace(ROOT, device="vdb")), "one root disk"),
+    ((dataclasses.replace(ROOT, device="sda"),), "not one of vda..vdz"),
+])
+def test_domain_spec_refuses_bad_disk_sets(disks, message):
+    with pytest.raises(ValueError, match=message):
+        spec(disks=disks)
+
+
+@pytest.mark.parametrize("values, message", [
+    (dict(role="swap", device="vdb", path="/x"), "role"),
+    (dict(role=xml.ROOT, device="vda"), "path or an NBD source"),
+    (dict(role=xml.ROOT, device="vda", path="/x", nbd=xml.NbdSource("e", "h", 1)),
+     "path or an NBD source"),
+    (dict(role=xml.ROOT, device="vda", path="/x", format="vmdk"), "format"),
+    (dict(role=xml.VOLUME, device="vdb", nbd=xml.NbdSource("e", "h", 1)), "raw"),
+    (dict(role=xml.VOLUME, device="vdb", nbd=xml.NbdSource("e", "h", 1), format="raw",
+          alias="ua-a b"), "alias"),
+])
+def test_disk_spec_refuses_what_libvirt_would(values, message):
+    with pytest.raises(ValueError, match=message):
+        xml.DiskSpec(**values)
+
+
+def test_device_name_allocator():
+    assert block_device.next_device_name([]) == "vda"
+    assert block_device.next_device_name(["vda", "vdb", "vdd"]) == "vdc"
+    assert block_device.next_device_name(["vda"], limit=2) == "vdb"
+    with pytest.raises(exception.DeviceNameUnavailable, match="all 2 device names"):
+        block_device.next_device_name(["vda", "vdb"], limit=2)
+    assert block_device.check_device_name("vdc", ["vda"]) == "vdc"
+    with pytest.raises(exception.DeviceNameUnavailable, match="in use"):
+        block_device.check_device_name("vda", ["vda"])
+    with pytest.raises(exception.DeviceNameUnavailable, match="vda..vdz"):
+        block_device.check_device_name("hda", [])
 
 
 def test_metadata_round_trip(renderer, assert_valid):
