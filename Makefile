@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: venv services test test-unit test-functional test-integration lint genconfig bench demo demo-stop clean
+.PHONY: venv services test test-unit test-functional test-integration test-systemd lint genconfig bench demo demo-stop clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ services:
 	tools/ensure-services.sh
 
 test: services venv
-	$(PYTEST) -q -p no:cacheprovider tests/unit tests/functional tests/integration
+	$(PYTEST) -q -p no:cacheprovider tests/unit tests/functional tests/integration tests/systemd
 
 test-unit: venv
 	$(PYTEST) -q tests/unit
@@ -29,6 +29,11 @@ test-functional: venv
 
 test-integration: services venv
 	$(PYTEST) -q tests/integration
+
+# The units under a real systemd (PID 1 of a systemd-nspawn container): needs
+# root; installs systemd-container and mmdebstrap when missing.
+test-systemd: services venv
+	$(PYTEST) -q -p no:cacheprovider tests/systemd
 
 lint: venv
 	$(VENV)/bin/ruff check flotilla api scheduler conductor compute tests tools

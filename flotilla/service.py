@@ -8,19 +8,26 @@ is one line on stderr and exit status 2), selects the concurrency backend
 before anything else starts, sets up logging, starts the services and stops
 them cleanly on SIGTERM or SIGINT: stop consuming, let in-flight work finish
 within ``[DEFAULT] graceful_shutdown_timeout``, close connections.
+
+Under systemd (``Type=notify``) it tells systemd ``READY=1`` once every
+service serves and ``STOPPING=1`` on the signal; with ``WatchdogSec=`` it
+sends keep-alives while every service proves it works (see
+:mod:`flotilla.systemd` and each service's ``alive()``).
 """
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import signal
 import sys
+import time
 from collections.abc import Callable
 from typing import Protocol
 
 from oslo_config import cfg
 
-from flotilla import concurrency, periodic
+from flotilla import concurrency, periodic, systemd
 from flotilla.conf import loader
 
 LOG = logging.getLogger(__name__)
@@ -62,6 +69,9 @@ class Service:
         self._heartbeat = heartbeat
         self._server = None
         self._runner: periodic.PeriodicRunner | None = None
+        # When the last heartbeat started and finished (monotonic), for alive().
+        self._beat_started: float | None = None
+        self._beat_finished: float | None = None
 
     def start(self) -> None:
         from flotilla import rpc
@@ -89,6 +99,7 @@ class Service:
 
     @periodic.periodic_task(spacing=lambda self: self.conf.report_interval)
     def _report_state(self) -> None:
+        self._beat_started = time.monotonic()
         try:
             self._heartbeat(self.host, self.binary, self.topic,
                             getattr(self.manager, "RPC_API_VERSION", None))
@@ -96,6 +107,34 @@ class Service:
             # A missed heartbeat only makes the service look down for a
             # while; the next one may get through.
             LOG.warning("%s: heartbeat failed: %s", self.binary, exc)
+        finally:
+            self._beat_finished = time.monotonic()
+
+    def alive(self, within: float) -> bool | str:
+        """True while the periodic loop keeps heartbeating, else what is wrong.
+
+        Between heartbeats, the last one must have ended in the last
+        ``within`` seconds: a loop stuck in another task (a hung libvirt
+        call) stops them. A heartbeat under way may wait as long as the RPC
+        layer lets one message wait (``[rpc] call_timeout`` plus
+        ``reconnect_timeout``), so a broker, conductor or database that is
+        away, which a restart would not cure, is not taken for a hang; one
+        that fails counts as done. Without a heartbeat: True.
+        """
+        started, finished = self._beat_started, self._beat_finished
+        if self._heartbeat is None or started is None:
+            return True
+        now = time.monotonic()
+        if finished is None or started > finished:
+            bound = self.conf.rpc.call_timeout + self.conf.rpc.reconnect_timeout
+            if now - started <= bound:
+                return True
+            return "%s: heartbeat under way for %.0f s (longer than %d s)" % (
+                self.binary, now - started, bound)
+        if now - finished <= within:
+            return True
+        return "%s: no heartbeat for %.0f s (periodic tasks stuck?)" % (
+            self.binary, now - finished)
 
     def stop(self, grace: float | None = None) -> bool:
         """Stop consuming, finish in-flight work within ``grace`` seconds.
@@ -155,6 +194,12 @@ def run_daemon(prog: str, make_services: Callable[[cfg.ConfigOpts], list],
         return 2
     concurrency.setup(conf.concurrency_backend)
     log.setup(conf.debug)
+    # A fatal signal (systemd's watchdog sends SIGABRT) prints every
+    # thread's stack on stderr: the journal then shows where it hung.
+    try:
+        faulthandler.enable()
+    except (AttributeError, ValueError, OSError):
+        pass    # a stderr without a file descriptor (in-process tests)
     try:
         services = make_services(conf)
         for svc in services:
@@ -166,9 +211,39 @@ def run_daemon(prog: str, make_services: Callable[[cfg.ConfigOpts], list],
         LOG.error("%s failed to start: %s: %s", prog, type(exc).__name__, exc)
         LOG.debug("start-up failure", exc_info=True)
         return 1
+    systemd.notify("READY=1", "STATUS=serving")
+    watchdog = _start_watchdog(conf, services)
     signum = wait_for_signal()
+    systemd.notify("STOPPING=1", "STATUS=stopping: finishing in-flight work")
     LOG.info("%s: received %s, stopping", prog, signal.Signals(signum).name)
+    if watchdog is not None:
+        watchdog.stop()
     clean = True
     for svc in reversed(services):
-        clean = svc.stop() and clean
+        clean = svc.stop(conf.graceful_shutdown_timeout) and clean
     return 0 if clean else 1
+
+
+def _start_watchdog(conf: cfg.ConfigOpts, services: list) -> systemd.Watchdog | None:
+    """Keep-alives for systemd's ``WatchdogSec=`` while every service is
+    alive; None when the unit sets no watchdog."""
+    interval = systemd.watchdog_interval()
+    if interval is None:
+        return None
+    # Between heartbeats: as long as the cloud waits before it calls the
+    # service down.
+    within = max(conf.service_down_time, 2 * conf.report_interval)
+    checks = [svc.alive for svc in services if hasattr(svc, "alive")]
+
+    def alive() -> bool | str:
+        for check in checks:
+            verdict = check(within)
+            if verdict is not True:
+                return verdict
+        return True
+
+    watchdog = systemd.Watchdog(interval, alive)
+    watchdog.start()
+    LOG.info("systemd watchdog: a keep-alive every %.1f s while alive "
+             "(WatchdogSec=%.0f s)", interval / 4, interval)
+    return watchdog

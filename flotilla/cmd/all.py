@@ -125,6 +125,9 @@ class _APIWithBanner:
     def stop(self, grace: float | None = None) -> bool:
         return self.api.stop(grace)
 
+    def alive(self, within: float) -> bool | str:
+        return self.api.alive(within)
+
 
 def main(argv: list[str] | None = None) -> int:
     from flotilla.conf import CONF
