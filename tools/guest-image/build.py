@@ -11,12 +11,20 @@ What is in it (no loop devices, no mounts, a few seconds on a fresh machine):
 
 * the kernel of the package ``linux-image-cloud-amd64`` depends on (fetched
   with ``apt-get download``, unpacked with ``dpkg-deb --fsys-tarfile``) and
-  its virtio, virtio_blk, virtio_net, button and evdev modules, loaded with
-  insmod in dependency order (read from each module's ``depends=``);
-* a busybox initramfs whose /init prints BOOT_MARKER and /proc/partitions
-  to the serial console, runs acpid (power button -> ``poweroff -f``; plain
-  poweroff fails with a shell as PID 1) and then prints every change of
-  /proc/partitions (a hot-plugged disk shows up);
+  its virtio, virtio_blk, virtio_net, button, evdev and vfat modules,
+  loaded with insmod in dependency order (read from each module's
+  ``depends=``);
+* a busybox initramfs whose /init prints to the serial console:
+  BOOT_MARKER; INSTANCE_MARKER and its instance uuid (from SMBIOS);
+  BOOT_COUNT_MARKER and a boot counter kept on the root disk (so snapshots
+  and migrations carry it); /proc/partitions. It runs acpid (power button
+  -> ``poweroff -f``; plain poweroff fails with a shell as PID 1), then
+  every second: every change of /proc/partitions (a hot-plugged disk shows
+  up); for each new disk but the root, DISK_MARKER with the instance uuid
+  found in its first sector, after writing its own there if the disk was
+  blank; DISK_SIZE_MARKER with a disk's size in bytes whenever it changes
+  (an online extend); and every 5 s TICK_MARKER and a counter (the guest
+  kept running across a live migration);
 * a 64 MB FAT disk with syslinux (kernel, initramfs, syslinux.cfg),
   converted to qcow2 so the OS travels with snapshots and migrations.
 
@@ -42,11 +50,21 @@ import tempfile
 
 BOOT_MARKER = "FLOTILLA-GUEST-BOOTED"
 PARTITIONS_MARKER = "FLOTILLA-PARTITIONS"
+INSTANCE_MARKER = "FLOTILLA-INSTANCE"
+BOOT_COUNT_MARKER = "FLOTILLA-BOOT-COUNT"
+DISK_MARKER = "FLOTILLA-DISK-MARKER"
+DISK_SIZE_MARKER = "FLOTILLA-DISK-SIZE"
+TICK_MARKER = "FLOTILLA-TICK"
+MARKERS = {"@BOOT_MARKER@": BOOT_MARKER, "@PARTITIONS_MARKER@": PARTITIONS_MARKER,
+           "@INSTANCE_MARKER@": INSTANCE_MARKER, "@BOOT_COUNT_MARKER@": BOOT_COUNT_MARKER,
+           "@DISK_MARKER@": DISK_MARKER, "@DISK_SIZE_MARKER@": DISK_SIZE_MARKER,
+           "@TICK_MARKER@": TICK_MARKER}
 MIN_RAM_MB = 80
 DEFAULT_OUTPUT = os.path.join(os.path.expanduser("~"), ".cache", "flotilla",
                               "guest-image", "guest.qcow2")
 META_PACKAGE = "linux-image-cloud-amd64"
-WANTED_MODULES = ["virtio_pci", "virtio_blk", "virtio_net", "button", "evdev"]
+WANTED_MODULES = ["virtio_pci", "virtio_blk", "virtio_net", "button", "evdev", "vfat",
+                  "nls_cp437", "nls_ascii"]
 PACKAGES = {"busybox-static": "/bin/busybox", "syslinux": "/usr/bin/syslinux",
             "mtools": "/usr/bin/mcopy", "dosfstools": "/sbin/mkfs.vfat",
             "qemu-utils": "/usr/bin/qemu-img"}
@@ -55,26 +73,78 @@ DISK_MB = 64
 INIT = r"""#!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/bin
-mkdir -p /dev /proc /sys /tmp
+mkdir -p /dev /proc /sys /tmp /mnt/root
 mount -t devtmpfs devtmpfs /dev
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 exec </dev/console >/dev/console 2>&1
 for m in $(cat /etc/modules.order); do insmod "/lib/modules/$m" || echo "insmod $m failed"; done
 echo "@BOOT_MARKER@ $(uname -r)"
+# Who am I: libvirt gives the guest its domain (instance) uuid through SMBIOS.
+me=$(cat /sys/class/dmi/id/product_uuid 2>/dev/null | tr A-Z a-z)
+echo "@INSTANCE_MARKER@ ${me:-unknown}"
+# The boot counter lives on the root disk (the FAT disk syslinux booted
+# from), so a snapshot or a migration carries it.
+if mount -t vfat /dev/vda /mnt/root 2>/dev/null; then
+    count=$(cat /mnt/root/BOOTCNT 2>/dev/null || echo 0)
+    count=$((count + 1))
+    echo "$count" > /mnt/root/BOOTCNT
+    sync
+    umount /mnt/root
+    echo "@BOOT_COUNT_MARKER@ $count"
+else
+    echo "@BOOT_COUNT_MARKER@ unknown (no FAT root disk)"
+fi
 echo "@PARTITIONS_MARKER@"
 cat /proc/partitions
 # Power button (needs the button and evdev modules): poweroff -f.
 acpid -c /etc/acpi -l /dev/null
+
+# Every disk but the root: a blank one gets this instance's marker in its
+# first sector; whatever marker a disk carries is printed, with its size.
+disk_report() {
+    dev=$1
+    head=$(dd if=/dev/$dev bs=512 count=1 2>/dev/null | tr -d '\000')
+    if [ -z "$head" ]; then
+        printf '@DISK_MARKER@ %s\n' "$me" | dd of=/dev/$dev bs=512 conv=sync 2>/dev/null
+        sync
+        echo "@DISK_MARKER@ $dev written ${me:-unknown}"
+    else
+        owner=$(echo "$head" | sed -n 's/^@DISK_MARKER@ \([0-9a-f-]*\).*/\1/p' | head -n 1)
+        echo "@DISK_MARKER@ $dev found ${owner:-none}"
+    fi
+}
+sizes=""
 previous=$(cat /proc/partitions)
+tick=0
 while true; do
-    sleep 1
+    now=""
+    for path in /sys/block/vd*; do
+        [ -e "$path" ] || continue
+        dev=${path##*/}
+        [ "$dev" = vda ] && continue
+        bytes=$(( $(cat $path/size) * 512 ))
+        now="$now $dev=$bytes"
+        case " $sizes " in
+            *" $dev="*) ;;
+            *) disk_report $dev ;;
+        esac
+        case " $sizes " in
+            *" $dev=$bytes "*) ;;
+            *) echo "@DISK_SIZE_MARKER@ $dev $bytes" ;;
+        esac
+    done
+    sizes="$now"
     current=$(cat /proc/partitions)
     if [ "$current" != "$previous" ]; then
         echo "@PARTITIONS_MARKER@ changed"
         echo "$current"
         previous=$current
     fi
+    # A heartbeat on the console: it goes on counting across a live migration.
+    tick=$((tick + 1))
+    [ $((tick % 5)) -eq 0 ] && echo "@TICK_MARKER@ $tick"
+    sleep 1
 done
 """
 
@@ -210,8 +280,9 @@ def build_initramfs(work: str, modules: list[tuple[str, bytes]]) -> str:
             f.write(data)
         order.append(name + ".ko")
     _write(os.path.join(root, "etc", "modules.order"), "\n".join(order) + "\n")
-    init = (INIT.replace("@BOOT_MARKER@", BOOT_MARKER)
-            .replace("@PARTITIONS_MARKER@", PARTITIONS_MARKER))
+    init = INIT
+    for placeholder, marker in MARKERS.items():
+        init = init.replace(placeholder, marker)
     _write(os.path.join(root, "init"), init, 0o755)
     # busybox acpid maps the power button to the action PWRF/00000080
     # (a file is executed, a directory is run-parts'ed).
@@ -261,8 +332,11 @@ def build(output: str) -> dict:
         with open(partial, "rb") as f:
             digest = hashlib.sha256(f.read()).hexdigest()
         meta = {"image": os.path.abspath(output), "sha256": digest,
-                "kernel": version, "boot_marker": BOOT_MARKER,
-                "partitions_marker": PARTITIONS_MARKER,
+                "kernel": version, "recipe": recipe_digest(),
+                "boot_marker": BOOT_MARKER, "partitions_marker": PARTITIONS_MARKER,
+                "instance_marker": INSTANCE_MARKER,
+                "boot_count_marker": BOOT_COUNT_MARKER, "disk_marker": DISK_MARKER,
+                "disk_size_marker": DISK_SIZE_MARKER, "tick_marker": TICK_MARKER,
                 "min_ram_mb": MIN_RAM_MB,
                 "modules": [n for n, _ in modules]}
         os.replace(partial, output)  # atomic: a present image is complete
@@ -271,14 +345,23 @@ def build(output: str) -> dict:
     return meta
 
 
+def recipe_digest() -> str:
+    """What the image is made of, so a changed recipe rebuilds a cached one."""
+    recipe = json.dumps([INIT, sorted(MARKERS.items()), WANTED_MODULES, SYSLINUX_CFG,
+                         POWER_OFF, DISK_MB])
+    return hashlib.sha256(recipe.encode()).hexdigest()[:16]
+
+
 def ensure(output: str = DEFAULT_OUTPUT, force: bool = False) -> dict:
-    """The image's metadata, building the image when missing."""
+    """The image's metadata, building the image when missing or made from
+    another recipe."""
     meta_path = os.path.join(os.path.dirname(os.path.abspath(output)),
                              "guest.json")
     if not force and os.path.exists(output) and os.path.exists(meta_path):
         with open(meta_path) as f:
             meta = json.load(f)
-        if meta.get("image") == os.path.abspath(output):
+        if meta.get("image") == os.path.abspath(output) \
+                and meta.get("recipe") == recipe_digest():
             return meta
     log("building %s" % output)
     return build(output)
