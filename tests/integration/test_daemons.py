@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import pathlib
 import subprocess
-import time
 
 import pytest
 
 from tests.fixtures.daemons import BIN, Daemon, write_config
 from tests.fixtures.services import postgresql_database, rabbit_vhost
+from tests.fixtures.waiting import wait_until
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 ENV = {"PYTHONPATH": str(REPO)}
@@ -137,9 +137,5 @@ def _boot_and_delete_through_rpc(config) -> None:
         db.dispose()
 
 
-def _wait(predicate, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached within %ss" % timeout)
-        time.sleep(0.1)
+def _wait(predicate, timeout: float = 30, what: str = "condition"):
+    return wait_until(predicate, timeout, what, interval=0.1)

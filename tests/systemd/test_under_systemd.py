@@ -19,6 +19,7 @@ import psycopg
 import pytest
 
 from tests.fixtures.services import rabbitmqctl
+from tests.fixtures.waiting import wait_until
 from tests.systemd.conftest import UNITS, Deployed
 
 pytestmark = pytest.mark.slow
@@ -41,16 +42,8 @@ BAD_OPTIONS = {"flotilla-api": ("api", "workers", "many"),
 EXPOSURE_GOAL = {unit: 2.0 for unit in UNITS}
 
 
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("%s: not within %ss" % (what, timeout))
-        time.sleep(0.1)
-
+def _wait(predicate, timeout: float = 30, what: str = "condition"):
+    return wait_until(predicate, timeout, what, interval=0.1)
 
 def _get(url: str, timeout: float = 5) -> int:
     with urllib.request.urlopen(url, timeout=timeout) as resp:

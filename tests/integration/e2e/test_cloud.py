@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import sqlalchemy as sa
 
 from tests.fixtures.rig import domstate, empty_image, virsh
+from tests.fixtures.waiting import wait_until
 
 
-def _wait(predicate, timeout: float = 120, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("%s not reached within %ss" % (what, timeout))
-        time.sleep(0.5)
-
+def _wait(predicate, timeout: float = 30, what: str = "condition"):
+    return wait_until(predicate, timeout, what, interval=0.5)
 
 @pytest.fixture(scope="module")
 def nano(cloud, walkthrough, tmp_path_factory):

@@ -14,13 +14,13 @@ import concurrent.futures
 import os
 import pathlib
 import subprocess
-import time
 import uuid as uuidlib
 
 import pytest
 
 from tests.fixtures.daemons import BIN, Daemon, write_config
 from tests.fixtures.services import postgresql_database, rabbit_vhost
+from tests.fixtures.waiting import wait_until
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
 FLAVOR = {"flavorid": "tiny", "name": "tiny", "memory_mb": 64, "vcpus": 1,
@@ -46,16 +46,8 @@ def _config(tmp_path, name, rabbit_url, db_url, host, exchange, memory_mb=8192):
     })
 
 
-def _wait(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
-        time.sleep(0.2)
-
+def _wait(predicate, timeout: float = 30, what: str = "condition"):
+    return wait_until(predicate, timeout, what, interval=0.2)
 
 def test_fifty_builds_fill_exact_capacity_and_the_next_gets_no_valid_host(
         tmp_path, services, conf):
