@@ -54,9 +54,24 @@ class MicroversionMiddleware:
                 resp.set_header(key, value)
 
 
+def check_config(conf) -> None:
+    """Refuse at start a configuration that would fail every boot later:
+    agents download images through signed URLs as soon as an endpoint is
+    configured, and nothing can sign them without a key."""
+    from flotilla import images
+    from flotilla.conf.loader import ConfigError
+    if images.image_endpoint(conf) and not (conf.image.download_signing_key
+                                            or conf.rpc.signing_key):
+        raise ConfigError(
+            "[image] download_signing_key is not set (nor [rpc] signing_key), "
+            "but [api] public_endpoint / [image] public_endpoint is: compute "
+            "agents could not be given signed image download URLs")
+
+
 def create_app(conf, transport=None) -> falcon.App:
     """The API app for ``conf``; ``transport`` is the RPC transport to cast
     on (None: made from ``[DEFAULT] transport_url``)."""
+    check_config(conf)
     if transport is None:
         from flotilla import rpc
         transport = rpc.get_transport(conf)
