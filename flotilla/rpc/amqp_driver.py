@@ -100,6 +100,9 @@ class AMQPDriver:
         self.publisher.publish(target, body, method,
                                timeout=self.options.reconnect_timeout)
 
+    def submit_cast(self, target: Target, body: bytes, method: str):
+        return self.publisher.submit(target, body, method)
+
     def call(self, target: Target, body: bytes, correlation_id: str,
              method: str, timeout: float) -> bytes:
         conn = self._publish(

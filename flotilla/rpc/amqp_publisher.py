@@ -78,6 +78,34 @@ class _Pending:
         self.sent_at = 0.0
 
 
+class Confirmation:
+    """The broker's answer about one submitted message."""
+
+    __slots__ = ("_publisher", "_pending")
+
+    def __init__(self, publisher: ConfirmingPublisher, pending: _Pending) -> None:
+        self._publisher = publisher
+        self._pending = pending
+
+    def done(self) -> bool:
+        return self._pending.event.is_set()
+
+    def wait(self, timeout: float) -> None:
+        """Return once confirmed; raise MessageUndeliverable (no queue),
+        MessagingUnavailable (nacked, closed, or not confirmed within
+        ``timeout``: then withdrawn if it was not sent yet)."""
+        pending = self._pending
+        if not pending.event.wait(timeout):
+            never_sent = self._publisher._withdraw(pending)
+            raise exception.MessagingUnavailable(
+                reason="cast %s on %s not confirmed within %ss (%s)" % (
+                    pending.method, self._publisher._where, timeout,
+                    "never sent" if never_sent
+                    else "it may or may not have been queued"))
+        if pending.error is not None:
+            raise pending.error
+
+
 class ConfirmingPublisher:
     """Pipelined confirmed publishing on one connection (see module rules)."""
 
@@ -106,6 +134,11 @@ class ConfirmingPublisher:
     def publish(self, target: Target, body: bytes, method: str,
                 timeout: float) -> None:
         """Publish and wait for the broker's confirm (see module rules)."""
+        self.submit(target, body, method).wait(timeout)
+
+    def submit(self, target: Target, body: bytes, method: str) -> Confirmation:
+        """Queue a message for publishing; its :class:`Confirmation` says
+        when the broker confirmed it (many can be in flight at once)."""
         pending = _Pending(target, body, method, "c%d" % next(self._tokens))
         with self._lock:
             if self._closed:
@@ -118,21 +151,17 @@ class ConfirmingPublisher:
             self._woken = True
         if wake:
             self._wake()
-        if not pending.event.wait(timeout):
-            with self._lock:
-                pending.abandoned = True
-                try:
-                    self._outbox.remove(pending)
-                    sent = False
-                except ValueError:
-                    sent = True
-            raise exception.MessagingUnavailable(
-                reason="cast %s on %s not confirmed within %ss (%s)" % (
-                    method, self._where, timeout,
-                    "it may or may not have been queued" if sent
-                    else "never sent"))
-        if pending.error is not None:
-            raise pending.error
+        return Confirmation(self, pending)
+
+    def _withdraw(self, pending: _Pending) -> bool:
+        """Give up on ``pending``: True when it was never sent."""
+        with self._lock:
+            pending.abandoned = True
+            try:
+                self._outbox.remove(pending)
+            except ValueError:
+                return False
+            return True
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the I/O thread; waiting callers get MessagingUnavailable."""

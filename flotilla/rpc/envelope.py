@@ -27,6 +27,8 @@ calls.
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import os
 import time
 import uuid
 from typing import Any
@@ -71,8 +73,18 @@ class Request:
         return self.sent_at + self.ttl
 
 
+_ids: tuple | None = None
+
+
 def new_msg_id() -> str:
-    return uuid.uuid4().hex
+    """A message id unique across processes and time: a random prefix per
+    process and a counter (os.urandom per message costs ~100 us on some
+    VMs; an id needs to be unique, not secret: the signature covers it)."""
+    global _ids
+    ids = _ids
+    if ids is None or ids[0] != os.getpid():  # new process (or a fork)
+        ids = _ids = (os.getpid(), uuid.uuid4().hex[:20], itertools.count())
+    return "%s%x" % (ids[1], next(ids[2]))
 
 
 def build_request(ctxt: flotilla_context.RequestContext | None, method: str,

@@ -16,6 +16,10 @@ moves opaque bodies. A driver implements:
     Deliver ``body`` to the queue(s) of ``target`` or raise
     MessageUndeliverable when nothing is bound; return only once the
     broker has accepted it (publisher confirm).
+``submit_cast(target, body, method)``
+    Queue the same delivery and return at once a confirmation whose
+    ``wait(timeout)`` returns once the broker confirmed it (or raises as
+    ``cast`` would); many may be in flight.
 ``call(target, body, correlation_id, method, timeout)``
     Same routing; wait for the reply body carrying ``correlation_id``;
     MessagingTimeout after ``timeout`` seconds.
@@ -123,6 +127,7 @@ class Driver(Protocol):
     reply_to: str
 
     def cast(self, target: Target, body: bytes, method: str) -> None: ...
+    def submit_cast(self, target: Target, body: bytes, method: str) -> Any: ...
     def call(self, target: Target, body: bytes, correlation_id: str,
              method: str, timeout: float) -> bytes: ...
     def reply(self, address: str, correlation_id: str | None,
