@@ -47,7 +47,8 @@ CHUNK_SIZE = 1024 * 1024
 QCOW2_MAGIC = b"QFI\xfb"
 DISK_FORMATS = ("qcow2", "raw")
 CONTAINER_FORMATS = ("bare",)
-_UUID = re.compile(r"^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$")
+_UUID = re.compile(r"[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}")
+_HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
 _SIGNING_LABEL = b"flotilla-image-download-v1\n"
 
 
@@ -55,7 +56,7 @@ _SIGNING_LABEL = b"flotilla-image-download-v1\n"
 
 def is_valid_id(image_id: str) -> bool:
     """Image ids are lower-case UUIDs; they name files, so nothing else."""
-    return bool(_UUID.match(image_id or ""))
+    return bool(_UUID.fullmatch(image_id or ""))
 
 
 def can_see(ctxt: RequestContext, image: Image) -> bool:
@@ -166,7 +167,11 @@ def verify_download_signature(conf: cfg.ConfigOpts, image_id: str,
     ImageDownloadForbidden (expired, malformed or forged)."""
     if not expires or not signature:
         raise exception.ImageDownloadForbidden(reason="signature missing")
+    if not _HEX_SHA256.fullmatch(signature):
+        raise exception.ImageDownloadForbidden(reason="malformed signature")
     try:
+        if len(expires) > 20:
+            raise ValueError(expires)
         expires_at = int(expires)
     except ValueError:
         raise exception.ImageDownloadForbidden(reason="malformed expiry") from None
