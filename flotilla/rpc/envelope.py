@@ -107,8 +107,16 @@ def build_reply(msg_id: str | None, *, result: Any = None,
 
 
 def encode(body: dict, key: str | None) -> bytes:
-    """Sign (when ``key``) and serialise; TypeError for non-JSON-able data."""
-    return serializer.dumps(signing.sign(body, key))
+    """Sign (when ``key``) and serialise; TypeError for non-JSON-able data.
+
+    A signed body goes out in its canonical form with ``sig`` appended, so
+    it is encoded once (the receiver re-derives the canonical form anyway).
+    """
+    if not key or not body or signing.SIG_FIELD in body:
+        return serializer.dumps(signing.sign(body, key))
+    data = serializer.canonical(body)
+    return b"%s,\"%s\":\"%s\"}" % (data[:-1], signing.SIG_FIELD.encode(),
+                                    signing.digest_of(key, data).encode())
 
 
 def _parse(data: bytes, key: str | None, max_size: int) -> dict:
