@@ -8,8 +8,11 @@ Rules:
   renamed into place, so a stored file is always complete; any failure
   removes the partial file;
 * ``disk_format`` is checked against the data: qcow2 is recognised by its
-  magic ``QFI\\xfb``, raw is anything else; a qcow2 with a backing file is
-  refused (it could make a guest read any file of a host);
+  magic ``QFI\\xfb``, raw is anything else; a qcow2 that reaches outside
+  itself (backing file, external data file, ``json:`` names) is refused
+  (it could make a guest read any file of a host):
+  :func:`flotilla.diskimage.check_self_contained`, which also gives the
+  virtual size recorded with the image;
 * who may see an image: an admin any; a project its own and the public and
   community ones. Anything else looks exactly like a missing image;
 * compute agents download with no user token, through a URL signed with
@@ -36,7 +39,7 @@ from typing import BinaryIO
 
 from oslo_config import cfg
 
-from flotilla import exception
+from flotilla import diskimage, exception
 from flotilla.context import RequestContext
 from flotilla.db import images as db_images
 from flotilla.db.models import Image
@@ -192,6 +195,7 @@ class StoredImage:
     sha256: str
     md5: str
     disk_format: str
+    virtual_size: int = 0
 
 
 def image_path(conf: cfg.ConfigOpts, image_id: str) -> str:
@@ -262,13 +266,15 @@ def store_image(conf: cfg.ConfigOpts, image_id: str, stream: BinaryIO,
                 _check_header(header, disk_format)
             out.flush()
             os.fsync(out.fileno())
+        info = diskimage.check_self_contained(part, disk_format)
         os.replace(part, final)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(part)
     LOG.info("stored image %s: %d bytes, %s", image_id, size, disk_format)
     return StoredImage(path=final, size=size, sha256=sha256.hexdigest(),
-                       md5=md5.hexdigest(), disk_format=disk_format)
+                       md5=md5.hexdigest(), disk_format=disk_format,
+                       virtual_size=info.virtual_size)
 
 
 def remove_image_file(conf: cfg.ConfigOpts, image: Image) -> None:

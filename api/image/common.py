@@ -20,7 +20,7 @@ from typing import Any
 
 import falcon
 
-from api import validation
+from api import errors, validation
 from flotilla import exception
 from flotilla.context import RequestContext
 from flotilla.db.models import Image
@@ -91,7 +91,10 @@ def read_json(req: falcon.Request) -> Any:
     raw = req.bounded_stream.read(MAX_JSON_BODY + 1)
     if len(raw) > MAX_JSON_BODY:
         raise falcon.HTTPPayloadTooLarge(description="The request body is too large.")
-    return validation.parse_json(raw or b"null")
+    try:
+        return validation.parse_json(raw or b"null")
+    except errors.APIError as exc:
+        raise falcon.HTTPBadRequest(description=exc.message) from None
 
 
 def parse_bool(name: str, value: str) -> bool:

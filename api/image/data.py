@@ -91,6 +91,7 @@ class ImageData:
         try:
             db_images.image_update(
                 image.id, {"status": "active", "size": stored.size,
+                           "virtual_size": stored.virtual_size,
                            "checksum": stored.sha256, "location": stored.path,
                            "properties": properties},
                 expected_status="saving")

@@ -36,7 +36,7 @@ HIDDEN_KEY = "_hidden"
 INTERNAL_PROPERTIES = frozenset({MD5_KEY, PROTECTED_KEY, TAGS_KEY, HIDDEN_KEY})
 
 _SETTABLE = frozenset({"id", "name", "owner", "status", "disk_format",
-                       "container_format", "size", "checksum", "min_ram",
+                       "container_format", "size", "virtual_size", "checksum", "min_ram",
                        "min_disk", "visibility", "properties", "location"})
 SORT_KEYS = ("created_at", "updated_at", "name", "size", "status", "id",
              "disk_format", "container_format", "min_ram", "min_disk")
