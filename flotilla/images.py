@@ -31,6 +31,7 @@ import hmac
 import logging
 import os
 import re
+import socket
 import struct
 import time
 import urllib.parse
@@ -275,6 +276,82 @@ def store_image(conf: cfg.ConfigOpts, image_id: str, stream: BinaryIO,
     return StoredImage(path=final, size=size, sha256=sha256.hexdigest(),
                        md5=md5.hexdigest(), disk_format=disk_format,
                        virtual_size=info.virtual_size)
+
+
+# --- uploads interrupted by a crash ---------------------------------------------
+
+def _start_time(pid: int) -> str | None:
+    """The start time of process ``pid`` (tells a pid reused after a crash
+    from the process that had it), None when there is no such process."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def upload_owner() -> dict:
+    """Who is receiving an upload: this host and process."""
+    return {"host": socket.gethostname(), "pid": os.getpid(),
+            "started": _start_time(os.getpid())}
+
+
+def _owner_alive(owner) -> bool:
+    """Whether the process recorded as receiving an upload still runs here."""
+    if not isinstance(owner, dict) or owner.get("host") != socket.gethostname():
+        return False
+    pid, started = owner.get("pid"), owner.get("started")
+    return isinstance(pid, int) and started is not None and _start_time(pid) == started
+
+
+def reset_upload(image_id: str) -> None:
+    """A saving image back to queued, without its upload owner (CAS on
+    saving: ImageStatusConflict when it is not saving any more)."""
+    image = db_images.image_get(image_id)
+    properties = {k: v for k, v in (image.properties or {}).items()
+                  if k != db_images.UPLOAD_KEY}
+    db_images.image_update(image_id, {"status": "queued", "properties": properties},
+                           expected_status="saving")
+
+
+def recover_uploads(conf: cfg.ConfigOpts) -> list[str]:
+    """At start: uploads this host's API processes were receiving when they
+    died go back to queued, and partial files nobody writes are removed.
+
+    An upload belongs to the process recorded when it began (host, pid and
+    the pid's start time); one whose process still runs (another API process
+    of this host) is left alone, as is one of another host (its own API
+    recovers it). Returns the ids put back to queued."""
+    recovered = []
+    for image in db_images.image_get_saving():
+        owner = (image.properties or {}).get(db_images.UPLOAD_KEY)
+        if isinstance(owner, dict) and owner.get("host") != socket.gethostname():
+            continue
+        if isinstance(owner, dict) and _owner_alive(owner):
+            continue
+        try:
+            reset_upload(image.id)
+        except exception.FlotillaException:
+            continue  # finished or deleted meanwhile
+        recovered.append(image.id)
+        LOG.warning("image %s: upload interrupted by a crash, back to queued", image.id)
+    store = conf.image.store_path
+    if os.path.isdir(store):
+        # Kept: partial files of uploads still running here, and of other
+        # hosts' uploads (a store may be shared).
+        live = set()
+        for i in db_images.image_get_saving():
+            owner = (i.properties or {}).get(db_images.UPLOAD_KEY)
+            if _owner_alive(owner) or (isinstance(owner, dict)
+                                       and owner.get("host") != socket.gethostname()):
+                live.add(i.id)
+        for name in os.listdir(store):
+            image_id, sep, _ = name.partition(".part-")
+            if sep and image_id not in live:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(store, name))
+                LOG.warning("removed partial upload %s", name)
+    return recovered
 
 
 def remove_image_file(conf: cfg.ConfigOpts, image: Image) -> None:

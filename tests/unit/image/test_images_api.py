@@ -272,3 +272,40 @@ def test_shared_check_refuses_every_external_name(tmp_path):
     img.write_bytes(bytes(raw))
     with pytest.raises(diskimage.UnsafeImage):
         diskimage.check_self_contained(str(img), "qcow2")
+
+
+def test_upload_cut_by_a_crash_is_recovered_at_start(client, make_image, image_conf):
+    """Issue 13 defect 10: an upload cut by an API crash stayed saving
+    forever with its partial file left behind."""
+    import socket
+    import subprocess
+
+    from flotilla import images
+    from flotilla.db import images as db_images
+    from tests.fixtures import image_app
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    crashed = make_image(disk_format="raw")
+    live = make_image(disk_format="raw")
+    foreign = make_image(disk_format="raw")
+    owners = {crashed["id"]: {"host": socket.gethostname(), "pid": dead.pid,
+                              "started": "1"},
+              live["id"]: images.upload_owner(),
+              foreign["id"]: {"host": "another-api-host", "pid": 1, "started": "1"}}
+    store = image_conf.image.store_path
+    os.makedirs(store, exist_ok=True)
+    for image_id, owner in owners.items():
+        db_images.image_update(image_id, {"status": "saving", "properties": {
+            db_images.UPLOAD_KEY: owner}}, expected_status="queued")
+        with open(os.path.join(store, "%s.part-abc" % image_id), "wb") as f:
+            f.write(b"partial")
+    image_app.make_app(image_conf)  # an API starting
+    status = {i: db_images.image_get(i).status for i in owners}
+    assert status == {crashed["id"]: "queued", live["id"]: "saving",
+                      foreign["id"]: "saving"}
+    assert db_images.UPLOAD_KEY not in db_images.image_get(crashed["id"]).properties
+    assert sorted(os.listdir(store)) == sorted("%s.part-abc" % i["id"]
+                                               for i in (live, foreign))
+    # The recovered image takes an upload again.
+    assert _upload(client, crashed["id"], b"raw disk bytes").status_code == 204
