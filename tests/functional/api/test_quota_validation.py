@@ -13,6 +13,10 @@ def test_quota_race_sqlite(api_cloud):
     quota_race.race(api_cloud)
 
 
+def test_server_group_quota_race_sqlite(api_cloud):
+    quota_race.group_race(api_cloud)
+
+
 def test_cores_and_ram_quota(api_cloud):
     quotas_db.set_limit("p1", "ram", 100)
     api_cloud.create_server()
