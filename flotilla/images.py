@@ -234,7 +234,7 @@ def store_image(conf: cfg.ConfigOpts, image_id: str, stream: BinaryIO,
     if content_length is not None and content_length > limit:
         raise exception.ImageTooLarge(limit=limit)
     final = image_path(conf, image_id)
-    os.makedirs(conf.image.store_path, mode=0o750, exist_ok=True)
+    os.makedirs(conf.image.store_path, mode=0o700, exist_ok=True)
     part = "%s.part-%s" % (final, uuid.uuid4().hex)
     sha256 = hashlib.sha256()
     md5 = hashlib.md5(usedforsecurity=False)  # Glance's `checksum`, not security
@@ -242,7 +242,9 @@ def store_image(conf: cfg.ConfigOpts, image_id: str, stream: BinaryIO,
     header = b""
     checked = False
     try:
-        with open(part, "xb") as out:
+        # Owner-only, like every state file (guests' data, possibly secret).
+        with os.fdopen(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600),
+                       "wb") as out:
             while True:
                 chunk = stream.read(CHUNK_SIZE)
                 if not chunk:

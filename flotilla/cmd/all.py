@@ -36,7 +36,7 @@ def make_services(conf) -> list:
     from flotilla.db import migration
     from scheduler.manager import SchedulerManager
 
-    os.makedirs(conf.state_path, exist_ok=True)
+    os.makedirs(conf.state_path, mode=0o700, exist_ok=True)
     if not conf.api.public_endpoint:
         conf.set_override("public_endpoint", "http://%s:%d" % (
             conf.api.bind_host, conf.api.bind_port), group="api")

@@ -309,3 +309,12 @@ def test_upload_cut_by_a_crash_is_recovered_at_start(client, make_image, image_c
                                                for i in (live, foreign))
     # The recovered image takes an upload again.
     assert _upload(client, crashed["id"], b"raw disk bytes").status_code == 204
+
+
+def test_stored_image_files_are_private(make_image, image_conf):
+    """Issue 13 defect 8: state files are owner-only."""
+    import stat
+    image = make_image(disk_format="raw", data=b"secret disk" * 100)
+    store = image_conf.image.store_path
+    assert stat.S_IMODE(os.stat(store).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(os.path.join(store, image["id"])).st_mode) == 0o600
