@@ -114,6 +114,8 @@ def create_app(conf, transport=None) -> falcon.App:
     add(COMPUTE + "/flavors/detail", flavors.Flavors(state, detail=True))
     add(COMPUTE + "/flavors/{flavor_id}", flavors.Flavor(state))
     add(COMPUTE + "/flavors/{flavor_id}/os-extra_specs", flavors.ExtraSpecs(state))
+    add(COMPUTE + "/flavors/{flavor_id}/os-flavor-access", flavors.FlavorAccess(state))
+    add(COMPUTE + "/flavors/{flavor_id}/action", flavors.FlavorAction(state))
     # server groups, zones, limits
     add(COMPUTE + "/os-server-groups", server_groups.ServerGroups(state))
     add(COMPUTE + "/os-server-groups/{group_id}", server_groups.ServerGroup(state))

@@ -19,6 +19,7 @@ _BODIES = {
     ("POST", "/compute/v2.1/servers"): schemas.SERVER_CREATE,
     ("POST", "/compute/v2.1/servers/{server_id}/action"): schemas.SERVER_ACTION,
     ("POST", "/compute/v2.1/flavors"): schemas.FLAVOR_CREATE,
+    ("POST", "/compute/v2.1/flavors/{flavor_id}/action"): schemas.FLAVOR_ACTION,
     ("POST", "/compute/v2.1/os-server-groups"): schemas.SERVER_GROUP_CREATE,
     ("PUT", "/compute/v2.1/os-services/{action}"): {
         "oneOf": [schemas.SERVICE_HOST_BINARY, schemas.SERVICE_UPDATE]},

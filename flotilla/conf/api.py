@@ -50,6 +50,13 @@ api_opts = [
         default=1000,
         min=1,
         help="Most items a list request returns in one page."),
+    cfg.DictOpt(
+        "policy_overrides",
+        default={},
+        help="Named policy rules given another rule than their default, e.g. "
+             "os_compute_api:servers:create:zero_disk_flavor:member. Rules: "
+             "admin, member, reader. Known names and defaults: "
+             "os_compute_api:servers:create:zero_disk_flavor (admin)."),
     cfg.StrOpt(
         "default_availability_zone",
         default="nova",
