@@ -67,8 +67,7 @@ def make_services(conf) -> list:
             ComputeManager(conf, driver, conductor, host=host),
             transport=transport, heartbeat=conductor.report_heartbeat,
                             per_host=True, host=host))
-    api = WSGIService(create_app(conf, transport), conf.api.bind_host,
-                      conf.api.bind_port, threads=conf.api.workers)
+    api = WSGIService.from_conf(create_app(conf, transport), conf)
     services.append(_APIWithBanner(api, conf, password))
     return services
 
