@@ -183,7 +183,7 @@ class ConfirmingPublisher:
     # -- the I/O thread --------------------------------------------------------
 
     def _run(self) -> None:
-        delay = 0.1
+        delay, failures = 0.1, 0
         conn = None
         try:
             while True:
@@ -193,11 +193,17 @@ class ConfirmingPublisher:
                 if conn is None:
                     try:
                         conn = self._connect()
-                        delay = 0.1
+                        if failures:
+                            LOG.warning("Cast publisher reconnected to %s after %d "
+                                        "failed attempts", self._where, failures)
+                        delay, failures = 0.1, 0
                     except RECOVERABLE as exc:
-                        LOG.warning("Cast publisher: connecting to %s failed "
-                                    "(%s: %s); retrying", self._where,
-                                    type(exc).__name__, exc)
+                        failures += 1
+                        # One line per outage, not one per attempt.
+                        LOG.log(logging.WARNING if failures == 1 else logging.DEBUG,
+                                "Cast publisher: connecting to %s failed (%s: %s); "
+                                "retrying with backoff", self._where,
+                                type(exc).__name__, exc)
                         self._sleep(random.uniform(0, delay))
                         delay = min(delay * 2, self._options.reconnect_max_delay)
                         continue
