@@ -266,39 +266,64 @@ class ConfirmingPublisher:
             self._outbox.extendleft(reversed(again))
 
     def _flush(self, conn) -> None:
-        """Publish everything queued."""
+        """Publish everything queued, in one socket write per batch: py-amqp
+        writes each frame with its own sendall, and a thousand small writes
+        cost the broker as much as the client. (An exchange declaration is a
+        round trip: what is batched is sent first.)"""
+        transport = conn.connection.transport
+        direct = transport._write
+        frames: list[bytes] = []
+
+        def buffer(data) -> None:
+            # py-amqp hands over a view of a buffer it reuses: copy it.
+            frames.append(bytes(data))
+
+        def send_batch() -> None:
+            if frames:
+                data = b"".join(frames)
+                frames.clear()
+                direct(data)
+
         channel = self._channel
         persistent = 2 if self._options.persistent_casts else 1
-        while True:
-            with self._lock:
-                if not self._outbox:
-                    return
-                pending = self._outbox.popleft()
-            target = pending.target
-            exchange = self._exchanges.get(target)
-            if exchange is None:
-                self._current = pending
-                try:
-                    exchange = declare_exchange(channel, self._options, target)
-                except amqp.exceptions.ChannelError:
-                    raise
-                except BaseException:
-                    with self._lock:  # not sent: first in line next time
-                        self._outbox.appendleft(pending)
-                    raise
-                self._current = None
-                self._exchanges[target] = exchange
-            tag = self._next_tag
-            self._next_tag += 1
-            pending.sent_at = time.monotonic()
-            pending.returned = False
-            self._unconfirmed[tag] = pending
-            self._by_token[pending.token] = pending
-            message = amqp.Message(pending.body, content_type="application/json",
-                                   delivery_mode=persistent,
-                                   message_id=pending.token)
-            channel.basic_publish(message, exchange, target.routing_key,
-                                  mandatory=True)
+        transport._write = buffer
+        try:
+            while True:
+                with self._lock:
+                    if not self._outbox:
+                        break
+                    pending = self._outbox.popleft()
+                target = pending.target
+                exchange = self._exchanges.get(target)
+                if exchange is None:
+                    self._current = pending
+                    transport._write = direct
+                    try:
+                        send_batch()
+                        exchange = declare_exchange(channel, self._options, target)
+                    except amqp.exceptions.ChannelError:
+                        raise
+                    except BaseException:
+                        with self._lock:  # not sent: first in line next time
+                            self._outbox.appendleft(pending)
+                        raise
+                    transport._write = buffer
+                    self._current = None
+                    self._exchanges[target] = exchange
+                tag = self._next_tag
+                self._next_tag += 1
+                pending.sent_at = time.monotonic()
+                pending.returned = False
+                self._unconfirmed[tag] = pending
+                self._by_token[pending.token] = pending
+                message = amqp.Message(pending.body, content_type="application/json",
+                                       delivery_mode=persistent,
+                                       message_id=pending.token)
+                channel.basic_publish(message, exchange, target.routing_key,
+                                      mandatory=True)
+            send_batch()
+        finally:
+            transport._write = direct
 
     def _pump(self, conn) -> None:
         """Wait for the broker or a caller; handle what the broker sent."""
