@@ -5,7 +5,8 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: venv services test test-unit test-functional test-integration test-systemd lint genconfig bench demo demo-stop clean
+.PHONY: venv services test test-unit test-functional test-integration test-systemd \
+	test-containers containers-up containers-down lint genconfig bench demo demo-stop clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,8 +19,12 @@ venv: $(VENV)/.installed
 services:
 	tools/ensure-services.sh
 
+# Every tier on this machine's services, then the RPC and fault tests against
+# RabbitMQ and PostgreSQL in containers.
 test: services venv
-	$(PYTEST) -q -p no:cacheprovider tests/unit tests/functional tests/integration tests/systemd
+	$(PYTEST) -q -p no:cacheprovider tests/unit tests/functional tests/integration tests/systemd \
+		--ignore=tests/integration/chaos
+	$(MAKE) --no-print-directory test-containers
 
 test-unit: venv
 	$(PYTEST) -q tests/unit
@@ -27,8 +32,27 @@ test-unit: venv
 test-functional: venv
 	$(PYTEST) -q tests/functional
 
+# The integration tier against any broker and database:
+#   make test-integration FLOTILLA_TEST_RABBIT=user:pw@host:5672 \
+#     FLOTILLA_TEST_RABBITMQCTL="ssh host rabbitmqctl" \
+#     FLOTILLA_TEST_POSTGRES=postgresql://postgres@host:5432/postgres
 test-integration: services venv
-	$(PYTEST) -q tests/integration
+	$(PYTEST) -q tests/integration --ignore=tests/integration/chaos
+
+# RabbitMQ and PostgreSQL in containers (tools/containers/, built from Debian
+# packages on a dockerd of the project's own), the RPC tests and the fault
+# tests against them; the containers and the daemon are stopped afterwards.
+test-containers: venv
+	set -e; trap '$(PY) tools/containers/ctl.py down' EXIT; \
+		$(PY) tools/containers/ctl.py up >/dev/null; \
+		eval "$$($(PY) tools/containers/ctl.py env)"; \
+		$(PYTEST) -q -s -p no:cacheprovider tests/integration/rpc tests/integration/chaos
+
+containers-up: venv
+	$(PY) tools/containers/ctl.py up
+
+containers-down: venv
+	$(PY) tools/containers/ctl.py down
 
 # The units under a real systemd (PID 1 of a systemd-nspawn container): needs
 # root; installs systemd-container and mmdebstrap when missing.

@@ -56,9 +56,24 @@ class MicroversionMiddleware:
                 resp.set_header(key, value)
 
 
+def check_config(conf) -> None:
+    """Refuse at start a configuration that would fail every boot later:
+    agents download images through signed URLs as soon as an endpoint is
+    configured, and nothing can sign them without a key."""
+    from flotilla import images
+    from flotilla.conf.loader import ConfigError
+    if images.image_endpoint(conf) and not (conf.image.download_signing_key
+                                            or conf.rpc.signing_key):
+        raise ConfigError(
+            "[image] download_signing_key is not set (nor [rpc] signing_key), "
+            "but [api] public_endpoint / [image] public_endpoint is: compute "
+            "agents could not be given signed image download URLs")
+
+
 def create_app(conf, transport=None) -> falcon.App:
     """The API app for ``conf``; ``transport`` is the RPC transport to cast
     on (None: made from ``[DEFAULT] transport_url``)."""
+    check_config(conf)
     if transport is None:
         from flotilla import rpc
         transport = rpc.get_transport(conf)
@@ -101,6 +116,8 @@ def create_app(conf, transport=None) -> falcon.App:
     add(COMPUTE + "/flavors/detail", flavors.Flavors(state, detail=True))
     add(COMPUTE + "/flavors/{flavor_id}", flavors.Flavor(state))
     add(COMPUTE + "/flavors/{flavor_id}/os-extra_specs", flavors.ExtraSpecs(state))
+    add(COMPUTE + "/flavors/{flavor_id}/os-flavor-access", flavors.FlavorAccess(state))
+    add(COMPUTE + "/flavors/{flavor_id}/action", flavors.FlavorAction(state))
     # server groups, zones, limits
     add(COMPUTE + "/os-server-groups", server_groups.ServerGroups(state))
     add(COMPUTE + "/os-server-groups/{group_id}", server_groups.ServerGroup(state))

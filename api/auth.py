@@ -21,7 +21,7 @@ import logging
 
 import falcon
 
-from api import errors, policy
+from api import errors, policy, validation
 from flotilla import context
 from flotilla.db import identity as identity_db
 
@@ -31,7 +31,17 @@ NOAUTH_ROLES = ["admin", "member", "reader"]
 
 
 class ContextMiddleware:
-    """Request id and thread context, set before routing."""
+    """Request id and thread context, set before routing; query strings and
+    path fields checked for text no database stores (400 naming them)."""
+
+    def process_resource(self, req, resp, resource, params) -> None:
+        for name, value in params.items():
+            if isinstance(value, str):
+                validation.check_text(value, name)
+        for name, value in req.params.items():
+            validation.check_text(name, "query parameter name")
+            for item in value if isinstance(value, list) else [value]:
+                validation.check_text(item, "query parameter %s" % name[:64])
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         ctxt = context.RequestContext()

@@ -93,6 +93,9 @@ def handle_flotilla(req, resp, ex: exception.FlotillaException, params) -> None:
         return
     if status >= 500:
         LOG.error("%s: %s", type(ex).__name__, ex)
+        if isinstance(ex, exception.DBError) and not isinstance(ex, exception.DBNotSynced):
+            _respond(req, resp, 503, "The database is unavailable; retry later.")
+            return
         if isinstance(ex, exception.MessagingException):
             status = 503
             message = "A service needed by this request is unavailable: %s" % ex
@@ -115,9 +118,23 @@ def handle_unexpected(req, resp, ex: Exception, params) -> None:
     if isinstance(ex, falcon.HTTPError):
         handle_http_error(req, resp, ex, params)
         return
+    if _database_unreachable(ex):
+        # A restarting database is a service outage, not a bug: 503, so
+        # clients retry; the request changed nothing it could not finish.
+        LOG.error("Database unavailable serving %s %s: %s", req.method, req.path,
+                  str(ex).splitlines()[0][:200])
+        _respond(req, resp, 503, "The database is unavailable; retry later.")
+        return
     LOG.exception("Unexpected error serving %s %s", req.method, req.path)
     _respond(req, resp, 500, "Unexpected API error. Report it with the "
              "request id %s." % resp.get_header("X-Openstack-Request-Id"))
+
+
+def _database_unreachable(ex: Exception) -> bool:
+    import sqlalchemy.exc
+    return isinstance(ex, (sqlalchemy.exc.OperationalError,
+                           sqlalchemy.exc.InterfaceError)) or (
+        isinstance(ex, sqlalchemy.exc.DBAPIError) and ex.connection_invalidated)
 
 
 def register(app: falcon.App) -> None:

@@ -34,7 +34,8 @@ HEADER = "OpenStack-API-Version"
 LEGACY_HEADER = "X-OpenStack-Nova-API-Version"
 VARY = "%s, %s" % (HEADER, LEGACY_HEADER)
 
-_VERSION = re.compile(r"^([1-9]\d*)\.(0|[1-9]\d*)$")
+# Bounded digits: a 5000-digit number would be refused by int() itself.
+_VERSION = re.compile(r"([1-9]\d{0,3})\.(0|[1-9]\d{0,3})")
 
 
 def to_str(version: tuple[int, int]) -> str:
@@ -47,7 +48,7 @@ def parse(value: str) -> tuple[int, int]:
     value = value.strip()
     if value.lower() == "latest":
         return MAX
-    match = _VERSION.match(value)
+    match = _VERSION.fullmatch(value)
     if not match:
         raise errors.bad_request(
             "Invalid compute API version %r: expected X.Y or latest" % value[:40])

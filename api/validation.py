@@ -9,22 +9,118 @@ Rules:
 * a violation is 400 naming the field (``server.flavorRef``) and the rule
   broken; a value is echoed only cut to 64 characters;
 * schemas forbid unknown fields (``additionalProperties: false``) unless
-  a schema says otherwise.
+  a schema says otherwise;
+* malformed input is a 400 naming the field, never a 500: JSON nested
+  deeper than :data:`MAX_DEPTH`, strings holding NUL or a lone surrogate
+  (no database stores them; checked in bodies, query strings and path
+  fields alike: :func:`check_text`), numbers sent as strings beyond the
+  schema's bounds (``minimum``/``maximum`` apply to integer strings too),
+  and a value with a trailing newline where a pattern ends in ``$`` (the
+  JSON Schema meaning: end of the string, which Python's ``$`` is not).
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 from typing import Any
 
 import falcon
 import jsonschema
-from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema import Draft202012Validator, FormatChecker, validators
 
 from api import errors
 
+MAX_DEPTH = 32
 _FORMATS = FormatChecker()
-_validators: dict[int, Draft202012Validator] = {}
+_BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
+_INTEGER_STRING = re.compile(r"-?[0-9]+")
+_DOLLAR = re.compile(r"(?<!\\)\$")
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(pattern: str) -> re.Pattern:
+    # ECMA-262's $ (what JSON Schema means) matches only at the very end.
+    return re.compile(_DOLLAR.sub(r"\\Z", pattern))
+
+
+def _pattern(validator, pattern, instance, schema):
+    if validator.is_type(instance, "string") and not _compiled(pattern).search(instance):
+        yield jsonschema.ValidationError("%r does not match %r" % (instance[:64], pattern))
+
+
+def _as_number(instance):
+    """An integer string as its value (huge ones as a bound beyond any
+    schema's), anything else unchanged."""
+    if isinstance(instance, str) and _INTEGER_STRING.fullmatch(instance):
+        digits = instance.lstrip("-").lstrip("0")
+        if len(digits) > 18:
+            return -(10 ** 19) if instance.startswith("-") else 10 ** 19
+        return int(instance)
+    return instance
+
+
+def _bound(keyword):
+    base = Draft202012Validator.VALIDATORS[keyword]
+
+    def check(validator, bound, instance, schema):
+        yield from base(validator, bound, _as_number(instance), schema)
+    return check
+
+
+#: Draft 2020-12 with the rules of the module docstring.
+Validator = validators.extend(Draft202012Validator, {
+    "pattern": _pattern,
+    "minimum": _bound("minimum"), "maximum": _bound("maximum"),
+    "exclusiveMinimum": _bound("exclusiveMinimum"),
+    "exclusiveMaximum": _bound("exclusiveMaximum")})
+_validators: dict[int, Any] = {}
+
+
+def check_text(value: str, what: str) -> str:
+    """``value`` unless it holds NUL or a lone surrogate: 400 naming ``what``."""
+    if _BAD_TEXT.search(value):
+        raise errors.bad_request(
+            "Invalid input for field/attribute %s: NUL characters and lone "
+            "surrogates are not allowed" % _cut(what))
+    return value
+
+
+def check_tree(body: Any) -> Any:
+    """400 naming the field when ``body`` nests deeper than MAX_DEPTH or a
+    key or string in it fails :func:`check_text` (iterative: no recursion)."""
+    stack = [(body, "body", 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if isinstance(value, str):
+            check_text(value, path)
+            continue
+        if isinstance(value, (dict, list)):
+            if depth >= MAX_DEPTH:
+                raise errors.bad_request("Invalid input for field/attribute %s: "
+                                         "nested deeper than %d levels"
+                                         % (_cut(path), MAX_DEPTH))
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, child in items:
+                name = str(key)
+                if isinstance(key, str):
+                    check_text(key, "%s key" % path)
+                stack.append((child, name if path == "body" else "%s.%s" % (path, name),
+                              depth + 1))
+    return body
+
+
+def parse_json(raw: bytes) -> Any:
+    """Parse a request body: 400 when it is not JSON or fails check_tree."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise errors.bad_request("Malformed request body: not JSON") from None
+    except RecursionError:
+        raise errors.bad_request("Malformed request body: nested deeper than "
+                                 "%d levels" % MAX_DEPTH) from None
+    return check_tree(body)
 
 # Reusable schema parts.
 NAME = {"type": "string", "minLength": 1, "maxLength": 255,
@@ -51,17 +147,14 @@ def read_json(req: falcon.Request, max_size: int) -> Any:
                               % max_size)
     if not raw.strip():
         return None
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise errors.bad_request("Malformed request body: not JSON") from None
+    return parse_json(raw)
 
 
 def validate(body: Any, schema: dict) -> Any:
     """Check ``body`` against ``schema``; APIError 400 naming the field."""
     validator = _validators.get(id(schema))
     if validator is None:
-        validator = Draft202012Validator(schema, format_checker=_FORMATS)
+        validator = Validator(schema, format_checker=_FORMATS)
         _validators[id(schema)] = validator
     error = jsonschema.exceptions.best_match(validator.iter_errors(body))
     if error is not None:

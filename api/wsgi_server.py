@@ -1,10 +1,27 @@
-"""Serving the API app with cheroot's threaded WSGI server.
+"""Serving the API app with waitress.
 
 :class:`WSGIService` has the start()/stop()/alive() shape flotilla.service.
 run_daemon drives: start() binds, serves in a background thread (port 0
 picks a free port, see :attr:`port`) and returns once the socket answers
 HTTP; stop() stops accepting, lets requests in progress finish within the
 grace period and joins the thread; alive() asks the server over HTTP.
+
+Why waitress (see the README's dependency section): its one I/O thread
+reads every request, headers and body, without blocking, and only a
+complete request reaches the worker threads; so slow or idle clients hold a
+socket and a small buffer each, never a worker, and the API keeps answering
+others whatever they do. Limits on top of that:
+
+* a request's headers must arrive within ``[api] client_header_timeout``
+  seconds of its first byte (checked every second), a connection idle
+  longer than ``[api] client_idle_timeout`` is closed, and at most
+  ``[api] max_connections`` are open at once;
+* headers are at most 64 KiB, bodies at most the larger of ``[api]
+  max_request_body_size`` and ``[image] max_image_size`` (the app bounds
+  each route again);
+* HTTP parsing is strict: two different ``Content-Length`` headers are a
+  400, a ``Transfer-Encoding: chunked`` body is de-chunked and given to the
+  app with its length.
 """
 
 from __future__ import annotations
@@ -14,7 +31,7 @@ import logging
 import threading
 import time
 
-from cheroot import wsgi
+from waitress.server import TcpWSGIServer
 
 LOG = logging.getLogger(__name__)
 
@@ -22,30 +39,68 @@ LOG = logging.getLogger(__name__)
 _LOOPBACK = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}
 
 
+class _Server(TcpWSGIServer):
+    """waitress's server with a deadline for reading a request's headers."""
+
+    header_timeout = 10.0
+
+    def maintenance(self, now):
+        super().maintenance(now)
+        for channel in list(self.active_channels.values()):
+            request = channel.request
+            if request is None or request.headers_finished:
+                channel.__dict__.pop("_header_clock", None)
+                continue
+            clock = channel.__dict__.get("_header_clock")
+            if clock is None or clock[0] is not request:
+                channel._header_clock = (request, now)
+            elif now - clock[1] > self.header_timeout:
+                LOG.info("Closing a connection from %s: request headers not "
+                         "complete after %.0fs", channel.addr, self.header_timeout)
+                channel.will_close = True
+
+
 class WSGIService:
     def __init__(self, app, host: str, port: int, threads: int = 8,
-                 name: str = "flotilla-api", on_stop=None) -> None:
+                 name: str = "flotilla-api", on_stop=None, *,
+                 header_timeout: float = 10.0, idle_timeout: float = 60.0,
+                 max_connections: int = 200,
+                 max_body_size: int = 11 * 1024 ** 3) -> None:
         """``on_stop`` runs after the server stopped (to close the RPC
         transport the app casts on)."""
         self.app = app
         self._on_stop = on_stop
         self.host = host
         self.name = name
-        self._server = wsgi.Server((host, port), app, numthreads=threads,
-                                   server_name=name)
-        # Bodies are bounded by the app; cheroot's own limit protects the
-        # headers only.
-        self._server.max_request_header_size = 64 * 1024
+        self.threads = threads
+        self._server = _Server(
+            app, host=host, port=port, threads=threads, ident=name,
+            channel_timeout=idle_timeout, cleanup_interval=1,
+            connection_limit=max_connections,
+            max_request_header_size=64 * 1024,
+            max_request_body_size=max_body_size,
+            expose_tracebacks=False, _start=False)
+        self._server.header_timeout = header_timeout
         self._thread: threading.Thread | None = None
+
+    @classmethod
+    def from_conf(cls, app, conf, on_stop=None, name: str = "flotilla-api") -> WSGIService:
+        """The API server as ``[api]`` configures it."""
+        api = conf.api
+        return cls(app, api.bind_host, api.bind_port, threads=api.workers, name=name,
+                   on_stop=on_stop, header_timeout=api.client_header_timeout,
+                   idle_timeout=api.client_idle_timeout,
+                   max_connections=api.max_connections,
+                   max_body_size=max(api.max_request_body_size,
+                                     conf.image.max_image_size))
 
     @property
     def port(self) -> int:
-        return self._server.bind_addr[1]
+        return int(self._server.effective_port)
 
     def start(self, ready_timeout: float = 30) -> None:
-        self._server.prepare()
-        self._thread = threading.Thread(target=self._server.serve,
-                                        name=self.name, daemon=True)
+        self._server.accept_connections()
+        self._thread = threading.Thread(target=self._serve, name=self.name, daemon=True)
         self._thread.start()
         # Started means answering (systemd's READY=1 follows start()).
         deadline = time.monotonic() + ready_timeout
@@ -55,7 +110,7 @@ class WSGIService:
                                    % (self.name, self.host, self.port, verdict))
             self._thread.join(0.05)    # a pause, or the thread's end
         LOG.info("%s listening on http://%s:%s with %d threads", self.name,
-                 self.host, self.port, self._server.requests.min)
+                 self.host, self.port, self.threads)
 
     def probe(self, timeout: float) -> bool | str:
         """True when the server answers an HTTP request within ``timeout``
@@ -66,7 +121,8 @@ class WSGIService:
             conn.request("GET", "/", headers={"User-Agent": "flotilla-probe"})
             status = conn.getresponse().status
         except (OSError, http.client.HTTPException) as exc:
-            return "no HTTP answer on %s:%s: %s" % (host, self.port, str(exc) or type(exc).__name__)
+            return "no HTTP answer on %s:%s: %s" % (host, self.port,
+                                                    str(exc) or type(exc).__name__)
         finally:
             conn.close()
         return True if status < 500 else "HTTP %d on GET /" % status
@@ -78,18 +134,35 @@ class WSGIService:
         if self._thread is None or not self._thread.is_alive():
             return "%s: the server thread is gone" % self.name
         verdict = self.probe(timeout=min(within, 10))
-        if verdict is not True and self._server.requests.idle == 0:
+        if verdict is not True and self._server.task_dispatcher.active_count >= self.threads:
             return True
         return verdict
 
+    def _serve(self) -> None:
+        try:
+            self._server.run()
+        except (OSError, ValueError):  # the map closed under select: stopping
+            LOG.debug("%s: serving loop ended", self.name, exc_info=True)
+
     def stop(self, grace: float | None = None) -> bool:
-        # cheroot waits this long for requests in progress, then cuts them.
-        self._server.shutdown_timeout = 10 if grace is None else grace
-        self._server.stop()
-        clean = True
+        grace = grace or 10
+        server = self._server
+        # Stop accepting, let the workers finish what they hold, then close.
+        server.accepting = False
+        server.del_channel()
+        server.socket.close()
+        deadline = time.monotonic() + grace
+        dispatcher = server.task_dispatcher
+        while time.monotonic() < deadline and (dispatcher.active_count or dispatcher.queue):
+            time.sleep(0.05)
+        clean = not (dispatcher.active_count or dispatcher.queue)
+        dispatcher.shutdown(cancel_pending=True, timeout=1)
+        for channel in list(server._map.values()):
+            channel.close()
+        server._map.clear()
         if self._thread is not None:
-            self._thread.join(timeout=10)
-            clean = not self._thread.is_alive()
+            self._thread.join(timeout=5)
+            clean = clean and not self._thread.is_alive()
         if self._on_stop is not None:
             self._on_stop()
         LOG.info("%s on http://%s:%s stopped", self.name, self.host, self.port)

@@ -8,8 +8,11 @@ Rules:
   renamed into place, so a stored file is always complete; any failure
   removes the partial file;
 * ``disk_format`` is checked against the data: qcow2 is recognised by its
-  magic ``QFI\\xfb``, raw is anything else; a qcow2 with a backing file is
-  refused (it could make a guest read any file of a host);
+  magic ``QFI\\xfb``, raw is anything else; a qcow2 that reaches outside
+  itself (backing file, external data file, ``json:`` names) is refused
+  (it could make a guest read any file of a host):
+  :func:`flotilla.diskimage.check_self_contained`, which also gives the
+  virtual size recorded with the image;
 * who may see an image: an admin any; a project its own and the public and
   community ones. Anything else looks exactly like a missing image;
 * compute agents download with no user token, through a URL signed with
@@ -28,6 +31,7 @@ import hmac
 import logging
 import os
 import re
+import socket
 import struct
 import time
 import urllib.parse
@@ -36,7 +40,7 @@ from typing import BinaryIO
 
 from oslo_config import cfg
 
-from flotilla import exception
+from flotilla import diskimage, exception
 from flotilla.context import RequestContext
 from flotilla.db import images as db_images
 from flotilla.db.models import Image
@@ -47,7 +51,8 @@ CHUNK_SIZE = 1024 * 1024
 QCOW2_MAGIC = b"QFI\xfb"
 DISK_FORMATS = ("qcow2", "raw")
 CONTAINER_FORMATS = ("bare",)
-_UUID = re.compile(r"^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$")
+_UUID = re.compile(r"[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}")
+_HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
 _SIGNING_LABEL = b"flotilla-image-download-v1\n"
 
 
@@ -55,7 +60,7 @@ _SIGNING_LABEL = b"flotilla-image-download-v1\n"
 
 def is_valid_id(image_id: str) -> bool:
     """Image ids are lower-case UUIDs; they name files, so nothing else."""
-    return bool(_UUID.match(image_id or ""))
+    return bool(_UUID.fullmatch(image_id or ""))
 
 
 def can_see(ctxt: RequestContext, image: Image) -> bool:
@@ -166,7 +171,11 @@ def verify_download_signature(conf: cfg.ConfigOpts, image_id: str,
     ImageDownloadForbidden (expired, malformed or forged)."""
     if not expires or not signature:
         raise exception.ImageDownloadForbidden(reason="signature missing")
+    if not _HEX_SHA256.fullmatch(signature):
+        raise exception.ImageDownloadForbidden(reason="malformed signature")
     try:
+        if len(expires) > 20:
+            raise ValueError(expires)
         expires_at = int(expires)
     except ValueError:
         raise exception.ImageDownloadForbidden(reason="malformed expiry") from None
@@ -187,6 +196,7 @@ class StoredImage:
     sha256: str
     md5: str
     disk_format: str
+    virtual_size: int = 0
 
 
 def image_path(conf: cfg.ConfigOpts, image_id: str) -> str:
@@ -224,7 +234,7 @@ def store_image(conf: cfg.ConfigOpts, image_id: str, stream: BinaryIO,
     if content_length is not None and content_length > limit:
         raise exception.ImageTooLarge(limit=limit)
     final = image_path(conf, image_id)
-    os.makedirs(conf.image.store_path, mode=0o750, exist_ok=True)
+    os.makedirs(conf.image.store_path, mode=0o700, exist_ok=True)
     part = "%s.part-%s" % (final, uuid.uuid4().hex)
     sha256 = hashlib.sha256()
     md5 = hashlib.md5(usedforsecurity=False)  # Glance's `checksum`, not security
@@ -232,7 +242,9 @@ def store_image(conf: cfg.ConfigOpts, image_id: str, stream: BinaryIO,
     header = b""
     checked = False
     try:
-        with open(part, "xb") as out:
+        # Owner-only, like every state file (guests' data, possibly secret).
+        with os.fdopen(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600),
+                       "wb") as out:
             while True:
                 chunk = stream.read(CHUNK_SIZE)
                 if not chunk:
@@ -257,13 +269,91 @@ def store_image(conf: cfg.ConfigOpts, image_id: str, stream: BinaryIO,
                 _check_header(header, disk_format)
             out.flush()
             os.fsync(out.fileno())
+        info = diskimage.check_self_contained(part, disk_format)
         os.replace(part, final)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(part)
     LOG.info("stored image %s: %d bytes, %s", image_id, size, disk_format)
     return StoredImage(path=final, size=size, sha256=sha256.hexdigest(),
-                       md5=md5.hexdigest(), disk_format=disk_format)
+                       md5=md5.hexdigest(), disk_format=disk_format,
+                       virtual_size=info.virtual_size)
+
+
+# --- uploads interrupted by a crash ---------------------------------------------
+
+def _start_time(pid: int) -> str | None:
+    """The start time of process ``pid`` (tells a pid reused after a crash
+    from the process that had it), None when there is no such process."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def upload_owner() -> dict:
+    """Who is receiving an upload: this host and process."""
+    return {"host": socket.gethostname(), "pid": os.getpid(),
+            "started": _start_time(os.getpid())}
+
+
+def _owner_alive(owner) -> bool:
+    """Whether the process recorded as receiving an upload still runs here."""
+    if not isinstance(owner, dict) or owner.get("host") != socket.gethostname():
+        return False
+    pid, started = owner.get("pid"), owner.get("started")
+    return isinstance(pid, int) and started is not None and _start_time(pid) == started
+
+
+def reset_upload(image_id: str) -> None:
+    """A saving image back to queued, without its upload owner (CAS on
+    saving: ImageStatusConflict when it is not saving any more)."""
+    image = db_images.image_get(image_id)
+    properties = {k: v for k, v in (image.properties or {}).items()
+                  if k != db_images.UPLOAD_KEY}
+    db_images.image_update(image_id, {"status": "queued", "properties": properties},
+                           expected_status="saving")
+
+
+def recover_uploads(conf: cfg.ConfigOpts) -> list[str]:
+    """At start: uploads this host's API processes were receiving when they
+    died go back to queued, and partial files nobody writes are removed.
+
+    An upload belongs to the process recorded when it began (host, pid and
+    the pid's start time); one whose process still runs (another API process
+    of this host) is left alone, as is one of another host (its own API
+    recovers it). Returns the ids put back to queued."""
+    recovered = []
+    for image in db_images.image_get_saving():
+        owner = (image.properties or {}).get(db_images.UPLOAD_KEY)
+        if isinstance(owner, dict) and owner.get("host") != socket.gethostname():
+            continue
+        if isinstance(owner, dict) and _owner_alive(owner):
+            continue
+        try:
+            reset_upload(image.id)
+        except exception.FlotillaException:
+            continue  # finished or deleted meanwhile
+        recovered.append(image.id)
+        LOG.warning("image %s: upload interrupted by a crash, back to queued", image.id)
+    store = conf.image.store_path
+    if os.path.isdir(store):
+        # Kept: partial files of uploads still running here, and of other
+        # hosts' uploads (a store may be shared).
+        live = set()
+        for i in db_images.image_get_saving():
+            owner = (i.properties or {}).get(db_images.UPLOAD_KEY)
+            if _owner_alive(owner) or (isinstance(owner, dict)
+                                       and owner.get("host") != socket.gethostname()):
+                live.add(i.id)
+        for name in os.listdir(store):
+            image_id, sep, _ = name.partition(".part-")
+            if sep and image_id not in live:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(store, name))
+                LOG.warning("removed partial upload %s", name)
+    return recovered
 
 
 def remove_image_file(conf: cfg.ConfigOpts, image: Image) -> None:

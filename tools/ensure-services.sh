@@ -25,7 +25,8 @@ apt_install() {
 missing=()
 for pkg in rabbitmq-server postgresql libvirt-daemon libvirt-daemon-driver-qemu \
            libvirt-clients qemu-system-x86 qemu-utils libvirt-dev pkg-config \
-           busybox-static syslinux syslinux-common mtools dosfstools systemd; do
+           busybox-static syslinux syslinux-common mtools dosfstools systemd \
+           docker.io mmdebstrap nftables; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' \
         || missing+=("$pkg")
 done
@@ -72,4 +73,6 @@ if ! psql -h 127.0.0.1 -U postgres -d test -Atc 'select 1' >/dev/null 2>&1; then
         su postgres -c "psql -Atc 'select pg_reload_conf()'" >/dev/null
     fi
 fi
-echo "ensure-services: RabbitMQ, PostgreSQL, libvirt and QEMU are ready"
+# docker.io's own daemon is not started: tools/containers/ctl.py runs a
+# dockerd of the project's own when the container tests need it.
+echo "ensure-services: RabbitMQ, PostgreSQL, libvirt, QEMU and docker are ready"

@@ -1,7 +1,9 @@
-"""Flavors: list, detail, show, extra specs; admin create and delete.
+"""Flavors: list, detail, show, extra specs; admin create and delete;
+access lists of private flavors (os-flavor-access, admin).
 
-Non-admins see public, enabled flavors only. ``is_public`` arrives as the
-literal strings clients send (``None`` means all, for admins).
+Non-admins see enabled flavors that are public or that their project has
+access to (api.compute.flavor_access). ``is_public`` arrives as the literal
+strings clients send (``None`` means all, for admins).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import uuid
 import falcon
 
 from api import errors, validation
-from api.compute import schemas, views
+from api.compute import flavor_access, schemas, views
 from api.state import APIState, ctxt, version
 from flotilla import exception
 from flotilla.db import api as db
@@ -22,7 +24,7 @@ def _lookup(ctx, flavor_id: str):
         flavor = db.flavor_get(flavor_id)
     except exception.FlavorNotFound:
         raise errors.not_found("Flavor %s could not be found." % flavor_id[:64]) from None
-    if not ctx.is_admin and (not flavor.is_public or flavor.disabled):
+    if not flavor_access.visible(ctx, flavor):
         raise errors.not_found("Flavor %s could not be found." % flavor_id[:64])
     return flavor
 
@@ -35,8 +37,9 @@ class Flavors:
     def on_get(self, req, resp) -> None:
         ctx = ctxt(req)
         is_public = validation.query_bool(req, "is_public")
+        accessible_to = None
         if not ctx.is_admin:
-            is_public = True
+            is_public, accessible_to = None, ctx.project_id
         elif req.get_param("is_public") is None:
             is_public = True
         min_ram = validation.query_int(req, "minRam") or 0
@@ -44,7 +47,8 @@ class Flavors:
         limit = validation.query_int(req, "limit") or self.state.conf.api.max_limit
         marker = req.get_param("marker")
         rows = [f for f in db.flavor_get_all(include_disabled=ctx.is_admin,
-                                             is_public=is_public)
+                                             is_public=is_public,
+                                             accessible_to=accessible_to)
                 if f.memory_mb >= min_ram and f.root_gb >= min_disk]
         if marker is not None:
             ids = [f.flavorid for f in rows]
@@ -104,3 +108,49 @@ class ExtraSpecs:
     def on_get(self, req, resp, flavor_id: str) -> None:
         flavor = _lookup(ctxt(req), flavor_id)
         resp.media = {"extra_specs": dict(flavor.extra_specs or {})}
+
+
+class FlavorAccess:
+    """GET /flavors/{flavor_id}/os-flavor-access (admin)."""
+
+    def __init__(self, state: APIState) -> None:
+        self.state = state
+
+    def on_get(self, req, resp, flavor_id: str) -> None:
+        flavor = _lookup(ctxt(req), flavor_id)
+        if flavor.is_public:
+            raise errors.not_found("Access list not available for public flavors.")
+        resp.media = _access_list(flavor.flavorid)
+
+
+def _access_list(flavorid: str) -> dict:
+    return {"flavor_access": [{"flavor_id": flavorid, "tenant_id": project}
+                              for project in db.flavor_access_list(flavorid)]}
+
+
+class FlavorAction:
+    """POST /flavors/{flavor_id}/action: addTenantAccess, removeTenantAccess
+    (admin)."""
+
+    def __init__(self, state: APIState) -> None:
+        self.state = state
+
+    def on_post(self, req, resp, flavor_id: str) -> None:
+        body = validation.validate(
+            validation.read_json(req, self.state.conf.api.max_request_body_size),
+            schemas.FLAVOR_ACTION)
+        flavor = _lookup(ctxt(req), flavor_id)
+        if "addTenantAccess" in body:
+            if flavor.is_public:
+                raise errors.conflict("Can not add access to a public flavor.")
+            try:
+                db.flavor_access_add(flavor.flavorid, body["addTenantAccess"]["tenant"])
+            except exception.Conflict as exc:
+                raise errors.conflict(str(exc)) from None
+        else:
+            try:
+                db.flavor_access_remove(flavor.flavorid,
+                                        body["removeTenantAccess"]["tenant"])
+            except exception.NotFound as exc:
+                raise errors.not_found(str(exc)) from None
+        resp.media = _access_list(flavor.flavorid)

@@ -1,8 +1,11 @@
 """GET /compute/v2.1/openapi.json: an OpenAPI 3.1 description of the API.
 
 Built from the same tables the API runs on: the routes and their rules
-(api.policy.RULES) and the request schemas (api.compute.schemas), so the
-document cannot drift from what is enforced.
+(api.policy.RULES, and the image API's routes with their resources'
+``policy_rules``), the request schemas (api.compute.schemas, the image
+API's), and the query parameters each list accepts, so the document cannot
+drift from what is enforced. A test checks that it names every route the
+app serves, and the fuzz tier generates requests from it.
 """
 
 from __future__ import annotations
@@ -13,12 +16,57 @@ import re
 from api import microversion, policy
 from api.compute import keypairs, quota_sets, schemas
 from api.identity import tokens
+from api.image import validation as image_validation
 from api.state import APIState
+
+IMG = "/image/v2"
+#: The image API's routes (its resources declare their rules themselves).
+IMAGE_ROUTES = {
+    ("GET", "/image/v2"): policy.PUBLIC,
+    ("GET", IMG + "/images"): policy.READER,
+    ("POST", IMG + "/images"): policy.MEMBER,
+    ("GET", IMG + "/images/{image_id}"): policy.READER,
+    ("PATCH", IMG + "/images/{image_id}"): policy.MEMBER,
+    ("DELETE", IMG + "/images/{image_id}"): policy.MEMBER,
+    ("PUT", IMG + "/images/{image_id}/file"): policy.MEMBER,
+    ("GET", IMG + "/images/{image_id}/file"): policy.OPTIONAL,
+    ("GET", IMG + "/schemas/image"): policy.READER,
+    ("GET", IMG + "/schemas/images"): policy.READER,
+}
+
+_INT = {"type": "string", "pattern": "^-?[0-9]{1,12}$"}
+_STR = {"type": "string", "maxLength": 255}
+_BOOL = {"type": "string", "enum": ["true", "false", "True", "False", "1", "0"]}
+_SERVER_LIST = {"limit": _INT, "marker": _STR, "name": _STR, "status": _STR,
+                "all_tenants": _BOOL, "project_id": _STR, "host": _STR,
+                "deleted": _BOOL}
+_FLAVOR_LIST = {"limit": _INT, "marker": _STR, "is_public": _BOOL,
+                "minRam": _INT, "minDisk": _INT}
+_IMAGE_LIST = {"limit": _INT, "marker": _STR, "name": _STR, "visibility": _STR,
+               "status": _STR, "owner": _STR, "sort_key": _STR, "sort_dir": _STR,
+               "sort": _STR, "os_hidden": _BOOL, "disk_format": _STR}
+_QUERY = {
+    ("GET", "/compute/v2.1/servers"): _SERVER_LIST,
+    ("GET", "/compute/v2.1/servers/detail"): _SERVER_LIST,
+    ("GET", "/compute/v2.1/flavors"): _FLAVOR_LIST,
+    ("GET", "/compute/v2.1/flavors/detail"): _FLAVOR_LIST,
+    ("GET", "/compute/v2.1/os-server-groups"): {"all_projects": _BOOL, "limit": _INT,
+                                                "offset": _INT},
+    ("GET", "/compute/v2.1/os-hypervisors"): {"limit": _INT, "marker": _STR},
+    ("GET", "/compute/v2.1/os-hypervisors/detail"): {"limit": _INT, "marker": _STR},
+    ("GET", "/compute/v2.1/os-services"): {"host": _STR, "binary": _STR},
+    ("GET", IMG + "/images"): _IMAGE_LIST,
+    ("GET", IMG + "/images/{image_id}/file"): {"expires": _INT, "signature": _STR},
+}
+_MEDIA = {("PATCH", IMG + "/images/{image_id}"):
+          "application/openstack-images-v2.1-json-patch",
+          ("PUT", IMG + "/images/{image_id}/file"): "application/octet-stream"}
 
 _BODIES = {
     ("POST", "/compute/v2.1/servers"): schemas.SERVER_CREATE,
     ("POST", "/compute/v2.1/servers/{server_id}/action"): schemas.SERVER_ACTION,
     ("POST", "/compute/v2.1/flavors"): schemas.FLAVOR_CREATE,
+    ("POST", "/compute/v2.1/flavors/{flavor_id}/action"): schemas.FLAVOR_ACTION,
     ("POST", "/compute/v2.1/os-server-groups"): schemas.SERVER_GROUP_CREATE,
     ("PUT", "/compute/v2.1/servers/{server_id}"): schemas.SERVER_UPDATE_V219,
     # Key pairs in their 2.92 form, quotas in their 2.1 form (the most keys).
@@ -30,21 +78,37 @@ _BODIES = {
     ("PUT", "/compute/v2.1/os-services/{action}"): {
         "oneOf": [schemas.SERVICE_HOST_BINARY, schemas.SERVICE_UPDATE]},
     ("POST", "/identity/v3/auth/tokens"): tokens.AUTH_SCHEMA,
+    ("POST", IMG + "/images"): image_validation.IMAGE_SCHEMA,
+    ("PATCH", IMG + "/images/{image_id}"): image_validation.PATCH_SCHEMA,
+    ("PUT", IMG + "/images/{image_id}/file"): {"type": "string", "format": "binary"},
 }
-_STATUS = {"POST": "202", "DELETE": "204", "PUT": "200", "GET": "200", "HEAD": "200"}
+_STATUS = {"POST": "202", "DELETE": "204", "PUT": "200", "GET": "200", "HEAD": "200",
+           "PATCH": "200"}
+_VERSION_HEADER = {"name": microversion.HEADER, "in": "header", "required": False,
+                   "schema": {"type": "string", "maxLength": 64}}
+
+
+def routes() -> dict[tuple[str, str], str]:
+    """Every (method, URI template) the app serves, with its rule."""
+    return {**policy.RULES, **IMAGE_ROUTES}
 
 
 @functools.lru_cache(maxsize=1)
 def document() -> dict:
     paths: dict[str, dict] = {}
-    for (method, template), rule in sorted(policy.RULES.items(),
+    for (method, template), rule in sorted(routes().items(),
                                            key=lambda i: (i[0][1], i[0][0])):
+        parameters = [{"name": name, "in": "path", "required": True,
+                       "schema": {"type": "string", "minLength": 1, "maxLength": 255}}
+                      for name in re.findall(r"{(\w+)}", template)]
+        parameters += [{"name": name, "in": "query", "required": False, "schema": schema}
+                       for name, schema in _QUERY.get((method, template), {}).items()]
+        if template.startswith("/compute"):
+            parameters.append(_VERSION_HEADER)
         operation = {
             "summary": "%s %s" % (method, template),
             "x-policy-rule": rule,
-            "parameters": [{"name": name, "in": "path", "required": True,
-                            "schema": {"type": "string"}}
-                           for name in re.findall(r"{(\w+)}", template)],
+            "parameters": parameters,
             "responses": {_STATUS[method]: {"description": "success"},
                           "400": {"description": "invalid request"},
                           "401": {"description": "no or bad token"},
@@ -56,14 +120,15 @@ def document() -> dict:
             operation["security"] = []
         body = _BODIES.get((method, template))
         if body is not None:
+            media = _MEDIA.get((method, template), "application/json")
             operation["requestBody"] = {"required": True, "content": {
-                "application/json": {"schema": body}}}
+                media: {"schema": body}}}
         paths.setdefault(template, {})[method.lower()] = operation
     return {
         "openapi": "3.1.0",
         "info": {"title": "Flotilla API", "version": microversion.to_str(microversion.MAX),
-                 "description": "Compute (Nova v2.1 subset, microversions %s to %s) "
-                 "and identity (Keystone v3 subset)." % (
+                 "description": "Compute (Nova v2.1 subset, microversions %s to %s), "
+                 "identity (Keystone v3 subset) and image (Glance v2 subset)." % (
                      microversion.to_str(microversion.MIN),
                      microversion.to_str(microversion.MAX))},
         "components": {"securitySchemes": {"token": {

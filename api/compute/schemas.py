@@ -131,6 +131,17 @@ FLAVOR_CREATE = {
     "additionalProperties": False,
 }
 
+_TENANT = {"type": "object", "properties": {"tenant": {
+    "type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[^\\s]+$"}},
+    "required": ["tenant"], "additionalProperties": False}
+
+FLAVOR_ACTION = {
+    "type": "object",
+    "properties": {"addTenantAccess": _TENANT, "removeTenantAccess": _TENANT},
+    "minProperties": 1, "maxProperties": 1,
+    "additionalProperties": False,
+}
+
 SERVER_GROUP_CREATE = {
     "type": "object",
     "properties": {"server_group": {
@@ -169,5 +180,6 @@ SERVICE_UPDATE = {
     "minProperties": 1,
 }
 
-__all__ = ["SERVER_CREATE", "SERVER_ACTION", "FLAVOR_CREATE", "SERVER_GROUP_CREATE",
+__all__ = ["SERVER_CREATE", "SERVER_ACTION", "FLAVOR_CREATE", "FLAVOR_ACTION",
+           "SERVER_GROUP_CREATE",
            "SERVICE_HOST_BINARY", "SERVICE_UPDATE", "POSITIVE", "NON_NEGATIVE"]

@@ -16,7 +16,7 @@ from api.compute.servers import quota_limits
 from api.state import APIState, ctxt, version
 from flotilla import exception
 from flotilla.db import api as db
-from flotilla.db import quotas as quotas_db
+from flotilla.db import server_groups as server_groups_db
 
 
 def view(group, members: list[str], ver) -> dict:
@@ -71,14 +71,12 @@ class ServerGroups:
                 raise errors.bad_request("Invalid input for field/attribute "
                                          "server_group.policies: required before 2.64")
             group_policy = spec["policies"][0]
-        # Not serialised with concurrent creates (a group holds no
-        # resources); the bound only stops runaway scripts.
-        quotas_db.check_project_and_user(ctx.project_id, ctx.user_id,
-                                         quota_limits(conf, ctx.project_id),
-                                         {"server_groups": 1})
-        group = db.server_group_create({"name": spec["name"], "policy": group_policy,
-                                        "project_id": ctx.project_id,
-                                        "user_id": ctx.user_id})
+        # Checked and inserted under the project's quota lock, like servers;
+        # per-user limits too.
+        group = server_groups_db.server_group_create_within_quota(
+            {"name": spec["name"], "policy": group_policy,
+             "project_id": ctx.project_id, "user_id": ctx.user_id},
+            lambda session: quota_limits(conf, ctx.project_id, session))
         resp.media = {"server_group": view(group, [], ver)}
 
 

@@ -29,7 +29,7 @@ import uuid as uuidlib
 import falcon
 
 from api import errors, policy, validation
-from api.compute import locks, schemas, views, zones
+from api.compute import flavor_access, locks, schemas, views, zones
 from api.state import APIState, ctxt, version
 from flotilla import exception, images, objects
 from flotilla import states as st
@@ -149,9 +149,10 @@ class Servers:
         if isinstance(spec.get("networks"), list):
             raise errors.bad_request("Networks are not supported: use "
                                      "networks 'none' or 'auto'")
-        flavor = self._flavor(spec["flavorRef"])
+        flavor = flavor_access.usable_flavor(ctx, spec["flavorRef"])
         image_id = self._image_id(spec)
         image = self._image(ctx, image_id, flavor)
+        root_gb = flavor_access.root_disk_gb(ctx, conf, flavor, image)
         zone = spec.get("availability_zone")
         if zone is not None and zone not in zones.zone_names(conf):
             raise errors.bad_request("The requested availability zone is not available")
@@ -185,7 +186,7 @@ class Servers:
                     "project_id": ctx.project_id, "user_id": ctx.user_id,
                     "flavor": snapshot, "flavor_id": flavor.flavorid,
                     "vcpus": flavor.vcpus, "memory_mb": flavor.memory_mb,
-                    "root_gb": flavor.root_gb, "ephemeral_gb": flavor.ephemeral_gb,
+                    "root_gb": root_gb, "ephemeral_gb": flavor.ephemeral_gb,
                     "image_ref": image.id, "availability_zone": zone,
                     "vm_state": st.BUILDING, "task_state": st.SCHEDULING,
                     "task_deadline": deadline, "metadata": dict(metadata),
@@ -208,7 +209,8 @@ class Servers:
             rows = create(min_count)
         uuids = [r.uuid for r in rows]
         request_spec = objects.RequestSpec(
-            flavor=objects.Flavor.from_record(snapshot),
+            # The claim covers what the root disk can grow to.
+            flavor=objects.Flavor.from_record(dict(snapshot, root_gb=root_gb)),
             image=objects.ImageMeta(id=image.id, properties=dict(image.properties or {}),
                                     min_ram_mb=image.min_ram or 0,
                                     min_disk_gb=image.min_disk or 0),
@@ -244,16 +246,6 @@ class Servers:
         except exception.KeypairNotFound:
             raise errors.bad_request("Invalid key_name provided.") from None
 
-    def _flavor(self, ref):
-        flavorid = str(ref).rstrip("/").rsplit("/", 1)[-1]
-        try:
-            flavor = db.flavor_get(flavorid)
-        except exception.FlavorNotFound:
-            raise errors.bad_request("Flavor %s could not be found." % flavorid[:64]) from None
-        if flavor.disabled:
-            raise errors.bad_request("Flavor %s is disabled." % flavorid)
-        return flavor
-
     @staticmethod
     def _image_id(spec: dict) -> str:
         image_id = spec.get("imageRef") or ""
@@ -279,9 +271,6 @@ class Servers:
             raise errors.bad_request("Image %s cannot be booted: %s" % (image_id, exc)) from None
         if (image.min_ram or 0) > flavor.memory_mb:
             raise errors.bad_request("Flavor's memory is too small for requested image.")
-        if flavor.root_gb and ((image.min_disk or 0) > flavor.root_gb or
-                               (image.size or 0) > flavor.root_gb * 1024 ** 3):
-            raise errors.bad_request("Flavor's disk is too small for requested image.")
         return image
 
 

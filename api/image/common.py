@@ -15,12 +15,12 @@ Rules:
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator
 from typing import Any
 
 import falcon
 
+from api import errors, validation
 from flotilla import exception
 from flotilla.context import RequestContext
 from flotilla.db.models import Image
@@ -92,9 +92,9 @@ def read_json(req: falcon.Request) -> Any:
     if len(raw) > MAX_JSON_BODY:
         raise falcon.HTTPPayloadTooLarge(description="The request body is too large.")
     try:
-        return json.loads(raw or b"null")
-    except ValueError:
-        raise falcon.HTTPBadRequest(description="The request body is not valid JSON.") from None
+        return validation.parse_json(raw or b"null")
+    except errors.APIError as exc:
+        raise falcon.HTTPBadRequest(description=exc.message) from None
 
 
 def parse_bool(name: str, value: str) -> bool:

@@ -59,8 +59,13 @@ class ImageData:
         if length is not None and length > self.conf.image.max_image_size:
             raise common.http_error(
                 exception.ImageTooLarge(limit=self.conf.image.max_image_size))
+        # Who receives the data, so that a restart of this API after a crash
+        # can tell its own interrupted uploads (images.recover_uploads).
+        uploading = dict(image.properties or {},
+                         **{db_images.UPLOAD_KEY: images.upload_owner()})
         try:
-            db_images.image_update(image.id, {"status": "saving"}, expected_status="queued")
+            db_images.image_update(image.id, {"status": "saving", "properties": uploading},
+                                   expected_status="queued")
         except exception.ImageStatusConflict as exc:
             raise falcon.HTTPConflict(
                 description="Image %s is %s: data can only be uploaded once."
@@ -88,9 +93,11 @@ class ImageData:
                     description="The upload failed: %s" % exc.strerror) from None
             raise
         properties = dict(image.properties or {}, **{db_images.MD5_KEY: stored.md5})
+        properties.pop(db_images.UPLOAD_KEY, None)
         try:
             db_images.image_update(
                 image.id, {"status": "active", "size": stored.size,
+                           "virtual_size": stored.virtual_size,
                            "checksum": stored.sha256, "location": stored.path,
                            "properties": properties},
                 expected_status="saving")
@@ -104,7 +111,7 @@ class ImageData:
     @staticmethod
     def _back_to_queued(image_id: str) -> None:
         try:
-            db_images.image_update(image_id, {"status": "queued"}, expected_status="saving")
+            images.reset_upload(image_id)
         except exception.FlotillaException as exc:
             LOG.info("image %s not reset to queued after a failed upload: %s", image_id, exc)
 

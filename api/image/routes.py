@@ -33,7 +33,11 @@ _VERSION_PATHS = frozenset({"/image", "/image/", "/image/v2", "/image/v2/"})
 
 
 def add_routes(app: falcon.App, conf) -> None:
-    """Mount the image API's routes on ``app``."""
+    """Mount the image API's routes on ``app``; first recover the uploads an
+    API process of this host was receiving when it died (back to queued,
+    partial files removed: flotilla.images.recover_uploads)."""
+    from flotilla import images as image_store
+    image_store.recover_uploads(conf)
     version_doc = versions.Versions(conf)
     # Both spellings: clients use the catalog URL with or without a slash.
     for path in (PREFIX, PREFIX + "/", PREFIX + "/v2", PREFIX + "/v2/"):

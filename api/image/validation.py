@@ -19,6 +19,7 @@ from typing import Any
 import falcon
 import jsonschema
 
+from api.validation import Validator
 from flotilla import images
 
 MAX_PROPERTIES = 128
@@ -55,7 +56,7 @@ IMAGE_SCHEMA: dict[str, Any] = {
 
 CORE_FIELDS = frozenset(IMAGE_SCHEMA["properties"])
 
-_validator = jsonschema.Draft202012Validator(IMAGE_SCHEMA)
+_validator = Validator(IMAGE_SCHEMA)
 
 
 def validate_image(body: Any) -> dict[str, Any]:
@@ -91,7 +92,7 @@ PATCH_SCHEMA: dict[str, Any] = {
     },
 }
 
-_patch_validator = jsonschema.Draft202012Validator(PATCH_SCHEMA)
+_patch_validator = Validator(PATCH_SCHEMA)
 
 
 def apply_patch(document: dict[str, Any], operations: Any) -> dict[str, Any]:

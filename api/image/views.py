@@ -38,7 +38,7 @@ def image_view(image: Image) -> dict[str, Any]:
         "container_format": image.container_format,
         "visibility": image.visibility,
         "size": image.size,
-        "virtual_size": None,
+        "virtual_size": image.virtual_size,
         "checksum": props.get(db_images.MD5_KEY),
         "os_hash_algo": HASH_ALGO if has_data else None,
         "os_hash_value": image.checksum,

@@ -37,7 +37,7 @@ def make_services(conf) -> list:
     from flotilla.rpc.upgrade import version_cap
     from scheduler.manager import SchedulerManager
 
-    os.makedirs(conf.state_path, exist_ok=True)
+    os.makedirs(conf.state_path, mode=0o700, exist_ok=True)
     if not conf.api.public_endpoint:
         conf.set_override("public_endpoint", "http://%s:%d" % (
             conf.api.bind_host, conf.api.bind_port), group="api")
@@ -68,8 +68,7 @@ def make_services(conf) -> list:
             ComputeManager(conf, driver, conductor, host=host),
             transport=transport, heartbeat=conductor.report_heartbeat,
             per_host=True, host=host))
-    api = WSGIService(create_app(conf, transport), conf.api.bind_host,
-                      conf.api.bind_port, threads=conf.api.workers)
+    api = WSGIService.from_conf(create_app(conf, transport), conf)
     services.append(_APIWithBanner(api, conf, password))
     return services
 

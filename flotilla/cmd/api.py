@@ -1,6 +1,6 @@
 """flotilla-api: the compute, identity and image HTTP APIs.
 
-Serves :func:`api.app.create_app` with cheroot's threaded WSGI server on
+Serves :func:`api.app.create_app` with waitress (api.wsgi_server) on
 ``[api] bind_host``:``[api] bind_port`` with ``[api] workers`` threads.
 """
 
@@ -21,8 +21,7 @@ def make_services(conf) -> list:
     schema.check_synced()
     transport = rpc.get_transport(conf)
     app = create_app(conf, transport)
-    return [WSGIService(app, conf.api.bind_host, conf.api.bind_port,
-                        threads=conf.api.workers, on_stop=transport.cleanup)]
+    return [WSGIService.from_conf(app, conf, on_stop=transport.cleanup)]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,10 @@ def make_services(conf) -> list:
     db.configure(conf)
     schema.check_synced()
     # One transport for serving and for the flows' casts and calls.
-    transport = rpc.get_transport(conf)
+    from flotilla.db.rpc_seen import DatabaseSeenStore
+    # Competing consumers in several processes: duplicates are recognised
+    # through the database (flotilla.rpc.replay).
+    transport = rpc.get_transport(conf, seen_store=DatabaseSeenStore())
     return [service.Service(conf, binaries.CONDUCTOR, "conductor",
                             ConductorManager(conf, transport), transport=transport,
                             close_transport=True)]

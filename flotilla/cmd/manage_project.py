@@ -5,7 +5,8 @@ from __future__ import annotations
 from flotilla.cmd.manage_service import _open, format_table
 from flotilla.db import identity as identity_db
 
-HELP = "projects: create NAME [--description D], list, delete NAME"
+HELP = ("projects: create NAME [--description D], list, delete NAME, "
+        "disable NAME, enable NAME")
 
 
 def add_parsers(actions) -> None:
@@ -18,6 +19,11 @@ def add_parsers(actions) -> None:
                                 "assignments and tokens go too)")
     parser.add_argument("project_name", metavar="NAME")
     parser.set_defaults(func=delete)
+    for action, enabled in (("disable", False), ("enable", True)):
+        parser = actions.add_parser(action, help="%s a project (its tokens stop "
+                                    "or resume working at once)" % action)
+        parser.add_argument("project_name", metavar="NAME")
+        parser.set_defaults(func=lambda conf, _e=enabled: set_enabled(conf, _e))
 
 
 def create(conf) -> int:
@@ -40,4 +46,12 @@ def delete(conf) -> int:
     _open(conf)
     identity_db.project_delete(conf.category.project_name)
     print("Deleted project %s." % conf.category.project_name)
+    return 0
+
+
+def set_enabled(conf, enabled: bool) -> int:
+    _open(conf)
+    identity_db.project_set_enabled(conf.category.project_name, enabled)
+    print("Project %s %s." % (conf.category.project_name,
+                              "enabled" if enabled else "disabled"))
     return 0

@@ -32,6 +32,11 @@ def add_parsers(actions) -> None:
     parser = actions.add_parser("delete", help="delete a user and their tokens")
     parser.add_argument("user_name", metavar="NAME")
     parser.set_defaults(func=delete)
+    for action, enabled in (("disable", False), ("enable", True)):
+        parser = actions.add_parser(action, help="%s a user (its tokens stop or "
+                                    "resume working at once)" % action)
+        parser.add_argument("user_name", metavar="NAME")
+        parser.set_defaults(func=lambda conf, _e=enabled: set_enabled(conf, _e))
     parser = actions.add_parser("set-password",
                                 help="replace a password (revokes the user's tokens)")
     parser.add_argument("user_name", metavar="NAME")
@@ -99,6 +104,14 @@ def delete(conf) -> int:
     _open(conf)
     identity_db.user_delete(conf.category.user_name)
     print("Deleted user %s." % conf.category.user_name)
+    return 0
+
+
+def set_enabled(conf, enabled: bool) -> int:
+    _open(conf)
+    identity_db.user_set_enabled(conf.category.user_name, enabled)
+    print("User %s %s." % (conf.category.user_name,
+                           "enabled" if enabled else "disabled"))
     return 0
 
 

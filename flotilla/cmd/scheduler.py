@@ -12,13 +12,19 @@ from flotilla import binaries, service
 
 
 def make_services(conf) -> list:
+    from flotilla import rpc
     from flotilla.db import api as db
     from flotilla.db import schema
+    from flotilla.db.rpc_seen import DatabaseSeenStore
     from scheduler.manager import SchedulerManager
     db.configure(conf)
     schema.check_synced()
+    # Competing consumers in several processes: duplicates are recognised
+    # through the database (flotilla.rpc.replay).
+    transport = rpc.get_transport(conf, seen_store=DatabaseSeenStore())
     return [service.Service(conf, binaries.SCHEDULER, "scheduler",
-                            SchedulerManager(conf))]
+                            SchedulerManager(conf), transport=transport,
+                            close_transport=True)]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,8 +23,27 @@ api_opts = [
         default=8,
         min=1,
         max=256,
-        help="Threads serving requests (cheroot's thread pool): requests are "
-             "short and mostly wait on the database, so threads suffice."),
+        help="Threads running requests (waitress's pool): requests are short "
+             "and mostly wait on the database, so threads suffice. Reading a "
+             "request never takes one: only complete requests reach them."),
+    cfg.IntOpt(
+        "client_header_timeout",
+        default=10,
+        min=1,
+        help="Seconds a client has to send a request's headers, from their "
+             "first byte; a slower one is disconnected."),
+    cfg.IntOpt(
+        "client_idle_timeout",
+        default=60,
+        min=1,
+        help="Seconds a connection may send nothing (between requests, or "
+             "in the middle of a body) before it is closed."),
+    cfg.IntOpt(
+        "max_connections",
+        default=200,
+        min=1,
+        help="Most client connections open at once; further clients wait in "
+             "the listen backlog."),
     cfg.StrOpt(
         "public_endpoint",
         help="Base URL clients reach the API at (for example "
@@ -50,6 +69,13 @@ api_opts = [
         default=1000,
         min=1,
         help="Most items a list request returns in one page."),
+    cfg.DictOpt(
+        "policy_overrides",
+        default={},
+        help="Named policy rules given another rule than their default, e.g. "
+             "os_compute_api:servers:create:zero_disk_flavor:member. Rules: "
+             "admin, member, reader. Known names and defaults: "
+             "os_compute_api:servers:create:zero_disk_flavor (admin)."),
     cfg.StrOpt(
         "default_availability_zone",
         default="nova",

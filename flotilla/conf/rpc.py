@@ -71,12 +71,31 @@ rpc_opts = [
              "dropped connections only."),
     cfg.IntOpt(
         "cast_ttl",
-        default=0,
+        default=1800,
+        min=1,
+        max=86400,
+        help="Deadline of a cast: seconds after which a cast that no server "
+             "has handled yet is dropped (with a log line) instead of run "
+             "late. Every message has a deadline so that a copy of it can only "
+             "be replayed within that window (each server remembers the ids "
+             "it saw until their deadline). The default matches the longest "
+             "task deadline: a later cast would act on a task the reaper "
+             "already ended. Calls expire after their timeout."),
+    cfg.IntOpt(
+        "max_clock_skew",
+        default=30,
         min=0,
-        help="Seconds after which a cast that no server has handled yet is "
-             "dropped (with a log line) instead of run late; 0 keeps casts "
-             "until a server takes them. Calls always expire after their "
-             "timeout, since nobody waits for the reply any more."),
+        max=3600,
+        help="Seconds a message's sent_at may be ahead of this host's clock; "
+             "a message from further in the future is refused (it would "
+             "otherwise outlive its deadline). Hosts should run NTP."),
+    cfg.BoolOpt(
+        "allow_unsigned_messages",
+        default=False,
+        help="Let a service on a broker (rabbit://) start without [rpc] "
+             "signing_key, i.e. accept and send unsigned messages that anyone "
+             "able to publish to the broker could forge. Off: such a service "
+             "refuses to start, naming signing_key. Test rigs only."),
 ]
 
 

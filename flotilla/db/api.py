@@ -40,6 +40,10 @@ from flotilla.db.engine import (  # noqa: F401
     transaction,
 )
 from flotilla.db.flavors import (  # noqa: F401
+    flavor_access_add,
+    flavor_access_list,
+    flavor_access_remove,
+    flavor_accessible,
     flavor_create,
     flavor_destroy,
     flavor_get,

@@ -5,7 +5,8 @@ Rules:
 * one engine (and one sessionmaker) per process, set by :func:`configure`;
   sessions are made per unit of work, so threads never share one;
 * ``[database] connection`` unset means an SQLite file ``flotilla.sqlite``
-  under ``[DEFAULT] state_path`` (the directory is created);
+  under ``[DEFAULT] state_path`` (the directory is created 0700, the file
+  is kept 0600: it holds password and token hashes);
 * ``postgresql://`` means psycopg 3 (``postgresql+psycopg://``);
 * SQLite runs in WAL mode (readers never block the writer) with a busy
   timeout (writers queue instead of failing) and foreign keys enforced;
@@ -35,18 +36,33 @@ def build_url(conf: cfg.ConfigOpts) -> sa.URL:
     connection = conf.database.connection
     if not connection:
         state_path = conf.state_path
+        path = os.path.join(state_path, "flotilla.sqlite")
         try:
-            os.makedirs(state_path, exist_ok=True)
+            os.makedirs(state_path, mode=0o700, exist_ok=True)
+            private_file(path)
         except OSError as exc:
             raise exception.DBError(
                 reason="cannot create [DEFAULT] state_path %s: %s"
                 % (state_path, exc.strerror)) from None
-        return sa.URL.create(
-            "sqlite", database=os.path.join(state_path, "flotilla.sqlite"))
+        return sa.URL.create("sqlite", database=path)
     url = sa.make_url(connection)
     if url.drivername == "postgresql":
         url = url.set(drivername="postgresql+psycopg")
     return url
+
+
+def private_file(path: str) -> None:
+    """Make ``path`` (and SQLite's -wal/-shm beside it) readable by its
+    owner only, creating it empty when absent: the database holds password
+    and token hashes. SQLite gives its journal files the database's mode."""
+    if not os.path.exists(path):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    for name in (path, path + "-wal", path + "-shm", path + "-journal"):
+        try:
+            if os.stat(name).st_mode & 0o077:
+                os.chmod(name, 0o600)
+        except FileNotFoundError:
+            continue
 
 
 def mask_url(url: sa.URL | str) -> str:

@@ -8,6 +8,12 @@ Rules:
 * a token is 32 random bytes (``secrets.token_urlsafe``) handed to the user
   once; only its sha256 is stored, so a database dump yields no usable
   token; it expires at ``expires_at`` and can be revoked;
+* a token is only as good as the rights behind it, checked live at every
+  validation (:func:`token_validate`): its user and project must still be
+  enabled, and its roles are those it was issued with that the user still
+  holds on the project (none left: the token is refused). So whatever path
+  removes a role or disables a user or project (the manage CLI, an admin
+  API) takes effect on the next request, with nothing to revoke;
 * roles are ``admin``, ``member`` and ``reader``; admin implies member and
   member implies reader (as Keystone's default implied roles), and a token
   carries the expanded list;
@@ -123,6 +129,13 @@ def project_delete(ref: str) -> None:
         session.delete(project)
 
 
+def project_set_enabled(ref: str, enabled: bool) -> None:
+    """Enable or disable a project; tokens scoped to a disabled project stop
+    working at once (checked at validation)."""
+    with session_scope() as session:
+        _project(session, ref).enabled = enabled
+
+
 def _project(session, ref: str) -> Project:
     project = session.scalars(sa.select(Project).where(
         sa.or_(Project.id == ref, Project.name == ref))
@@ -180,6 +193,13 @@ def user_set_password(ref: str, password: str, scrypt_n: int = 2 ** 14) -> None:
         user.password_hash = password_hash
         session.execute(sa.update(Token).where(Token.user_id == user.id)
                         .values(revoked=True))
+
+
+def user_set_enabled(ref: str, enabled: bool) -> None:
+    """Enable or disable a user; a disabled user's tokens stop working at
+    once (checked at validation) and it cannot authenticate."""
+    with session_scope() as session:
+        _user(session, ref).enabled = enabled
 
 
 def authenticate(name: str, password: str, by_id: bool = False) -> User | None:
@@ -287,14 +307,35 @@ def token_issue(user_id: str, project_id: str | None, roles: list[str],
 
 
 def token_validate(token: str) -> Token:
-    """The live token row, or TokenNotFound (unknown, expired, revoked)."""
+    """The live token, or TokenNotFound (unknown, expired, revoked, its user
+    or project disabled or gone, or none of its roles still granted).
+
+    The returned row is a detached copy whose ``roles`` are the roles it was
+    issued with that are still granted now (see the module rules)."""
     if not token or len(token) > 512:
         raise TokenNotFound()
     with session_scope() as session:
         row = session.get(Token, _token_hash(token))
-    if row is None or row.revoked or row.expires_at <= utcnow():
-        raise TokenNotFound()
-    return row
+        if row is None or row.revoked or row.expires_at <= utcnow():
+            raise TokenNotFound()
+        user = session.get(User, row.user_id)
+        if user is None or not user.enabled:
+            raise TokenNotFound()
+        roles: list[str] = []
+        if row.project_id is not None:
+            project = session.get(Project, row.project_id)
+            if project is None or not project.enabled:
+                raise TokenNotFound()
+            granted = set(expand_roles(session.scalars(
+                sa.select(RoleAssignment.role).where(
+                    RoleAssignment.user_id == row.user_id,
+                    RoleAssignment.project_id == row.project_id))))
+            roles = [r for r in (row.roles or []) if r in granted]
+            if not roles:
+                raise TokenNotFound()
+        return Token(id=row.id, user_id=row.user_id, project_id=row.project_id,
+                     roles=roles, issued_at=row.issued_at,
+                     expires_at=row.expires_at, revoked=False)
 
 
 def token_revoke(token: str) -> None:

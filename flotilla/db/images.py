@@ -33,10 +33,12 @@ MD5_KEY = "_md5"
 PROTECTED_KEY = "_protected"
 TAGS_KEY = "_tags"
 HIDDEN_KEY = "_hidden"
-INTERNAL_PROPERTIES = frozenset({MD5_KEY, PROTECTED_KEY, TAGS_KEY, HIDDEN_KEY})
+UPLOAD_KEY = "_upload"  # which API process is receiving the data (saving)
+INTERNAL_PROPERTIES = frozenset({MD5_KEY, PROTECTED_KEY, TAGS_KEY, HIDDEN_KEY,
+                                 UPLOAD_KEY})
 
 _SETTABLE = frozenset({"id", "name", "owner", "status", "disk_format",
-                       "container_format", "size", "checksum", "min_ram",
+                       "container_format", "size", "virtual_size", "checksum", "min_ram",
                        "min_disk", "visibility", "properties", "location"})
 SORT_KEYS = ("created_at", "updated_at", "name", "size", "status", "id",
              "disk_format", "container_format", "min_ram", "min_disk")
@@ -123,6 +125,13 @@ def image_destroy(image_id: str) -> Image:
         image.deleted_at = utcnow()
         image.status = "deleted"
         return image
+
+
+def image_get_saving() -> list[Image]:
+    """Every live image whose data is being uploaded (status saving)."""
+    with session_scope() as session:
+        return list(session.scalars(sa.select(Image).where(
+            Image.deleted.is_(False), Image.status == "saving")))
 
 
 def image_get_all(query: ImageQuery) -> list[Image]:

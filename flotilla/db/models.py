@@ -204,6 +204,18 @@ class Flavor(TimestampMixin, Base):
     deleted_at: Mapped[datetime.datetime | None]
 
 
+class FlavorProject(Base):
+    """A project granted access to a private flavor (Nova's flavor_projects)."""
+
+    __tablename__ = "flavor_projects"
+    __table_args__ = (sa.UniqueConstraint("flavor_id", "project_id"),)
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    flavor_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("flavors.id", ondelete="CASCADE"))
+    project_id: Mapped[str] = mapped_column(sa.String(NAME_LEN), index=True)
+
+
 class Image(TimestampMixin, SoftDeleteMixin, Base):
     __tablename__ = "images"
 
@@ -214,6 +226,8 @@ class Image(TimestampMixin, SoftDeleteMixin, Base):
     disk_format: Mapped[str | None] = mapped_column(sa.String(STATE_LEN))
     container_format: Mapped[str | None] = mapped_column(sa.String(STATE_LEN))
     size: Mapped[int | None] = mapped_column(sa.BigInteger)
+    # The disk size a guest sees (qemu-img's virtual-size), read at upload.
+    virtual_size: Mapped[int | None] = mapped_column(sa.BigInteger)
     checksum: Mapped[str | None] = mapped_column(sa.String(64))  # sha256 hex
     min_ram: Mapped[int] = mapped_column(default=0)
     min_disk: Mapped[int] = mapped_column(default=0)
@@ -430,6 +444,18 @@ class KeyPair(TimestampMixin, Base):
     type: Mapped[str] = mapped_column(sa.String(STATE_LEN), default="ssh")
     deleted: Mapped[int] = mapped_column(default=0)
     deleted_at: Mapped[datetime.datetime | None]
+
+
+# --- RPC -----------------------------------------------------------------------
+
+class RPCSeenMessage(Base):
+    """A message id a shared-queue server received, kept until its deadline
+    (see flotilla.rpc.replay): the insert is the cross-process check."""
+
+    __tablename__ = "rpc_seen_messages"
+
+    key: Mapped[str] = mapped_column(sa.String(NAME_LEN), primary_key=True)
+    expires_at: Mapped[datetime.datetime] = mapped_column(index=True)
 
 
 # --- server groups -----------------------------------------------------------

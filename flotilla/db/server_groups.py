@@ -9,7 +9,7 @@ anti-affinity group both see each other once claimed).
 from __future__ import annotations
 
 import uuid as uuidlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -35,6 +35,29 @@ def server_group_create(values: Mapping[str, Any]) -> ServerGroup:
     values.setdefault("uuid", str(uuidlib.uuid4()))
     group = ServerGroup(**values)
     with session_scope() as session:
+        session.add(group)
+    return group
+
+
+def server_group_create_within_quota(
+        values: Mapping[str, Any],
+        limits_for: Callable[[Any], Mapping[str, int]]) -> ServerGroup:
+    """Create a group if its project's ``server_groups`` quota allows it,
+    else OverQuota. The check and the insert are one transaction after
+    :func:`flotilla.db.quotas.lock_project`, serialised with every other
+    quota-checked write of the project (as server creation is), so
+    concurrent creates cannot overshoot the limit."""
+    from flotilla.db import quotas
+    values = dict(values)
+    if values.get("policy") not in POLICIES:
+        raise exception.Invalid(reason="policy must be one of %s" % ", ".join(POLICIES))
+    values.setdefault("uuid", str(uuidlib.uuid4()))
+    group = ServerGroup(**values)
+    with session_scope() as session:
+        quotas.lock_project(session, values["project_id"])
+        quotas.check_project_and_user(values["project_id"], values.get("user_id"),
+                                      limits_for(session), {"server_groups": 1},
+                                      session=session)
         session.add(group)
     return group
 

@@ -7,16 +7,13 @@ it back afterwards. Under load there are as many connections as concurrent
 callers (8 callers: 8 connections); idle ones stay open (warm) and are
 checked on the next loan.
 
-A :class:`ClientConnection` has two channels, set up once:
-
-* the *call* channel: publishes calls with ``mandatory`` and consumes
-  ``amq.rabbitmq.reply-to`` (no-ack) - RabbitMQ requires the reply consumer
-  to live on the publishing channel. No confirms here: the reply (or a
-  basic.return) is the confirmation, and waiting for a confirm would add a
-  round trip to every call. It also sends replies.
-* the *cast* channel, in confirm mode: a cast returns only once the broker
-  acked it, and a basic.return (which RabbitMQ sends before the ack) turns
-  into MessageUndeliverable.
+A :class:`ClientConnection` has one channel, set up once: it publishes
+calls with ``mandatory`` and consumes ``amq.rabbitmq.reply-to`` (no-ack) -
+RabbitMQ requires the reply consumer to live on the publishing channel. No
+confirms here: the reply (or a basic.return) is the confirmation, and
+waiting for a confirm would add a round trip to every call. It also sends
+replies. Casts have their own pipelined confirm channel
+(:mod:`flotilla.rpc.amqp_publisher`).
 
 Exchanges are declared once per connection (not per message), by clients as
 well as servers, so a publish never hits a missing exchange.
@@ -100,14 +97,10 @@ class ClientConnection:
         self._waiting: str | None = None
         self._reply: bytes | None = None
         self._call_returned: str | None = None
-        self._cast_returned = False
         self.call_ch = self.conn.channel()
         self.call_ch.events["basic_return"].add(self._on_call_return)
         self.call_ch.basic_consume(DIRECT_REPLY_TO, no_ack=True,
                                    callback=self._on_reply)
-        self.cast_ch = self.conn.channel()
-        self.cast_ch.events["basic_return"].add(self._on_cast_return)
-        self.cast_ch.confirm_select()
 
     # -- callbacks, run by drain_events on the owning thread --
 
@@ -119,9 +112,6 @@ class ClientConnection:
 
     def _on_call_return(self, exc, exchange, routing_key, message) -> None:
         self._call_returned = message.properties.get("correlation_id")
-
-    def _on_cast_return(self, exc, exchange, routing_key, message) -> None:
-        self._cast_returned = True
 
     # -- health --
 
@@ -193,22 +183,6 @@ class ClientConnection:
                     self.raw.heartbeat_tick()
         finally:
             self._waiting = self._reply = None
-
-    def publish_cast(self, target: Target, body: bytes, method: str) -> None:
-        exchange = self._exchange(self.cast_ch, target)
-        self._cast_returned = False
-        # Persistent (by default): a confirmed cast to a durable queue
-        # survives a broker restart, not only a dropped connection.
-        msg = amqp.Message(body, content_type="application/json",
-                           delivery_mode=2 if self.options.persistent_casts
-                           else 1)
-        self.cast_ch.basic_publish_confirm(
-            msg, exchange, target.routing_key, mandatory=True,
-            confirm_timeout=max(5.0, self.options.call_timeout))
-        if self._cast_returned:
-            raise exception.MessageUndeliverable(
-                routing_key=target.routing_key, exchange=exchange,
-                method=method)
 
     def publish_reply(self, address: str, corr: str | None,
                       body: bytes) -> None:

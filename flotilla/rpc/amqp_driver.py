@@ -10,14 +10,19 @@ Topology (see DESIGN.md, "The RPC contract"):
 * ``<control_exchange>_fanout_<topic>``: fanout exchange; every named
   server binds its own exclusive auto-delete queue to it.
 
-Client side: :mod:`flotilla.rpc.amqp_connection` (a pool of warm
-connections, direct reply-to, confirms). Server side:
-:class:`AMQPListener`, one connection and thread per server.
+Client side: casts go through :mod:`flotilla.rpc.amqp_publisher` (one
+connection per transport in confirm mode, casts of every thread pipelined,
+each caller returning once the broker confirmed its own message); calls and
+replies through :mod:`flotilla.rpc.amqp_connection` (a pool of warm
+connections, direct reply-to). Server side: :class:`AMQPListener`, one
+connection and thread per server.
 
-Failures: a publish that fails on a dead connection is retried on a fresh
-one through :func:`flotilla.rpc.retry.call_with_retry` for up to
-``[rpc] reconnect_timeout`` (so a cast may, rarely, be sent twice; it is
-never lost once confirmed). A call whose connection dies while it waits
+Failures: a cast whose confirm did not come back is published again on a
+new connection until ``[rpc] reconnect_timeout`` (so it is delivered at
+least once, never lost once confirmed; servers drop the second copy by
+message id). A call or reply that fails on a dead connection is retried on
+a fresh one through :func:`flotilla.rpc.retry.call_with_retry` for up to
+``[rpc] reconnect_timeout``. A call whose connection dies while it waits
 for the reply raises MessagingUnavailable at once: its reply address died
 with the connection, and resending could run the method twice. Listeners
 reconnect forever, with the same backoff policy.
@@ -42,6 +47,7 @@ from flotilla.rpc.amqp_connection import (
     declare_exchange,
     open_connection,
 )
+from flotilla.rpc.amqp_publisher import ConfirmingPublisher
 from flotilla.rpc.transport import IncomingMessage, Options, Target, mask_url
 
 LOG = logging.getLogger(__name__)
@@ -57,6 +63,7 @@ class AMQPDriver:
         self.masked_url = mask_url(url)
         self.options = options
         self.pool = ConnectionPool(url, options)
+        self.publisher = ConfirmingPublisher(url, options)
 
     def _retry(self, fn: Callable, what: str):
         return retry.call_with_retry(
@@ -90,9 +97,11 @@ class AMQPDriver:
         return self._retry(attempt, what)
 
     def cast(self, target: Target, body: bytes, method: str) -> None:
-        conn = self._publish(
-            lambda c: c.publish_cast(target, body, method), "cast " + method)
-        self.pool.put(conn)
+        self.publisher.publish(target, body, method,
+                               timeout=self.options.reconnect_timeout)
+
+    def submit_cast(self, target: Target, body: bytes, method: str):
+        return self.publisher.submit(target, body, method)
 
     def call(self, target: Target, body: bytes, correlation_id: str,
              method: str, timeout: float) -> bytes:
@@ -130,6 +139,7 @@ class AMQPDriver:
         return AMQPListener(self, target, handler, capacity)
 
     def cleanup(self) -> None:
+        self.publisher.close()
         self.pool.close()
 
 

@@ -17,7 +17,10 @@ Rules:
   timeout: a server drops it unanswered once the caller stopped waiting.
 * ``cast`` returns once the broker confirmed the message (or raises
   MessageUndeliverable); a fanout cast reaches every server of the topic.
-  A call cannot be fanout.
+  ``cast_async`` sends the same cast without waiting and returns a
+  confirmation whose ``wait(timeout=None)`` returns once the broker
+  confirmed it (or raises as ``cast`` would): a caller with many casts to
+  send keeps them in flight together. A call cannot be fanout.
 * Arguments must be JSON-able or versioned objects (:mod:`flotilla.objects`,
   sent in their primitive form; results come back as objects too);
   TypeError otherwise, nothing is sent. The encoded body is at most
@@ -35,6 +38,20 @@ from flotilla.rpc import envelope, serializer, versioning
 from flotilla.rpc.transport import Target, Transport
 
 _UNSET: Any = object()
+
+
+class CastConfirmation:
+    """What ``cast_async`` returns: ``wait()`` for the broker's confirm."""
+
+    def __init__(self, confirmation: Any, default_timeout: float) -> None:
+        self._confirmation = confirmation
+        self._timeout = default_timeout
+
+    def done(self) -> bool:
+        return self._confirmation.done()
+
+    def wait(self, timeout: float | None = None) -> None:
+        self._confirmation.wait(self._timeout if timeout is None else timeout)
 
 
 class RPCClient:
@@ -108,6 +125,17 @@ class RPCClient:
                                       self.version, reply_to=None,
                                       ttl=options.cast_ttl)
         self.transport.driver.cast(self._target(), self._encode(body), method)
+
+    def cast_async(self, ctxt: RequestContext | None, method: str,
+                   **kwargs: Any) -> CastConfirmation:
+        """Send a cast without waiting for its confirm (see module rules)."""
+        self._check_cap()
+        options = self.transport.options
+        body = envelope.build_request(ctxt, method, objects.serialize(kwargs),
+                                      self.version, reply_to=None,
+                                      ttl=options.cast_ttl)
+        return CastConfirmation(self.transport.driver.submit_cast(
+            self._target(), self._encode(body), method), options.reconnect_timeout)
 
     def call(self, ctxt: RequestContext | None, method: str,
              **kwargs: Any) -> Any:

@@ -7,23 +7,28 @@ signed):
 arguments), ``version`` ("X.Y"), ``context`` (request_id, user_id,
 project_id, roles), ``msg_id`` (str, unique), ``reply_to`` (str for a call,
 null for a cast), ``sent_at`` (float, UNIX time at the sender), ``ttl``
-(seconds after ``sent_at`` the message is worth handling, or null for
-never).
+(seconds after ``sent_at`` the message is worth handling: its deadline; at
+most :data:`MAX_TTL`; every message has one, so a copy of it can only be
+replayed within a bounded window, see :mod:`flotilla.rpc.replay`).
 
 A reply is ``{"msg_id", "result"}`` or ``{"msg_id", "failure"}`` (plus
 ``sig``); ``failure`` is described in :mod:`flotilla.rpc.serializer`.
 
 Rules enforced by :func:`decode_request` (each failure raises
 :class:`~flotilla.exception.InvalidMessage` with the reason, or
-:class:`Expired`, before any endpoint code runs): size before parsing, JSON,
-signature when a key is set, field presence and types, version syntax, ttl.
-The ttl is compared against this host's clock, so hosts must run NTP; a
-clock skew larger than a ttl drops calls.
+:class:`Expired`, before any endpoint code runs): size before parsing, JSON
+(nested at most :data:`MAX_DEPTH` deep), signature when a key is set, field
+presence and types, version syntax, ttl, and ``sent_at`` at most
+``max_skew`` seconds in the future. The deadline is compared against this
+host's clock, so hosts must run NTP; a clock skew larger than a ttl drops
+calls.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import os
 import time
 import uuid
 from typing import Any
@@ -34,6 +39,15 @@ from flotilla.rpc import serializer, signing, versioning
 
 REQUEST_FIELDS = ("method", "args", "version", "context", "msg_id",
                   "reply_to", "sent_at", "ttl")
+
+#: Longest deadline a message may ask for (a day): bounds the window in
+#: which a copy could be replayed and what a replay store keeps.
+MAX_TTL = 86400
+#: Deepest nesting of arrays and objects accepted in a body; Flotilla's own
+#: messages nest a handful of levels.
+MAX_DEPTH = 32
+#: Default tolerance for a sender's clock being ahead of ours.
+DEFAULT_MAX_SKEW = 30.0
 
 
 class Expired(exception.InvalidMessage):
@@ -51,17 +65,34 @@ class Request:
     msg_id: str
     reply_to: str | None
     sent_at: float
-    ttl: float | None
+    ttl: float
+
+    @property
+    def deadline(self) -> float:
+        """UNIX time after which the message is refused."""
+        return self.sent_at + self.ttl
+
+
+_ids: tuple | None = None
 
 
 def new_msg_id() -> str:
-    return uuid.uuid4().hex
+    """A message id unique across processes and time: a random prefix per
+    process and a counter (os.urandom per message costs ~100 us on some
+    VMs; an id needs to be unique, not secret: the signature covers it)."""
+    global _ids
+    ids = _ids
+    if ids is None or ids[0] != os.getpid():  # new process (or a fork)
+        ids = _ids = (os.getpid(), uuid.uuid4().hex[:20], itertools.count())
+    return "%s%x" % (ids[1], next(ids[2]))
 
 
 def build_request(ctxt: flotilla_context.RequestContext | None, method: str,
                   args: dict, version: str, *, reply_to: str | None,
-                  ttl: float | None, msg_id: str | None = None) -> dict:
+                  ttl: float, msg_id: str | None = None) -> dict:
     """A request dict, ready for :func:`encode`."""
+    if not ttl or ttl <= 0 or ttl > MAX_TTL:
+        raise ValueError("a message needs a ttl in (0, %d]" % MAX_TTL)
     ctxt = ctxt or flotilla_context.get_admin_context()
     return {"method": method, "args": args, "version": version,
             "context": ctxt.to_dict(), "msg_id": msg_id or new_msg_id(),
@@ -76,8 +107,16 @@ def build_reply(msg_id: str | None, *, result: Any = None,
 
 
 def encode(body: dict, key: str | None) -> bytes:
-    """Sign (when ``key``) and serialise; TypeError for non-JSON-able data."""
-    return serializer.dumps(signing.sign(body, key))
+    """Sign (when ``key``) and serialise; TypeError for non-JSON-able data.
+
+    A signed body goes out in its canonical form with ``sig`` appended, so
+    it is encoded once (the receiver re-derives the canonical form anyway).
+    """
+    if not key or not body or signing.SIG_FIELD in body:
+        return serializer.dumps(signing.sign(body, key))
+    data = serializer.canonical(body)
+    return b"%s,\"%s\":\"%s\"}" % (data[:-1], signing.SIG_FIELD.encode(),
+                                    signing.digest_of(key, data).encode())
 
 
 def _parse(data: bytes, key: str | None, max_size: int) -> dict:
@@ -89,8 +128,14 @@ def _parse(data: bytes, key: str | None, max_size: int) -> dict:
         body = serializer.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise exception.InvalidMessage(reason="not JSON: %s" % exc) from None
+    except RecursionError:
+        raise exception.InvalidMessage(
+            reason="JSON nested deeper than %d levels" % MAX_DEPTH) from None
     if not isinstance(body, dict):
         raise exception.InvalidMessage(reason="body is not a JSON object")
+    if serializer.depth(body) > MAX_DEPTH:
+        raise exception.InvalidMessage(
+            reason="JSON nested deeper than %d levels" % MAX_DEPTH)
     problem = signing.verify(body, key)
     if problem:
         raise exception.InvalidMessage(reason=problem)
@@ -103,7 +148,8 @@ def _check(cond: bool, reason: str) -> None:
 
 
 def decode_request(data: bytes, *, key: str | None, max_size: int,
-                   now: float | None = None) -> Request:
+                   now: float | None = None,
+                   max_skew: float = DEFAULT_MAX_SKEW) -> Request:
     """Validate a request body; see the module rules."""
     body = _parse(data, key, max_size)
     missing = [f for f in REQUEST_FIELDS if f not in body]
@@ -123,14 +169,15 @@ def decode_request(data: bytes, *, key: str | None, max_size: int,
     sent_at, ttl = body["sent_at"], body["ttl"]
     _check(isinstance(sent_at, (int, float)) and not isinstance(sent_at, bool),
            "bad sent_at")
-    _check(ttl is None or (isinstance(ttl, (int, float))
-                           and not isinstance(ttl, bool) and ttl > 0),
-           "bad ttl")
+    _check(ttl is not None, "no ttl: every message must carry a deadline")
+    _check(isinstance(ttl, (int, float)) and not isinstance(ttl, bool)
+           and 0 < ttl <= MAX_TTL, "bad ttl (0 < ttl <= %d)" % MAX_TTL)
     versioning.parse(body["version"])
-    if ttl is not None:
-        age = (time.time() if now is None else now) - sent_at
-        if age > ttl:
-            raise Expired(msg_id=body["msg_id"], age=age, ttl=ttl)
+    age = (time.time() if now is None else now) - sent_at
+    _check(-age <= max_skew, "sent_at is %.1fs in the future (more than the "
+           "allowed clock skew of %ss)" % (-age, max_skew))
+    if age > ttl:
+        raise Expired(msg_id=body["msg_id"], age=age, ttl=ttl)
     return Request(method=method, args=args, version=body["version"],
                    context=flotilla_context.RequestContext.from_dict(ctx),
                    msg_id=body["msg_id"], reply_to=body["reply_to"],

@@ -165,6 +165,21 @@ class MemoryListener:
         return self._done.wait(timeout)
 
 
+class _Settled:
+    """A cast confirmation that is already known (the in-process broker
+    takes or refuses a message at once)."""
+
+    def __init__(self, error: BaseException | None) -> None:
+        self._error = error
+
+    def done(self) -> bool:
+        return True
+
+    def wait(self, timeout: float | None = None) -> None:
+        if self._error is not None:
+            raise self._error
+
+
 class MemoryDriver:
     """The driver for ``memory://`` (see the module docstring)."""
 
@@ -187,6 +202,14 @@ class MemoryDriver:
     def cast(self, target: Target, body: bytes, method: str) -> None:
         self._publish(target, IncomingMessage(body, queue=target.routing_key),
                       method)
+
+    def submit_cast(self, target: Target, body: bytes, method: str):
+        """Deliver at once; the confirmation is already settled."""
+        try:
+            self.cast(target, body, method)
+        except exception.MessagingException as exc:
+            return _Settled(exc)
+        return _Settled(None)
 
     def call(self, target: Target, body: bytes, correlation_id: str,
              method: str, timeout: float) -> bytes:

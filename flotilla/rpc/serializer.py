@@ -44,6 +44,25 @@ def loads(data: bytes | str) -> Any:
     return json.loads(data)
 
 
+def depth(obj: Any) -> int:
+    """How deeply arrays and objects nest in ``obj`` (a scalar is 0);
+    iterative, so a hostile body cannot exhaust the stack."""
+    deepest = 0
+    stack = [(obj, 1)]
+    while stack:
+        value, level = stack.pop()
+        if isinstance(value, dict):
+            children = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in children
+                     if isinstance(child, (dict, list)))
+    return deepest
+
+
 def _jsonable(value: Any) -> bool:
     try:
         _ENCODER.encode(value)

@@ -24,6 +24,10 @@ Rules:
   the reason, an error reply when the sender waits for one (a transport
   reply address is present), and the server keeps serving. Expired
   messages are dropped with a log line and no reply.
+* A message whose id this server saw before its deadline is a duplicate
+  (a replay, or a publisher's retry after a lost confirm) and is dropped
+  with a log line and no reply, before any endpoint code runs; see
+  :mod:`flotilla.rpc.replay` for what guarantees this across processes.
 """
 
 from __future__ import annotations
@@ -108,7 +112,8 @@ class RPCServer:
         try:
             request = envelope.decode_request(
                 message.body, key=options.signing_key,
-                max_size=options.max_message_size)
+                max_size=options.max_message_size,
+                max_skew=options.max_clock_skew)
         except envelope.Expired as exc:
             LOG.warning("Dropped message on %s: %s", message.queue, exc)
             return
@@ -118,6 +123,8 @@ class RPCServer:
             # The request's msg_id is unknown; the transport's correlation
             # id is the same value (clients set both).
             self._reply(message, message.correlation_id, failure=exc)
+            return
+        if not self._first_sighting(request, message.queue):
             return
         wants_reply = request.reply_to is not None
         try:
@@ -141,6 +148,25 @@ class RPCServer:
             return
         if wants_reply:
             self._reply(message, request.msg_id, result=result)
+
+    def _first_sighting(self, request: envelope.Request, queue: str) -> bool:
+        """Record the message; False (logged) when it is a duplicate."""
+        store = self.transport.seen_store
+        expires = request.deadline + self.transport.options.max_clock_skew
+        try:
+            first = store.first_sighting("%s/%s" % (self._name, request.msg_id),
+                                         expires)
+        except Exception as exc:
+            # The store is unreachable (the database restarting): running
+            # the message is safer than losing it; a copy, if any, may run.
+            LOG.warning("Replay check of %s (%s) on %s failed, running it "
+                        "anyway: %s: %s", request.msg_id, request.method, queue,
+                        type(exc).__name__, exc)
+            return True
+        if not first:
+            LOG.warning("Dropped duplicate message %s (%s) on %s: already "
+                        "received", request.msg_id, request.method, queue)
+        return first
 
     def _reply(self, message: IncomingMessage, msg_id: str | None,
                result: Any = None, failure: BaseException | None = None

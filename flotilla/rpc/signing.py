@@ -22,12 +22,16 @@ from flotilla.rpc import serializer
 SIG_FIELD = "sig"
 
 
-def _digest(key: str | bytes, body: dict) -> str:
+def digest_of(key: str | bytes, canonical: bytes) -> str:
+    """The signature of an unsigned body's canonical bytes."""
     if isinstance(key, str):
         key = key.encode("utf-8")
+    return hmac.new(key, canonical, hashlib.sha256).hexdigest()
+
+
+def _digest(key: str | bytes, body: dict) -> str:
     unsigned = {k: v for k, v in body.items() if k != SIG_FIELD}
-    return hmac.new(key, serializer.canonical(unsigned),
-                    hashlib.sha256).hexdigest()
+    return digest_of(key, serializer.canonical(unsigned))
 
 
 def sign(body: dict, key: str | bytes | None) -> dict:

@@ -16,6 +16,10 @@ moves opaque bodies. A driver implements:
     Deliver ``body`` to the queue(s) of ``target`` or raise
     MessageUndeliverable when nothing is bound; return only once the
     broker has accepted it (publisher confirm).
+``submit_cast(target, body, method)``
+    Queue the same delivery and return at once a confirmation whose
+    ``wait(timeout)`` returns once the broker confirmed it (or raises as
+    ``cast`` would); many may be in flight.
 ``call(target, body, correlation_id, method, timeout)``
     Same routing; wait for the reply body carrying ``correlation_id``;
     MessagingTimeout after ``timeout`` seconds.
@@ -37,12 +41,18 @@ The broker URL is only ever logged or put in an exception through
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import urllib.parse
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from oslo_config import cfg
+
+from flotilla.conf.loader import ConfigError
+from flotilla.rpc.replay import MemorySeenStore, SeenStore
+
+LOG = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,8 +96,9 @@ class Options:
     max_message_size: int
     reconnect_max_delay: float
     reconnect_timeout: float
-    cast_ttl: float | None
+    cast_ttl: float
     persistent_casts: bool = True
+    max_clock_skew: float = 30.0
 
     @classmethod
     def from_conf(cls, conf: cfg.ConfigOpts) -> Options:
@@ -101,8 +112,9 @@ class Options:
                    max_message_size=rpc.max_message_size,
                    reconnect_max_delay=rpc.reconnect_max_delay,
                    reconnect_timeout=rpc.reconnect_timeout,
-                   cast_ttl=rpc.cast_ttl or None,
-                   persistent_casts=rpc.persistent_casts)
+                   cast_ttl=rpc.cast_ttl,
+                   persistent_casts=rpc.persistent_casts,
+                   max_clock_skew=rpc.max_clock_skew)
 
 
 class Listener(Protocol):
@@ -115,6 +127,7 @@ class Driver(Protocol):
     reply_to: str
 
     def cast(self, target: Target, body: bytes, method: str) -> None: ...
+    def submit_cast(self, target: Target, body: bytes, method: str) -> Any: ...
     def call(self, target: Target, body: bytes, correlation_id: str,
              method: str, timeout: float) -> bytes: ...
     def reply(self, address: str, correlation_id: str | None,
@@ -141,13 +154,16 @@ def mask_url(url: str) -> str:
 
 
 class Transport:
-    """A configured wire: ``options``, the ``driver``, the masked URL."""
+    """A configured wire: ``options``, the ``driver``, the masked URL and the
+    replay store its servers share (:mod:`flotilla.rpc.replay`)."""
 
-    def __init__(self, url: str, options: Options, driver: Any) -> None:
+    def __init__(self, url: str, options: Options, driver: Any,
+                 seen_store: SeenStore | None = None) -> None:
         self.url = url
         self.masked_url = mask_url(url)
         self.options = options
         self.driver = driver
+        self.seen_store = seen_store or MemorySeenStore()
 
     def cleanup(self) -> None:
         """Close every connection; the transport is unusable afterwards."""
@@ -157,11 +173,32 @@ class Transport:
         return "<Transport %s>" % self.masked_url
 
 
-def get_transport(conf: cfg.ConfigOpts, url: str | None = None) -> Transport:
-    """The transport for ``[DEFAULT] transport_url`` (or ``url``)."""
+class InsecureTransport(ConfigError):
+    """A broker transport without a signing key, not explicitly allowed."""
+
+
+def get_transport(conf: cfg.ConfigOpts, url: str | None = None,
+                  seen_store: SeenStore | None = None) -> Transport:
+    """The transport for ``[DEFAULT] transport_url`` (or ``url``).
+
+    On a broker (``rabbit://``) without ``[rpc] signing_key`` anyone who can
+    publish to the broker could make any service do anything, so this
+    raises :class:`InsecureTransport` naming the option, unless ``[rpc]
+    allow_unsigned_messages`` says so explicitly (then a warning is logged).
+    """
     url = url or conf.transport_url
     options = Options.from_conf(conf)
     scheme = urllib.parse.urlsplit(url).scheme
+    if scheme in ("rabbit", "amqp") and not options.signing_key:
+        if not conf.rpc.allow_unsigned_messages:
+            raise InsecureTransport(
+                "[rpc] signing_key is not set: on %s anyone who can publish to "
+                "the broker could forge messages; set it (the same key in every "
+                "service), or set [rpc] allow_unsigned_messages = true to run "
+                "unsigned" % mask_url(url))
+        LOG.warning("[rpc] signing_key is not set and allow_unsigned_messages "
+                    "is true: RPC messages on %s are neither signed nor "
+                    "checked", mask_url(url))
     if scheme == "memory":
         from flotilla.rpc import memory_driver
         driver = memory_driver.MemoryDriver(options)
@@ -170,4 +207,4 @@ def get_transport(conf: cfg.ConfigOpts, url: str | None = None) -> Transport:
         driver = amqp_driver.AMQPDriver(url, options)
     else:
         raise ValueError("unsupported transport scheme %r" % scheme)
-    return Transport(url, options, driver)
+    return Transport(url, options, driver, seen_store)

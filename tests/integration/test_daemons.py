@@ -14,7 +14,7 @@ import subprocess
 import pytest
 
 from tests.fixtures.daemons import BIN, Daemon, write_config
-from tests.fixtures.services import postgresql_database, rabbit_vhost
+from tests.fixtures.services import RPC_KEY, postgresql_database, rabbit_vhost
 from tests.fixtures.waiting import wait_until
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -59,6 +59,39 @@ def test_conductor_refuses_an_unsynced_database(tmp_path):
     assert "db sync" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_missing_secrets_stop_daemons_at_start(tmp_path):
+    """Issue 13 defect 13: an API with a public endpoint and no download
+    signing key started, then answered 500 to every boot; daemons on a
+    broker with no RPC signing key started silently."""
+    broker = "rabbit://guest:guest@127.0.0.1:1/"
+    config = write_config(tmp_path / "agent.conf", {
+        "DEFAULT": {"transport_url": broker, "state_path": tmp_path, "host": "h1"},
+        "compute": {"compute_driver": "fake"}})
+    result = _run("flotilla-compute", "--config-file", str(config))
+    assert result.returncode == 2, result.stderr
+    assert "[rpc] signing_key" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    # Explicitly insecure: starts, with a warning.
+    insecure = write_config(tmp_path / "insecure.conf", {
+        "DEFAULT": {"transport_url": broker, "state_path": tmp_path, "host": "h1"},
+        "rpc": {"allow_unsigned_messages": True},
+        "compute": {"compute_driver": "fake"}})
+    agent = Daemon("flotilla-compute", insecure, tmp_path / "agent.log", env=ENV)
+    try:
+        agent.wait_for_log(r"WARNING.*signing_key is not set and "
+                           r"allow_unsigned_messages is true")
+    finally:
+        agent.stop()
+    api = write_config(tmp_path / "api.conf", {
+        "DEFAULT": {"state_path": tmp_path},
+        "api": {"public_endpoint": "http://cloud.example:8774", "bind_port": 0}})
+    assert _run("flotilla-manage", "--config-file", str(api), "db", "sync").returncode == 0
+    result = _run("flotilla-api", "--config-file", str(api))
+    assert result.returncode == 2, result.stderr
+    assert "[image] download_signing_key" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 @pytest.fixture
 def cloud_config(tmp_path):
     with rabbit_vhost() as url, postgresql_database() as db_url:
@@ -72,6 +105,7 @@ def test_conductor_and_agent_serve_across_processes(tmp_path, cloud_config, back
         "DEFAULT": {"transport_url": rabbit_url, "state_path": tmp_path,
                     "concurrency_backend": backend, "report_interval": 1,
                     "host": "ihost1"},
+        "rpc": {"signing_key": RPC_KEY},
         "database": {"connection": db_url},
         "compute": {"compute_driver": "fake"},
     })

@@ -15,6 +15,7 @@ import pytest
 
 from api.wsgi_server import WSGIService
 from flotilla import service, systemd
+from tests.fixtures.waiting import wait_until
 
 
 class FakeSystemd:
@@ -164,17 +165,16 @@ def test_wsgi_service_busy_workers_count_as_alive():
         start_response("200 OK", [])
         return [b""]
     server = WSGIService(app, "127.0.0.1", 0, threads=1)
-    server._server.prepare()
-    thread = threading.Thread(target=server._server.serve, daemon=True)
+    # Serving without start(): its readiness probe would wait on the app.
+    server._server.accept_connections()
+    thread = threading.Thread(target=server._serve, daemon=True)
     server._thread = thread
     thread.start()
     try:
         busy = threading.Thread(target=server.probe, args=(30,), daemon=True)
         busy.start()                     # occupies the only worker
-        deadline = time.monotonic() + 10
-        while server._server.requests.idle:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_until(lambda: server._server.task_dispatcher.active_count >= 1, 10,
+                   "the only worker to be busy", interval=0.01)
         assert server.probe(timeout=0.3) is not True
         assert server.alive(0.3) is True
     finally:

@@ -77,7 +77,7 @@ def _client(api_class, manager_class, topic, cap):
     options = transport.Options(control_exchange="x", call_timeout=5, signing_key=None,
                                 heartbeat=0, quorum_queues=False, executor_pool_size=1,
                                 max_message_size=1 << 20, reconnect_max_delay=1,
-                                reconnect_timeout=1, cast_ttl=None)
+                                reconnect_timeout=1, cast_ttl=60)
     driver = DispatchingDriver(recording_endpoint(manager_class), topic, options)
     return api_class(transport.Transport("memory://", options, driver),
                      version_cap=cap), driver

@@ -8,7 +8,7 @@
   those past the two test hosts' capacity end in NoValidHost, logged on
   stderr: what is measured is how fast the API accepts).
 
-Runs a real cheroot server on a loopback port over memory:// and SQLite
+Runs the API's real server (waitress) on a loopback port over memory:// and SQLite
 (``--database-url`` for PostgreSQL), in one process.
 """
 

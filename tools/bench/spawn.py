@@ -31,7 +31,11 @@ import libvirt  # noqa: E402
 
 from tests.fixtures import rig as rig_fixtures  # noqa: E402
 from tests.fixtures.daemons import Daemon, write_config  # noqa: E402
-from tests.fixtures.services import postgresql_database, rabbit_vhost  # noqa: E402
+from tests.fixtures.services import (  # noqa: E402
+    RPC_KEY,
+    postgresql_database,
+    rabbit_vhost,
+)
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -78,6 +82,7 @@ def bench_agent(count: int, work: pathlib.Path, host: dict, rabbit_url: str,
 
     config = write_config(work / "flotilla.conf", {
         "DEFAULT": {"transport_url": rabbit_url, "state_path": work, "host": host["name"]},
+        "rpc": {"signing_key": RPC_KEY},
         "database": {"connection": db_url},
         "compute": {"compute_driver": "libvirt"},
         "libvirt": {"connection_uri": host["uri"],

@@ -161,6 +161,8 @@ class Bringup:
             "public_endpoint = %s" % self.endpoint,
             "[image]",
             "download_signing_key = %s" % secrets.token_hex(32),
+            "[rpc]",
+            "signing_key = %s" % secrets.token_hex(32),
             "[compute]",
             "compute_driver = libvirt",
             "sync_power_state_interval = 5",

@@ -30,7 +30,7 @@ import urllib.parse
 import urllib.request
 import uuid
 
-from flotilla import concurrency, exception
+from flotilla import concurrency, diskimage, exception
 from flotilla.objects import ImageMeta
 
 LOG = logging.getLogger(__name__)
@@ -105,10 +105,10 @@ class ImageCache:
             if image.sha256 and digest != image.sha256.lower():
                 raise exception.ImageChecksumMismatch(
                     image_id=image.id, actual=digest, expected=image.sha256)
-            info = qemu_img_info(part)
-            if info.get("backing-filename") or info.get("full-backing-filename"):
-                raise ImageError("image %s has a backing file; refused"
-                                 % image.id)
+            try:  # no backing or data file, no json: names (shared check)
+                diskimage.check_self_contained(part, image.disk_format or None)
+            except exception.Invalid as exc:
+                raise ImageError("image %s: %s" % (image.id, exc)) from None
             os.replace(part, base)
             self.downloads += 1
             LOG.info("cached image %s as %s", image.id, base)

@@ -1,5 +1,5 @@
-"""N concurrent creates at a quota edge (a project's instances, a user's key
-pairs): never more than the limit.
+"""N concurrent creates at a quota edge (a project's instances and server
+groups, a user's key pairs): never more than the limit.
 
 Shared by the SQLite (functional) and PostgreSQL (integration) tests.
 """
@@ -15,6 +15,11 @@ from flotilla.db import quotas as quotas_db
 from tests.functional.api.fixtures import IMAGE_ID, C
 
 
+def _concurrently(create, clients: int) -> list[int]:
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        return list(pool.map(create, range(clients)))
+
+
 def race(cloud, clients: int = 16, limit: int = 5) -> None:
     quotas_db.set_limit("p1", "instances", limit)
     room = limit - quotas_db.get_usage("p1")["instances"]
@@ -23,8 +28,7 @@ def race(cloud, clients: int = 16, limit: int = 5) -> None:
     def create(_):
         return cloud.request("POST", C + "/servers", json=body).status_code
 
-    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
-        codes = list(pool.map(create, range(clients)))
+    codes = _concurrently(create, clients)
     assert codes.count(202) == room, codes
     assert codes.count(403) == clients - room, codes
     assert quotas_db.get_usage("p1")["instances"] == limit
@@ -42,8 +46,21 @@ def keypair_race(cloud, clients: int = 16, limit: int = 5) -> None:
         return cloud.request("POST", C + "/os-keypairs", json={
             "keypair": {"name": "k%d" % index, "public_key": key}}).status_code
 
-    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
-        codes = list(pool.map(create, range(clients)))
+    codes = _concurrently(create, clients)
     assert codes.count(200) == limit, codes
     assert codes.count(403) == clients - limit, codes
     assert len(cloud.request("GET", C + "/os-keypairs").json["keypairs"]) == limit
+
+
+def group_race(cloud, clients: int = 12, limit: int = 2) -> None:
+    """Issue 13 defect 11: parallel creates made 7 groups under a quota of 2."""
+    quotas_db.set_limit("p1", "server_groups", limit)
+    body = {"server_group": {"name": "g", "policies": ["anti-affinity"]}}
+
+    def create(_):
+        return cloud.request("POST", C + "/os-server-groups", json=body).status_code
+
+    codes = _concurrently(create, clients)
+    assert codes.count(200) == limit, codes
+    assert codes.count(403) == clients - limit, codes
+    assert quotas_db.get_usage("p1")["server_groups"] == limit

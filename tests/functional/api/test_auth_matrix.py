@@ -58,6 +58,12 @@ def _keypair(cloud):
     return {"keypair_name": "k1"}
 
 
+def _private_flavor(cloud) -> dict:
+    db.flavor_create({"flavorid": "priv", "name": "private", "memory_mb": 64,
+                      "vcpus": 1, "root_gb": 1, "is_public": False})
+    return {"flavor_id": "priv"}
+
+
 SERVER_BODY = {"server": {"name": "x", "flavorRef": "1",
                           "imageRef": "11111111-2222-4333-8444-555555555555"}}
 
@@ -96,6 +102,9 @@ ROUTES = [
     ("POST", C + "/flavors", None,
      {"flavor": {"name": "f", "ram": 64, "vcpus": 1, "disk": 1}}, "admin"),
     ("DELETE", C + "/flavors/{flavor_id}", lambda c: {"flavor_id": "1"}, None, "admin"),
+    ("GET", C + "/flavors/{flavor_id}/os-flavor-access", _private_flavor, None, "admin"),
+    ("POST", C + "/flavors/{flavor_id}/action", _private_flavor,
+     {"addTenantAccess": {"tenant": "p2"}}, "admin"),
     ("GET", C + "/os-server-groups", None, None, "collection"),
     ("POST", C + "/os-server-groups", None,
      {"server_group": {"name": "g", "policies": ["affinity"]}}, "collection-write"),

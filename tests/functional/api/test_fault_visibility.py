@@ -29,6 +29,13 @@ def failed_server(conf, tmp_path):
     conf.set_override("scrypt_n", 1024, group="identity")
     conf.set_override("max_attempts", 2, group="scheduler")
     cloud = SchedulingCloud(conf, ["host1", "host2"], lambda host: FakeDriver())
+    try:
+        yield _fail_a_build(cloud, conf)
+    finally:
+        cloud.stop()
+
+
+def _fail_a_build(cloud, conf):
     for host, driver in cloud.drivers.items():
         driver.inject_spawn_failure(exc=exception.InstanceDeployFailure(
             instance_uuid="x", reason="qemu on %s: cannot open 10.9.8.7" % host))
@@ -41,7 +48,7 @@ def failed_server(conf, tmp_path):
         tokens[user], _ = identity_db.token_issue(
             row.id, project, identity_db.roles_for(row.id, project), 3600)
     db.flavor_create({"flavorid": "1", "name": "tiny", "memory_mb": 64, "vcpus": 1,
-                      "root_gb": 0})
+                      "root_gb": 1})
     from flotilla.db import images as images_db
     images_db.image_create({"id": "11111111-2222-4333-8444-555555555555", "name": "img",
                             "status": "active", "disk_format": "qcow2",
@@ -58,10 +65,7 @@ def failed_server(conf, tmp_path):
     assert resp.status_code == 202, resp.text
     uuid = resp.json["server"]["id"]
     cloud.wait_for(uuid, lambda i: i["vm_state"] == st.ERROR, timeout=30)
-    try:
-        yield request, uuid
-    finally:
-        cloud.stop()
+    return request, uuid
 
 
 @pytest.mark.parametrize("version", ["2.1", "2.21", "2.51", "2.62", "2.84", "2.100"])

@@ -117,3 +117,37 @@ def test_public_endpoint_used_in_catalog(api_cloud):
     r = api_cloud.request("POST", "/identity/v3/auth/tokens", who="none", json=_auth())
     urls = {e["type"]: e["endpoints"][0]["url"] for e in r.json["token"]["catalog"]}
     assert urls["image"] == "https://cloud.example:8774/image"
+
+
+def test_rights_removed_take_effect_at_once(api_cloud):
+    """Issue 13 defect 3: after a role was removed, or the user or project
+    disabled, the old token kept working until it expired."""
+    servers = "/compute/v2.1/servers"
+
+    def status(who):
+        return api_cloud.request("GET", servers, who=who).status_code
+
+    assert status("member") == 200 and status("reader") == 200
+    # A role removed: the token's roles shrink; none left: refused.
+    identity_db.role_remove("member", "p1", "member")
+    assert api_cloud.request("POST", servers, who="member", json={"server": {
+        "name": "x", "flavorRef": "1", "networks": "none"}}).status_code == 401
+    identity_db.role_add("member", "p1", "reader")
+    assert status("member") == 200          # reader still granted: reads only
+    assert api_cloud.request("POST", servers, who="member", json={"server": {
+        "name": "x", "flavorRef": "1", "networks": "none"}}).status_code == 403
+    identity_db.role_add("member", "p1", "member")
+    # A role added later is not in an old token (it was not issued with it).
+    identity_db.role_add("reader", "p1", "member")
+    assert api_cloud.request("POST", servers, who="reader", json={"server": {
+        "name": "x", "flavorRef": "1", "networks": "none"}}).status_code == 403
+    # A disabled user, then a disabled project.
+    identity_db.user_set_enabled("reader", False)
+    assert status("reader") == 401
+    identity_db.user_set_enabled("reader", True)
+    assert status("reader") == 200
+    identity_db.project_set_enabled("p1", False)
+    assert status("member") == 401 and status("reader") == 401
+    assert status("other") == 200           # another project is unaffected
+    identity_db.project_set_enabled("p1", True)
+    assert status("member") == 200

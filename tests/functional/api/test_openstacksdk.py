@@ -1,6 +1,6 @@
 """The unmodified openstacksdk against flotilla in one process.
 
-A real cheroot server on a loopback port serves the API; the conductor,
+The API's real server (waitress) on a loopback port serves the API; the conductor,
 scheduler and two compute agents (fake driver) run on memory://. The SDK
 authenticates with a password against /identity/v3, uploads an image,
 creates a server, waits for ACTIVE, stops, starts, reboots and deletes it.

@@ -17,6 +17,10 @@ def test_keypair_quota_race_sqlite(api_cloud):
     quota_race.keypair_race(api_cloud)
 
 
+def test_server_group_quota_race_sqlite(api_cloud):
+    quota_race.group_race(api_cloud)
+
+
 def test_cores_and_ram_quota(api_cloud):
     quotas_db.set_limit("p1", "ram", 100)
     api_cloud.create_server()

@@ -1,11 +1,10 @@
 from __future__ import annotations
 
 import os
-import threading
 
 import pytest
-from cheroot import wsgi
 
+from api.wsgi_server import WSGIService
 from flotilla.context import RequestContext
 from tests.fixtures import image_app
 from tests.unit.db.fixtures import db, db_conf, empty_db  # noqa: F401
@@ -18,19 +17,16 @@ def db_url(tmp_path):
 
 @pytest.fixture
 def image_server(db, db_conf, tmp_path):  # noqa: F811
-    """The image API on a real cheroot server on 127.0.0.1 (ephemeral
+    """The image API on the API's real server on 127.0.0.1 (ephemeral
     port); requests with just a token act as a member of project p1."""
     db_conf.set_override("store_path", str(tmp_path / "images"), group="image")
     app = image_app.make_app(
         db_conf, token_context=RequestContext(user_id="u1", project_id="p1",
                                               roles=["member", "reader"]))
-    server = wsgi.Server(("127.0.0.1", 0), app, numthreads=4)
-    server.prepare()
-    thread = threading.Thread(target=server.serve, daemon=True)
-    thread.start()
-    yield "http://127.0.0.1:%d" % server.bind_addr[1], db_conf
+    server = WSGIService(app, "127.0.0.1", 0, threads=4)
+    server.start()
+    yield "http://127.0.0.1:%d" % server.port, db_conf
     server.stop()
-    thread.join(10)
 
 
 @pytest.fixture

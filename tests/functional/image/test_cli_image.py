@@ -1,4 +1,4 @@
-"""The flotilla CLI (real openstacksdk) against the image API on cheroot."""
+"""The flotilla CLI (real openstacksdk) against the image API on the API's server."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ from flotilla import states as st
 from flotilla.context import RequestContext
 from tests.fixtures.daemons import Daemon, write_config
 from tests.fixtures.rig import domstate, rig_module, virsh
-from tests.fixtures.services import postgresql_database, rabbit_vhost
+from tests.fixtures.services import RPC_KEY, postgresql_database, rabbit_vhost
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
 
@@ -44,6 +44,7 @@ class AgentCloud:
         self.config = write_config(tmp_path / "flotilla.conf", {
             "DEFAULT": {"transport_url": rabbit_url, "state_path": tmp_path,
                         "host": self.host["name"], "report_interval": 2},
+            "rpc": {"signing_key": RPC_KEY},
             "database": {"connection": db_url},
             "compute": {"compute_driver": "libvirt", "shutdown_timeout": 5,
                         "sync_power_state_interval": 2},

@@ -52,6 +52,9 @@ def make_transport(conf, rabbit_url):
     from flotilla.rpc.amqp_driver import AMQPDriver
 
     conf.set_override("control_exchange", "flotilla-" + RUN_ID, "rpc")
+    # Transports here are unsigned unless a test gives a key (the signing
+    # tests need an unsigned one to refuse).
+    conf.set_override("allow_unsigned_messages", True, "rpc")
     conf.set_override("heartbeat", 4, "rpc")
     conf.set_override("reconnect_max_delay", 1, "rpc")
     conf.set_override("reconnect_timeout", 20, "rpc")

@@ -53,6 +53,7 @@ class TestRabbit(BehaviourTests):
         from flotilla.rpc import get_transport
         conf.set_override("reconnect_timeout", 1, "rpc")
         conf.set_override("reconnect_max_delay", 1, "rpc")
+        conf.set_override("signing_key", "k", "rpc")
         caplog.set_level(logging.DEBUG)
         transport = get_transport(
             conf, url="rabbit://guest:hunter2-secret@127.0.0.1:1/")

@@ -19,7 +19,7 @@ import uuid as uuidlib
 import pytest
 
 from tests.fixtures.daemons import BIN, Daemon, write_config
-from tests.fixtures.services import postgresql_database, rabbit_vhost
+from tests.fixtures.services import RPC_KEY, postgresql_database, rabbit_vhost
 from tests.fixtures.waiting import wait_until
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
@@ -38,7 +38,7 @@ def _config(tmp_path, name, rabbit_url, db_url, host, exchange, memory_mb=8192):
     return write_config(tmp_path / ("%s.conf" % name), {
         "DEFAULT": {"transport_url": rabbit_url, "state_path": tmp_path,
                     "report_interval": 1, "host": host},
-        "rpc": {"control_exchange": exchange},
+        "rpc": {"control_exchange": exchange, "signing_key": RPC_KEY},
         "database": {"connection": db_url},
         "compute": {"compute_driver": "fake", "resource_report_interval": 5},
         "fake_driver": {"memory_mb": memory_mb, "vcpus": 32, "disk_gb": 1000},
@@ -94,6 +94,7 @@ def _run_builds(tmp_path, rabbit_url, db_url, exchange, conf) -> None:
 
     conf.set_override("transport_url", rabbit_url)
     conf.set_override("control_exchange", exchange, group="rpc")
+    conf.set_override("signing_key", RPC_KEY, group="rpc")
     conf.set_override("connection", db_url, group="database")
     db.configure(conf)
     transport = rpc.get_transport(conf)

@@ -65,3 +65,28 @@ def test_unreachable_database_is_db_error(conf):
         assert "pw" not in str(info.value)
     finally:
         api.dispose()
+
+
+def test_state_files_are_private(conf, tmp_path):
+    """Issue 13 defect 8: the state database was 0644 in a 0755 directory,
+    with password and token hashes in it."""
+    import os
+    import stat
+
+    from flotilla.db import schema
+    state = tmp_path / "state"
+    conf.set_override("state_path", str(state))
+    old = os.umask(0o022)
+    try:
+        schema.db_sync(conf)
+        db_file = state / "flotilla.sqlite"
+        assert stat.S_IMODE(os.stat(state).st_mode) == 0o700
+        assert stat.S_IMODE(os.stat(db_file).st_mode) == 0o600
+        for extra in state.iterdir():
+            assert not stat.S_IMODE(os.stat(extra).st_mode) & 0o077, extra
+        # A database left readable by an older release is tightened.
+        os.chmod(db_file, 0o644)
+        engine.build_url(conf)
+        assert stat.S_IMODE(os.stat(db_file).st_mode) == 0o600
+    finally:
+        os.umask(old)

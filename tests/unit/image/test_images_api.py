@@ -130,7 +130,7 @@ def test_aborted_upload_leaves_no_file_and_status_queued(client, make_image, ima
         "PUT", "/image/v2/images/%s/file" % image["id"],
         headers=headers(**OCTET, **{"Content-Length": "100000"}), body=qcow2_bytes(1024))
     assert short.status_code == 400
-    assert "1024 of 100000" in short.json["description"]
+    assert "%d of 100000" % len(qcow2_bytes(1024)) in short.json["description"]
     shown = client.simulate_get("/image/v2/images/%s" % image["id"], headers=headers()).json
     assert shown["status"] == "queued"
     assert os.listdir(image_conf.image.store_path) == []
@@ -221,3 +221,100 @@ def test_patch(client, make_image):
     result = client.simulate_patch("/image/v2/images/%s" % active["id"],
                                    body=json.dumps(change), headers=headers(**ctype))
     assert result.status_code == 403
+
+
+def _qemu_img(*args):
+    import subprocess
+    subprocess.run(["qemu-img", *args], check=True, capture_output=True)
+
+
+def test_qcow2_reaching_outside_itself_refused(client, make_image, image_conf, tmp_path):
+    """Issue 13 defect 1: a qcow2 with an external data file (CVE-2024-32498)
+    was accepted; so must be no backing file and no json: name."""
+    data_file = tmp_path / "data.raw"
+    with_data = tmp_path / "data.qcow2"
+    _qemu_img("create", "-f", "qcow2", "-o", "data_file=%s" % data_file,
+              str(with_data), "1M")
+    with_json = tmp_path / "json.qcow2"
+    _qemu_img("create", "-f", "qcow2", "-u", "-F", "raw", "-b",
+              'json:{"driver": "file", "filename": "/etc/passwd"}', str(with_json), "1M")
+    with_backing = tmp_path / "backing.qcow2"
+    _qemu_img("create", "-f", "qcow2", "-u", "-F", "raw", "-b", "/etc/passwd",
+              str(with_backing), "1M")
+    for path, reason in ((with_data, "external"), (with_json, "backing"),
+                         (with_backing, "backing")):
+        image = make_image(disk_format="qcow2")
+        result = _upload(client, image["id"], path.read_bytes())
+        assert result.status_code == 400, (path, result.text)
+        assert reason in result.json["description"], result.text
+        shown = client.simulate_get("/image/v2/images/%s" % image["id"],
+                                    headers=headers()).json
+        assert shown["status"] == "queued"
+    assert os.listdir(image_conf.image.store_path) == []
+    # A self-contained image is taken, with its virtual size.
+    good = make_image(disk_format="qcow2", data=qcow2_bytes())
+    assert good["status"] == "active" and good["virtual_size"] == 1024 * 1024
+
+
+def test_shared_check_refuses_every_external_name(tmp_path):
+    from flotilla import diskimage
+    target = tmp_path / "data.raw"
+    img = tmp_path / "x.qcow2"
+    _qemu_img("create", "-f", "qcow2", "-o", "data_file=%s,data_file_raw=on" % target,
+              str(img), "1M")
+    import pytest
+    with pytest.raises(diskimage.UnsafeImage, match="external"):
+        diskimage.check_self_contained(str(img), "qcow2")
+    # Even with the feature bit cleared, the header extension naming the
+    # file is found.
+    raw = bytearray(img.read_bytes())
+    raw[72:80] = b"\x00" * 8
+    img.write_bytes(bytes(raw))
+    with pytest.raises(diskimage.UnsafeImage):
+        diskimage.check_self_contained(str(img), "qcow2")
+
+
+def test_upload_cut_by_a_crash_is_recovered_at_start(client, make_image, image_conf):
+    """Issue 13 defect 10: an upload cut by an API crash stayed saving
+    forever with its partial file left behind."""
+    import socket
+    import subprocess
+
+    from flotilla import images
+    from flotilla.db import images as db_images
+    from tests.fixtures import image_app
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    crashed = make_image(disk_format="raw")
+    live = make_image(disk_format="raw")
+    foreign = make_image(disk_format="raw")
+    owners = {crashed["id"]: {"host": socket.gethostname(), "pid": dead.pid,
+                              "started": "1"},
+              live["id"]: images.upload_owner(),
+              foreign["id"]: {"host": "another-api-host", "pid": 1, "started": "1"}}
+    store = image_conf.image.store_path
+    os.makedirs(store, exist_ok=True)
+    for image_id, owner in owners.items():
+        db_images.image_update(image_id, {"status": "saving", "properties": {
+            db_images.UPLOAD_KEY: owner}}, expected_status="queued")
+        with open(os.path.join(store, "%s.part-abc" % image_id), "wb") as f:
+            f.write(b"partial")
+    image_app.make_app(image_conf)  # an API starting
+    status = {i: db_images.image_get(i).status for i in owners}
+    assert status == {crashed["id"]: "queued", live["id"]: "saving",
+                      foreign["id"]: "saving"}
+    assert db_images.UPLOAD_KEY not in db_images.image_get(crashed["id"]).properties
+    assert sorted(os.listdir(store)) == sorted("%s.part-abc" % i["id"]
+                                               for i in (live, foreign))
+    # The recovered image takes an upload again.
+    assert _upload(client, crashed["id"], b"raw disk bytes").status_code == 204
+
+
+def test_stored_image_files_are_private(make_image, image_conf):
+    """Issue 13 defect 8: state files are owner-only."""
+    import stat
+    image = make_image(disk_format="raw", data=b"secret disk" * 100)
+    store = image_conf.image.store_path
+    assert stat.S_IMODE(os.stat(store).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(os.path.join(store, image["id"])).st_mode) == 0o600

@@ -257,6 +257,56 @@ class BehaviourTests:
         assert manager.calls == 0
         assert any("expired" in r.getMessage() for r in caplog.records)
 
+    def test_replayed_message_runs_once(self, make_transport, topic, serve,
+                                        ctxt, caplog):
+        """Issue 13 defect 7: a captured signed cast published three times
+        ran three times."""
+        transport = make_transport(signing_key="k")
+        manager = serve("host1", transport_=transport)
+        body = envelope.build_request(ctxt, "record", {"item": "once"}, "1.0",
+                                      reply_to=None, ttl=60)
+        data = envelope.encode(body, "k")
+        caplog.set_level(logging.WARNING)
+        for _ in range(3):
+            transport.driver.cast(Target(topic, "host1"), data, "record")
+        assert wait_for(lambda: sum("Dropped duplicate" in r.getMessage()
+                                    for r in caplog.records) >= 2)
+        assert manager.casts == ["once"]
+        # A fanout copy is one per server, not a duplicate.
+        other = serve("host2", transport_=transport)
+        fan = envelope.encode(envelope.build_request(
+            ctxt, "record", {"item": "all"}, "1.0", reply_to=None, ttl=60), "k")
+        transport.driver.cast(Target(topic, fanout=True), fan, "record")
+        assert wait_for(lambda: "all" in manager.casts and "all" in other.casts)
+
+    def test_future_message_refused(self, transport, topic, serve, ctxt,
+                                    caplog):
+        manager = serve()
+        body = envelope.build_request(ctxt, "record", {"item": 1}, "1.0",
+                                      reply_to=None, ttl=60)
+        body["sent_at"] += 3600
+        caplog.set_level(logging.WARNING)
+        transport.driver.cast(Target(topic), envelope.encode(body, None), "record")
+        assert wait_for(lambda: any("future" in r.getMessage()
+                                    for r in caplog.records))
+        assert manager.casts == []
+
+    def test_deeply_nested_body_logged_and_answered(self, transport, topic,
+                                                    serve, ctxt, caplog):
+        """Issue 13 defect 12: a deeply nested body was dropped silently and
+        the caller waited out its timeout."""
+        manager = serve()
+        caplog.set_level(logging.WARNING)
+        nested = b'{"method": "echo", "args": {"value": ' + b"[" * 5000 \
+            + b"]" * 5000 + b"}}"
+        reply = self.raw_call(transport, topic, nested, timeout=10)
+        assert reply["failure"]["exc_type"] == "InvalidMessage"
+        assert "nested" in reply["failure"]["message"]
+        assert any("Rejected message" in r.getMessage() and "nested" in r.getMessage()
+                   for r in caplog.records)
+        assert manager.calls == 0
+        assert self.client(transport, topic).call(ctxt, "echo", value=1) == 1
+
     def test_signing(self, make_transport, topic, serve, ctxt, caplog):
         server_t = make_transport(signing_key="right-key")
         manager = serve(transport_=server_t)

@@ -43,7 +43,7 @@ class V20:
 
 def req(method, version="1.0", **args):
     body = envelope.build_request(RequestContext(), method, args, version,
-                                  reply_to=None, ttl=None)
+                                  reply_to=None, ttl=60)
     return envelope.decode_request(envelope.encode(body, None), key=None,
                                    max_size=10**6)
 

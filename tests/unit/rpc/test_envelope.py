@@ -77,9 +77,48 @@ def test_expired():
     data = envelope.encode(_request(sent_at=time.time() - 100, ttl=10), None)
     with pytest.raises(envelope.Expired):
         envelope.decode_request(data, key=None, max_size=10000)
-    # no ttl: never expires
-    data = envelope.encode(_request(sent_at=0, ttl=None), None)
-    envelope.decode_request(data, key=None, max_size=10000)
+
+
+
+def test_every_message_has_a_deadline():
+    """Issue 13 defect 7: a message without a deadline could be replayed
+    forever; one with an absurd one would keep replay stores busy."""
+    for ttl in (None, 0, envelope.MAX_TTL + 1):
+        data = envelope.encode(_request(ttl=ttl), None)
+        with pytest.raises(exception.InvalidMessage, match="ttl"):
+            envelope.decode_request(data, key=None, max_size=10000)
+    with pytest.raises(ValueError):
+        envelope.build_request(None, "echo", {}, "1.0", reply_to=None, ttl=None)
+    req = envelope.decode_request(envelope.encode(_request(ttl=30), None),
+                                  key=None, max_size=10000)
+    assert req.deadline == pytest.approx(req.sent_at + 30)
+
+
+def test_sent_at_in_the_future_beyond_the_skew_is_refused():
+    """Issue 13 defect 7: a future sent_at used to pass the age check."""
+    now = time.time()
+    far = envelope.encode(_request(sent_at=now + 3600, ttl=30), KEY)
+    with pytest.raises(exception.InvalidMessage, match="future"):
+        envelope.decode_request(far, key=KEY, max_size=10000, now=now,
+                                max_skew=30)
+    near = envelope.encode(_request(sent_at=now + 5, ttl=30), KEY)
+    envelope.decode_request(near, key=KEY, max_size=10000, now=now, max_skew=30)
+
+
+def nested(depth: int) -> list:
+    value: list = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_deeply_nested_body_is_an_invalid_message():
+    """Issue 13 defect 12: a 5000-deep body raised RecursionError."""
+    for data in (b"[" * 5000 + b"]" * 5000,
+                 b'{"a":' * 5000 + b"1" + b"}" * 5000,
+                 envelope.encode(_request(args={"x": nested(40)}), None)):
+        with pytest.raises(exception.InvalidMessage, match="nested"):
+            envelope.decode_request(data, key=None, max_size=10 ** 6)
 
 
 # -- signing --

@@ -32,7 +32,7 @@ def test_only_rpc_methods_are_exposed():
 @pytest.mark.parametrize("method", ["init_host", "report"])
 def test_calling_a_private_method_is_an_unknown_method(method):
     dispatcher = Dispatcher([Manager()], "t")
-    body = envelope.build_request(None, method, {}, "1.0", reply_to=None, ttl=None)
+    body = envelope.build_request(None, method, {}, "1.0", reply_to=None, ttl=60)
     request = envelope.decode_request(envelope.encode(body, None), key=None,
                                       max_size=1 << 20)
     with pytest.raises(exception.UnknownMethod):

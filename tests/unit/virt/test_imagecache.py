@@ -70,6 +70,17 @@ def test_image_with_backing_file_is_refused(cache, tmp_path, image):
     assert os.listdir(cache.base_dir) == []
 
 
+def test_image_with_external_data_file_is_refused(cache, tmp_path):
+    """Issue 13 defect 1: the agent's cache refused only backing files."""
+    evil = tmp_path / "evil-data.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o",
+                    "data_file=%s" % (tmp_path / "host-file"), str(evil), "1M"],
+                   check=True)
+    with pytest.raises(imagecache.ImageError, match="external data file"):
+        cache.fetch(ImageMeta(id="evil-data", source=str(evil), disk_format="qcow2"))
+    assert os.listdir(cache.base_dir) == []
+
+
 def test_concurrent_fetches_share_one_download(cache, image, monkeypatch):
     """Six spawns of one image ask for its base while the first download
     runs: the download holds until all six have asked for the image's lock
