@@ -112,6 +112,21 @@ class WSGIService:
         LOG.info("%s listening on http://%s:%s with %d threads", self.name,
                  self.host, self.port, self.threads)
 
+    def _busy(self) -> bool:
+        """A request is being read, waits for a worker, runs or is being
+        answered (an idle keep-alive connection is not busy)."""
+        dispatcher = self._server.task_dispatcher
+        if dispatcher.active_count or dispatcher.queue:
+            return True
+        for channel in list(self._server._map.values()):
+            if channel is self._server:
+                continue
+            if getattr(channel, "request", None) is not None \
+                    or getattr(channel, "requests", None) \
+                    or getattr(channel, "total_outbufs_len", 0):
+                return True
+        return False
+
     def probe(self, timeout: float) -> bool | str:
         """True when the server answers an HTTP request within ``timeout``
         (any status below 500), else what went wrong."""
@@ -145,18 +160,19 @@ class WSGIService:
             LOG.debug("%s: serving loop ended", self.name, exc_info=True)
 
     def stop(self, grace: float | None = None) -> bool:
+        """Stop accepting; let every request already begun (a body still
+        arriving included) be read, handled and answered within ``grace``
+        seconds; then close. True when nothing was cut."""
         grace = grace or 10
         server = self._server
-        # Stop accepting, let the workers finish what they hold, then close.
         server.accepting = False
         server.del_channel()
         server.socket.close()
         deadline = time.monotonic() + grace
-        dispatcher = server.task_dispatcher
-        while time.monotonic() < deadline and (dispatcher.active_count or dispatcher.queue):
+        while time.monotonic() < deadline and self._busy():
             time.sleep(0.05)
-        clean = not (dispatcher.active_count or dispatcher.queue)
-        dispatcher.shutdown(cancel_pending=True, timeout=1)
+        clean = not self._busy()
+        server.task_dispatcher.shutdown(cancel_pending=True, timeout=1)
         for channel in list(server._map.values()):
             channel.close()
         server._map.clear()

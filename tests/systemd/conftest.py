@@ -130,6 +130,8 @@ def _config(transport_url: str, database_url: str, port: int, host: str) -> str:
         "public_endpoint = http://127.0.0.1:%d" % port,
         "[image]",
         "download_signing_key = %s" % secrets.token_hex(32),
+        "[rpc]",
+        "signing_key = %s" % secrets.token_hex(32),
         "[libvirt]",
         "connection_uri = test:///default",
         ""])

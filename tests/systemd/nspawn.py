@@ -34,8 +34,9 @@ import time
 from collections.abc import Callable
 
 PACKAGES = ("systemd", "systemd-sysv", "dbus", "python3", "python3-venv", "iproute2",
-            # libvirt-python loads libvirt.so.0; procps gives ps and kill.
-            "libvirt0", "procps")
+            # libvirt-python loads libvirt.so.0; procps gives ps and kill;
+            # the image API checks every upload with qemu-img.
+            "libvirt0", "procps", "qemu-utils")
 CACHE = pathlib.Path(os.environ.get("FLOTILLA_NSPAWN_CACHE",
                                     "/var/cache/flotilla-test/nspawn"))
 # Host commands and the Debian packages that provide them.
@@ -257,9 +258,11 @@ class Machine:
         PID 1); with ``check``, a non-zero exit raises AssertionError."""
         assert self.leader is not None, "not booted"
         env = {"PATH": PATH, "LANG": "C.UTF-8", "SYSTEMD_PAGER": "", "SYSTEMD_COLORS": "0"}
+        # Its own session: a process-group-wide signal inside (kill 0) must
+        # never reach the test process.
         result = subprocess.run(["nsenter", "-t", str(self.leader), "-a", *cmd],
                                 capture_output=True, text=True, input=input,
-                                timeout=timeout, env=env)
+                                timeout=timeout, env=env, start_new_session=True)
         if check and result.returncode != 0:
             raise AssertionError("in the container, %s exited %d:\n%s%s" % (
                 " ".join(cmd), result.returncode, result.stdout, result.stderr))

@@ -140,8 +140,10 @@ def test_a_tenant_boots_and_deletes_a_server(deployed, tmp_path):
 
 def test_kill_9_of_each_daemon_restarts_it(deployed):
     before = {u: deployed.show(u, "MainPID", "NRestarts") for u in UNITS}
+    pids = [before[u]["MainPID"] for u in UNITS]
+    assert all(int(pid) > 0 for pid in pids), "units not running: %s" % before
     cursor = deployed.cursor()
-    deployed.machine.sh("kill", "-9", *(before[u]["MainPID"] for u in UNITS))
+    deployed.machine.sh("kill", "-9", *pids)
 
     def restarted():
         now = {u: deployed.show(u, "MainPID", "ActiveState", "NRestarts") for u in UNITS}
@@ -329,7 +331,8 @@ def _upload_in_flight_while_the_api_stops(deployed: Deployed, conn) -> None:
     def refused():
         try:
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
-        except ConnectionRefusedError:
+        except (ConnectionRefusedError, ConnectionResetError):
+            # Reset: it was in the backlog of the socket closed meanwhile.
             return True
         return False
     _wait(refused, 10, "the API stopped accepting connections")

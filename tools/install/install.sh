@@ -57,6 +57,9 @@ python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
     || die "python3 must be 3.11 or newer"
 python3 -c 'import ensurepip' 2>/dev/null \
     || die "python3 cannot create a virtualenv: apt-get install python3-venv"
+# The image API checks every uploaded image with qemu-img, and compute hosts
+# make their disks with it.
+command -v qemu-img >/dev/null || die "qemu-img is missing: apt-get install qemu-utils"
 if [ -z "$WHEELS" ]; then
     # libvirt-python has no wheels on PyPI: pip compiles it here.
     missing=()
