@@ -1,7 +1,8 @@
 """The conductor's RPC endpoint (topic ``conductor``).
 
-Thin: each method checks its arguments and calls into ``flotilla.db``, the
-action reporter or a flow. The first block holds the reads and writes
+Thin: each method checks its arguments and who asks (conductor.agent_access:
+an agent acts only as the host its key proves, on that host's instances) and
+calls into ``flotilla.db``, the action reporter or a flow. The first block holds the reads and writes
 compute agents ask for (agents have no database access of their own); the
 second starts flows (conductor/flows/) or passes them an agent's report.
 Periodic tasks end stuck tasks (the reaper) and look after flows waiting
@@ -17,6 +18,7 @@ from typing import Any
 
 from oslo_config import cfg
 
+from conductor import agent_access
 from conductor.flows import runner
 from conductor.flows.base import Flow
 from conductor.flows.build import BuildFlow
@@ -85,18 +87,26 @@ class ConductorManager:
 
     def service_heartbeat(self, ctxt: RequestContext, host: str, binary: str,
                           topic: str, rpc_version: str | None = None) -> None:
+        agent_access.check_host(ctxt, host, "report a heartbeat")
         db.service_heartbeat(host, binary, topic, rpc_version)
 
     def instance_get(self, ctxt: RequestContext, instance_uuid: str) -> dict:
+        agent_access.check_instance(ctxt, instance_uuid)
         return db.instance_get(instance_uuid).to_dict()
 
     def instance_get_all_by_host(self, ctxt: RequestContext, host: str,
                                  read_deleted: bool = False) -> list[dict]:
+        agent_access.check_host(ctxt, host, "list the instances")
         return [i.to_dict() for i in
                 db.instance_get_all_by_host(host, read_deleted=read_deleted)]
 
     def instance_update(self, ctxt: RequestContext, instance_uuid: str,
                         values: dict, expected: dict) -> dict:
+        agent_access.check_instance(ctxt, instance_uuid)
+        if ctxt.agent_host is not None and values.get("host") not in (None, ctxt.agent_host):
+            raise exception.Forbidden(reason="compute host %s may not move instance %s "
+                                      "to host %s" % (ctxt.agent_host, instance_uuid,
+                                                      values["host"]))
         unknown = set(values) - _AGENT_WRITABLE
         if unknown:
             raise exception.Invalid(reason="fields %s cannot be set by a "
@@ -112,6 +122,7 @@ class ConductorManager:
 
     def instance_destroy(self, ctxt: RequestContext, instance_uuid: str,
                          expected: dict) -> dict:
+        agent_access.check_instance(ctxt, instance_uuid)
         instance = db.instance_destroy(instance_uuid, **_expected_kwargs(expected))
         db.allocation_free(instance_uuid)
         return instance.to_dict()
@@ -119,11 +130,14 @@ class ConductorManager:
     def instance_fault_create(self, ctxt: RequestContext, instance_uuid: str,
                               code: int, message: str, details: str | None = None,
                               host: str | None = None) -> None:
-        self._store.add_fault(ctxt, instance_uuid, code, message, details, host)
+        agent_access.check_instance(ctxt, instance_uuid)
+        self._store.add_fault(ctxt, instance_uuid, code, message, details,
+                              ctxt.agent_host or host)
 
     def action_event_start(self, ctxt: RequestContext, instance_uuid: str,
                            action: str, event: str, host: str) -> None:
-        self._store.start_event(ctxt, instance_uuid, action, event, host)
+        agent_access.check_instance(ctxt, instance_uuid)
+        self._store.start_event(ctxt, instance_uuid, action, event, ctxt.agent_host or host)
 
     def action_event_finish(self, ctxt: RequestContext, instance_uuid: str,
                             event: str, result: str, details: str | None = None,
@@ -131,15 +145,18 @@ class ConductorManager:
                             finish_action: bool | None = None) -> None:
         """``finish_action`` None is how agents before 1.2 call: they meant
         every finished event to finish its action."""
+        agent_access.check_instance(ctxt, instance_uuid)
         self._store.finish_event(ctxt, instance_uuid, event, result, details, traceback)
         if finish_action is None:
             self._store.finish_action(ctxt, instance_uuid, result)
 
     def action_finish(self, ctxt: RequestContext, instance_uuid: str, result: str) -> None:
+        agent_access.check_instance(ctxt, instance_uuid)
         self._store.finish_action(ctxt, instance_uuid, result)
 
     def compute_node_update(self, ctxt: RequestContext, host: str,
                             resources: dict[str, Any]) -> None:
+        agent_access.check_host(ctxt, host, "report resources")
         db.compute_node_update(host, resources)
 
     # --- flows (1.1, 1.2) -------------------------------------------------------------
@@ -147,12 +164,15 @@ class ConductorManager:
     def build_instances(self, ctxt: RequestContext, instance_uuids: list[str],
                         request_spec: RequestSpec | dict, image: ImageMeta | dict | None
                         ) -> None:
+        agent_access.check_control_plane(ctxt, "start builds")
         self.flows["build"].build_instances(ctxt, list(instance_uuids),
                                             RequestSpec.coerce(request_spec),
                                             ImageMeta.coerce(image))
 
     def build_done(self, ctxt: RequestContext, instance_uuid: str, host: str,
                    error: str | None = None) -> None:
+        agent_access.check_instance(ctxt, instance_uuid)
+        agent_access.check_host(ctxt, host, "report a build")
         self.flows["build"].report(ctxt, instance_uuid, {"host": host, "error": error})
 
     def build_failed(self, ctxt: RequestContext, instance_uuid: str, host: str,
@@ -161,6 +181,7 @@ class ConductorManager:
         self.build_done(ctxt, instance_uuid, host, reason)
 
     def delete_instance(self, ctxt: RequestContext, instance_uuid: str) -> None:
+        agent_access.check_control_plane(ctxt, "delete instances")
         self.flows["delete"].delete_instance(ctxt, instance_uuid)
 
     # --- periodic tasks ------------------------------------------------------------

@@ -21,6 +21,10 @@ class RequestContext:
     user_id: str | None = None
     project_id: str | None = None
     roles: list[str] = dataclasses.field(default_factory=list)
+    #: The host of the agent that sent the request, as its signature proves
+    #: (flotilla.rpc.signing.Keyring); None for the control plane. Never
+    #: serialised: it is set by the receiver, never claimed by a sender.
+    agent_host: str | None = dataclasses.field(default=None, compare=False)
 
     @property
     def is_admin(self) -> bool:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from flotilla import binaries, service
+
+LOG = logging.getLogger(__name__)
 
 
 def make_services(conf) -> list:
@@ -14,6 +17,11 @@ def make_services(conf) -> list:
     from flotilla import rpc
     from flotilla.rpc.upgrade import version_cap
 
+    if conf.rpc.signing_key:
+        LOG.warning("[rpc] signing_key (the deployment's key) is set on this compute "
+                    "host: it could speak for any host. Give it only its own [rpc] "
+                    "host_key ('flotilla-manage rpc host-key %s' on a controller).",
+                    conf.host)
     transport = rpc.get_transport(conf)
     conductor = ConductorAPI(transport, version_cap(conf, "conductor", has_database=False))
     manager = ComputeManager(conf, load_driver(conf), conductor)

@@ -23,9 +23,20 @@ rpc_opts = [
     cfg.StrOpt(
         "signing_key",
         secret=True,
-        help="When set, every message is signed with HMAC-SHA256 under this "
-             "key and a message with a missing or bad signature is rejected "
-             "and logged. Every service of a cloud must share it."),
+        help="The deployment's key: when set, every message is signed with "
+             "HMAC-SHA256 and a message with a missing or bad signature is "
+             "rejected and logged. The control plane (API, conductor, "
+             "scheduler) shares it; compute hosts must not have it: they get "
+             "their own host_key instead."),
+    cfg.StrOpt(
+        "host_key",
+        secret=True,
+        help="On a compute host only: this host's own key, derived from the "
+             "deployment's signing_key (print it on a controller with "
+             "'flotilla-manage rpc host-key HOST'). The agent signs with it and "
+             "names itself, so the conductor knows which host speaks and lets "
+             "it act only on its own instances; a compromised hypervisor host "
+             "cannot speak for another."),
     cfg.IntOpt(
         "heartbeat",
         default=30,

@@ -70,6 +70,7 @@ from flotilla.db.instances import (  # noqa: F401
     instance_get_all_by_host,
     instance_get_expired_tasks,
     instance_update,
+    migration_hosts_in_progress,
 )
 from flotilla.db.server_groups import (  # noqa: F401
     ServerGroupNotFound,

@@ -239,6 +239,24 @@ def _get(session, uuid: str, read_deleted: bool) -> Instance:
     return instance
 
 
+# --- migrations in progress --------------------------------------------------
+
+#: Migration statuses after which neither host has business with the instance.
+MIGRATION_ENDED = ("completed", "error", "failed", "cancelled", "confirmed", "reverted",
+                   "done")
+
+
+def migration_hosts_in_progress(instance_uuid: str) -> set[str]:
+    """The source and destination hosts of the instance's unfinished
+    migrations (a resize waiting for confirmation counts: both hosts hold a
+    copy)."""
+    from flotilla.db.models import Migration
+    query = sa.select(Migration.source_host, Migration.dest_host).where(
+        Migration.instance_uuid == instance_uuid, Migration.status.not_in(MIGRATION_ENDED))
+    with session_scope() as session:
+        return {h for row in session.execute(query) for h in row if h}
+
+
 # --- faults ------------------------------------------------------------------
 
 FAULT_MESSAGE_LEN = 255

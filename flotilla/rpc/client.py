@@ -109,7 +109,8 @@ class RPCClient:
 
     def _encode(self, body: dict) -> bytes:
         options = self.transport.options
-        data = envelope.encode(body, options.signing_key)
+        key, signer = options.keyring.sending(self.topic, self.server)
+        data = envelope.encode(body, key, signer)
         if len(data) > options.max_message_size:
             raise exception.InvalidMessage(
                 reason="%s: message of %d bytes exceeds max_message_size %d"
@@ -153,7 +154,8 @@ class RPCClient:
                                       ttl=timeout)
         data = driver.call(self._target(), self._encode(body),
                            body["msg_id"], method, timeout)
-        reply = envelope.decode_reply(data, key=options.signing_key,
+        reply = envelope.decode_reply(data, key=options.keyring.checking_reply(
+                                          self.topic, self.server),
                                       max_size=options.max_message_size)
         if reply["msg_id"] != body["msg_id"]:
             raise exception.InvalidMessage(

@@ -14,6 +14,12 @@ replayed within a bounded window, see :mod:`flotilla.rpc.replay`).
 A reply is ``{"msg_id", "result"}`` or ``{"msg_id", "failure"}`` (plus
 ``sig``); ``failure`` is described in :mod:`flotilla.rpc.serializer`.
 
+A request or reply sent by an agent also names its ``signer`` (the agent's
+host): the receiver checks the signature with that host's key
+(:class:`flotilla.rpc.signing.Keyring`), so a verified signer is
+authenticated, and the request's context carries it as ``agent_host`` (never
+taken from the context's own fields).
+
 Rules enforced by :func:`decode_request` (each failure raises
 :class:`~flotilla.exception.InvalidMessage` with the reason, or
 :class:`Expired`, before any endpoint code runs): size before parsing, JSON
@@ -31,6 +37,7 @@ import itertools
 import os
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from flotilla import context as flotilla_context
@@ -39,6 +46,11 @@ from flotilla.rpc import serializer, signing, versioning
 
 REQUEST_FIELDS = ("method", "args", "version", "context", "msg_id",
                   "reply_to", "sent_at", "ttl")
+SIGNER_FIELD = "signer"
+
+#: The key a body must verify with: one key, or a function of the body's
+#: claimed signer (None when it names none).
+KeyChoice = str | None | Callable[[str | None], str | None]
 
 #: Longest deadline a message may ask for (a day): bounds the window in
 #: which a copy could be replayed and what a replay store keeps.
@@ -66,6 +78,7 @@ class Request:
     reply_to: str | None
     sent_at: float
     ttl: float
+    signer: str | None = None
 
     @property
     def deadline(self) -> float:
@@ -106,12 +119,15 @@ def build_reply(msg_id: str | None, *, result: Any = None,
     return {"msg_id": msg_id, "result": result}
 
 
-def encode(body: dict, key: str | None) -> bytes:
+def encode(body: dict, key: str | None, signer: str | None = None) -> bytes:
     """Sign (when ``key``) and serialise; TypeError for non-JSON-able data.
+    ``signer`` (an agent's host) is added to the body before signing.
 
     A signed body goes out in its canonical form with ``sig`` appended, so
     it is encoded once (the receiver re-derives the canonical form anyway).
     """
+    if signer is not None:
+        body = dict(body, **{SIGNER_FIELD: signer})
     if not key or not body or signing.SIG_FIELD in body:
         return serializer.dumps(signing.sign(body, key))
     data = serializer.canonical(body)
@@ -119,7 +135,8 @@ def encode(body: dict, key: str | None) -> bytes:
                                     signing.digest_of(key, data).encode())
 
 
-def _parse(data: bytes, key: str | None, max_size: int) -> dict:
+def _parse(data: bytes, key: KeyChoice, max_size: int) -> tuple[dict, bool]:
+    """The body, and whether a key checked its signature."""
     if len(data) > max_size:
         raise exception.InvalidMessage(
             reason="message of %d bytes exceeds max_message_size %d"
@@ -136,10 +153,15 @@ def _parse(data: bytes, key: str | None, max_size: int) -> dict:
     if serializer.depth(body) > MAX_DEPTH:
         raise exception.InvalidMessage(
             reason="JSON nested deeper than %d levels" % MAX_DEPTH)
+    signer = body.get(SIGNER_FIELD)
+    if signer is not None and not (isinstance(signer, str) and 0 < len(signer) <= 255):
+        raise exception.InvalidMessage(reason="bad signer")
+    if callable(key):
+        key = key(signer)
     problem = signing.verify(body, key)
     if problem:
         raise exception.InvalidMessage(reason=problem)
-    return body
+    return body, bool(key)
 
 
 def _check(cond: bool, reason: str) -> None:
@@ -147,11 +169,11 @@ def _check(cond: bool, reason: str) -> None:
         raise exception.InvalidMessage(reason=reason)
 
 
-def decode_request(data: bytes, *, key: str | None, max_size: int,
+def decode_request(data: bytes, *, key: KeyChoice, max_size: int,
                    now: float | None = None,
                    max_skew: float = DEFAULT_MAX_SKEW) -> Request:
     """Validate a request body; see the module rules."""
-    body = _parse(data, key, max_size)
+    body, verified = _parse(data, key, max_size)
     missing = [f for f in REQUEST_FIELDS if f not in body]
     _check(not missing, "missing fields: %s" % ", ".join(missing))
     method, args, ctx = body["method"], body["args"], body["context"]
@@ -178,15 +200,18 @@ def decode_request(data: bytes, *, key: str | None, max_size: int,
            "allowed clock skew of %ss)" % (-age, max_skew))
     if age > ttl:
         raise Expired(msg_id=body["msg_id"], age=age, ttl=ttl)
+    context = flotilla_context.RequestContext.from_dict(ctx)
+    # Authenticated only when a key checked it (an unkeyed service trusts all).
+    signer = body.get(SIGNER_FIELD)
+    context.agent_host = signer if verified else None
     return Request(method=method, args=args, version=body["version"],
-                   context=flotilla_context.RequestContext.from_dict(ctx),
-                   msg_id=body["msg_id"], reply_to=body["reply_to"],
-                   sent_at=float(sent_at), ttl=ttl)
+                   context=context, msg_id=body["msg_id"], reply_to=body["reply_to"],
+                   sent_at=float(sent_at), ttl=ttl, signer=signer)
 
 
-def decode_reply(data: bytes, *, key: str | None, max_size: int) -> dict:
+def decode_reply(data: bytes, *, key: KeyChoice, max_size: int) -> dict:
     """A validated reply dict (``msg_id`` and ``result`` or ``failure``)."""
-    body = _parse(data, key, max_size)
+    body, _verified = _parse(data, key, max_size)
     _check("msg_id" in body and ("result" in body or "failure" in body),
            "reply without msg_id and result or failure")
     if "failure" in body:

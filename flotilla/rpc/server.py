@@ -111,7 +111,7 @@ class RPCServer:
         options = self.transport.options
         try:
             request = envelope.decode_request(
-                message.body, key=options.signing_key,
+                message.body, key=options.keyring.checking,
                 max_size=options.max_message_size,
                 max_skew=options.max_clock_skew)
         except envelope.Expired as exc:
@@ -133,7 +133,7 @@ class RPCServer:
             LOG.warning("Rejected message %s (%s) on %s: %s", request.msg_id,
                         request.method, message.queue, exc)
             if wants_reply:
-                self._reply(message, request.msg_id, failure=exc)
+                self._reply(message, request.msg_id, failure=exc, signer=request.signer)
             return
         except Exception as exc:
             with request.context:
@@ -144,10 +144,10 @@ class RPCServer:
                 else:
                     LOG.exception("Cast %s failed", request.method)
             if wants_reply:
-                self._reply(message, request.msg_id, failure=exc)
+                self._reply(message, request.msg_id, failure=exc, signer=request.signer)
             return
         if wants_reply:
-            self._reply(message, request.msg_id, result=result)
+            self._reply(message, request.msg_id, result=result, signer=request.signer)
 
     def _first_sighting(self, request: envelope.Request, queue: str) -> bool:
         """Record the message; False (logged) when it is a duplicate."""
@@ -169,26 +169,28 @@ class RPCServer:
         return first
 
     def _reply(self, message: IncomingMessage, msg_id: str | None,
-               result: Any = None, failure: BaseException | None = None
-               ) -> None:
+               result: Any = None, failure: BaseException | None = None,
+               signer: str | None = None) -> None:
+        """Answer a call; signed so that ``signer`` (the caller, when an
+        agent) can check it."""
         if not message.reply_to:
             return
-        key = self.transport.options.signing_key
+        key, me = self.transport.options.keyring.replying(signer)
         if failure is not None:
             body = envelope.build_reply(
                 msg_id, failure=serializer.failure_from_exception(failure))
-            data = envelope.encode(body, key)
+            data = envelope.encode(body, key, me)
         else:
             try:
                 data = envelope.encode(
-                    envelope.build_reply(msg_id, result=result), key)
+                    envelope.build_reply(msg_id, result=result), key, me)
             except (TypeError, ValueError) as exc:
                 LOG.warning("Result of %s is not JSON-able: %s", msg_id, exc)
                 bad = exception.InvalidMessage(
                     reason="result is not JSON-able: %s" % exc)
                 data = envelope.encode(envelope.build_reply(
                     msg_id, failure=serializer.failure_from_exception(bad)),
-                    key)
+                    key, me)
         try:
             self.transport.driver.reply(message.reply_to,
                                         message.correlation_id, data)

@@ -56,3 +56,92 @@ def verify(body: dict, key: str | bytes | None) -> str | None:
                                _digest(key, body).encode("ascii")):
         return "bad signature"
     return None
+
+
+# --- who signs with which key --------------------------------------------------
+
+#: Topics whose per-host servers are agents on hypervisor hosts: they hold
+#: only their own host key, never the deployment key.
+AGENT_TOPICS = ("compute",)
+_HOST_KEY_LABEL = b"flotilla-agent-host-key:"
+
+
+def host_key(deployment_key: str, host: str) -> str:
+    """The key of the agent on ``host``, derived from the deployment key
+    (``flotilla-manage rpc host-key HOST`` prints it for the host's
+    configuration). Knowing one host's key tells nothing of the deployment
+    key or of another host's."""
+    return hmac.new(deployment_key.encode("utf-8"), _HOST_KEY_LABEL + host.encode("utf-8"),
+                    hashlib.sha256).hexdigest()
+
+
+class Keyring:
+    """The keys of one service, and which one signs or checks each message.
+
+    A control-plane service (API, conductor, scheduler) holds the deployment
+    key. It signs what it sends to an agent's own queue (``compute.<host>``)
+    with that host's key, checks a message that names a ``signer`` with the
+    signer's host key (so the signer is authenticated: only that host's
+    agent holds the key), and everything else with the deployment key.
+
+    An agent holds only its host key (``[rpc] host_key``): it signs every
+    message with it, names itself as ``signer``, and accepts only messages
+    signed with it. A compromised hypervisor host can therefore speak only
+    as itself; what it may do as itself the conductor decides
+    (conductor/agent_access.py).
+
+    With no key at all (memory://, test rigs) nothing is signed or checked
+    and no signer is named.
+    """
+
+    def __init__(self, deployment_key: str | None = None, agent_key: str | None = None,
+                 host: str | None = None) -> None:
+        if agent_key and not host:
+            raise ValueError("an agent's host key needs its host name")
+        self.deployment_key = deployment_key or None
+        self.agent_key = agent_key or None
+        self.host = host if agent_key else None
+
+    @property
+    def is_agent(self) -> bool:
+        return self.agent_key is not None
+
+    @property
+    def signs(self) -> bool:
+        return bool(self.agent_key or self.deployment_key)
+
+    def _agent_queue_key(self, topic: str, server: str | None) -> str | None:
+        if server and topic in AGENT_TOPICS:
+            return host_key(self.deployment_key, server)
+        return self.deployment_key
+
+    def sending(self, topic: str, server: str | None) -> tuple[str | None, str | None]:
+        """(key, signer) for a request to ``topic`` (``server``)."""
+        if self.agent_key:
+            return self.agent_key, self.host
+        if not self.deployment_key:
+            return None, None
+        return self._agent_queue_key(topic, server), None
+
+    def checking(self, signer: str | None) -> str | None:
+        """The key a received message (naming ``signer``) must verify with."""
+        if self.agent_key:
+            # Agents hear only the control plane, which signs with our key.
+            return self.agent_key
+        if signer is not None and self.deployment_key:
+            return host_key(self.deployment_key, signer)
+        return self.deployment_key
+
+    def replying(self, signer: str | None) -> tuple[str | None, str | None]:
+        """(key, signer) for the reply to a request from ``signer``."""
+        if self.agent_key:
+            return self.agent_key, self.host
+        return self.checking(signer), None
+
+    def checking_reply(self, topic: str, server: str | None) -> str | None:
+        """The key a reply from ``topic`` (``server``) must verify with."""
+        if self.agent_key:
+            return self.agent_key
+        if not self.deployment_key:
+            return None
+        return self._agent_queue_key(topic, server)

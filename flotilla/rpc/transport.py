@@ -50,6 +50,7 @@ from typing import Any, Protocol
 from oslo_config import cfg
 
 from flotilla.conf.loader import ConfigError
+from flotilla.rpc import signing
 from flotilla.rpc.replay import MemorySeenStore, SeenStore
 
 LOG = logging.getLogger(__name__)
@@ -99,6 +100,16 @@ class Options:
     cast_ttl: float
     persistent_casts: bool = True
     max_clock_skew: float = 30.0
+    host_key: str | None = None     # an agent's own key ([rpc] host_key)
+    host: str | None = None         # the agent's host, the signer it names
+
+    @property
+    def keyring(self) -> signing.Keyring:
+        return signing.Keyring(self.signing_key, self.host_key, self.host)
+
+    @property
+    def signed(self) -> bool:
+        return bool(self.signing_key or self.host_key)
 
     @classmethod
     def from_conf(cls, conf: cfg.ConfigOpts) -> Options:
@@ -106,6 +117,8 @@ class Options:
         return cls(control_exchange=rpc.control_exchange,
                    call_timeout=rpc.call_timeout,
                    signing_key=rpc.signing_key or None,
+                   host_key=rpc.host_key or None,
+                   host=conf.host if rpc.host_key else None,
                    heartbeat=rpc.heartbeat,
                    quorum_queues=rpc.quorum_queues,
                    executor_pool_size=rpc.executor_pool_size,
@@ -189,7 +202,7 @@ def get_transport(conf: cfg.ConfigOpts, url: str | None = None,
     url = url or conf.transport_url
     options = Options.from_conf(conf)
     scheme = urllib.parse.urlsplit(url).scheme
-    if scheme in ("rabbit", "amqp") and not options.signing_key:
+    if scheme in ("rabbit", "amqp") and not options.signed:
         if not conf.rpc.allow_unsigned_messages:
             raise InsecureTransport(
                 "[rpc] signing_key is not set: on %s anyone who can publish to "

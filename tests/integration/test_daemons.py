@@ -111,8 +111,14 @@ def test_conductor_and_agent_serve_across_processes(tmp_path, cloud_config, back
     })
     sync = _run("flotilla-manage", "--config-file", str(config), "db", "sync")
     assert sync.returncode == 0, sync.stderr
+    # The compute host holds only its own key, as an operator configures it.
+    key = _run("flotilla-manage", "--config-file", str(config), "rpc", "host-key", "ihost1")
+    assert key.returncode == 0, key.stderr
+    agent_config = write_config(tmp_path / "agent.conf", {
+        "rpc": {"signing_key": "", "host_key": key.stdout.strip()}})
     conductor = Daemon("flotilla-conductor", config, tmp_path / "conductor.log", env=ENV)
-    compute = Daemon("flotilla-compute", config, tmp_path / "compute.log", env=ENV)
+    compute = Daemon("flotilla-compute", config, tmp_path / "compute.log",
+                     "--config-file", str(agent_config), env=ENV)
     try:
         compute.wait_for_log(r"flotilla-compute started on ihost1")
         conductor.wait_for_log(r"flotilla-conductor started")

@@ -26,6 +26,8 @@ import time
 import uuid
 from collections.abc import Callable
 
+from flotilla.rpc import signing
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BIN = pathlib.Path(sys.executable).parent
 RIG = REPO / "tools" / "rig" / "rig.py"
@@ -159,10 +161,6 @@ class Bringup:
             "bind_host = 127.0.0.1",
             "bind_port = %d" % self.api_port,
             "public_endpoint = %s" % self.endpoint,
-            "[image]",
-            "download_signing_key = %s" % secrets.token_hex(32),
-            "[rpc]",
-            "signing_key = %s" % secrets.token_hex(32),
             "[compute]",
             "compute_driver = libvirt",
             "sync_power_state_interval = 5",
@@ -172,12 +170,24 @@ class Bringup:
             "",
         ]))
         os.chmod(common, 0o600)
+        # The deployment's keys stay on the controllers; each compute host
+        # gets only its own RPC key (it can speak only as itself).
+        deployment_key = secrets.token_hex(32)
+        controller = etc / "controller.conf"
+        controller.write_text("\n".join([
+            "[rpc]", "signing_key = %s" % deployment_key,
+            "[image]", "download_signing_key = %s" % secrets.token_hex(32), ""]))
+        os.chmod(controller, 0o600)
         for host in self.state["rig_hosts"]:
-            (etc / ("%s.conf" % host["name"])).write_text("\n".join([
+            path = etc / ("%s.conf" % host["name"])
+            path.write_text("\n".join([
                 "[DEFAULT]", "host = %s" % host["name"],
+                "[rpc]", "host_key = %s" % signing.host_key(deployment_key, host["name"]),
                 "[libvirt]", "connection_uri = %s" % host["uri"],
                 "instances_path = %s" % host["instances_path"], ""]))
+            os.chmod(path, 0o600)
         self.state["config"] = str(common)
+        self.state["controller_config"] = str(controller)
         self._save()
 
     def manage(self, *args: str, password: str | None = None) -> str:
@@ -185,7 +195,8 @@ class Bringup:
         if password is not None:
             env["FLOTILLA_PASSWORD"] = password
         return _run([BIN / "flotilla-manage", "--config-file", self.state["config"],
-                     *args], env=env).stdout
+                     "--config-file", self.state["controller_config"], *args],
+                    env=env).stdout
 
     def _prepare_database(self) -> None:
         self.manage("db", "sync")
@@ -217,7 +228,7 @@ class Bringup:
 
     def _start_daemons(self) -> None:
         for name in DAEMONS:
-            self._spawn(name, self.state["config"])
+            self._spawn(name, self.state["config"], self.state["controller_config"])
         for host in self.state["rig_hosts"]:
             self.start_compute(host["name"])
         self.say("started %s" % ", ".join(self.state["pids"]))
