@@ -85,7 +85,8 @@ def restore_task(instance_uuid: str) -> bool:
                            expected_task_state=SNAPSHOT_TASKS)
         return True
     except (exception.InstanceStateConflict, exception.InstanceNotFound) as exc:
-        LOG.info("snapshot task of %s not cleared: %s", instance_uuid, exc)
+        # Cleared already (a revert before), or a delete won: nothing to do.
+        LOG.debug("snapshot task of %s not cleared: %s", instance_uuid, exc)
         return False
 
 
