@@ -114,7 +114,7 @@ class Collection:
                 values, self.conf.image.image_count_total)
         except exception.OverQuota as exc:
             # Glance answers a quota it enforces with 413.
-            raise falcon.HTTPPayloadTooLarge(
+            raise falcon.HTTPContentTooLarge(
                 description="Image quota exceeded: %s" % exc) from None
         except exception.FlotillaException as exc:
             raise common.http_error(exc) from None

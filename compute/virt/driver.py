@@ -317,12 +317,10 @@ class ComputeDriver(abc.ABC):
         is converted as it is. The guest ends in the power state it was in.
         ``target_path`` must not exist (Invalid) and its directory must. On
         failure SnapshotFailed, and no partial file, temporary overlay or
-        block job is left. A cached base image is never written to, and
-        when ``base_image`` (the image the disk was made from: id and
-        sha256) is given, a base whose data no longer has that sha256 is
-        refused (SnapshotFailed) rather than flattened into the snapshot.
-        ``on_copied`` is called once the guest's disk is copied and the
-        guest no longer involved, before the copy is flattened.
+        block job is left. A cached base image is never written to; with
+        ``base_image`` (id, sha256 of the disk's image) a base whose data
+        lost that sha256 is refused (SnapshotFailed). ``on_copied`` is
+        called once the guest is no longer involved, before flattening.
         """
         self._not_supported("snapshot")
 
@@ -337,14 +335,11 @@ class ComputeDriver(abc.ABC):
 
     def rebuild(self, instance: Instance, image_meta: ImageMeta | None,
                 power_on: bool = True) -> None:
-        """Give the guest a new root disk from ``image_meta``: same uuid,
-        same definition otherwise; it runs afterwards when ``power_on``,
-        else it is shut off. A guest that does not exist is spawned.
-
-        This default destroys the guest and spawns it again (its console
-        log goes with it). Drivers that can should fetch the new disk
-        before touching the guest, so that a failure to get it leaves the
-        guest as it was (InstanceDeployFailure).
+        """Give the guest a new root disk from ``image_meta`` (same uuid);
+        it runs afterwards when ``power_on``, else it is shut off; a guest
+        that does not exist is spawned. This default destroys and spawns
+        again; drivers that can fetch the new disk first, so that failing
+        to get it leaves the guest as it was (InstanceDeployFailure).
         """
         self.destroy(instance)
         self.spawn(instance, image_meta)
