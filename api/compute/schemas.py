@@ -79,9 +79,10 @@ SERVER_UPDATE_V219 = _server_update(description=True)
 
 _NULL = {"type": "null"}
 # A snapshot's metadata: its size is bounded by [image] image_property_quota,
-# checked with the properties the image inherits.
+# checked with the properties the image inherits; keys starting with "_"
+# are the image service's own (as its API refuses them too).
 IMAGE_METADATA = {"type": "object",
-                  "propertyNames": {"minLength": 1, "maxLength": 255},
+                  "propertyNames": {"minLength": 1, "maxLength": 255, "pattern": "^[^_]"},
                   "additionalProperties": {"type": "string", "maxLength": 255}}
 
 ACTIONS = {
