@@ -12,6 +12,8 @@ import logging
 from oslo_config import cfg
 
 from compute.lifecycle import Lifecycle
+from compute.ops.rebuild import RebuildOps
+from compute.ops.snapshot import SnapshotOps
 from compute.reconcile import Reconciler
 from compute.virt import driver as virt_driver
 from conductor.rpcapi import ConductorAPI
@@ -31,7 +33,7 @@ _REPORTED = ("vcpus", "memory_mb", "disk_gb", "hypervisor_type",
 
 
 class ComputeManager:
-    RPC_API_VERSION = "1.1"
+    RPC_API_VERSION = "1.2"
 
     def __init__(self, conf: cfg.ConfigOpts, driver: virt_driver.ComputeDriver,
                  conductor: ConductorAPI, host: str | None = None) -> None:
@@ -40,7 +42,9 @@ class ComputeManager:
         self.driver = driver
         self.conductor = conductor
         self.lifecycle = Lifecycle(self.host, driver, conductor)
-        self.reconciler = Reconciler(self.lifecycle)
+        self.snapshots = SnapshotOps(conf, self.lifecycle)
+        self.rebuilds = RebuildOps(self.lifecycle)
+        self.reconciler = Reconciler(self.lifecycle, self.snapshots, self.rebuilds)
         self._build_slots = concurrency.WorkerPool(conf.compute.max_concurrent_builds,
                                                    name="build")
 
@@ -67,6 +71,7 @@ class ComputeManager:
     def cleanup_host(self) -> None:
         self.reconciler.stop_event_worker()
         self._build_slots.shutdown(timeout=self.conf.graceful_shutdown_timeout)
+        self.snapshots.shutdown(timeout=self.conf.graceful_shutdown_timeout)
         self.driver.cleanup_host()
 
     # --- RPC: operations (casts) ----------------------------------------------
@@ -104,6 +109,18 @@ class ComputeManager:
 
     def resume_instance(self, ctxt: RequestContext, instance_uuid: str) -> None:
         self.lifecycle.run(ctxt, st.operation("resume"), instance_uuid, self.driver.resume)
+
+    def snapshot_instance(self, ctxt: RequestContext, instance_uuid: str, image_id: str,
+                          upload_url: str, base_image: ImageMeta | dict | None = None
+                          ) -> None:
+        # Runs on the snapshot pool: an upload may take minutes.
+        self.snapshots.start(ctxt, instance_uuid, image_id, upload_url, base_image)
+
+    def rebuild_instance(self, ctxt: RequestContext, instance_uuid: str,
+                         image: ImageMeta | dict, power_on: bool = True) -> None:
+        # A rebuild fetches an image and boots: it shares the build slots.
+        self._build_slots.submit(self.rebuilds.rebuild, ctxt, instance_uuid, image,
+                                 power_on).result()
 
     # --- RPC: reads (calls) -----------------------------------------------------
 

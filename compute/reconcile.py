@@ -5,8 +5,12 @@ Three sources of drift, one set of rules:
 * start-up (:meth:`Reconciler.init_host`): the agent may have died mid-way;
   domains whose instance is deleted or unknown are destroyed, instances
   whose domain vanished go to ERROR, an interrupted spawn ends ACTIVE (the
-  guest runs) or ERROR (it does not), an interrupted delete is finished and
-  any other interrupted task is cleared with the reason recorded;
+  guest runs) or ERROR (it does not), an interrupted delete is finished,
+  an interrupted snapshot has its leftovers removed (block job, temporary
+  files) and is reported failed to its flow, which removes the image and
+  clears the task (the guest was never paused: its state is what it was),
+  an interrupted rebuild is reported too, and any other interrupted task
+  is cleared with the reason recorded;
 * lifecycle events from the driver, as they happen;
 * a periodic sync that catches what events missed.
 
@@ -39,9 +43,17 @@ _VM_STATE_FOR_POWER = {
 }
 
 
+SNAPSHOT_TASKS = st.operation("snapshot").task_states
+REBUILD_TASKS = st.operation("rebuild").task_states
+
+
 class Reconciler:
-    def __init__(self, lifecycle: Lifecycle) -> None:
+    def __init__(self, lifecycle: Lifecycle, snapshots=None, rebuilds=None) -> None:
+        """``snapshots`` and ``rebuilds`` (compute.ops) repair what a crash
+        left of their operations."""
         self.lifecycle = lifecycle
+        self.snapshots = snapshots
+        self.rebuilds = rebuilds
         self.driver = lifecycle.driver
         self.conductor = lifecycle.conductor
         self.host = lifecycle.host
@@ -56,6 +68,8 @@ class Reconciler:
 
     def init_host(self) -> None:
         ctxt = get_admin_context()
+        if self.snapshots is not None:
+            self.snapshots.clean_directory()
         records = {r["uuid"]: r for r in
                    self.conductor.instance_get_all_by_host(ctxt, self.host)}
         domains = set(self.driver.list_instances())
@@ -83,6 +97,19 @@ class Reconciler:
             self.lifecycle.terminate(ctxt, uuid)
             return
         power = self._power(record) if has_domain else power_state.NOSTATE
+        if task in SNAPSHOT_TASKS and self.snapshots is not None:
+            LOG.warning("instance %s: its snapshot (%s) was interrupted by an agent "
+                        "restart", uuid, task)
+            if power != record["power_state"]:
+                self.conductor.instance_update(ctxt, uuid, {"power_state": power},
+                                               expected={"task_state": task})
+            self.snapshots.recover(ctxt, record)
+            if not has_domain:
+                record = self.conductor.instance_get(ctxt, uuid)
+                if record["task_state"] is None:
+                    self._fail(ctxt, record,
+                               "the guest's domain vanished from the hypervisor")
+            return
         if task == st.SPAWNING or (record["vm_state"] == st.BUILDING and task is None):
             if power == power_state.RUNNING:
                 self._set(ctxt, record, {"vm_state": st.ACTIVE, "task_state": None,
@@ -98,6 +125,8 @@ class Reconciler:
             if record["vm_state"] in (st.BUILDING, st.ERROR) and task is None:
                 return
             self._fail(ctxt, record, "the guest's domain vanished from the hypervisor")
+            if task in REBUILD_TASKS and self.rebuilds is not None:
+                self.rebuilds.interrupted(ctxt, record)
             return
         values = {"power_state": power}
         reason = None
@@ -111,6 +140,8 @@ class Reconciler:
         if values.get("vm_state", record["vm_state"]) != record["vm_state"] \
                 or power != record["power_state"] or reason:
             self._set(ctxt, record, values, reason)
+        if task in REBUILD_TASKS and self.rebuilds is not None:
+            self.rebuilds.interrupted(ctxt, record)
 
     def _set(self, ctxt, record: dict, values: dict, reason: str | None) -> None:
         self.conductor.instance_update(

@@ -16,6 +16,8 @@ Version history:
   suspend_instance, resume_instance, get_console_output, get_diagnostics.
 * 1.1 - build_and_run_instance takes an ImageMeta object (and reports
   through conductor build_done).
+* 1.2 - snapshot_instance (reports through conductor snapshot_done) and
+  rebuild_instance (reports through conductor rebuild_done).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ TOPIC = "compute"
 
 
 class ComputeAPI:
-    VERSION = "1.1"
+    VERSION = "1.2"
 
     def __init__(self, transport, version_cap: VersionCap = None) -> None:
         self.client = rpc.RPCClient(transport, topic=TOPIC, version="1.0",
@@ -76,6 +78,27 @@ class ComputeAPI:
 
     def resume_instance(self, ctxt: RequestContext, host: str, instance_uuid: str) -> None:
         self._host(host).cast(ctxt, "resume_instance", instance_uuid=instance_uuid)
+
+    def snapshot_instance(self, ctxt: RequestContext, host: str, instance_uuid: str,
+                          image_id: str, upload_url: str,
+                          base_image: ImageMeta | None = None) -> None:
+        """Copy the server's root disk (running or not, never pausing it)
+        and upload it through ``upload_url`` (signed, one use) as the data
+        of ``image_id``; ``base_image`` (id and sha256) is the image its
+        disk was made from, whose cached copy is checked before use. The
+        agent reports with conductor snapshot_done. Needs 1.2."""
+        self._host(host, "1.2").cast(ctxt, "snapshot_instance",
+                                     instance_uuid=instance_uuid, image_id=image_id,
+                                     upload_url=upload_url, base_image=base_image)
+
+    def rebuild_instance(self, ctxt: RequestContext, host: str, instance_uuid: str,
+                         image: ImageMeta, power_on: bool = True) -> None:
+        """Replace the server's root disk with one from ``image`` (what to
+        fetch) and start it when ``power_on``; the agent reports with
+        conductor rebuild_done. Needs 1.2."""
+        self._host(host, "1.2").cast(ctxt, "rebuild_instance",
+                                     instance_uuid=instance_uuid, image=image,
+                                     power_on=power_on)
 
     def get_console_output(self, ctxt: RequestContext, host: str, instance_uuid: str,
                            length: int | None = None) -> str:

@@ -23,6 +23,8 @@ from conductor.flows import runner
 from conductor.flows.base import Flow
 from conductor.flows.build import BuildFlow
 from conductor.flows.delete import DeleteFlow
+from conductor.flows.rebuild import RebuildFlow
+from conductor.flows.snapshot import SnapshotFlow
 from conductor.reaper import Reaper
 from flotilla import actions, deadlines, exception
 from flotilla.context import RequestContext
@@ -41,7 +43,7 @@ _AGENT_WRITABLE = frozenset({
 
 
 class ConductorManager:
-    RPC_API_VERSION = "1.2"
+    RPC_API_VERSION = "1.3"
 
     def __init__(self, conf: cfg.ConfigOpts, transport=None) -> None:
         self.conf = conf
@@ -66,7 +68,9 @@ class ConductorManager:
             compute = ComputeAPI(self._transport, version_cap(self.conf, "compute"))
             scheduler = SchedulerAPI(self._transport, version_cap(self.conf, "scheduler"))
             flows: list[Flow] = [BuildFlow(self.conf, self.conf.host, scheduler, compute),
-                                 DeleteFlow(self.conf, self.conf.host, compute)]
+                                 DeleteFlow(self.conf, self.conf.host, compute),
+                                 SnapshotFlow(self.conf, self.conf.host, compute),
+                                 RebuildFlow(self.conf, self.conf.host, compute)]
             self._flows = {flow.name: flow for flow in flows}
         return self._flows
 
@@ -159,7 +163,7 @@ class ConductorManager:
         agent_access.check_host(ctxt, host, "report resources")
         db.compute_node_update(host, resources)
 
-    # --- flows (1.1, 1.2) -------------------------------------------------------------
+    # --- flows (1.1, 1.2, 1.3) --------------------------------------------------------
 
     def build_instances(self, ctxt: RequestContext, instance_uuids: list[str],
                         request_spec: RequestSpec | dict, image: ImageMeta | dict | None
@@ -183,6 +187,33 @@ class ConductorManager:
     def delete_instance(self, ctxt: RequestContext, instance_uuid: str) -> None:
         agent_access.check_control_plane(ctxt, "delete instances")
         self.flows["delete"].delete_instance(ctxt, instance_uuid)
+
+    def snapshot_instance(self, ctxt: RequestContext, instance_uuid: str, image_id: str,
+                          backup_type: str | None = None,
+                          rotation: int | None = None) -> None:
+        agent_access.check_control_plane(ctxt, "start snapshots")
+        self.flows["snapshot"].start(ctxt, instance_uuid, image_id, backup_type,
+                                     None if rotation is None else int(rotation))
+
+    def snapshot_done(self, ctxt: RequestContext, instance_uuid: str, host: str,
+                      image_id: str | None = None, error: str | None = None,
+                      message: str | None = None) -> None:
+        agent_access.check_instance(ctxt, instance_uuid)
+        agent_access.check_host(ctxt, host, "report a snapshot")
+        self.flows["snapshot"].report(ctxt, instance_uuid, host, image_id,
+                                      {"error": error, "message": message})
+
+    def rebuild_instance(self, ctxt: RequestContext, instance_uuid: str,
+                         image_id: str) -> None:
+        agent_access.check_control_plane(ctxt, "start rebuilds")
+        self.flows["rebuild"].start(ctxt, instance_uuid, image_id)
+
+    def rebuild_done(self, ctxt: RequestContext, instance_uuid: str, host: str,
+                     error: str | None = None, message: str | None = None) -> None:
+        agent_access.check_instance(ctxt, instance_uuid)
+        agent_access.check_host(ctxt, host, "report a rebuild")
+        self.flows["rebuild"].report(ctxt, instance_uuid, host,
+                                     {"error": error, "message": message})
 
     # --- periodic tasks ------------------------------------------------------------
 

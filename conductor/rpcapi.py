@@ -18,6 +18,9 @@ Version history:
   build_failed); action_finish; action_event_finish takes ``traceback`` and
   ``finish_action`` (before 1.2 every finished event finished its action);
   service_heartbeat takes ``rpc_version``.
+* 1.3 - snapshot_instance and snapshot_done (createImage/createBackup),
+  rebuild_instance and rebuild_done (rebuild): casts that start the flows
+  and the agents' reports on their part.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ TOPIC = "conductor"
 
 
 class ConductorAPI:
-    VERSION = "1.2"
+    VERSION = "1.3"
 
     def __init__(self, transport, version_cap: VersionCap = None,
                  timeout: float | None = None) -> None:
@@ -170,6 +173,42 @@ class ConductorAPI:
         """Terminate on the host, or clean up here when the instance never
         reached a (live) host."""
         self._cast(ctxt, "delete_instance", "1.1", instance_uuid=instance_uuid)
+
+    def snapshot_instance(self, ctxt: RequestContext, instance_uuid: str, image_id: str,
+                          backup_type: str | None = None,
+                          rotation: int | None = None) -> None:
+        """Snapshot the server (in task image_snapshot, its action recorded
+        under ``ctxt.request_id``) into the queued image ``image_id``; a
+        backup names its ``backup_type`` and ``rotation``. Needs 1.3."""
+        self._cast(ctxt, "snapshot_instance", "1.3", instance_uuid=instance_uuid,
+                   image_id=image_id, backup_type=backup_type, rotation=rotation)
+
+    def snapshot_done(self, ctxt: RequestContext, instance_uuid: str, host: str,
+                      image_id: str | None = None, error: str | None = None,
+                      message: str | None = None) -> None:
+        """A compute agent reports the end of its part of a snapshot (send it
+        with the snapshot's context): ``error`` None once the image data is
+        uploaded, else what failed (``error`` for administrators,
+        ``message`` for the server's owner). ``image_id`` None: whichever
+        snapshot of the instance is unfinished (an agent that restarted
+        does not know). A call, so the agent knows it arrived."""
+        self._call(ctxt, "snapshot_done", "1.3", instance_uuid=instance_uuid, host=host,
+                   image_id=image_id, error=error, message=message)
+
+    def rebuild_instance(self, ctxt: RequestContext, instance_uuid: str,
+                         image_id: str) -> None:
+        """Rebuild the server (in task rebuilding, its action recorded under
+        ``ctxt.request_id``) from ``image_id``. Needs 1.3."""
+        self._cast(ctxt, "rebuild_instance", "1.3", instance_uuid=instance_uuid,
+                   image_id=image_id)
+
+    def rebuild_done(self, ctxt: RequestContext, instance_uuid: str, host: str,
+                     error: str | None = None, message: str | None = None) -> None:
+        """A compute agent reports the end of its rebuild (as snapshot_done);
+        a call, so the flow has recorded the new image before the agent
+        shows the server idle again."""
+        self._call(ctxt, "rebuild_done", "1.3", instance_uuid=instance_uuid, host=host,
+                   error=error, message=message)
 
 
 def request_spec_1_1(spec: RequestSpec) -> dict[str, Any]:

@@ -260,6 +260,10 @@ class ImageDownloadForbidden(Forbidden):
     msg_fmt = "Image download URL is not valid: %(reason)s"
 
 
+class ImageUploadForbidden(Forbidden):
+    msg_fmt = "Image upload URL is not valid: %(reason)s"
+
+
 # --- API ---------------------------------------------------------------------
 
 class OverQuota(FlotillaException):

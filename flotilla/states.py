@@ -40,6 +40,11 @@ UNPAUSING = "unpausing"
 SUSPENDING = "suspending"
 RESUMING = "resuming"
 DELETING = "deleting"
+IMAGE_SNAPSHOT = "image_snapshot"
+IMAGE_PENDING_UPLOAD = "image_pending_upload"
+IMAGE_UPLOADING = "image_uploading"
+REBUILDING = "rebuilding"
+REBUILD_SPAWNING = "rebuild_spawning"
 
 # What the reaper does with a task past its deadline.
 ON_TIMEOUT_RESTORE = "restore"   # clear the task; vm_state is the last stable one
@@ -58,9 +63,10 @@ class Operation:
     seconds, overridable per task in ``[conductor] task_timeouts``);
     ``from_vm_states`` where it may start (always from no task);
     ``to_vm_state`` where success leaves it (None: unchanged); ``status``
-    the API status shown while it runs on an active server (None: the
-    vm_state's); ``flow`` the conductor flow that runs it, whose cleanup the
-    reaper calls when ``on_timeout`` is ``cleanup``.
+    the API status shown while it runs on a server whose vm_state is one of
+    ``status_vm_states`` (None: the vm_state's); ``flow`` the conductor
+    flow that runs it, whose cleanup the reaper calls when ``on_timeout``
+    is ``cleanup``.
     """
 
     name: str
@@ -73,6 +79,7 @@ class Operation:
     later_task_states: tuple[str, ...] = ()
     status: str | None = None
     flow: str | None = None
+    status_vm_states: tuple[str, ...] = (ACTIVE,)
 
     def __post_init__(self) -> None:
         if self.on_timeout not in ON_TIMEOUT:
@@ -99,6 +106,20 @@ OPERATIONS: dict[str, Operation] = {op.name: op for op in (
     Operation("unpause", "unpause", UNPAUSING, (PAUSED,), ACTIVE, 120),
     Operation("suspend", "suspend", SUSPENDING, (ACTIVE,), SUSPENDED, 300),
     Operation("resume", "resume", RESUMING, (SUSPENDED,), ACTIVE, 300),
+    # createImage and createBackup (the API records the action under the
+    # request's own name): copy the root disk on the host, upload it to the
+    # image service, the server back where it was. Each task state gets its
+    # own deadline; the flow's cleanup deletes the image and clears the task.
+    Operation("snapshot", "createImage", IMAGE_SNAPSHOT,
+              (ACTIVE, STOPPED, PAUSED, SUSPENDED), None, 1800, ON_TIMEOUT_CLEANUP,
+              later_task_states=(IMAGE_PENDING_UPLOAD, IMAGE_UPLOADING),
+              flow="snapshot"),
+    # The root disk replaced from an image, same uuid and host; a stopped
+    # server stays stopped, an active or failed one ends active.
+    Operation("rebuild", "rebuild", REBUILDING, (ACTIVE, STOPPED, ERROR), None, 900,
+              ON_TIMEOUT_CLEANUP, later_task_states=(REBUILD_SPAWNING,),
+              status="REBUILD", status_vm_states=(ACTIVE, STOPPED, ERROR),
+              flow="rebuild"),
 )}
 
 _BY_TASK: dict[str, Operation] = {}
@@ -131,6 +152,6 @@ def default_timeout(task_state: str) -> int:
 def task_status(vm_state: str, task_state: str | None) -> str | None:
     """The API status an operation in progress shows, if it has one."""
     op = operation_for_task(task_state)
-    if op is not None and op.status and vm_state == ACTIVE:
+    if op is not None and op.status and vm_state in op.status_vm_states:
         return op.status
     return None

@@ -78,6 +78,12 @@ SERVER_UPDATE = _server_update(description=False)
 SERVER_UPDATE_V219 = _server_update(description=True)
 
 _NULL = {"type": "null"}
+# A snapshot's metadata: its size is bounded by [image] image_property_quota,
+# checked with the properties the image inherits; keys starting with "_"
+# are the image service's own (as its API refuses them too).
+IMAGE_METADATA = {"type": "object",
+                  "propertyNames": {"minLength": 1, "maxLength": 255, "pattern": "^[^_]"},
+                  "additionalProperties": {"type": "string", "maxLength": 255}}
 
 ACTIONS = {
     "os-start": _NULL, "os-stop": _NULL, "pause": _NULL, "unpause": _NULL,
@@ -92,6 +98,27 @@ ACTIONS = {
     # Any value below 2.73 (as Nova); lock's 2.73 form is checked by
     # api.compute.locks.
     "lock": {}, "unlock": {},
+    "createImage": {"type": "object", "properties": {
+        "name": NAME, "metadata": IMAGE_METADATA},
+        "required": ["name"], "additionalProperties": False},
+    "createBackup": {"type": "object", "properties": {
+        "name": NAME, "metadata": IMAGE_METADATA,
+        "backup_type": {"type": "string", "maxLength": 255},
+        # Nova's non-negative integer: a number or a string of digits.
+        "rotation": {"type": ["integer", "string"], "pattern": "^[0-9]+$",
+                     "minimum": 0, "maximum": 2 ** 31 - 1}},
+        "required": ["name", "backup_type", "rotation"], "additionalProperties": False},
+    "rebuild": {"type": "object", "properties": {
+        "imageRef": UUID, "name": NAME, "metadata": METADATA,
+        "adminPass": {"type": "string", "maxLength": 255},
+        "preserve_ephemeral": {"type": "boolean"},
+        "description": {"type": ["string", "null"], "maxLength": 255,
+                        "pattern": r"^[^\x00-\x1f\x7f]*$"},
+        "key_name": {"oneOf": [NAME, {"type": "null"}]},
+        "accessIPv4": {"type": ["string", "null"], "maxLength": 64},
+        "accessIPv6": {"type": ["string", "null"], "maxLength": 64},
+        "OS-DCF:diskConfig": {"type": "string", "enum": ["AUTO", "MANUAL"]}},
+        "required": ["imageRef"], "additionalProperties": False},
 }
 
 SERVER_ACTION = {

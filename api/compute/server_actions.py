@@ -1,5 +1,7 @@
 """POST /servers/{server_id}/action: start, stop, reboot, pause, unpause,
-suspend, resume, get console output, lock, unlock.
+suspend, resume, get console output, lock, unlock; createImage,
+createBackup (api.compute.snapshots) and rebuild (api.compute.rebuild),
+which start conductor flows.
 
 Rules:
 
@@ -24,7 +26,7 @@ import logging
 import falcon
 
 from api import errors, validation
-from api.compute import locks, schemas
+from api.compute import locks, rebuild, schemas, snapshots
 from api.compute.servers import get_server
 from api.state import APIState, ctxt, version
 from flotilla import exception
@@ -69,6 +71,12 @@ class ServerAction:
         if name in API_ONLY:
             self._locking(ctx, inst, name, args, version(req))
             resp.status = falcon.HTTP_202
+            return
+        if name in snapshots.ACTIONS:
+            snapshots.snapshot(self.state, req, resp, ctx, inst, name, args)
+            return
+        if name == "rebuild":
+            rebuild.rebuild(self.state, req, resp, ctx, inst, args)
             return
         if name == "reboot":
             op_name, method = REBOOTS[args["type"].upper()], "reboot_instance"

@@ -259,19 +259,30 @@ class Servers:
         return image_id.lower()
 
     def _image(self, ctx, image_id: str, flavor):
-        try:
-            image = images.check_image_usable(ctx, image_id)
-        except exception.ImageNotActive:
-            raise errors.bad_request("Image %s is not active." % image_id) from None
-        except exception.NotFound:
-            raise errors.bad_request("Can not find requested image") from None
-        except exception.FlotillaException as exc:
-            if exc.code >= 500:
-                raise
-            raise errors.bad_request("Image %s cannot be booted: %s" % (image_id, exc)) from None
-        if (image.min_ram or 0) > flavor.memory_mb:
-            raise errors.bad_request("Flavor's memory is too small for requested image.")
-        return image
+        # The root disk is checked (and sized) by flavor_access.root_disk_gb.
+        return bootable_image(ctx, image_id, flavor.memory_mb, 0)
+
+
+def bootable_image(ctx, image_id: str, memory_mb: int, root_gb: int):
+    """The image a server of ``ctx``'s project with this much memory and
+    root disk (0: not checked here) may boot (or be rebuilt) from; 400
+    saying why not. The image's virtual size is what its disk grows to."""
+    try:
+        image = images.check_image_usable(ctx, image_id)
+    except exception.ImageNotActive:
+        raise errors.bad_request("Image %s is not active." % image_id) from None
+    except exception.NotFound:
+        raise errors.bad_request("Can not find requested image") from None
+    except exception.FlotillaException as exc:
+        if exc.code >= 500:
+            raise
+        raise errors.bad_request("Image %s cannot be booted: %s" % (image_id, exc)) from None
+    if (image.min_ram or 0) > memory_mb:
+        raise errors.bad_request("Flavor's memory is too small for requested image.")
+    image_bytes = int(getattr(image, "virtual_size", None) or image.size or 0)
+    if root_gb and ((image.min_disk or 0) > root_gb or image_bytes > root_gb * 1024 ** 3):
+        raise errors.bad_request("Flavor's disk is too small for requested image.")
+    return image
 
 
 def _strict_bool(req, name: str) -> bool:

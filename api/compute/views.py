@@ -1,8 +1,9 @@
 """How servers and flavors look in the compute API, per microversion.
 
-Status rule (as Nova): the vm_state gives the status, except that while
-active an operation with a status of its own (flotilla.states: REBOOT,
-HARD_REBOOT, ...) shows it; building is BUILD, stopped SHUTOFF, and error
+Status rule (as Nova): the vm_state gives the status, except that an
+operation with a status of its own (flotilla.states: REBOOT, HARD_REBOOT,
+REBUILD, ...) shows it while the vm_state is one it names (active, and for
+a rebuild also stopped and error); building is BUILD, stopped SHUTOFF, and error
 shows the latest fault.
 """
 
@@ -24,17 +25,19 @@ def _status_filters() -> dict[str, tuple[list[str], list[str | None] | None]]:
     """status query value -> (vm_states, task_states or None for any)."""
     filters: dict[str, tuple[list, list | None]] = {
         name: ([vm_state], None) for vm_state, name in _STATUS.items()}
-    by_status: dict[str, list[str]] = {}
+    by_status: dict[str, tuple[list[str], list[str | None]]] = {}
     quiet: list[str | None] = [None]
     for op in st.OPERATIONS.values():
         for task in op.task_states:
             if op.status:
-                by_status.setdefault(op.status, []).append(task)
+                vm_states, tasks = by_status.setdefault(
+                    op.status, (list(op.status_vm_states), []))
+                tasks.append(task)
             else:
                 quiet.append(task)
     filters["ACTIVE"] = ([st.ACTIVE], quiet)
-    for name, tasks in by_status.items():
-        filters[name] = ([st.ACTIVE], tasks)
+    for name, (vm_states, tasks) in by_status.items():
+        filters[name] = (vm_states, tasks)
     return filters
 
 

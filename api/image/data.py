@@ -7,6 +7,12 @@ The data is streamed to the store (flotilla.images.store_image); any
 failure (too large: 413, wrong format: 400, short body or a dropped
 connection) leaves no file and puts the status back to queued.
 
+A compute agent uploading a snapshot sends no token: its URL carries
+``expires``, ``nonce`` and ``signature`` (flotilla.images.arm_upload_url)
+and is checked instead of a token, even when one is sent: 403 when forged
+or expired, 409 when the URL was used already (or another was armed), 404
+when the image is gone.
+
 Download (GET): with a token, any image the caller may see; without one,
 only with a valid signed URL from flotilla.images.compute_image_ref (403
 when expired or forged). Streamed from the file with Content-Length,
@@ -32,11 +38,18 @@ LOG = logging.getLogger(__name__)
 SHA256_HEADER = "X-Image-Hash-Sha256"
 
 
+def _require_octet_stream(req: falcon.Request) -> None:
+    if (req.content_type or "").split(";")[0].strip() != "application/octet-stream":
+        raise falcon.HTTPUnsupportedMediaType(
+            description="Image data must be sent as application/octet-stream.")
+
+
 class ImageData:
     """PUT and GET /image/v2/images/{image_id}/file."""
 
-    # For the API's policy table: a download may come without a token.
-    policy_rules = {"GET": "optional", "HEAD": "optional", "PUT": "member"}
+    # For the API's policy table: a download, and an agent's signed upload,
+    # may come without a token (the responders check who may).
+    policy_rules = {"GET": "optional", "HEAD": "optional", "PUT": "optional"}
 
     def __init__(self, conf) -> None:
         self.conf = conf
@@ -44,11 +57,12 @@ class ImageData:
     # --- upload ----------------------------------------------------------------
 
     def on_put(self, req: falcon.Request, resp: falcon.Response, image_id: str) -> None:
+        if "signature" in req.params:
+            self._signed_put(req, resp, image_id)
+            return
         ctxt = common.caller(req)
         common.require_write(ctxt)
-        if (req.content_type or "").split(";")[0].strip() != "application/octet-stream":
-            raise falcon.HTTPUnsupportedMediaType(
-                description="Image data must be sent as application/octet-stream.")
+        _require_octet_stream(req)
         with common.translate_errors():
             image = images.get_visible(ctxt, image_id)
         common.require_owner(ctxt, image)
@@ -72,6 +86,31 @@ class ImageData:
                 % (image.id, exc.kwargs.get("actual"))) from None
         except exception.FlotillaException as exc:
             raise common.http_error(exc) from None
+        self._receive(req, image, length)
+        resp.status = falcon.HTTP_204
+
+    def _signed_put(self, req: falcon.Request, resp: falcon.Response, image_id: str) -> None:
+        """A compute agent's snapshot upload through its signed URL."""
+        if not images.is_valid_id(image_id):
+            raise falcon.HTTPNotFound()
+        with common.translate_errors():
+            token = images.verify_upload_signature(
+                self.conf, image_id, req.get_param("expires"), req.get_param("nonce"),
+                req.get_param("signature"))
+        _require_octet_stream(req)
+        length = req.content_length
+        if length is not None and length > self.conf.image.max_image_size:
+            raise common.http_error(
+                exception.ImageTooLarge(limit=self.conf.image.max_image_size))
+        try:
+            image = db_images.image_claim_upload(image_id, token)
+        except exception.ImageStatusConflict:
+            raise falcon.HTTPConflict(
+                description="This upload URL of image %s was used already." % image_id) \
+                from None
+        except exception.FlotillaException as exc:
+            raise common.http_error(exc) from None
+        LOG.info("snapshot upload of image %s started", image_id)
         self._receive(req, image, length)
         resp.status = falcon.HTTP_204
 

@@ -3,7 +3,8 @@
 Rules beyond common.py's:
 
 * create: 201 with the image (status queued); a member creates images of
-  its own project only; ``owner`` naming another project needs admin;
+  its own project only, within its image quota (``[image]
+  image_count_total``, 413 beyond it as in Glance); ``owner`` naming another project needs admin;
   ``visibility`` public needs admin (Glance's publicize_image), the
   default is private;
 * delete: 204, the stored file is removed; a protected image is 403;
@@ -108,8 +109,15 @@ class Collection:
             values["owner"] = ctxt.project_id
         values.setdefault("visibility", "private")
         values["status"] = "queued"
-        with common.translate_errors():
-            image = db_images.image_create(values)
+        try:
+            image = db_images.image_create_within_quota(
+                values, self.conf.image.image_count_total)
+        except exception.OverQuota as exc:
+            # Glance answers a quota it enforces with 413.
+            raise falcon.HTTPContentTooLarge(
+                description="Image quota exceeded: %s" % exc) from None
+        except exception.FlotillaException as exc:
+            raise common.http_error(exc) from None
         resp.status = falcon.HTTP_201
         resp.location = "%s/image/v2/images/%s" % (versions.base_url(self.conf, req), image.id)
         resp.media = views.image_view(image)

@@ -7,7 +7,7 @@ GET  /image, /image/v2                   version document (no token)
 GET  /image/v2/images                    list
 POST /image/v2/images                    create
 GET/PATCH/DELETE /image/v2/images/{id}   show, update, delete
-PUT  /image/v2/images/{id}/file          upload
+PUT  /image/v2/images/{id}/file          upload (token or signed URL)
 GET  /image/v2/images/{id}/file          download (token or signed URL)
 GET  /image/v2/schemas/image(s)          schema of an image
 =======================================  ==============================
@@ -53,11 +53,14 @@ def add_routes(app: falcon.App, conf) -> None:
 def allows_anonymous(req: falcon.Request) -> bool:
     """Whether ``req`` may reach the image API without a token: the
     version documents (clients discover before they authenticate) and
-    downloads carrying a signature (compute agents; verified by the
-    responder, so a bad signature is a 403 there, not a pass here)."""
+    downloads and snapshot uploads carrying a signature (compute agents;
+    verified by the responder, so a bad signature is a 403 there, not a
+    pass here)."""
+    path = req.path
+    if req.method == "PUT":
+        return bool(_SIGNED_DOWNLOAD.match(path)) and "signature" in req.params
     if req.method not in ("GET", "HEAD"):
         return False
-    path = req.path
     if path in _VERSION_PATHS:
         return True
     return bool(_SIGNED_DOWNLOAD.match(path)) and "signature" in req.params

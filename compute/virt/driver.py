@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from compute.virt.block_device import VolumeConnection
@@ -82,7 +82,7 @@ CAPABILITY_METHODS: dict[str, tuple[str, ...]] = {
     "supports_console_log": ("get_console_output",),
     "supports_attach": ("attach_volume", "detach_volume", "get_volume_devices"),
     "supports_extend_volume": ("extend_volume",),
-    "supports_snapshots": ("snapshot",),
+    "supports_snapshots": ("snapshot", "recover_snapshot"),
     "supports_live_migration": (
         "pre_live_migration", "live_migration", "live_migration_progress",
         "live_migration_abort", "live_migration_force_complete",
@@ -306,7 +306,9 @@ class ComputeDriver(abc.ABC):
 
     # --- snapshot (supports_snapshots) ---------------------------------------
 
-    def snapshot(self, instance: Instance, target_path: str) -> SnapshotFile:
+    def snapshot(self, instance: Instance, target_path: str,
+                 base_image: ImageMeta | None = None,
+                 on_copied: Callable[[], None] | None = None) -> SnapshotFile:
         """Write the guest's root disk to ``target_path`` as a standalone,
         flattened qcow2 (no backing file), ready to upload as an image.
 
@@ -315,9 +317,34 @@ class ComputeDriver(abc.ABC):
         is converted as it is. The guest ends in the power state it was in.
         ``target_path`` must not exist (Invalid) and its directory must. On
         failure SnapshotFailed, and no partial file, temporary overlay or
-        block job is left. A cached base image is never written to.
+        block job is left. A cached base image is never written to; with
+        ``base_image`` (id, sha256 of the disk's image) a base whose data
+        lost that sha256 is refused (SnapshotFailed). ``on_copied`` is
+        called once the guest is no longer involved, before flattening.
         """
         self._not_supported("snapshot")
+
+    def recover_snapshot(self, instance: Instance) -> None:
+        """After the agent died during :meth:`snapshot`: end any block job
+        the snapshot left on the guest (the guest keeps its own disk) and
+        remove the temporary files it made. Idempotent; a guest with
+        nothing left over, or no guest at all, is no error."""
+        self._not_supported("snapshot recovery")
+
+    # --- rebuild ----------------------------------------------------------------
+
+    def rebuild(self, instance: Instance, image_meta: ImageMeta | None,
+                power_on: bool = True) -> None:
+        """Give the guest a new root disk from ``image_meta`` (same uuid);
+        it runs afterwards when ``power_on``, else it is shut off; a guest
+        that does not exist is spawned. This default destroys and spawns
+        again; drivers that can fetch the new disk first, so that failing
+        to get it leaves the guest as it was (InstanceDeployFailure).
+        """
+        self.destroy(instance)
+        self.spawn(instance, image_meta)
+        if not power_on:
+            self.power_off(instance, timeout=0)
 
     # --- migration: checks (both kinds) ---------------------------------------
     #

@@ -378,7 +378,8 @@ class FakeDriver(FakeMigrationMixin, ComputeDriver):
 
     # --- snapshot ------------------------------------------------------------------
 
-    def snapshot(self, instance, target_path: str) -> SnapshotFile:
+    def snapshot(self, instance, target_path: str, base_image=None,
+                 on_copied=None) -> SnapshotFile:
         guest = self._get(instance)
         self._record("snapshot", guest.instance.uuid)
         directory = os.path.dirname(os.path.abspath(target_path))
@@ -390,7 +391,10 @@ class FakeDriver(FakeMigrationMixin, ComputeDriver):
         part = os.path.join(directory, ".%s.part-%s" % (
             os.path.basename(target_path), uuidlib.uuid4().hex))
         try:
-            size = write_qcow2(part, guest.disk, guest.root_bytes)
+            disk = guest.disk
+            if on_copied is not None:
+                on_copied()
+            size = write_qcow2(part, disk, guest.root_bytes)
             os.link(part, target_path)   # fails if the target appeared
         except OSError as exc:
             raise exception.SnapshotFailed(instance_uuid=guest.instance.uuid,
@@ -400,6 +404,10 @@ class FakeDriver(FakeMigrationMixin, ComputeDriver):
                 os.unlink(part)
         return SnapshotFile(path=target_path, disk_format="qcow2",
                             size_bytes=size, virtual_size_bytes=guest.root_bytes)
+
+    def recover_snapshot(self, instance) -> None:
+        # A fake snapshot is one call: nothing outlives it.
+        self._record("recover_snapshot", Instance.coerce(instance).uuid)
 
     # --- plumbing the migration mixin uses ----------------------------------------
 

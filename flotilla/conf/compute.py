@@ -61,6 +61,25 @@ compute_opts = [
         help="Most guests this agent spawns at the same time; further "
              "builds wait."),
     cfg.IntOpt(
+        "max_concurrent_snapshots",
+        default=5,
+        min=1,
+        help="Most snapshots (createImage, createBackup) this agent takes "
+             "at the same time; further ones wait."),
+    cfg.StrOpt(
+        "snapshots_directory",
+        default="$state_path/snapshots",
+        help="Where the agent writes a snapshot's flattened copy before "
+             "uploading it (one sub-directory per host; removed after the "
+             "upload, and at start-up after a crash). Needs room for the "
+             "largest root disk."),
+    cfg.IntOpt(
+        "image_upload_bandwidth",
+        default=0,
+        min=0,
+        help="MiB/s a snapshot upload to the image API may use (0: no "
+             "limit)."),
+    cfg.IntOpt(
         "reserved_host_memory_mb",
         default=512,
         min=0,

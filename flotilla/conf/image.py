@@ -45,6 +45,28 @@ image_opts = [
              "the time between the API accepting a server and its agent "
              "starting the download."),
     cfg.IntOpt(
+        "upload_url_ttl",
+        default=21600,
+        min=60,
+        help="Seconds a signed snapshot upload URL stays valid. The conductor "
+             "makes it when a snapshot starts and the compute agent uses it once "
+             "the disk is copied, so it must cover the copy of the largest root "
+             "disk."),
+    cfg.IntOpt(
+        "image_count_total",
+        default=100,
+        min=-1,
+        help="Images a project may own at once, server snapshots and backups "
+             "included (-1: no limit). An upload or snapshot beyond it is "
+             "refused."),
+    cfg.IntOpt(
+        "image_property_quota",
+        default=128,
+        min=-1,
+        help="Properties one image may have (-1: no limit), as Glance's "
+             "option of that name; a server snapshot whose metadata would "
+             "exceed it is refused with 400."),
+    cfg.IntOpt(
         "limit_param_default",
         default=25,
         min=1,

@@ -73,6 +73,14 @@ libvirt_opts = [
         default="virbr0",
         help="Host bridge a NIC joins when network_type is bridge."),
     cfg.IntOpt(
+        "snapshot_copy_bandwidth",
+        default=0,
+        min=0,
+        help="MiB/s the live copy of a running guest's root disk may read "
+             "and write during a snapshot (0: as fast as the disks go). Limits "
+             "what a snapshot takes from the guests' I/O; the guest is never "
+             "paused either way."),
+    cfg.IntOpt(
         "image_cache_max_age",
         default=24 * 3600,
         min=0,

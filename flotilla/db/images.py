@@ -13,7 +13,14 @@ Rules:
   ``protected``, ``os_hidden`` and ``tags``, which have no column); users may not set keys
   starting with ``_``;
 * listing uses keyset pagination on (sort key, id), so pages stay stable
-  while images are added.
+  while images are added;
+* a project's images count against its image quota while they are live,
+  snapshots and backups included: :func:`image_create_within_quota` checks
+  and inserts in one transaction, serialised per project;
+* a snapshot's data is uploaded by a compute agent through a signed URL
+  that works once: :func:`image_arm_upload` records the sha256 of its
+  nonce, :func:`image_claim_upload` moves the image from queued to saving
+  only for that nonce and forgets it in the same UPDATE.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from flotilla import exception
+from flotilla.db import quotas as quotas_db
 from flotilla.db.engine import session_scope
 from flotilla.db.models import Image
 from flotilla.db.types import utcnow
@@ -34,12 +42,14 @@ PROTECTED_KEY = "_protected"
 TAGS_KEY = "_tags"
 HIDDEN_KEY = "_hidden"
 UPLOAD_KEY = "_upload"  # which API process is receiving the data (saving)
+KILLED_REASON_KEY = "_killed_reason"   # why an image was killed
 INTERNAL_PROPERTIES = frozenset({MD5_KEY, PROTECTED_KEY, TAGS_KEY, HIDDEN_KEY,
-                                 UPLOAD_KEY})
+                                 UPLOAD_KEY, KILLED_REASON_KEY})
 
 _SETTABLE = frozenset({"id", "name", "owner", "status", "disk_format",
                        "container_format", "size", "virtual_size", "checksum", "min_ram",
-                       "min_disk", "visibility", "properties", "location"})
+                       "min_disk", "visibility", "properties", "location",
+                       "upload_token"})
 SORT_KEYS = ("created_at", "updated_at", "name", "size", "status", "id",
              "disk_format", "container_format", "min_ram", "min_disk")
 
@@ -84,10 +94,95 @@ def image_create(values: Mapping[str, Any]) -> Image:
     return image
 
 
-def image_get(image_id: str) -> Image:
-    """The live image ``image_id`` or ImageNotFound."""
+def image_create_within_quota(values: Mapping[str, Any], limit: int) -> Image:
+    """Create an image of ``values["owner"]`` unless that project already
+    owns ``limit`` live images (-1: no limit): OverQuota then. The count
+    and the insert are one transaction, serialised per project."""
+    owner = values.get("owner")
+    unknown = set(values) - _SETTABLE
+    if unknown:
+        raise exception.Invalid(reason="cannot set image fields %s" % sorted(unknown))
+    try:
+        with session_scope() as session:
+            if limit >= 0 and owner is not None:
+                quotas_db.lock_project(session, "images/" + owner)
+                used = session.scalar(sa.select(sa.func.count()).select_from(Image).where(
+                    Image.owner == owner, Image.deleted.is_(False)))
+                if used >= limit:
+                    raise exception.OverQuota(
+                        resources="images",
+                        detail="the project owns %d of its %d images" % (used, limit))
+            image = Image(**dict(values))
+            session.add(image)
+    except sa.exc.IntegrityError:
+        raise exception.Conflict(
+            reason="an image with id %s exists" % values.get("id")) from None
+    return image
+
+
+def image_count(owner: str) -> int:
+    """Live images owned by ``owner`` (what its image quota counts)."""
     with session_scope() as session:
+        return session.scalar(sa.select(sa.func.count()).select_from(Image).where(
+            Image.owner == owner, Image.deleted.is_(False)))
+
+
+def image_get(image_id: str, read_deleted: bool = False) -> Image:
+    """The live image ``image_id`` (or a deleted one too, with
+    ``read_deleted``), or ImageNotFound."""
+    with session_scope() as session:
+        if read_deleted:
+            image = session.get(Image, image_id)
+            if image is None:
+                raise exception.ImageNotFound(image_id=image_id)
+            return image
         return _get(session, image_id)
+
+
+def image_arm_upload(image_id: str, token_hash: str) -> None:
+    """Let the upload URL whose nonce hashes to ``token_hash`` (and no
+    other) upload the data of the queued image ``image_id``.
+    ImageStatusConflict when it is not queued, ImageNotFound when gone."""
+    image_update(image_id, {"upload_token": token_hash}, expected_status="queued")
+
+
+def image_claim_upload(image_id: str, token_hash: str) -> Image:
+    """Start the upload armed with ``token_hash``: queued → saving and the
+    token forgotten, in one UPDATE (so a URL uploads once). ImageNotFound
+    when the image is gone, ImageStatusConflict when it is not queued or
+    the token is not (or no longer) the armed one."""
+    with session_scope() as session:
+        result = session.execute(
+            sa.update(Image).where(Image.id == image_id, Image.deleted.is_(False),
+                                   Image.status == "queued",
+                                   Image.upload_token == token_hash)
+            .values(status="saving", upload_token=None, updated_at=utcnow()),
+            execution_options={"synchronize_session": False})
+        current = _get(session, image_id)
+        if result.rowcount != 1:
+            raise exception.ImageStatusConflict(
+                image_id=image_id, actual=current.status,
+                expected="queued, with this upload URL unused")
+        return current
+
+
+def images_of_instance(owner: str, instance_uuid: str,
+                       image_type: str | None = None,
+                       backup_type: str | None = None) -> list[Image]:
+    """Live images of ``owner`` made from ``instance_uuid`` (property
+    ``instance_uuid``), of ``image_type`` and ``backup_type`` when given,
+    oldest first."""
+    with session_scope() as session:
+        rows = list(session.scalars(
+            sa.select(Image).where(Image.owner == owner, Image.deleted.is_(False))
+            .order_by(Image.created_at.asc(), Image.id.asc())))
+    wanted = {"instance_uuid": instance_uuid}
+    if image_type is not None:
+        wanted["image_type"] = image_type
+    if backup_type is not None:
+        wanted["backup_type"] = backup_type
+    return [i for i in rows
+            if all((i.properties or {}).get(k) == v for k, v in wanted.items())]
 
 
 def image_update(image_id: str, values: Mapping[str, Any],

@@ -218,6 +218,7 @@ class FlavorProject(Base):
 
 class Image(TimestampMixin, SoftDeleteMixin, Base):
     __tablename__ = "images"
+    _private_columns = frozenset({"upload_token"})
 
     id: Mapped[str] = mapped_column(sa.String(UUID_LEN), primary_key=True)
     name: Mapped[str | None] = mapped_column(sa.String(NAME_LEN))
@@ -235,6 +236,9 @@ class Image(TimestampMixin, SoftDeleteMixin, Base):
                                             default="private")
     properties: Mapped[dict] = mapped_column(sa.JSON, default=dict)
     location: Mapped[str | None] = mapped_column(sa.String(1024))
+    # sha256 (hex) of the nonce of the one signed upload URL that may still
+    # upload this image's data (a snapshot's agent); cleared when used.
+    upload_token: Mapped[str | None] = mapped_column(sa.String(64))
 
 
 # --- instances ---------------------------------------------------------------

@@ -44,6 +44,9 @@ SAMPLES = {
     "image": ImageMeta(id="i", source="http://x", sha256="0" * 64),
     "excluded_hosts": ["host2"], "reboot_type": "HARD", "length": 10,
     "error": "spawn failed", "reason": "r",
+    "image_id": str(uuid.uuid4()), "upload_url": "http://x/v2/images/i/file?signature=s",
+    "base_image": ImageMeta(id="i", sha256="0" * 64), "power_on": False,
+    "backup_type": "daily", "rotation": 2,
 }
 # rpcapi helpers that are not RPC methods of their own.
 NOT_SENDING = {"report_heartbeat"}

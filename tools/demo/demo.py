@@ -7,7 +7,9 @@ The walk-through uses only the public API, through the unmodified
 openstacksdk, as the user ``demo`` of project ``demo``: upload the tiny real
 Linux guest image, boot 4 servers and show them spread over both hosts, stop
 one (an ACPI shutdown the guest obeys), start it, reboot it, print its
-console, delete them all. Every step prints its progress. Without --keep it
+console; snapshot another one while it runs, boot a copy of it from the
+snapshot on the other host and show the boot counter the copy found on its
+disk; delete them all. Every step prints its progress. Without --keep it
 ends by stopping everything it started.
 """
 
@@ -17,6 +19,7 @@ import argparse
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import time
@@ -142,6 +145,9 @@ class Walkthrough:
         for line in summary["console"].splitlines():
             say("    | " + line)
 
+        summary["snapshot"] = self.snapshot_and_copy(servers[1], hosts, flavor, meta)
+        servers.append(self.tenant.compute.get_server(summary["snapshot"]["copy"]))
+
         step("delete every server")
         for server in servers:
             self.tenant.compute.delete_server(server)
@@ -149,10 +155,68 @@ class Walkthrough:
             self.tenant.compute.wait_for_delete(server, interval=0.5, wait=120)
             say("    %s deleted" % server.name)
         self.tenant.image.delete_image(image)
-        say("    image deleted")
+        self.tenant.image.delete_image(summary["snapshot"]["image"])
+        say("    images deleted")
         summary["servers"] = ids
         summary["boot_marker"] = meta["boot_marker"]
         return summary
+
+    def snapshot_and_copy(self, source, hosts: dict[str, str], flavor, meta: dict) -> dict:
+        """Snapshot ``source`` (running, booted once) and boot a copy of it
+        on the other host; the copy's boot counter comes from the disk."""
+        marker = meta["boot_count_marker"]
+        self.wait_console(source, marker)
+        step("snapshot %s while it runs (its disk says it booted %d time(s))"
+             % (source.name, self.boot_count(source, marker)))
+        started = time.monotonic()
+        image_id = self.tenant.compute.create_server_image(source, source.name + "-snap").id
+        last = None
+        while True:
+            server = self.tenant.compute.get_server(source.id)
+            image = self.tenant.image.get_image(image_id)
+            seen = (server.status, server.task_state, image.status)
+            if seen != last:
+                say("    %-8s %-8s task=%-20s image %s" % (server.name, server.status,
+                                                        server.task_state or "-",
+                                                        image.status))
+                last = seen
+            if image.status == "active" and not server.task_state:
+                break
+            if image.status in ("killed", "deleted") or server.status == "ERROR":
+                raise RuntimeError("the snapshot of %s failed" % source.name)
+            if time.monotonic() - started > 300:
+                raise RuntimeError("the snapshot of %s took over 300s" % source.name)
+            time.sleep(0.2)
+        say("    image %s: %s, %d bytes, taken in %.1fs; %s kept running" % (
+            image.id, image.status, image.size, time.monotonic() - started, source.name))
+        here = hosts[source.id]
+        there = next(h["name"] for h in self.cloud.state["rig_hosts"] if h["name"] != here)
+        step("boot a copy of %s from its snapshot on %s" % (source.name, there))
+        say("    (the admin disables %s's compute service meanwhile: the copy can only "
+            "go to %s)" % (here, there))
+        service = next(s for s in self.admin.compute.services()
+                       if s.binary == "flotilla-compute" and s.host == here)
+        self.admin.compute.disable_service(service, disabled_reason="demo: place the copy")
+        try:
+            copy = self.tenant.compute.create_server(
+                name=source.name + "-copy", image_id=image_id, flavor_id=flavor.id,
+                networks="none")
+            copy = self.wait(copy, "ACTIVE")
+        finally:
+            self.admin.compute.enable_service(service)
+        copy_host = self.host_table([copy.id])[copy.id]
+        self.wait_console(copy, marker)
+        count = self.boot_count(copy, marker)
+        say("    %s on %s printed: %s %d (its disk remembered %s's boot)"
+            % (copy.name, copy_host, marker, count, source.name))
+        return {"image": image_id, "copy": copy.id, "copy_host": copy_host,
+                "source_host": here, "boot_count": count}
+
+    def boot_count(self, server, marker: str) -> int:
+        """The boot counter the guest printed at its latest boot."""
+        output = self.tenant.compute.get_server_console_output(server).get("output", "")
+        counts = re.findall(r"%s (\d+)" % re.escape(marker), output)
+        return int(counts[-1]) if counts else 0
 
     def wait_console(self, server, marker: str, count: int = 1, timeout: float = 120) -> None:
         """Until the guest printed ``marker`` ``count`` times (booted)."""

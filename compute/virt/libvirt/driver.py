@@ -2,19 +2,23 @@
 
 Composition: :class:`Host` (connection, events), :class:`DomainRenderer`
 (XML from templates), :class:`Guest` (one domain's primitives),
-:class:`ImageCache` (bases and overlays). This module holds the policies:
-all-or-nothing spawn, idempotent destroy, soft reboot and power off with
-their fallbacks.
+:class:`ImageCache` (bases and overlays), :class:`LibvirtSnapshotter`
+(snapshots, in snapshot.py). This module holds the policies: all-or-nothing
+spawn, idempotent destroy, soft reboot and power off with their fallbacks,
+a rebuild that fetches the new disk before it touches the guest.
 
 Instance files: ``<instances_path>/<uuid>/disk`` (qcow2 overlay) and
-``console.log`` (the serial port). With ``test:///default`` (libvirt's test
-driver, no real disks) no files are created and what needs them raises
-NotSupported.
+``console.log`` (the serial port); a rebuild's new disk is prepared as
+``disk.rebuild`` and a snapshot's copy as ``snapshot-*.qcow2`` beside it.
+With ``test:///default`` (libvirt's test driver, no real disks) no files
+are created and what needs them raises NotSupported (snapshots); a rebuild
+there redefines and restarts the guest.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -30,6 +34,7 @@ from compute.virt.libvirt import xml
 from compute.virt.libvirt.guest import Guest
 from compute.virt.libvirt.host import Host
 from compute.virt.libvirt.imagecache import ImageCache
+from compute.virt.libvirt.snapshot import LibvirtSnapshotter
 from flotilla import concurrency, exception
 from flotilla.conf import CONF
 from flotilla.objects import ImageMeta, Instance
@@ -37,11 +42,12 @@ from flotilla.objects import ImageMeta, Instance
 LOG = logging.getLogger(__name__)
 
 DISK_NAME = "disk"
+REBUILD_DISK_NAME = "disk.rebuild"
 CONSOLE_LOG = "console.log"
 
 QEMU_CAPABILITIES = driver.DriverCapabilities(
     supports_console_log=True, supports_diagnostics=True,
-    supports_image_cache=True)
+    supports_image_cache=True, supports_snapshots=True)
 TEST_CAPABILITIES = driver.DriverCapabilities(
     supports_console_log=False, supports_diagnostics=True,
     supports_image_cache=False)
@@ -71,6 +77,8 @@ class LibvirtDriver(driver.ComputeDriver):
         self.image_cache = ImageCache(instances_path,
                                       opts.image_cache_max_age,
                                       opts.image_download_timeout)
+        self.snapshotter = LibvirtSnapshotter(self.host, self.renderer, self.instance_dir,
+                                              opts.snapshot_copy_bandwidth)
 
     # --- host ----------------------------------------------------------------
 
@@ -171,6 +179,81 @@ class LibvirtDriver(driver.ComputeDriver):
             guest.undefine()
         if self.real_disks:
             shutil.rmtree(self.instance_dir(instance), ignore_errors=True)
+
+    def rebuild(self, instance, image_meta, power_on: bool = True) -> None:
+        """See ComputeDriver.rebuild. The new disk is made first (fetching
+        the image), so a failure there leaves the guest as it was; then the
+        guest is stopped, its disk replaced (rename), its definition
+        rewritten (the image in its metadata) and, with ``power_on``,
+        started. The console log is kept: the new boot appends to it."""
+        instance = Instance.coerce(instance)
+        image = ImageMeta.coerce(image_meta)
+        domain = self.host.lookup(instance.uuid)
+        if domain is None:
+            # A server in ERROR whose guest vanished: build it anew.
+            self.spawn(instance, image)
+            if not power_on:
+                self.power_off(instance, timeout=0)
+            return
+        guest = Guest(self.host, domain)
+        if image is not None:
+            instance = dataclasses.replace(instance, image_ref=image.id)
+        spec = self._domain_spec(instance)
+        new_disk = os.path.join(self.instance_dir(instance), REBUILD_DISK_NAME)
+        try:
+            if self.real_disks:
+                if image is None:
+                    raise exception.InstanceDeployFailure(
+                        instance_uuid=instance.uuid, reason="no image given")
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(new_disk)     # left by a rebuild that crashed
+                self.image_cache.prepare_disk(image, new_disk, instance.flavor.root_gb)
+            document = self.renderer.render(instance, spec)
+        except Exception as exc:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(new_disk)
+            if isinstance(exc, exception.FlotillaException):
+                raise
+            raise exception.InstanceDeployFailure(instance_uuid=instance.uuid,
+                                                  reason=str(exc)) from exc
+        # From here on the old disk is gone for good.
+        try:
+            guest.destroy()
+            if guest.has_managed_save():
+                # Memory saved against the old disk must never resume.
+                self.host.call(guest.domain.managedSaveRemove, 0)
+            if self.real_disks:
+                os.replace(new_disk, spec.root_disk.path)
+            domain = self.host.with_connection(lambda conn: conn.defineXML(document),
+                                               retry=False)
+            guest = Guest(self.host, domain)
+            if power_on:
+                guest.start()
+        except libvirt.libvirtError as exc:
+            raise exception.InstanceDeployFailure(
+                instance_uuid=instance.uuid, reason=exc.get_error_message()) from exc
+        LOG.info("rebuilt %s from image %s", instance.uuid, image.id if image else None)
+
+    # --- snapshot ------------------------------------------------------------
+
+    def snapshot(self, instance, target_path: str, base_image=None,
+                 on_copied=None) -> driver.SnapshotFile:
+        if not self.capabilities.supports_snapshots:
+            self._not_supported("snapshot")
+        instance = Instance.coerce(instance)
+        return self.snapshotter.snapshot(self._guest(instance), instance, target_path,
+                                         ImageMeta.coerce(base_image), on_copied)
+
+    def recover_snapshot(self, instance) -> None:
+        if not self.capabilities.supports_snapshots:
+            self._not_supported("snapshot recovery")
+        instance = Instance.coerce(instance)
+        domain = self.host.lookup(instance.uuid)
+        done = self.snapshotter.recover(
+            Guest(self.host, domain) if domain is not None else None, instance)
+        if done:
+            LOG.warning("recovered the interrupted snapshot of %s: %s", instance.uuid,
+                        "; ".join(done))
 
     # --- power ---------------------------------------------------------------
 

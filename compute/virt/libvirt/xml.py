@@ -168,6 +168,11 @@ class DomainRenderer:
         self.template_dir = template_dir
         self._templates: dict[str, etree._Element] = {}
 
+    def template(self, name: str) -> etree._Element:
+        """A fresh copy of the template file ``name`` (TemplateError when it
+        is missing or not XML)."""
+        return self._template(name)
+
     def _template(self, name: str) -> etree._Element:
         if name not in self._templates:
             path = os.path.join(self.template_dir, name)
@@ -273,6 +278,12 @@ class DomainRenderer:
             source.set(network.type, network.source)
             nic.insert(0, source)
         return nic
+
+
+def one(node: etree._Element, path: str) -> etree._Element:
+    """The element at ``path`` under ``node``; TemplateError naming it when
+    the template lacks it."""
+    return _one(node, path)
 
 
 def _one(node: etree._Element, path: str) -> etree._Element:

@@ -48,6 +48,10 @@ def test_the_demo_flow(cloud, walkthrough):
     assert set(summary["hosts"].values()) == {"host1", "host2"}
     assert summary["stop_reason"] == "shut off (shutdown)"   # ACPI, not destroyed
     assert summary["console"].count(summary["boot_marker"]) >= 2  # booted, rebooted
+    # A copy from a snapshot of a server that booted once, on the other host.
+    snapshot = summary["snapshot"]
+    assert snapshot["boot_count"] == 2
+    assert snapshot["copy_host"] != snapshot["source_host"]
 
 
 def _allocations(cloud) -> int:

@@ -117,6 +117,7 @@ def _feature_calls(inst: Instance) -> dict[str, Callable[[ComputeDriver], object
         "get_volume_devices": lambda d: d.get_volume_devices(inst),
         "extend_volume": lambda d: d.extend_volume(inst, "v", 2 ** 30),
         "snapshot": lambda d: d.snapshot(inst, "/nonexistent/snapshot.qcow2"),
+        "recover_snapshot": lambda d: d.recover_snapshot(inst),
         "pre_live_migration": lambda d: d.pre_live_migration(inst, None, [], data),
         "live_migration": lambda d: d.live_migration(inst, data),
         "live_migration_progress": lambda d: d.live_migration_progress(inst),
@@ -400,8 +401,11 @@ class DriverContract:
                         "the guest's start")
         seen_before = len(event_log.transitions(inst.uuid))
         target = str(tmp_path / "running.qcow2")
-        result = driver.snapshot(inst, target)
+        copied: list[int] = []
+        result = driver.snapshot(inst, target,
+                                 on_copied=lambda: copied.append(self.state(driver, inst)))
         self.assert_standalone_qcow2(result, target, 2 ** 30)
+        assert copied == [power_state.RUNNING]      # once, the guest running
         assert self.state(driver, inst) == power_state.RUNNING
         # The guest was never paused: any PAUSED event of the snapshot comes
         # before the STOPPED of this power off.
@@ -419,6 +423,40 @@ class DriverContract:
         self.assert_standalone_qcow2(driver.snapshot(inst, stopped), stopped, 2 ** 30)
         assert self.state(driver, inst) == power_state.SHUTDOWN
         assert sorted(os.listdir(tmp_path)) == ["running.qcow2", "stopped.qcow2"]
+        # Nothing of a snapshot outlives it; recovering finds nothing to do.
+        driver.recover_snapshot(inst)
+        driver.recover_snapshot(new_instance())          # no such guest: no error
+        assert self.state(driver, inst) == power_state.SHUTDOWN
+
+    def test_snapshot_paused_and_suspended_guest(self, driver, image, tmp_path):
+        if self.unsupported(driver, "supports_snapshots"):
+            return
+        inst = self.spawn(driver, image, root_gb=1)
+        for name, enter, power in (("paused", driver.pause, power_state.PAUSED),
+                                   ("suspended", driver.suspend, power_state.SUSPENDED)):
+            if name == "suspended":
+                driver.unpause(inst)
+            enter(inst)
+            target = str(tmp_path / ("%s.qcow2" % name))
+            self.assert_standalone_qcow2(driver.snapshot(inst, target), target, 2 ** 30)
+            assert self.state(driver, inst) == power, name
+        driver.resume(inst)
+        assert self.state(driver, inst) == power_state.RUNNING
+
+    # --- rebuild --------------------------------------------------------------------
+
+    def test_rebuild(self, driver, image):
+        inst = self.spawn(driver, image)
+        driver.rebuild(inst, image)
+        assert self.state(driver, inst) == power_state.RUNNING
+        driver.rebuild(inst, image, power_on=False)
+        assert self.state(driver, inst) == power_state.SHUTDOWN
+        driver.rebuild(inst, image)                      # a stopped guest starts
+        assert self.state(driver, inst) == power_state.RUNNING
+        assert driver.list_instances().count(inst.uuid) == 1
+        ghost = new_instance()                           # its guest vanished: built anew
+        driver.rebuild(ghost, image)
+        assert self.state(driver, ghost) == power_state.RUNNING
 
     # --- live migration -------------------------------------------------------------
 

@@ -1,0 +1,121 @@
+"""The agent's part of a rebuild: a new root disk from an image.
+
+Rules:
+
+* the server must be on this host in task ``rebuilding``; under the
+  instance's lock the agent moves it to ``rebuild_spawning`` and has the
+  driver replace the disk (the driver fetches the new one first, so a
+  failure to get it leaves the guest untouched) and start the guest unless
+  the server was stopped;
+* success: the agent reports with conductor ``rebuild_done`` (a call: the
+  flow records the new image and ends the action), then leaves the server
+  active (or stopped) with no task;
+* failure: the server goes back to its vm_state when the guest is still in
+  the power state it had (its old disk survived), else to ERROR; then the
+  failure is reported, with a reason its owner may read.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+
+from compute.lifecycle import Lifecycle
+from compute.virt import power_state
+from flotilla import actions, exception
+from flotilla import states as st
+from flotilla.context import RequestContext
+from flotilla.objects import ImageMeta, Instance
+
+LOG = logging.getLogger(__name__)
+
+OPERATION = st.operation("rebuild")
+
+
+class RebuildOps:
+    def __init__(self, lifecycle: Lifecycle) -> None:
+        self.lifecycle = lifecycle
+        self.host = lifecycle.host
+        self.driver = lifecycle.driver
+        self.conductor = lifecycle.conductor
+        self.reporter = lifecycle.reporter
+
+    def rebuild(self, ctxt: RequestContext, instance_uuid: str,
+                image: ImageMeta | dict | None, power_on: bool = True) -> bool:
+        """Rebuild and report; True when the guest has its new disk."""
+        image = ImageMeta.coerce(image)
+        with self.lifecycle.locks.hold(instance_uuid):
+            try:
+                record = self.conductor.instance_update(
+                    ctxt, instance_uuid, {"task_state": st.REBUILD_SPAWNING},
+                    expected={"vm_state": list(OPERATION.from_vm_states),
+                              "task_state": [st.REBUILDING]})
+            except (exception.InstanceStateConflict, exception.InstanceNotFound) as exc:
+                LOG.warning("rebuild of %s refused: %s", instance_uuid, exc)
+                self._report(ctxt, instance_uuid, actions.admin_details(exc, False),
+                             "The server changed before its rebuild started.")
+                return False
+            instance = Instance.from_record(record)
+            before = self._power(instance)
+            try:
+                with self.reporter.event(ctxt, instance_uuid, OPERATION.action,
+                                         "compute_rebuild_instance", fault=False):
+                    self.driver.rebuild(instance, image, power_on)
+            except Exception as exc:
+                self._failed(ctxt, record, before, exc)
+                return False
+            # The flow records the image and ends the action before the
+            # server shows idle again.
+            self._report(ctxt, instance_uuid, None, None)
+            self.conductor.instance_update(
+                ctxt, instance_uuid,
+                {"task_state": None, "vm_state": st.ACTIVE if power_on else st.STOPPED,
+                 "power_state": self._power(instance),
+                 "launched_at": datetime.datetime.now(datetime.UTC).isoformat()},
+                expected={"task_state": st.REBUILD_SPAWNING})
+            LOG.info("rebuilt %s from image %s", instance_uuid, image.id if image else None)
+            return True
+
+    def _failed(self, ctxt: RequestContext, record: dict, before: int,
+                exc: Exception) -> None:
+        instance = Instance.from_record(record)
+        now = self._power(instance)
+        untouched = now == before and now != power_state.NOSTATE
+        vm_state = record["vm_state"] if untouched else st.ERROR
+        LOG.error("rebuild of %s failed (%s): %s", instance.uuid,
+                  "guest untouched" if untouched else "guest lost its disk", exc)
+        try:
+            self.conductor.instance_update(
+                ctxt, instance.uuid,
+                {"task_state": None, "vm_state": vm_state, "power_state": now},
+                expected={"task_state": st.REBUILD_SPAWNING})
+        except (exception.InstanceStateConflict, exception.InstanceNotFound) as conflict:
+            LOG.warning("instance %s changed during its failed rebuild: %s",
+                        instance.uuid, conflict)
+        public = ("The new disk could not be made from the image; the server is "
+                  "unchanged." if untouched else
+                  "The server's new disk could not be started.")
+        self._report(ctxt, instance.uuid, actions.admin_details(exc, False), public)
+
+    def _report(self, ctxt: RequestContext, instance_uuid: str, error: str | None,
+                message: str | None) -> None:
+        try:
+            self.conductor.rebuild_done(ctxt, instance_uuid, self.host, error=error,
+                                        message=message)
+        except exception.MessagingException as exc:
+            LOG.warning("could not report the rebuild of %s: %s", instance_uuid, exc)
+
+    def _power(self, instance: Instance) -> int:
+        try:
+            return self.driver.get_info(instance).power_state
+        except exception.InstanceNotFound:
+            return power_state.NOSTATE
+
+    def interrupted(self, ctxt: RequestContext, record: dict) -> None:
+        """The agent restarted during a rebuild (the reconciliation already
+        put the server in a stable state): report it, so the flow ends."""
+        self._report(ctxt, record["uuid"],
+                     "the compute agent restarted during the rebuild (task %s)"
+                     % record["task_state"],
+                     "The rebuild was interrupted by a restart of the server's host "
+                     "service.")

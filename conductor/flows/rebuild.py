@@ -1,0 +1,244 @@
+"""The rebuild flow: the server's root disk replaced from an image, on its host.
+
+The API has already checked the image, put the server in task
+``rebuilding`` (with any new name or metadata) and recorded the
+``rebuild`` action under the request id, on which this flow keeps its
+state.
+
+Steps (conductor/flows/runner.py):
+
+1. ``rebuild_on_host``: cast ``rebuild_instance`` to the server's host with
+   what to fetch (a signed download URL of the image) and whether to start
+   the guest (a stopped server stays stopped); wait for the agent's report
+   (``rebuild_done``). The agent enters ``rebuild_spawning``, replaces the
+   disk, and after its report leaves the server active (or stopped) with no
+   task; on a failure it leaves it as it was when its old disk survived,
+   else in ERROR, and reports why. A lost report is found by the poll: the
+   task over means done, unless the server is in ERROR.
+2. ``record_image``: the server's ``image_ref`` becomes the new image.
+
+A failure ends the action in Error with a fault; a task the agent could not
+clear (the cast found no agent) is cleared here. The reaper ends a rebuild
+past its deadline in ERROR: the disk may be half replaced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+from oslo_config import cfg
+
+from conductor.flows import runner
+from conductor.flows.base import Flow
+from conductor.flows.runner import FlowFailed, FlowState, Step
+from flotilla import exception, images
+from flotilla import states as st
+from flotilla.context import RequestContext
+from flotilla.db import api as db
+from flotilla.objects import ImageMeta
+
+LOG = logging.getLogger(__name__)
+
+OPERATION = st.operation("rebuild")
+REBUILD_TASKS = OPERATION.task_states
+
+
+class RebuildNotDone(exception.FlotillaException):
+    """A rebuild failed; ``public`` says why to the server's owner."""
+
+    msg_fmt = "Rebuild from image %(image_id)s failed: %(reason)s"
+    public_msg = "The rebuild of the server failed."
+
+    def __init__(self, public: str | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if public:
+            self.public_msg = public
+
+
+@dataclasses.dataclass
+class RebuildState(FlowState):
+    image_id: str = ""
+    host: str = ""
+    power_on: bool = True
+
+
+def clear_task(instance_uuid: str, values: dict | None = None) -> bool:
+    """End a rebuild task (with ``values``); False when the server is gone
+    or no longer rebuilding."""
+    try:
+        db.instance_update(instance_uuid,
+                           {"task_state": None, "task_deadline": None, **(values or {})},
+                           expected_task_state=REBUILD_TASKS)
+        return True
+    except (exception.InstanceStateConflict, exception.InstanceNotFound) as exc:
+        LOG.info("rebuild task of %s not cleared: %s", instance_uuid, exc)
+        return False
+
+
+class RebuildOnHost(Step):
+    """Cast the rebuild to the server's host and wait for its report.
+
+    Revert: clear a rebuild task the agent did not (it never received the
+    cast); an agent that failed left the server as its report says.
+    """
+
+    name = "rebuild_on_host"
+    waits_for_report = True
+
+    def __init__(self, conf: cfg.ConfigOpts, compute) -> None:
+        self.conf = conf
+        self.compute = compute
+
+    def check(self, state: RebuildState) -> None:
+        inst = db.instance_get(state.instance_uuid)
+        if inst.task_state != st.REBUILDING or inst.host != state.host:
+            raise exception.InstanceStateConflict(
+                instance_uuid=state.instance_uuid, actual_vm_state=inst.vm_state,
+                actual_task_state=inst.task_state, expected_vm_state="any",
+                expected_task_state=st.REBUILDING)
+
+    def execute(self, state: RebuildState) -> None:
+        image = ImageMeta.from_record(images.compute_image_ref(self.conf, state.image_id))
+        self.compute.rebuild_instance(state.ctxt, state.host, state.instance_uuid, image,
+                                      state.power_on)
+
+    def on_report(self, state: RebuildState, report: dict[str, Any]) -> None:
+        if report.get("error"):
+            raise RebuildNotDone(public=report.get("message"), image_id=state.image_id,
+                                 reason=report["error"])
+
+    def poll(self, state: RebuildState) -> dict[str, Any] | None:
+        try:
+            inst = db.instance_get(state.instance_uuid)
+        except exception.InstanceNotFound:
+            return {"error": "the server was deleted",
+                    "message": "The server was deleted during the rebuild."}
+        if inst.task_state in REBUILD_TASKS:
+            return None
+        if inst.vm_state == st.ERROR:
+            return {"error": "the server ended its rebuild in ERROR"}
+        return {}
+
+    def revert(self, state: RebuildState) -> None:
+        clear_task(state.instance_uuid)
+
+
+class RecordImage(Step):
+    """The server's image is the new one. Resumable. Revert: none (last)."""
+
+    name = "record_image"
+    resumable = True
+
+    def execute(self, state: RebuildState) -> None:
+        try:
+            db.instance_update(state.instance_uuid, {"image_ref": state.image_id})
+        except exception.InstanceNotFound:
+            pass   # deleted right after: nothing to record on
+
+    def details(self, state: RebuildState) -> str:
+        return "rebuilt from image %s" % state.image_id
+
+
+class RebuildFlow(Flow):
+    name = "rebuild"
+
+    def __init__(self, conf: cfg.ConfigOpts, host: str, compute) -> None:
+        super().__init__(conf, host)
+        self.compute = compute
+
+    def steps(self) -> list[Step]:
+        return [RebuildOnHost(self.conf, self.compute), RecordImage()]
+
+    def start(self, ctxt: RequestContext, instance_uuid: str, image_id: str) -> None:
+        try:
+            inst = db.instance_get(instance_uuid)
+        except exception.InstanceNotFound:
+            return
+        state = RebuildState(ctxt, instance_uuid, image_id=image_id, host=inst.host or "",
+                             power_on=inst.vm_state != st.STOPPED)
+        recorder = self.recorder(instance_uuid, ctxt.request_id, OPERATION.action)
+        try:
+            status = runner.run_flow(self.name, self.steps(), state, recorder)
+        except FlowFailed as failed:
+            self._failed(state, failed)
+            return
+        self._finish_if_completed(state, status)
+
+    def report(self, ctxt: RequestContext, instance_uuid: str, host: str,
+               report: dict[str, Any]) -> None:
+        """An agent's report (``{"error", "message"}``) on its rebuild."""
+        record = None
+        for candidate in self._candidates(ctxt, instance_uuid):
+            if candidate.flow == self.name and candidate.flow_status in runner.UNFINISHED:
+                record = candidate
+                break
+        if record is None:
+            LOG.info("rebuild report for %s, which no rebuild flow waits for", instance_uuid)
+            return
+        state = RebuildState.from_data(record.flow_data or {})
+        recorder = self.recorder(instance_uuid, record.ref.key[1], OPERATION.action)
+        try:
+            status = runner.continue_flow(self.steps(), state, recorder, report)
+        except FlowFailed as failed:
+            self._failed(state, failed)
+            return
+        self._finish_if_completed(state, status)
+
+    def resume(self, record: db.FlowRecord) -> None:
+        state = RebuildState.from_data(record.flow_data or {})
+        recorder = self.recorder(record.instance_uuid, record.ref.key[1], OPERATION.action)
+        try:
+            status = runner.resume_flow(self.steps(), state, recorder, record)
+        except FlowFailed as failed:
+            self._failed(state, failed)
+            return
+        self._finish_if_completed(state, status)
+
+    def cleanup(self, ctxt: RequestContext, instance,
+                reason: exception.FlotillaException) -> bool:
+        """A rebuild outlived its deadline: ERROR (its disk may be half
+        replaced), the flow failed, the action Error."""
+        try:
+            db.flow_record_update(db.FlowRecordRef.action(instance.uuid, ctxt.request_id),
+                                  expected_status=runner.UNFINISHED,
+                                  flow_status=runner.FAILED)
+        except exception.NotFound:
+            pass
+        if not clear_task(instance.uuid, {"vm_state": st.ERROR}):
+            return False
+        reporter = self.recorder(instance.uuid, ctxt.request_id, OPERATION.action).reporter
+        reporter.fault(ctxt, instance.uuid, reason)
+        reporter.finish(ctxt, instance.uuid, failed=True)
+        return True
+
+    # --- outcomes ---------------------------------------------------------------------
+
+    @staticmethod
+    def _candidates(ctxt: RequestContext, instance_uuid: str) -> list[db.FlowRecord]:
+        found = []
+        if ctxt.request_id:
+            try:
+                found.append(db.flow_record_get(
+                    db.FlowRecordRef.action(instance_uuid, ctxt.request_id)))
+            except exception.NotFound:
+                pass
+        newest = db.flow_record_for_instance(instance_uuid)
+        if newest is not None:
+            found.append(newest)
+        return found
+
+    def _finish_if_completed(self, state: RebuildState, status: str) -> None:
+        if status == runner.COMPLETED:
+            recorder = self.recorder(state.instance_uuid, state.ctxt.request_id,
+                                     OPERATION.action)
+            recorder.reporter.finish(state.ctxt, state.instance_uuid)
+
+    def _failed(self, state: RebuildState, failed: FlowFailed) -> None:
+        clear_task(state.instance_uuid)   # a check that failed reverted nothing
+        reporter = self.recorder(state.instance_uuid, state.ctxt.request_id,
+                                 OPERATION.action).reporter
+        reporter.fault(state.ctxt, state.instance_uuid, failed.cause)
+        reporter.finish(state.ctxt, state.instance_uuid, failed=True)
+        LOG.warning("rebuild of %s failed: %s", state.instance_uuid, failed)
