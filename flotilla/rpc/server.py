@@ -111,7 +111,8 @@ class RPCServer:
         options = self.transport.options
         try:
             request = envelope.decode_request(
-                message.body, key=options.keyring.checking,
+                message.body,
+                key=lambda signer: options.keyring.checking(signer, message.queue),
                 max_size=options.max_message_size,
                 max_skew=options.max_clock_skew)
         except envelope.Expired as exc:
@@ -175,7 +176,7 @@ class RPCServer:
         agent) can check it."""
         if not message.reply_to:
             return
-        key, me = self.transport.options.keyring.replying(signer)
+        key, me = self.transport.options.keyring.replying(signer, message.queue)
         if failure is not None:
             body = envelope.build_reply(
                 msg_id, failure=serializer.failure_from_exception(failure))

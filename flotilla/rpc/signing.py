@@ -123,20 +123,38 @@ class Keyring:
             return None, None
         return self._agent_queue_key(topic, server), None
 
-    def checking(self, signer: str | None) -> str | None:
-        """The key a received message (naming ``signer``) must verify with."""
+    def _queue_host_key(self, queue: str | None) -> str | None:
+        """The host key for a message the control plane put on an agent's
+        own queue (``compute.<host>``), None for any other queue."""
+        if not (queue and self.deployment_key):
+            return None
+        for topic in AGENT_TOPICS:
+            if queue.startswith(topic + ".") and len(queue) > len(topic) + 1:
+                return host_key(self.deployment_key, queue[len(topic) + 1:])
+        return None
+
+    def checking(self, signer: str | None, queue: str | None = None) -> str | None:
+        """The key a received message (naming ``signer``, arrived on
+        ``queue``) must verify with.
+
+        A service holding the deployment key that also serves an agent's
+        queue (flotilla-all, or an agent configured with the deployment key)
+        checks what arrives there with that host's key, as the sender
+        signed it."""
         if self.agent_key:
             # Agents hear only the control plane, which signs with our key.
             return self.agent_key
         if signer is not None and self.deployment_key:
             return host_key(self.deployment_key, signer)
-        return self.deployment_key
+        return self._queue_host_key(queue) or self.deployment_key
 
-    def replying(self, signer: str | None) -> tuple[str | None, str | None]:
-        """(key, signer) for the reply to a request from ``signer``."""
+    def replying(self, signer: str | None,
+                 queue: str | None = None) -> tuple[str | None, str | None]:
+        """(key, signer) for the reply to a request from ``signer`` that
+        arrived on ``queue``."""
         if self.agent_key:
             return self.agent_key, self.host
-        return self.checking(signer), None
+        return self.checking(signer, queue), None
 
     def checking_reply(self, topic: str, server: str | None) -> str | None:
         """The key a reply from ``topic`` (``server``) must verify with."""
