@@ -168,3 +168,19 @@ def test_agents_hear_only_what_is_signed_with_their_key():
     assert keyring.sending("scheduler", None) == (KEY, None)
     # An agent's key tells nothing of the deployment key or another host's.
     assert KEY not in h1.agent_key and signing.host_key(KEY, "h2") != h1.agent_key
+
+
+def test_a_deployment_keyed_service_on_an_agent_queue_uses_that_hosts_key():
+    """flotilla-all, or an agent given the deployment key: what the control
+    plane signs for compute.h1 verifies there, and the reply verifies at
+    the caller."""
+    keyring = signing.Keyring(KEY)
+    sent_key, _ = keyring.sending("compute", "h1")
+    assert keyring.checking(None, "compute.h1") == sent_key
+    assert keyring.replying(None, "compute.h1") == (sent_key, None)
+    assert keyring.checking_reply("compute", "h1") == sent_key
+    # The shared topic, fanout queues and other services keep the deployment key.
+    for queue in ("compute", "conductor", "flotilla_fanout_compute.h1.x", "compute.", None):
+        assert keyring.checking(None, queue) == KEY, queue
+    # A named signer is still checked with its own host key.
+    assert keyring.checking("h2", "compute.h1") == signing.host_key(KEY, "h2")
