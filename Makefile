@@ -6,7 +6,8 @@ PIP := $(VENV)/bin/pip
 PYTEST := $(VENV)/bin/pytest
 
 .PHONY: venv services test test-unit test-functional test-integration test-systemd \
-	test-containers containers-up containers-down lint genconfig bench demo demo-stop clean
+	test-containers containers-up containers-down tempest lint genconfig bench demo \
+	demo-stop clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +26,7 @@ test: services venv
 	$(PYTEST) -q -p no:cacheprovider tests/unit tests/functional tests/integration tests/systemd \
 		--ignore=tests/integration/chaos
 	$(MAKE) --no-print-directory test-containers
+	$(MAKE) --no-print-directory tempest
 
 test-unit: venv
 	$(PYTEST) -q tests/unit
@@ -58,6 +60,22 @@ containers-down: venv
 # root; installs systemd-container and mmdebstrap when missing.
 test-systemd: services venv
 	$(PYTEST) -q -p no:cacheprovider tests/systemd
+
+# OpenStack's own API tests (Tempest, pinned, in its own venv) against
+# flotilla-all; CLOUD=FILE runs them against a running cloud instead (the
+# OS_* file `make demo KEEP=1` prints).
+TEMPEST_VERSION := 47.0.0
+TEMPEST_VENV := .tempest-venv
+
+$(TEMPEST_VENV)/.installed-$(TEMPEST_VERSION):
+	rm -rf $(TEMPEST_VENV)
+	$(PYTHON) -m venv $(TEMPEST_VENV)
+	$(TEMPEST_VENV)/bin/pip install -q --upgrade pip
+	$(TEMPEST_VENV)/bin/pip install -q 'tempest==$(TEMPEST_VERSION)'
+	touch $@
+
+tempest: venv $(TEMPEST_VENV)/.installed-$(TEMPEST_VERSION)
+	$(PY) tools/tempest/run.py --venv $(TEMPEST_VENV) $(if $(CLOUD),--cloud $(CLOUD),)
 
 lint: venv
 	$(VENV)/bin/ruff check flotilla api scheduler conductor compute tests tools

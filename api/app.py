@@ -18,20 +18,29 @@ import falcon
 
 from api import auth, errors, microversion
 from api.compute import (
+    aggregates,
+    extensions,
+    external_events,
     flavors,
+    hosts,
     hypervisors,
+    images_proxy,
     instance_actions,
     keypairs,
     limits,
+    networks,
     openapi,
     quota_sets,
     server_actions,
     server_groups,
+    server_resources,
     servers,
     services,
+    usage,
     versions,
     zones,
 )
+from api.identity import admin as identity_admin
 from api.identity import tokens
 from api.identity import versions as identity_versions
 from api.image import routes as image_routes
@@ -95,6 +104,7 @@ def create_app(conf, transport=None) -> falcon.App:
     # discovery
     add("/compute", versions.Versions(state))
     add(COMPUTE, versions.Version(state))
+    add("/compute/v2", versions.LegacyVersion(state))
     add(COMPUTE + "/openapi.json", openapi.OpenAPI(state))
     add("/identity", identity_versions.Versions(state))
     add("/identity/v3", identity_versions.Version(state))
@@ -102,11 +112,13 @@ def create_app(conf, transport=None) -> falcon.App:
     add("/identity/v3/auth/tokens", tokens.Tokens(state))
     add("/identity/v3/auth/catalog", tokens.Catalog(state))
     add("/identity/v3/auth/projects", tokens.Projects(state))
+    identity_admin.add_routes(app, state)
     # servers
     add(COMPUTE + "/servers", servers.Servers(state))
     add(COMPUTE + "/servers/detail", servers.Servers(state, detail=True))
     add(COMPUTE + "/servers/{server_id}", servers.Server(state))
     add(COMPUTE + "/servers/{server_id}/action", server_actions.ServerAction(state))
+    server_resources.add_routes(app, state, COMPUTE)
     add(COMPUTE + "/servers/{server_id}/os-instance-actions",
         instance_actions.InstanceActions(state))
     add(COMPUTE + "/servers/{server_id}/os-instance-actions/{request_id}",
@@ -118,6 +130,7 @@ def create_app(conf, transport=None) -> falcon.App:
     add(COMPUTE + "/flavors/{flavor_id}/os-extra_specs", flavors.ExtraSpecs(state))
     add(COMPUTE + "/flavors/{flavor_id}/os-flavor-access", flavors.FlavorAccess(state))
     add(COMPUTE + "/flavors/{flavor_id}/action", flavors.FlavorAction(state))
+    add(COMPUTE + "/flavors/{flavor_id}/os-extra_specs/{key}", flavors.ExtraSpec(state))
     # server groups, zones, limits
     add(COMPUTE + "/os-server-groups", server_groups.ServerGroups(state))
     add(COMPUTE + "/os-server-groups/{group_id}", server_groups.ServerGroup(state))
@@ -138,7 +151,34 @@ def create_app(conf, transport=None) -> falcon.App:
     add(COMPUTE + "/os-hypervisors/detail", hypervisors.Hypervisors(state, detail=True))
     add(COMPUTE + "/os-hypervisors/statistics", hypervisors.Statistics(state))
     add(COMPUTE + "/os-hypervisors/{hypervisor_id}", hypervisors.Hypervisor(state))
+    add(COMPUTE + "/os-hypervisors/{hypervisor_id}/uptime", hypervisors.Uptime(state))
+    add(COMPUTE + "/os-hypervisors/{hypervisor_id}/search", hypervisors.Search(state))
+    add(COMPUTE + "/os-hypervisors/{hypervisor_id}/servers",
+        hypervisors.Search(state, servers=True))
+    add(COMPUTE + "/os-hosts", hosts.Hosts(state))
+    add(COMPUTE + "/os-hosts/{host}", hosts.Host(state))
+    for action in ("startup", "shutdown", "reboot"):
+        add(COMPUTE + "/os-hosts/{host}/" + action, hosts.HostPowerAction(state, action))
+    add(COMPUTE + "/os-simple-tenant-usage", usage.TenantUsages(state))
+    add(COMPUTE + "/os-simple-tenant-usage/{tenant_id}", usage.TenantUsage(state))
+    add(COMPUTE + "/os-instance_usage_audit_log", usage.AuditLogs(state))
+    add(COMPUTE + "/os-instance_usage_audit_log/{before_timestamp}",
+        usage.AuditLog(state))
+    add(COMPUTE + "/extensions", extensions.Extensions(state))
+    add(COMPUTE + "/extensions/{alias}", extensions.Extension(state))
+    add(COMPUTE + "/images", images_proxy.Images(state))
+    add(COMPUTE + "/images/detail", images_proxy.Images(state, detail=True))
+    add(COMPUTE + "/images/{image_id}", images_proxy.Image(state))
+    add(COMPUTE + "/images/{image_id}/metadata", images_proxy.ImageMetadata(state))
+    add(COMPUTE + "/images/{image_id}/metadata/{key}",
+        images_proxy.ImageMetadataItem(state))
+    add(COMPUTE + "/os-server-external-events", external_events.ExternalEvents(state))
+    add(COMPUTE + "/os-networks", networks.Networks(state))
+    add(COMPUTE + "/os-networks/{network_id}", networks.Network(state))
     add(COMPUTE + "/os-services", services.Services(state))
     add(COMPUTE + "/os-services/{action}", services.Service(state))
+    add(COMPUTE + "/os-aggregates", aggregates.Aggregates(state))
+    add(COMPUTE + "/os-aggregates/{aggregate_id}", aggregates.Aggregate(state))
+    add(COMPUTE + "/os-aggregates/{aggregate_id}/action", aggregates.AggregateAction(state))
     image_routes.add_routes(app, conf)
     return app

@@ -10,7 +10,9 @@ Rules:
 * ``member``: role member or admin (anything that changes a project's
   resources);
 * ``admin``: role admin (cloud-wide operations: flavors, hosts, services,
-  quota changes).
+  quota changes);
+* ``service``: role service or admin (other OpenStack services' calls:
+  os-server-external-events).
 
 Key pairs belong to users, not projects: reader suffices for every key
 pair route, and the handler limits each user to its own (an admin may
@@ -38,10 +40,13 @@ LOG = logging.getLogger(__name__)
 
 PUBLIC, OPTIONAL, TOKEN = "public", "optional", "token"
 READER, MEMBER, ADMIN = "reader", "member", "admin"
+# Other OpenStack services calling in (role ``service``), or an admin.
+SERVICE = "service"
 
 _ROLES_FOR = {READER: {"reader", "member", "admin"},
               MEMBER: {"member", "admin"},
-              ADMIN: {"admin"}}
+              ADMIN: {"admin"},
+              SERVICE: {"service", "admin"}}
 
 C = "/compute/v2.1"
 
@@ -51,6 +56,7 @@ RULES: dict[tuple[str, str], str] = {
     ("GET", "/"): PUBLIC,
     ("GET", "/compute"): PUBLIC,
     ("GET", C): PUBLIC,
+    ("GET", "/compute/v2"): PUBLIC,
     ("GET", C + "/openapi.json"): PUBLIC,
     ("GET", "/identity"): PUBLIC,
     ("GET", "/identity/v3"): PUBLIC,
@@ -79,6 +85,11 @@ RULES: dict[tuple[str, str], str] = {
     ("GET", C + "/flavors/{flavor_id}"): READER,
     ("GET", C + "/flavors/{flavor_id}/os-extra_specs"): READER,
     ("POST", C + "/flavors"): ADMIN,
+    ("PUT", C + "/flavors/{flavor_id}"): ADMIN,
+    ("POST", C + "/flavors/{flavor_id}/os-extra_specs"): ADMIN,
+    ("GET", C + "/flavors/{flavor_id}/os-extra_specs/{key}"): READER,
+    ("PUT", C + "/flavors/{flavor_id}/os-extra_specs/{key}"): ADMIN,
+    ("DELETE", C + "/flavors/{flavor_id}/os-extra_specs/{key}"): ADMIN,
     ("DELETE", C + "/flavors/{flavor_id}"): ADMIN,
     ("GET", C + "/flavors/{flavor_id}/os-flavor-access"): ADMIN,
     ("POST", C + "/flavors/{flavor_id}/action"): ADMIN,
@@ -110,8 +121,84 @@ RULES: dict[tuple[str, str], str] = {
     ("GET", C + "/os-hypervisors/{hypervisor_id}"): ADMIN,
     ("GET", C + "/os-services"): ADMIN,
     ("PUT", C + "/os-services/{action}"): ADMIN,
+    # a server's sub-resources (api.compute.server_resources; diagnostics
+    # and password changes are further checked there)
+    ("GET", C + "/servers/{server_id}/metadata"): READER,
+    ("POST", C + "/servers/{server_id}/metadata"): MEMBER,
+    ("PUT", C + "/servers/{server_id}/metadata"): MEMBER,
+    ("GET", C + "/servers/{server_id}/metadata/{key}"): READER,
+    ("PUT", C + "/servers/{server_id}/metadata/{key}"): MEMBER,
+    ("DELETE", C + "/servers/{server_id}/metadata/{key}"): MEMBER,
+    ("GET", C + "/servers/{server_id}/tags"): READER,
+    ("PUT", C + "/servers/{server_id}/tags"): MEMBER,
+    ("DELETE", C + "/servers/{server_id}/tags"): MEMBER,
+    ("GET", C + "/servers/{server_id}/tags/{tag}"): READER,
+    ("PUT", C + "/servers/{server_id}/tags/{tag}"): MEMBER,
+    ("DELETE", C + "/servers/{server_id}/tags/{tag}"): MEMBER,
+    ("GET", C + "/servers/{server_id}/ips"): READER,
+    ("GET", C + "/servers/{server_id}/ips/{network}"): READER,
+    ("GET", C + "/servers/{server_id}/diagnostics"): ADMIN,
+    ("GET", C + "/servers/{server_id}/os-server-password"): READER,
+    ("DELETE", C + "/servers/{server_id}/os-server-password"): MEMBER,
+    # host aggregates
+    ("GET", C + "/os-aggregates"): ADMIN,
+    ("POST", C + "/os-aggregates"): ADMIN,
+    ("GET", C + "/os-aggregates/{aggregate_id}"): ADMIN,
+    ("PUT", C + "/os-aggregates/{aggregate_id}"): ADMIN,
+    ("DELETE", C + "/os-aggregates/{aggregate_id}"): ADMIN,
+    ("POST", C + "/os-aggregates/{aggregate_id}/action"): ADMIN,
+    # hypervisors (more), hosts, usage, audit log
+    ("GET", C + "/os-hypervisors/{hypervisor_id}/uptime"): ADMIN,
+    ("GET", C + "/os-hypervisors/{hypervisor_id}/search"): ADMIN,
+    ("GET", C + "/os-hypervisors/{hypervisor_id}/servers"): ADMIN,
+    ("GET", C + "/os-hosts"): ADMIN,
+    ("GET", C + "/os-hosts/{host}"): ADMIN,
+    ("PUT", C + "/os-hosts/{host}"): ADMIN,
+    ("GET", C + "/os-hosts/{host}/startup"): ADMIN,
+    ("GET", C + "/os-hosts/{host}/shutdown"): ADMIN,
+    ("GET", C + "/os-hosts/{host}/reboot"): ADMIN,
+    # the list is admin-only, in the handler (403 as Nova's policy)
+    ("GET", C + "/os-simple-tenant-usage"): READER,
+    ("GET", C + "/os-simple-tenant-usage/{tenant_id}"): READER,
+    ("GET", C + "/os-instance_usage_audit_log"): ADMIN,
+    ("GET", C + "/os-instance_usage_audit_log/{before_timestamp}"): ADMIN,
+    # legacy proxies and discovery
+    ("GET", C + "/extensions"): READER,
+    ("GET", C + "/extensions/{alias}"): READER,
+    ("GET", C + "/images"): READER,
+    ("GET", C + "/images/detail"): READER,
+    ("GET", C + "/images/{image_id}"): READER,
+    ("DELETE", C + "/images/{image_id}"): MEMBER,
+    ("GET", C + "/images/{image_id}/metadata"): READER,
+    ("POST", C + "/images/{image_id}/metadata"): MEMBER,
+    ("PUT", C + "/images/{image_id}/metadata"): MEMBER,
+    ("GET", C + "/images/{image_id}/metadata/{key}"): READER,
+    ("PUT", C + "/images/{image_id}/metadata/{key}"): MEMBER,
+    ("DELETE", C + "/images/{image_id}/metadata/{key}"): MEMBER,
+    ("GET", C + "/os-networks"): READER,
+    ("GET", C + "/os-networks/{network_id}"): READER,
+    ("POST", C + "/os-server-external-events"): SERVICE,
 }
 
+
+# Identity administration: any valid token; the handlers decide who may
+# (api.identity.admin: admin, system reader, the user itself).
+for _template, _methods in (
+        ("/domains", "GET POST"), ("/domains/{domain_id}", "GET"),
+        ("/projects", "GET POST"), ("/projects/{project_id}", "GET PATCH DELETE"),
+        ("/users", "GET POST"), ("/users/{user_id}", "GET PATCH DELETE"),
+        ("/users/{user_id}/projects", "GET"), ("/roles", "GET POST"),
+        ("/roles/{role_id}", "GET"),
+        ("/projects/{project_id}/users/{user_id}/roles", "GET"),
+        ("/projects/{project_id}/users/{user_id}/roles/{role_id}", "GET HEAD PUT DELETE"),
+        ("/system/users/{user_id}/roles", "GET"),
+        ("/system/users/{user_id}/roles/{role_id}", "GET HEAD PUT DELETE"),
+        ("/role_assignments", "GET")):
+    for _method in _methods.split():
+        RULES[(_method, "/identity/v3" + _template)] = TOKEN
+# Keystone authenticates a password change by the original password, not
+# a token (a user whose password expired can still change it).
+RULES[("POST", "/identity/v3/users/{user_id}/password")] = PUBLIC
 
 #: Rules checked inside a handler for one aspect of a request, by Nova's
 #: names; ``[api] policy_overrides`` may set another of the rules above.

@@ -226,6 +226,15 @@ def query_bool(req: falcon.Request, name: str) -> bool | None:
                              % (name, _cut(value)))
 
 
+def to_bool(value) -> bool:
+    """A JSON boolean or one of its string forms ("True", "false", "1",
+    "yes", ...), as Nova's parameter_types.boolean takes them (the schema
+    has checked the value is one)."""
+    if isinstance(value, bool):
+        return value
+    return str(value).lower() in ("true", "1", "yes", "t", "on", "y")
+
+
 def only_query_params(req: falcon.Request, allowed: tuple[str, ...]) -> None:
     """400 naming any query parameter not in ``allowed`` (Nova refuses
     unknown ones from 2.75 on the routes that say so)."""

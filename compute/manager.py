@@ -16,6 +16,7 @@ from compute.ops.rebuild import RebuildOps
 from compute.ops.snapshot import SnapshotOps
 from compute.reconcile import Reconciler
 from compute.virt import driver as virt_driver
+from compute.virt import power_state
 from conductor.rpcapi import ConductorAPI
 from flotilla import concurrency, exception
 from flotilla import states as st
@@ -33,7 +34,7 @@ _REPORTED = ("vcpus", "memory_mb", "disk_gb", "hypervisor_type",
 
 
 class ComputeManager:
-    RPC_API_VERSION = "1.2"
+    RPC_API_VERSION = "1.5"
 
     def __init__(self, conf: cfg.ConfigOpts, driver: virt_driver.ComputeDriver,
                  conductor: ConductorAPI, host: str | None = None) -> None:
@@ -98,6 +99,20 @@ class ComputeManager:
     def start_instance(self, ctxt: RequestContext, instance_uuid: str) -> None:
         self.lifecycle.run(ctxt, st.operation("start"), instance_uuid, self.driver.power_on)
 
+    def soft_delete_instance(self, ctxt: RequestContext, instance_uuid: str) -> None:
+        self.lifecycle.run(ctxt, st.operation("soft_delete"), instance_uuid,
+                           self._power_off_if_running)
+
+    def restore_instance(self, ctxt: RequestContext, instance_uuid: str) -> None:
+        self.lifecycle.run(ctxt, st.operation("restore"), instance_uuid,
+                           self.driver.power_on)
+
+    def _power_off_if_running(self, instance: Instance) -> None:
+        # A soft delete keeps the guest defined but stopped, whatever state
+        # it was in (a stopped guest has nothing to power off).
+        if self.driver.get_info(instance).power_state != power_state.SHUTDOWN:
+            self.driver.power_off(instance)
+
     def pause_instance(self, ctxt: RequestContext, instance_uuid: str) -> None:
         self.lifecycle.run(ctxt, st.operation("pause"), instance_uuid, self.driver.pause)
 
@@ -137,6 +152,9 @@ class ComputeManager:
 
     def get_diagnostics(self, ctxt: RequestContext, instance_uuid: str) -> dict:
         return self.driver.get_diagnostics(self._local_instance(ctxt, instance_uuid))
+
+    def get_host_uptime(self, ctxt: RequestContext) -> str:
+        return self.driver.get_host_uptime()
 
     def _local_instance(self, ctxt, instance_uuid: str) -> Instance:
         record = self.conductor.instance_get(ctxt, instance_uuid)

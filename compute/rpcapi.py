@@ -18,6 +18,8 @@ Version history:
   through conductor build_done).
 * 1.2 - snapshot_instance (reports through conductor snapshot_done) and
   rebuild_instance (reports through conductor rebuild_done).
+* 1.5 - get_host_uptime, soft_delete_instance, restore_instance (1.3 and
+  1.4 are reserved for volumes and migration).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ TOPIC = "compute"
 
 
 class ComputeAPI:
-    VERSION = "1.2"
+    VERSION = "1.5"
 
     def __init__(self, transport, version_cap: VersionCap = None) -> None:
         self.client = rpc.RPCClient(transport, topic=TOPIC, version="1.0",
@@ -107,3 +109,18 @@ class ComputeAPI:
 
     def get_diagnostics(self, ctxt: RequestContext, host: str, instance_uuid: str) -> dict:
         return self._host(host).call(ctxt, "get_diagnostics", instance_uuid=instance_uuid)
+
+    def soft_delete_instance(self, ctxt: RequestContext, host: str,
+                             instance_uuid: str) -> None:
+        """Power the guest off and leave it soft-deleted (restorable)."""
+        self._host(host, "1.5").cast(ctxt, "soft_delete_instance",
+                                     instance_uuid=instance_uuid)
+
+    def restore_instance(self, ctxt: RequestContext, host: str, instance_uuid: str) -> None:
+        """Power a soft-deleted guest back on."""
+        self._host(host, "1.5").cast(ctxt, "restore_instance", instance_uuid=instance_uuid)
+
+    def get_host_uptime(self, ctxt: RequestContext, host: str) -> str:
+        """The host's uptime(1) line; UnsupportedVersion under a cap below
+        1.5 (an agent too old to answer)."""
+        return self._host(host, "1.5").call(ctxt, "get_host_uptime")

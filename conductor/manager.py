@@ -18,7 +18,7 @@ from typing import Any
 
 from oslo_config import cfg
 
-from conductor import agent_access
+from conductor import agent_access, reclaim
 from conductor.flows import runner
 from conductor.flows.base import Flow
 from conductor.flows.build import BuildFlow
@@ -222,6 +222,10 @@ class ConductorManager:
         ended = Reaper(self.conf, self.flows, self.conf.host).run()
         if ended:
             LOG.warning("reaper ended %d stuck task(s)", ended)
+
+    @periodic_task(spacing=lambda self: self.conf.conductor.reaper_interval)
+    def _reclaim_soft_deleted(self) -> None:
+        reclaim.reclaim(self.conf, self.flows["delete"])
 
     @periodic_task(spacing=lambda self: self.conf.conductor.flow_poll_interval)
     def _poll_waiting_flows(self) -> None:

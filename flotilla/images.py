@@ -91,6 +91,9 @@ def can_see(ctxt: RequestContext, image: Image) -> bool:
         return True
     if image.owner is not None and image.owner == ctxt.project_id:
         return True
+    if image.visibility == "shared":
+        from flotilla.db import image_members
+        return image_members.is_member(image.id, ctxt.project_id)
     return image.visibility in ("public", "community")
 
 

@@ -23,8 +23,10 @@ PAUSED = "paused"
 SUSPENDED = "suspended"
 ERROR = "error"
 DELETED = "deleted"
+# Deleted by its owner, kept powered off for [DEFAULT] reclaim_instance_interval.
+SOFT_DELETED = "soft-delete"
 
-VM_STATES = (BUILDING, ACTIVE, STOPPED, PAUSED, SUSPENDED, ERROR, DELETED)
+VM_STATES = (BUILDING, ACTIVE, STOPPED, PAUSED, SUSPENDED, ERROR, DELETED, SOFT_DELETED)
 # Where a guest exists and no operation is needed to make it so.
 STABLE = (ACTIVE, STOPPED, PAUSED, SUSPENDED, ERROR)
 
@@ -45,6 +47,8 @@ IMAGE_PENDING_UPLOAD = "image_pending_upload"
 IMAGE_UPLOADING = "image_uploading"
 REBUILDING = "rebuilding"
 REBUILD_SPAWNING = "rebuild_spawning"
+SOFT_DELETING = "soft-deleting"
+RESTORING = "restoring"
 
 # What the reaper does with a task past its deadline.
 ON_TIMEOUT_RESTORE = "restore"   # clear the task; vm_state is the last stable one
@@ -95,8 +99,10 @@ class Operation:
 OPERATIONS: dict[str, Operation] = {op.name: op for op in (
     Operation("build", "create", SCHEDULING, (BUILDING,), ACTIVE, 600,
               ON_TIMEOUT_CLEANUP, later_task_states=(SPAWNING,), flow="build"),
-    Operation("delete", "delete", DELETING, (BUILDING, *STABLE), DELETED, 300,
+    Operation("delete", "delete", DELETING, (BUILDING, *STABLE, SOFT_DELETED), DELETED, 300,
               ON_TIMEOUT_CLEANUP, flow="delete"),
+    Operation("soft_delete", "delete", SOFT_DELETING, STABLE, SOFT_DELETED, 300),
+    Operation("restore", "restore", RESTORING, (SOFT_DELETED,), ACTIVE, 180),
     Operation("stop", "stop", POWERING_OFF, (ACTIVE, PAUSED, SUSPENDED, ERROR), STOPPED, 300),
     Operation("start", "start", POWERING_ON, (STOPPED,), ACTIVE, 180),
     Operation("reboot_soft", "reboot", REBOOTING, (ACTIVE,), ACTIVE, 300, status="REBOOT"),

@@ -36,6 +36,7 @@ from typing import Any
 from oslo_config import cfg
 
 from flotilla import exception, objects
+from flotilla.db import aggregates as agg_db
 from flotilla.db import api as db
 from flotilla.db import scheduling as sched_db
 from scheduler.filters import FilterHandler, describe
@@ -81,6 +82,7 @@ class FilterScheduler:
         # and the re-check then sees it (see _claim).
         hosts = self.host_manager.get_host_states(fresh=fresh)
         self._load_group(spec, instance_uuids)
+        self._load_hints(spec)
         selected: list[dict[str, Any]] = []
         try:
             for uuid in instance_uuids:
@@ -101,6 +103,26 @@ class FilterScheduler:
             raise exception.NoValidHost(
                 reason="Server group %s does not exist." % spec.group)
         spec.group_policy, spec.group_hosts = found
+
+    @staticmethod
+    def _load_hints(spec: SchedulingRequest) -> None:
+        """The aggregates of every host, and the hosts of the servers the
+        same_host / different_host hints name (a server not found, or not
+        yet on a host, occupies none)."""
+        spec.host_aggregates = agg_db.host_aggregates()
+        for name in ("same_host", "different_host"):
+            uuids = spec.hint_uuids(name)
+            if uuids is None:
+                continue
+            hosts = set()
+            for uuid in uuids:
+                try:
+                    host = db.instance_get(uuid).host
+                except exception.NotFound:
+                    continue
+                if host:
+                    hosts.add(host)
+            setattr(spec, "same_hosts" if name == "same_host" else "different_hosts", hosts)
 
     def _place_one(self, hosts: list[HostState], spec: SchedulingRequest, uuid: str) -> HostState:
         passed, eliminations = self.filters.run(hosts, spec)

@@ -29,9 +29,28 @@ class SchedulingRequest:
     group: str | None = None
     num_instances: int = 1
     excluded_hosts: set[str] = dataclasses.field(default_factory=set)
+    flavor_extra_specs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    scheduler_hints: dict[str, Any] = dataclasses.field(default_factory=dict)
     # Filled in by the scheduler.
     group_policy: str | None = None
     group_hosts: set[str] = dataclasses.field(default_factory=set)
+    # Hosts of the servers named by the same_host / different_host hints
+    # (None: no such hint).
+    same_hosts: set[str] | None = None
+    different_hosts: set[str] | None = None
+    # host -> [(zone, metadata)] of the aggregates it is in.
+    host_aggregates: dict[str, list] = dataclasses.field(default_factory=dict)
+
+    def host_zone(self, host: str) -> str | None:
+        """The zone an aggregate puts ``host`` in, if any."""
+        return next((zone for zone, _ in self.host_aggregates.get(host, ()) if zone), None)
+
+    def hint_uuids(self, name: str) -> list[str] | None:
+        """A same_host / different_host hint as a list of server uuids."""
+        value = self.scheduler_hints.get(name)
+        if value is None:
+            return None
+        return [value] if isinstance(value, str) else list(value)
 
     @classmethod
     def from_spec(cls, spec: objects.RequestSpec | Mapping[str, Any],
@@ -53,7 +72,9 @@ class SchedulingRequest:
             availability_zone=spec.availability_zone,
             group=spec.group,
             num_instances=spec.num_instances,
-            excluded_hosts=set(excluded_hosts or ()) | set(spec.ignore_hosts))
+            excluded_hosts=set(excluded_hosts or ()) | set(spec.ignore_hosts),
+            flavor_extra_specs=dict(spec.flavor.extra_specs),
+            scheduler_hints=dict(spec.scheduler_hints))
 
     @property
     def resources(self) -> dict[str, int]:

@@ -1,5 +1,8 @@
-"""Flavors: list, detail, show, extra specs; admin create and delete;
-access lists of private flavors (os-flavor-access, admin).
+"""Flavors: list, detail, show, extra specs; admin create, update (2.55
+description) and delete; admin extra spec writes (merge with POST, one key
+with PUT, DELETE; values are strings, numbers and booleans given as
+strings, as Nova keeps them); access lists of private flavors
+(os-flavor-access, admin).
 
 Non-admins see enabled flavors that are public or that their project has
 access to (api.compute.flavor_access). ``is_public`` arrives as the literal
@@ -67,11 +70,14 @@ class Flavors:
             validation.read_json(req, self.state.conf.api.max_request_body_size),
             schemas.FLAVOR_CREATE)
         spec = body["flavor"]
-        values = {"name": spec["name"], "flavorid": spec.get("id") or str(uuid.uuid4()),
+        values = {"name": spec["name"], "flavorid": str(spec["id"]) if spec.get("id") is not None
+                  else str(uuid.uuid4()),
                   "memory_mb": int(spec["ram"]), "vcpus": int(spec["vcpus"]),
                   "root_gb": int(spec["disk"]),
                   "ephemeral_gb": int(spec.get("OS-FLV-EXT-DATA:ephemeral", 0) or 0),
-                  "is_public": spec.get("os-flavor-access:is_public", True),
+                  "swap": int(spec.get("swap") or 0),
+                  "is_public": validation.to_bool(
+                      spec.get("os-flavor-access:is_public", True)),
                   "description": spec.get("description")}
         if values["memory_mb"] < 1 or values["vcpus"] < 1:
             raise errors.bad_request("Invalid input for field/attribute ram or vcpus: "
@@ -93,12 +99,58 @@ class Flavor:
         resp.media = {"flavor": views.flavor_view(flavor, version(req),
                                                   self.state.compute_url(req))}
 
+    def on_put(self, req, resp, flavor_id: str) -> None:
+        if version(req) < (2, 55):
+            raise errors.APIError(405, "Updating a flavor needs microversion 2.55.")
+        spec = validation.validate(validation.read_json(
+            req, self.state.conf.api.max_request_body_size), FLAVOR_UPDATE)["flavor"]
+        _lookup(ctxt(req), flavor_id)
+        flavor = db.flavor_update(flavor_id, {"description": spec["description"]})
+        resp.media = {"flavor": views.flavor_view(flavor, version(req),
+                                                  self.state.compute_url(req))}
+
     def on_delete(self, req, resp, flavor_id: str) -> None:
         try:
             db.flavor_destroy(flavor_id)
         except exception.FlavorNotFound:
             raise errors.not_found("Flavor %s could not be found." % flavor_id[:64]) from None
         resp.status = falcon.HTTP_202
+
+
+_SPEC_KEY = {"type": "string", "minLength": 1, "maxLength": 255,
+             "pattern": r"^[\w.\-: ]+$"}
+_SPEC_VALUE = {"type": ["string", "number", "boolean"], "minLength": 1, "maxLength": 255}
+EXTRA_SPECS = {"type": "object", "properties": {"extra_specs": {
+    "type": "object", "propertyNames": _SPEC_KEY, "additionalProperties": _SPEC_VALUE,
+    "maxProperties": 128}}, "required": ["extra_specs"], "additionalProperties": False}
+EXTRA_SPEC = {"type": "object", "propertyNames": _SPEC_KEY,
+              "additionalProperties": _SPEC_VALUE, "minProperties": 1, "maxProperties": 1}
+FLAVOR_UPDATE = {"type": "object", "properties": {"flavor": {
+    "type": "object", "properties": {
+        "description": {"type": ["string", "null"], "maxLength": 65535}},
+    "required": ["description"], "additionalProperties": False}},
+    "required": ["flavor"], "additionalProperties": False}
+
+
+def _spec_value(value) -> str:
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    return str(value)
+
+
+def _save_specs(flavor, specs: dict) -> dict:
+    try:
+        return dict(db.flavor_update(flavor.flavorid, {"extra_specs": specs}).extra_specs
+                    or {})
+    except exception.FlavorNotFound:
+        raise errors.not_found("Flavor %s could not be found." % flavor.flavorid) from None
+
+
+def _admin_lookup(req, flavor_id: str):
+    if not ctxt(req).is_admin:
+        raise errors.forbidden("Policy doesn't allow os_compute_api:os-flavor-extra-"
+                               "specs to be changed.")
+    return _lookup(ctxt(req), flavor_id)
 
 
 class ExtraSpecs:
@@ -109,6 +161,45 @@ class ExtraSpecs:
         flavor = _lookup(ctxt(req), flavor_id)
         resp.media = {"extra_specs": dict(flavor.extra_specs or {})}
 
+    def on_post(self, req, resp, flavor_id: str) -> None:
+        specs = validation.validate(validation.read_json(
+            req, self.state.conf.api.max_request_body_size), EXTRA_SPECS)["extra_specs"]
+        flavor = _admin_lookup(req, flavor_id)
+        added = {k: _spec_value(v) for k, v in specs.items()}
+        _save_specs(flavor, dict(flavor.extra_specs or {}, **added))
+        resp.media = {"extra_specs": added}
+
+
+class ExtraSpec:
+    def __init__(self, state: APIState) -> None:
+        self.state = state
+
+    def on_get(self, req, resp, flavor_id: str, key: str) -> None:
+        specs = _lookup(ctxt(req), flavor_id).extra_specs or {}
+        if key not in specs:
+            raise errors.not_found("Flavor %s has no extra specs with key %s."
+                                   % (flavor_id[:64], key[:64]))
+        resp.media = {key: specs[key]}
+
+    def on_put(self, req, resp, flavor_id: str, key: str) -> None:
+        spec = validation.validate(validation.read_json(
+            req, self.state.conf.api.max_request_body_size), EXTRA_SPEC)
+        if key not in spec:
+            raise errors.bad_request("Request body and URI mismatch")
+        flavor = _admin_lookup(req, flavor_id)
+        value = _spec_value(spec[key])
+        _save_specs(flavor, dict(flavor.extra_specs or {}, **{key: value}))
+        resp.media = {key: value}
+
+    def on_delete(self, req, resp, flavor_id: str, key: str) -> None:
+        flavor = _admin_lookup(req, flavor_id)
+        specs = dict(flavor.extra_specs or {})
+        if key not in specs:
+            raise errors.not_found("Flavor %s has no extra specs with key %s."
+                                   % (flavor_id[:64], key[:64]))
+        del specs[key]
+        _save_specs(flavor, specs)
+        resp.status = falcon.HTTP_200
 
 class FlavorAccess:
     """GET /flavors/{flavor_id}/os-flavor-access (admin)."""

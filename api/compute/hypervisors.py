@@ -2,15 +2,25 @@
 
 ``state`` is up/down from the compute service's heartbeat, ``status``
 enabled/disabled from the service. From 2.88 the resource figures are no
-longer part of the representation (as in Nova).
+longer part of the representation (as in Nova). ``cpu_info`` is a JSON
+string below 2.28 and an object from 2.28. ``{id}/uptime`` (up to 2.87;
+from 2.88 ``uptime`` is in the hypervisor) asks the host's agent for its
+uptime(1) line; ``{pattern}/search`` and ``{pattern}/servers`` match host
+names (up to 2.52; later the list's ``hypervisor_hostname_pattern`` and
+``with_servers`` do it).
 """
 
 from __future__ import annotations
 
+import json
+import logging
+
 from api import errors, validation
-from api.state import APIState, version
-from flotilla import binaries
+from api.state import APIState, ctxt, version
+from flotilla import binaries, exception
 from flotilla.db import api as db
+
+LOG = logging.getLogger(__name__)
 
 
 def _services() -> dict[str, object]:
@@ -42,11 +52,36 @@ def view(node, service, conf, ver, detail: bool) -> dict:
             "free_disk_gb": node.disk_gb - node.disk_gb_used,
             "running_vms": node.running_vms, "current_workload": 0,
             "disk_available_least": node.disk_gb - node.disk_gb_used,
-            "cpu_info": "{}",
         })
-    else:
-        result["uptime"] = None
+        info = {"arch": node.cpu_arch or "", "vendor": "", "model": "",
+                "topology": {"cells": 1, "sockets": 1, "cores": node.vcpus, "threads": 1},
+                "features": []}
+        result["cpu_info"] = info if ver >= (2, 28) else json.dumps(info)
     return result
+
+
+def uptime(state: APIState, req, node) -> str | None:
+    """The node's host's uptime line; None when its agent cannot say (a
+    host whose service is down is not asked: the call would only time
+    out)."""
+    service = _services().get(node.host)
+    if service is None or not db.service_is_up(service, state.conf.service_down_time):
+        return None
+    try:
+        return state.compute.get_host_uptime(ctxt(req), node.host)
+    except exception.FlotillaException as exc:
+        LOG.info("No uptime from %s: %s", node.host, exc)
+        return None
+
+
+def servers_of(host: str) -> list[dict]:
+    return [{"name": "instance-%08x" % inst.id, "uuid": inst.uuid}
+            for inst in db.instance_get_all_by_host(host)]
+
+
+def _matching(pattern: str) -> list:
+    return [n for n in db.compute_node_get_all()
+            if pattern in (n.hypervisor_hostname or n.host)]
 
 
 class Hypervisors:
@@ -61,9 +96,19 @@ class Hypervisors:
                  if not pattern or pattern in (n.hypervisor_hostname or n.host)]
         limit = validation.query_int(req, "limit") or self.state.conf.api.max_limit
         ver = version(req)
-        resp.media = {"hypervisors": [
-            view(n, services.get(n.host), self.state.conf, ver, self.detail)
-            for n in nodes[:limit]]}
+        with_servers = ver >= (2, 53) and validation.query_bool(req, "with_servers")
+        result = []
+        for node in nodes[:limit]:
+            entry = view(node, services.get(node.host), self.state.conf, ver, self.detail)
+            if self.detail and ver >= (2, 88):
+                entry["uptime"] = uptime(self.state, req, node)
+            if with_servers:
+                entry["servers"] = servers_of(node.host)
+            result.append(entry)
+        if pattern and not result and ver >= (2, 53):
+            raise errors.not_found("No hypervisor matching '%s' could be found."
+                                   % pattern[:64])
+        resp.media = {"hypervisors": result}
 
 
 class Hypervisor:
@@ -71,13 +116,68 @@ class Hypervisor:
         self.state = state
 
     def on_get(self, req, resp, hypervisor_id: str) -> None:
-        for node in db.compute_node_get_all():
-            if str(node.id) == hypervisor_id:
-                resp.media = {"hypervisor": view(node, _services().get(node.host),
-                                                 self.state.conf, version(req), True)}
-                return
-        raise errors.not_found("Hypervisor with ID %s could not be found."
-                               % hypervisor_id[:64])
+        node = find(hypervisor_id)
+        ver = version(req)
+        result = view(node, _services().get(node.host), self.state.conf, ver, True)
+        if ver >= (2, 88):
+            result["uptime"] = uptime(self.state, req, node)
+        if ver >= (2, 53) and validation.query_bool(req, "with_servers"):
+            result["servers"] = servers_of(node.host)
+        resp.media = {"hypervisor": result}
+
+
+def find(hypervisor_id: str):
+    for node in db.compute_node_get_all():
+        if str(node.id) == hypervisor_id:
+            return node
+    raise errors.not_found("Hypervisor with ID %s could not be found."
+                           % hypervisor_id[:64])
+
+
+class Uptime:
+    def __init__(self, state: APIState) -> None:
+        self.state = state
+
+    def on_get(self, req, resp, hypervisor_id: str) -> None:
+        if version(req) >= (2, 88):
+            raise errors.not_found("The os-hypervisors/{id}/uptime API was removed in "
+                                   "microversion 2.88.")
+        node = find(hypervisor_id)
+        result = view(node, _services().get(node.host), self.state.conf, version(req),
+                      False)
+        result["uptime"] = uptime(self.state, req, node)
+        if result["uptime"] is None:
+            raise errors.APIError(501, "The host %s cannot report its uptime." % node.host)
+        resp.media = {"hypervisor": result}
+
+
+class Search:
+    """GET /os-hypervisors/{pattern}/search and /{pattern}/servers."""
+
+    def __init__(self, state: APIState, servers: bool = False) -> None:
+        self.state = state
+        self.servers = servers
+
+    def on_get(self, req, resp, hypervisor_id: str) -> None:
+        pattern = hypervisor_id     # the route's one name for this path level
+        ver = version(req)
+        if ver >= (2, 53):
+            raise errors.not_found("Removed in microversion 2.53: use "
+                                   "hypervisor_hostname_pattern.")
+        nodes = _matching(pattern)
+        if not nodes:
+            raise errors.not_found("No hypervisor matching '%s' could be found."
+                                   % pattern[:64])
+        services = _services()
+        result = []
+        for node in nodes:
+            entry = view(node, services.get(node.host), self.state.conf, ver, False)
+            if self.servers:
+                found = servers_of(node.host)
+                if found:
+                    entry["servers"] = found
+            result.append(entry)
+        resp.media = {"hypervisors": result}
 
 
 class Statistics:

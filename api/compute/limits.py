@@ -36,6 +36,12 @@ class Limits:
             "totalRAMUsed": usage["ram"],
             "totalServerGroupsUsed": usage["server_groups"],
         }
+        if version(req) < (2, 36):
+            # Nova's network proxies' limits, gone at 2.36. Flotilla has no
+            # security groups or floating IPs: none may be made.
+            absolute.update(maxSecurityGroups=0, maxSecurityGroupRules=0,
+                            maxTotalFloatingIps=0, totalSecurityGroupsUsed=0,
+                            totalFloatingIpsUsed=0)
         if version(req) >= (2, 57):
             for key in ("maxPersonality", "maxPersonalitySize"):
                 absolute.pop(key)

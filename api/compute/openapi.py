@@ -32,6 +32,20 @@ IMAGE_ROUTES = {
     ("GET", IMG + "/images/{image_id}/file"): policy.OPTIONAL,
     ("GET", IMG + "/schemas/image"): policy.READER,
     ("GET", IMG + "/schemas/images"): policy.READER,
+    # DELETE on the collection answers as Glance does (404 for an empty id, else 405).
+    ("DELETE", IMG + "/images"): policy.MEMBER,
+    ("GET", IMG + "/images/{image_id}/members"): policy.READER,
+    ("POST", IMG + "/images/{image_id}/members"): policy.MEMBER,
+    ("GET", IMG + "/images/{image_id}/members/{member_id}"): policy.READER,
+    ("PUT", IMG + "/images/{image_id}/members/{member_id}"): policy.MEMBER,
+    ("DELETE", IMG + "/images/{image_id}/members/{member_id}"): policy.MEMBER,
+    ("PUT", IMG + "/images/{image_id}/tags/{tag}"): policy.MEMBER,
+    ("DELETE", IMG + "/images/{image_id}/tags/{tag}"): policy.MEMBER,
+    ("POST", IMG + "/images/{image_id}/actions/deactivate"): policy.MEMBER,
+    ("POST", IMG + "/images/{image_id}/actions/reactivate"): policy.MEMBER,
+    ("GET", IMG + "/schemas/member"): policy.READER,
+    ("GET", IMG + "/schemas/members"): policy.READER,
+    ("GET", IMG + "/info/import"): policy.READER,
 }
 
 _INT = {"type": "string", "pattern": "^-?[0-9]{1,12}$"}

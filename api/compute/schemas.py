@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from api.validation import METADATA, NAME, NON_NEGATIVE, POSITIVE, UUID
 
+# A server's metadata: its size is the project's metadata_items quota's to
+# bound (403 overLimit, as Nova), not the schema's.
+SERVER_METADATA = {k: v for k, v in METADATA.items() if k != "maxProperties"}
+
 _NETWORKS = {"oneOf": [
     {"type": "string", "enum": ["none", "auto"]},
     {"type": "array", "maxItems": 0},
@@ -25,8 +29,22 @@ _BDM = {"type": "object", "properties": {
     "device_type": {"type": ["string", "null"], "maxLength": 255},
 }, "required": ["source_type"], "additionalProperties": False}
 
-_HINTS = {"type": "object", "properties": {"group": UUID},
-          "additionalProperties": False}
+_UUIDS = {"oneOf": [UUID, {"type": "array", "items": UUID, "maxItems": 100}]}
+# Nova lets hints it does not know through (out-of-tree filters read them).
+_HINTS = {"type": "object", "properties": {
+    "group": UUID, "same_host": _UUIDS, "different_host": _UUIDS},
+    "additionalProperties": True, "maxProperties": 32}
+
+IPV4 = {"type": "string", "format": "ipv4"}
+IPV6 = {"type": "string", "format": "ipv6"}
+DISK_CONFIG = {"type": "string", "enum": ["AUTO", "MANUAL"]}
+ADMIN_PASS = {"type": "string", "maxLength": 255}
+# RFC 952/1123 host names (Nova 2.90/2.94: one label, or an FQDN at 2.94).
+HOSTNAME = {"type": "string", "minLength": 2, "maxLength": 255,
+            "pattern": r"^[a-zA-Z0-9]([a-zA-Z0-9.-]*[a-zA-Z0-9])?$"}
+TAG = {"type": "string", "minLength": 1, "maxLength": 60,
+       "pattern": r"^[^,/]*$"}
+TAGS = {"type": "array", "items": TAG, "maxItems": 50}
 
 SERVER_CREATE = {
     "type": "object",
@@ -38,7 +56,7 @@ SERVER_CREATE = {
                 "imageRef": {"oneOf": [UUID, {"type": "string", "maxLength": 0}]},
                 "flavorRef": {"type": ["string", "integer"], "minLength": 1,
                               "maxLength": 255, "minimum": 0},
-                "metadata": METADATA,
+                "metadata": SERVER_METADATA,
                 "availability_zone": {"type": "string", "minLength": 1,
                                       "maxLength": 255},
                 "networks": _NETWORKS,
@@ -51,6 +69,21 @@ SERVER_CREATE = {
                                             "items": _BDM},
                 "description": {"type": ["string", "null"], "maxLength": 255},
                 "key_name": NAME,
+                "adminPass": ADMIN_PASS,
+                "accessIPv4": IPV4,
+                "accessIPv6": IPV6,
+                "OS-DCF:diskConfig": DISK_CONFIG,
+                "hostname": HOSTNAME,
+                "user_data": {"type": "string", "maxLength": 65535,
+                              "contentEncoding": "base64"},
+                "tags": TAGS,
+                "security_groups": {"type": "array", "maxItems": 1, "items": {
+                    "type": "object", "properties": {
+                        "name": {"type": "string", "enum": ["default"]}},
+                    "additionalProperties": False}},
+                "config_drive": {"type": ["boolean", "string"],
+                                 "enum": [False, "false", "False", ""]},
+                "trusted_image_certificates": {"type": "null"},
             },
             "required": ["name", "flavorRef"],
             "additionalProperties": False,
@@ -63,11 +96,14 @@ SERVER_CREATE = {
 }
 
 
-def _server_update(description: bool) -> dict:
-    properties: dict = {"name": NAME}
+def _server_update(description: bool, hostname: bool = False) -> dict:
+    properties: dict = {"name": NAME, "accessIPv4": IPV4, "accessIPv6": IPV6,
+                        "OS-DCF:diskConfig": DISK_CONFIG}
     if description:
         properties["description"] = {"type": ["string", "null"], "maxLength": 255,
                                       "pattern": r"^[^\x00-\x1f\x7f]*$"}
+    if hostname:
+        properties["hostname"] = HOSTNAME
     return {"type": "object",
             "properties": {"server": {"type": "object", "properties": properties,
                                       "additionalProperties": False}},
@@ -76,6 +112,7 @@ def _server_update(description: bool) -> dict:
 
 SERVER_UPDATE = _server_update(description=False)
 SERVER_UPDATE_V219 = _server_update(description=True)
+SERVER_UPDATE_V290 = _server_update(description=True, hostname=True)
 
 _NULL = {"type": "null"}
 # A snapshot's metadata: its size is bounded by [image] image_property_quota,
@@ -85,9 +122,16 @@ IMAGE_METADATA = {"type": "object",
                   "propertyNames": {"minLength": 1, "maxLength": 255, "pattern": "^[^_]"},
                   "additionalProperties": {"type": "string", "maxLength": 255}}
 
+# Nova reads no body for these actions: any value is accepted ({} or null).
+_ANY: dict = {}
+
 ACTIONS = {
-    "os-start": _NULL, "os-stop": _NULL, "pause": _NULL, "unpause": _NULL,
-    "suspend": _NULL, "resume": _NULL,
+    "os-start": _ANY, "os-stop": _ANY, "pause": _ANY, "unpause": _ANY,
+    "suspend": _ANY, "resume": _ANY,
+    "os-resetState": {"type": "object", "properties": {
+        "state": {"type": "string", "enum": ["active", "error"]}},
+        "required": ["state"], "additionalProperties": False},
+    "forceDelete": _ANY, "restore": _ANY,
     "reboot": {"type": "object", "properties": {
         "type": {"type": "string", "enum": ["SOFT", "HARD", "soft", "hard"]}},
         "required": ["type"], "additionalProperties": False},
@@ -134,7 +178,7 @@ FLAVOR_CREATE = {
         "type": "object",
         "properties": {
             "name": NAME,
-            "id": {"type": ["string", "null"], "minLength": 1, "maxLength": 255,
+            "id": {"type": ["string", "integer", "null"], "minLength": 1, "maxLength": 255,
                    "pattern": r"^(?! )[a-zA-Z0-9. _-]+(?<! )$"},
             "ram": {"type": ["integer", "string"], "pattern": "^[0-9]+$",
                     "minimum": 1, "maximum": 4 * 1024 * 1024},
@@ -145,10 +189,14 @@ FLAVOR_CREATE = {
             "OS-FLV-EXT-DATA:ephemeral": {"type": ["integer", "string"],
                                           "pattern": "^[0-9]+$",
                                           "minimum": 0, "maximum": 64 * 1024},
-            "swap": {"type": ["integer", "string"], "pattern": "^(0|)$",
-                     "minimum": 0, "maximum": 0},
+            "swap": {"type": ["integer", "string"], "pattern": "^([0-9]+|)$",
+                     "minimum": 0, "maximum": 1024 * 1024},
             "rxtx_factor": {"type": ["number", "string"]},
-            "os-flavor-access:is_public": {"type": "boolean"},
+            # Nova's parameter_types.boolean: JSON booleans and their
+            # usual string forms.
+            "os-flavor-access:is_public": {"type": ["boolean", "string"], "enum": [
+                True, False, "True", "False", "true", "false", "TRUE", "FALSE",
+                "1", "0", "yes", "no", "on", "off", "y", "n", "t", "f"]},
             "description": {"type": ["string", "null"], "maxLength": 65535},
         },
         "required": ["name", "ram", "vcpus", "disk"],

@@ -1,7 +1,7 @@
 """POST /servers/{server_id}/action: start, stop, reboot, pause, unpause,
-suspend, resume, get console output, lock, unlock; createImage,
-createBackup (api.compute.snapshots) and rebuild (api.compute.rebuild),
-which start conductor flows.
+suspend, resume, get console output, lock, unlock; os-resetState (admin),
+forceDelete, restore; createImage, createBackup (api.compute.snapshots) and
+rebuild (api.compute.rebuild), which start conductor flows.
 
 Rules:
 
@@ -16,6 +16,11 @@ Rules:
 * a locked server refuses non-admins every state-changing action (409,
   :func:`api.compute.locks.check_not_locked`); ``lock`` and ``unlock`` are
   done by the API alone, in any state (no task, no cast);
+* ``os-resetState`` (admin) sets vm_state active or error and clears the
+  task, as Nova does, with nothing cast; ``forceDelete`` deletes in any
+  state at once (the DELETE path, no soft delete); ``restore`` powers a
+  soft-deleted server back on (409 for any other: see api.compute.servers
+  on ``[DEFAULT] reclaim_instance_interval``);
 * 202 with an empty body.
 """
 
@@ -78,8 +83,19 @@ class ServerAction:
         if name == "rebuild":
             rebuild.rebuild(self.state, req, resp, ctx, inst, args)
             return
+        if name == "os-resetState":
+            self._reset_state(ctx, inst, args["state"])
+            resp.status = falcon.HTTP_202
+            return
+        if name == "forceDelete":
+            from api.compute.servers import Server
+            Server(self.state).on_delete(req, resp, server_id, force=True)
+            resp.status = falcon.HTTP_202
+            return
         if name == "reboot":
             op_name, method = REBOOTS[args["type"].upper()], "reboot_instance"
+        elif name == "restore":
+            op_name, method = "restore", "restore_instance"
         else:
             op_name, method = ACTIONS[name]
         action = st.operation(op_name)
@@ -120,6 +136,20 @@ class ServerAction:
         resp.status = falcon.HTTP_202
 
     @staticmethod
+    def _reset_state(ctx, inst, state: str) -> None:
+        if not ctx.is_admin:
+            raise errors.forbidden("Policy doesn't allow os_compute_api:"
+                                   "os-admin-actions:reset_state to be performed.")
+        try:
+            db.instance_update(inst.uuid, {"vm_state": state, "task_state": None,
+                                           "task_deadline": None})
+        except exception.InstanceNotFound:
+            raise errors.not_found("Instance %s could not be found." % inst.uuid) from None
+        db.action_start(inst.uuid, "resetState", ctx.request_id, ctx.user_id,
+                        ctx.project_id)
+        db.action_finish(inst.uuid, ctx.request_id)
+
+    @staticmethod
     def _locking(ctx, inst, name: str, args, ver) -> None:
         if name == "lock":
             locks.lock(ctx, inst, args, ver)
@@ -143,5 +173,8 @@ class ServerAction:
                                   % (inst.host, exc)) from None
         except exception.NotFound:
             raise errors.conflict("Instance %s has no console on its host" % inst.uuid) \
+                from None
+        except exception.NotSupported as exc:
+            raise errors.APIError(501, "Console output is not available: %s" % exc) \
                 from None
         resp.media = {"output": output or ""}

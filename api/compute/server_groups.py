@@ -20,8 +20,9 @@ from flotilla.db import server_groups as server_groups_db
 
 
 def view(group, members: list[str], ver) -> dict:
-    result = {"id": group.uuid, "name": group.name, "members": members,
-              "project_id": group.project_id, "user_id": group.user_id}
+    result = {"id": group.uuid, "name": group.name, "members": members}
+    if ver >= (2, 13):
+        result.update(project_id=group.project_id, user_id=group.user_id)
     if ver >= (2, 64):
         result.update(policy=group.policy, rules={})
     else:

@@ -17,19 +17,34 @@ Rules:
 * delete is 204: task_state becomes ``deleting`` by compare-and-swap and
   the conductor is cast ``delete_instance``; the server stays visible
   (task_state deleting) until the agent has destroyed it, then GET is 404.
-  A locked server is 409 for non-admins (api.compute.locks);
-* list filters: name, status, host (admin), ``locked`` (2.73+).
+  With ``[DEFAULT] reclaim_instance_interval`` set, a server on a host in a
+  stable state is soft-deleted instead (its agent powers it off; status
+  SOFT_DELETED) and the conductor deletes it once the interval has passed;
+  ``restore`` brings it back, ``forceDelete`` or a second delete ends it
+  now. A locked server is 409 for non-admins (api.compute.locks);
+* create also takes Nova's standard fields: ``adminPass`` (Flotilla has no
+  guest agent to set it, so it is not stored; a generated one when absent,
+  returned once in the answer, as Nova returns it), ``accessIPv4``/``v6``,
+  ``OS-DCF:diskConfig``, ``hostname`` (2.90+; else the name made a host
+  name), ``user_data``, ``tags`` (2.52+), and the scheduler hints
+  ``group``, ``same_host`` and ``different_host``;
+* list filters: name (a regular expression, as Nova), status, host
+  (admin), flavor, image, ``changes-since`` (deleted servers too, as
+  Nova), ``locked`` (2.73+).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import re
+import secrets
 import uuid as uuidlib
 
 import falcon
 
 from api import errors, policy, validation
-from api.compute import flavor_access, locks, schemas, views, zones
+from api.compute import flavor_access, locks, schemas, usage, views, zones
 from api.state import APIState, ctxt, version
 from flotilla import exception, images, objects
 from flotilla import states as st
@@ -102,9 +117,27 @@ class Servers:
         locked = None
         if version(req) >= (2, 73) and req.get_param("locked") is not None:
             locked = _strict_bool(req, "locked")
+        name = req.get_param("name")
+        if name:
+            try:
+                re.compile(name)
+            except re.error:
+                raise errors.bad_request("Invalid filter name: %r is not a regular "
+                                         "expression" % name[:64]) from None
+        since = usage.parse_time(req.get_param("changes-since"), "changes-since")
+        before = usage.parse_time(req.get_param("changes-before"), "changes-before") \
+            if version(req) >= (2, 66) else None
+        if since and before and since > before:
+            raise errors.bad_request("The value of changes-since must be less than or "
+                                     "equal to changes-before.")
+        flavor, image = req.get_param("flavor"), req.get_param("image")
         rows = servers_db.instance_page(
-            project, name=req.get_param("name"), vm_states=vm_states,
-            task_states=task_states, host=host, locked=locked, marker=marker,
+            project, name=name, vm_states=vm_states,
+            task_states=task_states, host=host, locked=locked,
+            flavor_id=flavor.rstrip("/").rsplit("/", 1)[-1] if flavor else None,
+            image_ref=image.rstrip("/").rsplit("/", 1)[-1] if image else None,
+            changes_since=since, changes_before=before,
+            reservation_id=req.get_param("reservation_id"), marker=marker,
             limit=limit) if limit > 0 else []
         self._respond(req, resp, rows, limit)
 
@@ -165,6 +198,16 @@ class Servers:
                 raise errors.bad_request("Server group %s could not be found."
                                          % hints["group"]) from None
         metadata = spec.get("metadata") or {}
+        ver = version(req)
+        if "hostname" in spec and ver < (2, 90):
+            raise errors.bad_request("Invalid input for field/attribute server. "
+                                     "Additional properties are not allowed (hostname)")
+        if "hostname" in spec and max_count > 1:
+            raise errors.bad_request("Invalid input for field/attribute hostname: "
+                                     "one host name cannot name several servers")
+        if "tags" in spec and ver < (2, 52):
+            raise errors.bad_request("Invalid input for field/attribute server. "
+                                     "Additional properties are not allowed (tags)")
         key = self._key_pair(ctx, spec.get("key_name"))
         limits = quota_limits(conf, ctx.project_id, user_id=ctx.user_id)
         if 0 <= limits["metadata_items"] < len(metadata):
@@ -175,6 +218,8 @@ class Servers:
         image_ref = images.compute_image_ref(conf, image.id)
         snapshot = views.flavor_snapshot(flavor)
         deadline = task_deadline(conf, st.SCHEDULING)
+
+        reservation = "r-" + secrets.token_hex(4)
 
         def records(count: int) -> list[dict]:
             result = []
@@ -192,7 +237,14 @@ class Servers:
                     "task_deadline": deadline, "metadata": dict(metadata),
                     "server_group_id": group.uuid if group else None,
                     "key_name": key.name if key else None,
-                    "key_data": key.public_key if key else None})
+                    "key_data": key.public_key if key else None,
+                    "access_ip_v4": normalized_ip(spec.get("accessIPv4")),
+                    "access_ip_v6": normalized_ip(spec.get("accessIPv6")),
+                    "disk_config": spec.get("OS-DCF:diskConfig") or "MANUAL",
+                    "hostname": spec.get("hostname") or sanitize_hostname(name),
+                    "user_data": spec.get("user_data"),
+                    "tags": list(dict.fromkeys(spec.get("tags") or [])),
+                    "reservation_id": reservation})
             return result
 
         def create(count: int):
@@ -216,7 +268,9 @@ class Servers:
                                     min_disk_gb=image.min_disk or 0),
             project_id=ctx.project_id or "", user_id=ctx.user_id or "",
             availability_zone=zone, group=group.uuid if group else None,
-            num_instances=len(uuids))
+            num_instances=len(uuids),
+            scheduler_hints={k: v for k, v in hints.items()
+                             if k in ("same_host", "different_host")})
         try:
             self.state.conductor.build_instances(ctx, uuids, request_spec,
                                                  objects.ImageMeta.from_record(image_ref))
@@ -231,11 +285,13 @@ class Servers:
         resp.status = falcon.HTTP_202
         resp.set_header("Location", "%s/servers/%s" % (url, first.uuid))
         if str(spec.get("return_reservation_id", "")).lower() == "true":
-            resp.media = {"reservation_id": "r-" + first.uuid[:8]}
+            resp.media = {"reservation_id": reservation}
             return
         resp.media = {"server": {"id": first.uuid, "links": views.server_brief(first, url)["links"],
-                                 "OS-DCF:diskConfig": "MANUAL",
-                                 "security_groups": [{"name": "default"}]}}
+                                 "OS-DCF:diskConfig": first.disk_config or "MANUAL",
+                                 "security_groups": [{"name": "default"}],
+                                 "adminPass": spec.get("adminPass")
+                                 or secrets.token_urlsafe(9)}}
 
     @staticmethod
     def _key_pair(ctx, name: str | None):
@@ -285,6 +341,20 @@ def bootable_image(ctx, image_id: str, memory_mb: int, root_gb: int):
     return image
 
 
+def normalized_ip(value: str | None) -> str | None:
+    """An address in its canonical text form (Nova keeps
+    ``::babe:dc0c:1602`` for ``0:0:0:0:0:babe:220.12.22.2``)."""
+    return str(ipaddress.ip_address(value)) if value else value
+
+
+def sanitize_hostname(name: str) -> str:
+    """A server name made a host name, as Nova makes it."""
+    hostname = name.encode("latin-1", "ignore").decode("latin-1")[:63]
+    hostname = re.sub(r"[ _.]", "-", hostname)
+    hostname = re.sub(r"[^\w.-]+", "", hostname, flags=re.ASCII)
+    return hostname.lower().strip(".-") or "server"
+
+
 def _strict_bool(req, name: str) -> bool:
     """A boolean query parameter that must be one (Nova's strict filters)."""
     value = validation.query_bool(req, name)
@@ -325,16 +395,19 @@ class Server:
     def on_put(self, req, resp, server_id: str) -> None:
         ctx = ctxt(req)
         ver = version(req)
+        schema = schemas.SERVER_UPDATE_V290 if ver >= (2, 90) else \
+            schemas.SERVER_UPDATE_V219 if ver >= (2, 19) else schemas.SERVER_UPDATE
         body = validation.validate(
-            validation.read_json(req, self.state.conf.api.max_request_body_size),
-            schemas.SERVER_UPDATE_V219 if ver >= (2, 19) else schemas.SERVER_UPDATE)
+            validation.read_json(req, self.state.conf.api.max_request_body_size), schema)
         inst = get_server(ctx, server_id)
         spec = body["server"]
         values = {}
-        if "name" in spec:
-            values["name"] = spec["name"]
-        if "description" in spec:
-            values["display_description"] = spec["description"]
+        for key, column in (("name", "name"), ("description", "display_description"),
+                            ("accessIPv4", "access_ip_v4"), ("accessIPv6", "access_ip_v6"),
+                            ("OS-DCF:diskConfig", "disk_config"), ("hostname", "hostname")):
+            if key in spec:
+                values[column] = normalized_ip(spec[key]) if key.startswith("accessIP") \
+                    else spec[key]
         if values:
             try:
                 inst = db.instance_update(inst.uuid, values)
@@ -343,10 +416,15 @@ class Server:
                                        % server_id) from None
         resp.media = {"server": self._view(req, ctx, inst, full=ver >= (2, 75))}
 
-    def on_delete(self, req, resp, server_id: str) -> None:
+    def on_delete(self, req, resp, server_id: str, force: bool = False) -> None:
         ctx = ctxt(req)
         inst = get_server(ctx, server_id)
         locks.check_not_locked(ctx, inst)
+        if not force and self.state.conf.reclaim_instance_interval > 0 and inst.host \
+                and inst.vm_state in st.STABLE and inst.task_state is None:
+            self._soft_delete(ctx, inst)
+            resp.status = falcon.HTTP_204
+            return
         busy = [t for t in st.TASK_STATES if t != st.DELETING] + [None]
         try:
             db.instance_update(inst.uuid, {"task_state": st.DELETING,
@@ -374,3 +452,24 @@ class Server:
             db.action_finish(inst.uuid, ctx.request_id, message="Error")
             raise errors.APIError(503, "The conductor could not be reached") from None
         resp.status = falcon.HTTP_204
+
+    def _soft_delete(self, ctx, inst) -> None:
+        op = st.operation("soft_delete")
+        try:
+            db.instance_update(inst.uuid, {"task_state": op.task_state,
+                                           "task_deadline": task_deadline(
+                                               self.state.conf, op.task_state)},
+                               expected_vm_state=op.from_vm_states, expected_task_state=None)
+        except exception.InstanceStateConflict:
+            raise errors.conflict("Cannot delete instance %s now: it is busy"
+                                  % inst.uuid) from None
+        db.action_start(inst.uuid, op.action, ctx.request_id, ctx.user_id, ctx.project_id)
+        try:
+            self.state.compute.soft_delete_instance(ctx, inst.host, inst.uuid)
+        except exception.MessagingException as exc:
+            LOG.error("Could not cast soft_delete_instance to %s: %s", inst.host, exc)
+            db.instance_update(inst.uuid, {"task_state": None, "task_deadline": None},
+                               expected_task_state=op.task_state)
+            db.action_finish(inst.uuid, ctx.request_id, message="Error")
+            raise errors.APIError(503, "The compute host %s of this server is "
+                                  "unavailable" % inst.host) from None

@@ -2,26 +2,47 @@
 
 Before 2.53: ``PUT /os-services/disable`` (``disable-log-reason``,
 ``enable``) with host and binary in the body. From 2.53: ``PUT
-/os-services/{id}`` with ``status`` (and ``disabled_reason``).
+/os-services/{id}`` with ``status`` (and ``disabled_reason``), the id a
+UUID (:func:`service_uuid`). ``forced_down`` is shown from 2.11.
+
+Binary names: this is Nova's API, whose clients know its services as
+``nova-compute``, ``nova-conductor`` and ``nova-scheduler`` (the CLI's
+``compute service set HOST nova-compute``, dashboards, Tempest). The
+compute API shows Flotilla's daemons under those names and takes either
+name in filters and bodies; everything else (flotilla-manage, logs, the
+database) keeps ``flotilla-*``.
 """
 
 from __future__ import annotations
 
+import uuid as uuidlib
+
 from api import errors, validation
 from api.compute import schemas, zones
 from api.state import APIState, isotime, version
-from flotilla import exception
+from flotilla import binaries, exception
 from flotilla.db import api as db
 
 
-def view(service, conf, host_zones) -> dict:
-    return {"id": service.id, "binary": service.binary, "host": service.host,
-            "zone": zones.service_zone(conf, service, host_zones),
-            "status": "disabled" if service.disabled else "enabled",
-            "state": "up" if db.service_is_up(service, conf.service_down_time)
-            else "down",
-            "updated_at": isotime(service.last_seen_at, micro=True),
-            "disabled_reason": service.disabled_reason, "forced_down": False}
+def service_uuid(service) -> str:
+    """The service's id from 2.53 on (Nova: a UUID): derived from the row
+    and its host and binary, so it is stable and never reused."""
+    return str(uuidlib.uuid5(uuidlib.NAMESPACE_URL, "flotilla-service/%d/%s/%s"
+                             % (service.id, service.host, service.binary)))
+
+
+def view(service, conf, host_zones, ver=(2, 1)) -> dict:
+    result = {"id": service_uuid(service) if ver >= (2, 53) else service.id,
+              "binary": binaries.api_name(service.binary), "host": service.host,
+              "zone": zones.service_zone(conf, service, host_zones),
+              "status": "disabled" if service.disabled else "enabled",
+              "state": "up" if db.service_is_up(service, conf.service_down_time)
+              else "down",
+              "updated_at": isotime(service.last_seen_at, micro=True),
+              "disabled_reason": service.disabled_reason}
+    if ver >= (2, 11):
+        result["forced_down"] = False
+    return result
 
 
 class Services:
@@ -30,10 +51,11 @@ class Services:
 
     def on_get(self, req, resp) -> None:
         conf = self.state.conf
-        host, binary = req.get_param("host"), req.get_param("binary")
+        host, binary = req.get_param("host"), binaries.own_name(req.get_param("binary"))
         host_zones = zones.host_zones(conf)
+        ver = version(req)
         resp.media = {"services": [
-            view(s, conf, host_zones) for s in db.service_get_all(binary=binary)
+            view(s, conf, host_zones, ver) for s in db.service_get_all(binary=binary)
             if host is None or s.host == host]}
 
 
@@ -49,8 +71,8 @@ class Service:
             body = validation.validate(body, schemas.SERVICE_HOST_BINARY)
             disabled = action != "enable"
             reason = body.get("disabled_reason") if action == "disable-log-reason" else None
-            service = self._set(body["host"], body["binary"], disabled, reason)
-            result = {"host": service.host, "binary": service.binary,
+            service = self._set(body["host"], binaries.own_name(body["binary"]), disabled, reason)
+            result = {"host": service.host, "binary": binaries.api_name(service.binary),
                       "status": "disabled" if service.disabled else "enabled"}
             if reason:
                 result["disabled_reason"] = reason
@@ -59,7 +81,7 @@ class Service:
         if ver < (2, 53):
             raise errors.not_found("Unknown action %s" % action[:64])
         body = validation.validate(body, schemas.SERVICE_UPDATE)
-        match = [s for s in db.service_get_all() if str(s.id) == action]
+        match = [s for s in db.service_get_all() if service_uuid(s) == action]
         if not match:
             raise errors.not_found("Service %s could not be found." % action[:64])
         service = match[0]
@@ -69,7 +91,7 @@ class Service:
                                 body.get("disabled_reason") if disabled else None)
         elif "disabled_reason" in body:
             raise errors.bad_request("disabled_reason requires status disabled")
-        resp.media = {"service": view(service, conf, zones.host_zones(conf))}
+        resp.media = {"service": view(service, conf, zones.host_zones(conf), ver)}
 
     @staticmethod
     def _set(host: str, binary: str, disabled: bool, reason: str | None):

@@ -13,6 +13,17 @@ from api.state import APIState
 UPDATED = "2013-07-23T11:33:21Z"
 
 
+def legacy_doc(base: str) -> dict:
+    """v2.0: Nova still lists it (SUPPORTED, no microversions). Flotilla
+    serves only v2.1 under /compute/v2.1; /compute/v2 answers this
+    document only."""
+    return {
+        "id": "v2.0", "status": "SUPPORTED", "version": "", "min_version": "",
+        "updated": "2011-01-21T11:33:21Z",
+        "links": [{"rel": "self", "href": base + "/compute/v2/"}],
+    }
+
+
 def version_doc(base: str) -> dict:
     return {
         "id": "v2.1", "status": "CURRENT",
@@ -28,13 +39,24 @@ def version_doc(base: str) -> dict:
 
 
 class Versions:
-    """GET /compute: every version (one)."""
+    """GET /compute: every version, v2.0 first as Nova lists them."""
 
     def __init__(self, state: APIState) -> None:
         self.state = state
 
     def on_get(self, req, resp) -> None:
-        resp.media = {"versions": [version_doc(self.state.base_url(req))]}
+        base = self.state.base_url(req)
+        resp.media = {"versions": [legacy_doc(base), version_doc(base)]}
+
+
+class LegacyVersion:
+    """GET /compute/v2: the v2.0 document."""
+
+    def __init__(self, state: APIState) -> None:
+        self.state = state
+
+    def on_get(self, req, resp) -> None:
+        resp.media = {"version": legacy_doc(self.state.base_url(req))}
 
 
 class Version:

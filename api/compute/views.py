@@ -18,7 +18,7 @@ from flotilla.context import RequestContext
 
 _STATUS = {st.BUILDING: "BUILD", st.ACTIVE: "ACTIVE", st.STOPPED: "SHUTOFF",
            st.PAUSED: "PAUSED", st.SUSPENDED: "SUSPENDED", st.ERROR: "ERROR",
-           st.DELETED: "DELETED"}
+           st.DELETED: "DELETED", st.SOFT_DELETED: "SOFT_DELETED"}
 
 
 def _status_filters() -> dict[str, tuple[list[str], list[str | None] | None]]:
@@ -72,7 +72,8 @@ def embedded_flavor(snapshot: dict, version, url: str) -> dict:
                                            % (url.rsplit("/v2.1", 1)[0], flavorid)}]}
     result = {"vcpus": snapshot.get("vcpus", 0), "ram": snapshot.get("memory_mb", 0),
               "disk": snapshot.get("root_gb", 0),
-              "ephemeral": snapshot.get("ephemeral_gb", 0), "swap": 0,
+              "ephemeral": snapshot.get("ephemeral_gb", 0),
+              "swap": snapshot.get("swap", 0) or 0,
               "original_name": snapshot.get("name", "")}
     result["extra_specs"] = dict(snapshot.get("extra_specs") or {})
     return result
@@ -100,9 +101,10 @@ def server_detail(inst, ctxt: RequestContext, version, url: str,
         "image": image, "flavor": embedded_flavor(flavor, version, url),
         "created": isotime(inst.created_at),
         "updated": isotime(inst.updated_at or inst.created_at),
-        "addresses": {}, "accessIPv4": "", "accessIPv6": "",
+        "addresses": {}, "accessIPv4": inst.access_ip_v4 or "",
+        "accessIPv6": inst.access_ip_v6 or "",
         "links": _link(url, "servers", inst.uuid),
-        "progress": 0, "OS-DCF:diskConfig": "MANUAL",
+        "progress": 0, "OS-DCF:diskConfig": inst.disk_config or "MANUAL",
     }
     if full:
         server.update({
@@ -120,13 +122,16 @@ def server_detail(inst, ctxt: RequestContext, version, url: str,
         server["OS-EXT-SRV-ATTR:hypervisor_hostname"] = inst.node or inst.host
         server["OS-EXT-SRV-ATTR:instance_name"] = "instance-%08x" % (inst.id or 0)
     if full and version >= (2, 3) and ctxt.is_admin:
-        server.update({"OS-EXT-SRV-ATTR:hostname": inst.name,
-                       "OS-EXT-SRV-ATTR:reservation_id": "",
+        server.update({"OS-EXT-SRV-ATTR:hostname": inst.hostname or inst.name,
+                       "OS-EXT-SRV-ATTR:reservation_id": inst.reservation_id or "",
                        "OS-EXT-SRV-ATTR:launch_index": 0,
                        "OS-EXT-SRV-ATTR:kernel_id": "",
                        "OS-EXT-SRV-ATTR:ramdisk_id": "",
                        "OS-EXT-SRV-ATTR:root_device_name": None,
-                       "OS-EXT-SRV-ATTR:user_data": None})
+                       "OS-EXT-SRV-ATTR:user_data": inst.user_data})
+    if full and version >= (2, 90):
+        # Every user sees the host name from 2.90.
+        server["OS-EXT-SRV-ATTR:hostname"] = inst.hostname or inst.name
     if version >= (2, 9):
         server["locked"] = bool(inst.locked)
     if full and version >= (2, 16) and ctxt.is_admin:
@@ -134,7 +139,7 @@ def server_detail(inst, ctxt: RequestContext, version, url: str,
     if version >= (2, 19):
         server["description"] = inst.display_description
     if version >= (2, 26):
-        server["tags"] = []
+        server["tags"] = list(inst.tags or [])
     if version >= (2, 63):
         server["trusted_image_certificates"] = None
     if version >= (2, 71):
@@ -166,7 +171,7 @@ def flavor_view(flavor, version, url: str, detail: bool = True) -> dict:
         "OS-FLV-EXT-DATA:ephemeral": flavor.ephemeral_gb,
         "OS-FLV-DISABLED:disabled": flavor.disabled,
         "os-flavor-access:is_public": flavor.is_public,
-        "swap": 0 if version >= (2, 75) else "",
+        "swap": flavor.swap or (0 if version >= (2, 75) else ""),
         "rxtx_factor": 1.0,
     })
     if version >= (2, 61):
@@ -180,4 +185,4 @@ def flavor_snapshot(flavor) -> dict:
     return {"flavorid": flavor.flavorid, "name": flavor.name,
             "memory_mb": flavor.memory_mb, "vcpus": flavor.vcpus,
             "root_gb": flavor.root_gb, "ephemeral_gb": flavor.ephemeral_gb,
-            "extra_specs": dict(flavor.extra_specs or {})}
+            "swap": flavor.swap or 0, "extra_specs": dict(flavor.extra_specs or {})}

@@ -1,7 +1,7 @@
 """Availability zones, derived from the compute nodes and services.
 
-A compute host belongs to the zone its node reports, or ``[api]
-default_availability_zone``; a zone is available while at least one of its
+A compute host belongs to the zone an aggregate puts it in (os-aggregates),
+else the zone its node reports, else ``[api] default_availability_zone``; a zone is available while at least one of its
 compute services is up and enabled. Other services are in zone
 ``internal``, as in Nova.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from api.state import APIState, isotime
 from flotilla import binaries
+from flotilla.db import aggregates as agg_db
 from flotilla.db import api as db
 
 INTERNAL = "internal"
@@ -18,7 +19,8 @@ INTERNAL = "internal"
 def host_zones(conf) -> dict[str, str]:
     """compute host -> its zone."""
     default = conf.api.default_availability_zone
-    return {node.host: node.availability_zone or default
+    by_aggregate = agg_db.host_zones()
+    return {node.host: by_aggregate.get(node.host) or node.availability_zone or default
             for node in db.compute_node_get_all()}
 
 
@@ -50,7 +52,7 @@ class AvailabilityZones:
             up = db.service_is_up(service, conf.service_down_time)
             entry = result.setdefault(zone, {"available": False, "hosts": {}})
             entry["available"] = entry["available"] or (up and not service.disabled)
-            entry["hosts"].setdefault(service.host, {})[service.binary] = {
+            entry["hosts"].setdefault(service.host, {})[binaries.api_name(service.binary)] = {
                 "available": up, "active": not service.disabled,
                 "updated_at": isotime(service.last_seen_at, micro=True)}
         for zone in set(zones.values()):

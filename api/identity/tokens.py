@@ -56,6 +56,10 @@ AUTH_SCHEMA = {
             },
             "scope": {"oneOf": [
                 {"type": "string", "enum": ["unscoped"]},
+                {"type": "object", "properties": {"system": {
+                    "type": "object", "properties": {"all": {"const": True}},
+                    "required": ["all"], "additionalProperties": False}},
+                 "required": ["system"], "additionalProperties": False},
                 {"type": "object", "properties": {"project": {
                     "type": "object", "properties": {
                         "id": {"type": "string", "maxLength": 64},
@@ -93,6 +97,11 @@ def token_body(state: APIState, req, row, user, project, methods) -> dict:
         token["roles"] = [{"id": r, "name": r} for r in row.roles]
         token["catalog"] = catalog.catalog(state.base_url(req),
                                            state.conf.identity.region_name)
+    elif getattr(row, "system", False):
+        token["system"] = {"all": True}
+        token["roles"] = [{"id": r, "name": r} for r in row.roles]
+        token["catalog"] = catalog.catalog(state.base_url(req),
+                                           state.conf.identity.region_name)
     return {"token": token}
 
 
@@ -122,6 +131,16 @@ class Tokens:
             raise errors.unauthorized(_FAILED)
         project = None
         scope = auth.get("scope")
+        if isinstance(scope, dict) and "system" in scope:
+            roles = identity_db.system_roles_for(user.id)
+            if not roles:
+                raise errors.unauthorized(_FAILED)
+            token, row = identity_db.token_issue(
+                user.id, None, roles, self.state.conf.identity.token_ttl, system=True)
+            resp.status = falcon.HTTP_201
+            resp.set_header("X-Subject-Token", token)
+            resp.media = token_body(self.state, req, row, user, None, ["password"])
+            return
         if isinstance(scope, dict):
             ref = scope["project"]
             _check_domain(ref.get("domain"))

@@ -5,6 +5,8 @@ keystoneauth discovers the v3 API from these; they are public.
 
 from __future__ import annotations
 
+import falcon
+
 from api.state import APIState
 
 UPDATED = "2020-04-07T00:00:00Z"
@@ -22,6 +24,8 @@ class Versions:
         self.state = state
 
     def on_get(self, req, resp) -> None:
+        # 300 Multiple Choices, as Keystone answers its root.
+        resp.status = falcon.HTTP_300
         resp.media = {"versions": {"values": [v3_doc(self.state.base_url(req))]}}
 
 

@@ -158,7 +158,16 @@ class ImageData:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, image_id: str) -> None:
         image = self._authorized_image(req, image_id)
-        if image.status != "active" or image.checksum is None:
+        if image.status == "deactivated":
+            # Glance: a deactivated image's data is for admins only.
+            caller = common.authenticated(req)
+            if caller is None or not caller.is_admin:
+                raise falcon.HTTPForbidden(
+                    description="Image %s is deactivated." % image.id)
+        elif image.status != "active" or image.checksum is None:
+            resp.status = falcon.HTTP_204
+            return
+        if image.checksum is None:
             resp.status = falcon.HTTP_204
             return
         path = image.location or images.image_path(self.conf, image.id)

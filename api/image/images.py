@@ -70,6 +70,13 @@ def _editable_document(image: Image) -> dict:
     return document
 
 
+def _no_empty_id(req: falcon.Request) -> None:
+    """``/v2/images/`` names an image with an empty id, as Glance routes
+    it: 404 (the app strips the slash before routing)."""
+    if req.env.get("PATH_INFO", "").endswith("/images/"):
+        raise falcon.HTTPNotFound(description="No image has an empty id.")
+
+
 class Collection:
     """GET and POST /image/v2/images."""
 
@@ -77,6 +84,7 @@ class Collection:
         self.conf = conf
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        _no_empty_id(req)
         ctxt = common.caller(req)
         common.require_read(ctxt)
         params = req.params
@@ -95,6 +103,10 @@ class Collection:
             body["next"] = link
         resp.media = body
 
+    def on_delete(self, req: falcon.Request, resp: falcon.Response) -> None:
+        _no_empty_id(req)
+        raise falcon.HTTPMethodNotAllowed(["GET", "POST"])
+
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         ctxt = common.caller(req)
         common.require_write(ctxt)
@@ -107,7 +119,8 @@ class Collection:
         values.setdefault("owner", ctxt.project_id)
         if values["owner"] is None:
             values["owner"] = ctxt.project_id
-        values.setdefault("visibility", "private")
+        # Glance's default: private, but shareable with members.
+        values.setdefault("visibility", "shared")
         values["status"] = "queued"
         try:
             image = db_images.image_create_within_quota(
@@ -146,6 +159,8 @@ class Item:
             image = images.get_visible(ctxt, image_id)
         common.require_owner(ctxt, image)
         operations = common.read_json(req)
+        if req.content_type.split(";")[0].strip() == PATCH_MEDIA_TYPES[1]:
+            operations = validation.patch_v20_to_v21(operations)
         before = _editable_document(image)
         after = validation.apply_patch(before, operations)
         _check_rights(ctxt, after, image)

@@ -28,7 +28,8 @@ from flotilla.db import images as db_images
 
 _VISIBILITIES = ("public", "private", "shared", "community", "all")
 _PAGING = frozenset({"limit", "marker", "sort_key", "sort_dir", "sort"})
-_IGNORED = frozenset({"member_status"})  # no image members in Flotilla
+_IGNORED: frozenset[str] = frozenset()
+_MEMBER_STATUSES = ("pending", "accepted", "rejected", "all")
 
 
 def _in_list(value: str) -> list[str]:
@@ -57,6 +58,11 @@ def parse_query(conf, ctxt: RequestContext, params: dict[str, str]) -> db_images
                 raise falcon.HTTPBadRequest(
                     description="visibility must be one of %s" % ", ".join(_VISIBILITIES))
             query.visibility = value
+        elif key == "member_status":
+            if value not in _MEMBER_STATUSES:
+                raise falcon.HTTPBadRequest(description="member_status must be one of %s"
+                                            % ", ".join(_MEMBER_STATUSES))
+            query.member_status = _MEMBER_STATUSES[:3] if value == "all" else (value,)
         elif key == "os_hidden":
             if common.parse_bool(key, value):
                 properties[db_images.HIDDEN_KEY] = "True"

@@ -10,6 +10,12 @@ GET/PATCH/DELETE /image/v2/images/{id}   show, update, delete
 PUT  /image/v2/images/{id}/file          upload (token or signed URL)
 GET  /image/v2/images/{id}/file          download (token or signed URL)
 GET  /image/v2/schemas/image(s)          schema of an image
+GET/POST /image/v2/images/{id}/members   image members (api.image.sharing)
+GET/PUT/DELETE .../members/{member_id}   one member
+PUT/DELETE .../tags/{tag}                image tags
+POST .../actions/deactivate|reactivate   hide an image's data / undo
+GET  /image/v2/schemas/member(s)         schema of a member
+GET  /image/v2/info/import               import methods (none)
 =======================================  ==============================
 
 Resources declare their rules for the API's policy table in
@@ -25,7 +31,7 @@ import re
 
 import falcon
 
-from api.image import data, images, versions
+from api.image import data, images, sharing, versions
 
 PREFIX = "/image"
 _SIGNED_DOWNLOAD = re.compile(r"^/image/v2/images/[^/]+/file$")
@@ -48,6 +54,16 @@ def add_routes(app: falcon.App, conf) -> None:
     schema = images.Schema()
     app.add_route(PREFIX + "/v2/schemas/image", schema)
     app.add_route(PREFIX + "/v2/schemas/images", schema)
+    app.add_route(PREFIX + "/v2/images/{image_id}/members", sharing.Members())
+    app.add_route(PREFIX + "/v2/images/{image_id}/members/{member_id}", sharing.Member())
+    app.add_route(PREFIX + "/v2/images/{image_id}/tags/{tag}", sharing.Tag())
+    app.add_route(PREFIX + "/v2/images/{image_id}/actions/deactivate",
+                  sharing.Activation(deactivate=True))
+    app.add_route(PREFIX + "/v2/images/{image_id}/actions/reactivate",
+                  sharing.Activation(deactivate=False))
+    app.add_route(PREFIX + "/v2/info/import", sharing.ImportInfo())
+    app.add_route(PREFIX + "/v2/schemas/member", sharing.MemberSchema(plural=False))
+    app.add_route(PREFIX + "/v2/schemas/members", sharing.MemberSchema(plural=True))
 
 
 def allows_anonymous(req: falcon.Request) -> bool:

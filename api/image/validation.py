@@ -67,6 +67,9 @@ def validate_image(body: Any) -> dict[str, Any]:
     for key in body:
         if key in READ_ONLY:
             raise falcon.HTTPForbidden(description="Attribute '%s' is read-only." % key)
+        if key.startswith("os_glance"):
+            # Glance reserves this prefix for its own properties.
+            raise falcon.HTTPForbidden(description="Attribute '%s' is reserved." % key)
     error = jsonschema.exceptions.best_match(_validator.iter_errors(body))
     if error is not None:
         field = "/".join(str(p) for p in error.absolute_path) or "body"
@@ -93,6 +96,27 @@ PATCH_SCHEMA: dict[str, Any] = {
 }
 
 _patch_validator = Validator(PATCH_SCHEMA)
+
+
+def patch_v20_to_v21(operations: Any) -> Any:
+    """Glance's older patch form (``application/openstack-images-v2.0-
+    json-patch``: ``{"replace": "/name", "value": ...}``) in the RFC 6902
+    form apply_patch takes; anything else is returned as it is."""
+    if not isinstance(operations, list):
+        return operations
+    result = []
+    for op in operations:
+        if isinstance(op, dict) and "op" not in op:
+            names = [k for k in ("add", "replace", "remove") if k in op]
+            if len(names) == 1:
+                converted = {"op": names[0], "path": op[names[0]]}
+                if "value" in op:
+                    converted["value"] = op["value"]
+                extra = set(op) - {names[0], "value"}
+                converted.update({k: op[k] for k in extra})
+                op = converted
+        result.append(op)
+    return result
 
 
 def apply_patch(document: dict[str, Any], operations: Any) -> dict[str, Any]:

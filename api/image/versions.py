@@ -45,4 +45,7 @@ class Versions:
         self.conf = conf
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        # Glance answers its root with 300 Multiple Choices.
+        if req.env.get("PATH_INFO", req.path).rstrip("/") == "/image":
+            resp.status = falcon.HTTP_300
         resp.media = versions_document(self.conf, req)

@@ -230,6 +230,12 @@ class ComputeDriver(abc.ABC):
         ``hypervisor_version`` (int), ``hypervisor_hostname``,
         ``cpu_arch``."""
 
+    def get_host_uptime(self) -> str:
+        """This host's uptime(1) line (``10:01:02 up 3 days, 2:03,  1 user,
+        load average: 0.1, 0.2, 0.3``), as Nova's os-hypervisors shows it.
+        The agent runs on the hypervisor host, so this reads its own."""
+        return host_uptime()
+
     @abc.abstractmethod
     def register_event_listener(self, callback: EventListener | None) -> None:
         """Send every guest lifecycle event to ``callback`` (None stops).
@@ -502,3 +508,27 @@ class ComputeDriver(abc.ABC):
     def _not_supported(self, operation: str) -> NoReturn:
         raise exception.NotSupported(operation=operation,
                                      what=type(self).__name__)
+
+
+def host_uptime() -> str:
+    """uptime(1)'s line for this machine: the command's own output, or the
+    same line made from /proc where the command is missing."""
+    import shutil
+    import subprocess
+    command = shutil.which("uptime")
+    if command:
+        result = subprocess.run([command], capture_output=True, text=True, timeout=10,
+                                env={"LANG": "C", "PATH": "/usr/bin:/bin"})
+        if result.returncode == 0 and result.stdout.strip():
+            return result.stdout.strip()
+    import time
+    with open("/proc/uptime") as f:
+        seconds = int(float(f.read().split()[0]))
+    with open("/proc/loadavg") as f:
+        loads = f.read().split()[:3]
+    days, rest = divmod(seconds, 86400)
+    span = "%d:%02d" % (rest // 3600, rest % 3600 // 60)
+    if days:
+        span = "%d day%s, %s" % (days, "" if days == 1 else "s", span)
+    return "%s up %s,  0 users,  load average: %s" % (
+        time.strftime("%H:%M:%S"), span, ", ".join(loads))

@@ -147,8 +147,16 @@ def host_list(conn, args) -> output.Table:
     return output.Table(HOST_COLUMNS, rows)
 
 
+def _own_binary(name: str | None) -> str | None:
+    """The compute API names daemons as Nova does (nova-compute); this CLI
+    names them as Flotilla does (flotilla-compute)."""
+    if name and name.startswith("nova-"):
+        return "flotilla-" + name[len("nova-"):]
+    return name
+
+
 def _service_row(s: Any) -> list:
-    return [s.id, s.binary, s.host, getattr(s, "availability_zone", None), s.status,
+    return [s.id, _own_binary(s.binary), s.host, getattr(s, "availability_zone", None), s.status,
             s.state, getattr(s, "updated_at", None), getattr(s, "disabled_reason", None)]
 
 
@@ -160,7 +168,7 @@ def service_list(conn, args) -> output.Table:
 def _find_service(conn, host: str, binary: str):
     from openstack import exceptions as sdk_exc
     for service in conn.compute.services(host=host, binary=binary):
-        if service.host == host and service.binary == binary:
+        if service.host == host and _own_binary(service.binary) == _own_binary(binary):
             return service
     raise sdk_exc.NotFoundException("no service %s on host %s" % (binary, host))
 

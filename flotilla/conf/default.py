@@ -54,6 +54,16 @@ default_opts = [
         min=0,
         help="Seconds a stopping service waits for in-flight work to "
              "finish after SIGTERM before it exits anyway."),
+    cfg.IntOpt(
+        "reclaim_instance_interval",
+        default=0,
+        min=0,
+        help="Seconds a deleted server stays soft-deleted (status "
+             "SOFT_DELETED, powered off, still counted in quotas) before the "
+             "conductor deletes it for good; while it does, its owner may "
+             "restore it (the restore action) and an admin or the owner may "
+             "delete it at once (forceDelete). 0, the default, deletes at "
+             "once, as Nova does."),
     cfg.BoolOpt(
         "debug",
         default=False,

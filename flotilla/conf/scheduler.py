@@ -14,7 +14,8 @@ DEFAULT_FILTERS = [
     "ComputeFilter", "RetryFilter", "AvailabilityZoneFilter", "RamFilter",
     "CoreFilter", "DiskFilter", "ImagePropertiesFilter",
     "ServerGroupAffinityFilter", "ServerGroupAntiAffinityFilter",
-    "NumInstancesFilter",
+    "NumInstancesFilter", "SameHostFilter", "DifferentHostFilter",
+    "AggregateInstanceExtraSpecsFilter",
 ]
 
 scheduler_opts = [

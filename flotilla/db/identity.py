@@ -11,12 +11,20 @@ Rules:
 * a token is only as good as the rights behind it, checked live at every
   validation (:func:`token_validate`): its user and project must still be
   enabled, and its roles are those it was issued with that the user still
-  holds on the project (none left: the token is refused). So whatever path
-  removes a role or disables a user or project (the manage CLI, an admin
-  API) takes effect on the next request, with nothing to revoke;
-* roles are ``admin``, ``member`` and ``reader``; admin implies member and
-  member implies reader (as Keystone's default implied roles), and a token
-  carries the expanded list;
+  holds (on the project, or on the system for a system-scoped token; none
+  left: the token is refused). So whatever path removes a role or disables
+  a user or project (the manage CLI, the identity admin API) takes effect
+  on the next request, with nothing to revoke;
+* roles are ``admin``, ``manager``, ``member``, ``reader`` and ``service``
+  (other OpenStack services calling in), a fixed set; admin implies
+  manager, manager implies member and member implies reader (Keystone's
+  default implied roles), and a token carries the expanded list;
+* a role is held on a project, or on the system (Keystone's system scope:
+  the whole deployment, used by identity administrators and readers);
+* every change of a user's roles or enabled flag, or of a project's
+  enabled flag, goes through a function here (role_add, role_remove,
+  system_role_add, system_role_remove, user_update, project_update), so the
+  token check sees it at once;
 * projects and users are addressed by id or by name (names are unique).
 """
 
@@ -33,12 +41,14 @@ import sqlalchemy as sa
 
 from flotilla import exception
 from flotilla.db.engine import session_scope
-from flotilla.db.models import Project, RoleAssignment, Token, User
+from flotilla.db.models import Project, RoleAssignment, SystemRoleAssignment, Token, User
 from flotilla.db.types import utcnow
 
-ROLES = ("admin", "member", "reader")
-_IMPLIED = {"admin": ("admin", "member", "reader"),
-            "member": ("member", "reader"), "reader": ("reader",)}
+ROLES = ("admin", "manager", "member", "reader", "service")
+_IMPLIED = {"admin": ("admin", "manager", "member", "reader"),
+            "manager": ("manager", "member", "reader"),
+            "member": ("member", "reader"), "reader": ("reader",),
+            "service": ("service",)}
 _SCRYPT_R, _SCRYPT_P = 8, 1
 
 
@@ -94,10 +104,10 @@ _DUMMY_HASH: str | None = None
 # --- projects ----------------------------------------------------------------
 
 def project_create(name: str, description: str | None = None,
-                   project_id: str | None = None) -> Project:
+                   project_id: str | None = None, enabled: bool = True) -> Project:
     """Create a project (Conflict if the name is taken)."""
     project = Project(id=project_id or uuidlib.uuid4().hex, name=name,
-                      description=description)
+                      description=description, enabled=enabled)
     try:
         with session_scope() as session:
             session.add(project)
@@ -115,6 +125,23 @@ def project_get(ref: str) -> Project:
 def project_get_all() -> list[Project]:
     with session_scope() as session:
         return list(session.scalars(sa.select(Project).order_by(Project.name)))
+
+
+def project_update(ref: str, values: dict) -> Project:
+    """Change a project's name, description or enabled flag (Conflict if
+    the new name is taken)."""
+    allowed = {"name", "description", "enabled"}
+    if set(values) - allowed:
+        raise exception.Invalid(reason="a project has only %s" % ", ".join(sorted(allowed)))
+    try:
+        with session_scope() as session:
+            project = _project(session, ref)
+            for key, value in values.items():
+                setattr(project, key, value)
+    except sa.exc.IntegrityError:
+        raise exception.Conflict(reason="a project named %s exists"
+                                 % values.get("name")) from None
+    return project
 
 
 def project_delete(ref: str) -> None:
@@ -149,14 +176,15 @@ def _project(session, ref: str) -> Project:
 
 def user_create(name: str, password: str | None,
                 default_project: str | None = None,
-                scrypt_n: int = 2 ** 14) -> User:
+                scrypt_n: int = 2 ** 14, enabled: bool = True,
+                extra: dict | None = None) -> User:
     """Create a user (Conflict if the name is taken). A user without a
     password cannot authenticate until one is set."""
     with session_scope() as session:
         project_id = _project(session, default_project).id if default_project else None
     user = User(id=uuidlib.uuid4().hex, name=name,
                 password_hash=hash_password(password, scrypt_n) if password else None,
-                default_project_id=project_id)
+                default_project_id=project_id, enabled=enabled, extra=extra or None)
     try:
         with session_scope() as session:
             session.add(user)
@@ -174,6 +202,33 @@ def user_get(ref: str) -> User:
 def user_get_all() -> list[User]:
     with session_scope() as session:
         return list(session.scalars(sa.select(User).order_by(User.name)))
+
+
+def user_update(ref: str, values: dict, scrypt_n: int = 2 ** 14) -> User:
+    """Change a user's name, enabled flag, default project, password or
+    extra attributes (``extra`` replaces them). A new password revokes
+    every token the user holds."""
+    allowed = {"name", "enabled", "default_project_id", "password", "extra"}
+    if set(values) - allowed:
+        raise exception.Invalid(reason="a user has only %s" % ", ".join(sorted(allowed)))
+    values = dict(values)
+    password = values.pop("password", None)
+    try:
+        with session_scope() as session:
+            user = _user(session, ref)
+            if values.get("default_project_id"):
+                values["default_project_id"] = _project(
+                    session, values["default_project_id"]).id
+            for key, value in values.items():
+                setattr(user, key, value)
+            if password is not None:
+                user.password_hash = hash_password(password, scrypt_n)
+                session.execute(sa.update(Token).where(Token.user_id == user.id)
+                                .values(revoked=True))
+    except sa.exc.IntegrityError:
+        raise exception.Conflict(reason="a user named %s exists"
+                                 % values.get("name")) from None
+    return user
 
 
 def user_delete(ref: str) -> None:
@@ -269,6 +324,72 @@ def role_list(user: str | None = None, project: str | None = None) -> list[tuple
         return [tuple(row) for row in session.execute(query)]
 
 
+def role_assignments(user_id: str | None = None, project_id: str | None = None,
+                     role: str | None = None) -> list[tuple[str, str | None, str]]:
+    """(user id, project id or None for the system, role) of the matching
+    assignments, project ones first; ``project_id="system"`` selects the
+    system's only."""
+    rows: list[tuple[str, str | None, str]] = []
+    with session_scope() as session:
+        if project_id != "system":
+            query = sa.select(RoleAssignment.user_id, RoleAssignment.project_id,
+                              RoleAssignment.role).order_by(RoleAssignment.id)
+            if user_id is not None:
+                query = query.where(RoleAssignment.user_id == user_id)
+            if project_id is not None:
+                query = query.where(RoleAssignment.project_id == project_id)
+            if role is not None:
+                query = query.where(RoleAssignment.role == role)
+            rows.extend(tuple(r) for r in session.execute(query))
+        if project_id is None or project_id == "system":
+            query = sa.select(SystemRoleAssignment.user_id, SystemRoleAssignment.role
+                              ).order_by(SystemRoleAssignment.id)
+            if user_id is not None:
+                query = query.where(SystemRoleAssignment.user_id == user_id)
+            if role is not None:
+                query = query.where(SystemRoleAssignment.role == role)
+            rows.extend((u, None, r) for u, r in session.execute(query))
+    return rows
+
+
+def system_role_add(user: str, role: str) -> None:
+    """Grant ``role`` on the system to ``user`` (idempotent)."""
+    if role not in ROLES:
+        raise exception.Invalid(reason="role must be one of %s" % ", ".join(ROLES))
+    with session_scope() as session:
+        user_id = _user(session, user).id
+        exists = session.scalar(sa.select(SystemRoleAssignment.id).where(
+            SystemRoleAssignment.user_id == user_id, SystemRoleAssignment.role == role))
+        if exists is None:
+            session.add(SystemRoleAssignment(user_id=user_id, role=role))
+
+
+def system_role_remove(user: str, role: str) -> None:
+    """Revoke a system role; NotFound if it was not granted."""
+    with session_scope() as session:
+        user_id = _user(session, user).id
+        result = session.execute(sa.delete(SystemRoleAssignment).where(
+            SystemRoleAssignment.user_id == user_id, SystemRoleAssignment.role == role))
+        if result.rowcount == 0:
+            raise exception.NotFound("User %s has no role %s on the system" % (user, role))
+
+
+def system_roles_for(user_id: str) -> list[str]:
+    """The system roles (implied ones included) of a user."""
+    with session_scope() as session:
+        return expand_roles(session.scalars(sa.select(SystemRoleAssignment.role).where(
+            SystemRoleAssignment.user_id == user_id)))
+
+
+def projects_for(user_id: str) -> list[Project]:
+    """The projects a user holds any role on."""
+    with session_scope() as session:
+        return list(session.scalars(
+            sa.select(Project).where(Project.id.in_(
+                sa.select(RoleAssignment.project_id).where(
+                    RoleAssignment.user_id == user_id))).order_by(Project.name)))
+
+
 def roles_for(user_id: str, project_id: str) -> list[str]:
     """The roles (implied ones included) of a user on a project."""
     with session_scope() as session:
@@ -294,12 +415,13 @@ def _token_hash(token: str) -> str:
 
 
 def token_issue(user_id: str, project_id: str | None, roles: list[str],
-                ttl: int) -> tuple[str, Token]:
-    """A new token (returned once, never stored) and its row."""
+                ttl: int, system: bool = False) -> tuple[str, Token]:
+    """A new token (returned once, never stored) and its row; ``system``:
+    scoped to the system (then ``project_id`` is None)."""
     token = secrets.token_urlsafe(32)
     now = utcnow()
     row = Token(id=_token_hash(token), user_id=user_id, project_id=project_id,
-                roles=list(roles), issued_at=now,
+                roles=list(roles), issued_at=now, system=system,
                 expires_at=now + datetime.timedelta(seconds=ttl))
     with session_scope() as session:
         session.add(row)
@@ -330,12 +452,19 @@ def token_validate(token: str) -> Token:
                 sa.select(RoleAssignment.role).where(
                     RoleAssignment.user_id == row.user_id,
                     RoleAssignment.project_id == row.project_id))))
+        elif row.system:
+            granted = set(expand_roles(session.scalars(
+                sa.select(SystemRoleAssignment.role).where(
+                    SystemRoleAssignment.user_id == row.user_id))))
+        else:
+            granted = set()
+        if row.project_id is not None or row.system:
             roles = [r for r in (row.roles or []) if r in granted]
             if not roles:
                 raise TokenNotFound()
         return Token(id=row.id, user_id=row.user_id, project_id=row.project_id,
                      roles=roles, issued_at=row.issued_at,
-                     expires_at=row.expires_at, revoked=False)
+                     expires_at=row.expires_at, revoked=False, system=row.system)
 
 
 def token_revoke(token: str) -> None:

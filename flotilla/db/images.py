@@ -76,6 +76,8 @@ class ImageQuery:
     sort_dir: str = "desc"
     limit: int = 25
     marker: str | None = None
+    # Shared images listed to their members: of these member statuses.
+    member_status: Sequence[str] = ("accepted",)
 
 
 def image_create(values: Mapping[str, Any]) -> Image:
@@ -298,14 +300,19 @@ def _visibility_clauses(query: ImageQuery) -> list:
         return []
     if query.all_projects:
         return [Image.visibility == query.visibility]
+    from flotilla.db.image_members import shared_with
     own = Image.owner == query.project_id
+    shared = sa.and_(Image.visibility == "shared",
+                     shared_with(query.project_id, query.member_status))
     if query.visibility in (None, "all"):
         # Glance: community images are listed only to their owner unless
-        # asked for explicitly; shared needs members, which Flotilla does
-        # not have, so a shared image is its owner's alone.
-        return [sa.or_(Image.visibility == "public", own)]
+        # asked for explicitly; shared ones to their members once accepted
+        # (member_status says which).
+        return [sa.or_(Image.visibility == "public", own, shared)]
     if query.visibility in ("public", "community"):
         return [Image.visibility == query.visibility]
+    if query.visibility == "shared":
+        return [sa.or_(sa.and_(Image.visibility == "shared", own), shared)]
     return [Image.visibility == query.visibility, own]
 
 

@@ -200,6 +200,8 @@ class Flavor(TimestampMixin, Base):
     disabled: Mapped[bool] = mapped_column(default=False)
     description: Mapped[str | None] = mapped_column(sa.Text)
     extra_specs: Mapped[dict] = mapped_column(sa.JSON, default=dict)
+    # MiB of swap disk each server of this size gets (0: none).
+    swap: Mapped[int] = mapped_column(default=0, server_default="0")
     deleted: Mapped[int] = mapped_column(default=0)
     deleted_at: Mapped[datetime.datetime | None]
 
@@ -214,6 +216,29 @@ class FlavorProject(Base):
     flavor_id: Mapped[int] = mapped_column(
         sa.ForeignKey("flavors.id", ondelete="CASCADE"))
     project_id: Mapped[str] = mapped_column(sa.String(NAME_LEN), index=True)
+
+
+class Aggregate(TimestampMixin, Base):
+    """A named group of compute hosts with metadata (os-aggregates); an
+    ``availability_zone`` makes its hosts a zone. Deleted rows go."""
+
+    __tablename__ = "aggregates"
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    uuid: Mapped[str] = mapped_column(sa.String(UUID_LEN), unique=True)
+    name: Mapped[str] = mapped_column(sa.String(NAME_LEN), unique=True)
+    availability_zone: Mapped[str | None] = mapped_column(sa.String(NAME_LEN))
+    metadata_: Mapped[dict] = mapped_column("metadata", sa.JSON, default=dict)
+
+
+class AggregateHost(Base):
+    __tablename__ = "aggregate_hosts"
+    __table_args__ = (sa.UniqueConstraint("aggregate_id", "host"),)
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    aggregate_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("aggregates.id", ondelete="CASCADE"))
+    host: Mapped[str] = mapped_column(sa.String(NAME_LEN), index=True)
 
 
 class Image(TimestampMixin, SoftDeleteMixin, Base):
@@ -239,6 +264,20 @@ class Image(TimestampMixin, SoftDeleteMixin, Base):
     # sha256 (hex) of the nonce of the one signed upload URL that may still
     # upload this image's data (a snapshot's agent); cleared when used.
     upload_token: Mapped[str | None] = mapped_column(sa.String(64))
+
+
+class ImageMember(TimestampMixin, Base):
+    """A project an image is shared with (Glance's image members); the
+    member accepts or rejects the share."""
+
+    __tablename__ = "image_members"
+    __table_args__ = (sa.UniqueConstraint("image_id", "member"),)
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    image_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("images.id", ondelete="CASCADE"), index=True)
+    member: Mapped[str] = mapped_column(sa.String(NAME_LEN), index=True)
+    status: Mapped[str] = mapped_column(sa.String(STATE_LEN), default="pending")
 
 
 # --- instances ---------------------------------------------------------------
@@ -288,6 +327,20 @@ class Instance(TimestampMixin, SoftDeleteMixin, Base):
     locked: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
     locked_by: Mapped[str | None] = mapped_column(sa.String(STATE_LEN))
     locked_reason: Mapped[str | None] = mapped_column(sa.String(NAME_LEN))
+    # What the owner set or asked for at boot, shown back as Nova does:
+    # addresses reached from outside (accessIPv4/v6), the disk partition
+    # policy (OS-DCF:diskConfig), the guest's host name (2.90), user data.
+    access_ip_v4: Mapped[str | None] = mapped_column(sa.String(39))
+    access_ip_v6: Mapped[str | None] = mapped_column(sa.String(39))
+    disk_config: Mapped[str | None] = mapped_column(sa.String(STATE_LEN))
+    hostname: Mapped[str | None] = mapped_column(sa.String(NAME_LEN))
+    user_data: Mapped[str | None] = mapped_column(sa.Text)
+    tags: Mapped[list | None] = mapped_column(sa.JSON)
+    # The create request that made it (r-...), shared by a multi-create.
+    reservation_id: Mapped[str | None] = mapped_column(sa.String(STATE_LEN), index=True)
+    # The encrypted admin password a guest posted (os-server-password);
+    # cleared by its owner.
+    password: Mapped[str | None] = mapped_column(sa.Text)
 
 
 class InstanceFault(Base):
@@ -400,6 +453,8 @@ class User(TimestampMixin, Base):
     enabled: Mapped[bool] = mapped_column(default=True)
     default_project_id: Mapped[str | None] = mapped_column(
         sa.ForeignKey("projects.id", ondelete="SET NULL"))
+    # Keystone's free-form user attributes (email, description, ...).
+    extra: Mapped[dict | None] = mapped_column(sa.JSON)
 
 
 class RoleAssignment(Base):
@@ -411,6 +466,19 @@ class RoleAssignment(Base):
         sa.ForeignKey("users.id", ondelete="CASCADE"))
     project_id: Mapped[str] = mapped_column(
         sa.ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    role: Mapped[str] = mapped_column(sa.String(64))
+
+
+class SystemRoleAssignment(Base):
+    """A role on the whole deployment (Keystone's system scope), held
+    outside any project: a system reader may read every identity."""
+
+    __tablename__ = "system_role_assignments"
+    __table_args__ = (sa.UniqueConstraint("user_id", "role"),)
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    user_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("users.id", ondelete="CASCADE"))
     role: Mapped[str] = mapped_column(sa.String(64))
 
 
@@ -428,6 +496,9 @@ class Token(Base):
     issued_at: Mapped[datetime.datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime.datetime] = mapped_column(index=True)
     revoked: Mapped[bool] = mapped_column(default=False)
+    # Scoped to the system (Keystone's {"system": {"all": true}}) rather
+    # than to a project.
+    system: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
 
 
 class KeyPair(TimestampMixin, Base):

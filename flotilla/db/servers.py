@@ -90,16 +90,35 @@ def instance_page(project_id: str | None = None, *, name: str | None = None,
                   vm_states: Sequence[str] | None = None,
                   task_states: Sequence[str | None] | None = None,
                   host: str | None = None, locked: bool | None = None,
+                  flavor_id: str | None = None, image_ref: str | None = None,
+                  changes_since: Any = None, changes_before: Any = None,
+                  reservation_id: str | None = None,
                   marker: str | None = None, limit: int = 1000) -> list[Instance]:
-    """Live instances, newest first, after ``marker`` (an instance uuid;
-    MarkerNotFound if it is not one of the listed project's)."""
-    query = sa.select(Instance).where(Instance.deleted.is_(False))
+    """Instances, newest first, after ``marker`` (an instance uuid;
+    MarkerNotFound if it is not one of the listed project's). ``name`` is
+    a regular expression (as Nova's filter); with ``changes_since`` or
+    ``changes_before`` (updated at or after / before) deleted instances are
+    listed too, as Nova lists them."""
+    query = sa.select(Instance)
+    if changes_since is None and changes_before is None:
+        query = query.where(Instance.deleted.is_(False))
+    updated = sa.func.coalesce(Instance.updated_at, Instance.created_at)
+    if changes_since is not None:
+        query = query.where(updated >= changes_since)
+    if changes_before is not None:
+        query = query.where(updated <= changes_before)
     if locked is not None:
         query = query.where(Instance.locked.is_(locked))
     if project_id is not None:
         query = query.where(Instance.project_id == project_id)
+    if flavor_id is not None:
+        query = query.where(Instance.flavor_id == flavor_id)
+    if image_ref is not None:
+        query = query.where(Instance.image_ref == image_ref)
+    if reservation_id is not None:
+        query = query.where(Instance.reservation_id == reservation_id)
     if name:
-        query = query.where(Instance.name.contains(name, autoescape=True))
+        query = query.where(Instance.name.regexp_match(name))
     if vm_states is not None:
         query = query.where(Instance.vm_state.in_(list(vm_states)))
     if task_states is not None:

@@ -65,5 +65,6 @@ class Flavor(FlotillaObject):
 
     @property
     def disk_gb(self) -> int:
-        """What the instance's local disks may grow to (root + ephemeral)."""
-        return self.root_gb + self.ephemeral_gb
+        """What the instance's local disks may grow to: root + ephemeral +
+        swap (MiB, rounded up to GiB), as Nova claims DISK_GB."""
+        return self.root_gb + self.ephemeral_gb + -(-self.swap // 1024)

@@ -1,6 +1,8 @@
 """AvailabilityZoneFilter: the host is in the zone the request names.
 
-A host that reports no zone is in ``[scheduler] default_availability_zone``.
+A host in an aggregate with a zone is in that zone; else in the zone its
+node reports; a host that reports none is in ``[scheduler]
+default_availability_zone``.
 A request that names no zone may go anywhere.
 """
 
@@ -16,5 +18,6 @@ class AvailabilityZoneFilter(BaseHostFilter):
         return spec.availability_zone is not None
 
     def host_passes(self, host: HostState, spec: SchedulingRequest) -> bool:
-        zone = host.availability_zone or self.conf.scheduler.default_availability_zone
+        zone = (spec.host_zone(host.host) or host.availability_zone
+                or self.conf.scheduler.default_availability_zone)
         return zone == spec.availability_zone

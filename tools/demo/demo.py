@@ -264,9 +264,18 @@ def main(argv: list[str] | None = None) -> int:
                 "export OS_USER_DOMAIN_NAME=Default OS_PROJECT_DOMAIN_NAME=Default\n"
                 % (cloud.auth_url, creds["demo"]))
             os.chmod(env, 0o600)
+            # The admin's, for what needs one (make tempest CLOUD=...).
+            admin_env = cloud.root / "admin-openrc"
+            admin_env.write_text(
+                "export OS_AUTH_URL=%s OS_USERNAME=admin OS_PASSWORD=%s "
+                "OS_PROJECT_NAME=admin\n"
+                "export OS_USER_DOMAIN_NAME=Default OS_PROJECT_DOMAIN_NAME=Default\n"
+                % (cloud.auth_url, creds["admin"]))
+            os.chmod(admin_env, 0o600)
             say("The cloud is still running. To use it:\n"
                 "    source %s\n    .venv/bin/flotilla server list\n"
-                "Stop it with: make demo-stop" % env)
+                "As admin: %s (OpenStack's API tests: make tempest CLOUD=%s)\n"
+                "Stop it with: make demo-stop" % (env, admin_env, admin_env))
         else:
             statuses = cloud.down()
             say("Everything stopped (%s); nothing is left running." % ", ".join(

@@ -43,6 +43,7 @@ LOG = logging.getLogger(__name__)
 
 DISK_NAME = "disk"
 REBUILD_DISK_NAME = "disk.rebuild"
+SWAP_NAME = "disk.swap"
 CONSOLE_LOG = "console.log"
 
 QEMU_CAPABILITIES = driver.DriverCapabilities(
@@ -116,12 +117,18 @@ class LibvirtDriver(driver.ComputeDriver):
                       "bridge": opts.bridge_name}.get(opts.network_type, "")
             network = xml.NetworkSpec(opts.network_type, source)
         directory = self.instance_dir(instance)
-        root = xml.DiskSpec(role=xml.ROOT, device=block_device.ROOT_DEVICE,
-                            path=os.path.join(directory, DISK_NAME))
+        disks = [xml.DiskSpec(role=xml.ROOT, device=block_device.ROOT_DEVICE,
+                              path=os.path.join(directory, DISK_NAME))]
+        if instance.flavor.swap:
+            # The flavor's swap: a blank raw disk the guest formats as swap.
+            disks.append(xml.DiskSpec(
+                role=xml.SWAP, format="raw",
+                device=block_device.next_device_name([d.device for d in disks]),
+                path=os.path.join(directory, SWAP_NAME)))
         return xml.DomainSpec(
             virt_type=opts.virt_type,
             machine_type=opts.machine_type,
-            disks=(root,),
+            disks=tuple(disks),
             console_log=(os.path.join(directory, CONSOLE_LOG)
                          if self.real_disks else None),
             network=network)
@@ -148,6 +155,10 @@ class LibvirtDriver(driver.ComputeDriver):
                                                   ignore_errors=True))
                 self.image_cache.prepare_disk(image, spec.root_disk.path,
                                               instance.flavor.root_gb)
+                for disk in spec.disks:
+                    if disk.role == xml.SWAP:
+                        with open(disk.path, "wb") as blank:   # sparse
+                            blank.truncate(instance.flavor.swap * 1024 * 1024)
             document = self.renderer.render(instance, spec)
             domain = self.host.with_connection(
                 lambda conn: conn.defineXML(document), retry=False)

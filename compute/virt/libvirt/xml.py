@@ -51,7 +51,8 @@ ROOT = "root"
 EPHEMERAL = "ephemeral"
 CONFIG_DRIVE = "config"
 VOLUME = "volume"
-DISK_ROLES = (ROOT, EPHEMERAL, CONFIG_DRIVE, VOLUME)
+SWAP = "swap"
+DISK_ROLES = (ROOT, EPHEMERAL, SWAP, CONFIG_DRIVE, VOLUME)
 DISK_FORMATS = ("qcow2", "raw")
 
 # libvirt's pattern for a user alias, which a hot-unplug event names.

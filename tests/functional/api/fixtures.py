@@ -9,6 +9,10 @@ member of project p2, plus bad and expired tokens.
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+import time
 import uuid
 
 import falcon.testing
@@ -57,17 +61,56 @@ def seed_identities_flavor_image() -> dict[str, str]:
     return tokens
 
 
+# A migrated and seeded SQLite database, made once per process and copied
+# for each cloud (migrating and seeding every time made the auth matrix
+# slow); the raw tokens go with it (only their hashes are in the database).
+_TEMPLATE: dict = {}
+
+
+def _seeded_copy(conf) -> dict[str, str]:
+    """Put a copy of the seeded database where ``conf`` looks for it (an
+    SQLite file under state_path); its tokens."""
+    target = os.path.join(conf.state_path, "flotilla.sqlite")
+    # Its tokens live an hour: a template older than half that is remade.
+    if not _TEMPLATE or time.monotonic() - _TEMPLATE["made"] > 1800:
+        directory = tempfile.mkdtemp(prefix="flotilla-api-template-")
+        path = os.path.join(directory, "flotilla.sqlite")
+        original = conf.state_path
+        conf.set_override("state_path", directory)
+        db.configure(conf)
+        schema.db_sync(conf)
+        tokens = seed_identities_flavor_image()
+        db.dispose()
+        conf.set_override("state_path", original)
+        _TEMPLATE.update(path=path, tokens=tokens, made=time.monotonic())
+    os.makedirs(conf.state_path, exist_ok=True)
+    shutil.copyfile(_TEMPLATE["path"], target)
+    return dict(_TEMPLATE["tokens"])
+
+
 class APICloud:
     def __init__(self, conf) -> None:
         conf.set_override("transport_url", "memory://")
         conf.set_override("scrypt_n", 1024, group="identity")
         self.conf = conf
-        db.configure(conf)
-        schema.db_sync(conf)
+        if conf.database.connection:
+            db.configure(conf)
+            schema.db_sync(conf)
+            tokens = seed_identities_flavor_image()
+        else:
+            tokens = _seeded_copy(conf)
+            db.configure(conf)
         self.transport = rpc.get_transport(conf)
         self.conductor = recording_endpoint(ConductorManager)
         self.compute = recording_endpoint(ComputeManager, results={
-            "get_console_output": lambda kw: "console of %s" % kw["instance_uuid"]})
+            "get_console_output": lambda kw: "console of %s" % kw["instance_uuid"],
+            "get_diagnostics": lambda kw: {
+                "state": "running", "cpu_time_ns": 5, "memory_kb": 65536, "vcpus": 1,
+                "disks": {"vda": {"read_bytes": 1, "read_requests": 2, "write_bytes": 3,
+                                  "write_requests": 4, "errors": 0}},
+                "interfaces": {}, "memory": {"rss": 2048}},
+            "get_host_uptime": lambda kw: " 10:00:00 up 1 day,  2:03,  1 user,  "
+                                          "load average: 0.10, 0.20, 0.30"})
         self._servers = []
         for topic, server, endpoint in (("conductor", None, self.conductor),
                                         ("compute", "host1", self.compute)):
@@ -76,7 +119,7 @@ class APICloud:
             self._servers.append(srv)
         self.app = create_app(conf, self.transport)
         self.client = falcon.testing.TestClient(self.app)
-        self.tokens = seed_identities_flavor_image()
+        self.tokens = tokens
         db.compute_node_update("host1", {"vcpus": 8, "memory_mb": 8192,
                                          "disk_gb": 100, "availability_zone": "nova"})
         db.service_heartbeat("host1", "flotilla-compute", "compute")

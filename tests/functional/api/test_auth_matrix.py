@@ -42,6 +42,133 @@ def _group(cloud):
     return {"group_id": group.uuid}
 
 
+def _server_meta(cloud):
+    values = _server(cloud)
+    db.instance_update(values["server_id"], {"metadata": {"k": "v"}})
+    return dict(values, key="k")
+
+
+def _server_226(cloud):
+    return dict(_server(cloud), _version="2.26")
+
+
+def _server_tag(cloud):
+    values = _server_226(cloud)
+    db.instance_update(values["server_id"], {"tags": ["t"]})
+    return dict(values, tag="t")
+
+
+def _server_net(cloud):
+    return dict(_server(cloud), network="private")
+
+
+def _aggregate(cloud):
+    from flotilla.db import aggregates as agg_db
+    row, _ = agg_db.aggregate_create("a1")
+    return {"aggregate_id": str(row.id)}
+
+
+def _flavor_spec(cloud):
+    db.flavor_update("1", {"extra_specs": {"k": "v"}})
+    return {"flavor_id": "1", "key": "k"}
+
+
+def _server_event(cloud):
+    values = _server(cloud)
+    return {"_body": {"events": [{"name": "network-changed",
+                                  "server_uuid": values["server_id"]}]}}
+
+
+def _host(cloud):
+    db.service_heartbeat("host1", "flotilla-compute", "compute")
+    return {"host": "host1"}
+
+
+def _image(cloud):
+    """A public image owned by the admin's project: only the admin may
+    change it (the image API's rule)."""
+    import uuid
+
+    from flotilla.db import images as images_db
+    image = images_db.image_create({
+        "id": str(uuid.uuid4()), "name": "proxy", "status": "active", "visibility": "public",
+        "owner": identity_db.project_get("admin").id, "properties": {"k": "v"}})
+    return {"image_id": image.id}
+
+
+def _image_meta(cloud):
+    return dict(_image(cloud), key="k")
+
+
+def _project(cloud):
+    return {"project_id": identity_db.project_get("p1").id}
+
+
+def _user(cloud):
+    return {"user_id": identity_db.user_get("admin").id}
+
+
+def _assignment(cloud):
+    return dict(_project(cloud), user_id=identity_db.user_get("reader").id,
+                role_id="reader")
+
+
+def _system_assignment(cloud):
+    identity_db.system_role_add("reader", "reader")
+    return {"user_id": identity_db.user_get("reader").id, "role_id": "reader"}
+
+
+I3 = "/identity/v3"
+# Identity administration: any valid token reaches the handler, which
+# lets admins (and for reads system readers) through: 403 for the others.
+IDENTITY_ROUTES = [
+    ("GET", I3 + "/domains", None, None, "identity-admin"),
+    ("POST", I3 + "/domains", None, {"domain": {"name": "d"}}, "identity-admin-403"),
+    ("GET", I3 + "/domains/{domain_id}", lambda c: {"domain_id": "default"}, None,
+     "token"),
+    ("GET", I3 + "/projects", None, None, "identity-admin"),
+    ("POST", I3 + "/projects", None, {"project": {"name": "p9"}}, "identity-admin"),
+    ("GET", I3 + "/projects/{project_id}", _project, None, "identity-admin-or-own"),
+    ("PATCH", I3 + "/projects/{project_id}", _project,
+     {"project": {"description": "x"}}, "identity-admin"),
+    ("DELETE", I3 + "/projects/{project_id}", _project, None, "identity-admin"),
+    ("GET", I3 + "/users", None, None, "identity-admin"),
+    ("POST", I3 + "/users", None, {"user": {"name": "u9", "password": "x"}},
+     "identity-admin"),
+    ("GET", I3 + "/users/{user_id}", _user, None, "identity-admin"),
+    ("PATCH", I3 + "/users/{user_id}", _user, {"user": {"email": "a@b.c"}},
+     "identity-admin"),
+    ("DELETE", I3 + "/users/{user_id}", _user, None, "identity-admin"),
+    ("POST", I3 + "/users/{user_id}/password", _user, {"user": {}}, "public"),
+    ("GET", I3 + "/users/{user_id}/projects", _user, None, "identity-admin"),
+    ("GET", I3 + "/roles", None, None, "identity-admin"),
+    ("POST", I3 + "/roles", None, {"role": {"name": "member"}}, "identity-admin-409"),
+    ("GET", I3 + "/roles/{role_id}", lambda c: {"role_id": "member"}, None,
+     "identity-admin"),
+    ("GET", I3 + "/projects/{project_id}/users/{user_id}/roles", _assignment, None,
+     "identity-admin"),
+    ("PUT", I3 + "/projects/{project_id}/users/{user_id}/roles/{role_id}", _assignment,
+     None, "identity-admin"),
+    ("HEAD", I3 + "/projects/{project_id}/users/{user_id}/roles/{role_id}", _assignment,
+     None, "identity-admin"),
+    ("GET", I3 + "/projects/{project_id}/users/{user_id}/roles/{role_id}", _assignment,
+     None, "identity-admin"),
+    ("DELETE", I3 + "/projects/{project_id}/users/{user_id}/roles/{role_id}",
+     _assignment, None, "identity-admin"),
+    ("GET", I3 + "/system/users/{user_id}/roles", _system_assignment, None,
+     "identity-admin"),
+    ("PUT", I3 + "/system/users/{user_id}/roles/{role_id}", _system_assignment, None,
+     "identity-admin"),
+    ("HEAD", I3 + "/system/users/{user_id}/roles/{role_id}", _system_assignment, None,
+     "identity-admin"),
+    ("GET", I3 + "/system/users/{user_id}/roles/{role_id}", _system_assignment, None,
+     "identity-admin"),
+    ("DELETE", I3 + "/system/users/{user_id}/roles/{role_id}", _system_assignment, None,
+     "identity-admin"),
+    ("GET", I3 + "/role_assignments", None, None, "identity-admin"),
+]
+
+
 def _node(cloud):
     return {"hypervisor_id": str(db.compute_node_get("host1").id)}
 
@@ -139,7 +266,88 @@ ROUTES = [
     ("GET", C + "/os-services", None, None, "admin"),
     ("PUT", C + "/os-services/{action}", lambda c: {"action": "disable"},
      {"host": "host1", "binary": "flotilla-compute"}, "admin"),
-]
+    ("GET", "/compute/v2", None, None, "public"),
+    # a server's sub-resources
+    ("GET", C + "/servers/{server_id}/metadata", _server, None, "own"),
+    ("POST", C + "/servers/{server_id}/metadata", _server, {"metadata": {"a": "b"}},
+     "own-write"),
+    ("PUT", C + "/servers/{server_id}/metadata", _server, {"metadata": {"a": "b"}},
+     "own-write"),
+    ("GET", C + "/servers/{server_id}/metadata/{key}", _server_meta, None, "own"),
+    ("PUT", C + "/servers/{server_id}/metadata/{key}", _server_meta,
+     {"meta": {"k": "w"}}, "own-write"),
+    ("DELETE", C + "/servers/{server_id}/metadata/{key}", _server_meta, None,
+     "own-write"),
+    ("GET", C + "/servers/{server_id}/tags", _server_226, None, "own"),
+    ("PUT", C + "/servers/{server_id}/tags", _server_226, {"tags": ["a"]}, "own-write"),
+    ("DELETE", C + "/servers/{server_id}/tags", _server_226, None, "own-write"),
+    ("GET", C + "/servers/{server_id}/tags/{tag}", _server_tag, None, "own"),
+    ("PUT", C + "/servers/{server_id}/tags/{tag}", _server_tag, None, "own-write"),
+    ("DELETE", C + "/servers/{server_id}/tags/{tag}", _server_tag, None, "own-write"),
+    ("GET", C + "/servers/{server_id}/ips", _server, None, "own"),
+    ("GET", C + "/servers/{server_id}/ips/{network}", _server_net, None, "own-404"),
+    ("GET", C + "/servers/{server_id}/diagnostics", _server, None, "admin-reach"),
+    ("GET", C + "/servers/{server_id}/os-server-password", _server, None, "own"),
+    ("DELETE", C + "/servers/{server_id}/os-server-password", _server, None,
+     "own-write"),
+    # host aggregates
+    ("GET", C + "/os-aggregates", None, None, "admin"),
+    ("POST", C + "/os-aggregates", None, {"aggregate": {"name": "a2"}}, "admin"),
+    ("GET", C + "/os-aggregates/{aggregate_id}", _aggregate, None, "admin"),
+    ("PUT", C + "/os-aggregates/{aggregate_id}", _aggregate,
+     {"aggregate": {"name": "a3"}}, "admin"),
+    ("DELETE", C + "/os-aggregates/{aggregate_id}", _aggregate, None, "admin"),
+    ("POST", C + "/os-aggregates/{aggregate_id}/action", _aggregate,
+     {"add_host": {"host": "host1"}}, "admin"),
+    ("GET", C + "/os-hypervisors/{hypervisor_id}/uptime", _node, None, "admin-reach"),
+    ("GET", C + "/os-hypervisors/{hypervisor_id}/search", lambda c: {"hypervisor_id": "host"}, None,
+     "admin"),
+    ("GET", C + "/os-hypervisors/{hypervisor_id}/servers", lambda c: {"hypervisor_id": "host"}, None,
+     "admin"),
+    ("GET", C + "/os-hosts", None, None, "admin"),
+    ("GET", C + "/os-hosts/{host}", _host, None, "admin"),
+    ("PUT", C + "/os-hosts/{host}", _host, {"status": "enable"}, "admin"),
+    ("GET", C + "/os-hosts/{host}/startup", _host, None, "admin-reach"),
+    ("GET", C + "/os-hosts/{host}/shutdown", _host, None, "admin-reach"),
+    ("GET", C + "/os-hosts/{host}/reboot", _host, None, "admin-reach"),
+    ("GET", C + "/os-simple-tenant-usage", None, None, "admin"),
+    ("GET", C + "/os-simple-tenant-usage/{tenant_id}", lambda c: {"tenant_id": "p1"},
+     None, "project"),
+    ("GET", C + "/os-instance_usage_audit_log", None, None, "admin"),
+    ("GET", C + "/os-instance_usage_audit_log/{before_timestamp}",
+     lambda c: {"before_timestamp": "2026-01-01 00:00:00"}, None, "admin"),
+    ("GET", C + "/extensions", None, None, "collection"),
+    ("GET", C + "/extensions/{alias}", lambda c: {"alias": "os-hosts"}, None,
+     "collection"),
+    ("GET", C + "/images", None, None, "collection"),
+    ("GET", C + "/images/detail", None, None, "collection"),
+    ("GET", C + "/images/{image_id}", _image, None, "collection"),
+    ("DELETE", C + "/images/{image_id}", _image, None, "image-write"),
+    ("GET", C + "/images/{image_id}/metadata", _image, None, "collection"),
+    ("POST", C + "/images/{image_id}/metadata", _image, {"metadata": {"a": "b"}},
+     "image-write"),
+    ("PUT", C + "/images/{image_id}/metadata", _image, {"metadata": {"a": "b"}},
+     "image-write"),
+    ("GET", C + "/images/{image_id}/metadata/{key}", _image_meta, None, "collection"),
+    ("PUT", C + "/images/{image_id}/metadata/{key}", _image_meta, {"meta": {"k": "w"}},
+     "image-write"),
+    ("DELETE", C + "/images/{image_id}/metadata/{key}", _image_meta, None,
+     "image-write"),
+    ("GET", C + "/os-networks", None, None, "collection"),
+    ("GET", C + "/os-networks/{network_id}", lambda c: {"network_id": "n"}, None,
+     "own-404"),
+    ("POST", C + "/os-server-external-events", _server_event, None, "admin"),
+    ("PUT", C + "/flavors/{flavor_id}", lambda c: {"flavor_id": "1", "_version": "2.55"},
+     {"flavor": {"description": "d"}}, "admin"),
+    ("POST", C + "/flavors/{flavor_id}/os-extra_specs", lambda c: {"flavor_id": "1"},
+     {"extra_specs": {"k": "v"}}, "admin"),
+    ("GET", C + "/flavors/{flavor_id}/os-extra_specs/{key}", _flavor_spec, None,
+     "collection"),
+    ("PUT", C + "/flavors/{flavor_id}/os-extra_specs/{key}", _flavor_spec,
+     {"k": "w"}, "admin"),
+    ("DELETE", C + "/flavors/{flavor_id}/os-extra_specs/{key}", _flavor_spec, None,
+     "admin"),
+] + IDENTITY_ROUTES
 
 
 def expected(kind: str, caller: str, method: str, template: str) -> int | str:
@@ -149,6 +357,16 @@ def expected(kind: str, caller: str, method: str, template: str) -> int | str:
         return 401
     if kind == "token":
         return "2xx"
+    if kind.startswith("identity-admin"):
+        if caller != "admin":
+            return "2xx" if kind.endswith("-or-own") and caller != "other" else 403
+        return {"identity-admin-403": 403, "identity-admin-409": 409}.get(kind, "2xx")
+    if kind == "admin-reach":
+        return "reached" if caller == "admin" else 403
+    if kind == "own-404":
+        return 404
+    if kind == "image-write":
+        return "2xx" if caller == "admin" else 403
     if kind == "admin":
         return "2xx" if caller == "admin" else 403
     if kind == "user-own":
@@ -171,8 +389,12 @@ def test_every_route_is_in_the_matrix():
                          ids=["%s %s" % (r[0], r[1]) for r in ROUTES])
 def test_auth_matrix(api_cloud, method, template, setup, body, kind, caller):
     values = setup(api_cloud) if setup else {}
+    microversion = values.pop("_version", None)
+    body = values.pop("_body", body)
     path = template.format(**values)
     headers = {}
+    if microversion:
+        headers["OpenStack-API-Version"] = "compute " + microversion
     if kind == "token" and api_cloud.tokens.get(caller):
         headers["X-Subject-Token"] = api_cloud.tokens[caller]
     kwargs = {"json": body} if body is not None else {}
@@ -180,6 +402,8 @@ def test_auth_matrix(api_cloud, method, template, setup, body, kind, caller):
     want = expected(kind, caller, method, template)
     if want == "not401":
         assert r.status_code != 401 and r.status_code < 500, r.text
+    elif want == "reached":
+        assert r.status_code not in (401, 403, 404), (r.status_code, r.text)
     elif want == "2xx":
         assert 200 <= r.status_code < 300, (r.status_code, r.text)
     else:

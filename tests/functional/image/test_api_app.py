@@ -40,7 +40,7 @@ def test_anonymous_discovery_and_signed_download(api_conf):
     keystone = _app(api_conf, "keystone")
     for path in ("/image", "/image/", "/image/v2", "/image/v2/"):
         result = keystone.simulate_get(path)
-        assert result.status_code == 200, path
+        assert result.status_code == (300 if path.rstrip("/") == "/image" else 200), path
         assert result.json["versions"][0]["status"] == "CURRENT"
     assert keystone.simulate_get("/image/v2/images").status_code == 401
     path = "/image/v2/images/%s/file" % image_id

@@ -101,8 +101,9 @@ def _down_and_disabled(cloud, walkthrough, nano, admin, created: list) -> None:
     cloud.stop_daemon("flotilla-compute@host2")
 
     def service(host):
+        # The compute API names the agents as Nova does.
         return next(s for s in admin.compute.services()
-                    if s.binary == "flotilla-compute" and s.host == host)
+                    if s.binary == "nova-compute" and s.host == host)
     _wait(lambda: service("host2").state == "down", 60, "host2 reported down")
     while_down = _boot(walkthrough, nano, ["while-down-1", "while-down-2"])
     created += while_down

@@ -31,7 +31,7 @@ def test_list_filters(client, make_image):
     assert _names(_list(client, "id=%s" % a["id"])) == ["alpha"]
     assert _names(_list(client, "disk_format=raw")) == ["beta"]
     assert _names(_list(client, "visibility=public")) == ["public-one"]
-    assert _names(_list(client, "visibility=private")) == ["alpha", "beta", "gamma"]
+    assert _names(_list(client, "visibility=shared")) == ["alpha", "beta", "gamma"]
     assert _names(_list(client, "status=active")) == []
     assert _names(_list(client, "os_distro=cirros")) == ["gamma"]
     # Literal strings as the clients send them.

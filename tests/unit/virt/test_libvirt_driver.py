@@ -133,3 +133,17 @@ def test_unreachable_hypervisor(conf):
     with pytest.raises(exception.HypervisorUnavailable):
         drv.init_host("h")
     drv.cleanup_host()
+
+
+def test_a_flavor_with_swap_gives_the_guest_a_swap_disk(driver):
+    inst = make_instance(flavor={"memory_mb": 64, "vcpus": 1, "swap": 512})
+    driver.spawn(inst, None)
+    defined = etree.fromstring(driver._guest(inst).domain.XMLDesc())
+    disks = {d.find("target").get("dev"): d for d in defined.findall("devices/disk")}
+    assert set(disks) == {"vda", "vdb"}
+    assert disks["vdb"].find("source").get("file").endswith("/disk.swap")
+    assert disks["vdb"].find("driver").get("type") == "raw"
+    plain = make_instance(flavor={"memory_mb": 64, "vcpus": 1})
+    driver.spawn(plain, None)
+    assert len(etree.fromstring(driver._guest(plain).domain.XMLDesc())
+               .findall("devices/disk")) == 1

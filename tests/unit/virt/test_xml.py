@@ -156,7 +156,7 @@ def test_domain_spec_refuses_bad_disk_sets(disks, message):
 
 
 @pytest.mark.parametrize("values, message", [
-    (dict(role="swap", device="vdb", path="/x"), "role"),
+    (dict(role="scratch", device="vdb", path="/x"), "role"),
     (dict(role=xml.ROOT, device="vda"), "path or an NBD source"),
     (dict(role=xml.ROOT, device="vda", path="/x", nbd=xml.NbdSource("e", "h", 1)),
      "path or an NBD source"),
