@@ -89,7 +89,7 @@ def test_slow_and_idle_connections_do_not_starve_others(served):
     try:
         # Others are served, more requests than the server has workers.
         for _ in range(12):
-            assert _get(port, "/identity") == 200
+            assert _get(port, "/identity/v3") == 200
             assert _get(port, "/compute/v2.1/servers", cloud.tokens["member"]) == 200
         # A client whose headers take longer than the deadline is dropped.
         header_trickler = slow[0]
