@@ -126,7 +126,8 @@ class ConductorManager:
 
     def instance_destroy(self, ctxt: RequestContext, instance_uuid: str,
                          expected: dict) -> dict:
-        agent_access.check_instance(ctxt, instance_uuid)
+        # Retiring the row (vm_state deleted) already hid it from normal reads.
+        agent_access.check_instance(ctxt, instance_uuid, read_deleted=True)
         instance = db.instance_destroy(instance_uuid, **_expected_kwargs(expected))
         db.allocation_free(instance_uuid)
         return instance.to_dict()

@@ -159,8 +159,11 @@ def _boot_and_delete_through_rpc(config) -> None:
     db.configure(conf)
     transport = rpc.get_transport(conf)
     try:
+        # Placed on ihost1 as the scheduler would: the agent, signing as
+        # ihost1, may report only on instances of its own host.
         uuid = db.instance_create({
-            "name": "x", "project_id": "p", "vm_state": st.BUILDING,
+            "name": "x", "project_id": "p", "host": "ihost1", "node": "ihost1",
+            "vm_state": st.BUILDING,
             "task_state": st.SCHEDULING,
             "flavor": {"name": "t", "memory_mb": 64, "vcpus": 1, "root_gb": 1}}).uuid
         ctxt = RequestContext(project_id="p", user_id="u")

@@ -78,6 +78,20 @@ def test_an_agent_acts_on_its_own_instances(db, cloud):
     h1.compute_node_update(_ctxt(), "h1", {"vcpus": 2})
 
 
+def test_an_agent_finishes_deleting_its_own_instance(db, cloud):
+    """The agent retires the row (vm_state deleted, hidden from normal
+    reads), then destroys it: both steps are its own to take."""
+    agent, _ = cloud
+    mine, theirs = _instance(db, "h1"), _instance(db, "h2")
+    h1 = agent("h1")
+    for uuid in (mine, theirs):
+        db.instance_update(uuid, {"vm_state": "deleted", "task_state": None})
+    h1.instance_destroy(_ctxt(), mine, {"vm_state": "deleted"})
+    assert db.instance_get(mine, read_deleted=True).deleted
+    with pytest.raises(exception.Forbidden):
+        h1.instance_destroy(_ctxt(), theirs, {"vm_state": "deleted"})
+
+
 @pytest.mark.parametrize("call", [
     lambda api, uuid: api.instance_get(_ctxt(), uuid),
     lambda api, uuid: api.instance_update(_ctxt(), uuid, {"vm_state": "error"}, {}),
