@@ -195,7 +195,7 @@ class Walkthrough:
         say("    (the admin disables %s's compute service meanwhile: the copy can only "
             "go to %s)" % (here, there))
         service = next(s for s in self.admin.compute.services()
-                       if s.binary == "flotilla-compute" and s.host == here)
+                       if s.binary == "nova-compute" and s.host == here)
         self.admin.compute.disable_service(service, disabled_reason="demo: place the copy")
         try:
             copy = self.tenant.compute.create_server(

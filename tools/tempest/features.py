@@ -18,7 +18,6 @@ import sys
 NO_NETWORK = ("no networking service: tenant networks, ports, security groups and "
               "floating IPs come with tenant networking later (issue 14 leaves neutron off)")
 NO_VOLUME = "no block storage service yet (volumes are issue 11)"
-NO_SNAPSHOT = "no server snapshots yet (createImage/createBackup are issue 10)"
 NO_MIGRATION = "no migration yet (live and cold migration, resize are issue 12)"
 
 FEATURES: list[tuple[str, str, object, str | None]] = [
@@ -55,10 +54,9 @@ FEATURES: list[tuple[str, str, object, str | None]] = [
     ("compute-feature-enabled", "resize", False, NO_MIGRATION),
     ("compute-feature-enabled", "cold_migration", False, NO_MIGRATION),
     ("compute-feature-enabled", "live_migration", False, NO_MIGRATION),
-    ("compute-feature-enabled", "shelve", False, "no shelve/unshelve (needs snapshots, "
-     "issue 10)"),
+    ("compute-feature-enabled", "shelve", False, "no shelve/unshelve"),
     ("compute-feature-enabled", "shelve_migrate", False, "no shelve/unshelve"),
-    ("compute-feature-enabled", "snapshot", False, NO_SNAPSHOT),
+    ("compute-feature-enabled", "snapshot", True, None),
     ("compute-feature-enabled", "rescue", False, "no rescue mode"),
     ("compute-feature-enabled", "stable_rescue", False, "no rescue mode"),
     ("compute-feature-enabled", "metadata_service", False,
@@ -175,6 +173,9 @@ TEST_DRIVER_LIMITS: list[tuple[str, str, object, str]] = [
     ("compute-feature-enabled", "console_output", False,
      "the test driver (test:///default) keeps no console log; the multi-host "
      "variant runs these tests"),
+    ("compute-feature-enabled", "snapshot", False,
+     "the test driver (test:///default) has no disks to copy; the multi-host "
+     "variant runs these tests"),
 ]
 
 
@@ -229,31 +230,7 @@ def skip_cause(reason: str) -> str | None:
 # Tests of features other branches are building right now, left out until
 # they merge; whoever merges one deletes its entries here (and makes the
 # tests pass). Keys as NOT_RUN's.
-REBUILD = "rebuild is issue 10 (the snapshot branch)"
-FLAVOR_ACCESS = "flavor access lists (os-flavor-access) are issue 13 (the hardening branch)"
 PENDING: dict[str, str] = {
-    "compute.admin.test_servers.ServersAdmin275Test.test_rebuild_update_server_275":
-    REBUILD,
-    "compute.servers.test_server_actions.ServerActionsTestJSON.test_rebuild_server":
-    REBUILD,
-    "compute.servers.test_server_actions.ServerActionsTestOtherA."
-    "test_rebuild_server_in_stop_state": REBUILD,
-    "compute.servers.test_servers.ServersListShow2100Test": REBUILD,
-    "compute.servers.test_servers.ServersListShow296Test": REBUILD,
-    "compute.servers.test_servers.ServersListShow298Test": REBUILD,
-    "compute.servers.test_servers.ServerShowV247Test.test_update_rebuild_list_server":
-    REBUILD,
-    "compute.servers.test_servers_microversions.ServerShowV254Test.test_rebuild_server":
-    REBUILD,
-    "compute.servers.test_servers_microversions.ServerShowV257Test.test_rebuild_server":
-    REBUILD,
-    "image.v2.test_images_dependency.ImageDependencyTests."
-    "test_nova_image_snapshot_dependency": "createImage is issue 10 (the snapshot branch)",
-    "compute.admin.test_flavors_access": FLAVOR_ACCESS,
-    "compute.admin.test_flavors_access_negative": FLAVOR_ACCESS,
-    "compute.admin.test_flavors.FlavorsAdminTestJSON."
-    "test_create_server_with_non_public_flavor": "booting a private flavor is refused "
-    "by issue 13 (the hardening branch)",
     "compute.admin.test_migrations.MigrationsAdminTest.test_list_migrations":
     "os-migrations is issue 12 (the migration branch)",
     "compute.admin.test_servers_negative.ServersAdminNegativeTestJSON."
