@@ -14,6 +14,7 @@ import logging
 import libvirt
 
 from compute.virt import events
+from compute.virt.libvirt.xml import volume_id_of_alias
 from flotilla import concurrency
 
 LOG = logging.getLogger(__name__)
@@ -72,6 +73,17 @@ class EventDispatcher:
             # UUIDString() reads the handle, no round trip to the daemon.
             self._queue.append(events.LifecycleEvent(dom.UUIDString(),
                                                      transition))
+
+    def on_device_removed(self, conn, dom, dev_alias, opaque) -> None:
+        """virConnectDomainEventDeviceRemovedCallback (libvirt's loop
+        thread): a volume's disk (alias ua-<volume id>) left the guest."""
+        volume_id = volume_id_of_alias(dev_alias or "")
+        if volume_id is not None:
+            self._queue.append(events.DeviceRemovedEvent(dom.UUIDString(), volume_id))
+
+    def emit(self, event: events.Event) -> None:
+        """Queue an event made by the driver itself (see volumes.py)."""
+        self._queue.append(event)
 
     def _dispatch_loop(self) -> None:
         while self._running:
