@@ -133,7 +133,9 @@ class ConductorManager:
 
     def instance_destroy(self, ctxt: RequestContext, instance_uuid: str,
                          expected: dict) -> dict:
-        agent_access.check_instance(ctxt, instance_uuid)
+        # The agent's terminate first moves the instance to vm_state deleted,
+        # which retires the row: its host is checked on the retired row.
+        agent_access.check_instance(ctxt, instance_uuid, read_deleted=True)
         instance = db.instance_destroy(instance_uuid, **_expected_kwargs(expected))
         db.allocation_free(instance_uuid)
         # The guest is gone: its volumes are free again.
