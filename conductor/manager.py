@@ -79,6 +79,7 @@ class ConductorManager:
             # The attach and detach flows are saved under their own names.
             self._flows["volume_attach"] = self._flows["volume_detach"] = \
                 self._flows["volume"]
+            self._flows["delete"].on_deleted = self._release_volumes
         return self._flows
 
     @private

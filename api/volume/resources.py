@@ -9,7 +9,8 @@ Rules (issue 11):
   (400 naming ``size``), within the project's ``volumes`` and ``gigabytes``
   quotas (413 naming the quota); the volume is recorded ``creating`` on the
   volume host with the least space allocated, then the volume service is
-  cast ``create_volume``; no volume service up is 503. Images, snapshots,
+  cast ``create_volume``; with no volume service up it is recorded in
+  ``error`` with that reason (as Cinder's scheduler leaves it). Images, snapshots,
   source volumes and backups as sources are not supported yet (400);
 * delete: only ``available``, ``error`` or ``error_deleting`` volumes with
   no attachment (else 400, as Cinder); the status becomes ``deleting`` by
@@ -106,12 +107,12 @@ def _check_type(value) -> None:
         raise errors.not_found("Volume type %s could not be found." % str(value)[:64])
 
 
-def pick_volume_host(conf) -> str:
-    """The up volume host with the fewest GiB allocated; 503 when none."""
+def pick_volume_host(conf) -> str | None:
+    """The up volume host with the fewest GiB allocated; None when none."""
     hosts = [s.host for s in db.service_get_all(binary=binaries.VOLUME)
              if not s.disabled and db.service_is_up(s, conf.service_down_time)]
     if not hosts:
-        raise errors.APIError(503, "No volume service is available.")
+        return None
     allocated = {h: 0 for h in hosts}
     for row in vdb.volume_get_all():
         if row.host in allocated:
@@ -184,25 +185,29 @@ class Volumes:
             row = vdb.volume_create({
                 "name": args.get("name") or args.get("display_name"),
                 "description": args.get("description") or args.get("display_description"),
-                "size_gb": size, "status": st.VOLUME_CREATING, "host": host,
+                "size_gb": size, "host": host,
+                "status": st.VOLUME_CREATING if host else st.VOLUME_ERROR,
+                "status_reason": None if host else "no volume service is up",
                 "project_id": ctx.project_id, "user_id": ctx.user_id,
                 "volume_type": views.DEFAULT_TYPE_NAME,
                 "availability_zone": views.AVAILABILITY_ZONE,
                 "metadata": args.get("metadata") or {},
-                "status_deadline": vdb.deadline(conf.volume.operation_timeout)},
+                "status_deadline": vdb.deadline(conf.volume.operation_timeout)
+                if host else None},
                 volume_defaults(conf))
         except vdb.VolumeOverQuota as exc:
             raise errors.APIError(413, "VolumeLimitExceeded: Maximum number of volumes "
                                   "or gigabytes exceeded: %s" % str(exc),
                                   fault="overLimit") from None
         try:
-            self.state.volume.create_volume(ctx, host, row.id)
+            if host:
+                self.state.volume.create_volume(ctx, host, row.id)
         except exception.MessagingException as exc:
             LOG.error("could not cast create_volume for %s: %s", row.id, exc)
             row = vdb.volume_update(row.id, {"status": st.VOLUME_ERROR,
                                              "status_reason": "the volume service "
                                              "could not be reached"})
-        LOG.info("volume %s (%d GiB) creating on %s", row.id, size, host)
+        LOG.info("volume %s (%d GiB) %s on %s", row.id, size, row.status, host)
         resp.status = falcon.HTTP_202
         resp.media = {"volume": views.volume(row, [], volume_url(self.state, req),
                                              ctx.is_admin)}
@@ -256,6 +261,11 @@ class Volume:
                               expected_status=DELETABLE)
         except vdb.VolumeStatusConflict as exc:
             raise errors.bad_request("Invalid volume: %s." % str(exc)) from None
+        if not row.path:
+            # Never made on a volume host (created in error): nothing to remove.
+            vdb.volume_destroy(row.id, expected_status=st.VOLUME_DELETING)
+            resp.status = falcon.HTTP_202
+            return
         try:
             self.state.volume.delete_volume(ctx, row.host, row.id)
         except exception.MessagingException as exc:

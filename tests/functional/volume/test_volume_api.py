@@ -40,7 +40,8 @@ def _available(cloud, who="member", **spec) -> str:
     r = _create(cloud, who, **spec)
     assert r.status_code == 202, r.text
     vid = r.json["volume"]["id"]
-    vdb.volume_update(vid, {"status": st.VOLUME_AVAILABLE}, expected_status=st.VOLUME_CREATING)
+    vdb.volume_update(vid, {"status": st.VOLUME_AVAILABLE, "path": "/pool/" + vid},
+                      expected_status=st.VOLUME_CREATING)
     return vid
 
 
@@ -117,9 +118,15 @@ def test_unknown_type_and_other_sources_are_refused(cloud):
     assert [t["name"] for t in types] == ["__DEFAULT__"]
 
 
-def test_no_volume_service_is_503(cloud):
+def test_no_volume_service_leaves_the_volume_in_error_and_it_can_be_deleted(cloud):
     db.service_set_disabled("vol1", "flotilla-volume", True, "test")
-    assert _create(cloud).status_code == 503
+    r = _create(cloud)
+    assert r.status_code == 202 and r.json["volume"]["status"] == "error", r.text
+    assert vdb.volume_get(r.json["volume"]["id"]).status_reason == "no volume service is up"
+    assert cloud.volume.calls == []
+    r = cloud.request("DELETE", V + "/volumes/%s" % r.json["volume"]["id"])
+    assert r.status_code == 202
+    assert vdb.volume_get_all() == [] and cloud.volume.calls == []
 
 
 def test_update_and_delete(cloud):

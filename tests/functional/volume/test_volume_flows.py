@@ -220,3 +220,17 @@ def test_reaper_ends_transitional_statuses(cloud):
     row = vdb.volume_get(vid)
     assert row.status == st.VOLUME_ERROR and "attaching timed out" in row.status_reason
     assert flow.reap() == 0
+
+
+def test_a_local_delete_releases_the_volumes_too(cloud):
+    inst = cloud.boot("host1")
+    vid = _volume(cloud)
+    _attach(cloud, inst["uuid"], vid)
+    _wait_status(vid, st.VOLUME_IN_USE)
+    # The host's agent is gone: the conductor deletes the server itself.
+    cloud.stop_host("host1")
+    flow = cloud.conductor_service.manager.flows["delete"]
+    row = db.instance_get(inst["uuid"])
+    assert flow.delete_locally(cloud.ctxt, row.uuid, row.vm_state, row.task_state)
+    _wait_status(vid, st.VOLUME_AVAILABLE)
+    assert vdb.attachments_of_volume(vid) == [] and cloud.daemon.exported == set()

@@ -5,8 +5,8 @@ CLI and openstacksdk.
 
 The guest writes ``FLOTILLA-DISK-MARKER <its uuid>`` on any blank disk that
 appears and prints the marker it finds on a disk that has one, so the data
-is seen from inside: a volume written by a server on host1, detached and
-attached to a server on host2 shows the first server's uuid there.
+is seen from inside: a volume written by a server on one host, detached and
+attached to a server on the other host shows the first server's uuid there.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from tests.integration.e2e.test_snapshots import (  # noqa: F401 - fixtures
     _wait,
     cli,
     guest,
-    only_host,
 )
 from volume.nbd import QMP
 
@@ -76,17 +75,21 @@ def _domain_has_volume(cloud, host: str, server_id: str, volume_id: str) -> bool
 
 @pytest.fixture(scope="module")
 def servers(cloud, walkthrough, guest, cli):  # noqa: F811
+    """Two booted servers, on different hosts (the second placed with the
+    different_host scheduler hint): {host: server id}."""
     made = {}
     try:
-        for host in ("host1", "host2"):
-            with only_host(walkthrough, host):
-                server = cli("server", "create", "--image", guest.id, "--flavor",
-                             "m1.tiny", "--nic", "none", "--wait", "vol-" + host)
-            assert server["status"] == "ACTIVE"
-            made[host] = server["id"]
-            assert _host_of(walkthrough, server["id"]) == host
+        first = cli("server", "create", "--image", guest.id, "--flavor", "m1.tiny",
+                    "--nic", "none", "--wait", "vol-a")
+        made[_host_of(walkthrough, first["id"])] = first["id"]
+        second = cli("server", "create", "--image", guest.id, "--flavor", "m1.tiny",
+                     "--nic", "none", "--hint", "different_host=%s" % first["id"],
+                     "--wait", "vol-b")
+        made[_host_of(walkthrough, second["id"])] = second["id"]
+        assert len(made) == 2 and {first["status"], second["status"]} == {"ACTIVE"}
+        for host, server_id in made.items():
             # The guest is up (it prints its partitions at boot) before any attach.
-            _wait(lambda h=host, s=server["id"]: "FLOTILLA-PARTITIONS" in _console(cloud, h, s),
+            _wait(lambda h=host, s=server_id: "FLOTILLA-PARTITIONS" in _console(cloud, h, s),
                   120, "guest boot on " + host)
         yield made
     finally:
@@ -99,7 +102,7 @@ def test_volume_service_is_listed(cloud):
                and "up" in line.split() for line in listing.splitlines()), listing
 
 
-def test_data_written_on_host1_is_read_on_host2(cloud, walkthrough, servers, cli):  # noqa: F811
+def test_data_written_on_one_host_is_read_on_the_other(cloud, walkthrough, servers, cli):  # noqa: F811
     tenant = walkthrough.tenant
     created = cli("volume", "create", "--size", "1", "--description", "e2e", "data")
     volume = tenant.block_storage.wait_for_status(
@@ -108,16 +111,16 @@ def test_data_written_on_host1_is_read_on_host2(cloud, walkthrough, servers, cli
     pool_file = pathlib.Path(cloud.root) / "state" / "volumes" / ("volume-%s" % volume.id)
     assert pool_file.exists()
     assert {v["ID"] for v in cli("volume", "list")} == {volume.id}
-    first, second = servers["host1"], servers["host2"]
+    (host_a, first), (host_b, second) = sorted(servers.items())
 
-    # Attach to the server on host1 (CLI): the guest sees a blank disk and marks it.
+    # Attach to the first server (CLI): the guest sees a blank disk and marks it.
     cli("server", "add", "volume", first, volume.id)
     volume = tenant.block_storage.wait_for_status(volume, "in-use", wait=60)
     assert [a["server_id"] for a in volume.attachments] == [first]
     device = volume.attachments[0]["device"]
     assert device == "vdb"
-    assert _wait(lambda: ("vdb", "written", first) in _markers(cloud, "host1", first), 60,
-                 "the marker written on host1")
+    assert _wait(lambda: ("vdb", "written", first) in _markers(cloud, host_a, first), 60,
+                 "the marker written on " + host_a)
     assert _exports(cloud) == {"e" + volume.id.replace("-", "")}
     listed = cli("server", "volume", "list", first)
     assert [(a["Volume ID"], a["Device"]) for a in listed] == [(volume.id, "vdb")]
@@ -130,15 +133,16 @@ def test_data_written_on_host1_is_read_on_host2(cloud, walkthrough, servers, cli
     tenant.compute.delete_volume_attachment(first, volume.id)
     volume = tenant.block_storage.wait_for_status(volume, "available", wait=60)
     assert volume.attachments == []
-    assert not _domain_has_volume(cloud, "host1", first, volume.id)
+    assert not _domain_has_volume(cloud, host_a, first, volume.id)
     assert _exports(cloud) == set()
 
-    # Attach to the server on host2 (SDK): its guest finds the first server's marker.
+    # Attach to the server on the other host (SDK): its guest finds the first
+    # server's marker.
     tenant.compute.create_volume_attachment(second, volume_id=volume.id)
     tenant.block_storage.wait_for_status(volume, "in-use", wait=60)
-    assert _wait(lambda: ("vdb", "found", first) in _markers(cloud, "host2", second), 60,
-                 "the first server's marker read on host2")
-    assert not any(m[1] == "written" for m in _markers(cloud, "host2", second))
+    assert _wait(lambda: ("vdb", "found", first) in _markers(cloud, host_b, second), 60,
+                 "the first server's marker read on " + host_b)
+    assert not any(m[1] == "written" for m in _markers(cloud, host_b, second))
 
     # Detach through the CLI, delete the volume: its file goes from the pool.
     cli_remove(cloud, second, volume.id)
@@ -154,9 +158,8 @@ def test_server_delete_releases_the_volume(cloud, walkthrough, guest, cli):  # n
     tenant = walkthrough.tenant
     volume = tenant.block_storage.create_volume(size=1, name="orphan")
     tenant.block_storage.wait_for_status(volume, "available", wait=60)
-    with only_host(walkthrough, "host2"):
-        server = cli("server", "create", "--image", guest.id, "--flavor", "m1.tiny",
-                     "--nic", "none", "--wait", "vol-delete")
+    server = cli("server", "create", "--image", guest.id, "--flavor", "m1.tiny",
+                 "--nic", "none", "--wait", "vol-delete")
     try:
         host = _host_of(walkthrough, server["id"])
         _wait(lambda: "FLOTILLA-PARTITIONS" in _console(cloud, host, server["id"]),
