@@ -32,6 +32,8 @@ DEFAULT_ROOT = "/var/tmp/flotilla-demo"
 SERVERS = 4
 POWER = {0: "NOSTATE", 1: "Running", 3: "Paused", 4: "Shutdown", 6: "Crashed", 7: "Suspended"}
 
+# The compute API shows the agents under Nova's name (flotilla.binaries.api_name).
+COMPUTE_BINARIES = ("nova-compute", "flotilla-compute")
 
 def say(text: str) -> None:
     print(text, flush=True)
@@ -197,7 +199,7 @@ class Walkthrough:
         say("    (the admin disables %s's compute service meanwhile: the copy can only "
             "go to %s)" % (here, there))
         service = next(s for s in self.admin.compute.services()
-                       if s.binary == "flotilla-compute" and s.host == here)
+                       if s.binary in COMPUTE_BINARIES and s.host == here)
         self.admin.compute.disable_service(service, disabled_reason="demo: place the copy")
         try:
             copy = self.tenant.compute.create_server(

@@ -150,7 +150,7 @@ class LibvirtDriver(driver.ComputeDriver):
             self._not_supported("volume detach")
         instance = Instance.coerce(instance)
         return self.volumes.detach(self._guest(instance), instance.uuid, volume_id,
-                                   self.host.events.emit)
+                                   self.host.events.emit, self.host.events.expect_removal)
 
     def get_volume_devices(self, instance) -> dict[str, str]:
         if not self.capabilities.supports_attach:

@@ -85,9 +85,10 @@ class LibvirtVolumes:
         return device
 
     def detach(self, guest: Guest, instance_uuid: str, volume_id: str,
-               emit) -> bool:
+               emit, expect_removal) -> bool:
         """See ComputeDriver.detach_volume; ``emit`` sends an event to the
-        driver's listener (for a guest that is not running)."""
+        driver's listener (for a guest that is not running),
+        ``expect_removal`` tells the event dispatcher which device goes."""
         active = guest.is_active()
         live, persistent = self._documents(guest)
         in_live = volume_disks(live).get(volume_id) if active else None
@@ -98,6 +99,7 @@ class LibvirtVolumes:
             self.host.call(guest.domain.detachDeviceFlags,
                            etree.tostring(in_config, encoding="unicode"), CONFIG)
         if in_live is not None:
+            expect_removal(instance_uuid, volume_id, _target(in_live))
             try:
                 self.host.call(guest.domain.detachDeviceFlags,
                                etree.tostring(in_live, encoding="unicode"), LIVE)

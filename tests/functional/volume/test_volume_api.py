@@ -209,3 +209,9 @@ def test_detach(cloud):
     cast = cloud.conductor.wait_for("detach_volume")[0]
     assert (cast["volume_id"], cast["attachment_id"]) == (vid, att.uuid)
     assert cloud.request("DELETE", url).status_code == 409     # detaching already
+
+
+def test_the_compute_service_list_leaves_the_volume_service_out(cloud):
+    services = cloud.request("GET", C + "/os-services", "admin").json["services"]
+    assert services and all(s["binary"] != "nova-volume" for s in services)
+    assert any(s.binary == "flotilla-volume" for s in db.service_get_all())

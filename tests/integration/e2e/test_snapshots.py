@@ -97,7 +97,7 @@ def only_host(walkthrough, host: str):
     land on ``host`` (what an operator would do to place one)."""
     admin = walkthrough.admin
     others = [s for s in admin.compute.services()
-              if s.binary == "flotilla-compute" and s.host != host]
+              if s.binary in ("nova-compute", "flotilla-compute") and s.host != host]
     for service in others:
         admin.compute.disable_service(service, disabled_reason="e2e placement")
     try:
