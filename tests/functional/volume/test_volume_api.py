@@ -215,3 +215,13 @@ def test_the_compute_service_list_leaves_the_volume_service_out(cloud):
     services = cloud.request("GET", C + "/os-services", "admin").json["services"]
     assert services and all(s["binary"] != "nova-volume" for s in services)
     assert any(s.binary == "flotilla-volume" for s in db.service_get_all())
+
+
+def test_a_server_with_a_volume_attached_is_not_rebuilt(cloud):
+    from tests.functional.api.fixtures import IMAGE_ID
+    vid, uuid = _available(cloud), _server(cloud)
+    vdb.attachment_create(vid, uuid, "host1")
+    r = cloud.request("POST", C + "/servers/%s/action" % uuid,
+                      json={"rebuild": {"imageRef": IMAGE_ID}})
+    assert r.status_code == 409 and "volumes are attached" in r.text, r.text
+    assert db.instance_get(uuid).task_state is None
