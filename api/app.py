@@ -38,6 +38,7 @@ from api.compute import (
     services,
     usage,
     versions,
+    volume_attachments,
     zones,
 )
 from api.identity import admin as identity_admin
@@ -45,6 +46,7 @@ from api.identity import tokens
 from api.identity import versions as identity_versions
 from api.image import routes as image_routes
 from api.state import APIState
+from api.volume import routes as volume_routes
 
 LOG = logging.getLogger(__name__)
 
@@ -119,6 +121,10 @@ def create_app(conf, transport=None) -> falcon.App:
     add(COMPUTE + "/servers/{server_id}", servers.Server(state))
     add(COMPUTE + "/servers/{server_id}/action", server_actions.ServerAction(state))
     server_resources.add_routes(app, state, COMPUTE)
+    add(COMPUTE + "/servers/{server_id}/os-volume_attachments",
+        volume_attachments.VolumeAttachments(state))
+    add(COMPUTE + "/servers/{server_id}/os-volume_attachments/{volume_id}",
+        volume_attachments.VolumeAttachment(state))
     add(COMPUTE + "/servers/{server_id}/os-instance-actions",
         instance_actions.InstanceActions(state))
     add(COMPUTE + "/servers/{server_id}/os-instance-actions/{request_id}",
@@ -181,4 +187,5 @@ def create_app(conf, transport=None) -> falcon.App:
     add(COMPUTE + "/os-aggregates/{aggregate_id}", aggregates.Aggregate(state))
     add(COMPUTE + "/os-aggregates/{aggregate_id}/action", aggregates.AggregateAction(state))
     image_routes.add_routes(app, conf)
+    volume_routes.add_routes(app, state)
     return app

@@ -78,6 +78,10 @@ RULES: dict[tuple[str, str], str] = {
     ("DELETE", C + "/servers/{server_id}"): MEMBER,
     ("POST", C + "/servers/{server_id}/action"): MEMBER,
     ("GET", C + "/servers/{server_id}/os-instance-actions"): READER,
+    ("GET", C + "/servers/{server_id}/os-volume_attachments"): READER,
+    ("POST", C + "/servers/{server_id}/os-volume_attachments"): MEMBER,
+    ("GET", C + "/servers/{server_id}/os-volume_attachments/{volume_id}"): READER,
+    ("DELETE", C + "/servers/{server_id}/os-volume_attachments/{volume_id}"): MEMBER,
     ("GET", C + "/servers/{server_id}/os-instance-actions/{request_id}"): READER,
     # flavors
     ("GET", C + "/flavors"): READER,

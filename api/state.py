@@ -10,6 +10,7 @@ from compute.rpcapi import ComputeAPI
 from conductor.rpcapi import ConductorAPI
 from flotilla.context import RequestContext
 from flotilla.rpc.upgrade import version_cap
+from volume.rpcapi import VolumeAPI
 
 
 class APIState:
@@ -21,6 +22,8 @@ class APIState:
         self.conductor = ConductorAPI(transport, version_cap(conf, "conductor")) \
             if transport is not None else None
         self.compute = ComputeAPI(transport, version_cap(conf, "compute")) \
+            if transport is not None else None
+        self.volume = VolumeAPI(transport, version_cap(conf, "volume")) \
             if transport is not None else None
 
     def base_url(self, req: falcon.Request) -> str:

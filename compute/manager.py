@@ -14,6 +14,7 @@ from oslo_config import cfg
 from compute.lifecycle import Lifecycle
 from compute.ops.rebuild import RebuildOps
 from compute.ops.snapshot import SnapshotOps
+from compute.ops.volumes import VolumeOps
 from compute.reconcile import Reconciler
 from compute.virt import driver as virt_driver
 from compute.virt import power_state
@@ -46,6 +47,7 @@ class ComputeManager:
         self.snapshots = SnapshotOps(conf, self.lifecycle)
         self.rebuilds = RebuildOps(self.lifecycle)
         self.reconciler = Reconciler(self.lifecycle, self.snapshots, self.rebuilds)
+        self.volumes = VolumeOps(self.lifecycle, self.reconciler)
         self._build_slots = concurrency.WorkerPool(conf.compute.max_concurrent_builds,
                                                    name="build")
 
@@ -136,6 +138,19 @@ class ComputeManager:
         # A rebuild fetches an image and boots: it shares the build slots.
         self._build_slots.submit(self.rebuilds.rebuild, ctxt, instance_uuid, image,
                                  power_on).result()
+
+    # --- RPC: volumes (calls from the conductor's attach and detach flows) ----
+
+    def attach_volume(self, ctxt: RequestContext, instance_uuid: str, connection: dict,
+                      device_name: str | None = None) -> str:
+        return self.volumes.attach(ctxt, instance_uuid, connection, device_name)
+
+    def detach_volume(self, ctxt: RequestContext, instance_uuid: str, volume_id: str,
+                      timeout: float = 30) -> str | None:
+        return self.volumes.detach(ctxt, instance_uuid, volume_id, timeout)
+
+    def get_volume_devices(self, ctxt: RequestContext, instance_uuid: str) -> dict:
+        return self.driver.get_volume_devices(self._local_instance(ctxt, instance_uuid))
 
     # --- RPC: reads (calls) -----------------------------------------------------
 

@@ -18,8 +18,10 @@ Version history:
   through conductor build_done).
 * 1.2 - snapshot_instance (reports through conductor snapshot_done) and
   rebuild_instance (reports through conductor rebuild_done).
-* 1.5 - get_host_uptime, soft_delete_instance, restore_instance (1.3 and
-  1.4 are reserved for volumes and migration).
+* 1.3 - attach_volume, detach_volume, get_volume_devices (calls from the
+  conductor's volume flows).
+* 1.5 - get_host_uptime, soft_delete_instance, restore_instance (1.4 is
+  reserved for migration).
 """
 
 from __future__ import annotations
@@ -101,6 +103,27 @@ class ComputeAPI:
         self._host(host, "1.2").cast(ctxt, "rebuild_instance",
                                      instance_uuid=instance_uuid, image=image,
                                      power_on=power_on)
+
+    def attach_volume(self, ctxt: RequestContext, host: str, instance_uuid: str,
+                      connection: dict, device_name: str | None = None) -> str:
+        """Plug the export ``connection`` into the guest (live and
+        persistent); the device name the agent chose."""
+        return self._host(host, "1.3").call(ctxt, "attach_volume",
+                                            instance_uuid=instance_uuid,
+                                            connection=connection, device_name=device_name)
+
+    def detach_volume(self, ctxt: RequestContext, host: str, instance_uuid: str,
+                      volume_id: str, timeout: float) -> str | None:
+        """Until the guest let go of the volume (up to ``timeout`` s); the
+        device it had, None when it was not attached."""
+        return self.client.prepare(server=host, version="1.3", timeout=timeout + 30).call(
+            ctxt, "detach_volume", instance_uuid=instance_uuid, volume_id=volume_id,
+            timeout=timeout)
+
+    def get_volume_devices(self, ctxt: RequestContext, host: str,
+                           instance_uuid: str) -> dict:
+        return self._host(host, "1.3").call(ctxt, "get_volume_devices",
+                                            instance_uuid=instance_uuid)
 
     def get_console_output(self, ctxt: RequestContext, host: str, instance_uuid: str,
                            length: int | None = None) -> str:

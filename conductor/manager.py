@@ -25,6 +25,7 @@ from conductor.flows.build import BuildFlow
 from conductor.flows.delete import DeleteFlow
 from conductor.flows.rebuild import RebuildFlow
 from conductor.flows.snapshot import SnapshotFlow
+from conductor.flows.volume import VolumeFlow
 from conductor.reaper import Reaper
 from flotilla import actions, deadlines, exception
 from flotilla.context import RequestContext
@@ -43,7 +44,7 @@ _AGENT_WRITABLE = frozenset({
 
 
 class ConductorManager:
-    RPC_API_VERSION = "1.3"
+    RPC_API_VERSION = "1.4"
 
     def __init__(self, conf: cfg.ConfigOpts, transport=None) -> None:
         self.conf = conf
@@ -67,11 +68,18 @@ class ConductorManager:
                 self._transport = rpc.get_transport(self.conf)
             compute = ComputeAPI(self._transport, version_cap(self.conf, "compute"))
             scheduler = SchedulerAPI(self._transport, version_cap(self.conf, "scheduler"))
+            from volume.rpcapi import VolumeAPI
+            volumes = VolumeAPI(self._transport, version_cap(self.conf, "volume"))
             flows: list[Flow] = [BuildFlow(self.conf, self.conf.host, scheduler, compute),
                                  DeleteFlow(self.conf, self.conf.host, compute),
                                  SnapshotFlow(self.conf, self.conf.host, compute),
-                                 RebuildFlow(self.conf, self.conf.host, compute)]
+                                 RebuildFlow(self.conf, self.conf.host, compute),
+                                 VolumeFlow(self.conf, self.conf.host, compute, volumes)]
             self._flows = {flow.name: flow for flow in flows}
+            # The attach and detach flows are saved under their own names.
+            self._flows["volume_attach"] = self._flows["volume_detach"] = \
+                self._flows["volume"]
+            self._flows["delete"].on_deleted = self._release_volumes
         return self._flows
 
     @private
@@ -130,7 +138,16 @@ class ConductorManager:
         agent_access.check_instance(ctxt, instance_uuid, read_deleted=True)
         instance = db.instance_destroy(instance_uuid, **_expected_kwargs(expected))
         db.allocation_free(instance_uuid)
+        # The guest is gone: its volumes are free again.
+        self._release_volumes(ctxt, instance_uuid)
         return instance.to_dict()
+
+    def _release_volumes(self, ctxt: RequestContext, instance_uuid: str) -> None:
+        try:
+            self.flows["volume"].release_instance(ctxt, instance_uuid)
+        except Exception:
+            LOG.exception("releasing the volumes of deleted server %s failed "
+                          "(the reaper and an operator see them)", instance_uuid)
 
     def instance_fault_create(self, ctxt: RequestContext, instance_uuid: str,
                               code: int, message: str, details: str | None = None,
@@ -209,6 +226,16 @@ class ConductorManager:
         agent_access.check_control_plane(ctxt, "start rebuilds")
         self.flows["rebuild"].start(ctxt, instance_uuid, image_id)
 
+    def attach_volume(self, ctxt: RequestContext, instance_uuid: str, volume_id: str,
+                      attachment_id: str) -> None:
+        agent_access.check_control_plane(ctxt, "attach volumes")
+        self.flows["volume"].attach(ctxt, instance_uuid, volume_id, attachment_id)
+
+    def detach_volume(self, ctxt: RequestContext, instance_uuid: str, volume_id: str,
+                      attachment_id: str) -> None:
+        agent_access.check_control_plane(ctxt, "detach volumes")
+        self.flows["volume"].detach(ctxt, instance_uuid, volume_id, attachment_id)
+
     def rebuild_done(self, ctxt: RequestContext, instance_uuid: str, host: str,
                      error: str | None = None, message: str | None = None) -> None:
         agent_access.check_instance(ctxt, instance_uuid)
@@ -221,6 +248,7 @@ class ConductorManager:
     @periodic_task(spacing=lambda self: self.conf.conductor.reaper_interval)
     def _reap_stuck_tasks(self) -> None:
         ended = Reaper(self.conf, self.flows, self.conf.host).run()
+        ended += self.flows["volume"].reap()
         if ended:
             LOG.warning("reaper ended %d stuck task(s)", ended)
 

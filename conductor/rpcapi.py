@@ -21,6 +21,8 @@ Version history:
 * 1.3 - snapshot_instance and snapshot_done (createImage/createBackup),
   rebuild_instance and rebuild_done (rebuild): casts that start the flows
   and the agents' reports on their part.
+* 1.4 - attach_volume and detach_volume (casts from the API that start the
+  volume flows; only the control plane may send them).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ TOPIC = "conductor"
 
 
 class ConductorAPI:
-    VERSION = "1.3"
+    VERSION = "1.4"
 
     def __init__(self, transport, version_cap: VersionCap = None,
                  timeout: float | None = None) -> None:
@@ -201,6 +203,19 @@ class ConductorAPI:
         ``ctxt.request_id``) from ``image_id``. Needs 1.3."""
         self._cast(ctxt, "rebuild_instance", "1.3", instance_uuid=instance_uuid,
                    image_id=image_id)
+
+    def attach_volume(self, ctxt: RequestContext, instance_uuid: str, volume_id: str,
+                      attachment_id: str) -> None:
+        """Attach the reserved volume (its attachment ``attachment_id``) to
+        the server. Needs 1.4."""
+        self._cast(ctxt, "attach_volume", "1.4", instance_uuid=instance_uuid,
+                   volume_id=volume_id, attachment_id=attachment_id)
+
+    def detach_volume(self, ctxt: RequestContext, instance_uuid: str, volume_id: str,
+                      attachment_id: str) -> None:
+        """Detach the volume (status detaching) from the server. Needs 1.4."""
+        self._cast(ctxt, "detach_volume", "1.4", instance_uuid=instance_uuid,
+                   volume_id=volume_id, attachment_id=attachment_id)
 
     def rebuild_done(self, ctxt: RequestContext, instance_uuid: str, host: str,
                      error: str | None = None, message: str | None = None) -> None:

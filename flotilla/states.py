@@ -161,3 +161,29 @@ def task_status(vm_state: str, task_state: str | None) -> str | None:
     if op is not None and op.status and vm_state in op.status_vm_states:
         return op.status
     return None
+
+
+# --- volumes (issue 11) -----------------------------------------------------------
+# A volume's ``status`` (Cinder's names). Every change is a compare-and-swap
+# on the status the caller expects (flotilla.db.volumes.volume_update).
+VOLUME_CREATING = "creating"
+VOLUME_AVAILABLE = "available"
+VOLUME_RESERVED = "reserved"
+VOLUME_ATTACHING = "attaching"
+VOLUME_IN_USE = "in-use"
+VOLUME_DETACHING = "detaching"
+VOLUME_DELETING = "deleting"
+VOLUME_ERROR = "error"
+VOLUME_ERROR_DELETING = "error_deleting"
+# Statuses an operation holds; each has a deadline ([volume]
+# operation_timeout) after which the reaper ends it (see conductor.reaper).
+VOLUME_TRANSITIONAL = (VOLUME_CREATING, VOLUME_RESERVED, VOLUME_ATTACHING,
+                       VOLUME_DETACHING, VOLUME_DELETING)
+# Where the reaper leaves a volume whose transitional status timed out:
+# a volume that may be half attached or half detached is in error (an
+# operator looks); one that was being deleted is error_deleting.
+VOLUME_ON_TIMEOUT = {VOLUME_CREATING: VOLUME_ERROR, VOLUME_RESERVED: VOLUME_ERROR,
+                     VOLUME_ATTACHING: VOLUME_ERROR, VOLUME_DETACHING: VOLUME_ERROR,
+                     VOLUME_DELETING: VOLUME_ERROR_DELETING}
+# A server can have volumes attached or detached while in these vm_states.
+VOLUME_ATTACH_VM_STATES = (ACTIVE, STOPPED)

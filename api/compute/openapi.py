@@ -14,10 +14,12 @@ import functools
 import re
 
 from api import microversion, policy
-from api.compute import keypairs, quota_sets, schemas
+from api.compute import keypairs, quota_sets, schemas, volume_attachments
 from api.identity import tokens
 from api.image import validation as image_validation
 from api.state import APIState
+from api.volume import quotas as volume_quotas
+from api.volume import resources as volume_resources
 
 IMG = "/image/v2"
 #: The image API's routes (its resources declare their rules themselves).
@@ -76,6 +78,25 @@ _MEDIA = {("PATCH", IMG + "/images/{image_id}"):
           "application/openstack-images-v2.1-json-patch",
           ("PUT", IMG + "/images/{image_id}/file"): "application/octet-stream"}
 
+VOL = "/volume/v3"
+#: The Block Storage subset's routes (api/volume/; rules on its resources).
+VOLUME_ROUTES = {
+    ("GET", "/volume"): policy.PUBLIC,
+    ("GET", VOL): policy.PUBLIC,
+    ("GET", VOL + "/volumes"): policy.READER,
+    ("POST", VOL + "/volumes"): policy.MEMBER,
+    ("GET", VOL + "/volumes/detail"): policy.READER,
+    ("GET", VOL + "/volumes/{volume_id}"): policy.READER,
+    ("PUT", VOL + "/volumes/{volume_id}"): policy.MEMBER,
+    ("DELETE", VOL + "/volumes/{volume_id}"): policy.MEMBER,
+    ("GET", VOL + "/types"): policy.READER,
+    ("GET", VOL + "/types/{type_id}"): policy.READER,
+    ("GET", VOL + "/os-quota-sets/{project_id}"): policy.READER,
+    ("PUT", VOL + "/os-quota-sets/{project_id}"): policy.ADMIN,
+    ("GET", VOL + "/os-quota-sets/{project_id}/defaults"): policy.READER,
+    ("GET", VOL + "/limits"): policy.READER,
+}
+
 _BODIES = {
     ("POST", "/compute/v2.1/servers"): schemas.SERVER_CREATE,
     ("POST", "/compute/v2.1/servers/{server_id}/action"): schemas.SERVER_ACTION,
@@ -95,6 +116,11 @@ _BODIES = {
     ("POST", IMG + "/images"): image_validation.IMAGE_SCHEMA,
     ("PATCH", IMG + "/images/{image_id}"): image_validation.PATCH_SCHEMA,
     ("PUT", IMG + "/images/{image_id}/file"): {"type": "string", "format": "binary"},
+    ("POST", VOL + "/volumes"): volume_resources.CREATE,
+    ("PUT", VOL + "/volumes/{volume_id}"): volume_resources.UPDATE,
+    ("PUT", VOL + "/os-quota-sets/{project_id}"): volume_quotas.UPDATE,
+    ("POST", "/compute/v2.1/servers/{server_id}/os-volume_attachments"):
+        volume_attachments.ATTACH,
 }
 _STATUS = {"POST": "202", "DELETE": "204", "PUT": "200", "GET": "200", "HEAD": "200",
            "PATCH": "200"}
@@ -104,7 +130,7 @@ _VERSION_HEADER = {"name": microversion.HEADER, "in": "header", "required": Fals
 
 def routes() -> dict[tuple[str, str], str]:
     """Every (method, URI template) the app serves, with its rule."""
-    return {**policy.RULES, **IMAGE_ROUTES}
+    return {**policy.RULES, **IMAGE_ROUTES, **VOLUME_ROUTES}
 
 
 @functools.lru_cache(maxsize=1)

@@ -56,7 +56,8 @@ class Services:
         ver = version(req)
         resp.media = {"services": [
             view(s, conf, host_zones, ver) for s in db.service_get_all(binary=binary)
-            if host is None or s.host == host]}
+            # The volume service is Block Storage's, not the compute API's.
+            if (host is None or s.host == host) and s.binary != binaries.VOLUME]}
 
 
 class Service:

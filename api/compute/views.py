@@ -15,6 +15,7 @@ from typing import Any
 from api.state import isotime
 from flotilla import states as st
 from flotilla.context import RequestContext
+from flotilla.db import volumes as vdb
 
 _STATUS = {st.BUILDING: "BUILD", st.ACTIVE: "ACTIVE", st.STOPPED: "SHUTOFF",
            st.PAUSED: "PAUSED", st.SUSPENDED: "SUSPENDED", st.ERROR: "ERROR",
@@ -115,7 +116,9 @@ def server_detail(inst, ctxt: RequestContext, version, url: str,
             "OS-EXT-STS:task_state": task_state,
             "OS-SRV-USG:launched_at": isotime(inst.launched_at, micro=True),
             "OS-SRV-USG:terminated_at": isotime(inst.terminated_at, micro=True),
-            "os-extended-volumes:volumes_attached": [],
+            "os-extended-volumes:volumes_attached": [
+                {"id": a.volume_id, "delete_on_termination": False}
+                for a in vdb.attachments_of_instance(inst.uuid)],
         })
     if full and ctxt.is_admin:
         server["OS-EXT-SRV-ATTR:host"] = inst.host

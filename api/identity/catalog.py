@@ -11,7 +11,9 @@ import uuid
 
 _SERVICES = (("compute", "nova", "/compute/v2.1"),
              ("image", "glance", "/image"),
-             ("identity", "keystone", "/identity"))
+             ("identity", "keystone", "/identity"),
+             # Block Storage v3 (the clients also accept volumev3 and volume).
+             ("block-storage", "cinderv3", "/volume/v3"))
 
 
 def _stable_id(*parts: str) -> str:

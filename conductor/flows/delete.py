@@ -102,6 +102,9 @@ class DeleteFlow(Flow):
     def __init__(self, conf: cfg.ConfigOpts, host: str, compute) -> None:
         super().__init__(conf, host)
         self.compute = compute
+        # Called with (ctxt, instance_uuid) once a local delete is done (the
+        # conductor releases the server's volumes there).
+        self.on_deleted = None
 
     def steps(self) -> list[Step]:
         return [MarkDeleting(self.conf), FreeResources(), SoftDelete()]
@@ -135,6 +138,8 @@ class DeleteFlow(Flow):
             recorder.reporter.finish(ctxt, instance_uuid, failed=True)
             return False
         recorder.reporter.finish(ctxt, instance_uuid)
+        if self.on_deleted is not None:
+            self.on_deleted(ctxt, instance_uuid)
         return True
 
     def resume(self, record: db.FlowRecord) -> None:

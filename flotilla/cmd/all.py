@@ -68,6 +68,12 @@ def make_services(conf) -> list:
             ComputeManager(conf, driver, conductor, host=host),
             transport=transport, heartbeat=conductor.report_heartbeat,
             per_host=True, host=host))
+    if conf.all.volume_host:
+        from volume.manager import VolumeManager
+        services.append(service.Service(
+            conf, binaries.VOLUME, "volume",
+            VolumeManager(conf, host=conf.all.volume_host), transport=transport,
+            per_host=True, host=conf.all.volume_host))
     api = WSGIService.from_conf(create_app(conf, transport), conf)
     services.append(_APIWithBanner(api, conf, password))
     return services

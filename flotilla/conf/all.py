@@ -22,6 +22,12 @@ all_opts = [
              "built-in test driver, test:///default: no daemon needed, "
              "guests exist only in memory."),
     cfg.StrOpt(
+        "volume_host",
+        help="Run a volume service (flotilla-volume) under this host name, "
+             "with its storage pool on [volume] connection_uri. Unset: no "
+             "volume service (the block-storage API then refuses to create "
+             "volumes)."),
+    cfg.StrOpt(
         "admin_password_file",
         default="$state_path/admin-password",
         help="Where flotilla-all keeps the password of the admin user it "

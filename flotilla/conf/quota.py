@@ -25,10 +25,16 @@ quota_opts = [
                help="Metadata keys one server may have."),
     cfg.IntOpt("key_pairs", default=100, min=-1,
                help="Key pairs each user may have (counted per user)."),
+    cfg.IntOpt("volumes", default=10, min=-1,
+               help="Block volumes a project may have."),
+    cfg.IntOpt("gigabytes", default=1000, min=-1,
+               help="GiB a project's volumes may have in total."),
 ]
 
 RESOURCES = ("instances", "cores", "ram", "server_groups",
              "server_group_members", "metadata_items", "key_pairs")
+# Block Storage quotas (the volume API's quota sets), apart from the compute ones.
+VOLUME_RESOURCES = ("volumes", "gigabytes")
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:

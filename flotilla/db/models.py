@@ -418,6 +418,17 @@ class Volume(TimestampMixin, SoftDeleteMixin, Base):
     status: Mapped[str] = mapped_column(sa.String(STATE_LEN))
     pool: Mapped[str | None] = mapped_column(sa.String(NAME_LEN))
     path: Mapped[str | None] = mapped_column(sa.String(1024))
+    # Added by 0007 (issue 11): the volume host (its flotilla-volume's
+    # host), who made it, what it is called, and until when its
+    # transitional status may last (the reaper reads it).
+    host: Mapped[str | None] = mapped_column(sa.String(NAME_LEN), index=True)
+    user_id: Mapped[str | None] = mapped_column(sa.String(NAME_LEN))
+    description: Mapped[str | None] = mapped_column(sa.Text)
+    volume_type: Mapped[str | None] = mapped_column(sa.String(NAME_LEN))
+    availability_zone: Mapped[str | None] = mapped_column(sa.String(NAME_LEN))
+    metadata_: Mapped[dict | None] = mapped_column("metadata", sa.JSON)
+    status_deadline: Mapped[datetime.datetime | None]
+    status_reason: Mapped[str | None] = mapped_column(sa.Text)
 
 
 class VolumeAttachment(TimestampMixin, Base):
@@ -430,6 +441,11 @@ class VolumeAttachment(TimestampMixin, Base):
         sa.ForeignKey("instances.uuid"), index=True)
     device: Mapped[str | None] = mapped_column(sa.String(64))
     status: Mapped[str] = mapped_column(sa.String(STATE_LEN))
+    # Added by 0007: the attachment's public id, the compute host it is
+    # plugged on, and how that host reaches the export (VolumeConnection).
+    uuid: Mapped[str | None] = mapped_column(sa.String(UUID_LEN), unique=True)
+    host: Mapped[str | None] = mapped_column(sa.String(NAME_LEN))
+    connection_info: Mapped[dict | None] = mapped_column(sa.JSON)
 
 
 # --- identity ----------------------------------------------------------------

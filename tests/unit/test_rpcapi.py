@@ -26,10 +26,13 @@ from flotilla.rpc.dispatcher import Dispatcher, rpc_methods
 from scheduler.manager import SchedulerManager
 from scheduler.rpcapi import SchedulerAPI
 from tests.fixtures.recording_endpoint import recording_endpoint
+from volume.manager import VolumeManager
+from volume.rpcapi import VolumeAPI
 
 SERVICES = [(ComputeAPI, ComputeManager, "compute"),
             (ConductorAPI, ConductorManager, "conductor"),
-            (SchedulerAPI, SchedulerManager, "scheduler")]
+            (SchedulerAPI, SchedulerManager, "scheduler"),
+            (VolumeAPI, VolumeManager, "volume")]
 
 # A value for every argument name an rpcapi method takes.
 SAMPLES = {
@@ -47,6 +50,9 @@ SAMPLES = {
     "image_id": str(uuid.uuid4()), "upload_url": "http://x/v2/images/i/file?signature=s",
     "base_image": ImageMeta(id="i", sha256="0" * 64), "power_on": False,
     "backup_type": "daily", "rotation": 2,
+    "volume_id": str(uuid.uuid4()), "attachment_id": str(uuid.uuid4()),
+    "connection": {"volume_id": "v", "export": "v", "host": "127.0.0.1", "port": 10809},
+    "device_name": None, "timeout": 30,
 }
 # rpcapi helpers that are not RPC methods of their own.
 NOT_SENDING = {"report_heartbeat"}

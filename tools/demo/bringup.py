@@ -6,8 +6,10 @@
 
 What it starts (state kept in ``<root>/bringup.json`` so another process can
 stop it): a rig of N libvirt hosts (tools/rig/), a private RabbitMQ vhost and
-PostgreSQL database, and the daemons flotilla-api, -scheduler, -conductor and
-one flotilla-compute per rig host, each logging to ``<root>/logs/``. It needs
+PostgreSQL database, and the daemons flotilla-api, -scheduler, -conductor,
+one flotilla-compute per rig host and one flotilla-volume (its storage pool
+on the first rig host's libvirtd, its NBD exports served by a
+qemu-storage-daemon on this machine), each logging to ``<root>/logs/``. It needs
 root, RabbitMQ and PostgreSQL running and the project installed in the venv
 this Python runs from (``make demo`` sees to all three).
 """
@@ -20,6 +22,7 @@ import pathlib
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -186,6 +189,24 @@ class Bringup:
                 "[libvirt]", "connection_uri = %s" % host["uri"],
                 "instances_path = %s" % host["instances_path"], ""]))
             os.chmod(path, 0o600)
+        # The volume host: flotilla-volume named after the first rig host, its
+        # pool on that host's libvirtd, in a directory both it and the
+        # storage daemon (started by flotilla-volume, here) see.
+        volume_host = self.state["rig_hosts"][0]
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            nbd_port = s.getsockname()[1]
+        volume_conf = etc / "volume.conf"
+        volume_conf.write_text("\n".join([
+            "[DEFAULT]", "host = %s" % volume_host["name"],
+            "[volume]", "connection_uri = %s" % volume_host["uri"],
+            "pool_name = flotilla-demo-volumes",
+            "pool_path = %s" % (self.root / "state" / "volumes"),
+            "run_path = %s" % (self.root / "state" / "volume-run"),
+            "nbd_port = %d" % nbd_port, "detach_timeout = 20", ""]))
+        os.chmod(volume_conf, 0o600)
+        self.state["volume_host"] = volume_host["name"]
+        self.state["volume_config"] = str(volume_conf)
         self.state["config"] = str(common)
         self.state["controller_config"] = str(controller)
         self._save()
@@ -229,6 +250,8 @@ class Bringup:
     def _start_daemons(self) -> None:
         for name in DAEMONS:
             self._spawn(name, self.state["config"], self.state["controller_config"])
+        self._spawn("flotilla-volume", self.state["config"], self.state["controller_config"],
+                    self.state["volume_config"])
         for host in self.state["rig_hosts"]:
             self.start_compute(host["name"])
         self.say("started %s" % ", ".join(self.state["pids"]))
@@ -241,7 +264,8 @@ class Bringup:
     def _wait_for_cloud(self, timeout: float = 120) -> None:
         """Until every service is up and every host reported its resources."""
         wanted = {("flotilla-compute", h["name"]) for h in self.state["rig_hosts"]}
-        wanted |= {("flotilla-conductor", None), ("flotilla-scheduler", None)}
+        wanted |= {("flotilla-conductor", None), ("flotilla-scheduler", None),
+                   ("flotilla-volume", self.state["volume_host"])}
         deadline = time.monotonic() + timeout
         while True:
             self._check_alive()
@@ -307,6 +331,7 @@ class Bringup:
         for name in sorted(self.state.get("pids", {}),
                            key=lambda n: (not n.startswith("flotilla-compute"), n)):
             statuses[name] = self.stop_daemon(name)
+        self._stop_storage_daemon()
         if self.state.get("rig_root"):
             _run([sys.executable, RIG, "stop", "--root", self.state["rig_root"]], check=False)
         if self.state.get("vhost"):
@@ -327,6 +352,22 @@ class Bringup:
             shutil.rmtree(self.logs, ignore_errors=True)
         self.state = {}
         return statuses
+
+
+    def _stop_storage_daemon(self) -> None:
+        """flotilla-volume leaves its qemu-storage-daemon serving while a
+        volume is exported (it outlives a restart); at the end it goes."""
+        pidfile = self.root / "state" / "volume-run" / "qsd.pid"
+        try:
+            pid = int(pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return
+        if _alive(pid):
+            self.say("stopping qemu-storage-daemon %d (volumes were still exported)" % pid)
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
 
 
 def _alive(pid: int) -> bool:

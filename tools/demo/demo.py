@@ -32,6 +32,8 @@ DEFAULT_ROOT = "/var/tmp/flotilla-demo"
 SERVERS = 4
 POWER = {0: "NOSTATE", 1: "Running", 3: "Paused", 4: "Shutdown", 6: "Crashed", 7: "Suspended"}
 
+# The compute API shows the agents under Nova's name (flotilla.binaries.api_name).
+COMPUTE_BINARIES = ("nova-compute", "flotilla-compute")
 
 def say(text: str) -> None:
     print(text, flush=True)
@@ -147,6 +149,8 @@ class Walkthrough:
 
         summary["snapshot"] = self.snapshot_and_copy(servers[1], hosts, flavor, meta)
         servers.append(self.tenant.compute.get_server(summary["snapshot"]["copy"]))
+        hosts[summary["snapshot"]["copy"]] = summary["snapshot"]["copy_host"]
+        summary["volume"] = self.volume_move(servers, hosts)
 
         step("delete every server")
         for server in servers:
@@ -195,7 +199,7 @@ class Walkthrough:
         say("    (the admin disables %s's compute service meanwhile: the copy can only "
             "go to %s)" % (here, there))
         service = next(s for s in self.admin.compute.services()
-                       if s.binary == "nova-compute" and s.host == here)
+                       if s.binary in COMPUTE_BINARIES and s.host == here)
         self.admin.compute.disable_service(service, disabled_reason="demo: place the copy")
         try:
             copy = self.tenant.compute.create_server(
@@ -211,6 +215,43 @@ class Walkthrough:
             % (copy.name, copy_host, marker, count, source.name))
         return {"image": image_id, "copy": copy.id, "copy_host": copy_host,
                 "source_host": here, "boot_count": count}
+
+    def volume_move(self, servers: list, hosts: dict[str, str]) -> dict:
+        """A volume written by a server on one host, then attached to a
+        server on the other: the second guest finds the first one's marker."""
+        storage = self.tenant.block_storage
+        first = servers[0]
+        second = next(s for s in servers if hosts[s.id] != hosts[first.id])
+        step("create a 1 GiB volume and attach it to %s (on %s)"
+             % (first.name, hosts[first.id]))
+        started = time.monotonic()
+        volume = storage.create_volume(size=1, name="demo-volume")
+        volume = storage.wait_for_status(volume, "available", interval=0.5, wait=60)
+        say("    volume %s available (%.1fs)" % (volume.id, time.monotonic() - started))
+        started = time.monotonic()
+        self.tenant.compute.create_volume_attachment(first, volume_id=volume.id)
+        volume = storage.wait_for_status(volume, "in-use", interval=0.5, wait=60)
+        say("    in-use as /dev/%s of %s (%.1fs)" % (volume.attachments[0]["device"],
+                                                   first.name, time.monotonic() - started))
+        self.wait_console(first, "FLOTILLA-DISK-MARKER vdb written %s" % first.id)
+        step("detach it from %s and attach it to %s (on %s)"
+             % (first.name, second.name, hosts[second.id]))
+        self.tenant.compute.delete_volume_attachment(first, volume.id)
+        storage.wait_for_status(volume, "available", interval=0.5, wait=60)
+        say("    detached: the guest let go of vdb, the export is gone")
+        self.tenant.compute.create_volume_attachment(second, volume_id=volume.id)
+        storage.wait_for_status(volume, "in-use", interval=0.5, wait=60)
+        found = "FLOTILLA-DISK-MARKER vdb found %s" % first.id
+        self.wait_console(second, found)
+        say("    %s on %s read the marker %s wrote on %s: the data came along"
+            % (second.name, hosts[second.id], first.name, hosts[first.id]))
+        self.tenant.compute.delete_volume_attachment(second, volume.id)
+        storage.wait_for_status(volume, "available", interval=0.5, wait=60)
+        storage.delete_volume(volume)
+        storage.wait_for_delete(volume, interval=0.5, wait=60)
+        say("    volume detached and deleted")
+        return {"volume": volume.id, "from": first.id, "to": second.id,
+                "from_host": hosts[first.id], "to_host": hosts[second.id]}
 
     def boot_count(self, server, marker: str) -> int:
         """The boot counter the guest printed at its latest boot."""

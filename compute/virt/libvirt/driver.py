@@ -35,6 +35,7 @@ from compute.virt.libvirt.guest import Guest
 from compute.virt.libvirt.host import Host
 from compute.virt.libvirt.imagecache import ImageCache
 from compute.virt.libvirt.snapshot import LibvirtSnapshotter
+from compute.virt.libvirt.volumes import LibvirtVolumes
 from flotilla import concurrency, exception
 from flotilla.conf import CONF
 from flotilla.objects import ImageMeta, Instance
@@ -48,7 +49,7 @@ CONSOLE_LOG = "console.log"
 
 QEMU_CAPABILITIES = driver.DriverCapabilities(
     supports_console_log=True, supports_diagnostics=True,
-    supports_image_cache=True, supports_snapshots=True)
+    supports_image_cache=True, supports_snapshots=True, supports_attach=True)
 TEST_CAPABILITIES = driver.DriverCapabilities(
     supports_console_log=False, supports_diagnostics=True,
     supports_image_cache=False)
@@ -80,6 +81,7 @@ class LibvirtDriver(driver.ComputeDriver):
                                       opts.image_download_timeout)
         self.snapshotter = LibvirtSnapshotter(self.host, self.renderer, self.instance_dir,
                                               opts.snapshot_copy_bandwidth)
+        self.volumes = LibvirtVolumes(self.host, self.renderer)
 
     # --- host ----------------------------------------------------------------
 
@@ -132,6 +134,28 @@ class LibvirtDriver(driver.ComputeDriver):
             console_log=(os.path.join(directory, CONSOLE_LOG)
                          if self.real_disks else None),
             network=network)
+
+    # --- volumes (compute/virt/libvirt/volumes.py) -----------------------------
+
+    def attach_volume(self, instance, connection, device_name=None) -> str:
+        if not self.capabilities.supports_attach:
+            self._not_supported("volume attach")
+        instance = Instance.coerce(instance)
+        return self.volumes.attach(self._guest(instance), instance.uuid,
+                                   block_device.VolumeConnection.coerce(connection),
+                                   device_name)
+
+    def detach_volume(self, instance, volume_id: str) -> bool:
+        if not self.capabilities.supports_attach:
+            self._not_supported("volume detach")
+        instance = Instance.coerce(instance)
+        return self.volumes.detach(self._guest(instance), instance.uuid, volume_id,
+                                   self.host.events.emit, self.host.events.expect_removal)
+
+    def get_volume_devices(self, instance) -> dict[str, str]:
+        if not self.capabilities.supports_attach:
+            self._not_supported("volume listing")
+        return self.volumes.devices(self._guest(instance))
 
     # --- spawn and destroy ---------------------------------------------------
 

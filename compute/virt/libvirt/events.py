@@ -14,6 +14,7 @@ import logging
 import libvirt
 
 from compute.virt import events
+from compute.virt.libvirt.xml import volume_id_of_alias
 from flotilla import concurrency
 
 LOG = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class EventDispatcher:
     def __init__(self) -> None:
         self._queue: collections.deque = collections.deque()
         self._listener: events.EventListener | None = None
+        self._removing: dict[tuple[str, str], str] = {}
         self._running = False
 
     def set_listener(self, listener: events.EventListener | None) -> None:
@@ -72,6 +74,25 @@ class EventDispatcher:
             # UUIDString() reads the handle, no round trip to the daemon.
             self._queue.append(events.LifecycleEvent(dom.UUIDString(),
                                                      transition))
+
+    def on_device_removed(self, conn, dom, dev_alias, opaque) -> None:
+        """virConnectDomainEventDeviceRemovedCallback (libvirt's loop
+        thread): a volume's disk (alias ua-<volume id>) left the guest."""
+        volume_id = volume_id_of_alias(dev_alias or "")
+        if volume_id is not None:
+            uuid = dom.UUIDString()
+            # The event names the alias only; the guest's device name is the
+            # one the detach request recorded.
+            device = self._removing.pop((uuid, volume_id), "")
+            self._queue.append(events.DeviceRemovedEvent(uuid, volume_id, device))
+
+    def expect_removal(self, instance_uuid: str, volume_id: str, device: str) -> None:
+        """A detach of ``volume_id`` (guest device ``device``) was asked for."""
+        self._removing[(instance_uuid, volume_id)] = device
+
+    def emit(self, event: events.Event) -> None:
+        """Queue an event made by the driver itself (see volumes.py)."""
+        self._queue.append(event)
 
     def _dispatch_loop(self) -> None:
         while self._running:

@@ -158,6 +158,8 @@ class Host:
         # Callbacks die with the connection: register them on each new one.
         conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
                                     self.events.on_libvirt_event, None)
+        conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED,
+                                    self.events.on_device_removed, None)
         self.connect_count += 1
         if self.connect_count > 1:
             LOG.info("reconnected to %s", self.uri)

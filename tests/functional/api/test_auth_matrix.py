@@ -36,6 +36,26 @@ def _server(cloud):
             "request_id": db.action_get_all(uuid)[0].request_id}
 
 
+def _volume(status: str) -> str:
+    from flotilla.db import volumes as vdb
+    return vdb.volume_create({"size_gb": 1, "status": status, "project_id": "p1",
+                              "host": "vol1"}, {"volumes": -1, "gigabytes": -1}).id
+
+
+def _server_volume(cloud):
+    return dict(_server(cloud), _body={"volumeAttachment": {
+        "volumeId": _volume(st.VOLUME_AVAILABLE)}})
+
+
+def _server_attached(cloud):
+    from flotilla.db import volumes as vdb
+    values = _server(cloud)
+    volume_id = _volume(st.VOLUME_IN_USE)
+    att = vdb.attachment_create(volume_id, values["server_id"], "host1")
+    vdb.attachment_update(att.uuid, {"status": "attached", "device": "vdb"})
+    return dict(values, volume_id=volume_id)
+
+
 def _group(cloud):
     group = db.server_group_create({"name": "g", "policy": "affinity",
                                     "project_id": "p1", "user_id": "member"})
@@ -219,6 +239,13 @@ ROUTES = [
     ("DELETE", C + "/servers/{server_id}", _server, None, "own-write"),
     ("POST", C + "/servers/{server_id}/action", _server, {"os-stop": None}, "own-write"),
     ("GET", C + "/servers/{server_id}/os-instance-actions", _server, None, "own"),
+    ("GET", C + "/servers/{server_id}/os-volume_attachments", _server, None, "own"),
+    ("POST", C + "/servers/{server_id}/os-volume_attachments", _server_volume, None,
+     "own-write"),
+    ("GET", C + "/servers/{server_id}/os-volume_attachments/{volume_id}", _server_attached,
+     None, "own"),
+    ("DELETE", C + "/servers/{server_id}/os-volume_attachments/{volume_id}",
+     _server_attached, None, "own-write"),
     ("GET", C + "/servers/{server_id}/os-instance-actions/{request_id}", _server, None,
      "own"),
     ("GET", C + "/flavors", None, None, "collection"),

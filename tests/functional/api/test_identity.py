@@ -32,7 +32,7 @@ def test_issue_validate_revoke(api_cloud):
     assert body["project"]["name"] == "p1"
     assert {x["name"] for x in body["roles"]} == {"member", "reader"}
     types = {e["type"]: e for e in body["catalog"]}
-    assert set(types) == {"compute", "image", "identity"}
+    assert set(types) == {"compute", "image", "identity", "block-storage"}
     endpoint = types["compute"]["endpoints"][0]
     assert endpoint["interface"] == "public" and endpoint["region_id"] == "RegionOne"
     assert endpoint["url"].endswith("/compute/v2.1")
@@ -106,7 +106,8 @@ def test_password_hash_is_scrypt_and_salted():
 
 def test_catalog_and_projects(api_cloud):
     r = api_cloud.request("GET", "/identity/v3/auth/catalog")
-    assert {e["type"] for e in r.json["catalog"]} == {"compute", "image", "identity"}
+    assert {e["type"] for e in r.json["catalog"]} == {"compute", "image", "identity",
+                                                      "block-storage"}
     r = api_cloud.request("GET", "/identity/v3/auth/projects")
     assert [p["name"] for p in r.json["projects"]] == ["p1"]
 

@@ -52,6 +52,9 @@ def test_the_demo_flow(cloud, walkthrough):
     snapshot = summary["snapshot"]
     assert snapshot["boot_count"] == 2
     assert snapshot["copy_host"] != snapshot["source_host"]
+    # A volume written on one host was read on the other (the guest's marker).
+    volume = summary["volume"]
+    assert volume["from_host"] != volume["to_host"] and volume["from"] != volume["to"]
 
 
 def _allocations(cloud) -> int:

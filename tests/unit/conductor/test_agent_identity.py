@@ -123,6 +123,18 @@ def test_an_agent_cannot_touch_another_hosts_instances(db, cloud, call, caplog):
     assert db.instance_fault_get_all(theirs) == []
 
 
+def test_an_agent_terminates_its_own_instance(db, cloud):
+    """The agent's terminate: vm_state deleted (which retires the row), then
+    instance_destroy of that retired row; another host still may not."""
+    agent, _ = cloud
+    mine = _instance(db, "h1")
+    agent("h1").instance_update(_ctxt(), mine, {"vm_state": "deleted", "task_state": None},
+                                {})
+    with pytest.raises(exception.Forbidden):
+        agent("h2").instance_destroy(_ctxt(), mine, {"vm_state": "deleted"})
+    assert agent("h1").instance_destroy(_ctxt(), mine, {"vm_state": "deleted"})["deleted"]
+
+
 def test_an_agent_cannot_move_an_instance_to_another_host(db, cloud):
     agent, _ = cloud
     mine = _instance(db, "h1")

@@ -1,0 +1,139 @@
+"""``os-volume_attachments``: volumes attached to a server (issue 11).
+
+Rules:
+
+* list and show read the server's attachments (show: 404 when the volume
+  is not attached to this server);
+* attach: ``volumeId`` a UUID (400 naming it), a volume of the server's
+  project (404), ``available`` (409: in use or busy), the server active or
+  stopped with no task and a host (409), not locked. The volume is
+  reserved (available -> reserved, by compare-and-swap), an attachment row
+  made, the action ``attach_volume`` recorded and the conductor cast
+  ``attach_volume``; the agent chooses the device (a requested ``device``
+  is ignored, as Nova does on libvirt), so the answer's device is null
+  until the flow is done (the list shows it then);
+* detach: the volume must be attached to this server (404), ``in-use`` or
+  ``error`` after a failed detach (409 otherwise); it becomes detaching
+  and the conductor is cast ``detach_volume``; 202.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import falcon
+
+from api import errors, validation
+from api.compute import locks
+from api.compute.servers import get_server
+from api.state import APIState, ctxt
+from api.volume import views
+from api.volume.resources import get_volume
+from flotilla import exception
+from flotilla import states as st
+from flotilla.db import api as db
+from flotilla.db import volumes as vdb
+
+LOG = logging.getLogger(__name__)
+
+ATTACH = {"type": "object", "required": ["volumeAttachment"], "additionalProperties": False,
+          "properties": {"volumeAttachment": {
+              "type": "object", "required": ["volumeId"], "additionalProperties": False,
+              "properties": {"volumeId": {"type": "string"},
+                             "device": {"type": ["string", "null"], "maxLength": 255},
+                             "tag": {"type": ["string", "null"], "maxLength": 60},
+                             "delete_on_termination": {"type": "boolean"}}}}}
+DETACHABLE = (st.VOLUME_IN_USE, st.VOLUME_ERROR)
+
+
+def _attachment(server_uuid: str, volume_id: str):
+    for row in vdb.attachments_of_instance(server_uuid):
+        if row.volume_id == volume_id:
+            return row
+    raise errors.not_found("volume_id not found: %s" % volume_id[:64])
+
+
+class VolumeAttachments:
+    def __init__(self, state: APIState) -> None:
+        self.state = state
+
+    def on_get(self, req, resp, server_id: str) -> None:
+        inst = get_server(ctxt(req), server_id)
+        resp.media = {"volumeAttachments": [views.server_attachment(a) for a in
+                                            vdb.attachments_of_instance(inst.uuid)]}
+
+    def on_post(self, req, resp, server_id: str) -> None:
+        ctx = ctxt(req)
+        conf = self.state.conf
+        inst = get_server(ctx, server_id)
+        body = validation.validate(
+            validation.read_json(req, conf.api.max_request_body_size), ATTACH)
+        volume_id = validation.check_uuid(body["volumeAttachment"]["volumeId"],
+                                          "volumeAttachment.volumeId")
+        locks.check_not_locked(ctx, inst)
+        volume = get_volume(ctx, volume_id)
+        if volume.project_id != inst.project_id:
+            raise errors.not_found("Volume %s could not be found." % volume_id)
+        if inst.vm_state not in st.VOLUME_ATTACH_VM_STATES or inst.task_state is not None \
+                or not inst.host:
+            raise errors.conflict("Cannot 'attach_volume' instance %s while it is in "
+                                  "vm_state %s%s" % (inst.uuid, inst.vm_state,
+                                                     ", task_state %s" % inst.task_state
+                                                     if inst.task_state else ""))
+        try:
+            vdb.volume_update(volume_id, {"status": st.VOLUME_RESERVED, "status_deadline":
+                                          vdb.deadline(conf.volume.operation_timeout)},
+                              expected_status=st.VOLUME_AVAILABLE)
+        except vdb.VolumeStatusConflict as exc:
+            raise errors.conflict("Volume %s status must be available to attach, but "
+                                  "it is %s" % (volume_id, exc.kwargs.get("actual"))
+                                  ) from None
+        attachment = vdb.attachment_create(volume_id, inst.uuid, inst.host)
+        db.action_start(inst.uuid, "attach_volume", ctx.request_id, ctx.user_id,
+                        ctx.project_id)
+        try:
+            self.state.conductor.attach_volume(ctx, inst.uuid, volume_id, attachment.uuid)
+        except exception.MessagingException as exc:
+            LOG.error("could not cast attach_volume for %s: %s", inst.uuid, exc)
+            vdb.attachment_delete(attachment.uuid)
+            vdb.volume_update(volume_id, {"status": st.VOLUME_AVAILABLE},
+                              expected_status=st.VOLUME_RESERVED)
+            db.action_finish(inst.uuid, ctx.request_id, message="Error")
+            raise errors.APIError(503, "The conductor could not be reached") from None
+        LOG.info("attaching volume %s to %s", volume_id, inst.uuid)
+        resp.media = {"volumeAttachment": views.server_attachment(attachment)}
+
+
+class VolumeAttachment:
+    def __init__(self, state: APIState) -> None:
+        self.state = state
+
+    def on_get(self, req, resp, server_id: str, volume_id: str) -> None:
+        inst = get_server(ctxt(req), server_id)
+        resp.media = {"volumeAttachment": views.server_attachment(
+            _attachment(inst.uuid, volume_id))}
+
+    def on_delete(self, req, resp, server_id: str, volume_id: str) -> None:
+        ctx = ctxt(req)
+        inst = get_server(ctx, server_id)
+        attachment = _attachment(inst.uuid, volume_id)
+        locks.check_not_locked(ctx, inst)
+        try:
+            vdb.volume_update(volume_id, {"status": st.VOLUME_DETACHING, "status_deadline":
+                                          vdb.deadline(self.state.conf.volume
+                                                       .operation_timeout)},
+                              expected_status=DETACHABLE)
+        except vdb.VolumeStatusConflict as exc:
+            raise errors.conflict("Volume %s cannot be detached while it is %s"
+                                  % (volume_id, exc.kwargs.get("actual"))) from None
+        db.action_start(inst.uuid, "detach_volume", ctx.request_id, ctx.user_id,
+                        ctx.project_id)
+        try:
+            self.state.conductor.detach_volume(ctx, inst.uuid, volume_id, attachment.uuid)
+        except exception.MessagingException as exc:
+            LOG.error("could not cast detach_volume for %s: %s", inst.uuid, exc)
+            vdb.volume_update(volume_id, {"status": st.VOLUME_IN_USE},
+                              expected_status=st.VOLUME_DETACHING)
+            db.action_finish(inst.uuid, ctx.request_id, message="Error")
+            raise errors.APIError(503, "The conductor could not be reached") from None
+        resp.status = falcon.HTTP_202

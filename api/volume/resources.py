@@ -1,0 +1,299 @@
+"""Block Storage v3 resources: discovery, volumes, types, quotas, limits.
+
+Rules (issue 11):
+
+* discovery (``GET /volume``, ``/volume/v3``) needs no token;
+* a volume belongs to the project of the token; another project's volume
+  is a 404 (an admin sees all, ``all_tenants`` lists them);
+* create: ``size`` a whole number of GiB from 1 to [volume] max_size_gb
+  (400 naming ``size``), within the project's ``volumes`` and ``gigabytes``
+  quotas (413 naming the quota); the volume is recorded ``creating`` on the
+  volume host with the least space allocated, then the volume service is
+  cast ``create_volume``; with no volume service up it is recorded in
+  ``error`` with that reason (as Cinder's scheduler leaves it). Images, snapshots,
+  source volumes and backups as sources are not supported yet (400);
+* delete: only ``available``, ``error`` or ``error_deleting`` volumes with
+  no attachment (else 400, as Cinder); the status becomes ``deleting`` by
+  compare-and-swap and the volume service removes it;
+* update: name, description, metadata.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import falcon
+
+from api import errors, policy, validation
+from api.state import APIState, ctxt
+from api.volume import views
+from flotilla import binaries, exception
+from flotilla import states as st
+from flotilla.conf.quota import VOLUME_RESOURCES
+from flotilla.db import api as db
+from flotilla.db import volumes as vdb
+
+LOG = logging.getLogger(__name__)
+
+V3 = "/volume/v3"
+_TEXT = {"type": ["string", "null"], "maxLength": 255}
+_DESCRIPTION = {"type": ["string", "null"], "maxLength": 65535}
+_METADATA = {"type": ["object", "null"], "maxProperties": 128,
+             "additionalProperties": {"type": "string", "maxLength": 255},
+             "propertyNames": {"minLength": 1, "maxLength": 255}}
+# Every key the clients send (null when unused).
+CREATE = {"type": "object", "required": ["volume"], "additionalProperties": True,
+          "properties": {"volume": {
+              "type": "object", "required": ["size"], "additionalProperties": True,
+              "properties": {"size": {}, "name": _TEXT, "description": _DESCRIPTION,
+                             "display_name": _TEXT, "display_description": _DESCRIPTION,
+                             "metadata": _METADATA,
+                             "volume_type": {"type": ["string", "null"]},
+                             "availability_zone": {"type": ["string", "null"]}}}}}
+UPDATE = {"type": "object", "required": ["volume"], "additionalProperties": False,
+          "properties": {"volume": {
+              "type": "object", "additionalProperties": False,
+              "properties": {"name": _TEXT, "description": _DESCRIPTION,
+                             "display_name": _TEXT, "display_description": _DESCRIPTION,
+                             "metadata": _METADATA}}}}
+UNSUPPORTED_SOURCES = ("imageRef", "snapshot_id", "source_volid", "backup_id",
+                       "consistencygroup_id", "group_id")
+DELETABLE = (st.VOLUME_AVAILABLE, st.VOLUME_ERROR, st.VOLUME_ERROR_DELETING)
+
+
+def volume_url(state: APIState, req) -> str:
+    return state.base_url(req) + V3
+
+
+def volume_defaults(conf) -> dict[str, int]:
+    return {r: getattr(conf.quota, r) for r in VOLUME_RESOURCES}
+
+
+def get_volume(ctx, volume_id: str):
+    try:
+        return vdb.volume_get(volume_id, project_id=policy.project_filter(ctx))
+    except vdb.VolumeNotFound:
+        raise errors.not_found("Volume %s could not be found." % volume_id[:64]) from None
+
+
+def _body(req, state: APIState, schema: dict) -> dict:
+    return validation.validate(
+        validation.read_json(req, state.conf.api.max_request_body_size), schema)
+
+
+def _size(value, conf) -> int:
+    # The SDK may send integer strings; booleans and fractions are refused.
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise errors.bad_request("Invalid input for field/attribute size. "
+                                 "It must be an integer number of GiB.")
+    try:
+        size = int(value)
+    except ValueError:
+        raise errors.bad_request("Invalid input for field/attribute size. Value: %s. "
+                                 "It must be an integer number of GiB." % str(value)[:32]
+                                 ) from None
+    if size < 1:
+        raise errors.bad_request("Invalid input for field/attribute size. Value: %d. "
+                                 "It must be at least 1 (GiB)." % size)
+    if size > conf.volume.max_size_gb:
+        raise errors.bad_request("Invalid input for field/attribute size. Value: %d. "
+                                 "It must be at most %d (GiB, [volume] max_size_gb)."
+                                 % (size, conf.volume.max_size_gb))
+    return size
+
+
+def _check_type(value) -> None:
+    if value not in (None, "", views.DEFAULT_TYPE_NAME, views.DEFAULT_TYPE_ID):
+        raise errors.not_found("Volume type %s could not be found." % str(value)[:64])
+
+
+def pick_volume_host(conf) -> str | None:
+    """The up volume host with the fewest GiB allocated; None when none."""
+    hosts = [s.host for s in db.service_get_all(binary=binaries.VOLUME)
+             if not s.disabled and db.service_is_up(s, conf.service_down_time)]
+    if not hosts:
+        return None
+    allocated = {h: 0 for h in hosts}
+    for row in vdb.volume_get_all():
+        if row.host in allocated:
+            allocated[row.host] += row.size_gb
+    return min(hosts, key=lambda h: (allocated[h], h))
+
+
+def _with_attachments(rows) -> list[tuple]:
+    found = vdb.attachments_of_volumes([r.id for r in rows])
+    return [(r, found[r.id]) for r in rows]
+
+
+class Versions:
+    policy_rules = {"GET": policy.PUBLIC}
+
+    def __init__(self, state: APIState) -> None:
+        self.state = state
+
+    def on_get(self, req, resp) -> None:
+        resp.media = {"versions": [views.version_doc(self.state.base_url(req))]}
+
+
+class Version:
+    policy_rules = {"GET": policy.PUBLIC}
+
+    def __init__(self, state: APIState) -> None:
+        self.state = state
+
+    def on_get(self, req, resp) -> None:
+        resp.media = {"version": views.version_doc(self.state.base_url(req))}
+
+
+class Volumes:
+    policy_rules = {"GET": policy.READER, "POST": policy.MEMBER}
+
+    def __init__(self, state: APIState, detail: bool = False) -> None:
+        self.state = state
+        self.detail = detail
+
+    def on_get(self, req, resp) -> None:
+        ctx = ctxt(req)
+        project = policy.project_filter(ctx)
+        if project is None and not validation.to_bool(req.get_param("all_tenants") or "0"):
+            project = ctx.project_id
+        rows = vdb.volume_get_all(project_id=project)
+        name, status = req.get_param("name"), req.get_param("status")
+        rows = [r for r in rows if (name is None or r.name == name)
+                and (status is None or r.status == status)]
+        url = volume_url(self.state, req)
+        resp.media = {"volumes": [views.volume(r, a, url, ctx.is_admin, self.detail)
+                                  for r, a in _with_attachments(rows)]}
+
+    def on_post(self, req, resp) -> None:
+        ctx = ctxt(req)
+        conf = self.state.conf
+        args = _body(req, self.state, CREATE)["volume"]
+        for key in UNSUPPORTED_SOURCES:
+            if args.get(key) not in (None, ""):
+                raise errors.bad_request("Invalid input for field/attribute %s. Volumes "
+                                         "from another source are not supported yet; "
+                                         "only blank volumes." % key)
+        size = _size(args["size"], conf)
+        _check_type(args.get("volume_type"))
+        if args.get("availability_zone") not in (None, "", views.AVAILABILITY_ZONE):
+            raise errors.bad_request("Invalid input for field/attribute availability_zone. "
+                                     "Availability zone %s is invalid."
+                                     % str(args["availability_zone"])[:64])
+        host = pick_volume_host(conf)
+        try:
+            row = vdb.volume_create({
+                "name": args.get("name") or args.get("display_name"),
+                "description": args.get("description") or args.get("display_description"),
+                "size_gb": size, "host": host,
+                "status": st.VOLUME_CREATING if host else st.VOLUME_ERROR,
+                "status_reason": None if host else "no volume service is up",
+                "project_id": ctx.project_id, "user_id": ctx.user_id,
+                "volume_type": views.DEFAULT_TYPE_NAME,
+                "availability_zone": views.AVAILABILITY_ZONE,
+                "metadata": args.get("metadata") or {},
+                "status_deadline": vdb.deadline(conf.volume.operation_timeout)
+                if host else None},
+                volume_defaults(conf))
+        except vdb.VolumeOverQuota as exc:
+            raise errors.APIError(413, "VolumeLimitExceeded: Maximum number of volumes "
+                                  "or gigabytes exceeded: %s" % str(exc),
+                                  fault="overLimit") from None
+        try:
+            if host:
+                self.state.volume.create_volume(ctx, host, row.id)
+        except exception.MessagingException as exc:
+            LOG.error("could not cast create_volume for %s: %s", row.id, exc)
+            row = vdb.volume_update(row.id, {"status": st.VOLUME_ERROR,
+                                             "status_reason": "the volume service "
+                                             "could not be reached"})
+        LOG.info("volume %s (%d GiB) %s on %s", row.id, size, row.status, host)
+        resp.status = falcon.HTTP_202
+        resp.media = {"volume": views.volume(row, [], volume_url(self.state, req),
+                                             ctx.is_admin)}
+
+
+class Volume:
+    policy_rules = {"GET": policy.READER, "PUT": policy.MEMBER, "DELETE": policy.MEMBER}
+
+    def __init__(self, state: APIState) -> None:
+        self.state = state
+
+    def on_get(self, req, resp, volume_id: str) -> None:
+        ctx = ctxt(req)
+        row = get_volume(ctx, volume_id)
+        resp.media = {"volume": views.volume(row, vdb.attachments_of_volume(row.id),
+                                             volume_url(self.state, req), ctx.is_admin)}
+
+    def on_put(self, req, resp, volume_id: str) -> None:
+        ctx = ctxt(req)
+        row = get_volume(ctx, volume_id)
+        args = _body(req, self.state, UPDATE)["volume"]
+        values = {}
+        for key, column in (("name", "name"), ("display_name", "name"),
+                            ("description", "description"),
+                            ("display_description", "description"),
+                            ("metadata", "metadata")):
+            if key in args:
+                values[column] = args[key] if key != "metadata" else (args[key] or {})
+        if values:
+            row = vdb.volume_update(row.id, values)
+        resp.media = {"volume": views.volume(row, vdb.attachments_of_volume(row.id),
+                                             volume_url(self.state, req), ctx.is_admin)}
+
+    def on_delete(self, req, resp, volume_id: str) -> None:
+        ctx = ctxt(req)
+        row = get_volume(ctx, volume_id)
+        for flag in ("cascade", "force"):
+            value = req.get_param(flag)
+            if value is not None and validation.to_bool(value):
+                raise errors.bad_request("Invalid input for field/attribute %s. "
+                                         "Not supported." % flag)
+        if vdb.attachments_of_volume(row.id):
+            raise errors.bad_request("Invalid volume: Volume %s is attached to a server "
+                                     "(status %s): detach it first." % (row.id, row.status))
+        if row.status not in DELETABLE:
+            raise errors.bad_request("Invalid volume: Volume status must be available "
+                                     "or error, but current status is: %s." % row.status)
+        try:
+            vdb.volume_update(row.id, {"status": st.VOLUME_DELETING, "status_deadline":
+                                       vdb.deadline(self.state.conf.volume.operation_timeout)},
+                              expected_status=DELETABLE)
+        except vdb.VolumeStatusConflict as exc:
+            raise errors.bad_request("Invalid volume: %s." % str(exc)) from None
+        if not row.path:
+            # Never made on a volume host (created in error): nothing to remove.
+            vdb.volume_destroy(row.id, expected_status=st.VOLUME_DELETING)
+            resp.status = falcon.HTTP_202
+            return
+        try:
+            self.state.volume.delete_volume(ctx, row.host, row.id)
+        except exception.MessagingException as exc:
+            LOG.error("could not cast delete_volume for %s: %s", row.id, exc)
+            vdb.volume_update(row.id, {"status": st.VOLUME_ERROR_DELETING,
+                                       "status_reason": "the volume service could not "
+                                       "be reached"})
+        resp.status = falcon.HTTP_202
+
+
+class Types:
+    policy_rules = {"GET": policy.READER}
+
+    def __init__(self, state: APIState) -> None:
+        self.state = state
+
+    def on_get(self, req, resp) -> None:
+        resp.media = {"volume_types": [views.default_type()]}
+
+
+class Type:
+    policy_rules = {"GET": policy.READER}
+
+    def __init__(self, state: APIState) -> None:
+        self.state = state
+
+    def on_get(self, req, resp, type_id: str) -> None:
+        if type_id == "default":
+            type_id = views.DEFAULT_TYPE_ID
+        _check_type(type_id)
+        resp.media = {"volume_type": views.default_type()}

@@ -1,0 +1,22 @@
+"""Routes of the Block Storage v3 subset (/volume)."""
+
+from __future__ import annotations
+
+from api.state import APIState
+from api.volume import quotas, resources
+
+V3 = resources.V3
+
+
+def add_routes(app, state: APIState) -> None:
+    add = app.add_route
+    add("/volume", resources.Versions(state))
+    add(V3, resources.Version(state))
+    add(V3 + "/volumes", resources.Volumes(state))
+    add(V3 + "/volumes/detail", resources.Volumes(state, detail=True))
+    add(V3 + "/volumes/{volume_id}", resources.Volume(state))
+    add(V3 + "/types", resources.Types(state))
+    add(V3 + "/types/{type_id}", resources.Type(state))
+    add(V3 + "/os-quota-sets/{project_id}", quotas.QuotaSet(state))
+    add(V3 + "/os-quota-sets/{project_id}/defaults", quotas.QuotaDefaults(state))
+    add(V3 + "/limits", quotas.Limits(state))

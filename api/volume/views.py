@@ -1,0 +1,74 @@
+"""Volume, attachment and type documents as Cinder and Nova show them."""
+
+from __future__ import annotations
+
+import uuid
+
+from api.state import isotime
+
+MIN_VERSION = "3.0"
+# The highest microversion the clients may send (they negotiate down to
+# min(this, their own cap)); the documents below are the 3.x superset.
+MAX_VERSION = "3.71"
+
+DEFAULT_TYPE_NAME = "__DEFAULT__"
+DEFAULT_TYPE_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "flotilla/volume-type/default"))
+AVAILABILITY_ZONE = "nova"
+
+
+def default_type() -> dict:
+    return {"id": DEFAULT_TYPE_ID, "name": DEFAULT_TYPE_NAME,
+            "description": "Default Volume Type", "is_public": True,
+            "extra_specs": {}, "qos_specs_id": None,
+            "os-volume-type-access:is_public": True}
+
+
+def version_doc(base: str) -> dict:
+    return {"id": "v3.0", "status": "CURRENT", "version": MAX_VERSION,
+            "min_version": MIN_VERSION, "updated": "2023-01-01T00:00:00Z",
+            "links": [{"rel": "self", "href": base + "/volume/v3/"}],
+            "media-types": [{"base": "application/json",
+                             "type": "application/vnd.openstack.volume+json;version=3"}]}
+
+
+def attachment(row) -> dict:
+    return {"id": row.volume_id, "attachment_id": row.uuid, "volume_id": row.volume_id,
+            "server_id": row.instance_uuid, "host_name": None,
+            "device": row.device or "", "attached_at": isotime(row.created_at, micro=True)}
+
+
+def volume(row, attachments, url: str, admin: bool, detail: bool = True) -> dict:
+    links = [{"rel": "self", "href": "%s/volumes/%s" % (url, row.id)},
+             {"rel": "bookmark", "href": "%s/volumes/%s" % (url, row.id)}]
+    if not detail:
+        return {"id": row.id, "name": row.name, "links": links}
+    doc = {
+        "id": row.id, "name": row.name, "description": row.description,
+        "status": row.status, "size": row.size_gb,
+        "availability_zone": row.availability_zone or AVAILABILITY_ZONE,
+        "created_at": isotime(row.created_at, micro=True),
+        "updated_at": isotime(row.updated_at, micro=True),
+        "volume_type": DEFAULT_TYPE_NAME, "volume_type_id": DEFAULT_TYPE_ID,
+        "bootable": "false", "encrypted": False, "multiattach": False,
+        "metadata": dict(row.metadata_ or {}),
+        "attachments": [attachment(a) for a in attachments if a.status == "attached"],
+        "links": links, "user_id": row.user_id,
+        "os-vol-tenant-attr:tenant_id": row.project_id,
+        "snapshot_id": None, "source_volid": None, "consistencygroup_id": None,
+        "group_id": None, "replication_status": None, "migration_status": None,
+        "provider_id": None, "service_uuid": None, "shared_targets": False,
+        "cluster_name": None, "consumes_quota": True,
+    }
+    if admin:
+        doc["os-vol-host-attr:host"] = row.host
+        doc["os-vol-mig-status-attr:migstat"] = None
+        doc["os-vol-mig-status-attr:name_id"] = None
+    return doc
+
+
+def server_attachment(row) -> dict:
+    """Nova's volumeAttachment (all microversions' keys)."""
+    return {"id": row.volume_id, "volumeId": row.volume_id,
+            "serverId": row.instance_uuid, "device": row.device,
+            "tag": None, "delete_on_termination": False,
+            "attachment_id": row.uuid, "bdm_uuid": None}

@@ -1,0 +1,96 @@
+"""Attaching and detaching volumes on this host (conductor flows call these).
+
+Attach plugs the export the volume service made into the guest, live and
+persistent, under the instance's lock. Detach asks the guest to let go,
+waits for the driver's DeviceRemovedEvent (libvirt's device-removed event),
+asks again every ``retry`` seconds, and gives up at the deadline with
+VolumeDetachFailed naming the reason; the disk stays attached then, and the
+conductor's flow leaves the volume in error, still exported.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from compute.lifecycle import Lifecycle
+from compute.virt import events
+from compute.virt.block_device import VolumeConnection
+from flotilla import exception
+from flotilla.context import RequestContext
+from flotilla.objects import Instance
+
+LOG = logging.getLogger(__name__)
+
+
+class VolumeDetachFailed(exception.FlotillaException):
+    msg_fmt = "Detaching volume %(volume_id)s from instance %(instance_uuid)s failed: %(reason)s"
+    code = 409
+
+
+class VolumeOps:
+    def __init__(self, lifecycle: Lifecycle, reconciler) -> None:
+        self.lifecycle = lifecycle
+        self.driver = lifecycle.driver
+        self.conductor = lifecycle.conductor
+        self.host = lifecycle.host
+        self._removed: dict[tuple[str, str], threading.Event] = {}
+        self._guard = threading.Lock()
+        reconciler.device_removed_handler = self.on_device_removed
+
+    def on_device_removed(self, event: events.Event) -> None:
+        if isinstance(event, events.DeviceRemovedEvent):
+            with self._guard:
+                waiter = self._removed.get((event.instance_uuid, event.volume_id))
+            if waiter is not None:
+                waiter.set()
+
+    def _instance(self, ctxt: RequestContext, instance_uuid: str) -> Instance:
+        record = self.conductor.instance_get(ctxt, instance_uuid)
+        if record.get("host") != self.host:
+            raise exception.InstanceNotFound(instance_uuid=instance_uuid)
+        return Instance.from_record(record)
+
+    def attach(self, ctxt: RequestContext, instance_uuid: str, connection: dict,
+               device_name: str | None = None) -> str:
+        instance = self._instance(ctxt, instance_uuid)
+        with self.lifecycle.locks.hold(instance_uuid):
+            return self.driver.attach_volume(instance, VolumeConnection.coerce(connection),
+                                             device_name)
+
+    def detach(self, ctxt: RequestContext, instance_uuid: str, volume_id: str,
+               timeout: float, retry: float = 5.0) -> str | None:
+        """Until the guest let go of the volume; the device it had (None:
+        it was not attached)."""
+        instance = self._instance(ctxt, instance_uuid)
+        key = (instance_uuid, volume_id)
+        with self.lifecycle.locks.hold(instance_uuid):
+            device = self.driver.get_volume_devices(instance).get(volume_id)
+            if device is None:
+                return None
+            removed = threading.Event()
+            with self._guard:
+                self._removed[key] = removed
+            try:
+                deadline = time.monotonic() + timeout
+                while True:
+                    if not self.driver.detach_volume(instance, volume_id):
+                        return device
+                    removed.wait(max(0.0, min(retry, deadline - time.monotonic())))
+                    # The event, or a lost event but the disk gone: done.
+                    if removed.is_set() or volume_id not in \
+                            self.driver.get_volume_devices(instance):
+                        LOG.info("volume %s detached from %s (%s)", volume_id,
+                                 instance_uuid, device)
+                        return device
+                    if time.monotonic() >= deadline:
+                        raise VolumeDetachFailed(
+                            volume_id=volume_id, instance_uuid=instance_uuid,
+                            reason="the guest did not release %s within %ss"
+                                   % (device, timeout))
+                    LOG.info("volume %s: guest %s still holds %s, asking again",
+                             volume_id, instance_uuid, device)
+            finally:
+                with self._guard:
+                    self._removed.pop(key, None)

@@ -1,0 +1,335 @@
+"""The volume attach and detach flows (issue 11).
+
+The API has already reserved the volume (available -> reserved, an
+attachment row naming the server and its host) or marked it detaching
+(in-use -> detaching), recorded the instance action (``attach_volume`` /
+``detach_volume``) under the request id, on which the runner keeps the
+flow's state. Every volume status change is a compare-and-swap.
+
+Attach steps (each reverted in reverse on failure):
+
+1. ``reserve``: reserved -> attaching. Revert: back to available and the
+   attachment row removed.
+2. ``export``: the volume host exports the volume over NBD (a call).
+   Revert: unexport.
+3. ``attach_on_host``: the compute host plugs the export into the guest,
+   live and persistent, and says which device it chose (a call). Revert:
+   detach it again (waiting for the guest up to [volume] detach_timeout).
+4. ``in_use``: attaching -> in-use, the attachment attached with its
+   device and connection.
+
+Detach steps:
+
+1. ``detach_on_host``: the compute host asks the guest to let go and waits
+   for libvirt's device-removed event, asking again, up to [volume]
+   detach_timeout. A failure leaves the volume in error with the reason,
+   still attached and exported (the user may ask again).
+2. ``unexport``: the volume host removes the export.
+3. ``available``: the attachment removed, detaching -> available.
+
+A server's delete releases its volumes once its guest is gone
+(:meth:`VolumeFlow.release_instance`). The reaper ends a transitional
+status past its deadline (:meth:`VolumeFlow.reap`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from oslo_config import cfg
+
+from conductor.flows import runner
+from conductor.flows.base import Flow
+from conductor.flows.runner import FlowFailed, FlowState, Step
+from flotilla import exception
+from flotilla import states as st
+from flotilla.context import RequestContext
+from flotilla.db import api as db
+from flotilla.db import volumes as vdb
+
+LOG = logging.getLogger(__name__)
+
+ATTACH = "attach_volume"
+DETACH = "detach_volume"
+
+
+@dataclasses.dataclass
+class VolumeState(FlowState):
+    volume_id: str = ""
+    attachment_id: str = ""
+    volume_host: str = ""
+    host: str = ""
+    connection: dict | None = None
+    device: str | None = None
+
+
+def _status(conf, volume_id: str, status: str, expected, **values) -> None:
+    if status in st.VOLUME_TRANSITIONAL:
+        values["status_deadline"] = vdb.deadline(conf.volume.operation_timeout)
+    vdb.volume_update(volume_id, {"status": status, **values}, expected_status=expected)
+
+
+class Reserve(Step):
+    """reserved -> attaching. Revert: available again, attachment removed."""
+
+    name = "reserve"
+
+    def __init__(self, conf) -> None:
+        self.conf = conf
+
+    def check(self, state: VolumeState) -> None:
+        volume = vdb.volume_get(state.volume_id)
+        if volume.status != st.VOLUME_RESERVED:
+            raise vdb.VolumeStatusConflict(volume_id=volume.id, actual=volume.status,
+                                           expected=st.VOLUME_RESERVED)
+        vdb.attachment_get(state.attachment_id)
+        inst = db.instance_get(state.instance_uuid)
+        if inst.host != state.host or inst.vm_state not in st.VOLUME_ATTACH_VM_STATES:
+            raise exception.Conflict(reason="the server is %s on %s" % (inst.vm_state,
+                                                                         inst.host))
+
+    def execute(self, state: VolumeState) -> None:
+        _status(self.conf, state.volume_id, st.VOLUME_ATTACHING, st.VOLUME_RESERVED)
+
+    def revert(self, state: VolumeState) -> None:
+        vdb.attachment_delete(state.attachment_id)
+        try:
+            vdb.volume_update(state.volume_id, {"status": st.VOLUME_AVAILABLE},
+                              expected_status=(st.VOLUME_RESERVED, st.VOLUME_ATTACHING))
+        except exception.FlotillaException as exc:
+            LOG.warning("volume %s not made available again: %s", state.volume_id, exc)
+
+
+class Export(Step):
+    """The volume host exports the volume. Revert: unexport it."""
+
+    name = "export"
+
+    def __init__(self, volumes) -> None:
+        self.volumes = volumes
+
+    def execute(self, state: VolumeState) -> None:
+        state.connection = self.volumes.export_volume(state.ctxt, state.volume_host,
+                                                      state.volume_id)
+
+    def revert(self, state: VolumeState) -> None:
+        self.volumes.unexport_volume(state.ctxt, state.volume_host, state.volume_id)
+
+
+class AttachOnHost(Step):
+    """The compute host plugs the export in. Revert: detach it again."""
+
+    name = "attach_on_host"
+
+    def __init__(self, conf, compute) -> None:
+        self.conf = conf
+        self.compute = compute
+
+    def execute(self, state: VolumeState) -> None:
+        state.device = self.compute.attach_volume(state.ctxt, state.host, state.instance_uuid,
+                                                  state.connection)
+
+    def revert(self, state: VolumeState) -> None:
+        self.compute.detach_volume(state.ctxt, state.host, state.instance_uuid,
+                                   state.volume_id, self.conf.volume.detach_timeout)
+
+    def details(self, state: VolumeState) -> str | None:
+        return "device %s" % state.device
+
+
+class InUse(Step):
+    """attaching -> in-use; the attachment records device and connection."""
+
+    name = "in_use"
+
+    def execute(self, state: VolumeState) -> None:
+        vdb.attachment_update(state.attachment_id, {
+            "status": "attached", "device": state.device,
+            "connection_info": state.connection})
+        vdb.volume_update(state.volume_id, {"status": st.VOLUME_IN_USE},
+                          expected_status=st.VOLUME_ATTACHING)
+
+
+class DetachOnHost(Step):
+    """The guest lets go (waiting for the device-removed event). No revert:
+    a detach that failed leaves the disk attached; the flow's failure
+    handler puts the volume in error with the reason."""
+
+    name = "detach_on_host"
+
+    def __init__(self, conf, compute) -> None:
+        self.conf = conf
+        self.compute = compute
+
+    def check(self, state: VolumeState) -> None:
+        volume = vdb.volume_get(state.volume_id)
+        if volume.status != st.VOLUME_DETACHING:
+            raise vdb.VolumeStatusConflict(volume_id=volume.id, actual=volume.status,
+                                           expected=st.VOLUME_DETACHING)
+
+    def execute(self, state: VolumeState) -> None:
+        state.device = self.compute.detach_volume(state.ctxt, state.host, state.instance_uuid,
+                                                  state.volume_id,
+                                                  self.conf.volume.detach_timeout)
+
+
+class Unexport(Step):
+    """The volume host removes the export. No revert (nothing uses it)."""
+
+    name = "unexport"
+
+    def __init__(self, volumes) -> None:
+        self.volumes = volumes
+
+    def execute(self, state: VolumeState) -> None:
+        self.volumes.unexport_volume(state.ctxt, state.volume_host, state.volume_id)
+
+
+class Available(Step):
+    """Attachment removed, detaching -> available."""
+
+    name = "available"
+
+    def execute(self, state: VolumeState) -> None:
+        vdb.attachment_delete(state.attachment_id)
+        vdb.volume_update(state.volume_id, {"status": st.VOLUME_AVAILABLE,
+                                            "status_reason": None},
+                          expected_status=st.VOLUME_DETACHING)
+
+
+class VolumeFlow(Flow):
+    name = "volume"
+
+    def __init__(self, conf: cfg.ConfigOpts, host: str, compute, volumes) -> None:
+        super().__init__(conf, host)
+        self.compute = compute
+        self.volumes = volumes
+
+    def attach_steps(self) -> list[Step]:
+        return [Reserve(self.conf), Export(self.volumes),
+                AttachOnHost(self.conf, self.compute), InUse()]
+
+    def detach_steps(self) -> list[Step]:
+        return [DetachOnHost(self.conf, self.compute), Unexport(self.volumes), Available()]
+
+    def _state(self, ctxt, instance_uuid, volume_id, attachment_id) -> VolumeState:
+        volume = vdb.volume_get(volume_id)
+        attachment = vdb.attachment_get(attachment_id)
+        return VolumeState(ctxt, instance_uuid, volume_id=volume_id,
+                           attachment_id=attachment_id, volume_host=volume.host or "",
+                           host=attachment.host or "",
+                           connection=attachment.connection_info,
+                           device=attachment.device)
+
+    def attach(self, ctxt: RequestContext, instance_uuid: str, volume_id: str,
+               attachment_id: str) -> None:
+        recorder = self.recorder(instance_uuid, ctxt.request_id, ATTACH)
+        try:
+            state = self._state(ctxt, instance_uuid, volume_id, attachment_id)
+            runner.run_flow("volume_attach", self.attach_steps(), state, recorder)
+        except FlowFailed as failed:
+            self._attach_failed(ctxt, instance_uuid, volume_id, attachment_id, failed)
+            return
+        except exception.NotFound as exc:
+            LOG.warning("attach of volume %s to %s: %s", volume_id, instance_uuid, exc)
+            recorder.reporter.finish(ctxt, instance_uuid, failed=True)
+            return
+        recorder.reporter.finish(ctxt, instance_uuid)
+
+    def _attach_failed(self, ctxt, instance_uuid, volume_id, attachment_id,
+                       failed: FlowFailed) -> None:
+        # A failed check reverted nothing: undo the API's reservation here.
+        Reserve(self.conf).revert(VolumeState(ctxt, instance_uuid, volume_id=volume_id,
+                                              attachment_id=attachment_id))
+        reporter = self.recorder(instance_uuid, ctxt.request_id, ATTACH).reporter
+        reporter.fault(ctxt, instance_uuid, failed.cause)
+        reporter.finish(ctxt, instance_uuid, failed=True)
+        LOG.warning("attach of volume %s to %s failed: %s", volume_id, instance_uuid, failed)
+
+    def detach(self, ctxt: RequestContext, instance_uuid: str, volume_id: str,
+               attachment_id: str) -> None:
+        recorder = self.recorder(instance_uuid, ctxt.request_id, DETACH)
+        try:
+            state = self._state(ctxt, instance_uuid, volume_id, attachment_id)
+            runner.run_flow("volume_detach", self.detach_steps(), state, recorder)
+        except FlowFailed as failed:
+            reason = "detach failed at %s: %s" % (failed.step, failed.cause)
+            try:
+                vdb.volume_update(volume_id, {"status": st.VOLUME_ERROR,
+                                              "status_reason": reason[:1000]},
+                                  expected_status=st.VOLUME_DETACHING)
+            except exception.FlotillaException as exc:
+                LOG.warning("volume %s: %s", volume_id, exc)
+            recorder.reporter.fault(ctxt, instance_uuid, failed.cause)
+            recorder.reporter.finish(ctxt, instance_uuid, failed=True)
+            LOG.warning("detach of volume %s from %s failed: %s", volume_id,
+                        instance_uuid, failed)
+            return
+        except exception.NotFound as exc:
+            LOG.warning("detach of volume %s from %s: %s", volume_id, instance_uuid, exc)
+            recorder.reporter.finish(ctxt, instance_uuid, failed=True)
+            return
+        recorder.reporter.finish(ctxt, instance_uuid)
+
+    def release_instance(self, ctxt: RequestContext, instance_uuid: str) -> int:
+        """The server is gone (its guest destroyed): unexport its volumes,
+        remove their attachments and make them available; how many."""
+        released = 0
+        for attachment in vdb.attachments_of_instance(instance_uuid):
+            try:
+                volume = vdb.volume_get(attachment.volume_id)
+            except vdb.VolumeNotFound:
+                vdb.attachment_delete(attachment.uuid)
+                continue
+            try:
+                if volume.host:
+                    self.volumes.unexport_volume(ctxt, volume.host, volume.id)
+            except Exception as exc:
+                LOG.error("volume %s of deleted server %s not unexported: %s",
+                          volume.id, instance_uuid, exc)
+                vdb.volume_update(volume.id, {"status": st.VOLUME_ERROR,
+                                              "status_reason": "unexport failed after "
+                                              "the server's delete"})
+                continue
+            vdb.attachment_delete(attachment.uuid)
+            vdb.volume_update(volume.id, {"status": st.VOLUME_AVAILABLE,
+                                          "status_reason": None})
+            released += 1
+        if released:
+            LOG.info("released %d volume(s) of deleted server %s", released, instance_uuid)
+        return released
+
+    def reap(self) -> int:
+        """End every transitional volume status past its deadline."""
+        ended = 0
+        for volume in vdb.volume_get_expired():
+            to = st.VOLUME_ON_TIMEOUT[volume.status]
+            try:
+                vdb.volume_update(volume.id, {
+                    "status": to, "status_reason": "%s timed out (deadline %s)"
+                    % (volume.status, volume.status_deadline.isoformat())},
+                    expected_status=volume.status)
+            except exception.FlotillaException:
+                continue   # it moved on by itself
+            LOG.warning("volume %s: %s timed out, now %s", volume.id, volume.status, to)
+            ended += 1
+        return ended
+
+    def resume(self, record: db.FlowRecord) -> None:
+        """A conductor restarted in a volume flow: revert what it did (an
+        attach) or end the detach in error; the reaper catches the rest."""
+        state = VolumeState.from_data(record.flow_data or {})
+        recorder = self.recorder(record.instance_uuid, record.ref.key[1],
+                                 ATTACH if record.flow == "volume_attach" else DETACH)
+        steps = self.attach_steps() if record.flow == "volume_attach" else self.detach_steps()
+        try:
+            runner.resume_flow(steps, state, recorder, record)
+        except FlowFailed:
+            recorder.reporter.finish(state.ctxt, state.instance_uuid, failed=True)
+            return
+        recorder.reporter.finish(state.ctxt, state.instance_uuid)
+
+    def cleanup(self, ctxt: RequestContext, instance,
+                reason: exception.FlotillaException) -> bool:
+        return False   # volume operations put no task on the server

@@ -1,0 +1,55 @@
+"""[volume] options: the volume service (flotilla-volume) and its backend."""
+
+from __future__ import annotations
+
+from oslo_config import cfg
+
+volume_group = cfg.OptGroup(
+    "volume", title="Volume service options",
+    help="flotilla-volume: block volumes in a libvirt storage pool on the "
+         "volume host, exported over NBD by one qemu-storage-daemon.")
+
+volume_opts = [
+    cfg.StrOpt("backend", default="libvirt_pool", choices=["libvirt_pool"],
+               help="Where volumes live. libvirt_pool: a directory storage pool "
+                    "of the libvirt daemon at connection_uri."),
+    cfg.StrOpt("connection_uri", default="qemu:///system",
+               help="libvirt daemon holding the storage pool (a rig host's "
+                    "qemu+tcp URI on the test rig)."),
+    cfg.StrOpt("pool_name", default="flotilla-volumes",
+               help="Name of the libvirt storage pool; created (a dir pool at "
+                    "pool_path) when missing."),
+    cfg.StrOpt("pool_path", default="$state_path/volumes",
+               help="Directory of the storage pool. qemu-storage-daemon opens "
+                    "the volume files here, so it must be the same path for "
+                    "libvirtd and for the volume service."),
+    cfg.StrOpt("nbd_host", default="127.0.0.1",
+               help="Address the NBD server listens on and compute hosts "
+                    "connect to. Plain NBD: use only on a trusted storage "
+                    "network (TLS is not implemented yet)."),
+    cfg.PortOpt("nbd_port", default=10809,
+                help="TCP port of the NBD server."),
+    cfg.StrOpt("storage_daemon", default="qemu-storage-daemon",
+               help="The qemu-storage-daemon binary."),
+    cfg.StrOpt("run_path", default="$state_path/volume-run",
+               help="Directory of the storage daemon's QMP socket, pid file and log."),
+    cfg.IntOpt("detach_timeout", default=30, min=1,
+               help="Seconds a compute host waits for a guest to release a "
+                    "detached volume's disk (the request is repeated every few "
+                    "seconds) before the detach fails."),
+    cfg.IntOpt("operation_timeout", default=300, min=10,
+               help="Seconds a volume may stay in a transitional status "
+                    "(creating, attaching, detaching, deleting, reserved) "
+                    "before the reaper ends it in error."),
+    cfg.IntOpt("max_size_gb", default=1024, min=1,
+               help="Largest volume a request may ask for, in GiB."),
+]
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    conf.register_group(volume_group)
+    conf.register_opts(volume_opts, group=volume_group)
+
+
+def list_opts() -> dict:
+    return {volume_group: volume_opts}

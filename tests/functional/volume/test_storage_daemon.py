@@ -1,0 +1,104 @@
+"""The real qemu-storage-daemon behind a volume service: exports made over
+QMP and read over NBD, and a volume service that starts after its daemon
+was killed starts a new one and exports the attached volumes again from the
+database (no rig needed: the daemon and the files are local)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid as uuidlib
+
+import pytest
+
+from flotilla import states as st
+from flotilla.db import api as db
+from flotilla.db import schema
+from flotilla.db import volumes as vdb
+from tests.functional.volume.test_volume_flows import MemoryBackend
+from volume.manager import VolumeManager
+from volume.nbd import StorageDaemon, export_id
+
+
+class FileBackend(MemoryBackend):
+    def __init__(self, directory) -> None:
+        super().__init__()
+        self.directory = directory
+
+    def create(self, volume_id: str, size_gb: int) -> str:
+        path = os.path.join(self.directory, volume_id)
+        with open(path, "wb") as f:
+            f.truncate(16 << 20)      # small: the test only writes a marker
+        self.volumes[volume_id] = size_gb
+        return path
+
+    def path(self, volume_id: str) -> str | None:
+        path = os.path.join(self.directory, volume_id)
+        return path if os.path.exists(path) else None
+
+
+@pytest.fixture
+def volume_host(conf, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    conf.set_override("run_path", str(tmp_path / "run"), group="volume")
+    conf.set_override("nbd_port", port, group="volume")
+    db.configure(conf)
+    schema.db_sync(conf)
+    daemon = StorageDaemon(conf)
+    yield daemon, FileBackend(str(tmp_path)), port
+    if daemon.running():
+        for row in vdb.volume_get_all():
+            daemon.unexport(row.id)
+        assert daemon.stop_if_idle()
+    db.dispose()
+
+
+def _attached_volume(backend, host: str) -> str:
+    uuid = str(uuidlib.uuid4())
+    db.instance_create({"uuid": uuid, "name": "vm", "project_id": "p1", "user_id": "u1",
+                        "flavor": {"memory_mb": 64, "vcpus": 1, "root_gb": 1},
+                        "vm_state": st.ACTIVE, "host": "host1"})
+    row = vdb.volume_create({"size_gb": 1, "status": st.VOLUME_IN_USE, "host": host,
+                             "project_id": "p1"}, {"volumes": -1, "gigabytes": -1})
+    vdb.volume_update(row.id, {"path": backend.create(row.id, 1)})
+    att = vdb.attachment_create(row.id, uuid, "host1")
+    vdb.attachment_update(att.uuid, {"status": "attached", "device": "vdb"})
+    return row.id
+
+
+def _nbd(port: int, volume_id: str, *command: str) -> str:
+    proc = subprocess.run(["qemu-io", "-f", "raw", *command,
+                           "nbd://127.0.0.1:%d/%s" % (port, volume_id)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_a_killed_daemon_is_replaced_and_the_exports_restored(conf, volume_host):
+    daemon, backend, port = volume_host
+    attached = _attached_volume(backend, "vol1")
+    free = vdb.volume_create({"size_gb": 1, "status": st.VOLUME_AVAILABLE, "host": "vol1",
+                              "project_id": "p1"}, {"volumes": -1, "gigabytes": -1}).id
+    backend.create(free, 1)
+    VolumeManager(conf, host="vol1", backend=backend, daemon=daemon).init_host()
+    # Only the attached volume is exported; a client writes through it.
+    assert daemon.exports() == {export_id(attached)}
+    _nbd(port, attached, "-c", "write -P 0x5a 0 4k")
+
+    with open(os.path.join(conf.volume.run_path, "qsd.pid")) as f:
+        pid = int(f.read())
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while daemon.running():
+        assert time.monotonic() < deadline, "the killed daemon still answers"
+        time.sleep(0.05)
+
+    # The service starts again: a new daemon, the same export, the same data.
+    VolumeManager(conf, host="vol1", backend=backend, daemon=StorageDaemon(conf)).init_host()
+    assert daemon.exports() == {export_id(attached)}
+    assert "read 4096/4096" in _nbd(port, attached, "-c", "read -P 0x5a 0 4k")

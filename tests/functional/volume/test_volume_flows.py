@@ -1,0 +1,236 @@
+"""The conductor's volume flows end to end in one process: conductor,
+two compute agents on the fake driver and a volume service whose backend
+and storage daemon are in-memory stand-ins (the real ones are exercised on
+the rig, tests/integration/e2e/test_volumes.py)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from flotilla import binaries, service
+from flotilla import states as st
+from flotilla.db import api as db
+from flotilla.db import volumes as vdb
+from volume.backend import VolumeBackend
+from volume.manager import VolumeManager
+
+
+class MemoryBackend(VolumeBackend):
+    pool = "memory"
+
+    def __init__(self) -> None:
+        self.volumes: dict[str, int] = {}
+
+    def start(self) -> None:
+        pass
+
+    def create(self, volume_id: str, size_gb: int) -> str:
+        self.volumes[volume_id] = size_gb
+        return "/memory/" + volume_id
+
+    def delete(self, volume_id: str) -> None:
+        self.volumes.pop(volume_id, None)
+
+    def path(self, volume_id: str) -> str | None:
+        return "/memory/" + volume_id if volume_id in self.volumes else None
+
+    def free_bytes(self) -> int:
+        return 1 << 40
+
+
+class MemoryDaemon:
+    def __init__(self) -> None:
+        self.exported: set[str] = set()
+        self.fail_export = False
+
+    def ensure_running(self) -> None:
+        pass
+
+    def stop_if_idle(self) -> bool:
+        return not self.exported
+
+    def export(self, volume_id: str, path: str) -> dict:
+        if self.fail_export:
+            raise RuntimeError("export refused")
+        self.exported.add(volume_id)
+        return {"volume_id": volume_id, "export": volume_id, "host": "127.0.0.1",
+                "port": 10809}
+
+    def unexport(self, volume_id: str) -> None:
+        self.exported.discard(volume_id)
+
+
+@pytest.fixture
+def cloud(fake_cloud, conf):
+    conf.set_override("detach_timeout", 1, group="volume")
+    fake_cloud.backend, fake_cloud.daemon = MemoryBackend(), MemoryDaemon()
+    svc = service.Service(conf, binaries.VOLUME, "volume",
+                          VolumeManager(conf, host="vol1", backend=fake_cloud.backend,
+                                        daemon=fake_cloud.daemon),
+                          transport=fake_cloud.transport, per_host=True, host="vol1")
+    svc.start()
+    yield fake_cloud
+    svc.stop(grace=5)
+
+
+def _wait_status(volume_id: str, status: str, timeout: float = 15):
+    deadline = time.monotonic() + timeout
+    while True:
+        row = vdb.volume_get(volume_id)
+        if row.status == status:
+            return row
+        assert time.monotonic() < deadline, "volume %s is %s, not %s (%s)" % (
+            volume_id, row.status, status, row.status_reason)
+        time.sleep(0.02)
+
+
+def _volume(cloud) -> str:
+    from volume.rpcapi import VolumeAPI
+    row = vdb.volume_create({"size_gb": 1, "status": st.VOLUME_CREATING, "host": "vol1",
+                             "project_id": "p1"}, {"volumes": -1, "gigabytes": -1})
+    VolumeAPI(cloud.transport).create_volume(cloud.ctxt, "vol1", row.id)
+    _wait_status(row.id, st.VOLUME_AVAILABLE)
+    return row.id
+
+
+def _attach(cloud, uuid: str, volume_id: str):
+    ctxt = cloud.ctxt
+    vdb.volume_update(volume_id, {"status": st.VOLUME_RESERVED},
+                      expected_status=st.VOLUME_AVAILABLE)
+    att = vdb.attachment_create(volume_id, uuid, db.instance_get(uuid).host)
+    db.action_start(uuid, "attach_volume", ctxt.request_id, ctxt.user_id, ctxt.project_id)
+    cloud.conductor.attach_volume(ctxt, uuid, volume_id, att.uuid)
+    return att, ctxt
+
+
+def _detach(cloud, uuid: str, volume_id: str):
+    ctxt = cloud.ctxt
+    att = [a for a in vdb.attachments_of_instance(uuid) if a.volume_id == volume_id][0]
+    vdb.volume_update(volume_id, {"status": st.VOLUME_DETACHING},
+                      expected_status=(st.VOLUME_IN_USE, st.VOLUME_ERROR))
+    db.action_start(uuid, "detach_volume", ctxt.request_id, ctxt.user_id, ctxt.project_id)
+    cloud.conductor.detach_volume(ctxt, uuid, volume_id, att.uuid)
+    return ctxt
+
+
+def _events(uuid: str, request_id: str) -> list[tuple[str, str]]:
+    action = db.action_get(uuid, request_id)
+    return [(e.event, e.result) for e in db.action_events_get(action.id)]
+
+
+def test_attach_then_detach(cloud):
+    inst = cloud.boot("host1")
+    vid = _volume(cloud)
+    assert cloud.backend.volumes == {vid: 1}
+    att, ctxt = _attach(cloud, inst["uuid"], vid)
+    _wait_status(vid, st.VOLUME_IN_USE)
+    row = vdb.attachment_get(att.uuid)
+    assert (row.status, row.device, row.connection_info["export"]) == ("attached", "vdb", vid)
+    assert cloud.drivers["host1"].get_volume_devices(inst) == {vid: "vdb"}
+    assert cloud.daemon.exported == {vid}
+    assert [e for e, _ in _events(inst["uuid"], ctxt.request_id)] == [
+        "conductor_reserve", "conductor_export", "conductor_attach_on_host",
+        "conductor_in_use"]
+
+    ctxt = _detach(cloud, inst["uuid"], vid)
+    _wait_status(vid, st.VOLUME_AVAILABLE)
+    assert vdb.attachments_of_volume(vid) == []
+    assert cloud.drivers["host1"].get_volume_devices(inst) == {}
+    assert cloud.daemon.exported == set()
+    deadline = time.monotonic() + 10
+    while db.action_get(inst["uuid"], ctxt.request_id).finish_time is None:
+        assert time.monotonic() < deadline, "the detach action never finished"
+        time.sleep(0.02)
+    assert [e for e, _ in _events(inst["uuid"], ctxt.request_id)] == [
+        "conductor_detach_on_host", "conductor_unexport", "conductor_available"]
+
+
+def test_a_failed_export_reverts_the_reservation(cloud):
+    inst = cloud.boot("host1")
+    vid = _volume(cloud)
+    cloud.daemon.fail_export = True
+    att, ctxt = _attach(cloud, inst["uuid"], vid)
+    _wait_status(vid, st.VOLUME_AVAILABLE)
+    deadline = time.monotonic() + 10
+    while vdb.attachments_of_volume(vid):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert ("conductor_export", "Error") in _events(inst["uuid"], ctxt.request_id)
+    assert cloud.drivers["host1"].get_volume_devices(inst) == {}
+
+
+def test_a_guest_that_never_lets_go_leaves_the_volume_in_error_still_attached(cloud):
+    inst = cloud.boot("host1")
+    vid = _volume(cloud)
+    _attach(cloud, inst["uuid"], vid)
+    _wait_status(vid, st.VOLUME_IN_USE)
+    cloud.drivers["host1"].hold_detach(inst["uuid"])
+    _detach(cloud, inst["uuid"], vid)
+    row = _wait_status(vid, st.VOLUME_ERROR)
+    assert "did not release vdb" in row.status_reason
+    assert cloud.daemon.exported == {vid}
+    assert len(vdb.attachments_of_volume(vid)) == 1
+    # The guest lets go now: asking again (from error) detaches.
+    cloud.drivers["host1"].hold_detach(inst["uuid"], False)
+    _detach(cloud, inst["uuid"], vid)
+    _wait_status(vid, st.VOLUME_AVAILABLE)
+    assert cloud.daemon.exported == set()
+
+
+def test_server_delete_releases_its_volumes(cloud):
+    inst = cloud.boot("host2")
+    vid = _volume(cloud)
+    _attach(cloud, inst["uuid"], vid)
+    _wait_status(vid, st.VOLUME_IN_USE)
+    cloud.conductor.delete_instance(cloud.ctxt, inst["uuid"])
+    _wait_status(vid, st.VOLUME_AVAILABLE)
+    assert vdb.attachments_of_volume(vid) == [] and cloud.daemon.exported == set()
+
+
+def test_volume_delete_and_restore_of_exports(cloud, conf):
+    from volume.rpcapi import VolumeAPI
+    inst = cloud.boot("host1")
+    vid, other = _volume(cloud), _volume(cloud)
+    _attach(cloud, inst["uuid"], vid)
+    _wait_status(vid, st.VOLUME_IN_USE)
+    # A storage daemon that lost its exports: the restart restores them.
+    cloud.daemon.exported.clear()
+    manager = VolumeManager(conf, host="vol1", backend=cloud.backend, daemon=cloud.daemon)
+    assert manager.restore_exports() == [vid]
+    assert cloud.daemon.exported == {vid}
+    vdb.volume_update(other, {"status": st.VOLUME_DELETING},
+                      expected_status=st.VOLUME_AVAILABLE)
+    VolumeAPI(cloud.transport).delete_volume(cloud.ctxt, "vol1", other)
+    deadline = time.monotonic() + 10
+    while other in cloud.backend.volumes:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    with pytest.raises(vdb.VolumeNotFound):
+        _wait_status(other, "gone", timeout=0)
+
+
+def test_reaper_ends_transitional_statuses(cloud):
+    vid = _volume(cloud)
+    past = vdb.deadline(-5)
+    vdb.volume_update(vid, {"status": st.VOLUME_ATTACHING, "status_deadline": past})
+    flow = cloud.conductor_service.manager.flows["volume"]
+    assert flow.reap() == 1
+    row = vdb.volume_get(vid)
+    assert row.status == st.VOLUME_ERROR and "attaching timed out" in row.status_reason
+    assert flow.reap() == 0
+
+
+def test_a_local_delete_releases_the_volumes_too(cloud):
+    inst = cloud.boot("host1")
+    vid = _volume(cloud)
+    _attach(cloud, inst["uuid"], vid)
+    _wait_status(vid, st.VOLUME_IN_USE)
+    # The host's agent is gone: the conductor deletes the server itself.
+    cloud.stop_host("host1")
+    flow = cloud.conductor_service.manager.flows["delete"]
+    row = db.instance_get(inst["uuid"])
+    assert flow.delete_locally(cloud.ctxt, row.uuid, row.vm_state, row.task_state)
+    _wait_status(vid, st.VOLUME_AVAILABLE)
+    assert vdb.attachments_of_volume(vid) == [] and cloud.daemon.exported == set()

@@ -1,0 +1,174 @@
+"""Block volumes on the demo's two-host cloud with the real tiny guest
+(issue 11): flotilla-volume with its pool on rig host1's libvirtd and its
+NBD exports served by a qemu-storage-daemon; the unmodified ``openstack``
+CLI and openstacksdk.
+
+The guest writes ``FLOTILLA-DISK-MARKER <its uuid>`` on any blank disk that
+appears and prints the marker it finds on a disk that has one, so the data
+is seen from inside: a volume written by a server on one host, detached and
+attached to a server on the other host shows the first server's uuid there.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import re
+
+import pytest
+
+from tests.fixtures.rig import virsh
+from tests.integration.e2e.test_snapshots import (  # noqa: F401 - fixtures
+    _delete,
+    _host_of,
+    _instance_dir,
+    _rig_host,
+    _wait,
+    cli,
+    guest,
+)
+from volume.nbd import QMP
+
+MARKER = re.compile(r"FLOTILLA-DISK-MARKER (vd[a-z]) (written|found) ([0-9a-f-]+|none)")
+
+
+def _console(cloud, host: str, server_id: str) -> str:
+    log = _instance_dir(cloud, host, server_id) / "console.log"
+    return log.read_text(errors="replace") if log.exists() else ""
+
+
+def _markers(cloud, host: str, server_id: str) -> list[tuple[str, str, str]]:
+    return MARKER.findall(_console(cloud, host, server_id))
+
+
+def cli_remove(cloud, server_id: str, volume_id: str) -> None:
+    """``openstack server remove volume`` (it prints nothing, so not through
+    the JSON-reading ``cli`` fixture)."""
+    import os
+    import subprocess
+
+    from tests.fixtures.daemons import BIN
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+    env.update({"OS_AUTH_URL": cloud.auth_url, "OS_USERNAME": "demo",
+                "OS_PASSWORD": cloud.state["credentials"]["demo"],
+                "OS_PROJECT_NAME": "demo", "OS_USER_DOMAIN_NAME": "Default",
+                "OS_PROJECT_DOMAIN_NAME": "Default", "OS_IDENTITY_API_VERSION": "3"})
+    proc = subprocess.run([str(BIN / "openstack"), "server", "remove", "volume",
+                           server_id, volume_id], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def _exports(cloud) -> set[str]:
+    qmp = QMP(str(pathlib.Path(cloud.root) / "state" / "volume-run" / "qmp.sock"))
+    try:
+        return {e["id"] for e in qmp.execute("query-block-exports")}
+    finally:
+        qmp.close()
+
+
+def _domain_has_volume(cloud, host: str, server_id: str, volume_id: str) -> bool:
+    live = virsh(_rig_host(cloud, host)["uri"], "dumpxml", server_id).stdout
+    persistent = virsh(_rig_host(cloud, host)["uri"], "dumpxml", "--inactive",
+                       server_id).stdout
+    return volume_id in live or volume_id in persistent
+
+
+@pytest.fixture(scope="module")
+def servers(cloud, walkthrough, guest, cli):  # noqa: F811
+    """Two booted servers, on different hosts (the second placed with the
+    different_host scheduler hint): {host: server id}."""
+    made = {}
+    try:
+        first = cli("server", "create", "--image", guest.id, "--flavor", "m1.tiny",
+                    "--nic", "none", "--wait", "vol-a")
+        made[_host_of(walkthrough, first["id"])] = first["id"]
+        second = cli("server", "create", "--image", guest.id, "--flavor", "m1.tiny",
+                     "--nic", "none", "--hint", "different_host=%s" % first["id"],
+                     "--wait", "vol-b")
+        made[_host_of(walkthrough, second["id"])] = second["id"]
+        assert len(made) == 2 and {first["status"], second["status"]} == {"ACTIVE"}
+        for host, server_id in made.items():
+            # The guest is up (it prints its partitions at boot) before any attach.
+            _wait(lambda h=host, s=server_id: "FLOTILLA-PARTITIONS" in _console(cloud, h, s),
+                  120, "guest boot on " + host)
+        yield made
+    finally:
+        _delete(walkthrough, list(made.values()))
+
+
+def test_volume_service_is_listed(cloud):
+    listing = cloud.manage("service", "list")
+    assert any(line.split()[:2] == [cloud.state["volume_host"], "flotilla-volume"]
+               and "up" in line.split() for line in listing.splitlines()), listing
+
+
+def test_data_written_on_one_host_is_read_on_the_other(cloud, walkthrough, servers, cli):  # noqa: F811
+    tenant = walkthrough.tenant
+    created = cli("volume", "create", "--size", "1", "--description", "e2e", "data")
+    volume = tenant.block_storage.wait_for_status(
+        tenant.block_storage.get_volume(created["id"]), "available", wait=60)
+    assert (volume.size, volume.name) == (1, "data")
+    pool_file = pathlib.Path(cloud.root) / "state" / "volumes" / ("volume-%s" % volume.id)
+    assert pool_file.exists()
+    assert {v["ID"] for v in cli("volume", "list")} == {volume.id}
+    (host_a, first), (host_b, second) = sorted(servers.items())
+
+    # Attach to the first server (CLI): the guest sees a blank disk and marks it.
+    cli("server", "add", "volume", first, volume.id)
+    volume = tenant.block_storage.wait_for_status(volume, "in-use", wait=60)
+    assert [a["server_id"] for a in volume.attachments] == [first]
+    device = volume.attachments[0]["device"]
+    assert device == "vdb"
+    assert _wait(lambda: ("vdb", "written", first) in _markers(cloud, host_a, first), 60,
+                 "the marker written on " + host_a)
+    assert _exports(cloud) == {"e" + volume.id.replace("-", "")}
+    listed = cli("server", "volume", "list", first)
+    assert [(a["Volume ID"], a["Device"]) for a in listed] == [(volume.id, "vdb")]
+    # Attached: it cannot be deleted.
+    import openstack
+    with pytest.raises(openstack.exceptions.BadRequestException):
+        tenant.block_storage.delete_volume(volume)
+
+    # Detach (SDK): the guest lets go, the export goes, the volume is available.
+    tenant.compute.delete_volume_attachment(first, volume.id)
+    volume = tenant.block_storage.wait_for_status(volume, "available", wait=60)
+    assert volume.attachments == []
+    assert not _domain_has_volume(cloud, host_a, first, volume.id)
+    assert _exports(cloud) == set()
+
+    # Attach to the server on the other host (SDK): its guest finds the first
+    # server's marker.
+    tenant.compute.create_volume_attachment(second, volume_id=volume.id)
+    tenant.block_storage.wait_for_status(volume, "in-use", wait=60)
+    assert _wait(lambda: ("vdb", "found", first) in _markers(cloud, host_b, second), 60,
+                 "the first server's marker read on " + host_b)
+    assert not any(m[1] == "written" for m in _markers(cloud, host_b, second))
+
+    # Detach through the CLI, delete the volume: its file goes from the pool.
+    cli_remove(cloud, second, volume.id)
+    tenant.block_storage.wait_for_status(volume, "available", wait=60)
+    tenant.block_storage.delete_volume(volume)
+    tenant.block_storage.wait_for_delete(volume, wait=60)
+    assert not pool_file.exists()
+    actions = [a["Action"] for a in cli("server", "event", "list", first)]
+    assert "attach_volume" in actions and "detach_volume" in actions
+
+
+def test_server_delete_releases_the_volume(cloud, walkthrough, guest, cli):  # noqa: F811
+    tenant = walkthrough.tenant
+    volume = tenant.block_storage.create_volume(size=1, name="orphan")
+    tenant.block_storage.wait_for_status(volume, "available", wait=60)
+    server = cli("server", "create", "--image", guest.id, "--flavor", "m1.tiny",
+                 "--nic", "none", "--wait", "vol-delete")
+    try:
+        host = _host_of(walkthrough, server["id"])
+        _wait(lambda: "FLOTILLA-PARTITIONS" in _console(cloud, host, server["id"]),
+              120, "guest boot")
+        tenant.compute.create_volume_attachment(server["id"], volume_id=volume.id)
+        tenant.block_storage.wait_for_status(volume, "in-use", wait=60)
+    finally:
+        _delete(walkthrough, [server["id"]])
+    volume = tenant.block_storage.wait_for_status(volume, "available", wait=60)
+    assert volume.attachments == [] and _exports(cloud) == set()
+    tenant.block_storage.delete_volume(volume)
+    tenant.block_storage.wait_for_delete(volume, wait=60)

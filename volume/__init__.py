@@ -1,0 +1,1 @@
+"""flotilla-volume: block volumes on a volume host (issue 11)."""

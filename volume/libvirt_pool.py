@@ -1,0 +1,130 @@
+"""A volume backend on a libvirt directory storage pool.
+
+Volumes are raw files created and deleted through libvirt's storage API
+(``virStoragePool.createXML``, ``virStorageVol.delete``) on the libvirt
+daemon at ``[volume] connection_uri``. The pool is a ``dir`` pool at
+``[volume] pool_path``, defined, built and started here when missing. The
+storage daemon that exports the volumes opens the same files, so the path
+must be the same for libvirtd and for this service (on the rig: outside the
+directories a rig host bind-mounts privately).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+import libvirt
+from lxml import etree
+
+from volume.backend import VolumeBackend
+
+LOG = logging.getLogger(__name__)
+GIB = 1024 ** 3
+
+
+def _pool_xml(name: str, path: str) -> str:
+    pool = etree.Element("pool", type="dir")
+    etree.SubElement(pool, "name").text = name
+    target = etree.SubElement(pool, "target")
+    etree.SubElement(target, "path").text = path
+    return etree.tostring(pool, encoding="unicode")
+
+
+def _volume_xml(name: str, size_gb: int) -> str:
+    vol = etree.Element("volume")
+    etree.SubElement(vol, "name").text = name
+    etree.SubElement(vol, "capacity", unit="bytes").text = str(size_gb * GIB)
+    # A sparse file: no allocation up front.
+    etree.SubElement(vol, "allocation", unit="bytes").text = "0"
+    target = etree.SubElement(vol, "target")
+    etree.SubElement(target, "format", type="raw")
+    permissions = etree.SubElement(target, "permissions")
+    etree.SubElement(permissions, "mode").text = "0600"
+    return etree.tostring(vol, encoding="unicode")
+
+
+def volume_name(volume_id: str) -> str:
+    return "volume-%s" % volume_id
+
+
+class LibvirtPoolBackend(VolumeBackend):
+    def __init__(self, conf) -> None:
+        self.conf = conf
+        self.uri = conf.volume.connection_uri
+        self.pool = conf.volume.pool_name
+        self.pool_path = os.path.abspath(conf.volume.pool_path)
+        self._conn: libvirt.virConnect | None = None
+        self._lock = threading.Lock()
+
+    def _connection(self) -> libvirt.virConnect:
+        if self._conn is None or not self._conn.isAlive():
+            self._conn = libvirt.open(self.uri)
+        return self._conn
+
+    def _pool(self) -> libvirt.virStoragePool:
+        conn = self._connection()
+        try:
+            pool = conn.storagePoolLookupByName(self.pool)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_POOL:
+                raise
+            os.makedirs(self.pool_path, mode=0o700, exist_ok=True)
+            LOG.info("defining storage pool %s at %s", self.pool, self.pool_path)
+            pool = conn.storagePoolDefineXML(_pool_xml(self.pool, self.pool_path), 0)
+            pool.build(0)
+            pool.setAutostart(1)
+        if not pool.isActive():
+            pool.create(0)
+        return pool
+
+    def start(self) -> None:
+        with self._lock:
+            self._pool().refresh(0)
+
+    def _lookup(self, pool, volume_id: str) -> libvirt.virStorageVol | None:
+        try:
+            return pool.storageVolLookupByName(volume_name(volume_id))
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
+                return None
+            raise
+
+    def create(self, volume_id: str, size_gb: int) -> str:
+        with self._lock:
+            pool = self._pool()
+            pool.refresh(0)
+            vol = self._lookup(pool, volume_id)
+            if vol is None:
+                vol = pool.createXML(_volume_xml(volume_name(volume_id), size_gb), 0)
+            return vol.path()
+
+    def delete(self, volume_id: str) -> None:
+        with self._lock:
+            pool = self._pool()
+            pool.refresh(0)
+            vol = self._lookup(pool, volume_id)
+            if vol is not None:
+                vol.delete(0)
+
+    def path(self, volume_id: str) -> str | None:
+        with self._lock:
+            pool = self._pool()
+            vol = self._lookup(pool, volume_id)
+            return vol.path() if vol is not None else None
+
+    def free_bytes(self) -> int:
+        with self._lock:
+            pool = self._pool()
+            pool.refresh(0)
+            return int(pool.info()[3])
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    self._conn.close()
+                except libvirt.libvirtError:
+                    pass
+                self._conn = None

@@ -1,0 +1,112 @@
+"""The volume service's RPC endpoint (topic ``volume.<host>``).
+
+One per volume host. Volumes live in the backend (a libvirt storage pool);
+attached ones are exported over NBD by the host's storage daemon. The
+volume service is part of the control plane: it reads and writes the
+volumes table itself, every status change a compare-and-swap.
+
+At start it makes sure the storage daemon runs and that every volume of
+this host with an attachment in the database is exported again (a daemon
+that crashed, or a machine that rebooted, lost them).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from oslo_config import cfg
+
+from flotilla import states as st
+from flotilla.context import RequestContext
+from flotilla.db import volumes as vdb
+from flotilla.rpc import private
+from volume import backend as backends
+from volume.nbd import StorageDaemon
+
+LOG = logging.getLogger(__name__)
+
+
+class VolumeManager:
+    RPC_API_VERSION = "1.0"
+
+    def __init__(self, conf: cfg.ConfigOpts, host: str | None = None,
+                 backend: backends.VolumeBackend | None = None,
+                 daemon: StorageDaemon | None = None) -> None:
+        self.conf = conf
+        self.host = host or conf.host
+        self.backend = backend or backends.load(conf)
+        self.daemon = daemon or StorageDaemon(conf)
+
+    # --- service hooks --------------------------------------------------------
+
+    @private
+    def init_host(self) -> None:
+        self.backend.start()
+        self.daemon.ensure_running()
+        self.restore_exports()
+
+    @private
+    def restore_exports(self) -> list[str]:
+        """Export again every attached volume of this host; the ids."""
+        restored = []
+        for volume in vdb.exported_volumes(self.host):
+            path = volume.path or self.backend.path(volume.id)
+            if not path:
+                LOG.error("volume %s is attached but its file is gone", volume.id)
+                continue
+            try:
+                self.daemon.export(volume.id, path)
+                restored.append(volume.id)
+            except Exception:
+                LOG.exception("could not export volume %s again", volume.id)
+        if restored:
+            LOG.info("exports of %d attached volumes in place", len(restored))
+        return restored
+
+    @private
+    def cleanup_host(self) -> None:
+        # A daemon still exporting keeps serving the guests; an idle one goes.
+        self.daemon.stop_if_idle()
+        self.backend.stop()
+
+    # --- RPC --------------------------------------------------------------------
+
+    def create_volume(self, ctxt: RequestContext, volume_id: str) -> None:
+        volume = vdb.volume_get(volume_id)
+        try:
+            path = self.backend.create(volume_id, volume.size_gb)
+        except Exception as exc:
+            LOG.exception("creating volume %s failed", volume_id)
+            vdb.volume_update(volume_id, {"status": st.VOLUME_ERROR,
+                                          "status_reason": "create failed: %s"
+                                          % type(exc).__name__},
+                              expected_status=st.VOLUME_CREATING)
+            return
+        vdb.volume_update(volume_id, {"status": st.VOLUME_AVAILABLE, "path": path,
+                                      "pool": self.backend.pool, "status_reason": None},
+                          expected_status=st.VOLUME_CREATING)
+        LOG.info("volume %s created (%d GiB)", volume_id, volume.size_gb)
+
+    def delete_volume(self, ctxt: RequestContext, volume_id: str) -> None:
+        try:
+            self.daemon.unexport(volume_id)
+            self.backend.delete(volume_id)
+        except Exception as exc:
+            LOG.exception("deleting volume %s failed", volume_id)
+            vdb.volume_update(volume_id, {"status": st.VOLUME_ERROR_DELETING,
+                                          "status_reason": "delete failed: %s"
+                                          % type(exc).__name__},
+                              expected_status=st.VOLUME_DELETING)
+            return
+        vdb.volume_destroy(volume_id, expected_status=st.VOLUME_DELETING)
+        LOG.info("volume %s deleted", volume_id)
+
+    def export_volume(self, ctxt: RequestContext, volume_id: str) -> dict:
+        volume = vdb.volume_get(volume_id)
+        path = volume.path or self.backend.path(volume_id)
+        if not path:
+            raise vdb.VolumeNotFound(volume_id=volume_id)
+        return self.daemon.export(volume_id, path)
+
+    def unexport_volume(self, ctxt: RequestContext, volume_id: str) -> None:
+        self.daemon.unexport(volume_id)

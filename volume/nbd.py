@@ -1,0 +1,225 @@
+"""NBD exports of volumes: one qemu-storage-daemon per volume host, driven
+through its QMP socket.
+
+The daemon is started once with an NBD server on ``[volume] nbd_host``:
+``nbd_port`` and a QMP monitor on a UNIX socket under ``[volume] run_path``.
+Exporting a volume adds a raw block node over its file and an NBD export
+named after the volume id (writable); unexporting removes both. The daemon
+runs in its own session: it outlives a restart of the volume service, so
+attached volumes stay served; the service re-adds, from the database,
+whatever exports a crashed daemon lost (:meth:`StorageDaemon.ensure_exports`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import threading
+import time
+from typing import Any
+
+LOG = logging.getLogger(__name__)
+
+
+class QMPError(Exception):
+    def __init__(self, command: str, error: dict) -> None:
+        super().__init__("QMP %s failed: %s: %s" % (command, error.get("class"),
+                                                      error.get("desc")))
+        self.error_class = error.get("class")
+
+
+def node_name(volume_id: str) -> str:
+    # QEMU node names are at most 31 characters and start with a letter.
+    return "v" + volume_id.replace("-", "")[:30]
+
+
+def export_id(volume_id: str) -> str:
+    return "e" + volume_id.replace("-", "")
+
+
+class QMP:
+    """One QMP session on a UNIX socket (line-delimited JSON)."""
+
+    def __init__(self, path: str, timeout: float = 10) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(path)
+        self.file = self.sock.makefile("rwb")
+        self._read()                      # the greeting
+        self.execute("qmp_capabilities")
+
+    def _read(self) -> dict:
+        while True:
+            line = self.file.readline()
+            if not line:
+                raise ConnectionError("QMP socket closed")
+            message = json.loads(line)
+            if "event" not in message:    # events are not answers
+                return message
+
+    def execute(self, command: str, **arguments: Any) -> Any:
+        request: dict[str, Any] = {"execute": command}
+        if arguments:
+            request["arguments"] = arguments
+        self.file.write(json.dumps(request).encode() + b"\n")
+        self.file.flush()
+        reply = self._read()
+        if "error" in reply:
+            raise QMPError(command, reply["error"])
+        return reply.get("return")
+
+    def close(self) -> None:
+        try:
+            self.file.close()
+        finally:
+            self.sock.close()
+
+
+class StorageDaemon:
+    def __init__(self, conf) -> None:
+        self.conf = conf
+        self.run_path = os.path.abspath(conf.volume.run_path)
+        self.socket_path = os.path.join(self.run_path, "qmp.sock")
+        self.pid_path = os.path.join(self.run_path, "qsd.pid")
+        self.host = conf.volume.nbd_host
+        self.port = conf.volume.nbd_port
+        self._lock = threading.Lock()
+
+    # --- the daemon -----------------------------------------------------------
+
+    def _session(self) -> QMP:
+        return QMP(self.socket_path)
+
+    def running(self) -> bool:
+        try:
+            self._session().close()
+            return True
+        except OSError:
+            return False
+
+    def ensure_running(self, timeout: float = 15) -> None:
+        """Start the daemon unless one answers on the QMP socket."""
+        with self._lock:
+            if self.running():
+                return
+            os.makedirs(self.run_path, mode=0o700, exist_ok=True)
+            for stale in (self.socket_path, self.pid_path):
+                if os.path.exists(stale):
+                    os.unlink(stale)
+            log = open(os.path.join(self.run_path, "qsd.log"), "ab")
+            args = [self.conf.volume.storage_daemon,
+                    "--chardev", "socket,id=qmp0,path=%s,server=on,wait=off"
+                    % self.socket_path,
+                    "--monitor", "chardev=qmp0",
+                    "--nbd-server", "addr.type=inet,addr.host=%s,addr.port=%d"
+                    % (self.host, self.port),
+                    "--pidfile", self.pid_path]
+            LOG.info("starting %s (NBD on %s:%d)", args[0], self.host, self.port)
+            # Its own session: it keeps serving attached volumes while the
+            # volume service restarts.
+            proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            log.close()
+            deadline = time.monotonic() + timeout
+            while not self.running():
+                if proc.poll() is not None:
+                    raise RuntimeError("qemu-storage-daemon exited with %s; see %s"
+                                       % (proc.returncode,
+                                          os.path.join(self.run_path, "qsd.log")))
+                if time.monotonic() > deadline:
+                    proc.kill()
+                    raise RuntimeError("qemu-storage-daemon did not answer on %s"
+                                       % self.socket_path)
+                time.sleep(0.05)
+
+    def stop_if_idle(self) -> bool:
+        """Quit the daemon when it exports nothing; True when it quit."""
+        with self._lock:
+            try:
+                qmp = self._session()
+            except OSError:
+                return True
+            try:
+                if qmp.execute("query-block-exports"):
+                    return False
+                try:
+                    qmp.execute("quit")
+                except (OSError, ConnectionError):
+                    pass
+            finally:
+                qmp.close()
+            return True
+
+    # --- exports ----------------------------------------------------------------
+
+    def exports(self) -> set[str]:
+        """Names of the exports served now (the volume ids)."""
+        with self._lock:
+            qmp = self._session()
+            try:
+                ids = {e["id"] for e in qmp.execute("query-block-exports")}
+            finally:
+                qmp.close()
+        return {i for i in ids if i.startswith("e")}
+
+    def connection(self, volume_id: str) -> dict[str, Any]:
+        return {"volume_id": volume_id, "export": volume_id, "host": self.host,
+                "port": self.port, "protocol": "nbd", "format": "raw"}
+
+    def export(self, volume_id: str, path: str) -> dict[str, Any]:
+        """Export the volume file at ``path`` (idempotent); the connection
+        a compute host uses (block_device.VolumeConnection's fields)."""
+        self.ensure_running()
+        with self._lock:
+            qmp = self._session()
+            try:
+                exports = {e["id"] for e in qmp.execute("query-block-exports")}
+                if export_id(volume_id) not in exports:
+                    nodes = {n.get("node-name") for n in
+                             qmp.execute("query-named-block-nodes", flat=True)}
+                    if node_name(volume_id) not in nodes:
+                        qmp.execute("blockdev-add", **{
+                            "driver": "raw", "node-name": node_name(volume_id),
+                            "file": {"driver": "file", "filename": path,
+                                     "cache": {"direct": False}}})
+                    qmp.execute("block-export-add", type="nbd", id=export_id(volume_id),
+                                **{"node-name": node_name(volume_id)},
+                                name=volume_id, writable=True)
+            finally:
+                qmp.close()
+        LOG.info("volume %s exported over NBD", volume_id)
+        return self.connection(volume_id)
+
+    def unexport(self, volume_id: str, timeout: float = 10) -> None:
+        """Remove the volume's export and block node (idempotent). Clients
+        still connected are cut off: the caller has detached them."""
+        if not self.running():
+            return
+        with self._lock:
+            qmp = self._session()
+            try:
+                try:
+                    qmp.execute("block-export-del", id=export_id(volume_id), mode="hard")
+                except QMPError as exc:
+                    LOG.debug("no export of %s to remove: %s", volume_id, exc)
+                # The export goes away asynchronously; then the node is free.
+                deadline = time.monotonic() + timeout
+                while True:
+                    try:
+                        qmp.execute("blockdev-del", **{"node-name": node_name(volume_id)})
+                        break
+                    except QMPError as exc:
+                        nodes = {n.get("node-name") for n in
+                                 qmp.execute("query-named-block-nodes", flat=True)}
+                        if node_name(volume_id) not in nodes:
+                            break
+                        if time.monotonic() > deadline:
+                            raise RuntimeError("block node of volume %s still busy: %s"
+                                               % (volume_id, exc)) from exc
+                        time.sleep(0.1)
+            finally:
+                qmp.close()
+        LOG.info("volume %s no longer exported", volume_id)

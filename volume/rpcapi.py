@@ -1,0 +1,49 @@
+"""Client of a volume service's RPC API (topic ``volume.<host>``).
+
+Creating and deleting a volume are casts: the API has recorded the intent
+(status creating or deleting) and the volume service moves the status on.
+Exporting and unexporting are calls: the conductor's attach and detach
+flows wait for them.
+
+Version history:
+
+* 1.0 - create_volume, delete_volume, export_volume, unexport_volume.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flotilla import rpc
+from flotilla.context import RequestContext
+from flotilla.rpc.upgrade import VersionCap
+
+TOPIC = "volume"
+
+
+class VolumeAPI:
+    VERSION = "1.0"
+
+    def __init__(self, transport, version_cap: VersionCap = None) -> None:
+        self.client = rpc.RPCClient(transport, topic=TOPIC, version="1.0",
+                                    version_cap=version_cap)
+
+    def _host(self, host: str, version: str = "1.0", timeout: float | None = None):
+        return self.client.prepare(server=host, version=version, timeout=timeout)
+
+    def create_volume(self, ctxt: RequestContext, host: str, volume_id: str) -> None:
+        """Create the recorded volume (status creating -> available/error)."""
+        self._host(host).cast(ctxt, "create_volume", volume_id=volume_id)
+
+    def delete_volume(self, ctxt: RequestContext, host: str, volume_id: str) -> None:
+        """Delete the volume (status deleting -> gone/error_deleting)."""
+        self._host(host).cast(ctxt, "delete_volume", volume_id=volume_id)
+
+    def export_volume(self, ctxt: RequestContext, host: str, volume_id: str
+                      ) -> dict[str, Any]:
+        """Export the volume over NBD; how a compute host reaches it
+        (compute.virt.block_device.VolumeConnection's fields)."""
+        return self._host(host).call(ctxt, "export_volume", volume_id=volume_id)
+
+    def unexport_volume(self, ctxt: RequestContext, host: str, volume_id: str) -> None:
+        self._host(host).call(ctxt, "unexport_volume", volume_id=volume_id)
