@@ -78,7 +78,7 @@ tempest: venv $(TEMPEST_VENV)/.installed-$(TEMPEST_VERSION)
 	$(PY) tools/tempest/run.py --venv $(TEMPEST_VENV) $(if $(CLOUD),--cloud $(CLOUD),)
 
 lint: venv
-	$(VENV)/bin/ruff check flotilla api scheduler conductor compute tests tools
+	$(VENV)/bin/ruff check flotilla api scheduler conductor compute volume tests tools
 
 genconfig: venv
 	$(VENV)/bin/oslo-config-generator --config-file etc/flotilla/flotilla-config-generator.conf
