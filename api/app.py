@@ -28,6 +28,7 @@ from api.compute import (
     instance_actions,
     keypairs,
     limits,
+    migrations,
     networks,
     openapi,
     quota_sets,
@@ -119,6 +120,7 @@ def create_app(conf, transport=None) -> falcon.App:
     add(COMPUTE + "/servers/{server_id}", servers.Server(state))
     add(COMPUTE + "/servers/{server_id}/action", server_actions.ServerAction(state))
     server_resources.add_routes(app, state, COMPUTE)
+    migrations.add_routes(app, state, COMPUTE)
     add(COMPUTE + "/servers/{server_id}/os-instance-actions",
         instance_actions.InstanceActions(state))
     add(COMPUTE + "/servers/{server_id}/os-instance-actions/{request_id}",

@@ -47,6 +47,9 @@ SAMPLES = {
     "image_id": str(uuid.uuid4()), "upload_url": "http://x/v2/images/i/file?signature=s",
     "base_image": ImageMeta(id="i", sha256="0" * 64), "power_on": False,
     "backup_type": "daily", "rotation": 2,
+    "migration_uuid": str(uuid.uuid4()), "force": False,
+    "migrate_data": {"live": True, "source_host": "host1"},
+    "progress": {"memory_total_bytes": 1},
 }
 # rpcapi helpers that are not RPC methods of their own.
 NOT_SENDING = {"report_heartbeat"}
