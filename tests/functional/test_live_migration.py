@@ -186,3 +186,64 @@ def test_a_forced_host_that_is_the_source_is_refused(cloud):
     migration = _wait_migration(migration_uuid)
     assert migration.status == "error"
     _assert_stayed(cloud, inst, migration_uuid)
+
+
+def test_agents_restarting_mid_migration_leave_the_guest_to_its_flow(conf):
+    """Start-up reconciliation on both hosts of a migration in progress:
+    the destination keeps the incoming domain (an unknown one is still
+    destroyed), the source does not call its departed guest vanished, and
+    neither clears the migrating task."""
+    from flotilla.objects import Instance
+    from tests.fixtures.cloud import InProcessCloud
+    conf.set_override("compute_driver", "fake", group="compute")
+    fabric = FakeFabric()
+    cloud = InProcessCloud(conf, HOSTS, lambda host: FakeDriver(fabric=fabric))
+    try:
+        uuid = cloud.boot("host1")["uuid"]
+        db.instance_update(uuid, {"task_state": st.MIGRATING})
+        migration = mig_db.migration_create(uuid, "host1", "host2", "live-migration",
+                                            status=mig_db.RUNNING)
+        source, dest = cloud.drivers["host1"], cloud.drivers["host2"]
+        cloud.stop_host("host2")
+        cloud.stop_host("host1")
+        # The guest arrived on host2 while both agents were down.
+        dest.spawn(Instance(uuid=uuid), None)
+        source.destroy(Instance(uuid=uuid))
+        orphan = "00000000-0000-4000-8000-000000000002"
+        dest.spawn(Instance(uuid=orphan), None)
+        cloud.start_host("host2", dest)
+        cloud.start_host("host1", source)
+        assert uuid in dest.guests
+        assert orphan not in dest.guests
+        inst = db.instance_get(uuid)
+        assert (inst.vm_state, inst.task_state, inst.host) == (st.ACTIVE, st.MIGRATING,
+                                                                "host1")
+        assert db.instance_fault_get_all(uuid) == []
+        assert db.migration_get(migration.uuid).status == mig_db.RUNNING
+    finally:
+        cloud.stop()
+
+
+def test_the_reaper_ends_a_stuck_migration_through_its_flow(conf):
+    """Past its deadline a live migration is not just cleared: the flow's
+    cleanup aborts the job, rolls the destination back, frees the claim and
+    ends the migration in error; the guest runs on its source."""
+    conf.set_override("compute_driver", "fake", group="compute")
+    conf.set_override("task_timeouts", {"migrating": "2"}, group="conductor")
+    conf.set_override("reaper_interval", 1, group="conductor")
+    fabric = FakeFabric()
+    cloud = SchedulingCloud(conf, HOSTS, lambda host: FakeDriver(fabric=fabric))
+    try:
+        inst = _boot(cloud)
+        source = cloud.drivers[inst["host"]]
+        source.hold_migrations(True)
+        migration_uuid = _live_migrate(cloud, inst)
+        migration = _wait_migration(migration_uuid, timeout=30)
+        source.hold_migrations(False)
+        assert migration.status == "error"
+        _assert_stayed(cloud, inst, migration_uuid)
+        assert ("live_migration_abort", inst["uuid"]) in source.calls
+        assert any("timed out" in f.lower() or "deadline" in f.lower()
+                   for f in faults(inst["uuid"])), faults(inst["uuid"])
+    finally:
+        cloud.stop()
