@@ -129,7 +129,9 @@ class ConductorManager:
 
     def instance_destroy(self, ctxt: RequestContext, instance_uuid: str,
                          expected: dict) -> dict:
-        agent_access.check_instance(ctxt, instance_uuid)
+        # The agent's terminate moved the row to vm_state deleted first,
+        # which retires it (deleted=True): it is still that host's instance.
+        agent_access.check_instance(ctxt, instance_uuid, read_deleted=True)
         instance = db.instance_destroy(instance_uuid, **_expected_kwargs(expected))
         db.allocation_free(instance_uuid)
         return instance.to_dict()

@@ -84,16 +84,18 @@ class LiveMigrationOps:
         self.driver.post_live_migration_at_destination(instance,
                                                        MigrateData.coerce(migrate_data))
 
+    # Cleanups name the guest only: they come after the migration ended (the
+    # instance is no longer this host's to read) and the driver needs no more.
+
     def finish_at_source(self, ctxt: RequestContext, instance_uuid: str,
                          migrate_data: dict) -> None:
-        instance = Instance.from_record(self.conductor.instance_get(ctxt, instance_uuid))
-        self.driver.post_live_migration(instance, MigrateData.coerce(migrate_data))
+        self.driver.post_live_migration(Instance(uuid=instance_uuid),
+                                        MigrateData.coerce(migrate_data))
 
     def rollback_at_destination(self, ctxt: RequestContext, instance_uuid: str,
                                 migrate_data: dict) -> None:
-        instance = Instance.from_record(self.conductor.instance_get(ctxt, instance_uuid))
         self.driver.rollback_live_migration_at_destination(
-            instance, MigrateData.coerce(migrate_data))
+            Instance(uuid=instance_uuid), MigrateData.coerce(migrate_data))
 
     def abort(self, ctxt: RequestContext, instance_uuid: str) -> None:
         instance = self._instance(ctxt, instance_uuid, here=True)

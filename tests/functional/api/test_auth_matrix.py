@@ -36,6 +36,18 @@ def _server(cloud):
             "request_id": db.action_get_all(uuid)[0].request_id}
 
 
+def _server_259(cloud):
+    return {"server_id": _server(cloud)["server_id"], "_version": "2.59"}
+
+
+def _migrating_server(cloud):
+    from flotilla.db import migration_records
+    uuid = _server(cloud)["server_id"]
+    migration = migration_records.migration_create(uuid, "host1", "host2",
+                                                   "live-migration", status="running")
+    return {"server_id": uuid, "migration_id": migration.id, "_version": "2.59"}
+
+
 def _group(cloud):
     group = db.server_group_create({"name": "g", "policy": "affinity",
                                     "project_id": "p1", "user_id": "member"})
@@ -259,6 +271,10 @@ ROUTES = [
      None, "admin"),
     ("PUT", C + "/os-quota-class-sets/{class_name}", lambda c: {"class_name": "default"},
      {"quota_class_set": {"instances": 20}}, "admin"),
+    ("GET", C + "/servers/{server_id}/migrations", _server_259, None, "admin"),
+    ("GET", C + "/servers/{server_id}/migrations/{migration_id}", _migrating_server, None,
+     "admin"),
+    ("GET", C + "/os-migrations", None, None, "admin"),
     ("GET", C + "/os-hypervisors", None, None, "admin"),
     ("GET", C + "/os-hypervisors/detail", None, None, "admin"),
     ("GET", C + "/os-hypervisors/statistics", None, None, "admin"),
