@@ -228,6 +228,16 @@ class ConductorManager:
         agent_access.check_control_plane(ctxt, "start live migrations")
         self.flows["live_migrate"].start(ctxt, instance_uuid, migration_uuid, host, force)
 
+    def live_migration_abort(self, ctxt: RequestContext, instance_uuid: str,
+                             migration_uuid: str) -> None:
+        agent_access.check_control_plane(ctxt, "abort live migrations")
+        self.flows["live_migrate"].abort(ctxt, instance_uuid, migration_uuid)
+
+    def live_migration_force_complete(self, ctxt: RequestContext, instance_uuid: str,
+                                      migration_uuid: str) -> None:
+        agent_access.check_control_plane(ctxt, "force live migrations")
+        self.flows["live_migrate"].force_complete(ctxt, instance_uuid, migration_uuid)
+
     def migration_progress(self, ctxt: RequestContext, migration_uuid: str,
                            progress: dict) -> None:
         agent_access.check_migration_source(ctxt, migration_uuid, "report progress")

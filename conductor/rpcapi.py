@@ -224,6 +224,18 @@ class ConductorAPI:
         self._cast(ctxt, "live_migrate_instance", "1.5", instance_uuid=instance_uuid,
                    migration_uuid=migration_uuid, host=host, force=force)
 
+    def live_migration_abort(self, ctxt: RequestContext, instance_uuid: str,
+                             migration_uuid: str) -> None:
+        """Abort the live migration (between steps, or the source's job)."""
+        self._cast(ctxt, "live_migration_abort", "1.5", instance_uuid=instance_uuid,
+                   migration_uuid=migration_uuid)
+
+    def live_migration_force_complete(self, ctxt: RequestContext, instance_uuid: str,
+                                      migration_uuid: str) -> None:
+        """Make the source's running job finish (it pauses the guest)."""
+        self._cast(ctxt, "live_migration_force_complete", "1.5",
+                   instance_uuid=instance_uuid, migration_uuid=migration_uuid)
+
     def migration_progress(self, ctxt: RequestContext, migration_uuid: str,
                            progress: dict) -> None:
         """The source agent's figures of a running job (a cast)."""

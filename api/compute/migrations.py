@@ -1,7 +1,8 @@
 """Live migration through the API: the ``os-migrateLive`` server action,
 ``GET /servers/{id}/migrations[/{id}]`` (the server's migrations in
-progress, with their progress) and ``GET /os-migrations`` (every
-migration, admin only), as Nova shows them.
+progress, with their progress), abort (``DELETE`` of one, 2.24) and
+``force_complete`` (its ``action``, 2.22), and ``GET /os-migrations``
+(every migration), all admin only, as Nova shows them.
 
 Rules of ``os-migrateLive`` (admin only, as Nova's default policy):
 
@@ -24,7 +25,7 @@ import logging
 
 import falcon
 
-from api import errors
+from api import errors, validation
 from api.compute import locks
 from api.compute.servers import get_server
 from api.state import APIState, ctxt, version
@@ -38,6 +39,7 @@ LOG = logging.getLogger(__name__)
 
 OPERATION = st.operation("live_migrate")
 LIVE = "live-migration"
+ABORTABLE = (mig_db.ACCEPTED, mig_db.PREPARING, mig_db.RUNNING)
 
 SCHEMA = {"type": "object", "properties": {
     "host": {"type": ["string", "null"], "minLength": 1, "maxLength": 255},
@@ -185,6 +187,53 @@ class ServerMigration:
         resp.media = {"migration": _view(migration, version(req), True)}
 
 
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, server_id: str,
+                  migration_id: str) -> None:
+        """Abort (2.24): a live migration in progress; 400 for one that
+        ended (or any other kind), 404 for none."""
+        _require(req, (2, 24))
+        ctx = ctxt(req)
+        _admin(ctx, "delete")
+        inst = get_server(ctx, server_id)
+        migration = _migration_of(inst.uuid, migration_id)
+        if migration.migration_type != LIVE or migration.status not in ABORTABLE:
+            raise errors.bad_request("Migration %s of server %s is %s %s: only a live "
+                                     "migration in progress can be aborted"
+                                     % (migration.id, inst.uuid, migration.migration_type,
+                                        migration.status))
+        self.state.conductor.live_migration_abort(ctx, inst.uuid, migration.uuid)
+        resp.status = falcon.HTTP_202
+
+
+class ServerMigrationAction:
+    """POST /servers/{id}/migrations/{migration_id}/action with
+    ``{"force_complete": null}`` (2.22): a running live migration finishes
+    by pausing the guest for the rest of the copy."""
+
+    def __init__(self, state: APIState) -> None:
+        self.state = state
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, server_id: str,
+                migration_id: str) -> None:
+        _require(req, (2, 22))
+        body = validation.read_json(req, self.state.conf.api.max_request_body_size)
+        if not isinstance(body, dict) or list(body) != ["force_complete"] \
+                or body["force_complete"] not in (None, {}):
+            raise errors.bad_request("Invalid input for field/attribute force_complete: "
+                                     "the body must be {\"force_complete\": null}")
+        ctx = ctxt(req)
+        _admin(ctx, "force_complete")
+        inst = get_server(ctx, server_id)
+        migration = _migration_of(inst.uuid, migration_id)
+        if migration.migration_type != LIVE or migration.status != mig_db.RUNNING:
+            raise errors.bad_request("Migration %s of server %s is %s %s: only a running "
+                                     "live migration can be forced to complete"
+                                     % (migration.id, inst.uuid, migration.migration_type,
+                                        migration.status))
+        self.state.conductor.live_migration_force_complete(ctx, inst.uuid, migration.uuid)
+        resp.status = falcon.HTTP_202
+
+
 class Migrations:
     """GET /os-migrations (admin): every migration, newest first, filtered by
     status, host, instance_uuid, migration_type."""
@@ -227,4 +276,6 @@ def add_routes(app, state: APIState, compute: str) -> None:
     app.add_route(compute + "/servers/{server_id}/migrations", ServerMigrations(state))
     app.add_route(compute + "/servers/{server_id}/migrations/{migration_id}",
                   ServerMigration(state))
+    app.add_route(compute + "/servers/{server_id}/migrations/{migration_id}/action",
+                  ServerMigrationAction(state))
     app.add_route(compute + "/os-migrations", Migrations(state))

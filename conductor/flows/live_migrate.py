@@ -321,6 +321,29 @@ class LiveMigrateFlow(Flow):
         PrepareDestination(self.compute).revert(state)
         return True
 
+    def abort(self, ctxt: RequestContext, instance_uuid: str, migration_uuid: str) -> None:
+        """Honoured before the next step, or by the source ending its job
+        (the flow then reverts; the migration ends cancelled)."""
+        db.flow_record_update(db.FlowRecordRef.migration(migration_uuid),
+                              abort_requested=True)
+        migration = mig_db.migration_get(migration_uuid)
+        if migration.status == mig_db.RUNNING and migration.source_host:
+            try:
+                self.compute.live_migration_abort(ctxt, migration.source_host, instance_uuid)
+            except exception.FlotillaException as exc:
+                # No job yet: the step's abort check or the agent's finds it.
+                LOG.info("abort of %s on %s: %s", instance_uuid, migration.source_host, exc)
+
+    def force_complete(self, ctxt: RequestContext, instance_uuid: str,
+                       migration_uuid: str) -> None:
+        migration = mig_db.migration_get(migration_uuid)
+        try:
+            self.compute.live_migration_force_complete(ctxt, migration.source_host,
+                                                       instance_uuid)
+        except exception.FlotillaException as exc:
+            LOG.warning("force-complete of %s on %s refused: %s", instance_uuid,
+                        migration.source_host, exc)
+
     # --- outcomes ---------------------------------------------------------------------
 
     def progress(self, migration_uuid: str, progress: dict[str, Any]) -> None:
@@ -347,9 +370,14 @@ class LiveMigrateFlow(Flow):
         # The reverts ran, except after a failed preflight (nothing to undo
         # then but the claim, which freeing twice leaves alone).
         db.allocation_free(state.migration_uuid)
+        try:
+            aborted = failed.aborted or db.flow_record_get(
+                db.FlowRecordRef.migration(state.migration_uuid)).abort_requested
+        except exception.NotFound:
+            aborted = failed.aborted
         mig_db.migration_update(
             state.migration_uuid,
-            {"status": mig_db.CANCELLED if failed.aborted else mig_db.ERROR,
+            {"status": mig_db.CANCELLED if aborted else mig_db.ERROR,
              "error_reason": str(failed.cause)[:2000]})
         _restore_task(state.instance_uuid)
         reporter = self._recorder(state).reporter

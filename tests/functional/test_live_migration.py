@@ -247,3 +247,62 @@ def test_the_reaper_ends_a_stuck_migration_through_its_flow(conf):
                    for f in faults(inst["uuid"])), faults(inst["uuid"])
     finally:
         cloud.stop()
+
+
+def _held_migration(cloud):
+    inst = _boot(cloud)
+    source = cloud.drivers[inst["host"]]
+    source.hold_migrations(True)
+    migration_uuid = _live_migrate(cloud, inst)
+    deadline = time.monotonic() + 20
+    while inst["uuid"] not in source._jobs or \
+            db.migration_get(migration_uuid).status != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    return inst, source, migration_uuid
+
+
+def test_abort_through_the_conductor_cancels_the_migration(cloud):
+    inst, source, migration_uuid = _held_migration(cloud)
+    try:
+        cloud.conductor.live_migration_abort(cloud.ctxt, inst["uuid"], migration_uuid)
+        migration = _wait_migration(migration_uuid)
+    finally:
+        source.hold_migrations(False)
+    assert migration.status == "cancelled", migration.error_reason
+    _assert_stayed(cloud, inst, migration_uuid)
+
+
+def test_abort_before_the_job_starts_cancels_at_the_next_step(cloud):
+    inst = _boot(cloud)
+    dest = cloud.drivers[_other(inst["host"])]
+    original = dest.check_can_migrate_destination
+    holder: dict = {}
+
+    def slow_check(instance, data):
+        # The abort arrives while the destination is being checked.
+        cloud.conductor.live_migration_abort(cloud.ctxt, inst["uuid"], holder["uuid"])
+        time.sleep(0.5)
+        return original(instance, data)
+    dest.check_can_migrate_destination = slow_check
+    holder["uuid"] = _live_migrate(cloud, inst)
+    migration = _wait_migration(holder["uuid"])
+    assert migration.status == "cancelled"
+    _assert_stayed(cloud, inst, holder["uuid"])
+    assert "pre_live_migration" not in [c[0] for c in dest.calls]
+
+
+def test_force_complete_finishes_a_migration_that_does_not_converge(cloud):
+    inst, source, migration_uuid = _held_migration(cloud)
+    try:
+        cloud.conductor.live_migration_force_complete(cloud.ctxt, inst["uuid"],
+                                                      migration_uuid)
+        migration = _wait_migration(migration_uuid)
+    finally:
+        source.hold_migrations(False)
+    assert migration.status == "completed"
+    dest = _other(inst["host"])
+    now = cloud.wait_idle(inst["uuid"])
+    assert now["host"] == dest and now["vm_state"] == st.ACTIVE
+    from compute.virt import power_state
+    assert cloud.drivers[dest].guests[inst["uuid"]].power_state == power_state.RUNNING

@@ -159,3 +159,51 @@ def test_migrations_views_show_progress(api_cloud):
                              "2.59").json["migrations"] == []
     assert len(api_cloud.request("GET", C + "/os-migrations", "admin").json["migrations"]) \
         == 1
+
+
+def _running_migration(api_cloud, status: str = "running"):
+    uuid = _server(api_cloud, task_state=st.MIGRATING)
+    migration = mig_db.migration_create(uuid, "host1", "host2", "live-migration",
+                                        status=status)
+    return uuid, migration
+
+
+def test_abort_of_a_migration_in_progress_reaches_the_conductor(api_cloud):
+    uuid, migration = _running_migration(api_cloud)
+    r = api_cloud.request("DELETE", C + "/servers/%s/migrations/%d" % (uuid, migration.id),
+                          "admin", "2.24")
+    assert r.status_code == 202, r.text
+    cast = api_cloud.conductor.wait_for("live_migration_abort")[0]
+    assert (cast["instance_uuid"], cast["migration_uuid"]) == (uuid, migration.uuid)
+
+
+@pytest.mark.parametrize("status", ["completed", "error", "cancelled"])
+def test_abort_of_an_ended_migration_is_400(api_cloud, status):
+    uuid, migration = _running_migration(api_cloud, status)
+    r = api_cloud.request("DELETE", C + "/servers/%s/migrations/%d" % (uuid, migration.id),
+                          "admin", "2.24")
+    assert r.status_code == 400, r.text
+    assert status in r.json["badRequest"]["message"]
+
+
+def test_abort_of_an_unknown_migration_is_404(api_cloud):
+    uuid, _migration = _running_migration(api_cloud)
+    r = api_cloud.request("DELETE", C + "/servers/%s/migrations/4242" % uuid, "admin",
+                          "2.24")
+    assert r.status_code == 404
+
+
+def test_force_complete_of_a_running_migration(api_cloud):
+    uuid, migration = _running_migration(api_cloud)
+    path = C + "/servers/%s/migrations/%d/action" % (uuid, migration.id)
+    r = api_cloud.request("POST", path, "admin", "2.22", json={"force_complete": None})
+    assert r.status_code == 202, r.text
+    assert api_cloud.conductor.wait_for("live_migration_force_complete")[0][
+        "migration_uuid"] == migration.uuid
+    assert api_cloud.request("POST", path, "admin", "2.22",
+                             json={"force_complete": 1}).status_code == 400
+    assert api_cloud.request("POST", path, "member", "2.22",
+                             json={"force_complete": None}).status_code == 403
+    mig_db.migration_update(migration.uuid, {"status": "preparing"})
+    r = api_cloud.request("POST", path, "admin", "2.22", json={"force_complete": None})
+    assert r.status_code == 400 and "preparing" in r.text
