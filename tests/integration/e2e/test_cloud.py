@@ -52,6 +52,11 @@ def test_the_demo_flow(cloud, walkthrough):
     snapshot = summary["snapshot"]
     assert snapshot["boot_count"] == 2
     assert snapshot["copy_host"] != snapshot["source_host"]
+    # A running server live-migrated to the other host, still counting.
+    migration = summary["migration"]
+    assert migration["status"] == "completed" and migration["dest"] != migration["source"]
+    assert migration["dest_state"].startswith("running") and not migration["on_source"]
+    assert migration["ticks"][1] > migration["ticks"][0]
 
 
 def _allocations(cloud) -> int:

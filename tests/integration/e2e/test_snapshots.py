@@ -27,6 +27,7 @@ import pytest
 from tests.fixtures.daemons import BIN
 from tests.fixtures.libvirt_events import LifecycleCounter
 from tests.fixtures.rig import domstate, virsh
+from tools.demo.demo import COMPUTE_BINARIES
 
 BOOT_COUNT = re.compile(r"FLOTILLA-BOOT-COUNT (\d+)")
 OVERLAY_DATA_MIB = 40
@@ -97,7 +98,7 @@ def only_host(walkthrough, host: str):
     land on ``host`` (what an operator would do to place one)."""
     admin = walkthrough.admin
     others = [s for s in admin.compute.services()
-              if s.binary == "flotilla-compute" and s.host != host]
+              if s.binary in COMPUTE_BINARIES and s.host != host]
     for service in others:
         admin.compute.disable_service(service, disabled_reason="e2e placement")
     try:
