@@ -25,10 +25,10 @@ Steps (conductor/flows/runner.py), every check before any execute:
    from the source (a lost failure is the reaper's). Revert: none on the
    source (a failed job leaves the guest running there).
 4. ``finalize``: the destination finalizes (resumes a guest a forced
-   completion paused); in one transaction the instance moves to the
-   destination, its source claim is freed, the migration's claim becomes
-   the instance's and the migration is ``completed``; the source removes
-   what is left. Resumable; no revert (the guest runs on the destination).
+   completion paused), the source removes what is left of it; then in one
+   transaction the instance moves to the destination, its source claim is
+   freed, the migration's claim becomes the instance's and the migration is
+   ``completed``. Resumable; no revert (the guest runs on the destination).
 
 On any failure: the migration ends ``error`` (``cancelled`` when aborted)
 with the reason, the guest keeps running on the source, the destination
@@ -199,9 +199,9 @@ class MigrateOnSource(Step):
 
 
 class Finalize(Step):
-    """The destination finalizes; the database moves the instance and
-    swaps the claims in one transaction; the source cleans up. Resumable;
-    no revert."""
+    """The destination finalizes, the source cleans up; the database moves
+    the instance and swaps the claims in one transaction. Resumable; no
+    revert."""
 
     name = "finalize"
     resumable = True
@@ -219,19 +219,20 @@ class Finalize(Step):
             LOG.warning("destination %s did not finalize %s: %s", state.dest,
                         state.instance_uuid, exc)
         try:
-            db.live_migration_complete(state.migration_uuid, st.MIGRATING)
-        except exception.MigrationNotFound:
-            LOG.info("migration %s is gone with its instance", state.migration_uuid)
-            return
-        except exception.Conflict:
-            if db.instance_get(state.instance_uuid).host != state.dest:
-                raise
-        try:
+            # Before the database moves the instance: once the server shows
+            # on its new host, nothing of it is left on the old one.
             self.compute.post_live_migration(state.ctxt, state.source, state.instance_uuid,
                                              state.migrate_data)
         except Exception as exc:
             LOG.warning("source %s did not clean up after %s: %s", state.source,
                         state.instance_uuid, exc)
+        try:
+            db.live_migration_complete(state.migration_uuid, st.MIGRATING)
+        except exception.MigrationNotFound:
+            LOG.info("migration %s is gone with its instance", state.migration_uuid)
+        except exception.Conflict:
+            if db.instance_get(state.instance_uuid).host != state.dest:
+                raise
 
     def details(self, state: LiveMigrateState) -> str:
         return "the server runs on its new host"
@@ -317,8 +318,9 @@ class LiveMigrateFlow(Flow):
         if arrived:
             Finalize(self.compute).execute(state)
             return True
-        self._failed(state, FlowFailed("cleanup", reason))
+        # The destination first: the migration's end must mean all is clean.
         PrepareDestination(self.compute).revert(state)
+        self._failed(state, FlowFailed("cleanup", reason))
         return True
 
     def abort(self, ctxt: RequestContext, instance_uuid: str, migration_uuid: str) -> None:
@@ -368,21 +370,22 @@ class LiveMigrateFlow(Flow):
 
     def _failed(self, state: LiveMigrateState, failed: FlowFailed) -> None:
         # The reverts ran, except after a failed preflight (nothing to undo
-        # then but the claim, which freeing twice leaves alone).
+        # then but the claim, which freeing twice leaves alone). The
+        # migration's status comes last: once it says ended, all is done.
         db.allocation_free(state.migration_uuid)
         try:
             aborted = failed.aborted or db.flow_record_get(
                 db.FlowRecordRef.migration(state.migration_uuid)).abort_requested
         except exception.NotFound:
             aborted = failed.aborted
+        reporter = self._recorder(state).reporter
+        reporter.fault(state.ctxt, state.instance_uuid, failed.cause)
+        _restore_task(state.instance_uuid)
+        reporter.finish(state.ctxt, state.instance_uuid, failed=True)
         mig_db.migration_update(
             state.migration_uuid,
             {"status": mig_db.CANCELLED if aborted else mig_db.ERROR,
              "error_reason": str(failed.cause)[:2000]})
-        _restore_task(state.instance_uuid)
-        reporter = self._recorder(state).reporter
-        reporter.fault(state.ctxt, state.instance_uuid, failed.cause)
-        reporter.finish(state.ctxt, state.instance_uuid, failed=True)
         LOG.warning("live migration of %s failed: %s", state.instance_uuid, failed)
 
 

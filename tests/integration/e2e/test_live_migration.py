@@ -49,6 +49,24 @@ def _wait_ticks(cloud, host: str, server_id: str, count: int, timeout: float) ->
         time.sleep(0.3)
 
 
+def _admin_cli(cloud, *args: str) -> str:
+    """``openstack ARGS`` as the cloud's admin; its standard output."""
+    import os
+    import subprocess
+
+    from tests.fixtures.daemons import BIN
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+    env.update({"OS_AUTH_URL": cloud.auth_url, "OS_USERNAME": "admin",
+                "OS_PASSWORD": cloud.state["credentials"]["admin"],
+                "OS_PROJECT_NAME": "admin", "OS_USER_DOMAIN_NAME": "Default",
+                "OS_PROJECT_DOMAIN_NAME": "Default", "OS_IDENTITY_API_VERSION": "3",
+                "OS_REGION_NAME": "RegionOne"})
+    proc = subprocess.run([str(BIN / "openstack"), *args], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
+    return proc.stdout
+
+
 def _db_host(cloud, server_id: str) -> str:
     engine = sa.create_engine(cloud.state["database_url"])
     try:
@@ -130,5 +148,14 @@ def test_live_migration_moves_a_running_guest_that_keeps_ticking(cloud, walkthro
         finally:
             engine.dispose()
         assert [tuple(c) for c in claims] == [(server.id, "host2")]
+        # And back with the unmodified openstack CLI, to a named host.
+        _admin_cli(cloud, "--os-compute-api-version", "2.30", "server", "migrate",
+                   "--live-migration", "--host", "host1", "--wait", server.id)
+        assert _db_host(cloud, server.id) == "host1"
+        assert domstate(host1, server.id).startswith("running")
+        assert server.id not in virsh(host2, "list", "--all", "--uuid").stdout
+        shown = _admin_cli(cloud, "server", "migration", "list", "--server", server.id,
+                           "-f", "json", "--os-compute-api-version", "2.59")
+        assert sorted(m["Status"] for m in json.loads(shown)) == ["completed", "completed"]
     finally:
         _delete(walkthrough, [server.id])
