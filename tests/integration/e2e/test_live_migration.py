@@ -1,6 +1,7 @@
 """Live migration on the demo's two-host cloud with the real tiny guest,
-through the public API with openstacksdk (real daemons, RabbitMQ,
-PostgreSQL, QEMU under two rig libvirtds).
+through the public API with openstacksdk there and with the unmodified
+``openstack server migrate --live-migration --wait`` CLI back (real daemons,
+RabbitMQ, PostgreSQL, QEMU under two rig libvirtds).
 
 The guest prints ``FLOTILLA-TICK n`` every 5 s on its serial console; the
 destination writes the console to its own log file, so a guest that kept
