@@ -126,7 +126,8 @@ def _view(migration, ver: tuple[int, int], server: bool) -> dict:
         "source_node": migration.source_host,
         "dest_compute": migration.dest_host,
         "dest_node": migration.dest_host,
-        "dest_host": "127.0.0.1" if migration.dest_host else None,
+        # Nova shows the destination's address; hosts are known by name here.
+        "dest_host": migration.dest_host,
         "created_at": _time(migration.created_at),
         "updated_at": _time(migration.updated_at),
     }
