@@ -28,6 +28,7 @@ from api.compute import (
     instance_actions,
     keypairs,
     limits,
+    migrations,
     networks,
     openapi,
     quota_sets,
@@ -125,6 +126,7 @@ def create_app(conf, transport=None) -> falcon.App:
         volume_attachments.VolumeAttachments(state))
     add(COMPUTE + "/servers/{server_id}/os-volume_attachments/{volume_id}",
         volume_attachments.VolumeAttachment(state))
+    migrations.add_routes(app, state, COMPUTE)
     add(COMPUTE + "/servers/{server_id}/os-instance-actions",
         instance_actions.InstanceActions(state))
     add(COMPUTE + "/servers/{server_id}/os-instance-actions/{request_id}",

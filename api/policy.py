@@ -119,6 +119,11 @@ RULES: dict[tuple[str, str], str] = {
     ("GET", C + "/os-quota-class-sets/{class_name}"): ADMIN,
     ("PUT", C + "/os-quota-class-sets/{class_name}"): ADMIN,
     # hosts and services
+    ("GET", C + "/servers/{server_id}/migrations"): ADMIN,
+    ("GET", C + "/servers/{server_id}/migrations/{migration_id}"): ADMIN,
+    ("DELETE", C + "/servers/{server_id}/migrations/{migration_id}"): ADMIN,
+    ("POST", C + "/servers/{server_id}/migrations/{migration_id}/action"): ADMIN,
+    ("GET", C + "/os-migrations"): ADMIN,
     ("GET", C + "/os-hypervisors"): ADMIN,
     ("GET", C + "/os-hypervisors/detail"): ADMIN,
     ("GET", C + "/os-hypervisors/statistics"): ADMIN,

@@ -12,6 +12,7 @@ import logging
 from oslo_config import cfg
 
 from compute.lifecycle import Lifecycle
+from compute.ops.live_migration import LiveMigrationOps
 from compute.ops.rebuild import RebuildOps
 from compute.ops.snapshot import SnapshotOps
 from compute.ops.volumes import VolumeOps
@@ -46,6 +47,7 @@ class ComputeManager:
         self.lifecycle = Lifecycle(self.host, driver, conductor)
         self.snapshots = SnapshotOps(conf, self.lifecycle)
         self.rebuilds = RebuildOps(self.lifecycle)
+        self.live_migrations = LiveMigrationOps(conf, self.lifecycle)
         self.reconciler = Reconciler(self.lifecycle, self.snapshots, self.rebuilds)
         self.volumes = VolumeOps(self.lifecycle, self.reconciler)
         self._build_slots = concurrency.WorkerPool(conf.compute.max_concurrent_builds,
@@ -75,6 +77,7 @@ class ComputeManager:
         self.reconciler.stop_event_worker()
         self._build_slots.shutdown(timeout=self.conf.graceful_shutdown_timeout)
         self.snapshots.shutdown(timeout=self.conf.graceful_shutdown_timeout)
+        self.live_migrations.shutdown(timeout=self.conf.graceful_shutdown_timeout)
         self.driver.cleanup_host()
 
     # --- RPC: operations (casts) ----------------------------------------------
@@ -151,6 +154,50 @@ class ComputeManager:
 
     def get_volume_devices(self, ctxt: RequestContext, instance_uuid: str) -> dict:
         return self.driver.get_volume_devices(self._local_instance(ctxt, instance_uuid))
+    # --- RPC: live migration (1.4; see compute/ops/live_migration.py) -------------
+
+    def check_can_live_migrate_source(self, ctxt: RequestContext,
+                                      instance_uuid: str) -> dict:
+        return self.live_migrations.check_source(ctxt, instance_uuid)
+
+    def check_can_live_migrate_destination(self, ctxt: RequestContext, instance_uuid: str,
+                                           migrate_data: dict) -> dict:
+        return self.live_migrations.check_destination(ctxt, instance_uuid, migrate_data)
+
+    def pre_live_migration(self, ctxt: RequestContext, instance_uuid: str,
+                           image: ImageMeta | dict | None, migrate_data: dict) -> dict:
+        return self.live_migrations.prepare(ctxt, instance_uuid, image, migrate_data)
+
+    def live_migration(self, ctxt: RequestContext, instance_uuid: str,
+                       migration_uuid: str, migrate_data: dict) -> None:
+        self.live_migrations.start(ctxt, instance_uuid, migration_uuid, migrate_data)
+
+    def post_live_migration_at_destination(self, ctxt: RequestContext, instance_uuid: str,
+                                           migrate_data: dict) -> None:
+        self.live_migrations.finish_at_destination(ctxt, instance_uuid, migrate_data)
+
+    def post_live_migration(self, ctxt: RequestContext, instance_uuid: str,
+                            migrate_data: dict) -> None:
+        self.live_migrations.finish_at_source(ctxt, instance_uuid, migrate_data)
+
+    def rollback_live_migration_at_destination(self, ctxt: RequestContext,
+                                               instance_uuid: str,
+                                               migrate_data: dict) -> None:
+        self.live_migrations.rollback_at_destination(ctxt, instance_uuid, migrate_data)
+
+    def live_migration_abort(self, ctxt: RequestContext, instance_uuid: str) -> None:
+        self.live_migrations.abort(ctxt, instance_uuid)
+
+    def live_migration_force_complete(self, ctxt: RequestContext,
+                                      instance_uuid: str) -> None:
+        self.live_migrations.force_complete(ctxt, instance_uuid)
+
+    def find_guest(self, ctxt: RequestContext, instance_uuid: str) -> dict:
+        """Whether this host holds the guest (after a crash: where it runs)."""
+        instance = Instance.from_record(self.conductor.instance_get(ctxt, instance_uuid))
+        presence = self.driver.find_guest(instance)
+        return {"defined": presence.defined, "power_state": presence.power_state,
+                "migration": presence.migration}
 
     # --- RPC: reads (calls) -----------------------------------------------------
 

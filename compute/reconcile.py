@@ -9,8 +9,10 @@ Three sources of drift, one set of rules:
   an interrupted snapshot has its leftovers removed (block job, temporary
   files) and is reported failed to its flow, which removes the image and
   clears the task (the guest was never paused: its state is what it was),
-  an interrupted rebuild is reported too, and any other interrupted task
-  is cleared with the reason recorded;
+  an interrupted rebuild is reported too, a live migration in progress is
+  left to its flow on both hosts (the incoming domain is not an orphan, the
+  source's guest that left has not vanished), and any other interrupted
+  task is cleared with the reason recorded;
 * lifecycle events from the driver, as they happen;
 * a periodic sync that catches what events missed.
 
@@ -74,6 +76,10 @@ class Reconciler:
                    self.conductor.instance_get_all_by_host(ctxt, self.host)}
         domains = set(self.driver.list_instances())
         for uuid in sorted(domains - set(records)):
+            if self._incoming(ctxt, uuid):
+                LOG.info("instance %s is migrating here: its domain is left to the "
+                         "migration", uuid)
+                continue
             LOG.warning("destroying domain of instance %s: deleted or unknown "
                         "to the cloud", uuid)
             try:
@@ -88,8 +94,23 @@ class Reconciler:
             except Exception:
                 LOG.exception("could not repair instance %s", uuid)
 
+    def _incoming(self, ctxt: RequestContext, uuid: str) -> bool:
+        """A live migration in progress brings instance ``uuid`` to this
+        host (the conductor lets a migration's hosts read it, no others)."""
+        try:
+            record = self.conductor.instance_get(ctxt, uuid)
+        except (exception.InstanceNotFound, exception.Forbidden):
+            return False
+        return record.get("task_state") == st.MIGRATING and record.get("host") != self.host
+
     def _repair(self, ctxt: RequestContext, record: dict, has_domain: bool) -> None:
         uuid, task = record["uuid"], record["task_state"]
+        if task == st.MIGRATING:
+            # The job runs in libvirtd, not here, and may have moved the
+            # guest away: the migration's flow finds where it runs (its poll,
+            # or the reaper's cleanup). Neither vanished nor interrupted.
+            LOG.info("instance %s is live-migrating: left to its flow", uuid)
+            return
         if task == st.DELETING:
             LOG.info("finishing the interrupted delete of instance %s", uuid)
             self.conductor.instance_update(ctxt, uuid, {"task_state": None},

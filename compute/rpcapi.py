@@ -20,8 +20,14 @@ Version history:
   rebuild_instance (reports through conductor rebuild_done).
 * 1.3 - attach_volume, detach_volume, get_volume_devices (calls from the
   conductor's volume flows).
-* 1.5 - get_host_uptime, soft_delete_instance, restore_instance (1.4 is
-  reserved for migration).
+* 1.4 - live migration: check_can_live_migrate_source,
+  check_can_live_migrate_destination, pre_live_migration,
+  post_live_migration_at_destination, post_live_migration,
+  rollback_live_migration_at_destination, find_guest (calls; migrate data
+  as compute.virt.migration.MigrateData dicts); live_migration (a cast: the
+  source reports with conductor migration_progress and
+  live_migration_done), live_migration_abort, live_migration_force_complete.
+* 1.5 - get_host_uptime, soft_delete_instance, restore_instance.
 """
 
 from __future__ import annotations
@@ -124,6 +130,63 @@ class ComputeAPI:
                            instance_uuid: str) -> dict:
         return self._host(host, "1.3").call(ctxt, "get_volume_devices",
                                             instance_uuid=instance_uuid)
+
+    # --- live migration (1.4) -------------------------------------------------------
+
+    def check_can_live_migrate_source(self, ctxt: RequestContext, host: str,
+                                      instance_uuid: str) -> dict:
+        return self._host(host, "1.4").call(ctxt, "check_can_live_migrate_source",
+                                            instance_uuid=instance_uuid)
+
+    def check_can_live_migrate_destination(self, ctxt: RequestContext, host: str,
+                                           instance_uuid: str, migrate_data: dict) -> dict:
+        return self._host(host, "1.4").call(ctxt, "check_can_live_migrate_destination",
+                                            instance_uuid=instance_uuid,
+                                            migrate_data=migrate_data)
+
+    def pre_live_migration(self, ctxt: RequestContext, host: str, instance_uuid: str,
+                           image: ImageMeta | None, migrate_data: dict) -> dict:
+        """On the destination: directory, base image, overlay, its own XML."""
+        return self._host(host, "1.4").call(ctxt, "pre_live_migration",
+                                            instance_uuid=instance_uuid, image=image,
+                                            migrate_data=migrate_data)
+
+    def live_migration(self, ctxt: RequestContext, host: str, instance_uuid: str,
+                       migration_uuid: str, migrate_data: dict) -> None:
+        """On the source: run the job; reported with conductor
+        live_migration_done (progress with migration_progress)."""
+        self._host(host, "1.4").cast(ctxt, "live_migration", instance_uuid=instance_uuid,
+                                     migration_uuid=migration_uuid,
+                                     migrate_data=migrate_data)
+
+    def post_live_migration_at_destination(self, ctxt: RequestContext, host: str,
+                                           instance_uuid: str, migrate_data: dict) -> None:
+        self._host(host, "1.4").call(ctxt, "post_live_migration_at_destination",
+                                     instance_uuid=instance_uuid, migrate_data=migrate_data)
+
+    def post_live_migration(self, ctxt: RequestContext, host: str, instance_uuid: str,
+                            migrate_data: dict) -> None:
+        self._host(host, "1.4").call(ctxt, "post_live_migration",
+                                     instance_uuid=instance_uuid, migrate_data=migrate_data)
+
+    def rollback_live_migration_at_destination(self, ctxt: RequestContext, host: str,
+                                               instance_uuid: str,
+                                               migrate_data: dict) -> None:
+        self._host(host, "1.4").call(ctxt, "rollback_live_migration_at_destination",
+                                     instance_uuid=instance_uuid, migrate_data=migrate_data)
+
+    def live_migration_abort(self, ctxt: RequestContext, host: str,
+                             instance_uuid: str) -> None:
+        self._host(host, "1.4").call(ctxt, "live_migration_abort",
+                                     instance_uuid=instance_uuid)
+
+    def live_migration_force_complete(self, ctxt: RequestContext, host: str,
+                                      instance_uuid: str) -> None:
+        self._host(host, "1.4").call(ctxt, "live_migration_force_complete",
+                                     instance_uuid=instance_uuid)
+
+    def find_guest(self, ctxt: RequestContext, host: str, instance_uuid: str) -> dict:
+        return self._host(host, "1.4").call(ctxt, "find_guest", instance_uuid=instance_uuid)
 
     def get_console_output(self, ctxt: RequestContext, host: str, instance_uuid: str,
                            length: int | None = None) -> str:

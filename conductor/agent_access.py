@@ -51,3 +51,26 @@ def check_control_plane(ctxt: RequestContext, what: str) -> None:
     if ctxt.agent_host is not None:
         raise exception.Forbidden(reason="compute host %s may not %s"
                                   % (ctxt.agent_host, what))
+
+
+def check_migration_source(ctxt: RequestContext, migration_uuid: str, what: str,
+                           instance_uuid: str | None = None,
+                           host: str | None = None) -> None:
+    """Only the source host of migration ``migration_uuid`` (of
+    ``instance_uuid`` when given; reported by ``host`` when given) may
+    ``what``: its progress and outcome are the source's to tell."""
+    try:
+        migration = db.migration_get(migration_uuid)
+    except exception.MigrationNotFound:
+        raise exception.Forbidden(reason="no migration %s to %s" % (migration_uuid, what)) \
+            from None
+    if instance_uuid is not None and migration.instance_uuid != instance_uuid:
+        raise exception.Forbidden(reason="migration %s is not one of instance %s"
+                                  % (migration_uuid, instance_uuid))
+    if host is not None and migration.source_host != host:
+        raise exception.Forbidden(reason="host %s is not the source of migration %s"
+                                  % (host, migration_uuid))
+    if ctxt.agent_host is not None and ctxt.agent_host != migration.source_host:
+        raise exception.Forbidden(reason="compute host %s may not %s for migration %s "
+                                  "from host %s" % (ctxt.agent_host, what, migration_uuid,
+                                                    migration.source_host))

@@ -23,6 +23,7 @@ from conductor.flows import runner
 from conductor.flows.base import Flow
 from conductor.flows.build import BuildFlow
 from conductor.flows.delete import DeleteFlow
+from conductor.flows.live_migrate import LiveMigrateFlow
 from conductor.flows.rebuild import RebuildFlow
 from conductor.flows.snapshot import SnapshotFlow
 from conductor.flows.volume import VolumeFlow
@@ -44,7 +45,7 @@ _AGENT_WRITABLE = frozenset({
 
 
 class ConductorManager:
-    RPC_API_VERSION = "1.4"
+    RPC_API_VERSION = "1.5"
 
     def __init__(self, conf: cfg.ConfigOpts, transport=None) -> None:
         self.conf = conf
@@ -74,7 +75,9 @@ class ConductorManager:
                                  DeleteFlow(self.conf, self.conf.host, compute),
                                  SnapshotFlow(self.conf, self.conf.host, compute),
                                  RebuildFlow(self.conf, self.conf.host, compute),
-                                 VolumeFlow(self.conf, self.conf.host, compute, volumes)]
+                                 VolumeFlow(self.conf, self.conf.host, compute, volumes),
+                                 LiveMigrateFlow(self.conf, self.conf.host, scheduler,
+                                                 compute)]
             self._flows = {flow.name: flow for flow in flows}
             # The attach and detach flows are saved under their own names.
             self._flows["volume_attach"] = self._flows["volume_detach"] = \
@@ -242,6 +245,39 @@ class ConductorManager:
         agent_access.check_host(ctxt, host, "report a rebuild")
         self.flows["rebuild"].report(ctxt, instance_uuid, host,
                                      {"error": error, "message": message})
+
+    # --- live migration (1.5) ----------------------------------------------------------
+
+    def live_migrate_instance(self, ctxt: RequestContext, instance_uuid: str,
+                              migration_uuid: str, host: str | None = None,
+                              force: bool = False) -> None:
+        agent_access.check_control_plane(ctxt, "start live migrations")
+        self.flows["live_migrate"].start(ctxt, instance_uuid, migration_uuid, host, force)
+
+    def live_migration_abort(self, ctxt: RequestContext, instance_uuid: str,
+                             migration_uuid: str) -> None:
+        agent_access.check_control_plane(ctxt, "abort live migrations")
+        self.flows["live_migrate"].abort(ctxt, instance_uuid, migration_uuid)
+
+    def live_migration_force_complete(self, ctxt: RequestContext, instance_uuid: str,
+                                      migration_uuid: str) -> None:
+        agent_access.check_control_plane(ctxt, "force live migrations")
+        self.flows["live_migrate"].force_complete(ctxt, instance_uuid, migration_uuid)
+
+    def migration_progress(self, ctxt: RequestContext, migration_uuid: str,
+                           progress: dict) -> None:
+        agent_access.check_migration_source(ctxt, migration_uuid, "report progress")
+        self.flows["live_migrate"].progress(migration_uuid, dict(progress or {}))
+
+    def live_migration_done(self, ctxt: RequestContext, instance_uuid: str,
+                            migration_uuid: str, host: str, error: str | None = None,
+                            message: str | None = None) -> None:
+        agent_access.check_instance(ctxt, instance_uuid)
+        agent_access.check_host(ctxt, host, "report a live migration")
+        agent_access.check_migration_source(ctxt, migration_uuid, "report a live migration",
+                                            instance_uuid=instance_uuid, host=host)
+        self.flows["live_migrate"].report(ctxt, instance_uuid, migration_uuid,
+                                          {"error": error, "message": message})
 
     # --- periodic tasks ------------------------------------------------------------
 

@@ -23,6 +23,10 @@ Version history:
   and the agents' reports on their part.
 * 1.4 - attach_volume and detach_volume (casts from the API that start the
   volume flows; only the control plane may send them).
+* 1.5 - live migration: live_migrate_instance (a cast from the API that
+  starts the flow on an accepted migration record), live_migration_abort and
+  live_migration_force_complete (from the API), and from the source agent
+  migration_progress (a cast) and live_migration_done (its report).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ TOPIC = "conductor"
 
 
 class ConductorAPI:
-    VERSION = "1.4"
+    VERSION = "1.5"
 
     def __init__(self, transport, version_cap: VersionCap = None,
                  timeout: float | None = None) -> None:
@@ -224,6 +228,42 @@ class ConductorAPI:
         shows the server idle again."""
         self._call(ctxt, "rebuild_done", "1.3", instance_uuid=instance_uuid, host=host,
                    error=error, message=message)
+
+    # --- live migration (1.5) ---------------------------------------------------------
+
+    def live_migrate_instance(self, ctxt: RequestContext, instance_uuid: str,
+                              migration_uuid: str, host: str | None = None,
+                              force: bool = False) -> None:
+        """Run the live migration flow on the accepted ``migration_uuid``
+        (to ``host``: verified by the scheduler unless ``force``)."""
+        self._cast(ctxt, "live_migrate_instance", "1.5", instance_uuid=instance_uuid,
+                   migration_uuid=migration_uuid, host=host, force=force)
+
+    def live_migration_abort(self, ctxt: RequestContext, instance_uuid: str,
+                             migration_uuid: str) -> None:
+        """Abort the live migration (between steps, or the source's job)."""
+        self._cast(ctxt, "live_migration_abort", "1.5", instance_uuid=instance_uuid,
+                   migration_uuid=migration_uuid)
+
+    def live_migration_force_complete(self, ctxt: RequestContext, instance_uuid: str,
+                                      migration_uuid: str) -> None:
+        """Make the source's running job finish (it pauses the guest)."""
+        self._cast(ctxt, "live_migration_force_complete", "1.5",
+                   instance_uuid=instance_uuid, migration_uuid=migration_uuid)
+
+    def migration_progress(self, ctxt: RequestContext, migration_uuid: str,
+                           progress: dict) -> None:
+        """The source agent's figures of a running job (a cast)."""
+        self._cast(ctxt, "migration_progress", "1.5", migration_uuid=migration_uuid,
+                   progress=progress)
+
+    def live_migration_done(self, ctxt: RequestContext, instance_uuid: str,
+                            migration_uuid: str, host: str, error: str | None = None,
+                            message: str | None = None) -> None:
+        """The source agent's report: the job ended (``error`` None: the
+        guest runs on the destination)."""
+        self._call(ctxt, "live_migration_done", "1.5", instance_uuid=instance_uuid,
+                   migration_uuid=migration_uuid, host=host, error=error, message=message)
 
 
 def request_spec_1_1(spec: RequestSpec) -> dict[str, Any]:

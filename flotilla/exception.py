@@ -295,3 +295,7 @@ class KeypairNotFound(NotFound):
 
 class KeyPairExists(Conflict):
     msg_fmt = "Key pair '%(key_name)s' already exists."
+
+
+class MigrationNotFound(NotFound):
+    msg_fmt = "Migration %(migration_id)s could not be found."

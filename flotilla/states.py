@@ -49,6 +49,7 @@ REBUILDING = "rebuilding"
 REBUILD_SPAWNING = "rebuild_spawning"
 SOFT_DELETING = "soft-deleting"
 RESTORING = "restoring"
+MIGRATING = "migrating"
 
 # What the reaper does with a task past its deadline.
 ON_TIMEOUT_RESTORE = "restore"   # clear the task; vm_state is the last stable one
@@ -126,6 +127,12 @@ OPERATIONS: dict[str, Operation] = {op.name: op for op in (
               ON_TIMEOUT_CLEANUP, later_task_states=(REBUILD_SPAWNING,),
               status="REBUILD", status_vm_states=(ACTIVE, STOPPED, ERROR),
               flow="rebuild"),
+    # Live migration (os-migrateLive): the guest moves to another host while
+    # it runs (or stays paused); its flow keeps its state on the migration
+    # record and its cleanup ends the job and finds where the guest runs.
+    Operation("live_migrate", "live-migration", MIGRATING, (ACTIVE, PAUSED), None, 1800,
+              ON_TIMEOUT_CLEANUP, status="MIGRATING", status_vm_states=(ACTIVE, PAUSED),
+              flow="live_migrate"),
 )}
 
 _BY_TASK: dict[str, Operation] = {}

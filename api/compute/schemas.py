@@ -152,6 +152,13 @@ ACTIONS = {
         "rotation": {"type": ["integer", "string"], "pattern": "^[0-9]+$",
                      "minimum": 0, "maximum": 2 ** 31 - 1}},
         "required": ["name", "backup_type", "rotation"], "additionalProperties": False},
+    "os-migrateLive": {"type": "object", "properties": {
+        "host": {"type": ["string", "null"], "minLength": 1, "maxLength": 255},
+        "block_migration": {"oneOf": [{"type": "boolean"},
+                                      {"type": "string", "enum": ["auto"]}]},
+        "force": {"type": "boolean"},
+        "disk_over_commit": {"type": ["boolean", "string"]}},
+        "additionalProperties": False},
     "rebuild": {"type": "object", "properties": {
         "imageRef": UUID, "name": NAME, "metadata": METADATA,
         "adminPass": {"type": "string", "maxLength": 255},

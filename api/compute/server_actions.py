@@ -1,7 +1,8 @@
 """POST /servers/{server_id}/action: start, stop, reboot, pause, unpause,
 suspend, resume, get console output, lock, unlock; os-resetState (admin),
 forceDelete, restore; createImage, createBackup (api.compute.snapshots) and
-rebuild (api.compute.rebuild), which start conductor flows.
+rebuild (api.compute.rebuild) and os-migrateLive (api.compute.migrations),
+which start conductor flows.
 
 Rules:
 
@@ -31,7 +32,7 @@ import logging
 import falcon
 
 from api import errors, validation
-from api.compute import locks, rebuild, schemas, snapshots
+from api.compute import locks, migrations, rebuild, schemas, snapshots
 from api.compute.servers import get_server
 from api.state import APIState, ctxt, version
 from flotilla import exception
@@ -82,6 +83,9 @@ class ServerAction:
             return
         if name == "rebuild":
             rebuild.rebuild(self.state, req, resp, ctx, inst, args)
+            return
+        if name == "os-migrateLive":
+            migrations.live_migrate(self.state, req, resp, ctx, inst, args)
             return
         if name == "os-resetState":
             self._reset_state(ctx, inst, args["state"])

@@ -66,6 +66,18 @@ compute_opts = [
         min=1,
         help="Most snapshots (createImage, createBackup) this agent takes "
              "at the same time; further ones wait."),
+    cfg.IntOpt(
+        "max_concurrent_live_migrations",
+        default=2,
+        min=1,
+        help="Most live migrations this agent runs as their source at the "
+             "same time; further ones wait."),
+    cfg.FloatOpt(
+        "live_migration_progress_interval",
+        default=2.0,
+        min=0.2,
+        help="Seconds between two reports of a running live migration's "
+             "progress (memory and disk copied, remaining) to the conductor."),
     cfg.StrOpt(
         "snapshots_directory",
         default="$state_path/snapshots",

@@ -80,6 +80,37 @@ libvirt_opts = [
              "and write during a snapshot (0: as fast as the disks go). Limits "
              "what a snapshot takes from the guests' I/O; the guest is never "
              "paused either way."),
+    cfg.StrOpt(
+        "live_migration_uri",
+        default="",
+        help="libvirt URI by which other hosts' libvirtd reach this host's "
+             "for a peer-to-peer live migration, with %s standing for this "
+             "host's name (for example qemu+tls://%s/system). Empty: "
+             "connection_uri, which is right for the test rig (every rig "
+             "libvirtd listens on 127.0.0.1) and wrong for qemu:///system."),
+    cfg.IntOpt(
+        "live_migration_bandwidth",
+        default=0,
+        min=0,
+        help="MiB/s a live migration may use for the guest's memory and "
+             "local disks (0: unlimited)."),
+    cfg.IntOpt(
+        "live_migration_downtime",
+        default=500,
+        min=10,
+        help="Longest pause in milliseconds of the guest at the switch-over "
+             "of a live migration; libvirt waits until the rest fits in it."),
+    cfg.BoolOpt(
+        "live_migration_auto_converge",
+        default=False,
+        help="Let QEMU throttle the guest's vCPUs when its memory changes "
+             "faster than the migration copies it."),
+    cfg.IntOpt(
+        "live_migration_completion_timeout",
+        default=800,
+        min=0,
+        help="Seconds a live migration may run before it is aborted and "
+             "the guest left on its source (0: no limit)."),
     cfg.IntOpt(
         "image_cache_max_age",
         default=24 * 3600,

@@ -72,6 +72,15 @@ from flotilla.db.instances import (  # noqa: F401
     instance_update,
     migration_hosts_in_progress,
 )
+from flotilla.db.migration_records import (  # noqa: F401
+    live_migration_complete,
+    migration_create,
+    migration_get,
+    migration_get_by_id,
+    migration_in_progress,
+    migration_list,
+    migration_update,
+)
 from flotilla.db.server_groups import (  # noqa: F401
     ServerGroupNotFound,
     server_group_add_members,

@@ -403,6 +403,15 @@ class Migration(FlowStateMixin, TimestampMixin, Base):
     status: Mapped[str] = mapped_column(sa.String(STATE_LEN), index=True)
     migration_type: Mapped[str] = mapped_column(sa.String(STATE_LEN))
     current_step: Mapped[str | None] = mapped_column(sa.String(NAME_LEN))
+    # A live migration's progress from the source hypervisor's job (bytes).
+    memory_total: Mapped[int | None] = mapped_column(sa.BigInteger)
+    memory_processed: Mapped[int | None] = mapped_column(sa.BigInteger)
+    memory_remaining: Mapped[int | None] = mapped_column(sa.BigInteger)
+    disk_total: Mapped[int | None] = mapped_column(sa.BigInteger)
+    disk_processed: Mapped[int | None] = mapped_column(sa.BigInteger)
+    disk_remaining: Mapped[int | None] = mapped_column(sa.BigInteger)
+    # Why it ended in error (for administrators).
+    error_reason: Mapped[str | None] = mapped_column(sa.Text)
 
 
 # --- volumes -----------------------------------------------------------------

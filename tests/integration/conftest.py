@@ -9,14 +9,20 @@ from tests.fixtures import rig as rig_fixtures
 
 @pytest.fixture(scope="session")
 def rig(tmp_path_factory):
-    """A one-host libvirt rig, started once per session."""
-    with rig_fixtures.running_rig(str(tmp_path_factory.mktemp("rig")), hosts=1) as state:
+    """A two-host libvirt rig (the second for live migrations), started
+    once per session."""
+    with rig_fixtures.running_rig(str(tmp_path_factory.mktemp("rig")), hosts=2) as state:
         yield state
 
 
 @pytest.fixture
 def rig_host(rig):
     return rig["hosts"][0]
+
+
+@pytest.fixture
+def rig_host2(rig):
+    return rig["hosts"][1]
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,10 @@ Linux guest image, boot 4 servers and show them spread over both hosts, stop
 one (an ACPI shutdown the guest obeys), start it, reboot it, print its
 console; snapshot another one while it runs, boot a copy of it from the
 snapshot on the other host and show the boot counter the copy found on its
-disk; delete them all. Every step prints its progress. Without --keep it
+disk; live-migrate a running one to the other host, printing the
+migration's progress, and show with virsh that it runs there only and with
+its console that it kept counting; delete them all. Every step prints its
+progress. Without --keep it
 ends by stopping everything it started.
 """
 
@@ -30,10 +33,10 @@ from tools.demo.bringup import GUEST_BUILDER, Bringup, _run  # noqa: E402
 
 DEFAULT_ROOT = "/var/tmp/flotilla-demo"
 SERVERS = 4
-POWER = {0: "NOSTATE", 1: "Running", 3: "Paused", 4: "Shutdown", 6: "Crashed", 7: "Suspended"}
-
-# The compute API shows the agents under Nova's name (flotilla.binaries.api_name).
+# os-services shows Nova's name since the API conformance work; older
+# clouds showed Flotilla's.
 COMPUTE_BINARIES = ("nova-compute", "flotilla-compute")
+POWER = {0: "NOSTATE", 1: "Running", 3: "Paused", 4: "Shutdown", 6: "Crashed", 7: "Suspended"}
 
 def say(text: str) -> None:
     print(text, flush=True)
@@ -152,6 +155,8 @@ class Walkthrough:
         hosts[summary["snapshot"]["copy"]] = summary["snapshot"]["copy_host"]
         summary["volume"] = self.volume_move(servers, hosts)
 
+        summary["migration"] = self.live_migrate(servers[2], hosts, meta)
+
         step("delete every server")
         for server in servers:
             self.tenant.compute.delete_server(server)
@@ -253,6 +258,71 @@ class Walkthrough:
         return {"volume": volume.id, "from": first.id, "to": second.id,
                 "from_host": hosts[first.id], "to_host": hosts[second.id]}
 
+    def ticks(self, server, marker: str) -> list[int]:
+        output = self.tenant.compute.get_server_console_output(server).get("output", "")
+        return [int(n) for n in re.findall(r"%s (\d+)" % re.escape(marker), output)]
+
+    def live_migrate(self, server, hosts: dict[str, str], meta: dict) -> dict:
+        """Live-migrate ``server`` to the other host (the admin's call, the
+        scheduler's choice) printing the progress libvirt reports, then show
+        with virsh where it runs and that its console kept counting."""
+        marker = meta["tick_marker"]
+        here = hosts[server.id]
+        step("live-migrate %s off %s while it runs" % (server.name, here))
+        deadline = time.monotonic() + 120
+        while not self.ticks(server, marker):
+            if time.monotonic() > deadline:
+                raise RuntimeError("%s never printed %s" % (server.name, marker))
+            time.sleep(1)
+        before = self.ticks(server, marker)[-1]
+        say("    its console counts: %s %d" % (marker, before))
+        started = time.monotonic()
+        self.admin.compute.live_migrate_server(server, host=None, block_migration="auto")
+        last = None
+        while True:
+            now = self.admin.compute.get_server(server.id)
+            migrations = self.admin.compute.get(
+                "/servers/%s/migrations" % server.id,
+                microversion="2.59").json()["migrations"]
+            for m in migrations:
+                seen = (m["status"], m["memory_processed_bytes"], m["disk_processed_bytes"])
+                if seen != last:
+                    say("    migration %-10s memory %s/%s MiB  disk %s/%s MiB" % (
+                        m["status"], _mib(m["memory_processed_bytes"]),
+                        _mib(m["memory_total_bytes"]), _mib(m["disk_processed_bytes"]),
+                        _mib(m["disk_total_bytes"])))
+                    last = seen
+            if now.status == "ACTIVE" and not now.task_state:
+                break
+            if now.status == "ERROR" or time.monotonic() - started > 300:
+                raise RuntimeError("the live migration of %s failed: %s"
+                                   % (server.name, now.fault))
+            time.sleep(0.3)
+        there = now.compute_host
+        record = self.admin.compute.get("/os-migrations?instance_uuid=%s" % server.id,
+                                        microversion="2.59").json()["migrations"][0]
+        say("    migration %s: %s -> %s in %.1fs" % (record["status"], here, there,
+                                                    time.monotonic() - started))
+        rig = {h["name"]: h["uri"] for h in self.cloud.state["rig_hosts"]}
+        there_state = subprocess.run(["virsh", "-q", "-c", rig[there], "domstate",
+                                      "--reason", server.id], capture_output=True,
+                                     text=True).stdout.strip()
+        here_list = subprocess.run(["virsh", "-q", "-c", rig[here], "list", "--all",
+                                    "--uuid"], capture_output=True, text=True).stdout
+        say("    virsh on %s: %s" % (there, there_state))
+        say("    virsh on %s: %s" % (here, "no such domain" if server.id not in here_list
+                                      else "still defined!"))
+        deadline = time.monotonic() + 60
+        while not [t for t in self.ticks(server, marker) if t > before]:
+            if time.monotonic() > deadline:
+                raise RuntimeError("%s stopped counting after the migration" % server.name)
+            time.sleep(1)
+        after = self.ticks(server, marker)[-1]
+        say("    its console on %s goes on: %s %d" % (there, marker, after))
+        return {"source": here, "dest": there, "status": record["status"],
+                "dest_state": there_state, "on_source": server.id in here_list,
+                "ticks": (before, after)}
+
     def boot_count(self, server, marker: str) -> int:
         """The boot counter the guest printed at its latest boot."""
         output = self.tenant.compute.get_server_console_output(server).get("output", "")
@@ -270,6 +340,10 @@ class Walkthrough:
             if time.monotonic() > deadline:
                 raise RuntimeError("%s never printed %s" % (server.name, marker))
             time.sleep(1)
+
+
+def _mib(value) -> str:
+    return "-" if value is None else "%d" % (value // (1024 * 1024))
 
 
 def main(argv: list[str] | None = None) -> int:

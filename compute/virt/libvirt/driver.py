@@ -34,6 +34,7 @@ from compute.virt.libvirt import xml
 from compute.virt.libvirt.guest import Guest
 from compute.virt.libvirt.host import Host
 from compute.virt.libvirt.imagecache import ImageCache
+from compute.virt.libvirt.migration import LibvirtMigrationMixin
 from compute.virt.libvirt.snapshot import LibvirtSnapshotter
 from compute.virt.libvirt.volumes import LibvirtVolumes
 from flotilla import concurrency, exception
@@ -49,13 +50,14 @@ CONSOLE_LOG = "console.log"
 
 QEMU_CAPABILITIES = driver.DriverCapabilities(
     supports_console_log=True, supports_diagnostics=True,
-    supports_image_cache=True, supports_snapshots=True, supports_attach=True)
+    supports_image_cache=True, supports_snapshots=True, supports_attach=True,
+    supports_live_migration=True)
 TEST_CAPABILITIES = driver.DriverCapabilities(
     supports_console_log=False, supports_diagnostics=True,
     supports_image_cache=False)
 
 
-class LibvirtDriver(driver.ComputeDriver):
+class LibvirtDriver(LibvirtMigrationMixin, driver.ComputeDriver):
     """Guests of one host through libvirt."""
 
     def __init__(self, conf: cfg.ConfigOpts = CONF, connection_uri: str | None = None,
@@ -82,10 +84,13 @@ class LibvirtDriver(driver.ComputeDriver):
         self.snapshotter = LibvirtSnapshotter(self.host, self.renderer, self.instance_dir,
                                               opts.snapshot_copy_bandwidth)
         self.volumes = LibvirtVolumes(self.host, self.renderer)
+        self.host_name = ""
+        self._init_migration()
 
     # --- host ----------------------------------------------------------------
 
     def init_host(self, host: str) -> None:
+        self.host_name = host
         if self.real_disks:
             os.makedirs(self.instances_path, exist_ok=True)
         self.host.start()

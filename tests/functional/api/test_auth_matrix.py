@@ -54,6 +54,16 @@ def _server_attached(cloud):
     att = vdb.attachment_create(volume_id, values["server_id"], "host1")
     vdb.attachment_update(att.uuid, {"status": "attached", "device": "vdb"})
     return dict(values, volume_id=volume_id)
+def _server_259(cloud):
+    return {"server_id": _server(cloud)["server_id"], "_version": "2.59"}
+
+
+def _migrating_server(cloud):
+    from flotilla.db import migration_records
+    uuid = _server(cloud)["server_id"]
+    migration = migration_records.migration_create(uuid, "host1", "host2",
+                                                   "live-migration", status="running")
+    return {"server_id": uuid, "migration_id": migration.id, "_version": "2.59"}
 
 
 def _group(cloud):
@@ -286,6 +296,14 @@ ROUTES = [
      None, "admin"),
     ("PUT", C + "/os-quota-class-sets/{class_name}", lambda c: {"class_name": "default"},
      {"quota_class_set": {"instances": 20}}, "admin"),
+    ("GET", C + "/servers/{server_id}/migrations", _server_259, None, "admin"),
+    ("GET", C + "/servers/{server_id}/migrations/{migration_id}", _migrating_server, None,
+     "admin"),
+    ("DELETE", C + "/servers/{server_id}/migrations/{migration_id}", _migrating_server,
+     None, "admin"),
+    ("POST", C + "/servers/{server_id}/migrations/{migration_id}/action", _migrating_server,
+     {"force_complete": None}, "admin"),
+    ("GET", C + "/os-migrations", None, None, "admin"),
     ("GET", C + "/os-hypervisors", None, None, "admin"),
     ("GET", C + "/os-hypervisors/detail", None, None, "admin"),
     ("GET", C + "/os-hypervisors/statistics", None, None, "admin"),

@@ -55,6 +55,11 @@ def test_the_demo_flow(cloud, walkthrough):
     # A volume written on one host was read on the other (the guest's marker).
     volume = summary["volume"]
     assert volume["from_host"] != volume["to_host"] and volume["from"] != volume["to"]
+    # A running server live-migrated to the other host, still counting.
+    migration = summary["migration"]
+    assert migration["status"] == "completed" and migration["dest"] != migration["source"]
+    assert migration["dest_state"].startswith("running") and not migration["on_source"]
+    assert migration["ticks"][1] > migration["ticks"][0]
 
 
 def _allocations(cloud) -> int:

@@ -4,20 +4,23 @@ The guests are no-OS guests on the empty image (they sit in the BIOS), so
 ACPI is ignored: a soft reboot falls back to a hard one after a short
 timeout. Volumes need a guest OS that lets go of a detached disk: their
 test runs the tiny real guest, booted, with real NBD exports of a
-qemu-storage-daemon (``volume_connection``). The fixtures of the features
-libvirt does not do yet (``peer_driver``, ``hold_migrations``) come with
-those features; until then the contract checks that they raise
+qemu-storage-daemon (``volume_connection``). Live migrations go to the
+rig's second host (``peer_driver``); ``hold_migrations`` throttles them to
+1 MiB/s so they last long enough to abort or force. Cold migration is not
+done in libvirt yet: the contract checks that it raises
 NotSupported.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid as uuidlib
 
 import pytest
 
 from compute.virt.block_device import VolumeConnection
+from compute.virt.libvirt.driver import LibvirtDriver
 from tests.unit.virt.contract import DriverContract
 
 
@@ -93,3 +96,27 @@ class TestRigLibvirtContract(DriverContract):
             return inst
         self.spawn = booted_spawn.__get__(self)
         super().test_attach_and_detach_volumes(driver, image, event_log, request)
+
+    @pytest.fixture
+    def peer_driver(self, conf, rig_host2):
+        drv = LibvirtDriver(conf, connection_uri=rig_host2["uri"],
+                            instances_path=rig_host2["instances_path"])
+        drv.init_host(rig_host2["name"])
+        yield drv
+        for uuid in drv.list_instances():
+            drv.destroy({"uuid": uuid, "flavor": {"memory_mb": 64}})
+        drv.manage_image_cache()
+        drv.cleanup_host()
+
+    @pytest.fixture
+    def hold_migrations(self, conf):
+        @contextlib.contextmanager
+        def hold(driver):
+            # 1 MiB/s: the 64 MiB guest needs a minute; the test aborts or
+            # forces it well before.
+            conf.set_override("live_migration_bandwidth", 1, "libvirt")
+            try:
+                yield
+            finally:
+                conf.clear_override("live_migration_bandwidth", "libvirt")
+        return hold

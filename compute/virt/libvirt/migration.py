@@ -1,0 +1,374 @@
+"""Live migration in the libvirt driver (the contract: compute/virt/driver.py).
+
+The protocol between two hosts' libvirtds (DESIGN.md, "Flows"):
+
+* the destination renders the guest for itself (pre_live_migration): its
+  own instance directory, the base image fetched into its own cache and an
+  empty overlay on it of the same size, and the domain XML with its own
+  paths, handed back in ``dest_config``;
+* the source runs one peer-to-peer job (``migrateToURI3``: live, persistent
+  on the destination, undefined here on success), giving libvirt the
+  destination's XML and the local disks to copy. The overlays are copied
+  incrementally (``VIR_MIGRATE_NON_SHARED_INC``): the base is the same
+  image on both sides, so only what the guest wrote moves;
+* the downtime limit is set once the job runs (libvirt takes it only for
+  a running job), the bandwidth with the job; a job that outlives
+  ``[libvirt] live_migration_completion_timeout`` is aborted;
+* a failed or aborted job leaves the guest running here: libvirt removes
+  the incoming domain on the destination itself, and
+  rollback_live_migration_at_destination removes the files;
+* force_complete pauses the guest (no post-copy here) and lifts the
+  bandwidth limit; the destination resumes a guest that arrives paused
+  unless the instance is meant to be paused.
+
+Whether a domain is coming or going is read from libvirt's job (its
+``operation``), not from memory: an agent that restarts mid-migration still
+knows (find_guest).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import threading
+import time
+
+import libvirt
+
+from compute.virt import power_state
+from compute.virt.libvirt import xml
+from compute.virt.libvirt.guest import Guest
+from compute.virt.migration import INCOMING, OUTGOING, GuestPresence, MigrateData, MigrationProgress
+from flotilla import concurrency, exception, states
+from flotilla.objects import ImageMeta, Instance
+
+LOG = logging.getLogger(__name__)
+
+_FLAGS = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER
+          | libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+          | libvirt.VIR_MIGRATE_NON_SHARED_INC)
+# virDomainJobOperation (libvirt >= 3.3): what a domain's job does.
+_OPERATION_IN = getattr(libvirt, "VIR_DOMAIN_JOB_OPERATION_MIGRATION_IN", 2)
+_OPERATION_OUT = getattr(libvirt, "VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT", 3)
+_POLL = 0.2
+_UNLIMITED_MIB = 8192   # what "no limit" means when lifting a bandwidth cap
+
+
+@dataclasses.dataclass
+class _Job:
+    """A live migration this agent runs as the source."""
+
+    aborted: bool = False
+    forced: bool = False
+
+
+class LibvirtMigrationMixin:
+    """The migration half of LibvirtDriver (which provides ``host``,
+    ``conf``, ``image_cache``, ``renderer``, ``instance_dir``,
+    ``_domain_spec``, ``_guest`` and ``host_name``)."""
+
+    def _init_migration(self) -> None:
+        self._migration_jobs: dict[str, _Job] = {}
+        self._migration_lock = threading.Lock()
+
+    # --- helpers ----------------------------------------------------------------
+
+    def _migration_uri(self) -> str:
+        template = self.conf.libvirt.live_migration_uri
+        if not template:
+            return self.host.uri
+        return template % self.host_name if "%s" in template else template
+
+    def _guest_cpu(self) -> str:
+        # TCG and KVM guests get QEMU's default CPU model for the virt type:
+        # two hosts with the same virt type run the same guest CPU.
+        return "%s/default" % self.conf.libvirt.virt_type
+
+    def _job_operation(self, domain) -> int | None:
+        """The operation of the domain's running job, None when none runs."""
+        try:
+            stats = self.host.call(domain.jobStats, 0)
+        except libvirt.libvirtError:
+            return None
+        if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
+            return None
+        return stats.get("operation", 0)
+
+    def _require_live(self) -> None:
+        if not self.capabilities.supports_live_migration:
+            self._not_supported("live migration")
+
+    def _job_of(self, uuid: str) -> _Job:
+        with self._migration_lock:
+            job = self._migration_jobs.get(uuid)
+        if job is None:
+            raise exception.NoMigrationInProgress(instance_uuid=uuid)
+        return job
+
+    # --- checks -------------------------------------------------------------------
+
+    def check_can_migrate_source(self, instance, live: bool) -> MigrateData:
+        if not live or not self.capabilities.supports_live_migration:
+            self._not_supported("live migration" if live else "cold migration")
+        instance = Instance.coerce(instance)
+        guest = self._guest(instance)
+
+        def refuse(reason: str):
+            raise exception.MigrationPreCheckError(instance_uuid=instance.uuid, reason=reason)
+        state = guest.power_state()
+        if state not in (power_state.RUNNING, power_state.PAUSED):
+            refuse("a live migration needs a running or paused guest, not a %s one"
+                   % power_state.name(state))
+        if self._job_operation(guest.domain) is not None:
+            refuse("a job runs on it already")
+        disks = tuple(d.device for d in self._domain_spec(instance).disks)
+        return MigrateData(live=True, source_host=self.host_name,
+                           guest_cpu=self._guest_cpu(), local_disks=disks)
+
+    def check_can_migrate_destination(self, instance, migrate_data) -> MigrateData:
+        data = MigrateData.coerce(migrate_data)
+        if not data.live or not self.capabilities.supports_live_migration:
+            self._not_supported("live migration" if data.live else "cold migration")
+        instance = Instance.coerce(instance)
+
+        def refuse(reason: str):
+            raise exception.MigrationPreCheckError(instance_uuid=instance.uuid, reason=reason)
+        if data.source_host == self.host_name:
+            refuse("the destination is its source host %s" % self.host_name)
+        if self.host.lookup(instance.uuid) is not None:
+            refuse("host %s holds it already" % self.host_name)
+        if data.guest_cpu != self._guest_cpu():
+            refuse("its CPU %r cannot run as %r on host %s"
+                   % (data.guest_cpu, self._guest_cpu(), self.host_name))
+        return dataclasses.replace(data, dest_host=self.host_name,
+                                   dest_uri=self._migration_uri())
+
+    # --- destination ----------------------------------------------------------------
+
+    def pre_live_migration(self, instance, image_meta, volumes, migrate_data) -> MigrateData:
+        if not self.capabilities.supports_live_migration:
+            self._not_supported("live migration")
+        instance = Instance.coerce(instance)
+        image = ImageMeta.coerce(image_meta)
+        data = MigrateData.coerce(migrate_data)
+        if volumes:
+            raise exception.MigrationError(instance_uuid=instance.uuid,
+                                           reason="volumes are not supported by this driver")
+        if self.host.lookup(instance.uuid) is not None:
+            raise exception.MigrationError(instance_uuid=instance.uuid,
+                                           reason="it is defined here already")
+        if image is None:
+            raise exception.MigrationError(instance_uuid=instance.uuid,
+                                           reason="no image to make its disk on")
+        directory = self.instance_dir(instance)
+        # Called again (a retried prepare): start from nothing.
+        shutil.rmtree(directory, ignore_errors=True)
+        spec = self._domain_spec(instance)
+        try:
+            os.makedirs(directory)
+            # The same base, the same virtual size: the incremental copy
+            # then writes only the source overlay's clusters into ours.
+            self.image_cache.prepare_disk(image, spec.root_disk.path, instance.flavor.root_gb)
+            for disk in spec.disks:
+                if disk.role == xml.SWAP:
+                    with open(disk.path, "wb") as blank:
+                        blank.truncate(instance.flavor.swap * 1024 * 1024)
+            document = self.renderer.render(instance, spec)
+        except Exception as exc:
+            shutil.rmtree(directory, ignore_errors=True)
+            if isinstance(exc, exception.FlotillaException):
+                raise exception.MigrationError(instance_uuid=instance.uuid,
+                                               reason=str(exc)) from exc
+            raise exception.MigrationError(instance_uuid=instance.uuid,
+                                           reason="preparing its disk failed: %s" % exc) from exc
+        LOG.info("prepared %s for an incoming live migration", instance.uuid)
+        return dataclasses.replace(data, dest_config=document)
+
+    def post_live_migration_at_destination(self, instance, migrate_data) -> None:
+        self._require_live()
+        instance = Instance.coerce(instance)
+        guest = self._guest(instance)     # InstanceNotFound: it did not arrive
+        if guest.power_state() == power_state.PAUSED and instance.vm_state != states.PAUSED:
+            # Paused by a forced completion on the source.
+            guest.unpause()
+        LOG.info("live migration of %s arrived here", instance.uuid)
+
+    def rollback_live_migration_at_destination(self, instance, migrate_data) -> None:
+        self._require_live()
+        instance = Instance.coerce(instance)
+        domain = self.host.lookup(instance.uuid)
+        if domain is not None:
+            if self._moving(domain, Guest(self.host, domain).power_state()) != INCOMING:
+                raise exception.Conflict(reason="instance %s arrived on %s; it is not "
+                                         "rolled back" % (instance.uuid, self.host_name))
+            # Still coming (the source's job is ending): stop it here.
+            guest = Guest(self.host, domain)
+            guest.destroy()
+            guest.undefine()
+        shutil.rmtree(self.instance_dir(instance), ignore_errors=True)
+        LOG.info("rolled back the incoming live migration of %s", instance.uuid)
+
+    # --- source ---------------------------------------------------------------------
+
+    def live_migration(self, instance, migrate_data) -> None:
+        if not self.capabilities.supports_live_migration:
+            self._not_supported("live migration")
+        instance = Instance.coerce(instance)
+        data = MigrateData.coerce(migrate_data)
+        guest = self._guest(instance)
+        opts = self.conf.libvirt
+        flags = _FLAGS
+        if opts.live_migration_auto_converge:
+            flags |= libvirt.VIR_MIGRATE_AUTO_CONVERGE
+        params: dict = {libvirt.VIR_MIGRATE_PARAM_DEST_XML: data.dest_config,
+                        libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS: list(data.local_disks)}
+        if opts.live_migration_bandwidth:
+            params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = opts.live_migration_bandwidth
+        job = _Job()
+        with self._migration_lock:
+            if instance.uuid in self._migration_jobs:
+                raise exception.MigrationError(instance_uuid=instance.uuid,
+                                               reason="it is migrating already")
+            self._migration_jobs[instance.uuid] = job
+        try:
+            handle = concurrency.spawn(self.host.call, guest.domain.migrateToURI3,
+                                       data.dest_uri, params, flags)
+            self._watch(guest, instance.uuid, job, handle)
+            try:
+                handle.wait()
+            except libvirt.libvirtError as exc:
+                if job.aborted or exc.get_error_code() == libvirt.VIR_ERR_OPERATION_ABORTED:
+                    raise exception.MigrationAborted(instance_uuid=instance.uuid) from exc
+                raise exception.MigrationError(instance_uuid=instance.uuid,
+                                               reason=exc.get_error_message()) from exc
+            except exception.HypervisorUnavailable as exc:
+                raise exception.MigrationError(instance_uuid=instance.uuid,
+                                               reason=str(exc)) from exc
+        finally:
+            if job.forced and self.host.lookup(instance.uuid) is not None:
+                # The job failed after we paused the guest: it runs on here.
+                Guest(self.host, self.host.lookup(instance.uuid)).unpause()
+            with self._migration_lock:
+                self._migration_jobs.pop(instance.uuid, None)
+        LOG.info("live migration of %s to %s completed", instance.uuid, data.dest_host)
+
+    def _watch(self, guest: Guest, uuid: str, job: _Job, handle) -> None:
+        """While the job runs: set its downtime limit once it is seen, and
+        abort it past the completion timeout."""
+        opts = self.conf.libvirt
+        started = time.monotonic()
+        downtime_set = False
+        while not handle.done():
+            if not downtime_set and self._job_operation(guest.domain) == _OPERATION_OUT:
+                try:
+                    self.host.call(guest.domain.migrateSetMaxDowntime,
+                                   opts.live_migration_downtime, 0)
+                    downtime_set = True
+                except libvirt.libvirtError as exc:
+                    LOG.debug("downtime of %s not set yet: %s", uuid, exc)
+            timeout = opts.live_migration_completion_timeout
+            if timeout and time.monotonic() - started > timeout and not job.aborted:
+                LOG.warning("live migration of %s ran over %ss: aborted", uuid, timeout)
+                self._abort(guest, uuid, job)
+            concurrency.sleep(_POLL)
+
+    def _abort(self, guest: Guest, uuid: str, job: _Job) -> None:
+        job.aborted = True
+        try:
+            self.host.call(guest.domain.abortJob)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:
+                raise
+            raise exception.NoMigrationInProgress(instance_uuid=uuid) from exc
+
+    def live_migration_progress(self, instance) -> MigrationProgress | None:
+        self._require_live()
+        instance = Instance.coerce(instance)
+        domain = self.host.lookup(instance.uuid)
+        if domain is None:
+            return None
+        try:
+            stats = self.host.call(domain.jobStats, 0)
+        except libvirt.libvirtError:
+            return None
+        if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE \
+                or stats.get("operation", _OPERATION_OUT) != _OPERATION_OUT:
+            return None
+        progress = progress_from_stats(stats)
+        if not progress.memory_total_bytes:
+            # While the disks are copied QEMU reports no memory yet: all of
+            # the guest's memory is still to go.
+            total = self.host.call(domain.maxMemory) * 1024
+            progress = dataclasses.replace(progress, memory_total_bytes=total,
+                                           memory_remaining_bytes=total)
+        return progress
+
+    def live_migration_abort(self, instance) -> None:
+        self._require_live()
+        uuid = Instance.coerce(instance).uuid
+        job = self._job_of(uuid)
+        self._abort(self._guest(instance), uuid, job)
+
+    def live_migration_force_complete(self, instance) -> None:
+        self._require_live()
+        uuid = Instance.coerce(instance).uuid
+        job = self._job_of(uuid)
+        guest = self._guest(instance)
+        if guest.power_state() == power_state.RUNNING:
+            job.forced = True
+            guest.pause()
+        # A paused guest dirties nothing: what is left is copied at once.
+        self.host.call(guest.domain.migrateSetMaxSpeed, _UNLIMITED_MIB, 0)
+
+    def post_live_migration(self, instance, migrate_data) -> None:
+        self._require_live()
+        instance = Instance.coerce(instance)
+        domain = self.host.lookup(instance.uuid)
+        if domain is not None:
+            guest = Guest(self.host, domain)
+            if guest.power_state() not in (power_state.SHUTDOWN, power_state.CRASHED,
+                                           power_state.NOSTATE):
+                raise exception.Conflict(reason="instance %s still runs on %s"
+                                         % (instance.uuid, self.host_name))
+            guest.undefine()
+        shutil.rmtree(self.instance_dir(instance), ignore_errors=True)
+        LOG.info("removed what was left of %s after its live migration", instance.uuid)
+
+    # --- after a crash --------------------------------------------------------------
+
+    def find_guest(self, instance) -> GuestPresence:
+        domain = self.host.lookup(Instance.coerce(instance).uuid)
+        if domain is None:
+            return GuestPresence(defined=False)
+        try:
+            state = Guest(self.host, domain).power_state()
+        except libvirt.libvirtError:
+            return GuestPresence(defined=False)     # went away meanwhile
+        return GuestPresence(True, state, self._moving(domain, state))
+
+    def _moving(self, domain, state: int) -> str:
+        """INCOMING, OUTGOING or "" for a domain of this host."""
+        operation = self._job_operation(domain)
+        if operation == _OPERATION_OUT:
+            return OUTGOING
+        if operation == _OPERATION_IN:
+            return INCOMING
+        # An incoming domain has no job of its own on some libvirt versions;
+        # it is the transient, paused one (PERSIST_DEST defines it at the end,
+        # and the source's domain is always persistent).
+        if state == power_state.PAUSED and not self.host.call(domain.isPersistent):
+            return INCOMING
+        return ""
+
+
+def progress_from_stats(stats: dict) -> MigrationProgress:
+    """libvirt's job statistics (virDomainGetJobStats) as MigrationProgress."""
+    def get(key: str) -> int:
+        return int(stats.get(key, 0) or 0)
+    return MigrationProgress(
+        memory_total_bytes=get("memory_total"), memory_processed_bytes=get("memory_processed"),
+        memory_remaining_bytes=get("memory_remaining"), disk_total_bytes=get("disk_total"),
+        disk_processed_bytes=get("disk_processed"), disk_remaining_bytes=get("disk_remaining"),
+        elapsed_ms=get("time_elapsed"), downtime_ms=get("downtime"))

@@ -1,0 +1,162 @@
+"""Live migration on the demo's two-host cloud with the real tiny guest,
+through the public API with openstacksdk there and with the unmodified
+``openstack server migrate --live-migration --wait`` CLI back (real daemons,
+RabbitMQ, PostgreSQL, QEMU under two rig libvirtds).
+
+The guest prints ``FLOTILLA-TICK n`` every 5 s on its serial console; the
+destination writes the console to its own log file, so a guest that kept
+running across the move keeps counting there, where the source left off.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+import sys
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from tests.fixtures.rig import domstate, virsh
+from tests.integration.e2e.test_snapshots import _delete, only_host
+
+TICK = re.compile(r"FLOTILLA-TICK (\d+)")
+
+
+def _rig(cloud, name: str) -> dict:
+    return next(h for h in cloud.state["rig_hosts"] if h["name"] == name)
+
+
+def _ticks(cloud, host: str, server_id: str) -> list[int]:
+    log = pathlib.Path(_rig(cloud, host)["instances_path"]) / server_id / "console.log"
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return [int(n) for n in TICK.findall(text)]
+
+
+def _wait_ticks(cloud, host: str, server_id: str, count: int, timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        ticks = _ticks(cloud, host, server_id)
+        if len(ticks) >= count:
+            return ticks
+        if time.monotonic() > deadline:
+            log = pathlib.Path(_rig(cloud, host)["instances_path"]) / server_id \
+                / "console.log"
+            tail = log.read_text(errors="replace")[-1500:] if log.exists() else "(no log)"
+            raise AssertionError("%d ticks on %s not seen within %ss; console:\n%s"
+                                 % (count, host, timeout, tail))
+        time.sleep(0.3)
+
+
+def _admin_cli(cloud, *args: str) -> str:
+    """``openstack ARGS`` as the cloud's admin; its standard output."""
+    import os
+    import subprocess
+
+    from tests.fixtures.daemons import BIN
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+    env.update({"OS_AUTH_URL": cloud.auth_url, "OS_USERNAME": "admin",
+                "OS_PASSWORD": cloud.state["credentials"]["admin"],
+                "OS_PROJECT_NAME": "admin", "OS_USER_DOMAIN_NAME": "Default",
+                "OS_PROJECT_DOMAIN_NAME": "Default", "OS_IDENTITY_API_VERSION": "3",
+                "OS_REGION_NAME": "RegionOne"})
+    proc = subprocess.run([str(BIN / "openstack"), *args], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
+    return proc.stdout
+
+
+def _db_host(cloud, server_id: str) -> str:
+    engine = sa.create_engine(cloud.state["database_url"])
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text("select host from instances where uuid = :u"),
+                                {"u": server_id}).scalar_one()
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def tiny(cloud, walkthrough):
+    from tools.demo.bringup import GUEST_BUILDER, _run
+    meta = json.loads(_run([sys.executable, GUEST_BUILDER, "--json"]).stdout)
+    image = walkthrough.tenant.image.create_image(
+        name="tiny-migrating", filename=meta["image"], disk_format="qcow2",
+        container_format="bare", wait=True, allow_duplicates=True)
+    yield image
+    walkthrough.tenant.image.delete_image(image, ignore_missing=True)
+
+
+def test_live_migration_moves_a_running_guest_that_keeps_ticking(cloud, walkthrough,
+                                                                   tiny):
+    tenant, admin = walkthrough.tenant, walkthrough.admin
+    flavor = tenant.compute.find_flavor("m1.tiny")
+    with only_host(walkthrough, "host1"):
+        server = tenant.compute.create_server(name="mover", image_id=tiny.id,
+                                              flavor_id=flavor.id, networks="none")
+        server = tenant.compute.wait_for_server(server, status="ACTIVE", wait=300)
+    try:
+        host1, host2 = _rig(cloud, "host1")["uri"], _rig(cloud, "host2")["uri"]
+        before = _wait_ticks(cloud, "host1", server.id, 2, 180)
+        started = time.monotonic()
+        admin.compute.live_migrate_server(server, host=None, block_migration="auto")
+        seen: list[dict] = []
+        while True:
+            now = admin.compute.get_server(server.id)
+            migrations = admin.compute.get(
+                "/servers/%s/migrations" % server.id,
+                microversion="2.59").json()["migrations"]
+            seen += migrations
+            if now.status == "ACTIVE" and not now.task_state:
+                break
+            assert now.status in ("MIGRATING", "ACTIVE"), (now.status, now.fault)
+            assert time.monotonic() - started < 300, "migration still running"
+            time.sleep(0.3)
+        elapsed = time.monotonic() - started
+        print("live migration took %.1fs; progress seen: %s" % (
+            elapsed, [(m["status"], m["memory_processed_bytes"], m["memory_total_bytes"])
+                      for m in seen]))
+        assert now.compute_host == "host2"
+        assert _db_host(cloud, server.id) == "host2"
+        # Only host2 runs it; host1 holds neither its definition nor its files.
+        assert domstate(host2, server.id).startswith("running")
+        assert server.id not in virsh(host1, "list", "--all", "--uuid").stdout
+        assert not (pathlib.Path(_rig(cloud, "host1")["instances_path"]) / server.id).exists()
+        assert "yes" in [line.split()[-1] for line in
+                         virsh(host2, "dominfo", server.id).stdout.splitlines()
+                         if line.startswith("Persistent")]
+        # The console kept going: host2's log counts on from where host1's stopped.
+        after = _wait_ticks(cloud, "host2", server.id, 2, 90)
+        assert after[0] > before[-1], (before, after)
+        assert after[1] == after[0] + 5
+        shown = tenant.compute.get_server_console_output(server.id)["output"]
+        assert "FLOTILLA-TICK %d" % after[-1] in shown or TICK.search(shown)
+        # The migration record: completed, visible to admins.
+        migrations = admin.compute.get("/os-migrations?instance_uuid=%s" % server.id,
+                                       microversion="2.59").json()["migrations"]
+        assert [(m["status"], m["source_compute"], m["dest_compute"],
+                 m["migration_type"]) for m in migrations] == [
+            ("completed", "host1", "host2", "live-migration")]
+        # Only the instance's claim, on host2.
+        engine = sa.create_engine(cloud.state["database_url"])
+        try:
+            with engine.connect() as conn:
+                claims = conn.execute(sa.text(
+                    "select consumer_id, host from allocations where consumer_id in "
+                    "(:i, :m)"), {"i": server.id, "m": migrations[0]["uuid"]}).all()
+        finally:
+            engine.dispose()
+        assert [tuple(c) for c in claims] == [(server.id, "host2")]
+        # And back with the unmodified openstack CLI, to a named host.
+        _admin_cli(cloud, "--os-compute-api-version", "2.30", "server", "migrate",
+                   "--live-migration", "--host", "host1", "--wait", server.id)
+        assert _db_host(cloud, server.id) == "host1"
+        assert domstate(host1, server.id).startswith("running")
+        assert server.id not in virsh(host2, "list", "--all", "--uuid").stdout
+        shown = _admin_cli(cloud, "server", "migration", "list", "--server", server.id,
+                           "-f", "json", "--os-compute-api-version", "2.59")
+        assert sorted(m["Status"] for m in json.loads(shown)) == ["completed", "completed"]
+    finally:
+        _delete(walkthrough, [server.id])
