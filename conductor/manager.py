@@ -39,9 +39,11 @@ LOG = logging.getLogger(__name__)
 
 # What an agent may set on an instance; everything else (project, flavor,
 # deleted flags) is not the hypervisor host's business.
+# image_ref: a finished rebuild names its new image in the update that
+# shows the server idle (only on the agent's own instances).
 _AGENT_WRITABLE = frozenset({
     "vm_state", "task_state", "power_state", "host", "node", "launched_at",
-    "terminated_at", "task_deadline"})
+    "terminated_at", "task_deadline", "image_ref"})
 
 
 class ConductorManager:

@@ -11,9 +11,10 @@ Rules:
   the flavor has): 400 otherwise, before anything changes;
 * the vm_state must allow the ``rebuild`` operation (active, stopped,
   error) with no task, else 409; a locked server is 409 for non-admins;
-* ``name``, ``metadata`` (replacing the server's), ``description`` (2.19+)
-  and ``key_name`` (2.54+; null removes it) change at once, with the task
-  ``rebuilding``; ``adminPass``, ``preserve_ephemeral``, the access IPs and
+* ``name``, ``metadata`` (replacing the server's), ``description`` (2.19+),
+  ``key_name`` (2.54+; null removes it) and ``user_data`` (2.57+, Base64;
+  null removes it) change at once, with the task
+  ``rebuilding``; ``adminPass`` (answered, as Nova), ``preserve_ephemeral``, the access IPs and
   ``OS-DCF:diskConfig`` are accepted and have no effect (Flotilla sets no
   passwords, and root disks hold no ephemeral data);
 * the conductor is cast ``rebuild_instance``; a cast the bus refuses puts
@@ -23,7 +24,10 @@ Rules:
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
+import secrets
 
 import falcon
 
@@ -56,6 +60,15 @@ def rebuild(state: APIState, req: falcon.Request, resp: falcon.Response,
     if "key_name" in args and ver < (2, 54):
         raise errors.bad_request("Invalid input for field/attribute rebuild. Additional "
                                  "properties are not allowed (key_name)")
+    if "user_data" in args and ver < (2, 57):
+        raise errors.bad_request("Invalid input for field/attribute rebuild. Additional "
+                                 "properties are not allowed (user_data)")
+    if args.get("user_data"):
+        try:
+            base64.b64decode(args["user_data"], validate=True)
+        except (binascii.Error, ValueError):
+            raise errors.bad_request("Invalid input for field/attribute user_data: "
+                                     "not Base64") from None
     image = servers.bootable_image(ctx, args["imageRef"].lower(), inst.memory_mb or 0,
                                    inst.root_gb or 0)
     if inst.vm_state not in OPERATION.from_vm_states or inst.task_state is not None:
@@ -78,6 +91,8 @@ def rebuild(state: APIState, req: falcon.Request, resp: falcon.Response,
         values["metadata"] = dict(args["metadata"])
     if "description" in args:
         values["display_description"] = args["description"]
+    if "user_data" in args:
+        values["user_data"] = args["user_data"]
     if "key_name" in args:
         key = _key_pair(ctx, args["key_name"])
         values["key_name"] = key.name if key else None
@@ -110,8 +125,17 @@ def rebuild(state: APIState, req: falcon.Request, resp: falcon.Response,
     LOG.info("rebuild of %s from image %s started", inst.uuid, image.id)
     groups = servers_db.group_uuids_for([inst.uuid])
     resp.status = falcon.HTTP_202
-    resp.media = {"server": views.server_detail(inst, ctx, ver, state.compute_url(req),
-                                                None, groups.get(inst.uuid))}
+    server = views.server_detail(inst, ctx, ver, state.compute_url(req), None,
+                                 groups.get(inst.uuid), full=ver >= (2, 75), rebuild=True)
+    # The answer names the new image, as Nova's (the record changes when the
+    # agent is done: a rebuild that fails keeps the old one).
+    base = state.compute_url(req).rsplit("/v2.1", 1)[0]
+    server["image"] = {"id": image.id, "links": [
+        {"rel": "bookmark", "href": "%s/images/%s" % (base, image.id)}]}
+    # As Nova: the password asked for (or one made up), answered once;
+    # Flotilla has no guest agent to set it.
+    server["adminPass"] = args.get("adminPass") or secrets.token_urlsafe(9)
+    resp.media = {"server": server}
 
 
 def _key_pair(ctx: RequestContext, name: str | None):

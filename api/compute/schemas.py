@@ -168,7 +168,9 @@ ACTIONS = {
         "key_name": {"oneOf": [NAME, {"type": "null"}]},
         "accessIPv4": {"type": ["string", "null"], "maxLength": 64},
         "accessIPv6": {"type": ["string", "null"], "maxLength": 64},
-        "OS-DCF:diskConfig": {"type": "string", "enum": ["AUTO", "MANUAL"]}},
+        "OS-DCF:diskConfig": {"type": "string", "enum": ["AUTO", "MANUAL"]},
+        # 2.57+: null removes the server's user data.
+        "user_data": {"type": ["string", "null"], "maxLength": 65535}},
         "required": ["imageRef"], "additionalProperties": False},
 }
 

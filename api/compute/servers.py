@@ -148,10 +148,8 @@ class Servers:
         if self.detail:
             faults = servers_db.latest_faults(
                 [r.uuid for r in rows if r.vm_state == st.ERROR])
-            groups = servers_db.group_uuids_for([r.uuid for r in rows]) \
-                if ver >= (2, 71) else {}
             servers = [views.server_detail(r, ctx, ver, url, faults.get(r.uuid),
-                                           groups.get(r.uuid)) for r in rows]
+                                           listing=True) for r in rows]
         else:
             servers = [views.server_brief(r, url) for r in rows]
         body = {"servers": servers}

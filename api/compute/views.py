@@ -82,10 +82,14 @@ def embedded_flavor(snapshot: dict, version, url: str) -> dict:
 
 def server_detail(inst, ctxt: RequestContext, version, url: str,
                   fault=None, group_ids: list[str] | None = None,
-                  full: bool = True) -> dict:
+                  full: bool = True, listing: bool = False,
+                  rebuild: bool = False) -> dict:
     """The full server representation (show, list detail); ``full=False``
-    is Nova's short form that PUT answers with below 2.75 (no zone, key,
-    usage, extended status or attributes, volumes)."""
+    is Nova's short form that PUT and rebuild answer with below 2.75 (no
+    zone, key, usage, extended status or attributes, volumes); rebuild's
+    names the key pair from 2.54 and, in either form, the user data from
+    2.57. A ``listing`` (list detail) never shows ``server_groups``, as
+    Nova."""
     flavor = inst.flavor or {}
     base = url.rsplit("/v2.1", 1)[0]
     image: Any = ""
@@ -145,8 +149,14 @@ def server_detail(inst, ctxt: RequestContext, version, url: str,
         server["tags"] = list(inst.tags or [])
     if version >= (2, 63):
         server["trusted_image_certificates"] = None
-    if version >= (2, 71):
+    if version >= (2, 71) and not listing:
         server["server_groups"] = list(group_ids or [])
+    if rebuild and version >= (2, 54) and not full:
+        server["key_name"] = inst.key_name
+    if rebuild and version >= (2, 57):
+        # In its own key; never also as the extended attribute (Nova).
+        server["user_data"] = inst.user_data
+        server.pop("OS-EXT-SRV-ATTR:user_data", None)
     if version >= (2, 73):
         server["locked_reason"] = inst.locked_reason
     if version >= (2, 96):

@@ -64,15 +64,17 @@ class RebuildOps:
             except Exception as exc:
                 self._failed(ctxt, record, before, exc)
                 return False
-            # The flow records the image and ends the action before the
-            # server shows idle again.
+            # The flow ends the action on the report; the report is a cast,
+            # so the server names its new image in the same update that shows
+            # it idle (a client that sees it active sees the new image).
             self._report(ctxt, instance_uuid, None, None)
-            self.conductor.instance_update(
-                ctxt, instance_uuid,
-                {"task_state": None, "vm_state": st.ACTIVE if power_on else st.STOPPED,
-                 "power_state": self._power(instance),
-                 "launched_at": datetime.datetime.now(datetime.UTC).isoformat()},
-                expected={"task_state": st.REBUILD_SPAWNING})
+            done = {"task_state": None, "vm_state": st.ACTIVE if power_on else st.STOPPED,
+                    "power_state": self._power(instance),
+                    "launched_at": datetime.datetime.now(datetime.UTC).isoformat()}
+            if image is not None and image.id:
+                done["image_ref"] = image.id
+            self.conductor.instance_update(ctxt, instance_uuid, done,
+                                           expected={"task_state": st.REBUILD_SPAWNING})
             LOG.info("rebuilt %s from image %s", instance_uuid, image.id if image else None)
             return True
 

@@ -203,13 +203,39 @@ def test_rebuild_shows_rebuild_and_casts(api_cloud, vm_state):
     assert r.status_code == 202, r.text
     server = r.json["server"]
     assert server["status"] == "REBUILD" and server["name"] == "new"
-    assert server["metadata"] == {"a": "b"} and "adminPass" not in server
+    assert server["metadata"] == {"a": "b"} and server["adminPass"] == "x"
     shown = api_cloud.request("GET", C + "/servers/" + uuid).json["server"]
     assert (shown["status"], shown["OS-EXT-STS:task_state"]) == ("REBUILD", st.REBUILDING)
     listed = api_cloud.request("GET", C + "/servers/detail?status=REBUILD").json["servers"]
     assert [s["id"] for s in listed] == [uuid]
     cast = api_cloud.conductor.wait_for("rebuild_instance")[0]
     assert (cast["instance_uuid"], cast["image_id"]) == (uuid, image_id)
+
+
+def test_rebuild_answers_in_novas_shapes(api_cloud):
+    """Below 2.75 rebuild answers the short form (with the key pair from
+    2.54, the user data from 2.57), from 2.75 the full server; list detail
+    never names server groups."""
+    uuid = _server(api_cloud)
+    r = _action(api_cloud, uuid, {"rebuild": {"imageRef": _image(), "user_data": "aGk="}},
+                version="2.57")
+    assert r.status_code == 202, r.text
+    server = r.json["server"]
+    assert server["user_data"] == "aGk=" and "key_name" in server and server["adminPass"]
+    assert "OS-EXT-STS:vm_state" not in server and "config_drive" not in server
+    assert db.instance_get(uuid).user_data == "aGk="
+    db.instance_update(uuid, {"task_state": None})
+    new_image = _image()
+    r = _action(api_cloud, uuid, {"rebuild": {"imageRef": new_image}}, "admin", "2.75")
+    assert r.status_code == 202, r.text
+    assert r.json["server"]["OS-EXT-STS:task_state"] == st.REBUILDING
+    assert r.json["server"]["image"]["id"] == new_image
+    assert "OS-EXT-SRV-ATTR:user_data" not in r.json["server"]
+    assert "OS-EXT-SRV-ATTR:host" in r.json["server"]
+    listed = api_cloud.request("GET", C + "/servers/detail", version="2.71").json["servers"]
+    assert listed and all("server_groups" not in s for s in listed)
+    shown = api_cloud.request("GET", C + "/servers/" + uuid, version="2.71").json["server"]
+    assert shown["server_groups"] == []
 
 
 @pytest.mark.parametrize("image, message", [
