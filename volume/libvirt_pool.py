@@ -108,6 +108,19 @@ class LibvirtPoolBackend(VolumeBackend):
             if vol is not None:
                 vol.delete(0)
 
+    def extend(self, volume_id: str, size_gb: int) -> None:
+        with self._lock:
+            pool = self._pool()
+            pool.refresh(0)
+            vol = self._lookup(pool, volume_id)
+            if vol is None:
+                raise FileNotFoundError("volume %s has no file in pool %s"
+                                        % (volume_id, self.pool))
+            if int(vol.info()[1]) >= size_gb * GIB:
+                return      # grown already (a repeated request)
+            # Sparse: only the capacity grows, nothing is allocated.
+            vol.resize(size_gb * GIB, 0)
+
     def path(self, volume_id: str) -> str | None:
         with self._lock:
             pool = self._pool()
