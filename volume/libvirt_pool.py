@@ -42,6 +42,10 @@ def _volume_xml(name: str, size_gb: int) -> str:
     etree.SubElement(target, "format", type="raw")
     permissions = etree.SubElement(target, "permissions")
     etree.SubElement(permissions, "mode").text = "0600"
+    # libvirtd (root) creates the file; the storage daemon this service
+    # starts (as the service's user, e.g. flotilla under systemd) opens it.
+    etree.SubElement(permissions, "owner").text = str(os.geteuid())
+    etree.SubElement(permissions, "group").text = str(os.getegid())
     return etree.tostring(vol, encoding="unicode")
 
 
