@@ -52,7 +52,7 @@ SAMPLES = {
     "backup_type": "daily", "rotation": 2,
     "volume_id": str(uuid.uuid4()), "attachment_id": str(uuid.uuid4()),
     "connection": {"volume_id": "v", "export": "v", "host": "127.0.0.1", "port": 10809},
-    "device_name": None, "timeout": 30,
+    "device_name": None, "timeout": 30, "new_size_gb": 2, "old_size_gb": 1,
 }
 # rpcapi helpers that are not RPC methods of their own.
 NOT_SENDING = {"report_heartbeat"}
