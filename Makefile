@@ -90,6 +90,7 @@ bench: services venv
 	$(PY) tools/bench/api.py
 	$(PY) tools/bench/e2e_boot.py
 	$(PY) tools/bench/snapshot.py
+	$(PY) tools/bench/volume.py
 
 # The main job: a real two-host cloud, walked through as a tenant.
 # KEEP=1 leaves it running (make demo-stop ends it).

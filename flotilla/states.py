@@ -182,15 +182,18 @@ VOLUME_DETACHING = "detaching"
 VOLUME_DELETING = "deleting"
 VOLUME_ERROR = "error"
 VOLUME_ERROR_DELETING = "error_deleting"
+VOLUME_EXTENDING = "extending"
+VOLUME_ERROR_EXTENDING = "error_extending"
 # Statuses an operation holds; each has a deadline ([volume]
 # operation_timeout) after which the reaper ends it (see conductor.reaper).
 VOLUME_TRANSITIONAL = (VOLUME_CREATING, VOLUME_RESERVED, VOLUME_ATTACHING,
-                       VOLUME_DETACHING, VOLUME_DELETING)
+                       VOLUME_DETACHING, VOLUME_DELETING, VOLUME_EXTENDING)
 # Where the reaper leaves a volume whose transitional status timed out:
 # a volume that may be half attached or half detached is in error (an
 # operator looks); one that was being deleted is error_deleting.
 VOLUME_ON_TIMEOUT = {VOLUME_CREATING: VOLUME_ERROR, VOLUME_RESERVED: VOLUME_ERROR,
                      VOLUME_ATTACHING: VOLUME_ERROR, VOLUME_DETACHING: VOLUME_ERROR,
-                     VOLUME_DELETING: VOLUME_ERROR_DELETING}
+                     VOLUME_DELETING: VOLUME_ERROR_DELETING,
+                     VOLUME_EXTENDING: VOLUME_ERROR_EXTENDING}
 # A server can have volumes attached or detached while in these vm_states.
 VOLUME_ATTACH_VM_STATES = (ACTIVE, STOPPED)

@@ -28,6 +28,11 @@ class VolumeBackend(abc.ABC):
         """Remove the volume; nothing happens when it does not exist."""
 
     @abc.abstractmethod
+    def extend(self, volume_id: str, size_gb: int) -> None:
+        """Grow the volume to ``size_gb`` GiB (the new bytes read as zeros);
+        a volume already that large is left as it is."""
+
+    @abc.abstractmethod
     def path(self, volume_id: str) -> str | None:
         """The volume's file, None when it does not exist."""
 

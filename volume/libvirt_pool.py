@@ -42,6 +42,10 @@ def _volume_xml(name: str, size_gb: int) -> str:
     etree.SubElement(target, "format", type="raw")
     permissions = etree.SubElement(target, "permissions")
     etree.SubElement(permissions, "mode").text = "0600"
+    # libvirtd (root) creates the file; the storage daemon this service
+    # starts (as the service's user, e.g. flotilla under systemd) opens it.
+    etree.SubElement(permissions, "owner").text = str(os.geteuid())
+    etree.SubElement(permissions, "group").text = str(os.getegid())
     return etree.tostring(vol, encoding="unicode")
 
 
@@ -107,6 +111,19 @@ class LibvirtPoolBackend(VolumeBackend):
             vol = self._lookup(pool, volume_id)
             if vol is not None:
                 vol.delete(0)
+
+    def extend(self, volume_id: str, size_gb: int) -> None:
+        with self._lock:
+            pool = self._pool()
+            pool.refresh(0)
+            vol = self._lookup(pool, volume_id)
+            if vol is None:
+                raise FileNotFoundError("volume %s has no file in pool %s"
+                                        % (volume_id, self.pool))
+            if int(vol.info()[1]) >= size_gb * GIB:
+                return      # grown already (a repeated request)
+            # Sparse: only the capacity grows, nothing is allocated.
+            vol.resize(size_gb * GIB, 0)
 
     def path(self, volume_id: str) -> str | None:
         with self._lock:

@@ -27,7 +27,7 @@ LOG = logging.getLogger(__name__)
 
 
 class VolumeManager:
-    RPC_API_VERSION = "1.0"
+    RPC_API_VERSION = "1.1"
 
     def __init__(self, conf: cfg.ConfigOpts, host: str | None = None,
                  backend: backends.VolumeBackend | None = None,
@@ -100,6 +100,26 @@ class VolumeManager:
             return
         vdb.volume_destroy(volume_id, expected_status=st.VOLUME_DELETING)
         LOG.info("volume %s deleted", volume_id)
+
+    def extend_volume(self, ctxt: RequestContext, volume_id: str, new_size_gb: int,
+                      old_size_gb: int) -> None:
+        """Grow an available volume the API marked extending (offline: no
+        export serves it, so nothing else must learn the size)."""
+        try:
+            self.backend.extend(volume_id, new_size_gb)
+        except Exception as exc:
+            LOG.exception("extending volume %s failed", volume_id)
+            vdb.volume_update(volume_id, {"status": st.VOLUME_ERROR_EXTENDING,
+                                          "size_gb": old_size_gb,
+                                          "status_reason": "extend failed: %s"
+                                          % type(exc).__name__},
+                              expected_status=st.VOLUME_EXTENDING)
+            return
+        vdb.volume_update(volume_id, {"status": st.VOLUME_AVAILABLE, "size_gb": new_size_gb,
+                                      "status_reason": None},
+                          expected_status=st.VOLUME_EXTENDING)
+        LOG.info("volume %s extended from %d to %d GiB", volume_id, old_size_gb,
+                 new_size_gb)
 
     def export_volume(self, ctxt: RequestContext, volume_id: str) -> dict:
         volume = vdb.volume_get(volume_id)

@@ -8,6 +8,7 @@ flows wait for them.
 Version history:
 
 * 1.0 - create_volume, delete_volume, export_volume, unexport_volume.
+* 1.1 - extend_volume (a cast from the API for an available volume).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ TOPIC = "volume"
 
 
 class VolumeAPI:
-    VERSION = "1.0"
+    VERSION = "1.1"
 
     def __init__(self, transport, version_cap: VersionCap = None) -> None:
         self.client = rpc.RPCClient(transport, topic=TOPIC, version="1.0",
@@ -38,6 +39,13 @@ class VolumeAPI:
     def delete_volume(self, ctxt: RequestContext, host: str, volume_id: str) -> None:
         """Delete the volume (status deleting -> gone/error_deleting)."""
         self._host(host).cast(ctxt, "delete_volume", volume_id=volume_id)
+
+    def extend_volume(self, ctxt: RequestContext, host: str, volume_id: str,
+                      new_size_gb: int, old_size_gb: int) -> None:
+        """Grow the volume (status extending -> available, or
+        error_extending with ``old_size_gb`` put back). Needs 1.1."""
+        self._host(host, "1.1").cast(ctxt, "extend_volume", volume_id=volume_id,
+                                     new_size_gb=new_size_gb, old_size_gb=old_size_gb)
 
     def export_volume(self, ctxt: RequestContext, host: str, volume_id: str
                       ) -> dict[str, Any]:

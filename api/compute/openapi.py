@@ -18,6 +18,7 @@ from api.compute import keypairs, quota_sets, schemas, volume_attachments
 from api.identity import tokens
 from api.image import validation as image_validation
 from api.state import APIState
+from api.volume import actions as volume_actions
 from api.volume import quotas as volume_quotas
 from api.volume import resources as volume_resources
 
@@ -89,6 +90,7 @@ VOLUME_ROUTES = {
     ("GET", VOL + "/volumes/{volume_id}"): policy.READER,
     ("PUT", VOL + "/volumes/{volume_id}"): policy.MEMBER,
     ("DELETE", VOL + "/volumes/{volume_id}"): policy.MEMBER,
+    ("POST", VOL + "/volumes/{volume_id}/action"): policy.MEMBER,
     ("GET", VOL + "/types"): policy.READER,
     ("GET", VOL + "/types/{type_id}"): policy.READER,
     ("GET", VOL + "/os-quota-sets/{project_id}"): policy.READER,
@@ -118,6 +120,7 @@ _BODIES = {
     ("PUT", IMG + "/images/{image_id}/file"): {"type": "string", "format": "binary"},
     ("POST", VOL + "/volumes"): volume_resources.CREATE,
     ("PUT", VOL + "/volumes/{volume_id}"): volume_resources.UPDATE,
+    ("POST", VOL + "/volumes/{volume_id}/action"): volume_actions.ACTION,
     ("PUT", VOL + "/os-quota-sets/{project_id}"): volume_quotas.UPDATE,
     ("POST", "/compute/v2.1/servers/{server_id}/os-volume_attachments"):
         volume_attachments.ATTACH,

@@ -58,7 +58,8 @@ UPDATE = {"type": "object", "required": ["volume"], "additionalProperties": Fals
                              "metadata": _METADATA}}}}
 UNSUPPORTED_SOURCES = ("imageRef", "snapshot_id", "source_volid", "backup_id",
                        "consistencygroup_id", "group_id")
-DELETABLE = (st.VOLUME_AVAILABLE, st.VOLUME_ERROR, st.VOLUME_ERROR_DELETING)
+DELETABLE = (st.VOLUME_AVAILABLE, st.VOLUME_ERROR, st.VOLUME_ERROR_DELETING,
+             st.VOLUME_ERROR_EXTENDING)
 
 
 def volume_url(state: APIState, req) -> str:

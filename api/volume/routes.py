@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from api.state import APIState
-from api.volume import quotas, resources
+from api.volume import actions, quotas, resources
 
 V3 = resources.V3
 
@@ -15,6 +15,7 @@ def add_routes(app, state: APIState) -> None:
     add(V3 + "/volumes", resources.Volumes(state))
     add(V3 + "/volumes/detail", resources.Volumes(state, detail=True))
     add(V3 + "/volumes/{volume_id}", resources.Volume(state))
+    add(V3 + "/volumes/{volume_id}/action", actions.VolumeAction(state))
     add(V3 + "/types", resources.Types(state))
     add(V3 + "/types/{type_id}", resources.Type(state))
     add(V3 + "/os-quota-sets/{project_id}", quotas.QuotaSet(state))

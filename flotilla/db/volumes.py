@@ -174,6 +174,46 @@ def volume_create(values: Mapping[str, Any], defaults: Mapping[str, int]) -> Vol
         return row
 
 
+def volume_extend_begin(volume_id: str, new_size_gb: int, expected_status: str,
+                        defaults: Mapping[str, int], deadline_at: datetime.datetime
+                        ) -> int:
+    """Reserve an extend: within the project's ``gigabytes`` quota (the
+    growth counts; VolumeOverQuota otherwise), status ``expected_status`` ->
+    extending and ``size_gb`` -> ``new_size_gb`` in one transaction, so a
+    concurrent create or extend sees the gigabytes taken. The old size,
+    which a failed extend puts back. VolumeStatusConflict when the status
+    moved; Invalid when the size is not larger any more."""
+    with session_scope() as session:
+        row = session.get(Volume, volume_id)
+        if row is None or row.deleted:
+            raise VolumeNotFound(volume_id=volume_id)
+        quotas.lock_project(session, row.project_id)
+        session.refresh(row)
+        old = int(row.size_gb)
+        if new_size_gb <= old:
+            raise exception.Invalid(reason="new_size %d is not larger than the size %d"
+                                    % (new_size_gb, old))
+        limits = volume_limits(row.project_id, defaults, session)
+        usage = volume_usage(row.project_id, session)
+        limit = limits.get("gigabytes", -1)
+        growth = new_size_gb - old
+        if limit >= 0 and usage["gigabytes"] + growth > limit:
+            raise VolumeOverQuota(resources="gigabytes", detail=(
+                "gigabytes: requested %d, in use %d, limit %d"
+                % (growth, usage["gigabytes"], limit)))
+        result = session.execute(
+            sa.update(Volume).where(Volume.id == volume_id, Volume.deleted.is_(False),
+                                    Volume.status == expected_status)
+            .values(status=st.VOLUME_EXTENDING, size_gb=new_size_gb,
+                    status_deadline=deadline_at, status_reason=None, updated_at=utcnow())
+            .execution_options(synchronize_session=False))
+        if result.rowcount != 1:
+            session.refresh(row)
+            raise VolumeStatusConflict(volume_id=volume_id, actual=row.status,
+                                       expected=expected_status)
+        return old
+
+
 # --- attachments ----------------------------------------------------------------
 
 def attachment_create(volume_id: str, instance_uuid: str, host: str | None) -> VolumeAttachment:

@@ -15,7 +15,8 @@ import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 UNITS = sorted((REPO / "etc/systemd").glob("*.service"))
-DAEMONS = {"flotilla-api", "flotilla-scheduler", "flotilla-conductor", "flotilla-compute"}
+DAEMONS = {"flotilla-api", "flotilla-scheduler", "flotilla-conductor", "flotilla-compute",
+           "flotilla-volume"}
 INSTALL = REPO / "tools/install/install.sh"
 
 

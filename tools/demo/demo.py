@@ -239,13 +239,21 @@ class Walkthrough:
         say("    in-use as /dev/%s of %s (%.1fs)" % (volume.attachments[0]["device"],
                                                    first.name, time.monotonic() - started))
         self.wait_console(first, "FLOTILLA-DISK-MARKER vdb written %s" % first.id)
-        step("detach it from %s and attach it to %s (on %s)"
+        step("detach it from %s, extend it to 2 GiB and attach it to %s (on %s)"
              % (first.name, second.name, hosts[second.id]))
         self.tenant.compute.delete_volume_attachment(first, volume.id)
         storage.wait_for_status(volume, "available", interval=0.5, wait=60)
         say("    detached: the guest let go of vdb, the export is gone")
+        started = time.monotonic()
+        storage.extend_volume(volume, 2)
+        while (lambda v: (v.status, v.size) != ("available", 2))(storage.get_volume(volume.id)):
+            if time.monotonic() - started > 60:
+                raise RuntimeError("volume %s was not extended" % volume.id)
+            time.sleep(0.5)
+        say("    extended to 2 GiB while detached (%.1fs)" % (time.monotonic() - started))
         self.tenant.compute.create_volume_attachment(second, volume_id=volume.id)
         storage.wait_for_status(volume, "in-use", interval=0.5, wait=60)
+        self.wait_console(second, "FLOTILLA-DISK-SIZE vdb %d" % (2 * 1024 ** 3))
         found = "FLOTILLA-DISK-MARKER vdb found %s" % first.id
         self.wait_console(second, found)
         say("    %s on %s read the marker %s wrote on %s: the data came along"

@@ -10,7 +10,7 @@
 #    no network needed);
 # 2. the system user and group `flotilla` (home /var/lib/flotilla, no
 #    login), added to the group `libvirt` where that group exists (compute
-#    hosts reaching qemu:///system; --libvirt-group '' skips it);
+#    and volume hosts reaching qemu:///system; --libvirt-group '' skips it);
 # 3. /etc/flotilla/flotilla.conf (root:flotilla 0640): FILE with --config,
 #    else the sample with every option commented out (an existing file is
 #    never overwritten without --config);
@@ -151,3 +151,4 @@ fi
 say "done. Start the daemons this host runs, e.g.:"
 say "  systemctl enable --now flotilla-conductor flotilla-scheduler flotilla-api"
 say "  systemctl enable --now flotilla-compute      # hypervisor hosts"
+say "  systemctl enable --now flotilla-volume       # volume hosts (libvirtd, qemu-storage-daemon)"

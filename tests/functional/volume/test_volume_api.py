@@ -225,3 +225,64 @@ def test_a_server_with_a_volume_attached_is_not_rebuilt(cloud):
                       json={"rebuild": {"imageRef": IMAGE_ID}})
     assert r.status_code == 409 and "volumes are attached" in r.text, r.text
     assert db.instance_get(uuid).task_state is None
+
+
+def _extend(cloud, vid, new_size, who="member", version="3.42"):
+    return cloud.request("POST", V + "/volumes/%s/action" % vid, who,
+                         headers={"OpenStack-API-Version": "volume " + version},
+                         json={"os-extend": {"new_size": new_size}})
+
+
+def test_extend_marks_extending_with_the_new_size_and_casts(cloud):
+    vid = _available(cloud)
+    r = _extend(cloud, vid, 3)
+    assert r.status_code == 202, r.text
+    row = vdb.volume_get(vid)
+    assert (row.status, row.size_gb) == (st.VOLUME_EXTENDING, 3)
+    cast = cloud.volume.wait_for("extend_volume")[0]
+    assert (cast["volume_id"], cast["new_size_gb"], cast["old_size_gb"]) == (vid, 3, 1)
+    shown = cloud.request("GET", V + "/volumes/%s" % vid).json["volume"]
+    assert (shown["status"], shown["size"]) == ("extending", 3)
+    # Extending already: 400, nothing cast again.
+    r = _extend(cloud, vid, 4)
+    assert r.status_code == 400 and "extending" in r.text, r.text
+    assert len([c for c in cloud.volume.calls if c[0] == "extend_volume"]) == 1
+
+
+@pytest.mark.parametrize("new_size, why", [(1, "greater than current size"),
+                                           (0, "greater than current size"),
+                                           ("x", "integer"), (1.5, "integer"),
+                                           (True, "integer"), (100000, "max_size_gb")])
+def test_bad_new_sizes_are_400_naming_new_size(cloud, new_size, why):
+    vid = _available(cloud)
+    r = _extend(cloud, vid, new_size)
+    assert r.status_code == 400 and "new_size" in r.text and why in r.text, r.text
+    assert vdb.volume_get(vid).status == st.VOLUME_AVAILABLE
+    assert [c for c in cloud.volume.calls if c[0] == "extend_volume"] == []
+
+
+def test_extend_refusals(cloud):
+    vid = _available(cloud)
+    # Missing new_size, unknown keys and unknown actions name the field.
+    r = cloud.request("POST", V + "/volumes/%s/action" % vid, json={"os-extend": {}})
+    assert r.status_code == 400 and "new_size" in r.text, r.text
+    r = cloud.request("POST", V + "/volumes/%s/action" % vid, json={"os-reset_status": {}})
+    assert r.status_code == 400 and "os-reset_status" in r.text, r.text
+    assert _extend(cloud, vid, 2, who="reader").status_code == 403
+    assert cloud.request("POST", V + "/volumes/%s/action" % ("0" * 32),
+                         json={"os-extend": {"new_size": 2}}).status_code == 404
+    # Over the gigabytes quota: 413 naming it, the volume untouched.
+    cloud.request("PUT", V + "/os-quota-sets/p1", "admin",
+                  json={"quota_set": {"gigabytes": 2}})
+    r = _extend(cloud, vid, 3)
+    assert r.status_code == 413 and "gigabytes" in r.text and "new_size" in r.text, r.text
+    assert (vdb.volume_get(vid).status, vdb.volume_get(vid).size_gb) == \
+        (st.VOLUME_AVAILABLE, 1)
+    # In use: refused at 3.42 too (an NBD export cannot grow under a guest).
+    vdb.volume_update(vid, {"status": st.VOLUME_IN_USE})
+    r = _extend(cloud, vid, 2)
+    assert r.status_code == 400 and "in-use" in r.text and "detach" in r.text, r.text
+    vdb.volume_update(vid, {"status": st.VOLUME_ERROR})
+    r = _extend(cloud, vid, 2, version="3.0")
+    assert r.status_code == 400 and "must be available" in r.text, r.text
+    assert [c for c in cloud.volume.calls if c[0] == "extend_volume"] == []

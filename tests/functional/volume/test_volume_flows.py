@@ -33,6 +33,11 @@ class MemoryBackend(VolumeBackend):
     def delete(self, volume_id: str) -> None:
         self.volumes.pop(volume_id, None)
 
+    def extend(self, volume_id: str, size_gb: int) -> None:
+        if volume_id not in self.volumes:
+            raise FileNotFoundError(volume_id)
+        self.volumes[volume_id] = max(size_gb, self.volumes[volume_id])
+
     def path(self, volume_id: str) -> str | None:
         return "/memory/" + volume_id if volume_id in self.volumes else None
 
@@ -234,3 +239,41 @@ def test_a_local_delete_releases_the_volumes_too(cloud):
     assert flow.delete_locally(cloud.ctxt, row.uuid, row.vm_state, row.task_state)
     _wait_status(vid, st.VOLUME_AVAILABLE)
     assert vdb.attachments_of_volume(vid) == [] and cloud.daemon.exported == set()
+
+
+def test_extend_grows_an_available_volume_and_a_failure_puts_the_size_back(cloud):
+    from volume.rpcapi import VolumeAPI
+    vid = _volume(cloud)
+    assert vdb.volume_extend_begin(vid, 3, st.VOLUME_AVAILABLE,
+                                   {"volumes": -1, "gigabytes": -1}, vdb.deadline(60)) == 1
+    assert (vdb.volume_get(vid).status, vdb.volume_get(vid).size_gb) == \
+        (st.VOLUME_EXTENDING, 3)
+    VolumeAPI(cloud.transport).extend_volume(cloud.ctxt, "vol1", vid, 3, 1)
+    row = _wait_status(vid, st.VOLUME_AVAILABLE)
+    assert (row.size_gb, cloud.backend.volumes[vid]) == (3, 3)
+    # The backend lost the file: error_extending, the old size back.
+    vdb.volume_extend_begin(vid, 5, st.VOLUME_AVAILABLE, {"volumes": -1, "gigabytes": -1},
+                            vdb.deadline(60))
+    del cloud.backend.volumes[vid]
+    VolumeAPI(cloud.transport).extend_volume(cloud.ctxt, "vol1", vid, 5, 3)
+    row = _wait_status(vid, st.VOLUME_ERROR_EXTENDING)
+    assert row.size_gb == 3 and "FileNotFoundError" in row.status_reason
+
+
+def test_extend_is_a_compare_and_swap_within_the_quota(cloud):
+    vid = _volume(cloud)
+    limits = {"volumes": -1, "gigabytes": 2}
+    with pytest.raises(vdb.VolumeOverQuota, match="gigabytes"):
+        vdb.volume_extend_begin(vid, 3, st.VOLUME_AVAILABLE, limits, vdb.deadline(60))
+    with pytest.raises(vdb.VolumeStatusConflict):
+        vdb.volume_extend_begin(vid, 2, st.VOLUME_IN_USE, limits, vdb.deadline(60))
+    assert vdb.volume_extend_begin(vid, 2, st.VOLUME_AVAILABLE, limits,
+                                   vdb.deadline(60)) == 1
+    # A second request while extending moves nothing.
+    with pytest.raises(vdb.VolumeStatusConflict):
+        vdb.volume_extend_begin(vid, 4, st.VOLUME_AVAILABLE,
+                                {"volumes": -1, "gigabytes": -1}, vdb.deadline(60))
+    # The reaper ends an extend past its deadline in error_extending.
+    vdb.volume_update(vid, {"status_deadline": vdb.deadline(-5)})
+    assert cloud.conductor_service.manager.flows["volume"].reap() == 1
+    assert vdb.volume_get(vid).status == st.VOLUME_ERROR_EXTENDING

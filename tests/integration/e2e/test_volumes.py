@@ -28,6 +28,7 @@ from tests.integration.e2e.test_snapshots import (  # noqa: F401 - fixtures
 )
 from volume.nbd import QMP
 
+GIB = 1024 ** 3
 MARKER = re.compile(r"FLOTILLA-DISK-MARKER (vd[a-z]) (written|found) ([0-9a-f-]+|none)")
 
 
@@ -40,9 +41,9 @@ def _markers(cloud, host: str, server_id: str) -> list[tuple[str, str, str]]:
     return MARKER.findall(_console(cloud, host, server_id))
 
 
-def cli_remove(cloud, server_id: str, volume_id: str) -> None:
-    """``openstack server remove volume`` (it prints nothing, so not through
-    the JSON-reading ``cli`` fixture)."""
+def cli_plain(cloud, *args: str):
+    """An ``openstack`` command that prints nothing (so not through the
+    JSON-reading ``cli`` fixture); the finished process."""
     import os
     import subprocess
 
@@ -52,9 +53,13 @@ def cli_remove(cloud, server_id: str, volume_id: str) -> None:
                 "OS_PASSWORD": cloud.state["credentials"]["demo"],
                 "OS_PROJECT_NAME": "demo", "OS_USER_DOMAIN_NAME": "Default",
                 "OS_PROJECT_DOMAIN_NAME": "Default", "OS_IDENTITY_API_VERSION": "3"})
-    proc = subprocess.run([str(BIN / "openstack"), "server", "remove", "volume",
-                           server_id, volume_id], env=env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run([str(BIN / "openstack"), *args], env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def cli_remove(cloud, server_id: str, volume_id: str) -> None:
+    """``openstack server remove volume``."""
+    proc = cli_plain(cloud, "server", "remove", "volume", server_id, volume_id)
     assert proc.returncode == 0, proc.stderr
 
 
@@ -172,3 +177,54 @@ def test_server_delete_releases_the_volume(cloud, walkthrough, guest, cli):  # n
     assert volume.attachments == [] and _exports(cloud) == set()
     tenant.block_storage.delete_volume(volume)
     tenant.block_storage.wait_for_delete(volume, wait=60)
+
+
+def test_extend_is_seen_by_the_guest(cloud, walkthrough, servers, cli):  # noqa: F811
+    """``openstack volume set --size``: refused while attached (an NBD
+    export cannot grow under a running guest), done while available; the
+    guest the volume is attached to again sees the new size and the data."""
+    tenant = walkthrough.tenant
+    (host_a, first), _ = sorted(servers.items())
+
+    def since(start: int) -> str:
+        return _console(cloud, host_a, first)[start:]
+
+    volume = tenant.block_storage.create_volume(size=1, name="grow")
+    try:
+        tenant.block_storage.wait_for_status(volume, "available", wait=60)
+        start = len(_console(cloud, host_a, first))
+        tenant.compute.create_volume_attachment(first, volume_id=volume.id)
+        tenant.block_storage.wait_for_status(volume, "in-use", wait=60)
+        assert _wait(lambda: "FLOTILLA-DISK-MARKER vdb written %s" % first in since(start),
+                     60, "the marker written")
+        assert "FLOTILLA-DISK-SIZE vdb %d" % GIB in since(start)
+        # In use: the CLI (at 3.42+) asks, the API refuses; nothing changes.
+        proc = cli_plain(cloud, "--os-volume-api-version", "3.42", "volume", "set",
+                         "--size", "2", volume.id)
+        assert proc.returncode != 0 and "in-use" in proc.stderr, proc.stderr
+        assert tenant.block_storage.get_volume(volume.id).size == 1
+
+        tenant.compute.delete_volume_attachment(first, volume.id)
+        tenant.block_storage.wait_for_status(volume, "available", wait=60)
+        proc = cli_plain(cloud, "volume", "set", "--size", "2", volume.id)
+        assert proc.returncode == 0, proc.stderr
+        # (wait_for_status returns at once for a status the object has already.)
+        assert _wait(lambda: (lambda v: (v.status, v.size) == ("available", 2))(
+            tenant.block_storage.get_volume(volume.id)), 60, "the volume extended")
+        pool_file = pathlib.Path(cloud.root) / "state" / "volumes" / ("volume-%s" % volume.id)
+        assert pool_file.stat().st_size == 2 * GIB
+        # Not larger: refused (the API's 400 names new_size).
+        assert cli_plain(cloud, "volume", "set", "--size", "2", volume.id).returncode != 0
+
+        start = len(_console(cloud, host_a, first))
+        tenant.compute.create_volume_attachment(first, volume_id=volume.id)
+        tenant.block_storage.wait_for_status(volume, "in-use", wait=60)
+        assert _wait(lambda: "FLOTILLA-DISK-SIZE vdb %d" % (2 * GIB) in since(start), 60,
+                     "the new size in the guest")
+        assert _wait(lambda: "FLOTILLA-DISK-MARKER vdb found %s" % first in since(start),
+                     60, "the data kept")
+        tenant.compute.delete_volume_attachment(first, volume.id)
+        tenant.block_storage.wait_for_status(volume, "available", wait=60)
+    finally:
+        tenant.block_storage.delete_volume(volume, ignore_missing=True)
+        tenant.block_storage.wait_for_delete(volume, wait=60)

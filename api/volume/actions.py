@@ -1,0 +1,111 @@
+"""Block Storage v3 volume actions (``POST /volume/v3/{project}/volumes/{id}/action``).
+
+Only ``os-extend`` (``openstack volume set --size N``) is supported:
+
+* ``new_size`` a whole number of GiB, larger than the volume's size and at
+  most [volume] max_size_gb (400 naming ``new_size``), the growth within
+  the project's ``gigabytes`` quota (413);
+* the volume must be ``available`` (400 otherwise, as Cinder). An
+  ``in-use`` volume is refused at every microversion, 3.42 included:
+  its NBD export cannot grow under a running guest (QEMU's NBD client
+  fixes an export's size at connection and refuses to grow the node,
+  "Cannot grow NBD nodes"; qemu-storage-daemon's NBD export unshares
+  resize too). Detach, extend, attach again;
+* the status becomes ``extending`` and the size the new one in one
+  compare-and-swap within the quota lock, then the volume service is cast
+  ``extend_volume``; it grows the pool volume and makes it ``available``
+  (or ``error_extending`` with the old size back).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import falcon
+
+from api import errors, policy, validation
+from api.state import APIState, ctxt
+from api.volume import resources
+from flotilla import exception
+from flotilla import states as st
+from flotilla.db import volumes as vdb
+
+LOG = logging.getLogger(__name__)
+
+ACTION = {"type": "object", "minProperties": 1, "maxProperties": 1,
+          "additionalProperties": True}
+EXTEND = {"type": "object", "required": ["new_size"], "additionalProperties": False,
+          "properties": {"new_size": {}}}
+
+
+def _new_size(value, conf) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise errors.bad_request("Invalid input for field/attribute new_size. "
+                                 "It must be an integer number of GiB.")
+    try:
+        size = int(value)
+    except ValueError:
+        raise errors.bad_request("Invalid input for field/attribute new_size. Value: %s. "
+                                 "It must be an integer number of GiB."
+                                 % str(value)[:32]) from None
+    if size > conf.volume.max_size_gb:
+        raise errors.bad_request("Invalid input for field/attribute new_size. Value: %d. "
+                                 "It must be at most %d (GiB, [volume] max_size_gb)."
+                                 % (size, conf.volume.max_size_gb))
+    return size
+
+
+class VolumeAction:
+    policy_rules = {"POST": policy.MEMBER}
+
+    def __init__(self, state: APIState) -> None:
+        self.state = state
+
+    def on_post(self, req, resp, volume_id: str) -> None:
+        ctx = ctxt(req)
+        row = resources.get_volume(ctx, volume_id)
+        body = validation.validate(
+            validation.read_json(req, self.state.conf.api.max_request_body_size), ACTION)
+        (name, args), = body.items()
+        if name != "os-extend":
+            raise errors.bad_request("Invalid input for field/attribute %s. This volume "
+                                     "action is not supported." % str(name)[:64])
+        args = validation.validate(args, EXTEND)
+        self.extend(req, resp, ctx, row, _new_size(args["new_size"], self.state.conf))
+
+    def extend(self, req, resp, ctx, row, new_size: int) -> None:
+        conf = self.state.conf
+        if new_size <= row.size_gb:
+            raise errors.bad_request("Invalid input for field/attribute new_size. Value: %d. "
+                                     "New size for extend must be greater than current "
+                                     "size. (current: %d, extended: %d)."
+                                     % (new_size, row.size_gb, new_size))
+        if row.status == st.VOLUME_IN_USE:
+            raise errors.bad_request(
+                "Invalid volume: Volume %s is in-use: an attached volume cannot be "
+                "extended online here (its NBD export cannot grow under a running "
+                "guest); detach it, extend it and attach it again." % row.id)
+        if row.status != st.VOLUME_AVAILABLE:
+            raise errors.bad_request("Invalid volume: Volume status must be available "
+                                     "to extend, but current status is: %s." % row.status)
+        try:
+            old = vdb.volume_extend_begin(
+                row.id, new_size, st.VOLUME_AVAILABLE, resources.volume_defaults(conf),
+                vdb.deadline(conf.volume.operation_timeout))
+        except vdb.VolumeOverQuota as exc:
+            raise errors.APIError(413, "VolumeSizeExceedsAvailableQuota: Requested volume "
+                                  "size for field/attribute new_size exceeds the "
+                                  "gigabytes quota: %s" % str(exc),
+                                  fault="overLimit") from None
+        except (vdb.VolumeStatusConflict, exception.Invalid) as exc:
+            raise errors.bad_request("Invalid volume: %s." % str(exc)) from None
+        try:
+            self.state.volume.extend_volume(ctx, row.host, row.id, new_size, old)
+        except exception.MessagingException as exc:
+            LOG.error("could not cast extend_volume for %s: %s", row.id, exc)
+            vdb.volume_update(row.id, {"status": st.VOLUME_ERROR_EXTENDING,
+                                       "size_gb": old, "status_reason":
+                                       "the volume service could not be reached"},
+                              expected_status=st.VOLUME_EXTENDING)
+        LOG.info("volume %s extending from %d to %d GiB", row.id, old, new_size)
+        resp.status = falcon.HTTP_202
