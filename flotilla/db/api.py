@@ -1,7 +1,14 @@
-"""The database API: every read and write of the cloud's state.
+"""The database API of the core records: instances, services, compute
+nodes and allocations, instance actions and faults, migrations, flow state.
 
-Code outside ``flotilla.db`` goes through these functions only (no SQL
-elsewhere). They open their own short transaction and return detached ORM
+The decision on facades (issue 9): one module per area, no single facade.
+This module is the core area's; the other areas are their own modules,
+imported as such (``flotilla.db.identity``, ``quotas``, ``images``,
+``image_members``, ``keypairs``, ``server_groups``, ``aggregates``,
+``volumes``, ``migration_records``, ``flows``, ``scheduling``, ``servers``).
+Code outside ``flotilla.db`` calls those functions only: no sessions, queries
+or SQL elsewhere (models appear outside only as type hints; benchmarks
+excepted). They open their own short transaction and return detached ORM
 objects (usable after the transaction; ``obj.to_dict()`` gives JSON-able
 values to send over RPC). Failures are Flotilla exceptions: NotFound
 subclasses, Conflict subclasses for lost compare-and-swaps, DBError for a
