@@ -94,8 +94,8 @@ class SnapshotOnHost(Step):
     """Arm the upload URL, cast the snapshot to the host, wait for the
     agent's report.
 
-    Revert: the image is deleted (or killed) and the server's snapshot task
-    cleared. The agent removes its own copies; one that died is repaired by
+    Revert: the image is deleted (or killed); the flow's failure handling then
+    writes the fault and clears the server's snapshot task. The agent removes its own copies; one that died is repaired by
     its start-up reconciliation.
     """
 
@@ -155,7 +155,8 @@ class SnapshotOnHost(Step):
                                        % state.instance_uuid)
         LOG.info("snapshot of %s failed: image %s %s", state.instance_uuid,
                  state.image_id, outcome)
-        restore_task(state.instance_uuid)
+        # The task is cleared by the flow's failure handling, after the
+        # fault is written: whoever sees the server idle sees why.
 
 
 class FinishSnapshot(Step):
@@ -351,10 +352,11 @@ class SnapshotFlow(Flow):
         # to clean either way. Both are idempotent.
         images.discard_image(self.conf, state.image_id,
                              "the snapshot of server %s failed" % state.instance_uuid)
-        restore_task(state.instance_uuid)
         reporter = self.recorder(state.instance_uuid, state.ctxt.request_id,
                                  state.action).reporter
+        # The fault first: a client that sees the server idle sees why.
         reporter.fault(state.ctxt, state.instance_uuid, failed.cause)
+        restore_task(state.instance_uuid)
         reporter.finish(state.ctxt, state.instance_uuid, failed=True)
         LOG.warning("%s of %s failed: %s", state.action, state.instance_uuid, failed)
 
