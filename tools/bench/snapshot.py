@@ -40,7 +40,7 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from tests.fixtures.libvirt_events import LifecycleCounter  # noqa: E402
-from tests.fixtures.rig import free_port_block  # noqa: E402
+from tools.bench.rigcloud import on_one_host_cloud, say  # noqa: E402
 from tools.demo.bringup import GUEST_BUILDER, Bringup, _run  # noqa: E402
 from tools.demo.demo import Walkthrough  # noqa: E402
 
@@ -48,15 +48,6 @@ GOAL_RATIO = 1.5
 DATA_OFFSET_MIB = 256     # past the guest's 64 MiB file system
 
 
-def say(text: str) -> None:
-    print(text, flush=True)
-
-
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _parse_time(value: str | None) -> datetime.datetime | None:
@@ -188,15 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--data-mib", type=int, default=200)
     args = parser.parse_args(argv)
-    root = tempfile.mkdtemp(prefix="flotilla-bench-snapshot-")
-    cloud = Bringup(root, hosts=1, api_port=_free_port(),
-                    rig_base_port=free_port_block(4, start=19100, end=20000), say=say)
-    cloud.up()
-    try:
-        result = Bench(cloud, args.rounds, args.data_mib).run()
-    finally:
-        cloud.down(keep_logs=False)
-        shutil.rmtree(root, ignore_errors=True)
+    result = on_one_host_cloud("flotilla-bench-snapshot-",
+                                lambda cloud: Bench(cloud, args.rounds, args.data_mib).run())
     say("")
     say("snapshot of a running guest, %d MiB written in its overlay (median of %d)"
         % (args.data_mib, args.rounds))

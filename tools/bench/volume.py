@@ -39,7 +39,7 @@ import types
 REPO = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from tests.fixtures.rig import free_port_block  # noqa: E402
+from tools.bench.rigcloud import on_one_host_cloud, say  # noqa: E402
 from tools.demo.bringup import GUEST_BUILDER, Bringup, _run  # noqa: E402
 from tools.demo.demo import Walkthrough  # noqa: E402
 from volume.nbd import StorageDaemon  # noqa: E402
@@ -48,15 +48,6 @@ GOAL_THROUGHPUT = 0.8
 MIB = 2 ** 20
 
 
-def say(text: str) -> None:
-    print(text, flush=True)
-
-
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Bench:
@@ -210,15 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--size-mib", type=int, default=512)
     args = parser.parse_args(argv)
-    root = tempfile.mkdtemp(prefix="flotilla-bench-volume-")
-    cloud = Bringup(root, hosts=1, api_port=_free_port(),
-                    rig_base_port=free_port_block(4, start=19100, end=20000), say=say)
-    cloud.up()
-    try:
-        r = Bench(cloud, args.rounds, args.size_mib).run()
-    finally:
-        cloud.down(keep_logs=False)
-        shutil.rmtree(root, ignore_errors=True)
+    r = on_one_host_cloud("flotilla-bench-volume-",
+                           lambda cloud: Bench(cloud, args.rounds, args.size_mib).run())
     say("")
     say("volume attach until the guest lists the disk (median of %d)" % args.rounds)
     say("%-52s %8.2f s" % ("API: POST os-volume_attachments", r["api_s"]))
