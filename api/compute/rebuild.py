@@ -129,9 +129,7 @@ def rebuild(state: APIState, req: falcon.Request, resp: falcon.Response,
                                  groups.get(inst.uuid), full=ver >= (2, 75), rebuild=True)
     # The answer names the new image, as Nova's (the record changes when the
     # agent is done: a rebuild that fails keeps the old one).
-    base = state.compute_url(req).rsplit("/v2.1", 1)[0]
-    server["image"] = {"id": image.id, "links": [
-        {"rel": "bookmark", "href": "%s/images/%s" % (base, image.id)}]}
+    server["image"] = views.embedded_image(image.id, state.compute_url(req))
     # As Nova: the password asked for (or one made up), answered once;
     # Flotilla has no guest agent to set it.
     server["adminPass"] = args.get("adminPass") or secrets.token_urlsafe(9)

@@ -80,6 +80,13 @@ def embedded_flavor(snapshot: dict, version, url: str) -> dict:
     return result
 
 
+def embedded_image(image_id: str, url: str) -> dict:
+    """A server's image as the server views embed it."""
+    base = url.rsplit("/v2.1", 1)[0]
+    return {"id": image_id, "links": [
+        {"rel": "bookmark", "href": "%s/images/%s" % (base, image_id)}]}
+
+
 def server_detail(inst, ctxt: RequestContext, version, url: str,
                   fault=None, group_ids: list[str] | None = None,
                   full: bool = True, listing: bool = False,
@@ -91,11 +98,7 @@ def server_detail(inst, ctxt: RequestContext, version, url: str,
     2.57. A ``listing`` (list detail) never shows ``server_groups``, as
     Nova."""
     flavor = inst.flavor or {}
-    base = url.rsplit("/v2.1", 1)[0]
-    image: Any = ""
-    if inst.image_ref:
-        image = {"id": inst.image_ref, "links": [
-            {"rel": "bookmark", "href": "%s/images/%s" % (base, inst.image_ref)}]}
+    image: Any = embedded_image(inst.image_ref, url) if inst.image_ref else ""
     task_state = inst.task_state
     server: dict[str, Any] = {
         "id": inst.uuid, "name": inst.name,
