@@ -197,3 +197,17 @@ VOLUME_ON_TIMEOUT = {VOLUME_CREATING: VOLUME_ERROR, VOLUME_RESERVED: VOLUME_ERRO
                      VOLUME_EXTENDING: VOLUME_ERROR_EXTENDING}
 # A server can have volumes attached or detached while in these vm_states.
 VOLUME_ATTACH_VM_STATES = (ACTIVE, STOPPED)
+
+# --- volume snapshots (issue 11) --------------------------------------------------
+# A volume snapshot's ``status`` (Cinder's names); every change a
+# compare-and-swap (flotilla.db.volume_snapshots.snapshot_update).
+SNAPSHOT_CREATING = "creating"
+SNAPSHOT_AVAILABLE = "available"
+SNAPSHOT_DELETING = "deleting"
+SNAPSHOT_ERROR = "error"
+SNAPSHOT_ERROR_DELETING = "error_deleting"
+SNAPSHOT_TRANSITIONAL = (SNAPSHOT_CREATING, SNAPSHOT_DELETING)
+SNAPSHOT_ON_TIMEOUT = {SNAPSHOT_CREATING: SNAPSHOT_ERROR,
+                       SNAPSHOT_DELETING: SNAPSHOT_ERROR_DELETING}
+# A volume can be snapshotted in these statuses (in-use: crash-consistent).
+SNAPSHOT_VOLUME_STATUSES = (VOLUME_AVAILABLE, VOLUME_IN_USE)

@@ -40,6 +40,27 @@ class VolumeBackend(abc.ABC):
     def free_bytes(self) -> int:
         """Bytes still available for new volumes."""
 
+    # Snapshots and volumes made from a source (not every backend has them:
+    # the manager puts the volume or snapshot in error on NotImplementedError).
+
+    def create_snapshot_file(self, snapshot_id: str, size_gb: int) -> str:
+        """An empty raw snapshot file of ``size_gb`` GiB (for a copy the
+        storage daemon writes); an existing one is returned as it is."""
+        raise NotImplementedError
+
+    def snapshot_path(self, snapshot_id: str) -> str | None:
+        """The snapshot's file, None when it does not exist."""
+        raise NotImplementedError
+
+    def delete_snapshot(self, snapshot_id: str) -> None:
+        """Remove the snapshot; nothing happens when it does not exist."""
+        raise NotImplementedError
+
+    def create_from_snapshot(self, volume_id: str, snapshot_id: str, size_gb: int) -> str:
+        """A new volume holding the snapshot's bytes, grown to ``size_gb``
+        GiB (at least the snapshot's size); its path."""
+        raise NotImplementedError
+
     def stop(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release connections."""
 

@@ -53,6 +53,10 @@ def volume_name(volume_id: str) -> str:
     return "volume-%s" % volume_id
 
 
+def snapshot_name(snapshot_id: str) -> str:
+    return "snapshot-%s" % snapshot_id
+
+
 class LibvirtPoolBackend(VolumeBackend):
     def __init__(self, conf) -> None:
         self.conf = conf
@@ -87,13 +91,58 @@ class LibvirtPoolBackend(VolumeBackend):
         with self._lock:
             self._pool().refresh(0)
 
-    def _lookup(self, pool, volume_id: str) -> libvirt.virStorageVol | None:
+    def _lookup(self, pool, volume_id: str, name=volume_name
+                ) -> libvirt.virStorageVol | None:
         try:
-            return pool.storageVolLookupByName(volume_name(volume_id))
+            return pool.storageVolLookupByName(name(volume_id))
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
                 return None
             raise
+
+    # --- snapshots (copies in the same pool) ------------------------------------
+
+    def create_snapshot_file(self, snapshot_id: str, size_gb: int) -> str:
+        with self._lock:
+            pool = self._pool()
+            pool.refresh(0)
+            vol = self._lookup(pool, snapshot_id, snapshot_name)
+            if vol is None:
+                vol = pool.createXML(_volume_xml(snapshot_name(snapshot_id), size_gb), 0)
+            return vol.path()
+
+    def snapshot_path(self, snapshot_id: str) -> str | None:
+        with self._lock:
+            pool = self._pool()
+            pool.refresh(0)
+            vol = self._lookup(pool, snapshot_id, snapshot_name)
+            return vol.path() if vol is not None else None
+
+    def delete_snapshot(self, snapshot_id: str) -> None:
+        with self._lock:
+            pool = self._pool()
+            pool.refresh(0)
+            vol = self._lookup(pool, snapshot_id, snapshot_name)
+            if vol is not None:
+                vol.delete(0)
+
+    def create_from_snapshot(self, volume_id: str, snapshot_id: str, size_gb: int) -> str:
+        with self._lock:
+            pool = self._pool()
+            pool.refresh(0)
+            source = self._lookup(pool, snapshot_id, snapshot_name)
+            if source is None:
+                raise FileNotFoundError("snapshot %s has no file in pool %s"
+                                        % (snapshot_id, self.pool))
+            stale = self._lookup(pool, volume_id)
+            if stale is not None:
+                stale.delete(0)      # a partial copy of an earlier attempt
+            source_gb = -(-int(source.info()[1]) // GIB)
+            vol = pool.createXMLFrom(_volume_xml(volume_name(volume_id), source_gb),
+                                     source, 0)
+            if size_gb * GIB > int(vol.info()[1]):
+                vol.resize(size_gb * GIB, 0)
+            return vol.path()
 
     def create(self, volume_id: str, size_gb: int) -> str:
         with self._lock:

@@ -18,16 +18,18 @@ from oslo_config import cfg
 
 from flotilla import states as st
 from flotilla.context import RequestContext
+from flotilla.db import volume_snapshots as sdb
 from flotilla.db import volumes as vdb
 from flotilla.rpc import private
 from volume import backend as backends
+from volume import snapshots
 from volume.nbd import StorageDaemon
 
 LOG = logging.getLogger(__name__)
 
 
 class VolumeManager:
-    RPC_API_VERSION = "1.1"
+    RPC_API_VERSION = "1.2"
 
     def __init__(self, conf: cfg.ConfigOpts, host: str | None = None,
                  backend: backends.VolumeBackend | None = None,
@@ -74,12 +76,15 @@ class VolumeManager:
     def create_volume(self, ctxt: RequestContext, volume_id: str) -> None:
         volume = vdb.volume_get(volume_id)
         try:
-            path = self.backend.create(volume_id, volume.size_gb)
+            if volume.snapshot_id or volume.image_id:
+                path = snapshots.fill_volume(self.conf, self.backend, volume)
+            else:
+                path = self.backend.create(volume_id, volume.size_gb)
         except Exception as exc:
             LOG.exception("creating volume %s failed", volume_id)
             vdb.volume_update(volume_id, {"status": st.VOLUME_ERROR,
                                           "status_reason": "create failed: %s"
-                                          % type(exc).__name__},
+                                          % snapshots.reason(exc)},
                               expected_status=st.VOLUME_CREATING)
             return
         vdb.volume_update(volume_id, {"status": st.VOLUME_AVAILABLE, "path": path,
@@ -130,3 +135,12 @@ class VolumeManager:
 
     def unexport_volume(self, ctxt: RequestContext, volume_id: str) -> None:
         self.daemon.unexport(volume_id)
+
+    def create_snapshot(self, ctxt: RequestContext, snapshot_id: str) -> None:
+        """Copy the snapshot's volume, point in time (see
+        volume.nbd.StorageDaemon.backup): creating -> available, or error."""
+        snapshots.create_snapshot(self.backend, self.daemon, sdb.snapshot_get(snapshot_id))
+
+    def delete_snapshot(self, ctxt: RequestContext, snapshot_id: str) -> None:
+        """deleting -> gone, or error_deleting."""
+        snapshots.delete_snapshot(self.backend, snapshot_id)

@@ -9,6 +9,8 @@ Version history:
 
 * 1.0 - create_volume, delete_volume, export_volume, unexport_volume.
 * 1.1 - extend_volume (a cast from the API for an available volume).
+* 1.2 - create_snapshot, delete_snapshot (casts); create_volume fills a
+  volume recorded with a ``snapshot_id`` or ``image_id`` from that source.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ TOPIC = "volume"
 
 
 class VolumeAPI:
-    VERSION = "1.1"
+    VERSION = "1.2"
 
     def __init__(self, transport, version_cap: VersionCap = None) -> None:
         self.client = rpc.RPCClient(transport, topic=TOPIC, version="1.0",
@@ -32,9 +34,13 @@ class VolumeAPI:
     def _host(self, host: str, version: str = "1.0", timeout: float | None = None):
         return self.client.prepare(server=host, version=version, timeout=timeout)
 
-    def create_volume(self, ctxt: RequestContext, host: str, volume_id: str) -> None:
-        """Create the recorded volume (status creating -> available/error)."""
-        self._host(host).cast(ctxt, "create_volume", volume_id=volume_id)
+    def create_volume(self, ctxt: RequestContext, host: str, volume_id: str,
+                      from_source: bool = False) -> None:
+        """Create the recorded volume (status creating -> available/error).
+        ``from_source``: the row names a snapshot or an image to fill it
+        from, which only a 1.2 service does (so the call needs 1.2)."""
+        self._host(host, "1.2" if from_source else "1.0").cast(
+            ctxt, "create_volume", volume_id=volume_id)
 
     def delete_volume(self, ctxt: RequestContext, host: str, volume_id: str) -> None:
         """Delete the volume (status deleting -> gone/error_deleting)."""
@@ -55,3 +61,13 @@ class VolumeAPI:
 
     def unexport_volume(self, ctxt: RequestContext, host: str, volume_id: str) -> None:
         self._host(host).call(ctxt, "unexport_volume", volume_id=volume_id)
+
+    def create_snapshot(self, ctxt: RequestContext, host: str, snapshot_id: str) -> None:
+        """Copy the snapshot's volume (status creating -> available/error).
+        Needs 1.2."""
+        self._host(host, "1.2").cast(ctxt, "create_snapshot", snapshot_id=snapshot_id)
+
+    def delete_snapshot(self, ctxt: RequestContext, host: str, snapshot_id: str) -> None:
+        """Remove the snapshot (status deleting -> gone/error_deleting).
+        Needs 1.2."""
+        self._host(host, "1.2").cast(ctxt, "delete_snapshot", snapshot_id=snapshot_id)

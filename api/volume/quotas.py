@@ -1,4 +1,5 @@
-"""Block Storage quota sets and limits: volumes and gigabytes.
+"""Block Storage quota sets and limits: volumes, snapshots and gigabytes
+(volumes' and snapshots' sizes together, as Cinder counts them).
 
 A project's readers see its quotas (another project's: 403, admins excepted);
 only admins change them. ``usage=True`` adds what is in use.
@@ -17,8 +18,8 @@ UPDATE = {"type": "object", "required": ["quota_set"], "additionalProperties": F
               "type": "object", "additionalProperties": False,
               "properties": {**{r: {"type": ["integer", "string"]} for r in VOLUME_RESOURCES},
                              "tenant_id": {"type": "string"}, "id": {"type": "string"}}}}}
-# Shown for the clients' columns; not enforced (no snapshots or backups yet).
-_UNSUPPORTED = {"snapshots": -1, "backups": -1, "backup_gigabytes": -1,
+# Shown for the clients' columns; not enforced (no backups or groups yet).
+_UNSUPPORTED = {"backups": -1, "backup_gigabytes": -1,
                 "per_volume_gigabytes": -1, "groups": -1}
 
 
@@ -95,6 +96,7 @@ class Limits:
             "maxTotalVolumeGigabytes": limits["gigabytes"],
             "totalVolumesUsed": usage["volumes"],
             "totalGigabytesUsed": usage["gigabytes"],
-            "maxTotalSnapshots": -1, "totalSnapshotsUsed": 0,
+            "maxTotalSnapshots": limits["snapshots"],
+            "totalSnapshotsUsed": usage["snapshots"],
             "maxTotalBackups": -1, "totalBackupsUsed": 0,
             "maxTotalBackupGigabytes": -1, "totalBackupGigabytesUsed": 0}}}

@@ -10,11 +10,20 @@ Rules (issue 11):
   quotas (413 naming the quota); the volume is recorded ``creating`` on the
   volume host with the least space allocated, then the volume service is
   cast ``create_volume``; with no volume service up it is recorded in
-  ``error`` with that reason (as Cinder's scheduler leaves it). Images, snapshots,
-  source volumes and backups as sources are not supported yet (400);
+  ``error`` with that reason (as Cinder's scheduler leaves it). Source
+  volumes and backups as sources are not supported yet (400);
+* create from a snapshot (``snapshot_id``, see :mod:`api.volume.sources`):
+  an ``available`` snapshot of the project (404 unknown, 400 naming
+  ``snapshot_id`` in another status), the size at least the snapshot's
+  (400 naming ``size``; no size means the snapshot's), on the snapshot's
+  volume host; from an image (``imageRef``): an active image the project
+  may use (404/400 naming ``imageRef``), the size at least its virtual size
+  and ``min_disk``; the volume is ``bootable`` and shows the image's
+  ``volume_image_metadata``;
 * delete: only ``available``, ``error`` or ``error_deleting`` volumes with
-  no attachment (else 400, as Cinder); the status becomes ``deleting`` by
-  compare-and-swap and the volume service removes it;
+  no attachment and no snapshot (else 400, as Cinder); the status becomes
+  ``deleting`` by compare-and-swap (which also checks there is no
+  snapshot) and the volume service removes it;
 * update: name, description, metadata.
 """
 
@@ -26,11 +35,12 @@ import falcon
 
 from api import errors, policy, validation
 from api.state import APIState, ctxt
-from api.volume import views
+from api.volume import sources, views
 from flotilla import binaries, exception
 from flotilla import states as st
 from flotilla.conf.quota import VOLUME_RESOURCES
 from flotilla.db import api as db
+from flotilla.db import volume_snapshots as sdb
 from flotilla.db import volumes as vdb
 
 LOG = logging.getLogger(__name__)
@@ -44,7 +54,7 @@ _METADATA = {"type": ["object", "null"], "maxProperties": 128,
 # Every key the clients send (null when unused).
 CREATE = {"type": "object", "required": ["volume"], "additionalProperties": True,
           "properties": {"volume": {
-              "type": "object", "required": ["size"], "additionalProperties": True,
+              "type": "object", "additionalProperties": True,
               "properties": {"size": {}, "name": _TEXT, "description": _DESCRIPTION,
                              "display_name": _TEXT, "display_description": _DESCRIPTION,
                              "metadata": _METADATA,
@@ -56,8 +66,7 @@ UPDATE = {"type": "object", "required": ["volume"], "additionalProperties": Fals
               "properties": {"name": _TEXT, "description": _DESCRIPTION,
                              "display_name": _TEXT, "display_description": _DESCRIPTION,
                              "metadata": _METADATA}}}}
-UNSUPPORTED_SOURCES = ("imageRef", "snapshot_id", "source_volid", "backup_id",
-                       "consistencygroup_id", "group_id")
+UNSUPPORTED_SOURCES = ("source_volid", "backup_id", "consistencygroup_id", "group_id")
 DELETABLE = (st.VOLUME_AVAILABLE, st.VOLUME_ERROR, st.VOLUME_ERROR_DELETING,
              st.VOLUME_ERROR_EXTENDING)
 
@@ -175,15 +184,24 @@ class Volumes:
                 raise errors.bad_request("Invalid input for field/attribute %s. Volumes "
                                          "from another source are not supported yet; "
                                          "only blank volumes." % key)
-        size = _size(args["size"], conf)
+        source = sources.resolve(ctx, conf, args)
+        if args.get("size") is None and source.min_size_gb is None:
+            raise errors.bad_request("Invalid input for field/attribute size. "
+                                     "'size' is a required property")
+        size = _size(args["size"], conf) if args.get("size") is not None \
+            else source.min_size_gb
+        sources.check_size(source, size)
         _check_type(args.get("volume_type"))
         if args.get("availability_zone") not in (None, "", views.AVAILABILITY_ZONE):
             raise errors.bad_request("Invalid input for field/attribute availability_zone. "
                                      "Availability zone %s is invalid."
                                      % str(args["availability_zone"])[:64])
-        host = pick_volume_host(conf)
+        host = source.host if source.snapshot_id else pick_volume_host(conf)
+        if source.snapshot_id and not sources.host_is_up(conf, host):
+            host = None
         try:
             row = vdb.volume_create({
+                **source.columns(),
                 "name": args.get("name") or args.get("display_name"),
                 "description": args.get("description") or args.get("display_description"),
                 "size_gb": size, "host": host,
@@ -202,7 +220,8 @@ class Volumes:
                                   fault="overLimit") from None
         try:
             if host:
-                self.state.volume.create_volume(ctx, host, row.id)
+                self.state.volume.create_volume(ctx, host, row.id,
+                                                from_source=source.is_set)
         except exception.MessagingException as exc:
             LOG.error("could not cast create_volume for %s: %s", row.id, exc)
             row = vdb.volume_update(row.id, {"status": st.VOLUME_ERROR,
@@ -257,10 +276,9 @@ class Volume:
             raise errors.bad_request("Invalid volume: Volume status must be available "
                                      "or error, but current status is: %s." % row.status)
         try:
-            vdb.volume_update(row.id, {"status": st.VOLUME_DELETING, "status_deadline":
-                                       vdb.deadline(self.state.conf.volume.operation_timeout)},
-                              expected_status=DELETABLE)
-        except vdb.VolumeStatusConflict as exc:
+            sdb.volume_delete_begin(row.id, DELETABLE,
+                                    vdb.deadline(self.state.conf.volume.operation_timeout))
+        except (vdb.VolumeStatusConflict, sdb.VolumeHasSnapshots) as exc:
             raise errors.bad_request("Invalid volume: %s." % str(exc)) from None
         if not row.path:
             # Never made on a volume host (created in error): nothing to remove.

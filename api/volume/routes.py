@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from api.state import APIState
-from api.volume import actions, quotas, resources
+from api.volume import actions, quotas, resources, snapshots
 
 V3 = resources.V3
 
@@ -21,3 +21,6 @@ def add_routes(app, state: APIState) -> None:
     add(V3 + "/os-quota-sets/{project_id}", quotas.QuotaSet(state))
     add(V3 + "/os-quota-sets/{project_id}/defaults", quotas.QuotaDefaults(state))
     add(V3 + "/limits", quotas.Limits(state))
+    add(V3 + "/snapshots", snapshots.Snapshots(state))
+    add(V3 + "/snapshots/detail", snapshots.Snapshots(state, detail=True))
+    add(V3 + "/snapshots/{snapshot_id}", snapshots.Snapshot(state))

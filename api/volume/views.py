@@ -49,16 +49,19 @@ def volume(row, attachments, url: str, admin: bool, detail: bool = True) -> dict
         "created_at": isotime(row.created_at, micro=True),
         "updated_at": isotime(row.updated_at, micro=True),
         "volume_type": DEFAULT_TYPE_NAME, "volume_type_id": DEFAULT_TYPE_ID,
-        "bootable": "false", "encrypted": False, "multiattach": False,
+        "bootable": "true" if getattr(row, "bootable", False) else "false",
+        "encrypted": False, "multiattach": False,
         "metadata": dict(row.metadata_ or {}),
         "attachments": [attachment(a) for a in attachments if a.status == "attached"],
         "links": links, "user_id": row.user_id,
         "os-vol-tenant-attr:tenant_id": row.project_id,
-        "snapshot_id": None, "source_volid": None, "consistencygroup_id": None,
+        "snapshot_id": getattr(row, "snapshot_id", None), "source_volid": None, "consistencygroup_id": None,
         "group_id": None, "replication_status": None, "migration_status": None,
         "provider_id": None, "service_uuid": None, "shared_targets": False,
         "cluster_name": None, "consumes_quota": True,
     }
+    if getattr(row, "image_metadata", None):
+        doc["volume_image_metadata"] = dict(row.image_metadata)
     if admin:
         doc["os-vol-host-attr:host"] = row.host
         doc["os-vol-mig-status-attr:migstat"] = None

@@ -39,7 +39,7 @@ import logging
 
 from oslo_config import cfg
 
-from conductor.flows import runner
+from conductor.flows import runner, snapshot_reaper
 from conductor.flows.base import Flow
 from conductor.flows.runner import FlowFailed, FlowState, Step
 from flotilla import exception
@@ -314,7 +314,7 @@ class VolumeFlow(Flow):
                 continue   # it moved on by itself
             LOG.warning("volume %s: %s timed out, now %s", volume.id, volume.status, to)
             ended += 1
-        return ended
+        return ended + snapshot_reaper.reap()
 
     def resume(self, record: db.FlowRecord) -> None:
         """A conductor restarted in a volume flow: revert what it did (an

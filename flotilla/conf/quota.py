@@ -28,13 +28,15 @@ quota_opts = [
     cfg.IntOpt("volumes", default=10, min=-1,
                help="Block volumes a project may have."),
     cfg.IntOpt("gigabytes", default=1000, min=-1,
-               help="GiB a project's volumes may have in total."),
+               help="GiB a project's volumes and volume snapshots may have in total."),
+    cfg.IntOpt("snapshots", default=10, min=-1,
+               help="Volume snapshots a project may have."),
 ]
 
 RESOURCES = ("instances", "cores", "ram", "server_groups",
              "server_group_members", "metadata_items", "key_pairs")
 # Block Storage quotas (the volume API's quota sets), apart from the compute ones.
-VOLUME_RESOURCES = ("volumes", "gigabytes")
+VOLUME_RESOURCES = ("volumes", "gigabytes", "snapshots")
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:

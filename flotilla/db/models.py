@@ -438,6 +438,34 @@ class Volume(TimestampMixin, SoftDeleteMixin, Base):
     metadata_: Mapped[dict | None] = mapped_column("metadata", sa.JSON)
     status_deadline: Mapped[datetime.datetime | None]
     status_reason: Mapped[str | None] = mapped_column(sa.Text)
+    # Added by 0012 (volume snapshots): where the volume's first bytes came
+    # from (a snapshot or an image), whether it is bootable (made from an
+    # image), and the image's metadata Cinder shows as volume_image_metadata.
+    snapshot_id: Mapped[str | None] = mapped_column(sa.String(UUID_LEN))
+    image_id: Mapped[str | None] = mapped_column(sa.String(UUID_LEN))
+    image_metadata: Mapped[dict | None] = mapped_column(sa.JSON)
+    bootable: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+
+
+class VolumeSnapshot(TimestampMixin, SoftDeleteMixin, Base):
+    """A point-in-time copy of a volume (0012), a file in the pool of the
+    volume's host (``path``); ``size_gb`` is the volume's size when taken."""
+
+    __tablename__ = "volume_snapshots"
+
+    id: Mapped[str] = mapped_column(sa.String(UUID_LEN), primary_key=True)
+    volume_id: Mapped[str] = mapped_column(sa.ForeignKey("volumes.id"), index=True)
+    project_id: Mapped[str | None] = mapped_column(sa.String(NAME_LEN), index=True)
+    user_id: Mapped[str | None] = mapped_column(sa.String(NAME_LEN))
+    name: Mapped[str | None] = mapped_column(sa.String(NAME_LEN))
+    description: Mapped[str | None] = mapped_column(sa.Text)
+    size_gb: Mapped[int]
+    status: Mapped[str] = mapped_column(sa.String(STATE_LEN))
+    status_reason: Mapped[str | None] = mapped_column(sa.Text)
+    status_deadline: Mapped[datetime.datetime | None]
+    metadata_: Mapped[dict | None] = mapped_column("metadata", sa.JSON)
+    host: Mapped[str | None] = mapped_column(sa.String(NAME_LEN))
+    path: Mapped[str | None] = mapped_column(sa.String(1024))
 
 
 class VolumeAttachment(TimestampMixin, Base):

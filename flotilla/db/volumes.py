@@ -26,7 +26,7 @@ from flotilla import exception
 from flotilla import states as st
 from flotilla.db import quotas
 from flotilla.db.engine import session_scope
-from flotilla.db.models import Quota, Volume, VolumeAttachment
+from flotilla.db.models import Quota, Volume, VolumeAttachment, VolumeSnapshot
 from flotilla.db.types import utcnow
 
 
@@ -143,11 +143,19 @@ def set_volume_limits(project_id: str, limits: Mapping[str, int]) -> None:
 
 
 def volume_usage(project_id: str, session=None) -> dict[str, int]:
+    """What the project uses: ``volumes``, ``snapshots`` and ``gigabytes``
+    (its live volumes' and snapshots' sizes, as Cinder counts them)."""
     def read(sess):
         count, total = sess.execute(sa.select(
             sa.func.count(Volume.id), sa.func.coalesce(sa.func.sum(Volume.size_gb), 0))
             .where(Volume.project_id == project_id, Volume.deleted.is_(False))).one()
-        return {"volumes": int(count), "gigabytes": int(total)}
+        snaps, snap_total = sess.execute(sa.select(
+            sa.func.count(VolumeSnapshot.id),
+            sa.func.coalesce(sa.func.sum(VolumeSnapshot.size_gb), 0))
+            .where(VolumeSnapshot.project_id == project_id,
+                   VolumeSnapshot.deleted.is_(False))).one()
+        return {"volumes": int(count), "snapshots": int(snaps),
+                "gigabytes": int(total) + int(snap_total)}
     return quotas._read(session, read)
 
 
