@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 
+from compute.virt.libvirt.imagecache import ImageError
 from flotilla import exception
 from flotilla import states as st
 from flotilla.db import volume_snapshots as sdb
@@ -34,7 +35,7 @@ GIB = 1024 ** 3
 def reason(exc: BaseException) -> str:
     """A status reason that names the failure without leaking paths or
     URLs: our own exceptions' messages, else the exception type."""
-    if isinstance(exc, exception.FlotillaException):
+    if isinstance(exc, (exception.FlotillaException, ImageError)):
         return str(exc)[:255]
     return type(exc).__name__
 

@@ -14,8 +14,13 @@ from flotilla import states as st
 from flotilla.db import volume_snapshots as sdb
 from flotilla.db import volumes as vdb
 from tests.functional.api.fixtures import IMAGE_ID, api_cloud  # noqa: F401
-from tests.functional.volume.test_volume_api import V, _available, _create, _server
-from tests.functional.volume.test_volume_api import cloud  # noqa: F401
+from tests.functional.volume.test_volume_api import (
+    V,
+    _available,
+    _create,
+    _server,
+    cloud,  # noqa: F401
+)
 
 VERSION = {"OpenStack-API-Version": "volume 3.65"}
 

@@ -1,0 +1,205 @@
+"""Volume snapshots and volumes made from a snapshot or an image on the
+demo's two-host cloud (issue 11): the real flotilla-volume with its pool on
+rig host1's libvirtd and its qemu-storage-daemon, driven by the unmodified
+``openstack`` CLI (and openstacksdk to wait).
+
+A marker is written straight into a volume's pool file, the volume is
+snapshotted and overwritten, and a volume made from the snapshot holds the
+marker (the copy is the volume as it was). A volume attached to a running
+guest is snapshotted while in use and the copy holds the marker the guest
+wrote. A volume made from the tiny guest image holds the image's bytes,
+converted to raw, and is bootable with the image's metadata shown.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import uuid
+
+from tests.integration.e2e.test_snapshots import (  # noqa: F401 - fixtures
+    _delete,
+    _host_of,
+    _wait,
+    cli,
+    guest,
+)
+from tests.integration.e2e.test_volumes import _console, cli_plain
+
+GIB = 1024 ** 3
+OFFSET = 5 * 1024 * 1024        # past anything the guest's marker uses
+
+
+def _pool(cloud) -> pathlib.Path:
+    return pathlib.Path(cloud.root) / "state" / "volumes"
+
+
+def _volume_file(cloud, volume_id: str) -> pathlib.Path:
+    return _pool(cloud) / ("volume-%s" % volume_id)
+
+
+def _write(path: pathlib.Path, data: bytes, offset: int = OFFSET) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+        f.flush()
+
+
+def _read(path: pathlib.Path, length: int, offset: int = OFFSET) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read(length)
+
+
+def _available_volume(walkthrough, volume_id: str):
+    storage = walkthrough.tenant.block_storage
+    return storage.wait_for_status(storage.get_volume(volume_id), "available", wait=120)
+
+
+def _available_snapshot(walkthrough, snapshot_id: str):
+    storage = walkthrough.tenant.block_storage
+    return storage.wait_for_status(storage.get_snapshot(snapshot_id), "available",
+                                   wait=120)
+
+
+def _cleanup(walkthrough, snapshots: list[str], volumes: list[str]) -> None:
+    storage = walkthrough.tenant.block_storage
+    for volume_id in volumes:
+        storage.delete_volume(volume_id, ignore_missing=True)
+    for volume_id in volumes:
+        _wait(lambda v=volume_id: not _exists(storage.get_volume, v), 60,
+              "volume %s deleted" % volume_id)
+    for snapshot_id in snapshots:
+        storage.delete_snapshot(snapshot_id, ignore_missing=True)
+    for snapshot_id in snapshots:
+        _wait(lambda s=snapshot_id: not _exists(storage.get_snapshot, s), 60,
+              "snapshot %s deleted" % snapshot_id)
+
+
+def _exists(getter, ident: str) -> bool:
+    import openstack
+    try:
+        getter(ident)
+        return True
+    except openstack.exceptions.NotFoundException:
+        return False
+
+
+def test_a_snapshot_keeps_the_volume_as_it_was(cloud, walkthrough, cli):  # noqa: F811
+    snapshots: list[str] = []
+    volumes: list[str] = []
+    marker = b"FLOTILLA-SNAPSHOT-MARKER %s" % uuid.uuid4().hex.encode()
+    try:
+        source = cli("volume", "create", "--size", "1", "snap-source")
+        volumes.append(source["id"])
+        _available_volume(walkthrough, source["id"])
+        _write(_volume_file(cloud, source["id"]), marker)
+
+        snap = cli("volume", "snapshot", "create", "--volume", "snap-source",
+                   "--description", "e2e", "snap-one")
+        snapshots.append(snap["id"])
+        snap = _available_snapshot(walkthrough, snap["id"])
+        assert (snap.size, snap.volume_id) == (1, source["id"])
+        snap_file = _pool(cloud) / ("snapshot-%s" % snap.id)
+        assert _read(snap_file, len(marker)) == marker
+        listed = cli("volume", "snapshot", "list")
+        assert [(s["ID"], s["Name"], s["Status"], s["Size"]) for s in listed] == \
+            [(snap.id, "snap-one", "available", 1)]
+        shown = cli("volume", "snapshot", "show", "snap-one")
+        assert (shown["id"], shown["volume_id"], shown["description"]) == \
+            (snap.id, source["id"], "e2e")
+
+        # The source changes afterwards; the snapshot does not.
+        _write(_volume_file(cloud, source["id"]), b"X" * len(marker))
+
+        # A volume with a snapshot cannot be deleted (Cinder's 400).
+        proc = cli_plain(cloud, "volume", "delete", source["id"])
+        assert proc.returncode != 0 and "snapshot" in proc.stderr, proc.stderr
+
+        # Smaller than the snapshot: refused.
+        proc = cli_plain(cloud, "volume", "create", "--snapshot", "snap-one", "--size",
+                         "0", "too-small")
+        assert proc.returncode != 0
+        copy = cli("volume", "create", "--snapshot", "snap-one", "--size", "2",
+                   "from-snap")
+        volumes.append(copy["id"])
+        copy = _available_volume(walkthrough, copy["id"])
+        assert (copy.size, copy.snapshot_id) == (2, snap.id)
+        copy_file = _volume_file(cloud, copy.id)
+        assert _read(copy_file, len(marker)) == marker
+        assert copy_file.stat().st_size == 2 * GIB
+
+        # Deleted through the CLI: the snapshot's file goes from the pool.
+        proc = cli_plain(cloud, "volume", "snapshot", "delete", "snap-one")
+        assert proc.returncode == 0, proc.stderr
+        _wait(lambda: not _exists(walkthrough.tenant.block_storage.get_snapshot, snap.id),
+              60, "the snapshot deleted")
+        snapshots.remove(snap.id)
+        assert not snap_file.exists()
+    finally:
+        _cleanup(walkthrough, snapshots, volumes)
+
+
+def test_an_in_use_volume_is_snapshotted_while_the_guest_runs(  # noqa: F811
+        cloud, walkthrough, guest, cli):  # noqa: F811
+    tenant = walkthrough.tenant
+    snapshots: list[str] = []
+    volumes: list[str] = []
+    server = cli("server", "create", "--image", guest.id, "--flavor", "m1.tiny",
+                 "--nic", "none", "--wait", "snap-guest")
+    try:
+        host = _host_of(walkthrough, server["id"])
+        _wait(lambda: "FLOTILLA-PARTITIONS" in _console(cloud, host, server["id"]),
+              180, "guest boot")
+        volume = cli("volume", "create", "--size", "1", "in-use-source")
+        volumes.append(volume["id"])
+        _available_volume(walkthrough, volume["id"])
+        tenant.compute.create_volume_attachment(server["id"], volume_id=volume["id"])
+        tenant.block_storage.wait_for_status(
+            tenant.block_storage.get_volume(volume["id"]), "in-use", wait=60)
+        _wait(lambda: "FLOTILLA-DISK-MARKER vdb written %s" % server["id"]
+              in _console(cloud, host, server["id"]), 60, "the guest's marker")
+
+        # In use: the CLI (3.65, no force) takes a crash-consistent copy.
+        snap = cli("volume", "snapshot", "create", "--volume", volume["id"], "live")
+        snapshots.append(snap["id"])
+        _available_snapshot(walkthrough, snap["id"])
+        copy = cli("volume", "create", "--snapshot", snap["id"], "from-live")
+        volumes.append(copy["id"])
+        _available_volume(walkthrough, copy["id"])
+        data = _volume_file(cloud, copy["id"]).read_bytes()[:OFFSET]
+        assert server["id"].encode() in data
+
+        tenant.compute.delete_volume_attachment(server["id"], volume["id"])
+        tenant.block_storage.wait_for_status(
+            tenant.block_storage.get_volume(volume["id"]), "available", wait=60)
+    finally:
+        _delete(walkthrough, [server["id"]])
+        _cleanup(walkthrough, snapshots, volumes)
+
+
+def test_a_volume_from_the_guest_image_holds_it_raw(  # noqa: F811
+        cloud, walkthrough, guest, cli, tmp_path):  # noqa: F811
+    volumes: list[str] = []
+    try:
+        made = cli("volume", "create", "--image", guest.id, "--size", "1", "from-image")
+        volumes.append(made["id"])
+        volume = _available_volume(walkthrough, made["id"])
+        assert volume.is_bootable and volume.size == 1
+        assert volume.volume_image_metadata["image_id"] == guest.id
+        shown = cli("volume", "show", made["id"])
+        assert shown["bootable"] == "true"
+        # Its bytes are the image's, converted to raw (the rest reads zeros).
+        image = tmp_path / "guest.qcow2"
+        with open(image, "wb") as f:
+            for chunk in walkthrough.tenant.image.download_image(guest, stream=True
+                                                                 ).iter_content(1 << 20):
+                f.write(chunk)
+        path = _volume_file(cloud, made["id"])
+        assert path.stat().st_size == GIB
+        proc = subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "qcow2",
+                               str(path), str(image)], capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    finally:
+        _cleanup(walkthrough, [], volumes)
