@@ -258,13 +258,42 @@ class Walkthrough:
         self.wait_console(second, found)
         say("    %s on %s read the marker %s wrote on %s: the data came along"
             % (second.name, hosts[second.id], first.name, hosts[first.id]))
+        snapshot_copy = self.volume_snapshot_copy(volume, first, hosts)
         self.tenant.compute.delete_volume_attachment(second, volume.id)
         storage.wait_for_status(volume, "available", interval=0.5, wait=60)
         storage.delete_volume(volume)
         storage.wait_for_delete(volume, interval=0.5, wait=60)
         say("    volume detached and deleted")
         return {"volume": volume.id, "from": first.id, "to": second.id,
-                "from_host": hosts[first.id], "to_host": hosts[second.id]}
+                "from_host": hosts[first.id], "to_host": hosts[second.id],
+                "snapshot_copy": snapshot_copy}
+
+    def volume_snapshot_copy(self, volume, first, hosts: dict[str, str]) -> dict:
+        """Snapshot the in-use volume (crash-consistent, the guest keeps
+        running), make a volume from the snapshot and attach it to
+        ``first``, whose guest finds its own marker on the copy."""
+        storage = self.tenant.block_storage
+        step("snapshot the in-use volume and attach a volume made from the "
+             "snapshot to %s" % first.name)
+        started = time.monotonic()
+        snapshot = storage.create_snapshot(volume_id=volume.id, name="demo-snapshot")
+        snapshot = storage.wait_for_status(snapshot, "available", interval=0.5, wait=120)
+        copy = storage.create_volume(snapshot_id=snapshot.id, name="demo-volume-copy")
+        copy = storage.wait_for_status(copy, "available", interval=0.5, wait=120)
+        say("    snapshot %s and volume %s from it (%.1fs)"
+            % (snapshot.id, copy.id, time.monotonic() - started))
+        self.tenant.compute.create_volume_attachment(first, volume_id=copy.id)
+        storage.wait_for_status(copy, "in-use", interval=0.5, wait=60)
+        self.wait_console(first, "FLOTILLA-DISK-MARKER vdb found %s" % first.id)
+        say("    %s on %s found its own marker on the copy" % (first.name, hosts[first.id]))
+        self.tenant.compute.delete_volume_attachment(first, copy.id)
+        storage.wait_for_status(copy, "available", interval=0.5, wait=60)
+        storage.delete_volume(copy)
+        storage.wait_for_delete(copy, interval=0.5, wait=60)
+        storage.delete_snapshot(snapshot)
+        storage.wait_for_delete(snapshot, interval=0.5, wait=60)
+        say("    copy and snapshot deleted")
+        return {"snapshot": snapshot.id, "copy": copy.id}
 
     def ticks(self, server, marker: str) -> list[int]:
         output = self.tenant.compute.get_server_console_output(server).get("output", "")
