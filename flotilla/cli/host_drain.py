@@ -16,7 +16,7 @@ from typing import Any
 
 from flotilla import binaries
 from flotilla.cli import resources
-from flotilla.drain import DrainRefused, Drainer, Guest, Outcome, format_progress
+from flotilla.drain import Drainer, DrainRefused, Guest, Outcome, format_progress
 
 MICROVERSION = "2.84"
 DEFAULT_MAX_CONCURRENT = 2
@@ -79,6 +79,9 @@ class APIBackend:
         now = server.get("OS-EXT-SRV-ATTR:host")
         if now != host:
             return Outcome(done=True, moved=True)
+        if self._get("/servers/%s/migrations" % guest.id).get("migrations"):
+            # The flow clears the task before it ends the migration record.
+            return Outcome(done=False)
         return Outcome(done=True, reason=self._reason(guest.id))
 
     def _reason(self, server_id: str) -> str:

@@ -23,8 +23,9 @@ from flotilla.context import get_admin_context
 from flotilla.db import api as db_api
 from flotilla.db import migration_records as mig_db
 from flotilla.db import schema
+from flotilla.db.instances import MIGRATION_ENDED
 from flotilla.deadlines import task_deadline
-from flotilla.drain import DrainRefused, Drainer, Guest, Outcome, format_progress
+from flotilla.drain import Drainer, DrainRefused, Guest, Outcome, format_progress
 
 HELP = "hosts: drain HOST (disable it, live-migrate every guest off it)"
 
@@ -104,6 +105,9 @@ class DirectBackend:
             return Outcome(done=False, progress=progress)
         if inst.host != host:
             return Outcome(done=True, moved=True)
+        if newest is not None and newest.status not in MIGRATION_ENDED:
+            # The flow clears the task before it writes the record's end.
+            return Outcome(done=False)
         reason = "the live migration ended and the server is still on the host"
         if newest is not None and newest.status in (mig_db.ERROR, mig_db.CANCELLED):
             reason = "migration %s: %s" % (newest.status, newest.error_reason or "no reason")
