@@ -48,7 +48,7 @@ from conductor.flows import runner
 from conductor.flows.base import Flow
 from conductor.flows.rebuild import REBUILD_TASKS, RebuildNotDone, clear_task
 from conductor.flows.runner import FlowFailed, FlowState, Step
-from flotilla import exception, images
+from flotilla import concurrency, exception, images
 from flotilla import states as st
 from flotilla.context import RequestContext
 from flotilla.db import api as db
@@ -288,10 +288,20 @@ class EvacuateFlow(Flow):
 
     def report(self, ctxt: RequestContext, record: db.FlowRecord,
                report: dict[str, Any]) -> None:
-        """The destination agent's rebuild report."""
+        """The destination agent's rebuild report. The flow goes on in the
+        background: the agent reports while it holds the instance's lock, and
+        the next step calls it to attach volumes (inline, both would wait on
+        each other until the RPC timeout)."""
         state = EvacuateState.from_data(record.flow_data or {})
-        self._run(state, lambda: runner.continue_flow(self.steps(), state,
-                                                      self._recorder(state), report))
+
+        def go_on() -> None:
+            try:
+                self._run(state, lambda: runner.continue_flow(self.steps(), state,
+                                                              self._recorder(state), report))
+            except Exception:
+                LOG.exception("evacuation of %s after its rebuild report failed",
+                              state.instance_uuid)
+        concurrency.spawn(go_on)
 
     def resume(self, record: db.FlowRecord) -> None:
         state = EvacuateState.from_data(record.flow_data or {})

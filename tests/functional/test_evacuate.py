@@ -126,3 +126,28 @@ def test_an_evacuation_whose_source_is_up_again_changes_nothing(cloud):
     [claim] = db.allocation_get_by_consumer(inst["uuid"])
     assert claim.host == source
     assert db.allocation_get_by_consumer(migration.uuid) == []
+
+
+def test_attached_volumes_are_attached_again_on_the_new_host(cloud):
+    from flotilla.db import volumes as volumes_db
+    from flotilla.objects import Instance
+    inst = _boot(cloud)
+    source, dest = inst["host"], _other(inst["host"])
+    volume = volumes_db.volume_create({"project_id": "p1", "size_gb": 1, "status": "in-use",
+                                       "host": "volhost"}, {})
+    attachment = volumes_db.attachment_create(volume.id, inst["uuid"], source)
+    connection = {"volume_id": volume.id, "export": "vol-" + volume.id,
+                  "host": "127.0.0.1", "port": 10809, "protocol": "nbd", "format": "raw"}
+    device = cloud.compute.attach_volume(cloud.ctxt, source, inst["uuid"], connection)
+    volumes_db.attachment_update(attachment.uuid, {"status": "attached", "device": device,
+                                                   "connection_info": connection})
+    cloud.stop_host(source)
+    db.service_set_forced_down(source, "flotilla-compute", True)
+    migration = _wait_migration(_evacuate(cloud, inst))
+    assert migration.status == "done", migration.error_reason
+    now = Instance.from_record(cloud.wait_idle(inst["uuid"]))
+    assert now.host == dest
+    assert volume.id in cloud.drivers[dest].get_volume_devices(now)
+    [after] = volumes_db.attachments_of_instance(inst["uuid"])
+    assert (after.host, after.volume_id) == (dest, volume.id)
+    assert volumes_db.volume_get(volume.id).status == "in-use"
