@@ -23,6 +23,7 @@ from conductor.flows import runner
 from conductor.flows.base import Flow
 from conductor.flows.build import BuildFlow
 from conductor.flows.delete import DeleteFlow
+from conductor.flows.evacuate import EvacuateFlow
 from conductor.flows.live_migrate import LiveMigrateFlow
 from conductor.flows.rebuild import RebuildFlow
 from conductor.flows.snapshot import SnapshotFlow
@@ -47,7 +48,7 @@ _AGENT_WRITABLE = frozenset({
 
 
 class ConductorManager:
-    RPC_API_VERSION = "1.5"
+    RPC_API_VERSION = "1.7"
 
     def __init__(self, conf: cfg.ConfigOpts, transport=None) -> None:
         self.conf = conf
@@ -79,7 +80,8 @@ class ConductorManager:
                                  RebuildFlow(self.conf, self.conf.host, compute),
                                  VolumeFlow(self.conf, self.conf.host, compute, volumes),
                                  LiveMigrateFlow(self.conf, self.conf.host, scheduler,
-                                                 compute)]
+                                                 compute),
+                                 EvacuateFlow(self.conf, self.conf.host, scheduler, compute)]
             self._flows = {flow.name: flow for flow in flows}
             # The attach and detach flows are saved under their own names.
             self._flows["volume_attach"] = self._flows["volume_detach"] = \
@@ -245,6 +247,12 @@ class ConductorManager:
                      error: str | None = None, message: str | None = None) -> None:
         agent_access.check_instance(ctxt, instance_uuid)
         agent_access.check_host(ctxt, host, "report a rebuild")
+        # An evacuation's destination rebuilds through the same agent call.
+        evacuation = self.flows["evacuate"].waiting_record(instance_uuid)
+        if evacuation is not None:
+            self.flows["evacuate"].report(ctxt, evacuation,
+                                          {"error": error, "message": message})
+            return
         self.flows["rebuild"].report(ctxt, instance_uuid, host,
                                      {"error": error, "message": message})
 
@@ -280,6 +288,14 @@ class ConductorManager:
                                             instance_uuid=instance_uuid, host=host)
         self.flows["live_migrate"].report(ctxt, instance_uuid, migration_uuid,
                                           {"error": error, "message": message})
+
+    # --- evacuate (1.7) -------------------------------------------------------------
+
+    def evacuate_instance(self, ctxt: RequestContext, instance_uuid: str,
+                          migration_uuid: str, host: str | None = None,
+                          force: bool = False) -> None:
+        agent_access.check_control_plane(ctxt, "start evacuations")
+        self.flows["evacuate"].start(ctxt, instance_uuid, migration_uuid, host, force)
 
     # --- periodic tasks ------------------------------------------------------------
 

@@ -27,6 +27,9 @@ Version history:
   starts the flow on an accepted migration record), live_migration_abort and
   live_migration_force_complete (from the API), and from the source agent
   migration_progress (a cast) and live_migration_done (its report).
+* 1.7 - evacuate_instance (a cast from the API that starts the evacuate
+  flow on an accepted migration record of type evacuation; the destination
+  agent reports with rebuild_done).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ TOPIC = "conductor"
 
 
 class ConductorAPI:
-    VERSION = "1.5"
+    VERSION = "1.7"
 
     def __init__(self, transport, version_cap: VersionCap = None,
                  timeout: float | None = None) -> None:
@@ -264,6 +267,16 @@ class ConductorAPI:
         guest runs on the destination)."""
         self._call(ctxt, "live_migration_done", "1.5", instance_uuid=instance_uuid,
                    migration_uuid=migration_uuid, host=host, error=error, message=message)
+
+    # --- evacuate (1.7) -----------------------------------------------------------------
+
+    def evacuate_instance(self, ctxt: RequestContext, instance_uuid: str,
+                          migration_uuid: str, host: str | None = None,
+                          force: bool = False) -> None:
+        """Run the evacuate flow on the accepted evacuation ``migration_uuid``
+        (to ``host``: verified by the scheduler unless ``force``)."""
+        self._cast(ctxt, "evacuate_instance", "1.7", instance_uuid=instance_uuid,
+                   migration_uuid=migration_uuid, host=host, force=force)
 
 
 def request_spec_1_1(spec: RequestSpec) -> dict[str, Any]:

@@ -113,7 +113,8 @@ _BODIES = {
     ("PUT", "/compute/v2.1/os-quota-class-sets/{class_name}"): quota_sets.update_schema(
         "quota_class_set", quota_sets.shown((2, 1)), force=False),
     ("PUT", "/compute/v2.1/os-services/{action}"): {
-        "oneOf": [schemas.SERVICE_HOST_BINARY, schemas.SERVICE_UPDATE]},
+        "oneOf": [schemas.SERVICE_HOST_BINARY, schemas.SERVICE_UPDATE,
+                  schemas.SERVICE_FORCE_DOWN]},
     ("POST", "/identity/v3/auth/tokens"): tokens.AUTH_SCHEMA,
     ("POST", IMG + "/images"): image_validation.IMAGE_SCHEMA,
     ("PATCH", IMG + "/images/{image_id}"): image_validation.PATCH_SCHEMA,

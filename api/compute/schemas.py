@@ -172,6 +172,12 @@ ACTIONS = {
         # 2.57+: null removes the server's user data.
         "user_data": {"type": ["string", "null"], "maxLength": 65535}},
         "required": ["imageRef"], "additionalProperties": False},
+    # Each microversion's own form: api.compute.evacuate.schema.
+    "evacuate": {"type": "object", "properties": {
+        "host": {"type": ["string", "null"], "minLength": 1, "maxLength": 255},
+        "adminPass": {"type": "string", "maxLength": 255},
+        "onSharedStorage": {"type": ["boolean", "string"]},
+        "force": {"type": "boolean"}}, "additionalProperties": False},
 }
 
 SERVER_ACTION = {
@@ -259,11 +265,19 @@ SERVICE_UPDATE = {
     "properties": {"status": {"type": "string", "enum": ["enabled", "disabled"]},
                    "disabled_reason": {"type": "string", "minLength": 1,
                                        "maxLength": 255},
-                   "forced_down": {"type": "boolean", "enum": [False]}},
+                   "forced_down": {"type": "boolean"}},
     "additionalProperties": False,
     "minProperties": 1,
 }
 
+# PUT /os-services/force-down (2.11-2.52).
+SERVICE_FORCE_DOWN = {
+    "type": "object",
+    "properties": {"host": NAME, "binary": NAME, "forced_down": {"type": "boolean"}},
+    "required": ["host", "binary", "forced_down"],
+    "additionalProperties": False,
+}
+
 __all__ = ["SERVER_CREATE", "SERVER_ACTION", "FLAVOR_CREATE", "FLAVOR_ACTION",
            "SERVER_GROUP_CREATE",
-           "SERVICE_HOST_BINARY", "SERVICE_UPDATE", "POSITIVE", "NON_NEGATIVE"]
+           "SERVICE_HOST_BINARY", "SERVICE_UPDATE", "SERVICE_FORCE_DOWN", "POSITIVE", "NON_NEGATIVE"]

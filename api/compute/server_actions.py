@@ -32,7 +32,7 @@ import logging
 import falcon
 
 from api import errors, validation
-from api.compute import locks, migrations, rebuild, schemas, snapshots
+from api.compute import evacuate, locks, migrations, rebuild, schemas, snapshots
 from api.compute.servers import get_server
 from api.state import APIState, ctxt, version
 from flotilla import exception
@@ -86,6 +86,9 @@ class ServerAction:
             return
         if name == "os-migrateLive":
             migrations.live_migrate(self.state, req, resp, ctx, inst, args)
+            return
+        if name == "evacuate":
+            evacuate.evacuate(self.state, req, resp, ctx, inst, args)
             return
         if name == "os-resetState":
             self._reset_state(ctx, inst, args["state"])

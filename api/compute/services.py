@@ -3,7 +3,11 @@
 Before 2.53: ``PUT /os-services/disable`` (``disable-log-reason``,
 ``enable``) with host and binary in the body. From 2.53: ``PUT
 /os-services/{id}`` with ``status`` (and ``disabled_reason``), the id a
-UUID (:func:`service_uuid`). ``forced_down`` is shown from 2.11.
+UUID (:func:`service_uuid`). ``forced_down`` is shown from 2.11 and set
+with ``PUT /os-services/force-down`` (host, binary, forced_down; 2.11 to
+2.52) or ``forced_down`` in the 2.53 body: a forced-down service counts as
+down whatever its heartbeat says (its servers may be evacuated), until an
+operator clears it.
 
 Binary names: this is Nova's API, whose clients know its services as
 ``nova-compute``, ``nova-conductor`` and ``nova-scheduler`` (the CLI's
@@ -41,7 +45,7 @@ def view(service, conf, host_zones, ver=(2, 1)) -> dict:
               "updated_at": isotime(service.last_seen_at, micro=True),
               "disabled_reason": service.disabled_reason}
     if ver >= (2, 11):
-        result["forced_down"] = False
+        result["forced_down"] = bool(getattr(service, "forced_down", False))
     return result
 
 
@@ -79,6 +83,14 @@ class Service:
                 result["disabled_reason"] = reason
             resp.media = {"service": result}
             return
+        if action == "force-down" and (2, 11) <= ver < (2, 53):
+            body = validation.validate(body, schemas.SERVICE_FORCE_DOWN)
+            service = self._force(body["host"], binaries.own_name(body["binary"]),
+                                  body["forced_down"])
+            resp.media = {"service": {"host": service.host,
+                                      "binary": binaries.api_name(service.binary),
+                                      "forced_down": service.forced_down}}
+            return
         if ver < (2, 53):
             raise errors.not_found("Unknown action %s" % action[:64])
         body = validation.validate(body, schemas.SERVICE_UPDATE)
@@ -92,7 +104,16 @@ class Service:
                                 body.get("disabled_reason") if disabled else None)
         elif "disabled_reason" in body:
             raise errors.bad_request("disabled_reason requires status disabled")
+        if "forced_down" in body:
+            service = self._force(service.host, service.binary, body["forced_down"])
         resp.media = {"service": view(service, conf, zones.host_zones(conf), ver)}
+
+    @staticmethod
+    def _force(host: str, binary: str, forced_down: bool):
+        try:
+            return db.service_set_forced_down(host, binary, forced_down)
+        except exception.ServiceNotFound as exc:
+            raise errors.not_found(str(exc)) from None
 
     @staticmethod
     def _set(host: str, binary: str, disabled: bool, reason: str | None):

@@ -254,6 +254,8 @@ def register(subparsers) -> None:
     host = subparsers.add_parser("host", help="Hypervisor hosts (admin)")
     sub = host.add_subparsers(dest="action", metavar="ACTION", required=True)
     sub.add_parser("list", help="List hypervisors").set_defaults(func=host_list)
+    from flotilla.cli import host_drain
+    host_drain.register(sub)
 
     service = subparsers.add_parser("service", help="Compute services (admin)")
     sub = service.add_subparsers(dest="action", metavar="ACTION", required=True)

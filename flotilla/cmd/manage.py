@@ -31,7 +31,7 @@ from flotilla.log import mask_password
 PROG = "flotilla-manage"
 
 # Command groups, in help order; each is the module flotilla.cmd.manage_<name>.
-GROUPS = ("db", "service", "user", "project", "role", "flavor", "quota", "rpc")
+GROUPS = ("db", "service", "host", "user", "project", "role", "flavor", "quota", "rpc")
 
 
 def _add_command_parsers(subparsers) -> None:

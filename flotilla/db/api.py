@@ -106,4 +106,5 @@ from flotilla.db.services import (  # noqa: F401
     service_heartbeat,
     service_is_up,
     service_set_disabled,
+    service_set_forced_down,
 )

@@ -126,6 +126,10 @@ class Service(TimestampMixin, Base):
     disabled_reason: Mapped[str | None] = mapped_column(sa.String(NAME_LEN))
     # The RPC API version the daemon serves ([upgrade_levels] ... = auto).
     rpc_version: Mapped[str | None] = mapped_column(sa.String(STATE_LEN))
+    # Added by 0011 (issue 12, evacuate): an operator (or a fencing tool)
+    # says the host is down whatever its heartbeat says; only an operator
+    # clears it, a heartbeat never does.
+    forced_down: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
 
 
 class ComputeNode(TimestampMixin, Base):

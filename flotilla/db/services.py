@@ -74,6 +74,20 @@ def service_set_disabled(host: str, binary: str, disabled: bool,
         return _get(session, host, binary)
 
 
+def service_set_forced_down(host: str, binary: str, forced_down: bool) -> Service:
+    """Force a service down (it counts as down whatever its heartbeat, so
+    its servers may be evacuated) or clear that. ServiceNotFound if it
+    never reported."""
+    with session_scope() as session:
+        result = session.execute(
+            sa.update(Service)
+            .where(Service.host == host, Service.binary == binary)
+            .values(forced_down=bool(forced_down), updated_at=utcnow()))
+        if result.rowcount == 0:
+            raise exception.ServiceNotFound(host=host, binary=binary)
+        return _get(session, host, binary)
+
+
 def service_destroy(host: str, binary: str) -> None:
     """Forget a service (a host taken out of the cloud)."""
     with session_scope() as session:
@@ -89,8 +103,13 @@ def service_is_up(service: Service | Mapping[str, Any], down_time: int,
     """True if the last heartbeat is at most ``down_time`` seconds old.
 
     ``service`` may be the ORM object or its ``to_dict()`` (as received over
-    RPC). Being disabled does not make a service down.
+    RPC). Being disabled does not make a service down; being forced down
+    does, whatever the heartbeat says.
     """
+    forced = service.get("forced_down") if isinstance(service, Mapping) \
+        else getattr(service, "forced_down", False)
+    if forced:
+        return False
     last = service["last_seen_at"] if isinstance(service, Mapping) \
         else service.last_seen_at
     if last is None:

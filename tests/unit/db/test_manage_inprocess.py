@@ -41,3 +41,39 @@ def test_format_table():
 
     assert format_table(("A", "Bb"), [("xyz", "1")]).splitlines() == [
         "A    Bb", "---  --", "xyz  1"]
+
+
+def test_host_drain(tmp_path, capsys):
+    """Unknown host: one line, 1. A host without guests: disabled with the
+    reason, nothing to move, 0 (memory:// transport: no conductor needed)."""
+    from flotilla.db import api as db_api
+    config = _config(tmp_path)
+    manage.main(["--config-file", config, "db", "sync"])
+    capsys.readouterr()
+    assert manage.main(["--config-file", config, "host", "drain", "h"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "flotilla-manage: error: Service flotilla-compute on host h could "
+        "not be found.")
+    from oslo_config import cfg
+
+    from flotilla import conf as flotilla_conf
+    conf = cfg.ConfigOpts()
+    flotilla_conf.register_all(conf)
+    conf(["--config-file", config], project="flotilla")
+    db_api.configure(conf)
+    try:
+        db_api.service_heartbeat("h", "flotilla-compute", "compute")
+    finally:
+        db_api.dispose()
+    assert manage.main(["--config-file", config, "host", "drain", "h", "--reason",
+                        "disk swap", "--max-concurrent", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "host h disabled (disk swap)" in out
+    assert "0 guest(s) to move, at most 3 at once" in out
+    assert "host h: 0 moved, 0 not moved" in out
+    db_api.configure(conf)
+    try:
+        service = db_api.service_get("h", "flotilla-compute")
+    finally:
+        db_api.dispose()
+    assert (service.disabled, service.disabled_reason) == (True, "disk swap")

@@ -1,0 +1,124 @@
+"""``flotilla host drain HOST``: the drain of flotilla.drain through the
+public compute API (admin credentials), so it runs wherever the openstack
+tools do. Exit status 1 when a guest could not be moved.
+
+What it sends: ``PUT /os-services/{id}`` (disable with a reason, 2.53),
+``GET /servers/detail?all_tenants=1&host=HOST``, ``os-migrateLive`` with
+no host (the scheduler chooses), ``GET /servers/{id}`` and ``GET
+/servers/{id}/migrations`` for the progress, and the failed migration's
+instance action (2.84: its events' details) for the reason.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from flotilla import binaries
+from flotilla.cli import resources
+from flotilla.drain import Drainer, DrainRefused, Guest, Outcome, format_progress
+
+MICROVERSION = "2.84"
+DEFAULT_MAX_CONCURRENT = 2
+
+
+class DrainFailed(Exception):
+    """Some guests are still on the host (the reasons were printed)."""
+
+
+def _message(response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return (response.text or "").strip()[:500] or "HTTP %d" % response.status_code
+    if isinstance(body, dict) and len(body) == 1:
+        inner = next(iter(body.values()))
+        if isinstance(inner, dict) and inner.get("message"):
+            return str(inner["message"])
+    return str(body)[:500]
+
+
+class APIBackend:
+    """A drain's view of the cloud through the compute API."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.compute = conn.compute
+
+    def _get(self, path: str) -> dict:
+        response = self.compute.get(path, microversion=MICROVERSION, raise_exc=False)
+        if response.status_code >= 400:
+            raise RuntimeError("GET %s: %s" % (path, _message(response)))
+        return response.json()
+
+    def disable(self, host: str, reason: str) -> None:
+        service = resources._find_service(self.conn, host, binaries.COMPUTE)
+        self.compute.disable_service(service, host, binaries.COMPUTE, disabled_reason=reason)
+
+    def guests(self, host: str) -> list[Guest]:
+        body = self._get("/servers/detail?all_tenants=1&host=%s" % host)
+        return [Guest(id=s["id"], name=s.get("name") or s["id"], status=s["status"],
+                      host=s.get("OS-EXT-SRV-ATTR:host"),
+                      task_state=s.get("OS-EXT-STS:task_state"))
+                for s in body.get("servers", [])
+                if s.get("OS-EXT-SRV-ATTR:host") == host]
+
+    def live_migrate(self, guest: Guest) -> None:
+        response = self.compute.post(
+            "/servers/%s/action" % guest.id, microversion=MICROVERSION, raise_exc=False,
+            json={"os-migrateLive": {"host": None, "block_migration": "auto"}})
+        if response.status_code >= 400:
+            raise DrainRefused(_message(response))
+
+    def outcome(self, guest: Guest, host: str) -> Outcome:
+        server = self._get("/servers/%s" % guest.id)["server"]
+        if server.get("OS-EXT-STS:task_state"):
+            migrations = self._get("/servers/%s/migrations" % guest.id).get("migrations", [])
+            return Outcome(done=False,
+                           progress=format_progress(migrations[0]) if migrations else None)
+        now = server.get("OS-EXT-SRV-ATTR:host")
+        if now != host:
+            return Outcome(done=True, moved=True)
+        if self._get("/servers/%s/migrations" % guest.id).get("migrations"):
+            # The flow clears the task before it ends the migration record.
+            return Outcome(done=False)
+        return Outcome(done=True, reason=self._reason(guest.id))
+
+    def _reason(self, server_id: str) -> str:
+        """The failed live migration's reason, from its instance action."""
+        actions = self._get("/servers/%s/os-instance-actions" % server_id)
+        for action in actions.get("instanceActions", []):
+            if action.get("action") != "live-migration":
+                continue
+            detail = self._get("/servers/%s/os-instance-actions/%s"
+                               % (server_id, action["request_id"]))["instanceAction"]
+            for event in detail.get("events", []):
+                if event.get("result") == "Error":
+                    why = event.get("details") or (event.get("traceback") or "") \
+                        .strip().splitlines()[-1:]
+                    if isinstance(why, list):
+                        why = why[0] if why else ""
+                    return "%s failed%s" % (event.get("event"), ": %s" % why if why else "")
+            return "the live migration ended in %s" % (action.get("message") or "error")
+        return "the live migration ended and the server is still on the host"
+
+
+def host_drain(conn, args) -> None:
+    drainer = Drainer(APIBackend(conn), max_concurrent=args.max_concurrent,
+                      poll_interval=args.poll_interval, out=sys.stdout)
+    result = drainer.drain(args.host, args.reason)
+    if not result.ok:
+        raise DrainFailed("%d guest(s) could not be moved off %s: %s" % (
+            len(result.failed), args.host,
+            "; ".join("%s: %s" % (g.name, why) for g, why in result.failed.values())))
+
+
+def register(host_subparsers) -> None:
+    """Add ``drain`` to the ``host`` command's actions."""
+    p = host_subparsers.add_parser(
+        "drain", help="Disable a host and live-migrate every guest off it (admin)")
+    p.add_argument("host")
+    p.add_argument("--reason", default="drained", help="Why (shown in service list)")
+    p.add_argument("--max-concurrent", type=int, default=DEFAULT_MAX_CONCURRENT,
+                   help="Migrations at once (default %d)" % DEFAULT_MAX_CONCURRENT)
+    p.set_defaults(func=host_drain)

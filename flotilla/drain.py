@@ -1,0 +1,189 @@
+"""Host drain: disable a compute host, then live-migrate every guest off it,
+several at once, printing each guest's progress; the end names every guest
+that could not be moved and why.
+
+Where the logic lives: in the client that drives the drain (the operator's
+``flotilla host drain`` through the public API, or ``flotilla-manage host
+drain`` through the database and the conductor), not in a conductor flow.
+What an operator needs to survive the client's death does survive it:
+
+* the host is disabled first, in the database, so nothing new lands on it
+  whatever happens to the client;
+* each guest's move is a live migration flow on the conductor, which keeps
+  its state on the migration record and finishes (or reverts) without the
+  client;
+* a drain run again after the client died finds the guests still on the
+  host and migrates those: draining is idempotent, its state is the host's
+  content, so there is no second record of it to keep consistent.
+
+What a client-side drain gives up is only the pacing of the guests not yet
+started (at most ``max_concurrent`` migrations run at once, so a dead client
+leaves the rest on the disabled host, where a new drain picks them up). A
+conductor flow would also need its own record, abort and resume for little
+more: the live migration flow already is the unit that must survive.
+
+Rules of :class:`Drainer`:
+
+* the host's compute service is disabled with the reason given;
+* only ACTIVE and PAUSED servers without a task can live-migrate: any
+  other (stopped, in error, busy) is named with its state as the reason;
+* at most ``max_concurrent`` migrations run at once; a migration the cloud
+  refuses or that ends in error names its reason (the cloud's message);
+* each running migration's progress is printed when it changes; every
+  guest's outcome is printed when known;
+* the drain ends when no migration it started is running; it returns the
+  guests moved and those not moved with their reasons (a guest not moved is
+  still on the host; the exit status of the commands is then 1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Protocol, TextIO
+
+MOVABLE = ("ACTIVE", "PAUSED")
+
+
+class DrainRefused(Exception):
+    """The cloud refused to start a guest's migration (its message)."""
+
+
+@dataclasses.dataclass
+class Guest:
+    """One server as a drain sees it (API status names)."""
+
+    id: str
+    name: str
+    status: str
+    host: str | None
+    task_state: str | None = None
+
+
+@dataclasses.dataclass
+class Outcome:
+    """Where a started migration stands: ``done`` False while it runs;
+    ``moved`` whether the guest left the host; ``reason`` why not."""
+
+    done: bool
+    moved: bool = False
+    reason: str | None = None
+    progress: str | None = None
+
+
+class DrainBackend(Protocol):
+    """How a drain reaches the cloud."""
+
+    def disable(self, host: str, reason: str) -> None: ...
+
+    def guests(self, host: str) -> list[Guest]: ...
+
+    def live_migrate(self, guest: Guest) -> None:
+        """Start the guest's live migration (the scheduler chooses where);
+        DrainRefused with the cloud's reason if refused."""
+
+    def outcome(self, guest: Guest, host: str) -> Outcome:
+        """Where the guest's migration stands."""
+
+
+@dataclasses.dataclass
+class DrainResult:
+    host: str
+    moved: list[Guest] = dataclasses.field(default_factory=list)
+    failed: dict[str, tuple[Guest, str]] = dataclasses.field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def format_progress(migration: dict) -> str | None:
+    """A migration record's progress as one short text (None when the
+    record has no figures yet)."""
+    parts = []
+    for kind in ("memory", "disk"):
+        total = migration.get(kind + "_total_bytes")
+        done = migration.get(kind + "_processed_bytes")
+        if total:
+            parts.append("%s %d%% of %d MiB" % (kind, min(100, 100 * (done or 0) // total),
+                                                total // 2 ** 20))
+    status = migration.get("status")
+    return " ".join(([status] if status else []) + parts) or None
+
+
+class Drainer:
+    def __init__(self, backend: DrainBackend, max_concurrent: int = 2,
+                 poll_interval: float = 2.0, out: TextIO | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        if max_concurrent < 1:
+            raise ValueError("max_concurrent must be at least 1")
+        self.backend = backend
+        self.max_concurrent = max_concurrent
+        self.poll_interval = poll_interval
+        self.out = out
+        self.sleep = sleep
+
+    def _say(self, text: str) -> None:
+        if self.out is not None:
+            print(text, file=self.out, flush=True)
+
+    def drain(self, host: str, reason: str = "drained") -> DrainResult:
+        """Disable ``host`` and move every guest off it (see the rules)."""
+        result = DrainResult(host)
+        self.backend.disable(host, reason)
+        self._say("host %s disabled (%s)" % (host, reason))
+        pending: list[Guest] = []
+        for guest in self.backend.guests(host):
+            if guest.status not in MOVABLE or guest.task_state:
+                why = "status %s%s: only an idle ACTIVE or PAUSED server can be " \
+                      "live-migrated" % (guest.status, ", task %s" % guest.task_state
+                                         if guest.task_state else "")
+                self._fail(result, guest, why)
+            else:
+                pending.append(guest)
+        self._say("%d guest(s) to move, at most %d at once"
+                  % (len(pending), self.max_concurrent))
+        running: dict[str, tuple[Guest, str | None]] = {}
+        while pending or running:
+            while pending and len(running) < self.max_concurrent:
+                guest = pending.pop(0)
+                try:
+                    self.backend.live_migrate(guest)
+                except DrainRefused as exc:
+                    self._fail(result, guest, "refused: %s" % exc)
+                    continue
+                running[guest.id] = (guest, None)
+                self._say("%s (%s): migration started" % (guest.name, guest.id))
+            if not running:
+                break
+            self.sleep(self.poll_interval)
+            for guest_id, (guest, shown) in list(running.items()):
+                outcome = self.backend.outcome(guest, host)
+                if not outcome.done:
+                    if outcome.progress and outcome.progress != shown:
+                        self._say("%s (%s): %s" % (guest.name, guest.id, outcome.progress))
+                        running[guest_id] = (guest, outcome.progress)
+                    continue
+                del running[guest_id]
+                if outcome.moved:
+                    result.moved.append(guest)
+                    self._say("%s (%s): moved" % (guest.name, guest.id))
+                else:
+                    self._fail(result, guest, outcome.reason or "the migration failed")
+        # Anything on the host the drain did not account for (a server that
+        # arrived before the disable took effect) is named too.
+        accounted = {g.id for g in result.moved} | set(result.failed)
+        for guest in self.backend.guests(host):
+            if guest.id not in accounted:
+                self._fail(result, guest, "still on the host (arrived during the drain); "
+                           "run the drain again")
+        self._say("host %s: %d moved, %d not moved" % (host, len(result.moved),
+                                                       len(result.failed)))
+        for guest, why in result.failed.values():
+            self._say("  not moved: %s (%s): %s" % (guest.name, guest.id, why))
+        return result
+
+    def _fail(self, result: DrainResult, guest: Guest, why: str) -> None:
+        result.failed[guest.id] = (guest, why)
+        self._say("%s (%s): not moved: %s" % (guest.name, guest.id, why))

@@ -1,0 +1,148 @@
+"""Host drain (flotilla/drain.py) on fake hosts joined by a fake migration
+fabric: ``flotilla host drain`` through the real HTTP API with the
+unmodified SDK, and ``flotilla-manage host drain``'s control-plane backend.
+The host ends disabled with the reason, every movable guest on the other
+host, and every guest not moved named with its reason (exit status 1)."""
+
+from __future__ import annotations
+
+import io
+import time
+from contextlib import redirect_stdout
+
+import pytest
+
+from compute.virt.fake import FakeDriver, FakeGuest
+from compute.virt.fake_migration import FakeFabric
+from flotilla import states as st
+from flotilla.cli import main as cli_main
+from flotilla.cmd.manage_host import DirectBackend
+from flotilla.db import api as db
+from flotilla.db import identity as identity_db
+from flotilla.drain import Drainer
+from flotilla.objects import Instance
+from tests.fixtures.api_stack import APIStack
+from tests.fixtures.image_app import qcow2_bytes
+from tests.fixtures.scheduling import SchedulingCloud
+
+
+def _on_host1(count: int, boot) -> list[str]:
+    """Boot ``count`` servers while host2 is disabled, so all land on host1."""
+    db.service_set_disabled("host2", "flotilla-compute", True, "test")
+    try:
+        uuids = boot(count)
+    finally:
+        db.service_set_disabled("host2", "flotilla-compute", False)
+    assert {db.instance_get(u).host for u in uuids} == {"host1"}
+    return uuids
+
+
+@pytest.fixture
+def stack(conf, tmp_path):
+    conf.set_override("compute_driver", "fake", group="compute")
+    conf.set_override("live_migration_progress_interval", 0.2, group="compute")
+    fabric = FakeFabric()
+    cloud = APIStack(conf, tmp_path, lambda host: FakeDriver(fabric=fabric))
+    identity_db.role_add("alice", "demo", "admin")
+    yield cloud
+    cloud.stop()
+
+
+def _boot_api(conn, count: int) -> list[str]:
+    image = conn.image.create_image(name="base", data=qcow2_bytes(8192),
+                                    disk_format="qcow2", container_format="bare")
+    servers = [conn.compute.create_server(name="vm%d" % i, image_id=image.id,
+                                          flavor_id="1", networks="none")
+               for i in range(count)]
+    for server in servers:
+        deadline = time.monotonic() + 30
+        while (s := conn.compute.get_server(server.id)).status != "ACTIVE" \
+                or s.task_state:
+            assert time.monotonic() < deadline, "%s is %s" % (s.name, s.status)
+            time.sleep(0.05)
+    return [s.id for s in servers]
+
+
+def test_flotilla_host_drain_moves_four_guests_and_names_the_stopped_one(stack):
+    conn = stack.connect()
+    uuids = _on_host1(5, lambda n: _boot_api(conn, n))
+    stopped = uuids[-1]
+    conn.compute.stop_server(stopped)
+    deadline = time.monotonic() + 30
+    while db.instance_get(stopped).vm_state != st.STOPPED \
+            or db.instance_get(stopped).task_state:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    out = io.StringIO()
+    with redirect_stdout(out):
+        status = cli_main.main(["--poll-interval", "0.1", "host", "drain", "host1",
+                                "--reason", "kernel update", "--max-concurrent", "2"],
+                               connector=lambda args: conn)
+    text = out.getvalue()
+    assert status == 1, text
+    for uuid in uuids[:4]:
+        assert db.instance_get(uuid).host == "host2"
+        assert uuid in stack.drivers["host2"].guests
+        assert "(%s): moved" % uuid in text
+    assert db.instance_get(stopped).host == "host1"
+    assert "not moved: vm4 (%s): status SHUTOFF" % stopped in text
+    assert "4 moved, 1 not moved" in text
+    service = db.service_get("host1", "flotilla-compute")
+    assert (service.disabled, service.disabled_reason) == (True, "kernel update")
+    assert "migration started" in text
+
+
+@pytest.fixture
+def cloud(conf):
+    conf.set_override("compute_driver", "fake", group="compute")
+    conf.set_override("live_migration_progress_interval", 0.2, group="compute")
+    fabric = FakeFabric()
+    c = SchedulingCloud(conf, ["host1", "host2"], lambda host: FakeDriver(fabric=fabric))
+    yield c
+    c.stop()
+
+
+def _boot_direct(cloud, count: int) -> list[str]:
+    _ctxt, uuids = cloud.boot_servers(count)
+    cloud.wait_settled(uuids)
+    return uuids
+
+
+def test_manage_drain_names_a_guest_whose_migration_failed(cloud, conf):
+    uuids = _on_host1(3, lambda n: _boot_direct(cloud, n))
+    # host2 already defines one of them: its migration's checks refuse it.
+    blocked = uuids[1]
+    cloud.drivers["host2"].guests[blocked] = FakeGuest(
+        Instance.from_record(db.instance_get(blocked).to_dict()))
+    out = io.StringIO()
+    result = Drainer(DirectBackend(conf, cloud.conductor), max_concurrent=2,
+                     poll_interval=0.05, out=out).drain("host1", "maintenance")
+    text = out.getvalue()
+    assert not result.ok
+    assert sorted(g.id for g in result.moved) == sorted(set(uuids) - {blocked})
+    assert list(result.failed) == [blocked]
+    reason = result.failed[blocked][1]
+    assert reason.startswith("migration error:") and "holds it already" in reason, reason
+    assert "holds it already" in text
+    for uuid in set(uuids) - {blocked}:
+        assert db.instance_get(uuid).host == "host2"
+    now = db.instance_get(blocked)
+    assert (now.host, now.vm_state, now.task_state) == ("host1", st.ACTIVE, None)
+    assert db.service_get("host1", "flotilla-compute").disabled
+
+
+def test_drain_never_runs_more_than_the_limit_at_once(cloud, conf):
+    uuids = _on_host1(4, lambda n: _boot_direct(cloud, n))
+    backend = DirectBackend(conf, cloud.conductor)
+    most = []
+    start = backend.live_migrate
+
+    def counting(guest):
+        start(guest)
+        most.append(sum(1 for u in uuids
+                        if db.instance_get(u).task_state == st.MIGRATING))
+    backend.live_migrate = counting
+    result = Drainer(backend, max_concurrent=2, poll_interval=0.05).drain("host1")
+    assert result.ok, result.failed
+    assert max(most) <= 2
+    assert {db.instance_get(u).host for u in uuids} == {"host2"}
