@@ -47,6 +47,7 @@ from flotilla.rpc.amqp_connection import (
     declare_exchange,
     open_connection,
 )
+from flotilla.rpc.amqp_frames import ack_frame
 from flotilla.rpc.amqp_publisher import ConfirmingPublisher
 from flotilla.rpc.transport import IncomingMessage, Options, Target, mask_url
 
@@ -141,6 +142,16 @@ class AMQPDriver:
     def cleanup(self) -> None:
         self.publisher.close()
         self.pool.close()
+
+
+def _ack(channel, delivery_tag: int) -> None:
+    """``channel.basic_ack(delivery_tag)``, its frame written directly (the
+    same bytes; see :func:`flotilla.rpc.amqp_frames.ack_frame`)."""
+    conn = channel.connection
+    if conn is None:
+        raise amqp.exceptions.RecoverableConnectionError("connection already closed")
+    conn.transport.write(ack_frame(channel.channel_id, delivery_tag))
+    conn.bytes_sent += 1  # py-amqp's count: heartbeats use it
 
 
 class AMQPListener:
@@ -267,7 +278,7 @@ class AMQPListener:
                 return
             if self._options.heartbeat:
                 self._conn.heartbeat_tick()
-        message.channel.basic_ack(tag)
+        _ack(message.channel, tag)
         props = message.properties
         body = message.body
         if isinstance(body, str):  # py-amqp decodes when content_encoding set

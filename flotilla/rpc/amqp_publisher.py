@@ -64,7 +64,12 @@ TICK = 0.25
 
 
 class _Pending:
-    __slots__ = ("target", "body", "method", "token", "event", "error",
+    """One submitted message. ``done`` (with ``error``) is set once, under
+    the publisher's lock; ``waiter`` is an Event made only for a caller
+    that has to block (most pipelined callers find their cast confirmed
+    already, and an Event per cast cost more than the frames)."""
+
+    __slots__ = ("target", "body", "method", "token", "done", "waiter", "error",
                  "returned", "abandoned", "sent_at")
 
     def __init__(self, target: Target, body: bytes, method: str, token: str):
@@ -72,7 +77,8 @@ class _Pending:
         self.body = body
         self.method = method
         self.token = token
-        self.event = concurrency.Event()
+        self.done = False
+        self.waiter = None
         self.error: BaseException | None = None
         self.returned = False
         self.abandoned = False
@@ -89,14 +95,14 @@ class Confirmation:
         self._pending = pending
 
     def done(self) -> bool:
-        return self._pending.event.is_set()
+        return self._pending.done
 
     def wait(self, timeout: float) -> None:
         """Return once confirmed; raise MessageUndeliverable (no queue),
         MessagingUnavailable (nacked, closed, or not confirmed within
         ``timeout``: then withdrawn if it was not sent yet)."""
         pending = self._pending
-        if not pending.event.wait(timeout):
+        if not pending.done and not self._publisher._block(pending, timeout):
             never_sent = self._publisher._withdraw(pending)
             raise exception.MessagingUnavailable(
                 reason="cast %s on %s not confirmed within %ss (%s)" % (
@@ -128,6 +134,8 @@ class ConfirmingPublisher:
         self._current: _Pending | None = None
         self._thread = None
         self._done = concurrency.Event()
+        self._tick = max(0.05, options.heartbeat / 4) if options.heartbeat else TICK
+        self._last_tick = 0.0
         self.reconnects = 0  # for tests and metrics
 
     # -- callers ---------------------------------------------------------------
@@ -153,6 +161,27 @@ class ConfirmingPublisher:
         if wake:
             self._wake()
         return Confirmation(self, pending)
+
+    def _block(self, pending: _Pending, timeout: float) -> bool:
+        """Wait for ``pending`` to be done; False after ``timeout``."""
+        with self._lock:
+            if pending.done:
+                return True
+            if pending.waiter is None:
+                pending.waiter = concurrency.Event()
+            waiter = pending.waiter
+        return waiter.wait(timeout)
+
+    def _complete(self, done: list[_Pending]) -> None:
+        """Tell the callers of ``done`` (their ``error`` set already)."""
+        waiters = []
+        with self._lock:
+            for pending in done:
+                pending.done = True
+                if pending.waiter is not None:
+                    waiters.append(pending.waiter)
+        for waiter in waiters:
+            waiter.set()
 
     def _withdraw(self, pending: _Pending) -> bool:
         """Give up on ``pending``: True when it was never sent."""
@@ -341,11 +370,16 @@ class ConfirmingPublisher:
                     raw.drain_events(timeout=0)
                 except TimeoutError:
                     break
-        if self._options.heartbeat:
+        now = time.monotonic()
+        # Heartbeats are due every heartbeat/2 s at most: looking four times
+        # per heartbeat is enough (not at every flush, which under load
+        # comes thousands of times a second).
+        if self._options.heartbeat and now - self._last_tick >= self._tick:
+            self._last_tick = now
             raw.heartbeat_tick()
         if self._unconfirmed:
             oldest = next(iter(self._unconfirmed.values()))
-            if time.monotonic() - oldest.sent_at > CONFIRM_TIMEOUT:
+            if now - oldest.sent_at > CONFIRM_TIMEOUT:
                 raise amqp.exceptions.RecoverableConnectionError(
                     "no confirm for %.0fs" % CONFIRM_TIMEOUT)
 
@@ -373,21 +407,23 @@ class ConfirmingPublisher:
         return done
 
     def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
-        for pending in self._confirmed(delivery_tag, multiple):
+        done = self._confirmed(delivery_tag, multiple)
+        for pending in done:
             self._by_token.pop(pending.token, None)
             if pending.returned:
                 pending.error = exception.MessageUndeliverable(
                     routing_key=pending.target.routing_key,
                     exchange=self._exchanges.get(pending.target),
                     method=pending.method)
-            pending.event.set()
+        self._complete(done)
 
     def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
-        for pending in self._confirmed(delivery_tag, multiple):
+        done = self._confirmed(delivery_tag, multiple)
+        for pending in done:
             self._by_token.pop(pending.token, None)
             pending.error = exception.MessagingUnavailable(
                 reason="the broker refused cast %s (nack)" % pending.method)
-            pending.event.set()
+        self._complete(done)
 
     def _on_return(self, exc, exchange, routing_key, message) -> None:
         pending = self._by_token.get(message.properties.get("message_id"))
@@ -401,4 +437,4 @@ class ConfirmingPublisher:
             self._unconfirmed.clear()
         for pending in waiting:
             pending.error = error
-            pending.event.set()
+        self._complete(waiting)

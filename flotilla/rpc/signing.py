@@ -26,7 +26,9 @@ def digest_of(key: str | bytes, canonical: bytes) -> str:
     """The signature of an unsigned body's canonical bytes."""
     if isinstance(key, str):
         key = key.encode("utf-8")
-    return hmac.new(key, canonical, hashlib.sha256).hexdigest()
+    # hmac.digest is OpenSSL's one-shot HMAC: the same digest as
+    # hmac.new(...).hexdigest() without building an HMAC object per message.
+    return hmac.digest(key, canonical, "sha256").hex()
 
 
 def _digest(key: str | bytes, body: dict) -> str:

@@ -11,7 +11,7 @@ from amqp import spec
 from amqp.method_framing import frame_writer
 from amqp.serialization import dumps
 
-from flotilla.rpc.amqp_frames import CastFrames
+from flotilla.rpc.amqp_frames import CastFrames, ack_frame
 
 
 def _py_amqp_bytes(frame_max, channel_id, exchange, routing_key, body, message_id,
@@ -47,3 +47,12 @@ def test_names_longer_than_a_short_string_are_refused():
         CastFrames(1, 131072, "x" * 256, "k", True)
     with pytest.raises(ValueError):
         CastFrames(1, 131072, "x", "k", True).frames(b"{}", "m" * 256)
+
+
+@pytest.mark.parametrize("tag", [1, 255, 2 ** 40 + 7])
+def test_ack_frame_matches_py_amqp(tag):
+    written = []
+    conn = types.SimpleNamespace(frame_max=131072, bytes_sent=0)
+    transport = types.SimpleNamespace(write=lambda data: written.append(bytes(data)))
+    frame_writer(conn, transport)(1, 2, spec.Basic.Ack, dumps("Lb", (tag, False)), None)
+    assert ack_frame(2, tag) == b"".join(written)

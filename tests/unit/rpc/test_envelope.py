@@ -121,6 +121,19 @@ def test_deeply_nested_body_is_an_invalid_message():
             envelope.decode_request(data, key=None, max_size=10 ** 6)
 
 
+def test_depth_limit_is_exact_whatever_the_brackets_in_strings():
+    # {"args": {"x": nested(n)}} nests 3 + n deep (the body, args, the lists).
+    ok = envelope.encode(_request(args={"x": nested(envelope.MAX_DEPTH - 3)}), None)
+    envelope.decode_request(ok, key=None, max_size=10 ** 6)
+    deep = envelope.encode(_request(args={"x": nested(envelope.MAX_DEPTH - 2)}), None)
+    with pytest.raises(exception.InvalidMessage, match="nested"):
+        envelope.decode_request(deep, key=None, max_size=10 ** 6)
+    # Brackets inside strings are no nesting at all.
+    flat = envelope.encode(_request(args={"x": "[{" * 100}), None)
+    envelope.decode_request(flat, key=None, max_size=10 ** 6)
+    envelope.decode_request(flat.decode(), key=None, max_size=10 ** 6)
+
+
 # -- signing --
 
 def test_signature_good():
