@@ -170,7 +170,7 @@ def _parse(data: bytes, key: KeyChoice, max_size: int) -> tuple[dict, bool]:
         raise exception.InvalidMessage(reason="bad signer")
     if callable(key):
         key = key(signer)
-    problem = signing.verify(body, key)
+    problem = None if signing.verify_wire(data, key) else signing.verify(body, key)
     if problem:
         raise exception.InvalidMessage(reason=problem)
     return body, bool(key)
