@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 
@@ -260,13 +261,21 @@ class AMQPListener:
     def _drain(self, conn) -> None:
         raw = conn.connection
         self._conn = raw
+        heartbeat = self._options.heartbeat
+        # Four looks per heartbeat are enough (py-amqp sends one when due);
+        # drain_events returns after every frame, thousands a second.
+        tick = max(0.05, heartbeat / 4) if heartbeat else self.TICK
+        last = 0.0
         while not self._stopping:
             try:
                 raw.drain_events(timeout=self.TICK)
             except TimeoutError:
                 pass
-            if self._options.heartbeat:
-                raw.heartbeat_tick()
+            if heartbeat:
+                now = time.monotonic()
+                if now - last >= tick:
+                    last = now
+                    raw.heartbeat_tick()
         # Stopping: closing the channel cancels the consumers; anything
         # delivered but not acked goes back to the queue.
 
