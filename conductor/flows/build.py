@@ -24,11 +24,23 @@ to ERROR with a fault (the NoValidHost reason says which filter eliminated
 how many hosts), its claim freed and its action finished as Error. The
 flow finishes the create action: Success once the agent reported the guest
 running.
+
+Broker faults. ``select_destinations`` is a call; while the broker is
+unreachable it raises MessagingUnavailable (after the transport's own
+reconnect attempts, or at once when the connection died while the reply
+was awaited). A short outage must not end a boot in ERROR, so the call is
+retried through :func:`flotilla.rpc.retry.call_with_retry` (the one
+tenacity policy: exponential backoff with jitter) until the scheduling
+task's deadline; only then does the build fail. An attempt whose reply was
+lost may still have claimed, so the claims of the request's instances are
+freed before each new attempt (a claim belongs to the instance uuid; the
+repeated request claims afresh).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import logging
 from typing import Any
 
@@ -42,6 +54,7 @@ from flotilla import states as st
 from flotilla.context import RequestContext
 from flotilla.db import api as db
 from flotilla.objects import ImageMeta, RequestSpec
+from flotilla.rpc import retry
 
 LOG = logging.getLogger(__name__)
 
@@ -88,9 +101,13 @@ class ScheduleInstance(Step):
     def execute(self, state: BuildState) -> None:
         if state.destination is None:
             spec = state.request_spec.replace(num_instances=1)
-            state.destination = self.scheduler.select_destinations(
-                state.ctxt, spec, [state.instance_uuid],
-                excluded_hosts=state.tried_hosts)[0]
+            # The deadline the flow entered scheduling with (a fresh one
+            # for a task that somehow has none).
+            deadline = db.instance_get(state.instance_uuid).task_deadline \
+                or deadlines.task_deadline(self.conf, st.SCHEDULING)
+            state.destination = select_destinations(
+                self.conf, self.scheduler, state.ctxt, spec, [state.instance_uuid],
+                deadline, excluded_hosts=state.tried_hosts)[0]
         state.host = state.destination["host"]
         db.instance_update(
             state.instance_uuid,
@@ -111,6 +128,47 @@ class ScheduleInstance(Step):
 
     def details(self, state: BuildState) -> str:
         return "attempt %d" % state.attempt
+
+
+def select_destinations(conf: cfg.ConfigOpts, scheduler, ctxt: RequestContext,
+                        spec: RequestSpec, instance_uuids: list[str],
+                        deadline: datetime.datetime | None,
+                        excluded_hosts: list[str] | None = None) -> list[dict]:
+    """The scheduler's answer, retried while the broker is unavailable.
+
+    MessagingUnavailable is retried with the RPC layer's backoff until
+    ``deadline`` (the scheduling task's, UTC; naive means UTC), then
+    raised; every other error (NoValidHost, a timeout, a remote failure)
+    at once. Before each retry the instances' claims are freed: an attempt
+    whose reply was lost may have claimed already.
+    """
+    attempts = 0
+
+    def attempt() -> list[dict]:
+        nonlocal attempts
+        attempts += 1
+        if attempts > 1:
+            for uuid in instance_uuids:
+                db.allocation_free(uuid)
+        return scheduler.select_destinations(ctxt, spec, instance_uuids,
+                                             excluded_hosts=excluded_hosts)
+
+    remaining = _seconds_until(deadline)
+    if remaining <= 0:
+        return attempt()
+    return retry.call_with_retry(
+        attempt, retry_on=(exception.MessagingUnavailable,),
+        max_delay=conf.rpc.reconnect_max_delay, deadline=remaining,
+        what="select_destinations for %s" % ", ".join(instance_uuids),
+        where="the scheduler")
+
+
+def _seconds_until(deadline: datetime.datetime | None) -> float:
+    if deadline is None:
+        return 0.0
+    if deadline.tzinfo is None:  # the database hands back naive UTC
+        deadline = deadline.replace(tzinfo=datetime.UTC)
+    return (deadline - datetime.datetime.now(datetime.UTC)).total_seconds()
 
 
 class BuildOnHost(Step):
@@ -173,8 +231,10 @@ class BuildFlow(Flow):
             return
         reporter = runner.ActionRecorder(live[0], ctxt.request_id, ACTION, self.host).reporter
         spec = request_spec.replace(num_instances=len(live))
+        deadline = deadlines.task_deadline(self.conf, st.SCHEDULING)
         try:
-            destinations = self.scheduler.select_destinations(ctxt, spec, live)
+            destinations = select_destinations(self.conf, self.scheduler, ctxt, spec,
+                                               live, deadline)
         except Exception as exc:
             for uuid in live:
                 reporter.record(ctxt, uuid, ACTION, "conductor_select_destinations",

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 
@@ -47,6 +48,7 @@ from flotilla.rpc.amqp_connection import (
     declare_exchange,
     open_connection,
 )
+from flotilla.rpc.amqp_frames import ack_frame
 from flotilla.rpc.amqp_publisher import ConfirmingPublisher
 from flotilla.rpc.transport import IncomingMessage, Options, Target, mask_url
 
@@ -141,6 +143,16 @@ class AMQPDriver:
     def cleanup(self) -> None:
         self.publisher.close()
         self.pool.close()
+
+
+def _ack(channel, delivery_tag: int) -> None:
+    """``channel.basic_ack(delivery_tag)``, its frame written directly (the
+    same bytes; see :func:`flotilla.rpc.amqp_frames.ack_frame`)."""
+    conn = channel.connection
+    if conn is None:
+        raise amqp.exceptions.RecoverableConnectionError("connection already closed")
+    conn.transport.write(ack_frame(channel.channel_id, delivery_tag))
+    conn.bytes_sent += 1  # py-amqp's count: heartbeats use it
 
 
 class AMQPListener:
@@ -249,13 +261,21 @@ class AMQPListener:
     def _drain(self, conn) -> None:
         raw = conn.connection
         self._conn = raw
+        heartbeat = self._options.heartbeat
+        # Four looks per heartbeat are enough (py-amqp sends one when due);
+        # drain_events returns after every frame, thousands a second.
+        tick = max(0.05, heartbeat / 4) if heartbeat else self.TICK
+        last = 0.0
         while not self._stopping:
             try:
                 raw.drain_events(timeout=self.TICK)
             except TimeoutError:
                 pass
-            if self._options.heartbeat:
-                raw.heartbeat_tick()
+            if heartbeat:
+                now = time.monotonic()
+                if now - last >= tick:
+                    last = now
+                    raw.heartbeat_tick()
         # Stopping: closing the channel cancels the consumers; anything
         # delivered but not acked goes back to the queue.
 
@@ -267,7 +287,7 @@ class AMQPListener:
                 return
             if self._options.heartbeat:
                 self._conn.heartbeat_tick()
-        message.channel.basic_ack(tag)
+        _ack(message.channel, tag)
         props = message.properties
         body = message.body
         if isinstance(body, str):  # py-amqp decodes when content_encoding set

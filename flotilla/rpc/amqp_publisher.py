@@ -52,6 +52,7 @@ from flotilla.rpc.amqp_connection import (
     declare_exchange,
     open_connection,
 )
+from flotilla.rpc.amqp_frames import CastFrames
 from flotilla.rpc.transport import Options, Target, mask_url
 
 LOG = logging.getLogger(__name__)
@@ -63,7 +64,12 @@ TICK = 0.25
 
 
 class _Pending:
-    __slots__ = ("target", "body", "method", "token", "event", "error",
+    """One submitted message. ``done`` (with ``error``) is set once, under
+    the publisher's lock; ``waiter`` is an Event made only for a caller
+    that has to block (most pipelined callers find their cast confirmed
+    already, and an Event per cast cost more than the frames)."""
+
+    __slots__ = ("target", "body", "method", "token", "done", "waiter", "error",
                  "returned", "abandoned", "sent_at")
 
     def __init__(self, target: Target, body: bytes, method: str, token: str):
@@ -71,7 +77,8 @@ class _Pending:
         self.body = body
         self.method = method
         self.token = token
-        self.event = concurrency.Event()
+        self.done = False
+        self.waiter = None
         self.error: BaseException | None = None
         self.returned = False
         self.abandoned = False
@@ -88,14 +95,14 @@ class Confirmation:
         self._pending = pending
 
     def done(self) -> bool:
-        return self._pending.event.is_set()
+        return self._pending.done
 
     def wait(self, timeout: float) -> None:
         """Return once confirmed; raise MessageUndeliverable (no queue),
         MessagingUnavailable (nacked, closed, or not confirmed within
         ``timeout``: then withdrawn if it was not sent yet)."""
         pending = self._pending
-        if not pending.event.wait(timeout):
+        if not pending.done and not self._publisher._block(pending, timeout):
             never_sent = self._publisher._withdraw(pending)
             raise exception.MessagingUnavailable(
                 reason="cast %s on %s not confirmed within %ss (%s)" % (
@@ -127,6 +134,8 @@ class ConfirmingPublisher:
         self._current: _Pending | None = None
         self._thread = None
         self._done = concurrency.Event()
+        self._tick = max(0.05, options.heartbeat / 4) if options.heartbeat else TICK
+        self._last_tick = 0.0
         self.reconnects = 0  # for tests and metrics
 
     # -- callers ---------------------------------------------------------------
@@ -152,6 +161,27 @@ class ConfirmingPublisher:
         if wake:
             self._wake()
         return Confirmation(self, pending)
+
+    def _block(self, pending: _Pending, timeout: float) -> bool:
+        """Wait for ``pending`` to be done; False after ``timeout``."""
+        with self._lock:
+            if pending.done:
+                return True
+            if pending.waiter is None:
+                pending.waiter = concurrency.Event()
+            waiter = pending.waiter
+        return waiter.wait(timeout)
+
+    def _complete(self, done: list[_Pending]) -> None:
+        """Tell the callers of ``done`` (their ``error`` set already)."""
+        waiters = []
+        with self._lock:
+            for pending in done:
+                pending.done = True
+                if pending.waiter is not None:
+                    waiters.append(pending.waiter)
+        for waiter in waiters:
+            waiter.set()
 
     def _withdraw(self, pending: _Pending) -> bool:
         """Give up on ``pending``: True when it was never sent."""
@@ -247,6 +277,7 @@ class ConfirmingPublisher:
             raise
         self._channel = channel
         self._exchanges: dict[Target, str] = {}
+        self._encoders: dict[Target, CastFrames] = {}
         self._next_tag = 1
         self.reconnects += 1
         return conn
@@ -266,64 +297,65 @@ class ConfirmingPublisher:
             self._outbox.extendleft(reversed(again))
 
     def _flush(self, conn) -> None:
-        """Publish everything queued, in one socket write per batch: py-amqp
-        writes each frame with its own sendall, and a thousand small writes
-        cost the broker as much as the client. (An exchange declaration is a
-        round trip: what is batched is sent first.)"""
-        transport = conn.connection.transport
-        direct = transport._write
-        frames: list[bytes] = []
+        """Publish everything queued, in one socket write per batch.
 
-        def buffer(data) -> None:
-            # py-amqp hands over a view of a buffer it reuses: copy it.
-            frames.append(bytes(data))
+        A cast's frames come from :class:`~flotilla.rpc.amqp_frames.CastFrames`
+        (py-amqp's generic encoder cost most of a cast's CPU, and py-amqp
+        writes each frame with its own sendall: a thousand small writes cost
+        the broker as much as the client). An exchange declaration is a
+        round trip through py-amqp: what is batched is sent first.
+        """
+        raw = conn.connection
+        channel = self._channel
+        if channel.connection is None or not channel.is_open:
+            raise amqp.exceptions.RecoverableConnectionError("cast channel closed")
+        write = raw.transport.write
+        frames: list = []
+        sent = 0
 
         def send_batch() -> None:
+            nonlocal sent
             if frames:
                 data = b"".join(frames)
                 frames.clear()
-                direct(data)
+                write(data)
+                raw.bytes_sent += sent  # py-amqp's count: heartbeats use it
+                sent = 0
 
-        channel = self._channel
-        persistent = 2 if self._options.persistent_casts else 1
-        transport._write = buffer
-        try:
-            while True:
-                with self._lock:
-                    if not self._outbox:
-                        break
-                    pending = self._outbox.popleft()
-                target = pending.target
-                exchange = self._exchanges.get(target)
-                if exchange is None:
-                    self._current = pending
-                    transport._write = direct
-                    try:
-                        send_batch()
-                        exchange = declare_exchange(channel, self._options, target)
-                    except amqp.exceptions.ChannelError:
-                        raise
-                    except BaseException:
-                        with self._lock:  # not sent: first in line next time
-                            self._outbox.appendleft(pending)
-                        raise
-                    transport._write = buffer
-                    self._current = None
-                    self._exchanges[target] = exchange
-                tag = self._next_tag
-                self._next_tag += 1
-                pending.sent_at = time.monotonic()
-                pending.returned = False
-                self._unconfirmed[tag] = pending
-                self._by_token[pending.token] = pending
-                message = amqp.Message(pending.body, content_type="application/json",
-                                       delivery_mode=persistent,
-                                       message_id=pending.token)
-                channel.basic_publish(message, exchange, target.routing_key,
-                                      mandatory=True)
-            send_batch()
-        finally:
-            transport._write = direct
+        # A failure below leaves the messages not yet written among the
+        # unconfirmed ones: the reconnect publishes them again, in order.
+        while True:
+            with self._lock:
+                if not self._outbox:
+                    break
+                pending = self._outbox.popleft()
+            target = pending.target
+            encoder = self._encoders.get(target)
+            if encoder is None:
+                self._current = pending
+                try:
+                    send_batch()
+                    exchange = declare_exchange(channel, self._options, target)
+                except amqp.exceptions.ChannelError:
+                    raise
+                except BaseException:
+                    with self._lock:  # not sent: first in line next time
+                        self._outbox.appendleft(pending)
+                    raise
+                self._current = None
+                self._exchanges[target] = exchange
+                encoder = self._encoders[target] = CastFrames(
+                    channel.channel_id, raw.frame_max, exchange,
+                    target.routing_key, self._options.persistent_casts)
+            tag = self._next_tag
+            self._next_tag += 1
+            pending.sent_at = time.monotonic()
+            pending.returned = False
+            self._unconfirmed[tag] = pending
+            self._by_token[pending.token] = pending
+            frames += encoder.frames(pending.body, pending.token)
+            sent += 1
+        send_batch()
 
     def _pump(self, conn) -> None:
         """Wait for the broker or a caller; handle what the broker sent."""
@@ -338,11 +370,16 @@ class ConfirmingPublisher:
                     raw.drain_events(timeout=0)
                 except TimeoutError:
                     break
-        if self._options.heartbeat:
+        now = time.monotonic()
+        # Heartbeats are due every heartbeat/2 s at most: looking four times
+        # per heartbeat is enough (not at every flush, which under load
+        # comes thousands of times a second).
+        if self._options.heartbeat and now - self._last_tick >= self._tick:
+            self._last_tick = now
             raw.heartbeat_tick()
         if self._unconfirmed:
             oldest = next(iter(self._unconfirmed.values()))
-            if time.monotonic() - oldest.sent_at > CONFIRM_TIMEOUT:
+            if now - oldest.sent_at > CONFIRM_TIMEOUT:
                 raise amqp.exceptions.RecoverableConnectionError(
                     "no confirm for %.0fs" % CONFIRM_TIMEOUT)
 
@@ -370,21 +407,23 @@ class ConfirmingPublisher:
         return done
 
     def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
-        for pending in self._confirmed(delivery_tag, multiple):
+        done = self._confirmed(delivery_tag, multiple)
+        for pending in done:
             self._by_token.pop(pending.token, None)
             if pending.returned:
                 pending.error = exception.MessageUndeliverable(
                     routing_key=pending.target.routing_key,
                     exchange=self._exchanges.get(pending.target),
                     method=pending.method)
-            pending.event.set()
+        self._complete(done)
 
     def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
-        for pending in self._confirmed(delivery_tag, multiple):
+        done = self._confirmed(delivery_tag, multiple)
+        for pending in done:
             self._by_token.pop(pending.token, None)
             pending.error = exception.MessagingUnavailable(
                 reason="the broker refused cast %s (nack)" % pending.method)
-            pending.event.set()
+        self._complete(done)
 
     def _on_return(self, exc, exchange, routing_key, message) -> None:
         pending = self._by_token.get(message.properties.get("message_id"))
@@ -398,4 +437,4 @@ class ConfirmingPublisher:
             self._unconfirmed.clear()
         for pending in waiting:
             pending.error = error
-            pending.event.set()
+        self._complete(waiting)

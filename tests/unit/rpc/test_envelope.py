@@ -121,6 +121,19 @@ def test_deeply_nested_body_is_an_invalid_message():
             envelope.decode_request(data, key=None, max_size=10 ** 6)
 
 
+def test_depth_limit_is_exact_whatever_the_brackets_in_strings():
+    # {"args": {"x": nested(n)}} nests 3 + n deep (the body, args, the lists).
+    ok = envelope.encode(_request(args={"x": nested(envelope.MAX_DEPTH - 3)}), None)
+    envelope.decode_request(ok, key=None, max_size=10 ** 6)
+    deep = envelope.encode(_request(args={"x": nested(envelope.MAX_DEPTH - 2)}), None)
+    with pytest.raises(exception.InvalidMessage, match="nested"):
+        envelope.decode_request(deep, key=None, max_size=10 ** 6)
+    # Brackets inside strings are no nesting at all.
+    flat = envelope.encode(_request(args={"x": "[{" * 100}), None)
+    envelope.decode_request(flat, key=None, max_size=10 ** 6)
+    envelope.decode_request(flat.decode(), key=None, max_size=10 ** 6)
+
+
 # -- signing --
 
 def test_signature_good():
@@ -152,6 +165,34 @@ def test_signature_forged():
     other = envelope.encode(_request(), "another-key")
     with pytest.raises(exception.InvalidMessage, match="bad signature"):
         envelope.decode_request(other, key=KEY, max_size=10000)
+
+
+def test_wire_form_is_checked_on_its_bytes_and_anything_else_on_its_body():
+    data = envelope.encode(_request(), KEY)
+    assert signing.verify_wire(data, KEY)
+    assert not signing.verify_wire(data, "another-key")
+    # One byte changed anywhere before the signature: refused.
+    tampered = data.replace(b'"value":1', b'"value":2')
+    assert not signing.verify_wire(tampered, KEY)
+    with pytest.raises(exception.InvalidMessage, match="bad signature"):
+        envelope.decode_request(tampered, key=KEY, max_size=10000)
+    # A valid signature pasted after other bytes, or one not last, or
+    # trailing whitespace: not the wire form; the body check decides.
+    sig = json.loads(data)["sig"]
+    pasted = serializer.canonical(_request(args={"value": 3}))[:-1] \
+        + b',"sig":"%s"}' % sig.encode()
+    assert not signing.verify_wire(pasted, KEY)
+    with pytest.raises(exception.InvalidMessage, match="bad signature"):
+        envelope.decode_request(pasted, key=KEY, max_size=10000)
+    for other_form in (serializer.dumps(signing.sign(_request(), KEY)), data + b"\n"):
+        envelope.decode_request(other_form, key=KEY, max_size=10000)
+    # A second "sig" inside the signed bytes changes nothing: the last one
+    # is the one that is checked, and the body carries it.
+    body = dict(_request(), sig="0" * 64)
+    canonical = serializer.canonical(body)
+    twice = canonical[:-1] + b',"sig":"%s"}' % signing.digest_of(KEY, canonical).encode()
+    req = envelope.decode_request(twice, key=KEY, max_size=10000)
+    assert req.args == {"value": 1}
 
 
 def test_no_key_ignores_signature():

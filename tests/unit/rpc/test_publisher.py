@@ -38,9 +38,9 @@ def _sent(pub, count):
 def test_each_caller_learns_about_its_own_tag(publisher):
     p1, p2, p3, p4, p5 = _sent(publisher, 5)
     publisher._on_ack(2, False)             # only tag 2
-    assert [p.event.is_set() for p in (p1, p2, p3)] == [False, True, False]
+    assert [p.done for p in (p1, p2, p3)] == [False, True, False]
     publisher._on_ack(4, True)              # 1, 3 and 4 (multiple)
-    assert all(p.event.is_set() for p in (p1, p3, p4)) and not p5.event.is_set()
+    assert all(p.done for p in (p1, p3, p4)) and not p5.done
     publisher._on_nack(5, False)
     assert isinstance(p5.error, exception.MessagingUnavailable)
     assert not publisher._unconfirmed
@@ -52,9 +52,9 @@ def test_a_late_ack_never_confirms_a_newer_message(publisher):
     """py-amqp's own confirm wait accepts any ack; here tags decide."""
     p1, p2 = _sent(publisher, 2)
     publisher._on_ack(1, False)
-    assert p1.event.is_set() and not p2.event.is_set()
+    assert p1.done and not p2.done
     publisher._on_ack(1, False)             # duplicate / stale ack
-    assert not p2.event.is_set()
+    assert not p2.done
 
 
 def test_returned_message_is_undeliverable_for_its_caller_only(publisher):

@@ -1,0 +1,124 @@
+"""The build flow during a broker fault: select_destinations is retried
+while the broker is unavailable, within the scheduling task's deadline
+(SQLite, recording RPC clients)."""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+
+import pytest
+
+from conductor.flows.build import BuildFlow, BuildState
+from flotilla import deadlines, exception
+from flotilla import states as st
+from flotilla.context import RequestContext
+from flotilla.objects import Flavor, RequestSpec
+
+
+class Compute:
+    def __init__(self):
+        self.builds = []
+
+    def build_and_run_instance(self, ctxt, host, instance_uuid, image):
+        self.builds.append((host, instance_uuid))
+
+
+class FlakyScheduler:
+    """Raises each error of ``errors`` in turn (forever the last one when
+    ``forever``), then places every instance on host1."""
+
+    def __init__(self, errors, forever=False):
+        self.errors = list(errors)
+        self.forever = forever
+        self.calls = []
+
+    def select_destinations(self, ctxt, spec, instance_uuids, excluded_hosts=None):
+        self.calls.append(list(instance_uuids))
+        if self.errors:
+            error = self.errors[0] if self.forever else self.errors.pop(0)
+            raise error
+        return [{"instance_uuid": u, "host": "host1", "nodename": "host1",
+                 "generation": 1} for u in instance_uuids]
+
+
+def _unavailable():
+    return exception.MessagingUnavailable(reason="broker cut")
+
+
+@pytest.fixture(autouse=True)
+def fast_backoff(db_conf):
+    db_conf.set_override("reconnect_max_delay", 1, group="rpc")
+
+
+def _boot(db, conf) -> tuple[RequestContext, str]:
+    """A server as the API leaves it: building/scheduling, with a deadline."""
+    uuid = str(uuidlib.uuid4())
+    db.instance_create({"uuid": uuid, "name": "vm", "project_id": "p1", "user_id": "u1",
+                        "flavor": {"memory_mb": 64, "vcpus": 1},
+                        "vm_state": st.BUILDING, "task_state": st.SCHEDULING,
+                        "task_deadline": deadlines.task_deadline(conf, st.SCHEDULING)})
+    ctxt = RequestContext(user_id="u1", project_id="p1", roles=["member"])
+    db.action_start(uuid, "create", ctxt.request_id, user_id="u1", project_id="p1")
+    return ctxt, uuid
+
+
+def _spec() -> RequestSpec:
+    return RequestSpec(flavor=Flavor(), project_id="p1", user_id="u1")
+
+
+def test_a_short_broker_outage_does_not_fail_the_build(db, db_conf):
+    scheduler = FlakyScheduler([_unavailable(), _unavailable()])
+    compute = Compute()
+    ctxt, uuid = _boot(db, db_conf)
+    BuildFlow(db_conf, "c1", scheduler, compute).build_instances(ctxt, [uuid], _spec(), None)
+    assert len(scheduler.calls) == 3
+    assert compute.builds == [("host1", uuid)]
+    inst = db.instance_get(uuid)
+    assert inst.vm_state == st.BUILDING and inst.host == "host1"
+
+
+def test_a_reschedule_retries_through_an_outage_too(db, db_conf):
+    scheduler = FlakyScheduler([_unavailable()])
+    compute = Compute()
+    ctxt, uuid = _boot(db, db_conf)
+    BuildFlow(db_conf, "c1", scheduler, compute).run(
+        BuildState(ctxt, uuid, request_spec=_spec(), attempt=2, tried_hosts=["host2"]))
+    assert len(scheduler.calls) == 2
+    assert compute.builds == [("host1", uuid)]
+    assert db.instance_get(uuid).vm_state == st.BUILDING
+
+
+def test_claims_of_a_lost_attempt_are_freed_before_the_next(db, db_conf, monkeypatch):
+    # An attempt whose reply was lost may have claimed: free before asking again.
+    log = []
+    monkeypatch.setattr(db, "allocation_free", lambda consumer: log.append(("free", consumer)))
+    scheduler = FlakyScheduler([_unavailable()])
+    real = scheduler.select_destinations
+
+    def select(ctxt, spec, instance_uuids, excluded_hosts=None):
+        log.append(("select", list(instance_uuids)))
+        return real(ctxt, spec, instance_uuids, excluded_hosts)
+    scheduler.select_destinations = select
+    ctxt, uuid = _boot(db, db_conf)
+    BuildFlow(db_conf, "c1", scheduler, Compute()).build_instances(ctxt, [uuid], _spec(), None)
+    assert log == [("select", [uuid]), ("free", uuid), ("select", [uuid])]
+
+
+def test_an_outage_past_the_scheduling_deadline_ends_in_error(db, db_conf):
+    db_conf.set_override("task_timeouts", {"scheduling": "1"}, group="conductor")
+    scheduler = FlakyScheduler([_unavailable()], forever=True)
+    compute = Compute()
+    ctxt, uuid = _boot(db, db_conf)
+    BuildFlow(db_conf, "c1", scheduler, compute).build_instances(ctxt, [uuid], _spec(), None)
+    assert len(scheduler.calls) >= 2
+    assert compute.builds == []
+    assert db.instance_get(uuid).vm_state == st.ERROR
+
+
+def test_no_valid_host_is_not_retried(db, db_conf):
+    scheduler = FlakyScheduler([exception.NoValidHost(reason="no host fits")])
+    compute = Compute()
+    ctxt, uuid = _boot(db, db_conf)
+    BuildFlow(db_conf, "c1", scheduler, compute).build_instances(ctxt, [uuid], _spec(), None)
+    assert len(scheduler.calls) == 1
+    assert db.instance_get(uuid).vm_state == st.ERROR
