@@ -25,6 +25,7 @@ from conductor.flows.build import BuildFlow
 from conductor.flows.delete import DeleteFlow
 from conductor.flows.live_migrate import LiveMigrateFlow
 from conductor.flows.rebuild import RebuildFlow
+from conductor.flows.resize import ResizeFlow
 from conductor.flows.snapshot import SnapshotFlow
 from conductor.flows.volume import VolumeFlow
 from conductor.reaper import Reaper
@@ -47,7 +48,7 @@ _AGENT_WRITABLE = frozenset({
 
 
 class ConductorManager:
-    RPC_API_VERSION = "1.5"
+    RPC_API_VERSION = "1.6"
 
     def __init__(self, conf: cfg.ConfigOpts, transport=None) -> None:
         self.conf = conf
@@ -79,7 +80,8 @@ class ConductorManager:
                                  RebuildFlow(self.conf, self.conf.host, compute),
                                  VolumeFlow(self.conf, self.conf.host, compute, volumes),
                                  LiveMigrateFlow(self.conf, self.conf.host, scheduler,
-                                                 compute)]
+                                                 compute),
+                                 ResizeFlow(self.conf, self.conf.host, scheduler, compute)]
             self._flows = {flow.name: flow for flow in flows}
             # The attach and detach flows are saved under their own names.
             self._flows["volume_attach"] = self._flows["volume_detach"] = \
@@ -280,6 +282,32 @@ class ConductorManager:
                                             instance_uuid=instance_uuid, host=host)
         self.flows["live_migrate"].report(ctxt, instance_uuid, migration_uuid,
                                           {"error": error, "message": message})
+
+    # --- resize and cold migration (1.6) ------------------------------------------------
+
+    def resize_instance(self, ctxt: RequestContext, instance_uuid: str,
+                        migration_uuid: str, flavor: dict, host: str | None = None,
+                        action: str = "resize") -> None:
+        agent_access.check_control_plane(ctxt, "start resizes")
+        self.flows["resize"].start(ctxt, instance_uuid, migration_uuid, dict(flavor),
+                                   host, action)
+
+    def confirm_resize(self, ctxt: RequestContext, instance_uuid: str,
+                       migration_uuid: str) -> None:
+        agent_access.check_control_plane(ctxt, "confirm resizes")
+        self.flows["resize"].confirm(ctxt, instance_uuid, migration_uuid)
+
+    def revert_resize(self, ctxt: RequestContext, instance_uuid: str,
+                      migration_uuid: str) -> None:
+        agent_access.check_control_plane(ctxt, "revert resizes")
+        self.flows["resize"].revert(ctxt, instance_uuid, migration_uuid)
+
+    @periodic_task(spacing=lambda self: self.conf.conductor.reaper_interval)
+    def _confirm_resizes(self) -> None:
+        """[DEFAULT] resize_confirm_window: confirm resizes left waiting."""
+        confirmed = self.flows["resize"].auto_confirm()
+        if confirmed:
+            LOG.info("confirmed %d resize(s) automatically", confirmed)
 
     # --- periodic tasks ------------------------------------------------------------
 

@@ -27,6 +27,9 @@ Version history:
   starts the flow on an accepted migration record), live_migration_abort and
   live_migration_force_complete (from the API), and from the source agent
   migration_progress (a cast) and live_migration_done (its report).
+* 1.6 - resize and cold migration: resize_instance (a cast from the API
+  that starts the flow on an accepted migration record), confirm_resize and
+  revert_resize (casts from the API).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ TOPIC = "conductor"
 
 
 class ConductorAPI:
-    VERSION = "1.5"
+    VERSION = "1.6"
 
     def __init__(self, transport, version_cap: VersionCap = None,
                  timeout: float | None = None) -> None:
@@ -264,6 +267,30 @@ class ConductorAPI:
         guest runs on the destination)."""
         self._call(ctxt, "live_migration_done", "1.5", instance_uuid=instance_uuid,
                    migration_uuid=migration_uuid, host=host, error=error, message=message)
+
+    # --- resize and cold migration (1.6) ---------------------------------------------
+
+    def resize_instance(self, ctxt: RequestContext, instance_uuid: str,
+                        migration_uuid: str, flavor: dict, host: str | None = None,
+                        action: str = "resize") -> None:
+        """Run the resize flow to ``flavor`` (a flavor snapshot; the current
+        one for a cold migration, recorded as ``action`` "migrate") on the
+        accepted ``migration_uuid``; ``host``: the only destination
+        allowed."""
+        self._cast(ctxt, "resize_instance", "1.6", instance_uuid=instance_uuid,
+                   migration_uuid=migration_uuid, flavor=flavor, host=host, action=action)
+
+    def confirm_resize(self, ctxt: RequestContext, instance_uuid: str,
+                       migration_uuid: str) -> None:
+        """Confirm the resize (server in task resize_confirming)."""
+        self._cast(ctxt, "confirm_resize", "1.6", instance_uuid=instance_uuid,
+                   migration_uuid=migration_uuid)
+
+    def revert_resize(self, ctxt: RequestContext, instance_uuid: str,
+                      migration_uuid: str) -> None:
+        """Revert the resize (server in task resize_reverting)."""
+        self._cast(ctxt, "revert_resize", "1.6", instance_uuid=instance_uuid,
+                   migration_uuid=migration_uuid)
 
 
 def request_spec_1_1(spec: RequestSpec) -> dict[str, Any]:
