@@ -147,7 +147,15 @@ class ConductorManager:
         db.allocation_free(instance_uuid)
         # The guest is gone: its volumes are free again.
         self._release_volumes(ctxt, instance_uuid)
+        self._release_resize(ctxt, instance_uuid)
         return instance.to_dict()
+
+    def _release_resize(self, ctxt: RequestContext, instance_uuid: str) -> None:
+        # A server deleted in VERIFY_RESIZE: its source copy and claim go too.
+        try:
+            self.flows["resize"].release_instance(ctxt, instance_uuid)
+        except Exception:
+            LOG.exception("releasing the resize of deleted server %s failed", instance_uuid)
 
     def _release_volumes(self, ctxt: RequestContext, instance_uuid: str) -> None:
         try:

@@ -111,7 +111,8 @@ class Operation:
 OPERATIONS: dict[str, Operation] = {op.name: op for op in (
     Operation("build", "create", SCHEDULING, (BUILDING,), ACTIVE, 600,
               ON_TIMEOUT_CLEANUP, later_task_states=(SPAWNING,), flow="build"),
-    Operation("delete", "delete", DELETING, (BUILDING, *STABLE, SOFT_DELETED), DELETED, 300,
+    Operation("delete", "delete", DELETING, (BUILDING, *STABLE, SOFT_DELETED, RESIZED),
+              DELETED, 300,
               ON_TIMEOUT_CLEANUP, flow="delete"),
     Operation("soft_delete", "delete", SOFT_DELETING, STABLE, SOFT_DELETED, 300),
     Operation("restore", "restore", RESTORING, (SOFT_DELETED,), ACTIVE, 180),

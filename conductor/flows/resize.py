@@ -363,6 +363,37 @@ class ResizeFlow(Flow):
             done += 1
         return done
 
+    def release_instance(self, ctxt: RequestContext, instance_uuid: str) -> bool:
+        """The server was deleted (its guest destroyed on its host) while a
+        resize waited for confirmation: the source's kept copy and the
+        migration's claim go, the migration ends confirmed (as Nova does on
+        such a delete). True when there was one."""
+        migration = next((m for m in mig_db.migration_list(instance_uuid, in_progress=True)
+                          if m.flow == self.name), None)
+        if migration is None:
+            return False
+        state = ResizeState.from_data(migration.flow_data or {})
+        if migration.status in (rs_db.FINISHED, rs_db.CONFIRMING, rs_db.REVERTING) \
+                and state.source:
+            try:
+                # The guest on the destination is gone already; a revert may
+                # have left it on the source instead: both copies go.
+                self.compute.confirm_resize(ctxt, state.source, instance_uuid,
+                                            state.migrate_data)
+            except Exception as exc:
+                LOG.error("source %s did not remove the copy of deleted server %s: %s",
+                          state.source, instance_uuid, exc)
+            if state.dest:
+                try:
+                    self.compute.revert_resize(ctxt, state.dest, instance_uuid,
+                                               state.migrate_data)
+                except Exception as exc:
+                    LOG.warning("destination %s of deleted server %s not cleaned: %s",
+                                state.dest, instance_uuid, exc)
+        db.allocation_free(migration.uuid)
+        mig_db.migration_update(migration.uuid, {"status": rs_db.CONFIRMED})
+        return True
+
     # --- after a crash or a deadline --------------------------------------------------
 
     def resume(self, record: db.FlowRecord) -> None:

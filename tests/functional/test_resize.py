@@ -200,3 +200,21 @@ def test_automatic_confirmation_after_the_window(cloud):
     assert flow.auto_confirm(now=later) == 1
     assert db.migration_get(migration_uuid).status == "confirmed"
     assert db.instance_get(inst["uuid"]).vm_state == st.ACTIVE
+
+
+def test_deleting_a_resized_server_removes_both_copies_and_claims(cloud):
+    inst = _boot(cloud)
+    source, dest = inst["host"], _other(inst["host"])
+    migration_uuid = _resize(cloud, inst, BIGGER)
+    _wait_migration(migration_uuid, ("finished",))
+    cloud.wait_idle(inst["uuid"])
+    db.instance_update(inst["uuid"], {"task_state": st.DELETING},
+                       expected_vm_state=st.RESIZED, expected_task_state=None)
+    db.action_start(inst["uuid"], "delete", cloud.ctxt.request_id + "d", "u1", "p1")
+    cloud.conductor.delete_instance(cloud.ctxt, inst["uuid"])
+    assert _wait_migration(migration_uuid, ("confirmed",)).status == "confirmed"
+    assert inst["uuid"] not in cloud.drivers[source].guests
+    assert inst["uuid"] not in cloud.drivers[dest].guests
+    assert db.allocation_get_by_consumer(inst["uuid"]) == []
+    assert db.allocation_get_by_consumer(migration_uuid) == []
+    _usage_matches_claims()
