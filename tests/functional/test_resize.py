@@ -105,6 +105,14 @@ def test_resize_then_confirm(cloud):
     [mclaim] = db.allocation_get_by_consumer(migration_uuid)
     assert (claim.host, claim.memory_mb) == (source, 64)
     assert (mclaim.host, mclaim.memory_mb, mclaim.vcpus) == (dest, 128, 2)
+    # The migrations view names both flavors by Nova's integer ids.
+    from api.compute.migrations import _flavor_ids
+    db.flavor_create({"flavorid": "1", "name": "tiny", "memory_mb": 64, "vcpus": 1,
+                      "root_gb": 1})
+    db.flavor_create({"flavorid": "2", "name": "bigger", "memory_mb": 128, "vcpus": 2,
+                      "root_gb": 2})
+    assert _flavor_ids(db.migration_get(migration_uuid)) == (
+        db.flavor_get("1").id, db.flavor_get("2").id)
     recorded = [(a, e, r) for a, e, r, _ in events(inst["uuid"])]
     for step in ("choose_destination", "migrate_disk", "finish_on_destination", "switch"):
         assert ("resize", "conductor_" + step, "Success") in recorded
@@ -218,3 +226,25 @@ def test_deleting_a_resized_server_removes_both_copies_and_claims(cloud):
     assert db.allocation_get_by_consumer(inst["uuid"]) == []
     assert db.allocation_get_by_consumer(migration_uuid) == []
     _usage_matches_claims()
+
+
+def test_the_reaper_finishes_a_confirm_whose_cast_was_lost(cloud):
+    from conductor.reaper import Reaper
+    inst = _boot(cloud)
+    source = inst["host"]
+    migration_uuid = _resize(cloud, inst, BIGGER)
+    _wait_migration(migration_uuid, ("finished",))
+    cloud.wait_idle(inst["uuid"])
+    # What the API does, without the cast (lost with a conductor that died).
+    db.instance_update(inst["uuid"], {"task_state": st.RESIZE_CONFIRMING,
+                                      "task_deadline": deadlines.task_deadline(
+                                          cloud.conf, st.RESIZE_CONFIRMING)},
+                       expected_vm_state=st.RESIZED, expected_task_state=None)
+    mig_db.migration_update(migration_uuid, {"status": "confirming"})
+    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)
+    manager = cloud.conductor_manager
+    assert Reaper(cloud.conf, manager.flows, cloud.conf.host).run(now=later) == 1
+    assert db.migration_get(migration_uuid).status == "confirmed"
+    now = db.instance_get(inst["uuid"])
+    assert (now.vm_state, now.task_state) == (st.ACTIVE, None)
+    assert inst["uuid"] not in cloud.drivers[source].guests
