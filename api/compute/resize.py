@@ -10,7 +10,7 @@ Rules:
 * ``resize`` needs ``flavorRef``: a flavor the project may use (400 "could
   not be found" otherwise, as boot), not the server's own (400), with a
   root disk neither smaller than the server's nor zero (400: a local disk
-  cannot shrink);
+  cannot shrink); the extra cores and ram within quota (403 naming them);
 * both need an ACTIVE or SHUTOFF server with no task (409 otherwise, and
   for a locked server and non-admins); the task becomes ``resize_prep``
   (status RESIZE before the 202 leaves, as ``--wait`` needs), the migration
@@ -35,6 +35,7 @@ from flotilla import exception
 from flotilla import states as st
 from flotilla.db import api as db
 from flotilla.db import migration_records as mig_db
+from flotilla.db import quotas as quotas_db
 from flotilla.db import resizes as rs_db
 from flotilla.deadlines import task_deadline
 
@@ -101,8 +102,24 @@ def _resize(state: APIState, resp, ctx, inst, args) -> None:
                                  "(a disk cannot shrink)"
                                  % (flavor.flavorid, flavor.root_gb, inst.root_gb))
     _check_movable("resize", inst)
+    _check_quota(state, inst, flavor)
     _start(state, resp, ctx, inst, views.flavor_snapshot(flavor), None, rs_db.RESIZE,
            "resize")
+
+
+def _check_quota(state: APIState, inst, flavor) -> None:
+    """A resize up needs the extra cores and ram within the server's
+    project's (and user's) quota: 403 naming them otherwise, as Nova. The
+    check is not atomic with the resize's start (a concurrent boot may take
+    the same room)."""
+    from api.compute.servers import quota_limits
+    deltas = {"cores": max(0, flavor.vcpus - (inst.vcpus or 0)),
+              "ram": max(0, flavor.memory_mb - (inst.memory_mb or 0))}
+    deltas = {k: v for k, v in deltas.items() if v}
+    if deltas:
+        quotas_db.check_project_and_user(
+            inst.project_id, inst.user_id,
+            quota_limits(state.conf, inst.project_id, user_id=inst.user_id), deltas)
 
 
 def _start(state: APIState, resp, ctx, inst, flavor: dict, host: str | None,

@@ -179,3 +179,14 @@ def test_confirm_and_revert_of_a_resized_server(api_cloud, name, task, status, c
     assert api_cloud.conductor.wait_for(method)[0]["migration_uuid"] == migration.uuid
     # Twice: the server is busy now.
     assert _action(api_cloud, uuid, {name: None}).status_code == 409
+
+
+def test_a_resize_over_the_ram_quota_is_403(api_cloud, flavors):
+    from flotilla.db import quotas as quotas_db
+    uuid = _server(api_cloud)
+    quotas_db.set_limit(db.instance_get(uuid).project_id, "ram", 100)
+    r = _action(api_cloud, uuid, {"resize": {"flavorRef": "2"}})
+    assert r.status_code == 403, r.text
+    assert "ram" in r.text
+    assert mig_db.migration_list(uuid) == []
+    assert db.instance_get(uuid).task_state is None
