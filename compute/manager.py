@@ -49,7 +49,7 @@ class ComputeManager:
         self.snapshots = SnapshotOps(conf, self.lifecycle)
         self.rebuilds = RebuildOps(self.lifecycle)
         self.live_migrations = LiveMigrationOps(conf, self.lifecycle)
-        self.resizes = ResizeOps(self.lifecycle)
+        self.resizes = ResizeOps(conf, self.lifecycle)
         self.reconciler = Reconciler(self.lifecycle, self.snapshots, self.rebuilds)
         self.volumes = VolumeOps(self.lifecycle, self.reconciler)
         self._build_slots = concurrency.WorkerPool(conf.compute.max_concurrent_builds,
@@ -80,6 +80,7 @@ class ComputeManager:
         self._build_slots.shutdown(timeout=self.conf.graceful_shutdown_timeout)
         self.snapshots.shutdown(timeout=self.conf.graceful_shutdown_timeout)
         self.live_migrations.shutdown(timeout=self.conf.graceful_shutdown_timeout)
+        self.resizes.shutdown(timeout=self.conf.graceful_shutdown_timeout)
         self.driver.cleanup_host()
 
     # --- RPC: operations (casts) ----------------------------------------------
@@ -212,8 +213,8 @@ class ComputeManager:
         return self.resizes.check_destination(ctxt, instance_uuid, migrate_data)
 
     def resize_instance(self, ctxt: RequestContext, instance_uuid: str,
-                        migrate_data: dict) -> dict:
-        return self.resizes.migrate_disk(ctxt, instance_uuid, migrate_data)
+                        migration_uuid: str, migrate_data: dict) -> None:
+        self.resizes.start(ctxt, instance_uuid, migration_uuid, migrate_data)
 
     def finish_resize(self, ctxt: RequestContext, instance_uuid: str, flavor: dict,
                       image: ImageMeta | dict | None, migrate_data: dict,

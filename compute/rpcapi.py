@@ -30,7 +30,8 @@ Version history:
 * 1.5 - get_host_uptime, soft_delete_instance, restore_instance.
 * 1.6 - resize and cold migration (calls from conductor/flows/resize.py):
   check_can_cold_migrate_source, check_can_cold_migrate_destination,
-  resize_instance (source: power off, send the disk), finish_resize
+  resize_instance (a cast to the source: power off, send the disk; it
+  reports with conductor resize_disk_done), finish_resize
   (destination: the new flavor), confirm_resize (source), revert_resize
   (destination), finish_revert_resize (source: the old flavor).
 """
@@ -230,11 +231,13 @@ class ComputeAPI:
                                             migrate_data=migrate_data)
 
     def resize_instance(self, ctxt: RequestContext, host: str, instance_uuid: str,
-                        migrate_data: dict, timeout: float = 1800) -> dict:
+                        migration_uuid: str, migrate_data: dict) -> None:
         """On the source: power the guest off and send its disk to the
-        destination (waits for the copy, up to ``timeout`` s)."""
-        return self.client.prepare(server=host, version="1.6", timeout=timeout).call(
-            ctxt, "resize_instance", instance_uuid=instance_uuid, migrate_data=migrate_data)
+        destination (a cast: the agent reports with conductor
+        resize_disk_done)."""
+        self._host(host, "1.6").cast(ctxt, "resize_instance", instance_uuid=instance_uuid,
+                                     migration_uuid=migration_uuid,
+                                     migrate_data=migrate_data)
 
     def finish_resize(self, ctxt: RequestContext, host: str, instance_uuid: str,
                       flavor: dict, image: ImageMeta | None, migrate_data: dict,

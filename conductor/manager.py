@@ -310,6 +310,17 @@ class ConductorManager:
         agent_access.check_control_plane(ctxt, "revert resizes")
         self.flows["resize"].revert(ctxt, instance_uuid, migration_uuid)
 
+    def resize_disk_done(self, ctxt: RequestContext, instance_uuid: str,
+                         migration_uuid: str, host: str, migrate_data: dict | None = None,
+                         error: str | None = None, message: str | None = None) -> None:
+        agent_access.check_instance(ctxt, instance_uuid)
+        agent_access.check_host(ctxt, host, "report a resize")
+        agent_access.check_migration_source(ctxt, migration_uuid, "report a resize",
+                                            instance_uuid=instance_uuid, host=host)
+        self.flows["resize"].report(ctxt, instance_uuid, migration_uuid,
+                                    {"migrate_data": migrate_data, "error": error,
+                                     "message": message})
+
     @periodic_task(spacing=lambda self: self.conf.conductor.reaper_interval)
     def _confirm_resizes(self) -> None:
         """[DEFAULT] resize_confirm_window: confirm resizes left waiting."""

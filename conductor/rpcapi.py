@@ -29,7 +29,8 @@ Version history:
   migration_progress (a cast) and live_migration_done (its report).
 * 1.6 - resize and cold migration: resize_instance (a cast from the API
   that starts the flow on an accepted migration record), confirm_resize and
-  revert_resize (casts from the API).
+  revert_resize (casts from the API), resize_disk_done (the source agent's
+  report on its disk copy).
 """
 
 from __future__ import annotations
@@ -291,6 +292,16 @@ class ConductorAPI:
         """Revert the resize (server in task resize_reverting)."""
         self._cast(ctxt, "revert_resize", "1.6", instance_uuid=instance_uuid,
                    migration_uuid=migration_uuid)
+
+    def resize_disk_done(self, ctxt: RequestContext, instance_uuid: str,
+                         migration_uuid: str, host: str, migrate_data: dict | None = None,
+                         error: str | None = None, message: str | None = None) -> None:
+        """The source agent's report: the guest is off and its disk arrived
+        on the destination (``error`` None; ``migrate_data`` what the
+        destination needs), or why not (the guest is off on the source)."""
+        self._call(ctxt, "resize_disk_done", "1.6", instance_uuid=instance_uuid,
+                   migration_uuid=migration_uuid, host=host, migrate_data=migrate_data,
+                   error=error, message=message)
 
 
 def request_spec_1_1(spec: RequestSpec) -> dict[str, Any]:

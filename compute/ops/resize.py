@@ -4,8 +4,11 @@ migration and resize").
 
 Rules:
 
-* every method is a call: the conductor waits for it (the disk copy of
-  :meth:`ResizeOps.migrate_disk` included, with a longer RPC timeout);
+* the disk copy is a cast to the source: it runs on a pool of ``[compute]
+  max_concurrent_live_migrations`` workers (a move is a move), not on an RPC
+  worker, and ends with a report (conductor ``resize_disk_done``: no error
+  when the disk arrived; the error for administrators and a public message
+  otherwise); every other method is a call the conductor waits for;
 * the source acts only on an instance recorded on its own host, or one a
   resize in progress moved away from it (confirm and revert come after the
   switch); the destination on one a resize brings to it (the conductor
@@ -21,9 +24,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 
+from oslo_config import cfg
+
 from compute.lifecycle import Lifecycle
 from compute.virt.migration import MigrateData
-from flotilla import exception
+from flotilla import actions, concurrency, exception
+from flotilla import states as st
 from flotilla.context import RequestContext
 from flotilla.objects import Flavor, ImageMeta, Instance
 
@@ -33,10 +39,12 @@ LOG = logging.getLogger(__name__)
 class ResizeOps:
     """Cold moves of the guests of one host, as source or destination."""
 
-    def __init__(self, lifecycle: Lifecycle) -> None:
+    def __init__(self, conf: cfg.ConfigOpts, lifecycle: Lifecycle) -> None:
         self.host = lifecycle.host
         self.driver = lifecycle.driver
         self.conductor = lifecycle.conductor
+        self.pool = concurrency.WorkerPool(conf.compute.max_concurrent_live_migrations,
+                                           name="resize")
 
     def _instance(self, ctxt: RequestContext, instance_uuid: str,
                   flavor: Flavor | dict | None = None) -> Instance:
@@ -63,12 +71,39 @@ class ResizeOps:
         return self.driver.check_can_migrate_destination(
             instance, MigrateData.coerce(migrate_data)).to_dict()
 
-    def migrate_disk(self, ctxt: RequestContext, instance_uuid: str,
-                     migrate_data: dict) -> dict:
-        """On the source: power off, send the disk; the guest stays here."""
-        instance = self._source_instance(ctxt, instance_uuid)
-        return self.driver.migrate_disk_and_power_off(
-            instance, MigrateData.coerce(migrate_data)).to_dict()
+    def start(self, ctxt: RequestContext, instance_uuid: str, migration_uuid: str,
+              migrate_data: dict) -> None:
+        """Queue the disk copy and return (no RPC worker waits for it)."""
+        self.pool.submit(self.migrate_disk, ctxt, instance_uuid, migration_uuid,
+                         migrate_data)
+
+    def migrate_disk(self, ctxt: RequestContext, instance_uuid: str, migration_uuid: str,
+                     migrate_data: dict) -> bool:
+        """On the source: power off, send the disk (the guest stays here),
+        and report; True on success."""
+        error = message = None
+        data = None
+        try:
+            instance = self._source_instance(ctxt, instance_uuid)
+            if instance.task_state != st.RESIZE_MIGRATING:
+                raise exception.MigrationError(instance_uuid=instance_uuid,
+                                               reason="its task is %s" % instance.task_state)
+            data = self.driver.migrate_disk_and_power_off(
+                instance, MigrateData.coerce(migrate_data)).to_dict()
+        except Exception as exc:
+            error = actions.admin_details(exc, with_traceback=False)
+            message = "Sending the server's disk to its new host failed."
+            LOG.warning("disk of %s not sent: %s", instance_uuid, error)
+        try:
+            self.conductor.resize_disk_done(ctxt, instance_uuid, migration_uuid, self.host,
+                                            migrate_data=data, error=error, message=message)
+        except exception.MessagingException as exc:
+            # The reaper ends the resize at its deadline (and reverts it).
+            LOG.warning("could not report the disk of %s: %s", instance_uuid, exc)
+        return error is None
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        self.pool.shutdown(timeout=timeout)
 
     def finish(self, ctxt: RequestContext, instance_uuid: str, flavor: dict,
                image: ImageMeta | dict | None, migrate_data: dict,

@@ -12,12 +12,15 @@ Steps (conductor/flows/runner.py), every check before any execute:
    consumer is the migration (the instance keeps its claim on the source),
    through the scheduler (restricted to the requested host if any); then
    both drivers' cold checks. Revert: the migration's claim is freed.
-2. ``migrate_disk`` (task ``resize_migrating``): the source powers the guest
-   off and sends its root disk to the destination through the two
-   hypervisors (libvirt: a storage volume upload stream; no shared
-   filesystem); the guest stays defined, off, on the source. Revert: the
-   destination drops what it received, the source boots its guest again
-   (if it was active) with the old flavor.
+2. ``migrate_disk`` (task ``resize_migrating``, then ``resize_migrated``):
+   a cast to the source, which powers the guest off and sends its root
+   disk to the destination through the two hypervisors (libvirt: a storage
+   volume upload stream; no shared filesystem), then reports
+   (``resize_disk_done``); no conductor worker waits meanwhile, and a lost
+   report is the reaper's (at the task's deadline it reverts). The guest
+   stays defined, off, on the source. Revert: the destination drops what it
+   received, the source boots its guest again (if it was active) with the
+   old flavor.
 3. ``finish_on_destination`` (task ``resize_finish``): the destination
    defines the guest with the new flavor (its own XML, the disk grown to
    the new size) and boots it if it was active. Revert: the destination
@@ -147,10 +150,12 @@ class ChooseDestination(Step):
 
 
 class MigrateDisk(Step):
-    """The source powers off and sends the root disk. Revert: the
-    destination drops it; the source boots its guest again."""
+    """Cast the copy to the source (power off, send the root disk), wait
+    for its report. Revert: the destination drops what arrived; the source
+    boots its guest again."""
 
     name = "migrate_disk"
+    waits_for_report = True
 
     def __init__(self, conf, compute) -> None:
         self.conf = conf
@@ -159,8 +164,16 @@ class MigrateDisk(Step):
     def execute(self, state: ResizeState) -> None:
         _set_task(self.conf, state, st.RESIZE_MIGRATING, (st.RESIZE_PREP,))
         mig_db.migration_update(state.migration_uuid, {"status": rs_db.MIGRATING})
-        state.migrate_data = self.compute.resize_instance(
-            state.ctxt, state.source, state.instance_uuid, state.migrate_data)
+        self.compute.resize_instance(state.ctxt, state.source, state.instance_uuid,
+                                     state.migration_uuid, state.migrate_data)
+
+    def on_report(self, state: ResizeState, report: dict) -> None:
+        if report.get("error"):
+            failure = ResizeFailed(instance_uuid=state.instance_uuid, reason=report["error"])
+            if report.get("message"):
+                failure.public_msg = report["message"]
+            raise failure
+        state.migrate_data = dict(report.get("migrate_data") or state.migrate_data)
         _set_task(self.conf, state, st.RESIZE_MIGRATED, (st.RESIZE_MIGRATING,))
 
     def revert(self, state: ResizeState) -> None:
@@ -261,15 +274,29 @@ class ResizeFlow(Flow):
         except exception.FlotillaException as exc:
             self._failed(state, FlowFailed("start", exc))
             return
+        self._run(state, lambda: runner.run_flow(self.name, self.steps(), state,
+                                                 self._recorder(state)))
+
+    def report(self, ctxt: RequestContext, instance_uuid: str, migration_uuid: str,
+               report: dict) -> None:
+        """The source agent's report on its disk copy."""
+        state = self._state(migration_uuid)
+        if state.instance_uuid != instance_uuid:
+            raise exception.Forbidden(reason="migration %s is not a resize of %s"
+                                      % (migration_uuid, instance_uuid))
+        self._run(state, lambda: runner.continue_flow(self.steps(), state,
+                                                      self._recorder(state), report))
+
+    def _run(self, state: ResizeState, run) -> None:
         try:
-            status = runner.run_flow(self.name, self.steps(), state, self._recorder(state))
+            status = run()
         except FlowFailed as failed:
             self._failed(state, failed)
             return
         if status == runner.COMPLETED:
-            self._recorder(state).reporter.finish(ctxt, instance_uuid)
+            self._recorder(state).reporter.finish(state.ctxt, state.instance_uuid)
             LOG.info("resize of %s to %s finished: waiting for confirmation",
-                     instance_uuid, state.dest)
+                     state.instance_uuid, state.dest)
 
     def _state(self, migration_uuid: str) -> ResizeState:
         record = db.flow_record_get(db.FlowRecordRef.migration(migration_uuid))
@@ -398,10 +425,8 @@ class ResizeFlow(Flow):
 
     def resume(self, record: db.FlowRecord) -> None:
         state = ResizeState.from_data(record.flow_data or {})
-        try:
-            runner.resume_flow(self.steps(), state, self._recorder(state), record)
-        except FlowFailed as failed:
-            self._failed(state, failed)
+        self._run(state, lambda: runner.resume_flow(self.steps(), state,
+                                                    self._recorder(state), record))
 
     def cleanup(self, ctxt: RequestContext, instance,
                 reason: exception.FlotillaException) -> bool:

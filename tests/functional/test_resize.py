@@ -248,3 +248,22 @@ def test_the_reaper_finishes_a_confirm_whose_cast_was_lost(cloud):
     now = db.instance_get(inst["uuid"])
     assert (now.vm_state, now.task_state) == (st.ACTIVE, None)
     assert inst["uuid"] not in cloud.drivers[source].guests
+
+
+def test_a_failed_disk_copy_is_reported_and_reverted(cloud):
+    inst = _boot(cloud)
+    source, dest = inst["host"], _other(inst["host"])
+    cloud.drivers[source].inject_failure(
+        "migrate_disk_and_power_off",
+        exception.MigrationError(instance_uuid=inst["uuid"], reason="link down"))
+    migration_uuid = _resize(cloud, inst, BIGGER)
+    migration = _wait_migration(migration_uuid, ("error", "finished"))
+    assert migration.status == "error" and "link down" in migration.error_reason
+    now = cloud.wait_idle(inst["uuid"])
+    assert (now["host"], now["vm_state"], now["flavor_id"]) == (source, st.ACTIVE, "1")
+    assert cloud.drivers[source].guests[inst["uuid"]].power_state == power_state.RUNNING
+    assert inst["uuid"] not in cloud.drivers[dest].guests
+    assert db.allocation_get_by_consumer(migration_uuid) == []
+    assert "disk" in faults(inst["uuid"])[0]
+    recorded = [(a, e, r) for a, e, r, _ in events(inst["uuid"])]
+    assert ("resize", "conductor_migrate_disk_report", "Error") in recorded
