@@ -11,8 +11,8 @@ Rules:
   not be found" otherwise, as boot), not the server's own (400), with a
   root disk neither smaller than the server's nor zero (400: a local disk
   cannot shrink); the extra cores and ram within quota (403 naming them);
-* both need an ACTIVE or SHUTOFF server with no task (409 otherwise, and
-  for a locked server and non-admins); the task becomes ``resize_prep``
+* both need an ACTIVE or SHUTOFF server with no task and no volume
+  attached (409 otherwise, and for a locked server and non-admins); the task becomes ``resize_prep``
   (status RESIZE before the 202 leaves, as ``--wait`` needs), the migration
   record is created ``accepted`` and the conductor's flow started: 202;
 * ``confirmResize`` and ``revertResize`` need a server in VERIFY_RESIZE
@@ -37,6 +37,7 @@ from flotilla.db import api as db
 from flotilla.db import migration_records as mig_db
 from flotilla.db import quotas as quotas_db
 from flotilla.db import resizes as rs_db
+from flotilla.db import volumes as volumes_db
 from flotilla.deadlines import task_deadline
 
 LOG = logging.getLogger(__name__)
@@ -69,6 +70,11 @@ def _check_movable(name: str, inst) -> None:
         raise _conflict(name, inst)
     if not inst.host:
         raise errors.conflict("Cannot '%s' instance %s: it has no host" % (name, inst.uuid))
+    if volumes_db.attachments_of_instance(inst.uuid):
+        # The guest would be defined on the destination without them (moving
+        # volume connections with a cold migration is not built yet).
+        raise errors.conflict("Cannot '%s' instance %s while volumes are attached "
+                              "(detach them first)" % (name, inst.uuid))
 
 
 def _migrate(state: APIState, req, resp, ctx, inst, args) -> None:

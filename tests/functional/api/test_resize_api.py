@@ -190,3 +190,17 @@ def test_a_resize_over_the_ram_quota_is_403(api_cloud, flavors):
     assert "ram" in r.text
     assert mig_db.migration_list(uuid) == []
     assert db.instance_get(uuid).task_state is None
+
+
+@pytest.mark.parametrize("body, who", [({"resize": {"flavorRef": "2"}}, "member"),
+                                       ({"migrate": None}, "admin")])
+def test_a_server_with_volumes_attached_is_409(api_cloud, flavors, body, who):
+    from flotilla.db import volumes as vdb
+    uuid = _server(api_cloud)
+    volume = vdb.volume_create({"size_gb": 1, "status": st.VOLUME_IN_USE,
+                                "project_id": "p1", "host": "vol1"},
+                               {"volumes": -1, "gigabytes": -1})
+    vdb.attachment_create(volume.id, uuid, "host1")
+    r = _action(api_cloud, uuid, body, who=who)
+    assert r.status_code == 409 and "volumes are attached" in r.text
+    assert mig_db.migration_list(uuid) == []
