@@ -14,6 +14,7 @@ from oslo_config import cfg
 from compute.lifecycle import Lifecycle
 from compute.ops.live_migration import LiveMigrationOps
 from compute.ops.rebuild import RebuildOps
+from compute.ops.resize import ResizeOps
 from compute.ops.snapshot import SnapshotOps
 from compute.ops.volumes import VolumeOps
 from compute.reconcile import Reconciler
@@ -36,7 +37,7 @@ _REPORTED = ("vcpus", "memory_mb", "disk_gb", "hypervisor_type",
 
 
 class ComputeManager:
-    RPC_API_VERSION = "1.5"
+    RPC_API_VERSION = "1.6"
 
     def __init__(self, conf: cfg.ConfigOpts, driver: virt_driver.ComputeDriver,
                  conductor: ConductorAPI, host: str | None = None) -> None:
@@ -48,6 +49,7 @@ class ComputeManager:
         self.snapshots = SnapshotOps(conf, self.lifecycle)
         self.rebuilds = RebuildOps(self.lifecycle)
         self.live_migrations = LiveMigrationOps(conf, self.lifecycle)
+        self.resizes = ResizeOps(conf, self.lifecycle)
         self.reconciler = Reconciler(self.lifecycle, self.snapshots, self.rebuilds)
         self.volumes = VolumeOps(self.lifecycle, self.reconciler)
         self._build_slots = concurrency.WorkerPool(conf.compute.max_concurrent_builds,
@@ -78,6 +80,7 @@ class ComputeManager:
         self._build_slots.shutdown(timeout=self.conf.graceful_shutdown_timeout)
         self.snapshots.shutdown(timeout=self.conf.graceful_shutdown_timeout)
         self.live_migrations.shutdown(timeout=self.conf.graceful_shutdown_timeout)
+        self.resizes.shutdown(timeout=self.conf.graceful_shutdown_timeout)
         self.driver.cleanup_host()
 
     # --- RPC: operations (casts) ----------------------------------------------
@@ -198,6 +201,37 @@ class ComputeManager:
         presence = self.driver.find_guest(instance)
         return {"defined": presence.defined, "power_state": presence.power_state,
                 "migration": presence.migration}
+
+    # --- RPC: resize and cold migration (1.6; see compute/ops/resize.py) ---------
+
+    def check_can_cold_migrate_source(self, ctxt: RequestContext,
+                                      instance_uuid: str) -> dict:
+        return self.resizes.check_source(ctxt, instance_uuid)
+
+    def check_can_cold_migrate_destination(self, ctxt: RequestContext, instance_uuid: str,
+                                           migrate_data: dict) -> dict:
+        return self.resizes.check_destination(ctxt, instance_uuid, migrate_data)
+
+    def resize_instance(self, ctxt: RequestContext, instance_uuid: str,
+                        migration_uuid: str, migrate_data: dict) -> None:
+        self.resizes.start(ctxt, instance_uuid, migration_uuid, migrate_data)
+
+    def finish_resize(self, ctxt: RequestContext, instance_uuid: str, flavor: dict,
+                      image: ImageMeta | dict | None, migrate_data: dict,
+                      power_on: bool = True) -> None:
+        self.resizes.finish(ctxt, instance_uuid, flavor, image, migrate_data, power_on)
+
+    def confirm_resize(self, ctxt: RequestContext, instance_uuid: str,
+                       migrate_data: dict) -> None:
+        self.resizes.confirm(ctxt, instance_uuid, migrate_data)
+
+    def revert_resize(self, ctxt: RequestContext, instance_uuid: str,
+                      migrate_data: dict) -> None:
+        self.resizes.revert_at_destination(ctxt, instance_uuid, migrate_data)
+
+    def finish_revert_resize(self, ctxt: RequestContext, instance_uuid: str, flavor: dict,
+                             migrate_data: dict, power_on: bool = True) -> None:
+        self.resizes.finish_revert(ctxt, instance_uuid, flavor, migrate_data, power_on)
 
     # --- RPC: reads (calls) -----------------------------------------------------
 

@@ -35,6 +35,9 @@ from flotilla.objects import Instance
 
 LOG = logging.getLogger(__name__)
 
+_RESIZE_TASKS = (*st.operation("resize").task_states, st.RESIZE_CONFIRMING,
+                 st.RESIZE_REVERTING)
+
 _OFF = (power_state.SHUTDOWN, power_state.CRASHED)
 _VM_STATE_FOR_POWER = {
     power_state.RUNNING: st.ACTIVE,
@@ -101,7 +104,12 @@ class Reconciler:
             record = self.conductor.instance_get(ctxt, uuid)
         except (exception.InstanceNotFound, exception.Forbidden):
             return False
-        return record.get("task_state") == st.MIGRATING and record.get("host") != self.host
+        if record.get("host") == self.host:
+            return False
+        # A resize keeps a copy on its source until confirmed or reverted,
+        # and brings one here while it runs.
+        return record.get("task_state") in (st.MIGRATING, *_RESIZE_TASKS) \
+            or record.get("vm_state") == st.RESIZED
 
     def _repair(self, ctxt: RequestContext, record: dict, has_domain: bool) -> None:
         uuid, task = record["uuid"], record["task_state"]

@@ -28,6 +28,12 @@ Version history:
   source reports with conductor migration_progress and
   live_migration_done), live_migration_abort, live_migration_force_complete.
 * 1.5 - get_host_uptime, soft_delete_instance, restore_instance.
+* 1.6 - resize and cold migration (calls from conductor/flows/resize.py):
+  check_can_cold_migrate_source, check_can_cold_migrate_destination,
+  resize_instance (a cast to the source: power off, send the disk; it
+  reports with conductor resize_disk_done), finish_resize
+  (destination: the new flavor), confirm_resize (source), revert_resize
+  (destination), finish_revert_resize (source: the old flavor).
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ TOPIC = "compute"
 
 
 class ComputeAPI:
-    VERSION = "1.5"
+    VERSION = "1.6"
 
     def __init__(self, transport, version_cap: VersionCap = None) -> None:
         self.client = rpc.RPCClient(transport, topic=TOPIC, version="1.0",
@@ -210,3 +216,53 @@ class ComputeAPI:
         """The host's uptime(1) line; UnsupportedVersion under a cap below
         1.5 (an agent too old to answer)."""
         return self._host(host, "1.5").call(ctxt, "get_host_uptime")
+
+    # --- resize and cold migration (1.6) ------------------------------------------
+
+    def check_can_cold_migrate_source(self, ctxt: RequestContext, host: str,
+                                      instance_uuid: str) -> dict:
+        return self._host(host, "1.6").call(ctxt, "check_can_cold_migrate_source",
+                                            instance_uuid=instance_uuid)
+
+    def check_can_cold_migrate_destination(self, ctxt: RequestContext, host: str,
+                                           instance_uuid: str, migrate_data: dict) -> dict:
+        return self._host(host, "1.6").call(ctxt, "check_can_cold_migrate_destination",
+                                            instance_uuid=instance_uuid,
+                                            migrate_data=migrate_data)
+
+    def resize_instance(self, ctxt: RequestContext, host: str, instance_uuid: str,
+                        migration_uuid: str, migrate_data: dict) -> None:
+        """On the source: power the guest off and send its disk to the
+        destination (a cast: the agent reports with conductor
+        resize_disk_done)."""
+        self._host(host, "1.6").cast(ctxt, "resize_instance", instance_uuid=instance_uuid,
+                                     migration_uuid=migration_uuid,
+                                     migrate_data=migrate_data)
+
+    def finish_resize(self, ctxt: RequestContext, host: str, instance_uuid: str,
+                      flavor: dict, image: ImageMeta | None, migrate_data: dict,
+                      power_on: bool = True, timeout: float = 600) -> None:
+        """On the destination: define (and start) the guest with ``flavor``."""
+        self.client.prepare(server=host, version="1.6", timeout=timeout).call(
+            ctxt, "finish_resize", instance_uuid=instance_uuid, flavor=flavor, image=image,
+            migrate_data=migrate_data, power_on=power_on)
+
+    def confirm_resize(self, ctxt: RequestContext, host: str, instance_uuid: str,
+                       migrate_data: dict) -> None:
+        """On the source: remove the copy kept for a revert."""
+        self._host(host, "1.6").call(ctxt, "confirm_resize", instance_uuid=instance_uuid,
+                                     migrate_data=migrate_data)
+
+    def revert_resize(self, ctxt: RequestContext, host: str, instance_uuid: str,
+                      migrate_data: dict) -> None:
+        """On the destination: destroy the guest and the disk that arrived."""
+        self._host(host, "1.6").call(ctxt, "revert_resize", instance_uuid=instance_uuid,
+                                     migrate_data=migrate_data)
+
+    def finish_revert_resize(self, ctxt: RequestContext, host: str, instance_uuid: str,
+                             flavor: dict, migrate_data: dict, power_on: bool = True,
+                             timeout: float = 600) -> None:
+        """On the source: the kept guest back with the old ``flavor``."""
+        self.client.prepare(server=host, version="1.6", timeout=timeout).call(
+            ctxt, "finish_revert_resize", instance_uuid=instance_uuid, flavor=flavor,
+            migrate_data=migrate_data, power_on=power_on)

@@ -26,6 +26,7 @@ from conductor.flows.delete import DeleteFlow
 from conductor.flows.evacuate import EvacuateFlow
 from conductor.flows.live_migrate import LiveMigrateFlow
 from conductor.flows.rebuild import RebuildFlow
+from conductor.flows.resize import ResizeFlow
 from conductor.flows.snapshot import SnapshotFlow
 from conductor.flows.volume import VolumeFlow
 from conductor.reaper import Reaper
@@ -81,6 +82,7 @@ class ConductorManager:
                                  VolumeFlow(self.conf, self.conf.host, compute, volumes),
                                  LiveMigrateFlow(self.conf, self.conf.host, scheduler,
                                                  compute),
+                                 ResizeFlow(self.conf, self.conf.host, scheduler, compute),
                                  EvacuateFlow(self.conf, self.conf.host, scheduler, compute)]
             self._flows = {flow.name: flow for flow in flows}
             # The attach and detach flows are saved under their own names.
@@ -147,7 +149,15 @@ class ConductorManager:
         db.allocation_free(instance_uuid)
         # The guest is gone: its volumes are free again.
         self._release_volumes(ctxt, instance_uuid)
+        self._release_resize(ctxt, instance_uuid)
         return instance.to_dict()
+
+    def _release_resize(self, ctxt: RequestContext, instance_uuid: str) -> None:
+        # A server deleted in VERIFY_RESIZE: its source copy and claim go too.
+        try:
+            self.flows["resize"].release_instance(ctxt, instance_uuid)
+        except Exception:
+            LOG.exception("releasing the resize of deleted server %s failed", instance_uuid)
 
     def _release_volumes(self, ctxt: RequestContext, instance_uuid: str) -> None:
         try:
@@ -289,6 +299,42 @@ class ConductorManager:
         self.flows["live_migrate"].report(ctxt, instance_uuid, migration_uuid,
                                           {"error": error, "message": message})
 
+    # --- resize and cold migration (1.6) ------------------------------------------------
+
+    def resize_instance(self, ctxt: RequestContext, instance_uuid: str,
+                        migration_uuid: str, flavor: dict, host: str | None = None,
+                        action: str = "resize") -> None:
+        agent_access.check_control_plane(ctxt, "start resizes")
+        self.flows["resize"].start(ctxt, instance_uuid, migration_uuid, dict(flavor),
+                                   host, action)
+
+    def confirm_resize(self, ctxt: RequestContext, instance_uuid: str,
+                       migration_uuid: str) -> None:
+        agent_access.check_control_plane(ctxt, "confirm resizes")
+        self.flows["resize"].confirm(ctxt, instance_uuid, migration_uuid)
+
+    def revert_resize(self, ctxt: RequestContext, instance_uuid: str,
+                      migration_uuid: str) -> None:
+        agent_access.check_control_plane(ctxt, "revert resizes")
+        self.flows["resize"].revert(ctxt, instance_uuid, migration_uuid)
+
+    def resize_disk_done(self, ctxt: RequestContext, instance_uuid: str,
+                         migration_uuid: str, host: str, migrate_data: dict | None = None,
+                         error: str | None = None, message: str | None = None) -> None:
+        agent_access.check_instance(ctxt, instance_uuid)
+        agent_access.check_host(ctxt, host, "report a resize")
+        agent_access.check_migration_source(ctxt, migration_uuid, "report a resize",
+                                            instance_uuid=instance_uuid, host=host)
+        self.flows["resize"].report(ctxt, instance_uuid, migration_uuid,
+                                    {"migrate_data": migrate_data, "error": error,
+                                     "message": message})
+
+    @periodic_task(spacing=lambda self: self.conf.conductor.reaper_interval)
+    def _confirm_resizes(self) -> None:
+        """[DEFAULT] resize_confirm_window: confirm resizes left waiting."""
+        confirmed = self.flows["resize"].auto_confirm()
+        if confirmed:
+            LOG.info("confirmed %d resize(s) automatically", confirmed)
     # --- evacuate (1.7) -------------------------------------------------------------
 
     def evacuate_instance(self, ctxt: RequestContext, instance_uuid: str,

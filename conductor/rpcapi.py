@@ -27,6 +27,10 @@ Version history:
   starts the flow on an accepted migration record), live_migration_abort and
   live_migration_force_complete (from the API), and from the source agent
   migration_progress (a cast) and live_migration_done (its report).
+* 1.6 - resize and cold migration: resize_instance (a cast from the API
+  that starts the flow on an accepted migration record), confirm_resize and
+  revert_resize (casts from the API), resize_disk_done (the source agent's
+  report on its disk copy).
 * 1.7 - evacuate_instance (a cast from the API that starts the evacuate
   flow on an accepted migration record of type evacuation; the destination
   agent reports with rebuild_done).
@@ -268,6 +272,39 @@ class ConductorAPI:
         self._call(ctxt, "live_migration_done", "1.5", instance_uuid=instance_uuid,
                    migration_uuid=migration_uuid, host=host, error=error, message=message)
 
+    # --- resize and cold migration (1.6) ---------------------------------------------
+
+    def resize_instance(self, ctxt: RequestContext, instance_uuid: str,
+                        migration_uuid: str, flavor: dict, host: str | None = None,
+                        action: str = "resize") -> None:
+        """Run the resize flow to ``flavor`` (a flavor snapshot; the current
+        one for a cold migration, recorded as ``action`` "migrate") on the
+        accepted ``migration_uuid``; ``host``: the only destination
+        allowed."""
+        self._cast(ctxt, "resize_instance", "1.6", instance_uuid=instance_uuid,
+                   migration_uuid=migration_uuid, flavor=flavor, host=host, action=action)
+
+    def confirm_resize(self, ctxt: RequestContext, instance_uuid: str,
+                       migration_uuid: str) -> None:
+        """Confirm the resize (server in task resize_confirming)."""
+        self._cast(ctxt, "confirm_resize", "1.6", instance_uuid=instance_uuid,
+                   migration_uuid=migration_uuid)
+
+    def revert_resize(self, ctxt: RequestContext, instance_uuid: str,
+                      migration_uuid: str) -> None:
+        """Revert the resize (server in task resize_reverting)."""
+        self._cast(ctxt, "revert_resize", "1.6", instance_uuid=instance_uuid,
+                   migration_uuid=migration_uuid)
+
+    def resize_disk_done(self, ctxt: RequestContext, instance_uuid: str,
+                         migration_uuid: str, host: str, migrate_data: dict | None = None,
+                         error: str | None = None, message: str | None = None) -> None:
+        """The source agent's report: the guest is off and its disk arrived
+        on the destination (``error`` None; ``migrate_data`` what the
+        destination needs), or why not (the guest is off on the source)."""
+        self._call(ctxt, "resize_disk_done", "1.6", instance_uuid=instance_uuid,
+                   migration_uuid=migration_uuid, host=host, migrate_data=migrate_data,
+                   error=error, message=message)
     # --- evacuate (1.7) -----------------------------------------------------------------
 
     def evacuate_instance(self, ctxt: RequestContext, instance_uuid: str,

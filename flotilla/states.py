@@ -25,8 +25,12 @@ ERROR = "error"
 DELETED = "deleted"
 # Deleted by its owner, kept powered off for [DEFAULT] reclaim_instance_interval.
 SOFT_DELETED = "soft-delete"
+# Moved to another host or flavor (resize, cold migration), the old copy
+# kept on the source until confirmed or reverted: status VERIFY_RESIZE.
+RESIZED = "resized"
 
-VM_STATES = (BUILDING, ACTIVE, STOPPED, PAUSED, SUSPENDED, ERROR, DELETED, SOFT_DELETED)
+VM_STATES = (BUILDING, ACTIVE, STOPPED, PAUSED, SUSPENDED, ERROR, DELETED, SOFT_DELETED,
+             RESIZED)
 # Where a guest exists and no operation is needed to make it so.
 STABLE = (ACTIVE, STOPPED, PAUSED, SUSPENDED, ERROR)
 
@@ -50,6 +54,13 @@ REBUILD_SPAWNING = "rebuild_spawning"
 SOFT_DELETING = "soft-deleting"
 RESTORING = "restoring"
 MIGRATING = "migrating"
+# Resize and cold migration (Nova's names), then confirm or revert.
+RESIZE_PREP = "resize_prep"
+RESIZE_MIGRATING = "resize_migrating"
+RESIZE_MIGRATED = "resize_migrated"
+RESIZE_FINISH = "resize_finish"
+RESIZE_REVERTING = "resize_reverting"
+RESIZE_CONFIRMING = "resize_confirming"
 
 # What the reaper does with a task past its deadline.
 ON_TIMEOUT_RESTORE = "restore"   # clear the task; vm_state is the last stable one
@@ -100,7 +111,8 @@ class Operation:
 OPERATIONS: dict[str, Operation] = {op.name: op for op in (
     Operation("build", "create", SCHEDULING, (BUILDING,), ACTIVE, 600,
               ON_TIMEOUT_CLEANUP, later_task_states=(SPAWNING,), flow="build"),
-    Operation("delete", "delete", DELETING, (BUILDING, *STABLE, SOFT_DELETED), DELETED, 300,
+    Operation("delete", "delete", DELETING, (BUILDING, *STABLE, SOFT_DELETED, RESIZED),
+              DELETED, 300,
               ON_TIMEOUT_CLEANUP, flow="delete"),
     Operation("soft_delete", "delete", SOFT_DELETING, STABLE, SOFT_DELETED, 300),
     Operation("restore", "restore", RESTORING, (SOFT_DELETED,), ACTIVE, 180),
@@ -133,6 +145,25 @@ OPERATIONS: dict[str, Operation] = {op.name: op for op in (
     Operation("live_migrate", "live-migration", MIGRATING, (ACTIVE, PAUSED), None, 1800,
               ON_TIMEOUT_CLEANUP, status="MIGRATING", status_vm_states=(ACTIVE, PAUSED),
               flow="live_migrate"),
+    # Resize and cold migration (a resize to the same flavor; the API
+    # records "migrate" for it): the guest is powered off, its root disk
+    # copied to another host through the hypervisors, and booted there with
+    # the new flavor; the server ends in vm_state resized (VERIFY_RESIZE)
+    # holding a claim on both hosts. Each task gets its own deadline; the
+    # flow's cleanup reverts to the source.
+    Operation("resize", "resize", RESIZE_PREP, (ACTIVE, STOPPED), RESIZED, 1800,
+              ON_TIMEOUT_CLEANUP,
+              later_task_states=(RESIZE_MIGRATING, RESIZE_MIGRATED, RESIZE_FINISH),
+              status="RESIZE", status_vm_states=(ACTIVE, STOPPED), flow="resize"),
+    # Confirm: the source copy and the source claim go; the server ends
+    # active or stopped as it was before. The cleanup finishes it again.
+    Operation("confirm_resize", "confirmResize", RESIZE_CONFIRMING, (RESIZED,), None,
+              300, ON_TIMEOUT_CLEANUP, status_vm_states=(RESIZED,), flow="resize"),
+    # Revert: the destination copy and claim go, the original boots on the
+    # source with the old flavor. The cleanup finishes it again.
+    Operation("revert_resize", "revertResize", RESIZE_REVERTING, (RESIZED,), None, 900,
+              ON_TIMEOUT_CLEANUP, status="REVERT_RESIZE", status_vm_states=(RESIZED,),
+              flow="resize"),
 )}
 
 _BY_TASK: dict[str, Operation] = {}

@@ -136,13 +136,31 @@ def _view(migration, ver: tuple[int, int], server: bool) -> dict:
         for field in mig_db.PROGRESS_FIELDS:
             view[field + "_bytes"] = getattr(migration, field)
     else:
-        view.update(instance_uuid=migration.instance_uuid, old_instance_type_id=None,
-                    new_instance_type_id=None)
+        old_id, new_id = _flavor_ids(migration)
+        view.update(instance_uuid=migration.instance_uuid, old_instance_type_id=old_id,
+                    new_instance_type_id=new_id)
         if ver >= (2, 23):
             view["migration_type"] = migration.migration_type
     if ver >= (2, 59):
         view["uuid"] = migration.uuid
     return view
+
+
+def _flavor_ids(migration) -> tuple[int | None, int | None]:
+    """Nova's old and new flavor (integer) ids of a resize or cold
+    migration, from its flow's saved state; None where unknown (a live
+    migration, a flavor deleted since)."""
+    data = migration.flow_data or {}
+    if migration.flow != "resize":
+        return None, None
+    found = []
+    for key in ("old_flavor", "new_flavor"):
+        flavorid = (data.get(key) or {}).get("flavorid")
+        try:
+            found.append(db.flavor_get(str(flavorid)).id if flavorid else None)
+        except exception.NotFound:
+            found.append(None)
+    return found[0], found[1]
 
 
 def _time(value) -> str | None:

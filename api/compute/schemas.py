@@ -172,6 +172,17 @@ ACTIONS = {
         # 2.57+: null removes the server's user data.
         "user_data": {"type": ["string", "null"], "maxLength": 65535}},
         "required": ["imageRef"], "additionalProperties": False},
+    # Cold migration and resize (api.compute.resize); migrate's host is
+    # 2.56+ (checked there).
+    "migrate": {"type": ["object", "null"], "properties": {
+        "host": {"type": ["string", "null"], "minLength": 1, "maxLength": 255}},
+        "additionalProperties": False},
+    "resize": {"type": "object", "properties": {
+        "flavorRef": {"type": ["string", "integer"], "minLength": 1, "maxLength": 255,
+                      "pattern": "^[^\\x00-\\x1f\\x7f]+$"},
+        "OS-DCF:diskConfig": {"type": "string", "enum": ["AUTO", "MANUAL"]}},
+        "required": ["flavorRef"], "additionalProperties": False},
+    "confirmResize": _ANY, "revertResize": _ANY,
     # Each microversion's own form: api.compute.evacuate.schema.
     "evacuate": {"type": "object", "properties": {
         "host": {"type": ["string", "null"], "minLength": 1, "maxLength": 255},

@@ -1,8 +1,9 @@
 """POST /servers/{server_id}/action: start, stop, reboot, pause, unpause,
 suspend, resume, get console output, lock, unlock; os-resetState (admin),
 forceDelete, restore; createImage, createBackup (api.compute.snapshots) and
-rebuild (api.compute.rebuild) and os-migrateLive (api.compute.migrations),
-which start conductor flows.
+rebuild (api.compute.rebuild), os-migrateLive (api.compute.migrations) and
+migrate, resize, confirmResize, revertResize (api.compute.resize), which
+start conductor flows.
 
 Rules:
 
@@ -32,7 +33,7 @@ import logging
 import falcon
 
 from api import errors, validation
-from api.compute import evacuate, locks, migrations, rebuild, schemas, snapshots
+from api.compute import evacuate, locks, migrations, rebuild, resize, schemas, snapshots
 from api.compute.servers import get_server
 from api.state import APIState, ctxt, version
 from flotilla import exception
@@ -86,6 +87,9 @@ class ServerAction:
             return
         if name == "os-migrateLive":
             migrations.live_migrate(self.state, req, resp, ctx, inst, args)
+            return
+        if name in resize.ACTIONS:
+            resize.handle(self.state, req, resp, ctx, inst, name, args)
             return
         if name == "evacuate":
             evacuate.evacuate(self.state, req, resp, ctx, inst, args)

@@ -19,7 +19,8 @@ from flotilla.db import volumes as vdb
 
 _STATUS = {st.BUILDING: "BUILD", st.ACTIVE: "ACTIVE", st.STOPPED: "SHUTOFF",
            st.PAUSED: "PAUSED", st.SUSPENDED: "SUSPENDED", st.ERROR: "ERROR",
-           st.DELETED: "DELETED", st.SOFT_DELETED: "SOFT_DELETED"}
+           st.DELETED: "DELETED", st.SOFT_DELETED: "SOFT_DELETED",
+           st.RESIZED: "VERIFY_RESIZE"}
 
 
 def _status_filters() -> dict[str, tuple[list[str], list[str | None] | None]]:

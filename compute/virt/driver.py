@@ -503,6 +503,15 @@ class ComputeDriver(abc.ABC):
         was kept (already confirmed)."""
         self._not_supported("cold migration")
 
+    def cleanup_migration_at_destination(self, instance: Instance,
+                                         migrate_data: MigrateData) -> None:
+        """On the destination, after a failed or reverted cold move: destroy
+        the guest finish_migration defined and remove every disk that
+        arrived (nothing here may outlive the move). Idempotent. The
+        default is destroy, for drivers whose arriving disks live in the
+        instance's directory."""
+        self.destroy(instance)
+
     # --- helpers ---------------------------------------------------------------
 
     def _not_supported(self, operation: str) -> NoReturn:

@@ -64,6 +64,14 @@ default_opts = [
              "restore it (the restore action) and an admin or the owner may "
              "delete it at once (forceDelete). 0, the default, deletes at "
              "once, as Nova does."),
+    cfg.IntOpt(
+        "resize_confirm_window",
+        default=0,
+        min=0,
+        help="Seconds a resized or cold-migrated server waits in "
+             "VERIFY_RESIZE before the conductor confirms the move by itself "
+             "(removing the source copy). 0, the default, never confirms "
+             "automatically, as Nova."),
     cfg.BoolOpt(
         "debug",
         default=False,

@@ -56,6 +56,7 @@ SAMPLES = {
     "migration_uuid": str(uuid.uuid4()), "force": False,
     "migrate_data": {"live": True, "source_host": "host1"},
     "progress": {"memory_total_bytes": 1},
+    "flavor": {"flavorid": "2", "name": "bigger", "memory_mb": 128, "vcpus": 1, "root_gb": 2},
     "snapshot_id": str(uuid.uuid4()), "from_source": True,
 }
 # rpcapi helpers that are not RPC methods of their own.

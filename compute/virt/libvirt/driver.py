@@ -35,6 +35,7 @@ from compute.virt.libvirt.guest import Guest
 from compute.virt.libvirt.host import Host
 from compute.virt.libvirt.imagecache import ImageCache
 from compute.virt.libvirt.migration import LibvirtMigrationMixin
+from compute.virt.libvirt.resize import LibvirtResizeMixin
 from compute.virt.libvirt.snapshot import LibvirtSnapshotter
 from compute.virt.libvirt.volumes import LibvirtVolumes
 from flotilla import concurrency, exception
@@ -51,13 +52,13 @@ CONSOLE_LOG = "console.log"
 QEMU_CAPABILITIES = driver.DriverCapabilities(
     supports_console_log=True, supports_diagnostics=True,
     supports_image_cache=True, supports_snapshots=True, supports_attach=True,
-    supports_live_migration=True)
+    supports_live_migration=True, supports_cold_migration=True)
 TEST_CAPABILITIES = driver.DriverCapabilities(
     supports_console_log=False, supports_diagnostics=True,
     supports_image_cache=False)
 
 
-class LibvirtDriver(LibvirtMigrationMixin, driver.ComputeDriver):
+class LibvirtDriver(LibvirtResizeMixin, LibvirtMigrationMixin, driver.ComputeDriver):
     """Guests of one host through libvirt."""
 
     def __init__(self, conf: cfg.ConfigOpts = CONF, connection_uri: str | None = None,

@@ -115,7 +115,7 @@ def test_other_stuck_tasks_return_to_the_last_stable_state(db, reaper, vm_state,
 
 
 def test_a_task_this_version_does_not_know_is_restored(db, reaper):
-    uuid = _instance(db, st.ACTIVE, "resize_migrating", host="h1")
+    uuid = _instance(db, st.ACTIVE, "shelving_image_uploading", host="h1")
     assert reaper.run() == 1
     assert db.instance_get(uuid).task_state is None
 

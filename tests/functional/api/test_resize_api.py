@@ -1,0 +1,206 @@
+"""migrate, resize, confirmResize and revertResize at the API: what is
+refused (400 naming the field, 409 for the state, 403 for non-admins),
+what is recorded and what reaches the conductor (a recording endpoint)."""
+
+from __future__ import annotations
+
+import pytest
+
+from flotilla import states as st
+from flotilla.db import api as db
+from flotilla.db import migration_records as mig_db
+from tests.functional.api.fixtures import C
+from tests.functional.api.test_live_migration_api import _compute
+
+
+def _server(api_cloud, vm_state=st.ACTIVE, task_state=None) -> str:
+    uuid = api_cloud.create_server(name="web")
+    db.instance_update(uuid, {"vm_state": vm_state, "task_state": task_state,
+                              "host": "host1"})
+    return uuid
+
+
+def _action(cloud, uuid: str, body: dict, who: str = "member", version: str = "2.100"):
+    return cloud.request("POST", C + "/servers/%s/action" % uuid, who, version, json=body)
+
+
+@pytest.fixture
+def flavors():
+    db.flavor_create({"flavorid": "2", "name": "bigger", "memory_mb": 128,
+                      "vcpus": 1, "root_gb": 2})
+    db.flavor_create({"flavorid": "0", "name": "nodisk", "memory_mb": 128,
+                      "vcpus": 1, "root_gb": 0})
+    db.flavor_create({"flavorid": "9", "name": "private", "memory_mb": 128,
+                      "vcpus": 1, "root_gb": 2, "is_public": False})
+
+
+def test_resize_records_and_starts_the_flow(api_cloud, flavors):
+    uuid = _server(api_cloud)
+    r = _action(api_cloud, uuid, {"resize": {"flavorRef": "2"}})
+    assert r.status_code == 202, r.text
+    inst = db.instance_get(uuid)
+    assert (inst.vm_state, inst.task_state) == (st.ACTIVE, st.RESIZE_PREP)
+    assert inst.task_deadline is not None
+    [migration] = mig_db.migration_list(uuid)
+    assert (migration.status, migration.source_host, migration.migration_type) == (
+        "accepted", "host1", "resize")
+    cast = api_cloud.conductor.wait_for("resize_instance")[0]
+    assert cast["migration_uuid"] == migration.uuid
+    assert cast["flavor"]["flavorid"] == "2" and cast["flavor"]["root_gb"] == 2
+    assert cast["action"] == "resize"
+    shown = api_cloud.request("GET", C + "/servers/" + uuid, "member").json["server"]
+    assert shown["status"] == "RESIZE"
+    # A second resize of the resizing server: 409, nothing new.
+    again = _action(api_cloud, uuid, {"resize": {"flavorRef": "2"}})
+    assert again.status_code == 409, again.text
+    assert len(mig_db.migration_list(uuid)) == 1
+
+
+@pytest.mark.parametrize("ref, words", [
+    ("1", "must change flavor"), ("0", "zero disk"), ("9", "could not be found"),
+    ("nope", "could not be found")])
+def test_a_bad_flavor_is_400(api_cloud, flavors, ref, words):
+    uuid = _server(api_cloud)
+    r = _action(api_cloud, uuid, {"resize": {"flavorRef": ref}})
+    assert r.status_code == 400, r.text
+    assert words in r.json["badRequest"]["message"]
+    assert mig_db.migration_list(uuid) == []
+    assert db.instance_get(uuid).task_state is None
+
+
+def test_a_smaller_disk_is_400(api_cloud, flavors):
+    uuid = _server(api_cloud)
+    db.instance_update(uuid, {"root_gb": 5})
+    r = _action(api_cloud, uuid, {"resize": {"flavorRef": "2"}})
+    assert r.status_code == 400, r.text
+    message = r.json["badRequest"]["message"]
+    assert "flavorRef" in message and "smaller" in message
+    assert mig_db.migration_list(uuid) == []
+
+
+@pytest.mark.parametrize("body", [{"resize": {}}, {"resize": {"flavorRef": ""}},
+                                  {"resize": {"flavorRef": "2", "bogus": 1}},
+                                  {"migrate": {"bogus": 1}}])
+def test_malformed_bodies_are_400(api_cloud, flavors, body):
+    uuid = _server(api_cloud)
+    r = _action(api_cloud, uuid, body, who="admin")
+    assert r.status_code == 400, r.text
+
+
+@pytest.mark.parametrize("vm_state, task_state", [
+    (st.PAUSED, None), (st.SUSPENDED, None), (st.ERROR, None),
+    (st.ACTIVE, st.REBOOTING)])
+def test_only_an_idle_active_or_stopped_server_resizes(api_cloud, flavors, vm_state,
+                                                        task_state):
+    uuid = _server(api_cloud, vm_state, task_state)
+    r = _action(api_cloud, uuid, {"resize": {"flavorRef": "2"}})
+    assert r.status_code == 409, r.text
+    assert mig_db.migration_list(uuid) == []
+
+
+def test_a_stopped_server_resizes(api_cloud, flavors):
+    uuid = _server(api_cloud, st.STOPPED)
+    assert _action(api_cloud, uuid, {"resize": {"flavorRef": "2"}}).status_code == 202
+    shown = api_cloud.request("GET", C + "/servers/" + uuid, "member").json["server"]
+    assert shown["status"] == "RESIZE"
+
+
+def test_cold_migrate_is_a_resize_to_the_same_flavor(api_cloud):
+    _compute("host1")
+    _compute("host2")
+    uuid = _server(api_cloud)
+    r = _action(api_cloud, uuid, {"migrate": {"host": "host2"}}, who="admin")
+    assert r.status_code == 202, r.text
+    [migration] = mig_db.migration_list(uuid)
+    assert migration.migration_type == "migration"
+    cast = api_cloud.conductor.wait_for("resize_instance")[0]
+    assert cast["host"] == "host2" and cast["action"] == "migrate"
+    assert cast["flavor"]["flavorid"] == "1"
+    actions = api_cloud.request("GET", C + "/servers/%s/os-instance-actions" % uuid,
+                                "admin").json
+    assert actions["instanceActions"][0]["action"] == "migrate"
+
+
+def test_migrate_without_host_lets_the_scheduler_choose(api_cloud):
+    uuid = _server(api_cloud)
+    assert _action(api_cloud, uuid, {"migrate": None}, who="admin").status_code == 202
+    assert api_cloud.conductor.wait_for("resize_instance")[0]["host"] is None
+
+
+def test_migrate_host_needs_2_56(api_cloud):
+    _compute("host2")
+    uuid = _server(api_cloud)
+    r = _action(api_cloud, uuid, {"migrate": {"host": "host2"}}, who="admin",
+                version="2.55")
+    assert r.status_code == 400 and "host" in r.json["badRequest"]["message"]
+    assert mig_db.migration_list(uuid) == []
+
+
+@pytest.mark.parametrize("host, setup, words", [
+    ("host1", {}, "already"), ("nowhere", None, "could not be found"),
+    ("host2", {"disabled": True}, "disabled"), ("host2", {"down": True}, "down")])
+def test_migrate_to_a_bad_host_is_400(api_cloud, host, setup, words):
+    _compute("host1")
+    if setup is not None:
+        _compute(host, **setup)
+    uuid = _server(api_cloud)
+    r = _action(api_cloud, uuid, {"migrate": {"host": host}}, who="admin")
+    assert r.status_code == 400, r.text
+    assert words in r.json["badRequest"]["message"]
+    assert db.instance_get(uuid).task_state is None
+
+
+def test_only_admins_migrate(api_cloud):
+    uuid = _server(api_cloud)
+    assert _action(api_cloud, uuid, {"migrate": None}).status_code == 403
+
+
+@pytest.mark.parametrize("name", ["confirmResize", "revertResize"])
+def test_confirm_or_revert_without_a_pending_resize_is_409(api_cloud, name):
+    uuid = _server(api_cloud)
+    r = _action(api_cloud, uuid, {name: None})
+    assert r.status_code == 409, r.text
+
+
+@pytest.mark.parametrize("name, task, status, code, method", [
+    ("confirmResize", st.RESIZE_CONFIRMING, "confirming", 204, "confirm_resize"),
+    ("revertResize", st.RESIZE_REVERTING, "reverting", 202, "revert_resize")])
+def test_confirm_and_revert_of_a_resized_server(api_cloud, name, task, status, code,
+                                                method):
+    uuid = _server(api_cloud, st.RESIZED)
+    migration = mig_db.migration_create(uuid, "host1", "host2", "resize",
+                                        status="finished")
+    shown = api_cloud.request("GET", C + "/servers/" + uuid, "member").json["server"]
+    assert shown["status"] == "VERIFY_RESIZE"
+    r = _action(api_cloud, uuid, {name: None})
+    assert r.status_code == code, r.text
+    assert db.instance_get(uuid).task_state == task
+    assert mig_db.migration_get(migration.uuid).status == status
+    assert api_cloud.conductor.wait_for(method)[0]["migration_uuid"] == migration.uuid
+    # Twice: the server is busy now.
+    assert _action(api_cloud, uuid, {name: None}).status_code == 409
+
+
+def test_a_resize_over_the_ram_quota_is_403(api_cloud, flavors):
+    from flotilla.db import quotas as quotas_db
+    uuid = _server(api_cloud)
+    quotas_db.set_limit(db.instance_get(uuid).project_id, "ram", 100)
+    r = _action(api_cloud, uuid, {"resize": {"flavorRef": "2"}})
+    assert r.status_code == 403, r.text
+    assert "ram" in r.text
+    assert mig_db.migration_list(uuid) == []
+    assert db.instance_get(uuid).task_state is None
+
+
+@pytest.mark.parametrize("body, who", [({"resize": {"flavorRef": "2"}}, "member"),
+                                       ({"migrate": None}, "admin")])
+def test_a_server_with_volumes_attached_is_409(api_cloud, flavors, body, who):
+    from flotilla.db import volumes as vdb
+    uuid = _server(api_cloud)
+    volume = vdb.volume_create({"size_gb": 1, "status": st.VOLUME_IN_USE,
+                                "project_id": "p1", "host": "vol1"},
+                               {"volumes": -1, "gigabytes": -1})
+    vdb.attachment_create(volume.id, uuid, "host1")
+    r = _action(api_cloud, uuid, body, who=who)
+    assert r.status_code == 409 and "volumes are attached" in r.text
+    assert mig_db.migration_list(uuid) == []
