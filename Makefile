@@ -22,8 +22,11 @@ services:
 
 # Every tier on this machine's services, then the RPC and fault tests against
 # RabbitMQ and PostgreSQL in containers.
+# The in-process tiers run on two workers (pytest-xdist); the tiers with
+# rig hosts, QEMU guests and real daemons one test at a time.
 test: services venv
-	$(PYTEST) -q -p no:cacheprovider tests/unit tests/functional tests/integration tests/systemd \
+	$(PYTEST) -q -p no:cacheprovider -n 2 tests/unit tests/functional
+	$(PYTEST) -q -p no:cacheprovider --durations=25 tests/integration tests/systemd \
 		--ignore=tests/integration/chaos
 	$(MAKE) --no-print-directory test-containers
 	$(MAKE) --no-print-directory tempest

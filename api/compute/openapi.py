@@ -21,6 +21,7 @@ from api.state import APIState
 from api.volume import actions as volume_actions
 from api.volume import quotas as volume_quotas
 from api.volume import resources as volume_resources
+from api.volume import snapshots as volume_snapshots
 
 IMG = "/image/v2"
 #: The image API's routes (its resources declare their rules themselves).
@@ -97,6 +98,12 @@ VOLUME_ROUTES = {
     ("PUT", VOL + "/os-quota-sets/{project_id}"): policy.ADMIN,
     ("GET", VOL + "/os-quota-sets/{project_id}/defaults"): policy.READER,
     ("GET", VOL + "/limits"): policy.READER,
+    ("GET", VOL + "/snapshots"): policy.READER,
+    ("POST", VOL + "/snapshots"): policy.MEMBER,
+    ("GET", VOL + "/snapshots/detail"): policy.READER,
+    ("GET", VOL + "/snapshots/{snapshot_id}"): policy.READER,
+    ("PUT", VOL + "/snapshots/{snapshot_id}"): policy.MEMBER,
+    ("DELETE", VOL + "/snapshots/{snapshot_id}"): policy.MEMBER,
 }
 
 _BODIES = {
@@ -123,6 +130,8 @@ _BODIES = {
     ("PUT", VOL + "/volumes/{volume_id}"): volume_resources.UPDATE,
     ("POST", VOL + "/volumes/{volume_id}/action"): volume_actions.ACTION,
     ("PUT", VOL + "/os-quota-sets/{project_id}"): volume_quotas.UPDATE,
+    ("POST", VOL + "/snapshots"): volume_snapshots.CREATE,
+    ("PUT", VOL + "/snapshots/{snapshot_id}"): volume_snapshots.UPDATE,
     ("POST", "/compute/v2.1/servers/{server_id}/os-volume_attachments"):
         volume_attachments.ATTACH,
 }

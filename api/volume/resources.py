@@ -176,6 +176,8 @@ class Volumes:
                                   for r, a in _with_attachments(rows)]}
 
     def on_post(self, req, resp) -> None:
+        if self.detail:
+            raise errors.APIError(405, "Method not allowed")
         ctx = ctxt(req)
         conf = self.state.conf
         args = _body(req, self.state, CREATE)["volume"]

@@ -129,6 +129,8 @@ class Snapshots:
         resp.media = {"snapshots": [view(r, url, self.detail) for r in rows]}
 
     def on_post(self, req, resp) -> None:
+        if self.detail:
+            raise errors.APIError(405, "Method not allowed")
         ctx = ctxt(req)
         conf = self.state.conf
         args = validation.validate(

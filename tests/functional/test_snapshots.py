@@ -78,6 +78,21 @@ def _events(conn, server, action_name):
     return action, {e["event"]: e for e in action.events}
 
 
+def _finished(conn, server, action_name) -> None:
+    """Until every ``action_name`` action of ``server`` has run its last
+    step: backups rotate after the server is idle again (as Nova's do)."""
+    def done():
+        for action in conn.compute.server_actions(server):
+            if action.action != action_name:
+                continue
+            detail = conn.compute.get_server_action(action.request_id, server)
+            events = {e["event"]: e for e in detail.events}
+            if not events.get("conductor_rotate_backups", {}).get("result"):
+                return False
+        return True
+    _wait(done, "every %s finished" % action_name)
+
+
 def _snapshot_files(stack) -> list[str]:
     root = stack.conf.compute.snapshots_directory
     return [os.path.join(d, f) for d, _, files in os.walk(root) for f in files]
@@ -105,6 +120,7 @@ def test_create_image_of_a_running_server(stack, conn):
         assert f.read(4) == b"QFI\xfb"
     server = _idle(conn, server)
     assert (server.status, server.task_state, server.vm_state) == ("ACTIVE", None, "active")
+    _finished(conn, server, "createImage")
     action, events = _events(conn, server, "createImage")
     assert action.message is None     # finished, successfully
     for name in ("conductor_snapshot_on_host", "compute_snapshot_instance",
@@ -199,9 +215,11 @@ def test_backups_rotate(stack, conn):
             server, "nightly-%d" % n, "daily", 2).id)
         made.append(image.id)
         _idle(conn, server)
+        _finished(conn, server, "createBackup")
     weekly = _active_image(conn, conn.compute.backup_server(
         server, "weekly-0", "weekly", 1).id)
     _idle(conn, server)
+    _finished(conn, server, "createBackup")
     backups = [i for i in conn.image.get("/images").json()["images"]
                if i.get("image_type") == "backup"]
     names = sorted(i["name"] for i in backups)

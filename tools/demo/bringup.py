@@ -231,10 +231,14 @@ class Bringup:
         # The tiny real guest needs at least 80 MiB of RAM.
         self.manage("flavor", "create", "m1.tiny", "--ram", "128", "--vcpus", "1",
                     "--disk", "1")
+        # What the demo's resize grows a server to.
+        self.manage("flavor", "create", "m1.small", "--ram", "160", "--vcpus", "1",
+                    "--disk", "2")
         self.state["credentials"] = creds
         self._save()
         os.chmod(self.root / STATE, 0o600)
-        self.say("database migrated; users admin and demo, project demo, flavor m1.tiny")
+        self.say("database migrated; users admin and demo, project demo, "
+                 "flavors m1.tiny and m1.small")
 
     def _spawn(self, name: str, *configs: str) -> None:
         binary = name.split("@")[0]

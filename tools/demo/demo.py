@@ -11,8 +11,10 @@ console; snapshot another one while it runs, boot a copy of it from the
 snapshot on the other host and show the boot counter the copy found on its
 disk; live-migrate a running one to the other host, printing the
 migration's progress, and show with virsh that it runs there only and with
-its console that it kept counting; delete them all. Every step prints its
-progress. Without --keep it
+its console that it kept counting; resize another to a bigger flavor (it
+moves to the other host cold, waits in VERIFY_RESIZE, is confirmed); drain
+host1 as an operator would (disabled, every guest live-migrated off it two
+at a time); delete them all. Every step prints its progress. Without --keep it
 ends by stopping everything it started.
 """
 
@@ -29,6 +31,7 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 
+from tools.demo import moves  # noqa: E402
 from tools.demo.bringup import GUEST_BUILDER, Bringup, _run  # noqa: E402
 
 DEFAULT_ROOT = "/var/tmp/flotilla-demo"
@@ -156,6 +159,9 @@ class Walkthrough:
         summary["volume"] = self.volume_move(servers, hosts)
 
         summary["migration"] = self.live_migrate(servers[2], hosts, meta)
+        hosts[servers[2].id] = summary["migration"]["dest"]
+        summary["resize"] = moves.resize(self, servers[3], hosts, say, step)
+        summary["drain"] = moves.drain(self, "host1", hosts, say, step)
 
         step("delete every server")
         for server in servers:

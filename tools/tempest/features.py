@@ -17,10 +17,11 @@ import sys
 
 NO_NETWORK = ("no networking service: tenant networks, ports, security groups and "
               "floating IPs come with tenant networking later (issue 14 leaves neutron off)")
-NO_VOLUME = ("the Block Storage subset (issue 11's first slice) lacks what Tempest's "
-             "volume tests use: boot from volume, volume snapshots, the attachments API; "
+NO_VOLUME = ("the Block Storage subset lacks what Tempest's volume tests use: boot from "
+             "volume, the attachments API; "
              "flotilla-all runs no volume service")
-NO_MIGRATION = "no cold migration or resize yet (issue 12 built live migration first)"
+NO_MIGRATION = ("the test driver (test:///default) is one in-process libvirt shared by flotilla-all's agents, so one guest cannot exist on two hosts; the multi-host variant "
+                "and tests/integration/e2e/test_resize.py run cold migration and resize")
 
 FEATURES: list[tuple[str, str, object, str | None]] = [
     # --- services -------------------------------------------------------------
@@ -53,8 +54,8 @@ FEATURES: list[tuple[str, str, object, str | None]] = [
     ("compute-feature-enabled", "suspend", True, None),
     ("compute-feature-enabled", "change_password", False,
      "no guest agent to set an admin password in a running guest"),
-    ("compute-feature-enabled", "resize", False, NO_MIGRATION),
-    ("compute-feature-enabled", "cold_migration", False, NO_MIGRATION),
+    ("compute-feature-enabled", "resize", True, None),
+    ("compute-feature-enabled", "cold_migration", True, None),
     ("compute-feature-enabled", "live_migration", True, None),
     ("compute-feature-enabled", "shelve", False, "no shelve/unshelve"),
     ("compute-feature-enabled", "shelve_migrate", False, "no shelve/unshelve"),
@@ -117,9 +118,6 @@ METADEFS = ("no metadata definitions catalog (Glance's metadefs: namespaces, obj
             "properties, tags, resource types). It only describes properties for "
             "dashboards; Flotilla's images take free-form properties without it")
 NOT_RUN: dict[str, str] = {
-    "compute.admin.test_servers_negative.ServersAdminNegativeTestJSON."
-    "test_migrate_non_existent_server": "the migrate (cold migration) action is not built: "
-    + NO_MIGRATION,
     "image.v2.test_images_dependency.ImageDependencyTests.test_nova_image_snapshot_dependency":
     "snapshots a server with no flag for it; flotilla-all's test driver takes no snapshots "
     "(the multi-host variant runs it)",
@@ -188,6 +186,8 @@ TEST_DRIVER_LIMITS: list[tuple[str, str, object, str]] = [
     ("compute-feature-enabled", "live_migration", False,
      "the test driver (test:///default) cannot migrate; the multi-host variant "
      "runs these tests"),
+    ("compute-feature-enabled", "resize", False, NO_MIGRATION),
+    ("compute-feature-enabled", "cold_migration", False, NO_MIGRATION),
 ]
 
 

@@ -60,6 +60,14 @@ def test_the_demo_flow(cloud, walkthrough):
     assert migration["status"] == "completed" and migration["dest"] != migration["source"]
     assert migration["dest_state"].startswith("running") and not migration["on_source"]
     assert migration["ticks"][1] > migration["ticks"][0]
+    # Resized to the bigger flavor on the other host, then confirmed.
+    resize = summary["resize"]
+    assert resize["dest"] != resize["source"] and resize["flavor"] == "m1.small"
+    assert resize["dest_state"] == "running" and resize["memory_mib"] == 160
+    assert resize["source_state"] == "shut off" and resize["source_after"] == "no such domain"
+    # host1 drained: every guest moved to host2, nothing left on host1.
+    drain = summary["drain"]
+    assert drain["moved"] >= 1 and drain["left"] == 0 and drain["hosts_after"] == ["host2"]
 
 
 def _allocations(cloud) -> int:

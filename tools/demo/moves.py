@@ -1,0 +1,109 @@
+"""The demo's steps that move servers between hosts without live migration's
+single guest: a resize (a cold migration to a bigger flavor, confirmed) and
+an operator's drain of a whole host (every guest live-migrated off it).
+
+Each takes the :class:`tools.demo.demo.Walkthrough` it runs in, prints its
+progress as it goes and returns what it saw for the e2e test.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+from flotilla.cli.host_drain import APIBackend
+from flotilla.drain import Drainer
+
+BIGGER = "m1.small"
+
+
+class _Printer:
+    """A file-like sink that indents the drain's lines as the demo's."""
+
+    def __init__(self, say) -> None:
+        self.say = say
+
+    def write(self, text: str) -> int:
+        for line in text.splitlines():
+            if line.strip():
+                self.say("    " + line)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def _domstate(walk, host: str, server_id: str) -> str:
+    rig = {h["name"]: h["uri"] for h in walk.cloud.state["rig_hosts"]}
+    out = subprocess.run(["virsh", "-q", "-c", rig[host], "domstate", server_id],
+                         capture_output=True, text=True)
+    return out.stdout.strip() if out.returncode == 0 else "no such domain"
+
+
+def _memory_mib(walk, host: str, server_id: str) -> int:
+    rig = {h["name"]: h["uri"] for h in walk.cloud.state["rig_hosts"]}
+    out = subprocess.run(["virsh", "-q", "-c", rig[host], "dommemstat", server_id],
+                         capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "actual":
+            return int(value) // 1024
+    return 0
+
+
+def resize(walk, server, hosts: dict[str, str], say, step) -> dict:
+    """Resize ``server`` to m1.small: it is powered off, its disk streamed
+    to the other host through that host's libvirtd and booted there with the
+    bigger flavor (VERIFY_RESIZE, both hosts keep a copy), then confirmed
+    (the source copy removed)."""
+    here = hosts[server.id]
+    flavor = walk.tenant.compute.find_flavor(BIGGER)
+    step("resize %s to %s (%d MiB, %d GiB disk): a cold move to the other host"
+         % (server.name, BIGGER, flavor.ram, flavor.disk))
+    started = time.monotonic()
+    walk.tenant.compute.resize_server(server, flavor.id)
+    now = walk.wait(server, "VERIFY_RESIZE", timeout=300)
+    there = walk.admin.compute.get_server(server.id).compute_host
+    say("    %s is VERIFY_RESIZE on %s with %s (%.1fs)"
+        % (server.name, there, now.flavor["original_name"], time.monotonic() - started))
+    on_dest, on_source = _domstate(walk, there, server.id), _domstate(walk, here, server.id)
+    memory = _memory_mib(walk, there, server.id)
+    say("    virsh on %s: %s, %d MiB" % (there, on_dest, memory))
+    say("    virsh on %s: %s (kept until the resize is confirmed)" % (here, on_source))
+    step("confirm the resize of %s" % server.name)
+    walk.tenant.compute.confirm_server_resize(server)
+    walk.wait(server, "ACTIVE")
+    after = _domstate(walk, here, server.id)
+    say("    confirmed: virsh on %s: %s" % (here, after))
+    hosts[server.id] = there
+    return {"source": here, "dest": there, "flavor": now.flavor["original_name"],
+            "dest_state": on_dest, "source_state": on_source, "memory_mib": memory,
+            "source_after": after}
+
+
+def drain(walk, host: str, hosts: dict[str, str], say, step) -> dict:
+    """Drain ``host`` as an operator would (``flotilla host drain``): disable
+    it, live-migrate its guests off two at a time with their progress, then
+    enable it again."""
+    step("drain %s: disable it and live-migrate every guest off it, two at once" % host)
+    started = time.monotonic()
+    drainer = Drainer(APIBackend(walk.admin), max_concurrent=2, poll_interval=0.5,
+                      out=_Printer(say))
+    result = drainer.drain(host, "demo: maintenance")
+    if not result.ok:
+        raise RuntimeError("the drain of %s left %s" % (host, "; ".join(
+            "%s: %s" % (g.name, why) for g, why in result.failed.values())))
+    rig = {h["name"]: h["uri"] for h in walk.cloud.state["rig_hosts"]}
+    running = subprocess.run(["virsh", "-q", "-c", rig[host], "list", "--all", "--name"],
+                             capture_output=True, text=True).stdout.split()
+    say("    %s drained in %.1fs; virsh on it lists %d domain(s)"
+        % (host, time.monotonic() - started, len(running)))
+    moved = [s for s, h in hosts.items() if h == host]
+    for server_id in moved:
+        hosts[server_id] = walk.admin.compute.get_server(server_id).compute_host
+    service = next(s for s in walk.admin.compute.services()
+                   if s.binary in ("nova-compute", "flotilla-compute") and s.host == host)
+    walk.admin.compute.enable_service(service)
+    say("    %s enabled again" % host)
+    return {"host": host, "moved": len(moved), "left": len(running),
+            "hosts_after": sorted(set(hosts[s] for s in moved))}
