@@ -98,6 +98,11 @@ class DrainResult:
         return not self.failed
 
 
+def _size(n: int) -> str:
+    # A guest's overlay copied incrementally is often well under a MiB.
+    return "%d MiB" % (n // 2 ** 20) if n >= 2 ** 20 else "%d KiB" % max(1, n // 1024)
+
+
 def format_progress(migration: dict) -> str | None:
     """A migration record's progress as one short text (None when the
     record has no figures yet)."""
@@ -106,8 +111,8 @@ def format_progress(migration: dict) -> str | None:
         total = migration.get(kind + "_total_bytes")
         done = migration.get(kind + "_processed_bytes")
         if total:
-            parts.append("%s %d%% of %d MiB" % (kind, min(100, 100 * (done or 0) // total),
-                                                total // 2 ** 20))
+            parts.append("%s %d%% of %s" % (kind, min(100, 100 * (done or 0) // total),
+                                            _size(total)))
     status = migration.get("status")
     return " ".join(([status] if status else []) + parts) or None
 
