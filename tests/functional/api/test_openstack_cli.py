@@ -19,11 +19,23 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from openstackclient import shell
+from osc_lib import clientmanager as osc_clientmanager
 
 from flotilla import crypto
 from flotilla.db import api as db
 from flotilla.db import identity as identity_db
 from tests.functional.api.test_openstacksdk import sdk_cloud  # noqa: F401
+
+
+def _forget_clients() -> None:
+    """OSC keeps each service's client in a ClientCache on its ClientManager
+    class, for the life of the process (one command, in a shell): a later
+    test's cloud on another port would get an earlier one's client."""
+    for klass in (osc_clientmanager.ClientManager,
+                  *osc_clientmanager.ClientManager.__subclasses__()):
+        for value in vars(klass).values():
+            if isinstance(value, osc_clientmanager.ClientCache):
+                value._handle = None
 
 
 @pytest.fixture
@@ -43,6 +55,7 @@ def cli(sdk_cloud, monkeypatch, tmp_path, capsys):  # noqa: F811
 
     def run(*args: str) -> tuple[int, str, str]:
         capsys.readouterr()
+        _forget_clients()
         code = shell.main(list(args))
         out, err = capsys.readouterr()
         return code, out, err
