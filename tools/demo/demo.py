@@ -127,7 +127,7 @@ class Walkthrough:
         step("where they run")
         hosts = self.host_table(ids)
         say("    %d servers on %d hosts" % (len(ids), len(set(hosts.values()))))
-        summary["hosts"] = hosts
+        summary["hosts"] = dict(hosts)    # where they were booted (moves change hosts)
 
         first = servers[0]
         step("stop demo-1: an ACPI shutdown its OS obeys")
