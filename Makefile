@@ -94,6 +94,7 @@ bench: services venv
 	$(PY) tools/bench/e2e_boot.py
 	$(PY) tools/bench/snapshot.py
 	$(PY) tools/bench/volume.py
+	$(PY) tools/bench/migrate.py
 
 # The main job: a real two-host cloud, walked through as a tenant.
 # KEEP=1 leaves it running (make demo-stop ends it).
