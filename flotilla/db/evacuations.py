@@ -13,9 +13,9 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from flotilla import exception
-from flotilla.db.compute_nodes import RESOURCES
+from flotilla.db import migration_records
 from flotilla.db.engine import session_scope
-from flotilla.db.models import Allocation, ComputeNode, Instance, Migration
+from flotilla.db.models import Instance, Migration
 from flotilla.db.types import utcnow
 
 EVACUATION = "evacuation"
@@ -57,22 +57,7 @@ def evacuation_move(migration_uuid: str, task_state: str) -> bool:
                 return False
             raise exception.Conflict(reason="instance %s is no longer being evacuated "
                                      "from %s" % (instance_uuid, migration.source_host))
-        freed = session.execute(
-            sa.delete(Allocation).where(Allocation.consumer_id == instance_uuid)
-            .returning(Allocation.compute_node_id,
-                       *(getattr(Allocation, r) for r in RESOURCES))).all()
-        for row in sorted(freed):
-            amounts = dict(zip(RESOURCES, row[1:], strict=True))
-            session.execute(
-                sa.update(ComputeNode).where(ComputeNode.id == row[0])
-                .values(generation=ComputeNode.generation + 1, updated_at=utcnow(),
-                        **{r + "_used": getattr(ComputeNode, r + "_used") - amounts[r]
-                           for r in RESOURCES}),
-                execution_options={"synchronize_session": False})
-        session.execute(
-            sa.update(Allocation).where(Allocation.consumer_id == migration_uuid)
-            .values(consumer_id=instance_uuid),
-            execution_options={"synchronize_session": False})
+        migration_records.move_claims(session, instance_uuid, migration_uuid)
         migration.status = REBUILDING
         migration.updated_at = utcnow()
         return True

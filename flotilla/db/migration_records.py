@@ -101,6 +101,29 @@ def migration_update(migration_uuid: str, values: Mapping[str, Any],
         return result.rowcount > 0
 
 
+
+def move_claims(session, instance_uuid: str, migration_uuid: str) -> None:
+    """Inside ``session``: free the instance's claims on its old host
+    (each node's generation bumped) and make the migration's claim on the
+    new one the instance's. Used wherever an instance changes host."""
+    freed = session.execute(
+        sa.delete(Allocation).where(Allocation.consumer_id == instance_uuid)
+        .returning(Allocation.compute_node_id,
+                   *(getattr(Allocation, r) for r in RESOURCES))).all()
+    for row in sorted(freed):
+        amounts = dict(zip(RESOURCES, row[1:], strict=True))
+        session.execute(
+            sa.update(ComputeNode).where(ComputeNode.id == row[0])
+            .values(generation=ComputeNode.generation + 1, updated_at=utcnow(),
+                    **{r + "_used": getattr(ComputeNode, r + "_used") - amounts[r]
+                       for r in RESOURCES}),
+            execution_options={"synchronize_session": False})
+    session.execute(
+        sa.update(Allocation).where(Allocation.consumer_id == migration_uuid)
+        .values(consumer_id=instance_uuid),
+        execution_options={"synchronize_session": False})
+
+
 def live_migration_complete(migration_uuid: str, task_state: str) -> None:
     """The guest runs on the destination now: in one transaction the
     instance moves there (its task cleared), the instance's claim on the
@@ -126,21 +149,6 @@ def live_migration_complete(migration_uuid: str, task_state: str) -> None:
         if result.rowcount != 1:
             raise exception.Conflict(reason="instance %s is no longer migrating from %s"
                                      % (instance_uuid, migration.source_host))
-        freed = session.execute(
-            sa.delete(Allocation).where(Allocation.consumer_id == instance_uuid)
-            .returning(Allocation.compute_node_id,
-                       *(getattr(Allocation, r) for r in RESOURCES))).all()
-        for row in sorted(freed):
-            amounts = dict(zip(RESOURCES, row[1:], strict=True))
-            session.execute(
-                sa.update(ComputeNode).where(ComputeNode.id == row[0])
-                .values(generation=ComputeNode.generation + 1, updated_at=utcnow(),
-                        **{r + "_used": getattr(ComputeNode, r + "_used") - amounts[r]
-                           for r in RESOURCES}),
-                execution_options={"synchronize_session": False})
-        session.execute(
-            sa.update(Allocation).where(Allocation.consumer_id == migration_uuid)
-            .values(consumer_id=instance_uuid),
-            execution_options={"synchronize_session": False})
+        move_claims(session, instance_uuid, migration_uuid)
         migration.status = COMPLETED
         migration.updated_at = utcnow()
