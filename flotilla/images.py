@@ -345,6 +345,16 @@ def discard_image(conf: cfg.ConfigOpts, image_id: str, reason: str) -> str:
 # --- the store ---------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
+class ReceivedFile:
+    """Image data received whole into a file on the store's file system,
+    with its digests (api.body_spool)."""
+    path: str
+    size: int
+    sha256: str
+    md5: str
+
+
+@dataclasses.dataclass(frozen=True)
 class StoredImage:
     path: str
     size: int
@@ -376,10 +386,41 @@ def _check_header(header: bytes, expected_format: str) -> None:
             raise exception.Invalid(reason="qcow2 images with a backing file are refused")
 
 
-def store_image(conf: cfg.ConfigOpts, image_id: str, stream: BinaryIO,
-                disk_format: str, content_length: int | None = None) -> StoredImage:
+class _Digests:
+    """sha256 and md5 of a sequence of chunks, computed on two threads while
+    the caller reads or writes the next one (hashlib releases the GIL on
+    large buffers): a snapshot of hundreds of MiB is stored about as fast as
+    it is written."""
+
+    def __init__(self) -> None:
+        self.sha256 = hashlib.sha256()
+        self.md5 = hashlib.md5(usedforsecurity=False)  # Glance's `checksum`, not security
+        self.pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="image-hash")
+        self.pending: list[concurrent.futures.Future] = []
+
+    def update(self, chunk: bytes) -> None:
+        for future in self.pending:     # digests take the chunks in order
+            future.result()
+        self.pending = [self.pool.submit(self.sha256.update, chunk),
+                        self.pool.submit(self.md5.update, chunk)]
+
+    def wait(self) -> None:
+        for future in self.pending:
+            future.result()
+        self.pending = []
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+
+def store_image(conf: cfg.ConfigOpts, image_id: str, stream: BinaryIO | None,
+                disk_format: str, content_length: int | None = None,
+                spooled: ReceivedFile | None = None) -> StoredImage:
     """Stream ``stream`` into the store as the data of ``image_id``.
 
+    ``spooled``: the data is already whole, and hashed, in this file on the
+    store's file system: it is checked and renamed into place instead of
+    copied, and left where it is on failure (its receiver removes it).
     Raises ImageTooLarge past ``[image] max_image_size`` (at once when
     ``content_length`` says so), ImageUploadIncomplete when fewer than
     ``content_length`` bytes arrive, ImageFormatMismatch when the data is
@@ -390,17 +431,28 @@ def store_image(conf: cfg.ConfigOpts, image_id: str, stream: BinaryIO,
         raise exception.ImageTooLarge(limit=limit)
     final = image_path(conf, image_id)
     os.makedirs(conf.image.store_path, mode=0o700, exist_ok=True)
+    if spooled is not None:
+        info = _adopt_spooled(spooled, final, disk_format, limit, content_length)
+        size, sha256, md5 = spooled.size, spooled.sha256, spooled.md5
+    else:
+        digests = _Digests()
+        try:
+            size, info = _copy_into_store(stream, final, disk_format, limit,
+                                          content_length, digests)
+        finally:
+            digests.close()
+        sha256, md5 = digests.sha256.hexdigest(), digests.md5.hexdigest()
+    LOG.info("stored image %s: %d bytes, %s", image_id, size, disk_format)
+    return StoredImage(path=final, size=size, sha256=sha256, md5=md5,
+                       disk_format=disk_format, virtual_size=info.virtual_size)
+
+
+def _copy_into_store(stream: BinaryIO, final: str, disk_format: str, limit: int,
+                     content_length: int | None, digests: _Digests):
     part = "%s.part-%s" % (final, uuid.uuid4().hex)
-    sha256 = hashlib.sha256()
-    md5 = hashlib.md5(usedforsecurity=False)  # Glance's `checksum`, not security
     size = 0
     header = b""
     checked = False
-    # Both digests are computed on two threads while this one writes the
-    # chunk and reads the next (hashlib releases the GIL on large buffers):
-    # a snapshot of hundreds of MiB is stored about as fast as it is written.
-    hashing = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="image-hash")
-    pending: list[concurrent.futures.Future] = []
     try:
         # Owner-only, like every state file (guests' data, possibly secret).
         with os.fdopen(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600),
@@ -419,13 +471,9 @@ def store_image(conf: cfg.ConfigOpts, image_id: str, stream: BinaryIO,
                     if len(header) >= 20:
                         _check_header(header, disk_format)
                         checked = True
-                for future in pending:     # digests take the chunks in order
-                    future.result()
-                pending = [hashing.submit(sha256.update, chunk),
-                           hashing.submit(md5.update, chunk)]
+                digests.update(chunk)
                 out.write(chunk)
-            for future in pending:
-                future.result()
+            digests.wait()
             if content_length is not None and size < content_length:
                 raise exception.ImageUploadIncomplete(received=size,
                                                       expected=content_length)
@@ -436,13 +484,24 @@ def store_image(conf: cfg.ConfigOpts, image_id: str, stream: BinaryIO,
         info = diskimage.check_self_contained(part, disk_format)
         os.replace(part, final)
     finally:
-        hashing.shutdown(wait=True)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(part)
-    LOG.info("stored image %s: %d bytes, %s", image_id, size, disk_format)
-    return StoredImage(path=final, size=size, sha256=sha256.hexdigest(),
-                       md5=md5.hexdigest(), disk_format=disk_format,
-                       virtual_size=info.virtual_size)
+    return size, info
+
+
+def _adopt_spooled(spooled: ReceivedFile, final: str, disk_format: str, limit: int,
+                   content_length: int | None):
+    if spooled.size > limit:
+        raise exception.ImageTooLarge(limit=limit)
+    if content_length is not None and spooled.size < content_length:
+        raise exception.ImageUploadIncomplete(received=spooled.size,
+                                              expected=content_length)
+    with open(spooled.path, "rb") as f:
+        _check_header(f.read(20), disk_format)
+        os.fsync(f.fileno())
+    info = diskimage.check_self_contained(spooled.path, disk_format)
+    os.replace(spooled.path, final)
+    return info
 
 
 # --- uploads interrupted by a crash ---------------------------------------------
@@ -463,7 +522,7 @@ def upload_owner() -> dict:
             "started": _start_time(os.getpid())}
 
 
-def _owner_alive(owner) -> bool:
+def owner_alive(owner) -> bool:
     """Whether the process recorded as receiving an upload still runs here."""
     if not isinstance(owner, dict) or owner.get("host") != socket.gethostname():
         return False
@@ -494,7 +553,7 @@ def recover_uploads(conf: cfg.ConfigOpts) -> list[str]:
         owner = (image.properties or {}).get(db_images.UPLOAD_KEY)
         if isinstance(owner, dict) and owner.get("host") != socket.gethostname():
             continue
-        if isinstance(owner, dict) and _owner_alive(owner):
+        if isinstance(owner, dict) and owner_alive(owner):
             continue
         try:
             reset_upload(image.id)
@@ -509,7 +568,7 @@ def recover_uploads(conf: cfg.ConfigOpts) -> list[str]:
         live = set()
         for i in db_images.image_get_saving():
             owner = (i.properties or {}).get(db_images.UPLOAD_KEY)
-            if _owner_alive(owner) or (isinstance(owner, dict)
+            if owner_alive(owner) or (isinstance(owner, dict)
                                        and owner.get("host") != socket.gethostname()):
                 live.add(i.id)
         for name in os.listdir(store):

@@ -28,6 +28,7 @@ import os
 
 import falcon
 
+from api import body_spool
 from api.image import common
 from flotilla import exception, images
 from flotilla.db import images as db_images
@@ -119,8 +120,11 @@ class ImageData:
         # bounded_stream would read nothing.
         stream = req.bounded_stream if length is not None else req.stream
         try:
+            # Received whole into the store already (api.body_spool), or not.
+            spooled = body_spool.received(req.env.get("wsgi.input"))
             stored = images.store_image(self.conf, image.id, stream,
-                                        image.disk_format, content_length=length)
+                                        image.disk_format, content_length=length,
+                                        spooled=spooled)
         except BaseException as exc:
             self._back_to_queued(image.id)
             if isinstance(exc, exception.FlotillaException):

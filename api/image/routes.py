@@ -27,11 +27,14 @@ themselves, and the roles and ownership of every other request.
 
 from __future__ import annotations
 
+import logging
 import re
 
 import falcon
 
 from api.image import data, images, sharing, versions
+
+LOG = logging.getLogger(__name__)
 
 PREFIX = "/image"
 _SIGNED_DOWNLOAD = re.compile(r"^/image/v2/images/[^/]+/file$")
@@ -41,9 +44,13 @@ _VERSION_PATHS = frozenset({"/image", "/image/", "/image/v2", "/image/v2/"})
 def add_routes(app: falcon.App, conf) -> None:
     """Mount the image API's routes on ``app``; first recover the uploads an
     API process of this host was receiving when it died (back to queued,
-    partial files removed: flotilla.images.recover_uploads)."""
+    partial files removed: flotilla.images.recover_uploads, and bodies
+    that were being received: api.body_spool.remove_orphans)."""
+    from api import body_spool
     from flotilla import images as image_store
     image_store.recover_uploads(conf)
+    for name in body_spool.remove_orphans(conf.image.store_path):
+        LOG.warning("removed the incoming image data %s of a process that died", name)
     version_doc = versions.Versions(conf)
     # Both spellings: clients use the catalog URL with or without a slash.
     for path in (PREFIX, PREFIX + "/", PREFIX + "/v2", PREFIX + "/v2/"):

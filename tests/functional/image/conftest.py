@@ -18,12 +18,14 @@ def db_url(tmp_path):
 @pytest.fixture
 def image_server(db, db_conf, tmp_path):  # noqa: F811
     """The image API on the API's real server on 127.0.0.1 (ephemeral
-    port); requests with just a token act as a member of project p1."""
-    db_conf.set_override("store_path", str(tmp_path / "images"), group="image")
+    port), receiving uploads into the store as flotilla-api does; requests
+    with just a token act as a member of project p1."""
+    store = str(tmp_path / "images")
+    db_conf.set_override("store_path", store, group="image")
     app = image_app.make_app(
         db_conf, token_context=RequestContext(user_id="u1", project_id="p1",
                                               roles=["member", "reader"]))
-    server = WSGIService(app, "127.0.0.1", 0, threads=4)
+    server = WSGIService(app, "127.0.0.1", 0, threads=4, image_store_path=store)
     server.start()
     yield "http://127.0.0.1:%d" % server.port, db_conf
     server.stop()

@@ -60,7 +60,7 @@ def test_image_lifecycle_through_the_cli(cli_env, image_server, tmp_path, capsys
 
     code, out, err = _run(capsys, "image", "delete", "cirros", "empty")
     assert code == 0, err
-    assert os.listdir(conf.image.store_path) == []
+    assert [files for _, _, files in os.walk(conf.image.store_path) if files] == []
     code, out, err = _run(capsys, "image", "show", "cirros")
     assert code == 1 and "cirros" in err
 
