@@ -8,7 +8,7 @@ a 215 MiB snapshot upload spent about 0.4 s on the second write here
 parser below puts the body in a named file under the store instead
 (``<[image] store_path>/.incoming/<host>/<pid>-<start>-<random>``,
 owner-only, on the store's file system), and hashes it (sha256 and md5, one thread each) while
-it arrives. ``flotilla.images.store_image`` checks that file and renames it
+it arrives. ``flotilla.image_store.store_image`` checks that file and renames it
 into place with those digests, so the data is written once and never read
 again; measured on the same upload: 0.48 s from the body's arrival to the
 image being active, against 1.0 s before.
@@ -20,7 +20,7 @@ The rules:
 * the file is removed when waitress closes the request, unless the app
   renamed it into the store first;
 * a file whose process died is removed at the API's next start
-  (:func:`remove_orphans`, called where ``flotilla.images.recover_uploads``
+  (:func:`remove_orphans`, called where ``flotilla.image_store.recover_uploads``
   is).
 """
 
@@ -41,7 +41,7 @@ from waitress.buffers import FileBasedBuffer
 from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
 
-from flotilla import images
+from flotilla import image_store
 
 LOG = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ _RECEIVING: dict[str, _SpoolBuffer] = {}
 _RECEIVING_LOCK = threading.Lock()
 
 
-def received(stream) -> images.ReceivedFile | None:
+def received(stream) -> image_store.ReceivedFile | None:
     """What this module received as ``stream`` (a complete request's
     ``wsgi.input``): its path, size and digests, written through to the file;
     None for a body it did not receive."""
@@ -102,7 +102,7 @@ class _SpoolBuffer(FileBasedBuffer):
 
     def __init__(self, directory: str) -> None:
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        me = images.upload_owner()
+        me = image_store.upload_owner()
         self.path = os.path.join(directory, "%d-%s-%s" % (me["pid"], me["started"],
                                                           uuid.uuid4().hex))
         # Opened by name, so that the file object's name is the path.
@@ -110,7 +110,7 @@ class _SpoolBuffer(FileBasedBuffer):
         self.size = 0
         self.hashers = (_Hasher(hashlib.sha256()),
                         _Hasher(hashlib.md5(usedforsecurity=False)))  # Glance's checksum
-        self.result: images.ReceivedFile | None = None
+        self.result: image_store.ReceivedFile | None = None
         with _RECEIVING_LOCK:
             _RECEIVING[self.path] = self
 
@@ -120,11 +120,11 @@ class _SpoolBuffer(FileBasedBuffer):
         for hasher in self.hashers:
             hasher.queue.put(s)
 
-    def finish(self) -> images.ReceivedFile:
+    def finish(self) -> image_store.ReceivedFile:
         """The digests of everything appended (the body is complete)."""
         if self.result is None:
             sha256, md5 = (hasher.finish() for hasher in self.hashers)
-            self.result = images.ReceivedFile(path=self.path, size=self.size,
+            self.result = image_store.ReceivedFile(path=self.path, size=self.size,
                                               sha256=sha256, md5=md5)
         return self.result
 
@@ -175,7 +175,7 @@ def remove_orphans(store_path: str) -> list[str]:
             started = rest.rpartition("-")[0]
             owner = {"host": socket.gethostname(), "pid": int(pid) if pid.isdigit() else None,
                      "started": started or None}
-            if images.owner_alive(owner):
+            if image_store.owner_alive(owner):
                 continue
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(directory, name))

@@ -22,7 +22,7 @@ import falcon
 from api import errors, validation
 from api.compute import usage
 from api.state import APIState, ctxt, isotime, version
-from flotilla import exception, images
+from flotilla import exception, image_store, images
 from flotilla.db import images as images_db
 
 MAX_IMAGE_META = 128
@@ -176,7 +176,7 @@ class Image:
             deleted = images_db.image_destroy(image.id)
         except exception.NotFound:
             raise errors.not_found("Image not found.") from None
-        images.remove_image_file(self.state.conf, deleted)
+        image_store.remove_image_file(self.state.conf, deleted)
         resp.status = falcon.HTTP_204
 
 

@@ -3,7 +3,7 @@
 Upload (PUT, ``application/octet-stream``): the owner (or an admin) of a
 queued image with a disk_format; the status moves queued → saving (a
 compare-and-swap, so a concurrent second upload gets 409) → active, 204.
-The data is streamed to the store (flotilla.images.store_image); any
+The data is streamed to the store (flotilla.image_store.store_image); any
 failure (too large: 413, wrong format: 400, short body or a dropped
 connection) leaves no file and puts the status back to queued.
 
@@ -30,7 +30,7 @@ import falcon
 
 from api import body_spool
 from api.image import common
-from flotilla import exception, images
+from flotilla import exception, image_store, images
 from flotilla.db import images as db_images
 from flotilla.db.models import Image
 
@@ -75,9 +75,9 @@ class ImageData:
             raise common.http_error(
                 exception.ImageTooLarge(limit=self.conf.image.max_image_size))
         # Who receives the data, so that a restart of this API after a crash
-        # can tell its own interrupted uploads (images.recover_uploads).
+        # can tell its own interrupted uploads (image_store.recover_uploads).
         uploading = dict(image.properties or {},
-                         **{db_images.UPLOAD_KEY: images.upload_owner()})
+                         **{db_images.UPLOAD_KEY: image_store.upload_owner()})
         try:
             db_images.image_update(image.id, {"status": "saving", "properties": uploading},
                                    expected_status="queued")
@@ -122,7 +122,7 @@ class ImageData:
         try:
             # Received whole into the store already (api.body_spool), or not.
             spooled = body_spool.received(req.env.get("wsgi.input"))
-            stored = images.store_image(self.conf, image.id, stream,
+            stored = image_store.store_image(self.conf, image.id, stream,
                                         image.disk_format, content_length=length,
                                         spooled=spooled)
         except BaseException as exc:
@@ -147,14 +147,14 @@ class ImageData:
         except exception.FlotillaException as exc:
             # Deleted (or reset) while uploading: the data has no image.
             with_file = Image(id=image.id, location=stored.path)
-            images.remove_image_file(self.conf, with_file)
+            image_store.remove_image_file(self.conf, with_file)
             raise falcon.HTTPConflict(
                 description="Image %s changed during the upload: %s" % (image.id, exc)) from None
 
     @staticmethod
     def _back_to_queued(image_id: str) -> None:
         try:
-            images.reset_upload(image_id)
+            image_store.reset_upload(image_id)
         except exception.FlotillaException as exc:
             LOG.info("image %s not reset to queued after a failed upload: %s", image_id, exc)
 
@@ -174,7 +174,7 @@ class ImageData:
         if image.checksum is None:
             resp.status = falcon.HTTP_204
             return
-        path = image.location or images.image_path(self.conf, image.id)
+        path = image.location or image_store.image_path(self.conf, image.id)
         try:
             handle = open(path, "rb")
             size = os.fstat(handle.fileno()).st_size

@@ -20,7 +20,7 @@ import uuid
 import falcon
 
 from api.image import common, listing, validation, versions, views
-from flotilla import exception, images
+from flotilla import exception, image_store, images
 from flotilla.db import images as db_images
 from flotilla.db.models import Image
 
@@ -186,7 +186,7 @@ class Item:
             raise falcon.HTTPForbidden(description="Image %s is protected." % image.id)
         with common.translate_errors():
             deleted = db_images.image_destroy(image.id)
-        images.remove_image_file(self.conf, deleted)
+        image_store.remove_image_file(self.conf, deleted)
         resp.status = falcon.HTTP_204
 
 

@@ -44,10 +44,10 @@ _VERSION_PATHS = frozenset({"/image", "/image/", "/image/v2", "/image/v2/"})
 def add_routes(app: falcon.App, conf) -> None:
     """Mount the image API's routes on ``app``; first recover the uploads an
     API process of this host was receiving when it died (back to queued,
-    partial files removed: flotilla.images.recover_uploads, and bodies
+    partial files removed: flotilla.image_store.recover_uploads, and bodies
     that were being received: api.body_spool.remove_orphans)."""
     from api import body_spool
-    from flotilla import images as image_store
+    from flotilla import image_store
     image_store.recover_uploads(conf)
     for name in body_spool.remove_orphans(conf.image.store_path):
         LOG.warning("removed the incoming image data %s of a process that died", name)

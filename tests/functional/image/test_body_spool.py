@@ -110,8 +110,8 @@ def test_files_of_dead_processes_are_removed_at_start(tmp_path):
     os.makedirs(incoming)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True).stdout.strip()
-    from flotilla import images
-    me = images.upload_owner()
+    from flotilla import image_store
+    me = image_store.upload_owner()
     mine = "%d-%s-aaaa" % (me["pid"], me["started"])
     reused_pid = "%d-1-bbbb" % me["pid"]          # same pid, another process start
     for name in (mine, reused_pid, "%s-1-cccc" % dead, "junk"):

@@ -280,7 +280,7 @@ def test_upload_cut_by_a_crash_is_recovered_at_start(client, make_image, image_c
     import socket
     import subprocess
 
-    from flotilla import images
+    from flotilla import image_store
     from flotilla.db import images as db_images
     from tests.fixtures import image_app
 
@@ -291,7 +291,7 @@ def test_upload_cut_by_a_crash_is_recovered_at_start(client, make_image, image_c
     foreign = make_image(disk_format="raw")
     owners = {crashed["id"]: {"host": socket.gethostname(), "pid": dead.pid,
                               "started": "1"},
-              live["id"]: images.upload_owner(),
+              live["id"]: image_store.upload_owner(),
               foreign["id"]: {"host": "another-api-host", "pid": 1, "started": "1"}}
     store = image_conf.image.store_path
     os.makedirs(store, exist_ok=True)
