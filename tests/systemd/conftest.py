@@ -35,7 +35,8 @@ from tests.systemd import nspawn
 
 LOG = logging.getLogger("systemd-tier")
 REPO = pathlib.Path(__file__).resolve().parents[2]
-UNITS = ("flotilla-conductor", "flotilla-scheduler", "flotilla-api", "flotilla-compute")
+UNITS = ("flotilla-conductor", "flotilla-scheduler", "flotilla-api", "flotilla-compute",
+         "flotilla-volume")
 CONF = "/etc/flotilla/flotilla.conf"
 MANAGE = "/opt/flotilla/bin/flotilla-manage"
 # Not copied into the container: the install works from wheels and the tree.
@@ -134,6 +135,10 @@ def _config(transport_url: str, database_url: str, port: int, host: str) -> str:
         "signing_key = %s" % secrets.token_hex(32),
         "[libvirt]",
         "connection_uri = test:///default",
+        # The pool in libvirt's test driver; its qemu-storage-daemon is real.
+        "[volume]",
+        "connection_uri = test:///default",
+        "nbd_port = %d" % _free_port(),
         ""])
 
 

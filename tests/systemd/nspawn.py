@@ -35,8 +35,9 @@ from collections.abc import Callable
 
 PACKAGES = ("systemd", "systemd-sysv", "dbus", "python3", "python3-venv", "iproute2",
             # libvirt-python loads libvirt.so.0; procps gives ps and kill;
-            # the image API checks every upload with qemu-img.
-            "libvirt0", "procps", "qemu-utils")
+            # the image API checks every upload with qemu-img; the volume
+            # service exports volumes through qemu-storage-daemon.
+            "libvirt0", "procps", "qemu-utils", "qemu-system-common")
 CACHE = pathlib.Path(os.environ.get("FLOTILLA_NSPAWN_CACHE",
                                     "/var/cache/flotilla-test/nspawn"))
 # Host commands and the Debian packages that provide them.

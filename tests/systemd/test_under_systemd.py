@@ -27,16 +27,19 @@ pytestmark = pytest.mark.slow
 READY_LINES = {"flotilla-api": "flotilla-api listening on",
                "flotilla-conductor": "flotilla-conductor started on",
                "flotilla-scheduler": "flotilla-scheduler started on",
-               "flotilla-compute": "flotilla-compute started on"}
+               "flotilla-compute": "flotilla-compute started on",
+               "flotilla-volume": "flotilla-volume started on"}
 STOPPED = {"flotilla-api": r"flotilla-api on http://\S+ stopped",
            "flotilla-conductor": r"flotilla-conductor on \S+ stopped",
            "flotilla-scheduler": r"flotilla-scheduler on \S+ stopped",
-           "flotilla-compute": r"flotilla-compute on \S+ stopped"}
+           "flotilla-compute": r"flotilla-compute on \S+ stopped",
+           "flotilla-volume": r"flotilla-volume on \S+ stopped"}
 # A bad value per daemon: [group], option, value.
 BAD_OPTIONS = {"flotilla-api": ("api", "workers", "many"),
                "flotilla-conductor": ("DEFAULT", "report_interval", "soon"),
                "flotilla-scheduler": ("scheduler", "max_attempts", "0"),
-               "flotilla-compute": ("libvirt", "virt_type", "xen")}
+               "flotilla-compute": ("libvirt", "virt_type", "xen"),
+               "flotilla-volume": ("volume", "nbd_port", "99999")}
 # systemd-analyze security: the issue's goal for every unit (the compute
 # agent's sandbox is the same but for UMask=0022 and ProcSubset, see its unit).
 EXPOSURE_GOAL = {unit: 2.0 for unit in UNITS}
@@ -98,7 +101,8 @@ def test_start_returns_when_ready(deployed):
     assert _get(deployed.endpoint + "/compute") == 200
     # Every RPC daemon sent its first heartbeat before READY=1.
     states = _service_states(deployed)
-    for binary in ("flotilla-conductor", "flotilla-scheduler", "flotilla-compute"):
+    for binary in ("flotilla-conductor", "flotilla-scheduler", "flotilla-compute",
+                   "flotilla-volume"):
         assert states.get((binary, deployed.host)) == "up", states
     for unit in UNITS:
         props = deployed.show(unit, "ActiveState", "SubState", "Type", "StatusText",
@@ -138,7 +142,32 @@ def test_a_tenant_boots_and_deletes_a_server(deployed, tmp_path):
         conn.image.delete_image(image, ignore_missing=True)
 
 
+def _storage_daemon(deployed: Deployed) -> int:
+    """The pid of the one qemu-storage-daemon, which runs as flotilla in
+    the volume unit's control group."""
+    pids = deployed.machine.sh("pgrep", "-u", "flotilla", "-x", "qemu-storage-da",
+                               check=False).stdout.split()
+    assert len(pids) == 1, "qemu-storage-daemon processes: %s" % pids
+    cgroup = deployed.machine.sh("cat", "/proc/%s/cgroup" % pids[0]).stdout
+    assert "flotilla-volume.service" in cgroup, cgroup
+    return int(pids[0])
+
+
+def test_a_tenant_creates_and_deletes_a_volume(deployed):
+    """Through the API, the scheduler and the sandboxed volume service (its
+    pool in libvirt's test driver, its storage daemon real)."""
+    conn = deployed.tenant()
+    volume = conn.block_storage.create_volume(size=1, name="under-systemd")
+    volume = conn.block_storage.wait_for_status(volume, "available", failures=["error"],
+                                                interval=0.5, wait=60)
+    assert volume.size == 1
+    conn.block_storage.delete_volume(volume)
+    conn.block_storage.wait_for_delete(volume, interval=0.5, wait=60)
+    _storage_daemon(deployed)
+
+
 def test_kill_9_of_each_daemon_restarts_it(deployed):
+    storage_daemon = _storage_daemon(deployed)
     before = {u: deployed.show(u, "MainPID", "NRestarts") for u in UNITS}
     pids = [before[u]["MainPID"] for u in UNITS]
     assert all(int(pid) > 0 for pid in pids), "units not running: %s" % before
@@ -155,6 +184,9 @@ def test_kill_9_of_each_daemon_restarts_it(deployed):
         journal = deployed.journal(unit, cursor)
         assert "Main process exited, code=killed, status=9/KILL" in journal, journal
     assert _get(deployed.endpoint + "/compute") == 200
+    # KillMode=process: the storage daemon outlived its service, which found
+    # it again (exports of attached volumes never stop for a restart).
+    assert _storage_daemon(deployed) == storage_daemon
 
 
 def test_the_watchdog_restarts_a_hung_daemon(deployed):
