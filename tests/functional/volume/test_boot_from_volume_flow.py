@@ -128,22 +128,26 @@ def test_boot_from_an_existing_volume_keeps_it_after_delete(cloud):
     assert vid in cloud.backend.volumes and vdb.attachments_of_volume(vid) == []
 
 
-def test_a_failed_spawn_undoes_the_volumes_in_reverse(cloud):
+@pytest.mark.parametrize("failing_step", ["export_volumes", "build_on_host_report"])
+def test_a_failure_undoes_the_volumes_in_reverse(cloud, failing_step):
+    """A refused export or a failed spawn: the reservations are undone, the
+    exports removed, the volume the flow made deleted, the server in ERROR."""
     extra = _existing(cloud)
-    for driver in cloud.drivers.values():
-        driver.inject_spawn_failure()
+    if failing_step == "export_volumes":
+        cloud.daemon.fail_export = True
+    else:
+        for driver in cloud.drivers.values():
+            driver.inject_spawn_failure()
     _ctxt, uuid = _boot(cloud, [_from_image(), objects.BlockDeviceMapping(
         source_type="volume", destination_type="volume", volume_id=extra)])
     [inst] = cloud.wait_settled([uuid])
     assert inst["vm_state"] == st.ERROR
-    # The volume it made is gone, the existing one available again, nothing
-    # exported, no attachment left.
     wait_until(lambda: set(cloud.backend.volumes) == {extra}, timeout=15,
                what="the made volume deleted")
     assert vdb.volume_get(extra).status == st.VOLUME_AVAILABLE
     assert vdb.attachments_of_instance(uuid) == [] and cloud.daemon.exported == set()
-    reverted = [e for _a, e, _r, _h in events(uuid)]
-    assert "conductor_build_on_host" in reverted
+    assert ("conductor_" + failing_step, "Error") in [(e, r) for _a, e, r, _h in events(uuid)]
+    assert not any(uuid in d.guests for d in cloud.drivers.values())
 
 
 def test_a_volume_that_fails_to_be_made_fails_the_build(cloud, monkeypatch):
@@ -158,3 +162,4 @@ def test_a_volume_that_fails_to_be_made_fails_the_build(cloud, monkeypatch):
                what="the failed volume removed")
     assert any(e == "conductor_create_volumes" and r == "Error"
                for _a, e, r, _h in events(uuid))
+
