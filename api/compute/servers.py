@@ -189,6 +189,9 @@ class Servers:
         disks = block_devices.parse(
             ctx, conf, spec, flavor.memory_mb, max_count,
             lambda c, image_id, memory_mb: bootable_image(c, image_id, memory_mb, 0))
+        if disks.volumes and not self.state.conductor.client.can_send_version("1.8"):
+            raise errors.conflict("Volumes at server create need every conductor "
+                                  "upgraded ([upgrade_levels] conductor)")
         if disks.volume_backed:
             image, root_gb = disks.volume_image, 0   # no local root disk
         else:

@@ -34,6 +34,7 @@ releases its volumes and deletes those marked ``delete_on_termination``
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -48,6 +49,8 @@ from flotilla.db import api as db
 from flotilla.db import volumes as vdb
 from flotilla.objects import BlockDeviceMapping
 from flotilla.volume_placement import image_metadata, pick_volume_host
+
+LOG = logging.getLogger(__name__)
 
 #: how often create_volumes reads the status of the volumes it waits for
 POLL_INTERVAL = 0.25
@@ -204,7 +207,10 @@ class ExportVolumes(Step):
 
 class VolumesInUse(Step):
     """The guest runs: its volumes' devices recorded, each volume in-use
-    (the attach flow's InUse). No revert: the guest runs with them."""
+    (the attach flow's InUse). No revert, and no failure: the guest runs
+    with its disks, so a device list the agent cannot give leaves the
+    devices unknown (the boot volume is vda), and a volume whose status
+    moved on meanwhile (the reaper) is logged and left to the operator."""
 
     name = "volumes_in_use"
 
@@ -212,12 +218,20 @@ class VolumesInUse(Step):
         self.compute = compute
 
     def execute(self, state: Any) -> None:
-        devices = self.compute.get_volume_devices(state.ctxt, state.host,
-                                                  state.instance_uuid)
+        try:
+            devices = self.compute.get_volume_devices(state.ctxt, state.host,
+                                                      state.instance_uuid)
+        except Exception as exc:
+            LOG.warning("devices of %s's volumes unknown: %s", state.instance_uuid, exc)
+            devices = {}
         for index, bdm in enumerate(state.block_devices):
             vstate = volume_state(state, bdm)
             vstate.device = devices.get(bdm.volume_id) or bdm.device_name
-            InUse().execute(vstate)
+            try:
+                InUse().execute(vstate)
+            except exception.FlotillaException as exc:
+                LOG.error("volume %s of %s not made in-use: %s", bdm.volume_id,
+                          state.instance_uuid, exc)
             _replace(state, index, device_name=vstate.device)
 
     def details(self, state: Any) -> str | None:

@@ -158,3 +158,17 @@ def test_a_volume_backed_server_refuses_what_needs_a_local_root_disk(
                  {"rebuild": {"imageRef": IMAGE_ID}}):
         r = cloud.request("POST", C + "/servers/%s/action" % uuid, json=body)
         assert r.status_code == 409 and "booted from a volume" in r.text, (body, r.text)
+
+
+def test_an_older_conductor_is_refused_before_anything_is_written(cloud):  # noqa: F811
+    import falcon.testing
+
+    from api.app import create_app
+    from flotilla.db import api as db
+    cloud.conf.set_override("conductor", "1.7", group="upgrade_levels")
+    client = falcon.testing.TestClient(create_app(cloud.conf, cloud.transport))
+    r = client.simulate_post(C + "/servers", headers=cloud.headers("member"), json={
+        "server": {"name": "bfv", "flavorRef": "1", "imageRef": "", "networks": "none",
+                   "block_device_mapping_v2": [_image_bdm()]}})
+    assert r.status_code == 409 and "upgrade" in r.text, r.text
+    assert db.instance_get_all() == [] and cloud.conductor.calls == []
