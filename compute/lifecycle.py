@@ -35,7 +35,7 @@ from compute.virt.driver import ComputeDriver
 from flotilla import actions, exception
 from flotilla import states as st
 from flotilla.context import RequestContext
-from flotilla.objects import ImageMeta, Instance
+from flotilla.objects import BlockDeviceMapping, ImageMeta, Instance
 
 LOG = logging.getLogger(__name__)
 
@@ -153,11 +153,16 @@ class Lifecycle:
     # --- the two operations with more than one driver call -------------------
 
     def build(self, ctxt: RequestContext, instance_uuid: str,
-              image: ImageMeta | dict | None) -> dict | None:
+              image: ImageMeta | dict | None,
+              block_device_mapping: list | None = None) -> dict | None:
         image_meta = ImageMeta.coerce(image)
+        disks = [BlockDeviceMapping.coerce(b) for b in block_device_mapping or []]
 
         def spawn(instance: Instance) -> None:
-            self.driver.spawn(instance, image_meta)
+            if disks:
+                self.driver.spawn(instance, image_meta, block_device_info=disks)
+            else:
+                self.driver.spawn(instance, image_meta)
 
         # The host is recorded in the same step that enters spawning, before
         # anything is created: a crash mid-spawn is repaired by this host's

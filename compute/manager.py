@@ -37,7 +37,7 @@ _REPORTED = ("vcpus", "memory_mb", "disk_gb", "hypervisor_type",
 
 
 class ComputeManager:
-    RPC_API_VERSION = "1.6"
+    RPC_API_VERSION = "1.7"
 
     def __init__(self, conf: cfg.ConfigOpts, driver: virt_driver.ComputeDriver,
                  conductor: ConductorAPI, host: str | None = None) -> None:
@@ -86,9 +86,11 @@ class ComputeManager:
     # --- RPC: operations (casts) ----------------------------------------------
 
     def build_and_run_instance(self, ctxt: RequestContext, instance_uuid: str,
-                               image: ImageMeta | dict | None) -> None:
+                               image: ImageMeta | dict | None,
+                               block_device_mapping: list | None = None) -> None:
         # Bounded: at most [compute] max_concurrent_builds spawns at once.
-        self._build_slots.submit(self.lifecycle.build, ctxt, instance_uuid, image).result()
+        self._build_slots.submit(self.lifecycle.build, ctxt, instance_uuid, image,
+                                 block_device_mapping).result()
 
     def terminate_instance(self, ctxt: RequestContext, instance_uuid: str) -> None:
         self.lifecycle.terminate(ctxt, instance_uuid)

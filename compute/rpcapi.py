@@ -34,6 +34,9 @@ Version history:
   reports with conductor resize_disk_done), finish_resize
   (destination: the new flavor), confirm_resize (source), revert_resize
   (destination), finish_revert_resize (source: the old flavor).
+* 1.7 - build_and_run_instance takes ``block_device_mapping``
+  (BlockDeviceMapping objects with their NBD connections: the boot volume
+  and the volumes attached at boot; issue 11).
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ TOPIC = "compute"
 
 
 class ComputeAPI:
-    VERSION = "1.6"
+    VERSION = "1.7"
 
     def __init__(self, transport, version_cap: VersionCap = None) -> None:
         self.client = rpc.RPCClient(transport, topic=TOPIC, version="1.0",
@@ -58,9 +61,16 @@ class ComputeAPI:
         return self.client.prepare(server=host, version=version)
 
     def build_and_run_instance(self, ctxt: RequestContext, host: str,
-                               instance_uuid: str, image: ImageMeta | None) -> None:
-        """Spawn the recorded instance from ``image`` (what to fetch); the
-        agent reports the outcome with conductor build_done."""
+                               instance_uuid: str, image: ImageMeta | None,
+                               block_device_mapping: list | None = None) -> None:
+        """Spawn the recorded instance from ``image`` (what to fetch) with
+        the volume disks of ``block_device_mapping`` (needs 1.7); the agent
+        reports the outcome with conductor build_done."""
+        if block_device_mapping:
+            self._host(host, "1.7").cast(ctxt, "build_and_run_instance",
+                                         instance_uuid=instance_uuid, image=image,
+                                         block_device_mapping=list(block_device_mapping))
+            return
         if self.client.can_send_version("1.1"):
             self._host(host, "1.1").cast(ctxt, "build_and_run_instance",
                                          instance_uuid=instance_uuid, image=image)

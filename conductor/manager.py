@@ -49,7 +49,7 @@ _AGENT_WRITABLE = frozenset({
 
 
 class ConductorManager:
-    RPC_API_VERSION = "1.7"
+    RPC_API_VERSION = "1.8"
 
     def __init__(self, conf: cfg.ConfigOpts, transport=None) -> None:
         self.conf = conf
@@ -75,7 +75,8 @@ class ConductorManager:
             scheduler = SchedulerAPI(self._transport, version_cap(self.conf, "scheduler"))
             from volume.rpcapi import VolumeAPI
             volumes = VolumeAPI(self._transport, version_cap(self.conf, "volume"))
-            flows: list[Flow] = [BuildFlow(self.conf, self.conf.host, scheduler, compute),
+            flows: list[Flow] = [BuildFlow(self.conf, self.conf.host, scheduler, compute,
+                                           volumes),
                                  DeleteFlow(self.conf, self.conf.host, compute),
                                  SnapshotFlow(self.conf, self.conf.host, compute),
                                  RebuildFlow(self.conf, self.conf.host, compute),
@@ -201,12 +202,13 @@ class ConductorManager:
     # --- flows (1.1, 1.2, 1.3) --------------------------------------------------------
 
     def build_instances(self, ctxt: RequestContext, instance_uuids: list[str],
-                        request_spec: RequestSpec | dict, image: ImageMeta | dict | None
-                        ) -> None:
+                        request_spec: RequestSpec | dict, image: ImageMeta | dict | None,
+                        block_device_mapping: list | None = None) -> None:
         agent_access.check_control_plane(ctxt, "start builds")
         self.flows["build"].build_instances(ctxt, list(instance_uuids),
                                             RequestSpec.coerce(request_spec),
-                                            ImageMeta.coerce(image))
+                                            ImageMeta.coerce(image),
+                                            block_device_mapping=block_device_mapping)
 
     def build_done(self, ctxt: RequestContext, instance_uuid: str, host: str,
                    error: str | None = None) -> None:

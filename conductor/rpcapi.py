@@ -34,6 +34,8 @@ Version history:
 * 1.7 - evacuate_instance (a cast from the API that starts the evacuate
   flow on an accepted migration record of type evacuation; the destination
   agent reports with rebuild_done).
+* 1.8 - build_instances takes ``block_device_mapping`` (BlockDeviceMapping
+  objects: the volumes a server boots from or gets at boot; issue 11).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ TOPIC = "conductor"
 
 
 class ConductorAPI:
-    VERSION = "1.7"
+    VERSION = "1.8"
 
     def __init__(self, transport, version_cap: VersionCap = None,
                  timeout: float | None = None) -> None:
@@ -148,10 +150,18 @@ class ConductorAPI:
     # --- flows ----------------------------------------------------------------------
 
     def build_instances(self, ctxt: RequestContext, instance_uuids: list[str],
-                        request_spec: RequestSpec, image: ImageMeta | None) -> None:
+                        request_spec: RequestSpec, image: ImageMeta | None,
+                        block_device_mapping: list | None = None) -> None:
         """Schedule and build instances the API has recorded (building /
         scheduling, with their create action under ``ctxt.request_id``);
-        ``image`` is what agents fetch (a signed URL) or None."""
+        ``image`` is what agents fetch (a signed URL) or None (a server
+        that boots from a volume); ``block_device_mapping`` the volume disks
+        (needs 1.8: an older conductor cannot build them)."""
+        if block_device_mapping:
+            self._cast(ctxt, "build_instances", "1.8", instance_uuids=list(instance_uuids),
+                       request_spec=request_spec, image=image,
+                       block_device_mapping=list(block_device_mapping))
+            return
         if self.client.can_send_version("1.2"):
             self._cast(ctxt, "build_instances", "1.2", instance_uuids=list(instance_uuids),
                        request_spec=request_spec, image=image)

@@ -19,8 +19,10 @@ _NETWORKS = {"oneOf": [
 
 _BDM = {"type": "object", "properties": {
     "uuid": UUID, "boot_index": {"type": ["integer", "string", "null"]},
-    "source_type": {"type": "string", "enum": ["image"]},
-    "destination_type": {"type": "string", "enum": ["local"]},
+    "source_type": {"type": "string", "enum": ["image", "volume", "snapshot", "blank"]},
+    "destination_type": {"type": "string", "enum": ["local", "volume"]},
+    "tag": {"type": ["string", "null"], "maxLength": 60},
+    "volume_type": {"type": ["string", "null"], "maxLength": 255},
     "delete_on_termination": {"type": ["boolean", "string"]},
     "device_name": {"type": ["string", "null"], "maxLength": 255},
     "disk_bus": {"type": ["string", "null"], "maxLength": 255},
@@ -65,7 +67,7 @@ SERVER_CREATE = {
                 "max_count": {"type": ["integer", "string"], "pattern": "^[1-9][0-9]{0,2}$",
                               "minimum": 1, "maximum": 100},
                 "return_reservation_id": {"type": ["boolean", "string"]},
-                "block_device_mapping_v2": {"type": "array", "maxItems": 1,
+                "block_device_mapping_v2": {"type": "array", "maxItems": 26,
                                             "items": _BDM},
                 "description": {"type": ["string", "null"], "maxLength": 255},
                 "key_name": NAME,

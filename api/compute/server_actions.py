@@ -33,7 +33,16 @@ import logging
 import falcon
 
 from api import errors, validation
-from api.compute import evacuate, locks, migrations, rebuild, resize, schemas, snapshots
+from api.compute import (
+    block_devices,
+    evacuate,
+    locks,
+    migrations,
+    rebuild,
+    resize,
+    schemas,
+    snapshots,
+)
 from api.compute.servers import get_server
 from api.state import APIState, ctxt, version
 from flotilla import exception
@@ -72,6 +81,7 @@ class ServerAction:
         name, args = next(iter(body.items()))
         ctx = ctxt(req)
         inst = get_server(ctx, server_id)
+        block_devices.check_action(inst, name)   # boot from volume (issue 11)
         if name == "os-getConsoleOutput":
             self._console(req, resp, ctx, inst, args or {})
             return

@@ -28,6 +28,10 @@ Rules:
   ``OS-DCF:diskConfig``, ``hostname`` (2.90+; else the name made a host
   name), ``user_data``, ``tags`` (2.52+), and the scheduler hints
   ``group``, ``same_host`` and ``different_host``;
+* ``block_device_mapping_v2`` (api.compute.block_devices) may boot the
+  server from a volume (a new one made from an image, or an existing one)
+  and attach existing volumes at boot; the conductor's build flow makes,
+  reserves and exports them (conductor.flows.build_volumes);
 * list filters: name (a regular expression, as Nova), status, host
   (admin), flavor, image, ``changes-since`` (deleted servers too, as
   Nova), ``locked`` (2.73+).
@@ -44,7 +48,7 @@ import uuid as uuidlib
 import falcon
 
 from api import errors, policy, validation
-from api.compute import flavor_access, locks, schemas, usage, views, zones
+from api.compute import block_devices, flavor_access, locks, schemas, usage, views, zones
 from api.state import APIState, ctxt, version
 from flotilla import exception, images, objects
 from flotilla import states as st
@@ -181,9 +185,18 @@ class Servers:
             raise errors.bad_request("Networks are not supported: use "
                                      "networks 'none' or 'auto'")
         flavor = flavor_access.usable_flavor(ctx, spec["flavorRef"])
-        image_id = self._image_id(spec)
-        image = self._image(ctx, image_id, flavor)
-        root_gb = flavor_access.root_disk_gb(ctx, conf, flavor, image)
+        # Which disk boots, and the volumes at boot (api.compute.block_devices).
+        disks = block_devices.parse(
+            ctx, conf, spec, flavor.memory_mb, max_count,
+            lambda c, image_id, memory_mb: bootable_image(c, image_id, memory_mb, 0))
+        if disks.volumes and not self.state.conductor.client.can_send_version("1.8"):
+            raise errors.conflict("Volumes at server create need every conductor "
+                                  "upgraded ([upgrade_levels] conductor)")
+        if disks.volume_backed:
+            image, root_gb = disks.volume_image, 0   # no local root disk
+        else:
+            image = self._image(ctx, disks.image_id, flavor)
+            root_gb = flavor_access.root_disk_gb(ctx, conf, flavor, image)
         zone = spec.get("availability_zone")
         if zone is not None and zone not in zones.zone_names(conf):
             raise errors.bad_request("The requested availability zone is not available")
@@ -213,7 +226,8 @@ class Servers:
                                       detail="limit %d" % limits["metadata_items"])
         # What the compute agents need to fetch the image: made before any
         # write, so a failure here leaves nothing behind.
-        image_ref = images.compute_image_ref(conf, image.id)
+        image_ref = images.compute_image_ref(conf, image.id) \
+            if not disks.volume_backed else None
         snapshot = views.flavor_snapshot(flavor)
         deadline = task_deadline(conf, st.SCHEDULING)
 
@@ -230,7 +244,8 @@ class Servers:
                     "flavor": snapshot, "flavor_id": flavor.flavorid,
                     "vcpus": flavor.vcpus, "memory_mb": flavor.memory_mb,
                     "root_gb": root_gb, "ephemeral_gb": flavor.ephemeral_gb,
-                    "image_ref": image.id, "availability_zone": zone,
+                    "image_ref": "" if disks.volume_backed else image.id,
+                    "availability_zone": zone,
                     "vm_state": st.BUILDING, "task_state": st.SCHEDULING,
                     "task_deadline": deadline, "metadata": dict(metadata),
                     "server_group_id": group.uuid if group else None,
@@ -261,17 +276,17 @@ class Servers:
         request_spec = objects.RequestSpec(
             # The claim covers what the root disk can grow to.
             flavor=objects.Flavor.from_record(dict(snapshot, root_gb=root_gb)),
-            image=objects.ImageMeta(id=image.id, properties=dict(image.properties or {}),
-                                    min_ram_mb=image.min_ram or 0,
-                                    min_disk_gb=image.min_disk or 0),
+            image=_request_image(image, disks),
             project_id=ctx.project_id or "", user_id=ctx.user_id or "",
             availability_zone=zone, group=group.uuid if group else None,
             num_instances=len(uuids),
             scheduler_hints={k: v for k, v in hints.items()
                              if k in ("same_host", "different_host")})
         try:
-            self.state.conductor.build_instances(ctx, uuids, request_spec,
-                                                 objects.ImageMeta.from_record(image_ref))
+            self.state.conductor.build_instances(
+                ctx, uuids, request_spec,
+                objects.ImageMeta.from_record(image_ref) if image_ref else None,
+                block_device_mapping=disks.volumes)
         except exception.MessagingException as exc:
             LOG.error("Could not cast build_instances for %s: %s", uuids, exc)
             for uuid in uuids:
@@ -300,18 +315,6 @@ class Servers:
         except exception.KeypairNotFound:
             raise errors.bad_request("Invalid key_name provided.") from None
 
-    @staticmethod
-    def _image_id(spec: dict) -> str:
-        image_id = spec.get("imageRef") or ""
-        for bdm in spec.get("block_device_mapping_v2") or []:
-            if bdm.get("uuid") and image_id and bdm["uuid"] != image_id:
-                raise errors.bad_request("block_device_mapping_v2 uuid differs from imageRef")
-            image_id = image_id or bdm.get("uuid") or ""
-        if not image_id:
-            raise errors.bad_request("Booting from volume is not supported: imageRef "
-                                     "is required")
-        return image_id.lower()
-
     def _image(self, ctx, image_id: str, flavor):
         # The root disk is checked (and sized) by flavor_access.root_disk_gb.
         return bootable_image(ctx, image_id, flavor.memory_mb, 0)
@@ -337,6 +340,18 @@ def bootable_image(ctx, image_id: str, memory_mb: int, root_gb: int):
     if root_gb and ((image.min_disk or 0) > root_gb or image_bytes > root_gb * 1024 ** 3):
         raise errors.bad_request("Flavor's disk is too small for requested image.")
     return image
+
+
+def _request_image(image, disks: block_devices.BootDisks) -> objects.ImageMeta:
+    """The image facts the scheduler reads: the image's, or for a server
+    that boots from an existing volume, what the volume kept of its image."""
+    if image is not None:
+        return objects.ImageMeta(id=image.id, properties=dict(image.properties or {}),
+                                 min_ram_mb=image.min_ram or 0,
+                                 min_disk_gb=image.min_disk or 0)
+    meta = disks.image_meta
+    return objects.ImageMeta(id=meta.get("image_id") or "",
+                             min_ram_mb=int(meta.get("min_ram") or 0))
 
 
 def normalized_ip(value: str | None) -> str | None:

@@ -125,7 +125,9 @@ def server_detail(inst, ctxt: RequestContext, version, url: str,
             "OS-SRV-USG:launched_at": isotime(inst.launched_at, micro=True),
             "OS-SRV-USG:terminated_at": isotime(inst.terminated_at, micro=True),
             "os-extended-volumes:volumes_attached": [
-                {"id": a.volume_id, "delete_on_termination": False}
+                # delete_on_termination is shown from 2.3, as Nova.
+                {"id": a.volume_id, **({"delete_on_termination": bool(
+                    a.delete_on_termination)} if version >= (2, 3) else {})}
                 for a in vdb.attachments_of_instance(inst.uuid)],
         })
     if full and ctxt.is_admin:

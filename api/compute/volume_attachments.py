@@ -12,9 +12,10 @@ Rules:
   ``attach_volume``; the agent chooses the device (a requested ``device``
   is ignored, as Nova does on libvirt), so the answer's device is null
   until the flow is done (the list shows it then);
-* detach: the volume must be attached to this server (404), ``in-use`` or
-  ``error`` after a failed detach (409 otherwise); it becomes detaching
-  and the conductor is cast ``detach_volume``; 202.
+* detach: the volume must be attached to this server (404), not the
+  volume it boots from (400, as Nova), ``in-use`` or ``error`` after a
+  failed detach (409 otherwise); it becomes detaching and the conductor is
+  cast ``detach_volume``; 202.
 """
 
 from __future__ import annotations
@@ -118,6 +119,9 @@ class VolumeAttachment:
         inst = get_server(ctx, server_id)
         attachment = _attachment(inst.uuid, volume_id)
         locks.check_not_locked(ctx, inst)
+        if attachment.boot_index == 0:
+            raise errors.bad_request("Cannot detach a root device volume (the server "
+                                     "boots from volume %s)" % volume_id)
         try:
             vdb.volume_update(volume_id, {"status": st.VOLUME_DETACHING, "status_deadline":
                                           vdb.deadline(self.state.conf.volume

@@ -36,12 +36,12 @@ import falcon
 from api import errors, policy, validation
 from api.state import APIState, ctxt
 from api.volume import sources, views
-from flotilla import binaries, exception
+from flotilla import exception
 from flotilla import states as st
 from flotilla.conf.quota import VOLUME_RESOURCES
-from flotilla.db import api as db
 from flotilla.db import volume_snapshots as sdb
 from flotilla.db import volumes as vdb
+from flotilla.volume_placement import pick_volume_host
 
 LOG = logging.getLogger(__name__)
 
@@ -115,19 +115,6 @@ def _size(value, conf) -> int:
 def _check_type(value) -> None:
     if value not in (None, "", views.DEFAULT_TYPE_NAME, views.DEFAULT_TYPE_ID):
         raise errors.not_found("Volume type %s could not be found." % str(value)[:64])
-
-
-def pick_volume_host(conf) -> str | None:
-    """The up volume host with the fewest GiB allocated; None when none."""
-    hosts = [s.host for s in db.service_get_all(binary=binaries.VOLUME)
-             if not s.disabled and db.service_is_up(s, conf.service_down_time)]
-    if not hosts:
-        return None
-    allocated = {h: 0 for h in hosts}
-    for row in vdb.volume_get_all():
-        if row.host in allocated:
-            allocated[row.host] += row.size_gb
-    return min(hosts, key=lambda h: (allocated[h], h))
 
 
 def _with_attachments(rows) -> list[tuple]:

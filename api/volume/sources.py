@@ -24,6 +24,7 @@ from api import errors, policy
 from flotilla import binaries, exception, images
 from flotilla.db import api as db
 from flotilla.db import volume_snapshots as sdb
+from flotilla.volume_placement import image_metadata
 
 GIB = 1024 ** 3
 
@@ -49,16 +50,6 @@ class Source:
             return {}
         return {"snapshot_id": self.snapshot_id, "image_id": self.image_id,
                 "image_metadata": self.image_metadata}
-
-
-def _image_metadata(image) -> dict[str, str]:
-    meta = {"image_id": image.id, "image_name": image.name or "",
-            "checksum": image.checksum or "", "container_format": image.container_format
-            or "", "disk_format": image.disk_format or "", "min_disk": str(image.min_disk),
-            "min_ram": str(image.min_ram), "size": str(image.size or 0)}
-    for key, value in (image.properties or {}).items():
-        meta.setdefault(str(key), value if isinstance(value, str) else str(value))
-    return meta
 
 
 def resolve(ctx, conf, args: dict) -> Source:
@@ -94,7 +85,7 @@ def resolve(ctx, conf, args: dict) -> Source:
         virtual = int(image.virtual_size or image.size or 0)
         needs = max(int(image.min_disk or 0), -(-virtual // GIB))
         return Source(image_id=image.id, needs_gb=needs,
-                      image_metadata=_image_metadata(image))
+                      image_metadata=image_metadata(image))
     return Source()
 
 

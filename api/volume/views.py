@@ -73,5 +73,6 @@ def server_attachment(row) -> dict:
     """Nova's volumeAttachment (all microversions' keys)."""
     return {"id": row.volume_id, "volumeId": row.volume_id,
             "serverId": row.instance_uuid, "device": row.device,
-            "tag": None, "delete_on_termination": False,
+            "tag": None,
+            "delete_on_termination": bool(getattr(row, "delete_on_termination", False)),
             "attachment_id": row.uuid, "bdm_uuid": None}

@@ -100,3 +100,30 @@ def check_device_name(name: str, in_use: Iterable[str],
     if name in set(in_use):
         raise exception.DeviceNameUnavailable(device=name, reason="in use")
     return name
+
+
+def boots_from_volume(block_device_info: Iterable[Any] | None) -> bool:
+    """Whether a spawn's block devices include the boot disk (a volume
+    with boot_index 0: the guest then has no local root disk)."""
+    return any(getattr(b, "boot_index", None) == 0 and getattr(b, "is_volume", False)
+               for b in block_device_info or ())
+
+
+def spawn_volumes(block_device_info: Iterable[Any] | None, taken: Iterable[str] = ()
+                  ) -> list[tuple[str, VolumeConnection]]:
+    """``(device, connection)`` of each volume disk a guest is spawned with
+    (BlockDeviceMapping objects carrying their ``connection_info``): the
+    boot volume is ``vda`` (ROOT_DEVICE: the BIOS boots the first disk),
+    the others take the first names not in ``taken`` (the local disks')."""
+    result: list[tuple[str, VolumeConnection]] = []
+    used = set(taken)
+    volumes = [b for b in block_device_info or () if getattr(b, "is_volume", False)]
+    for bdm in sorted(volumes, key=lambda b: b.boot_index != 0):
+        if not bdm.connection_info:
+            raise exception.Invalid(reason="volume %s has no connection" % bdm.volume_id)
+        device = ROOT_DEVICE if bdm.boot_index == 0 else next_device_name(used)
+        if device in used and bdm.boot_index != 0:
+            raise exception.DeviceNameUnavailable(device=device, reason="in use")
+        used.add(device)
+        result.append((device, VolumeConnection.coerce(bdm.connection_info)))
+    return result

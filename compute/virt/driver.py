@@ -139,8 +139,15 @@ class ComputeDriver(abc.ABC):
 
     @abc.abstractmethod
     def spawn(self, instance: Instance, image_meta: ImageMeta | None,
-              network_info: list | None = None) -> None:
+              network_info: list | None = None,
+              block_device_info: list | None = None) -> None:
         """Create the guest with a root disk from ``image_meta`` and start it.
+
+        ``block_device_info``: BlockDeviceMapping objects of the volumes the
+        guest starts with, each with its NBD ``connection_info``; a volume
+        with boot_index 0 is the boot disk (vda) and then no local root disk
+        is made (``image_meta`` may be None). See
+        compute.virt.block_device.spawn_volumes for the device names.
 
         Returns once the guest runs. All or nothing: on any failure whatever
         was created (disk, definition, directory) is removed and

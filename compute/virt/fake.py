@@ -201,9 +201,11 @@ class FakeDriver(FakeMigrationMixin, ComputeDriver):
         if self.host is not None:
             self.fabric.unregister(self.host, self)
 
-    def spawn(self, instance, image_meta, network_info=None) -> None:
+    def spawn(self, instance, image_meta, network_info=None,
+              block_device_info=None) -> None:
         instance = Instance.coerce(instance)
         image = ImageMeta.coerce(image_meta)
+        volumes = block_device.spawn_volumes(block_device_info, [ROOT_DEVICE])
         self._record("spawn", instance.uuid)
         with self._lock:
             for key in (instance.uuid, None):
@@ -213,7 +215,9 @@ class FakeDriver(FakeMigrationMixin, ComputeDriver):
                 raise exception.InstanceDeployFailure(
                     instance_uuid=instance.uuid, reason="exists already")
             guest = FakeGuest(instance, power_state=power_state.SHUTDOWN,
-                              disk=fake_disk(image, instance))
+                              disk=b"" if block_device.boots_from_volume(block_device_info)
+                              else fake_disk(image, instance),
+                              volumes={c.volume_id: (d, c) for d, c in volumes})
             self.guests[instance.uuid] = guest
         self._boot(guest)
 

@@ -10,6 +10,10 @@ action of the request):
    and wait for the agent's report (``build_done``); if the report is lost,
    the conductor's poll reads the instance (ACTIVE: built).
 
+A request with volume disks (boot from volume, volumes at boot) runs the
+volume steps of :mod:`conductor.flows.build_volumes` between the two and
+after the second; a new attempt starts its volumes afresh.
+
 Retries. The build may fail in two places, and both count as one attempt on
 that host, up to ``[scheduler] max_attempts``:
 
@@ -46,14 +50,14 @@ from typing import Any
 
 from oslo_config import cfg
 
-from conductor.flows import runner
+from conductor.flows import build_volumes, runner
 from conductor.flows.base import Flow
 from conductor.flows.runner import FlowFailed, FlowState, Step
 from flotilla import deadlines, exception
 from flotilla import states as st
 from flotilla.context import RequestContext
 from flotilla.db import api as db
-from flotilla.objects import ImageMeta, RequestSpec
+from flotilla.objects import BlockDeviceMapping, ImageMeta, RequestSpec
 from flotilla.rpc import retry
 
 LOG = logging.getLogger(__name__)
@@ -75,6 +79,7 @@ class BuildState(FlowState):
     tried_hosts: list[str] = dataclasses.field(default_factory=list)
     destination: dict | None = None
     host: str | None = None
+    block_devices: list[BlockDeviceMapping] = dataclasses.field(default_factory=list)
 
 
 class ScheduleInstance(Step):
@@ -187,8 +192,9 @@ class BuildOnHost(Step):
         self.compute = compute
 
     def execute(self, state: BuildState) -> None:
+        extra = {"block_device_mapping": state.block_devices} if state.block_devices else {}
         self.compute.build_and_run_instance(state.ctxt, state.host,
-                                            state.instance_uuid, state.image)
+                                            state.instance_uuid, state.image, **extra)
 
     def on_report(self, state: BuildState, report: dict[str, Any]) -> None:
         if report.get("error"):
@@ -212,18 +218,25 @@ class BuildFlow(Flow):
 
     name = "build"
 
-    def __init__(self, conf: cfg.ConfigOpts, host: str, scheduler, compute) -> None:
+    def __init__(self, conf: cfg.ConfigOpts, host: str, scheduler, compute,
+                 volumes=None) -> None:
         super().__init__(conf, host)
         self.scheduler = scheduler
         self.compute = compute
+        self.volumes = volumes
 
-    def steps(self) -> list[Step]:
-        return [ScheduleInstance(self.conf, self.scheduler), BuildOnHost(self.compute)]
+    def steps(self, state: BuildState | None = None) -> list[Step]:
+        if state is None or not state.block_devices:
+            return [ScheduleInstance(self.conf, self.scheduler), BuildOnHost(self.compute)]
+        before, after = build_volumes.steps(self.conf, self.volumes, self.compute)
+        return [ScheduleInstance(self.conf, self.scheduler), *before,
+                BuildOnHost(self.compute), *after]
 
     # --- entry points -----------------------------------------------------------
 
     def build_instances(self, ctxt: RequestContext, instance_uuids: list[str],
-                        request_spec: RequestSpec, image: ImageMeta | None) -> None:
+                        request_spec: RequestSpec, image: ImageMeta | None,
+                        block_device_mapping: list | None = None) -> None:
         """Schedule the whole request at once (all or nothing, so group
         policies hold across its instances), then build each instance."""
         live = [u for u in instance_uuids if self._renew_deadline(u)]
@@ -247,14 +260,16 @@ class BuildFlow(Flow):
             reporter.record(ctxt, uuid, ACTION, "conductor_select_destinations",
                             details="placed with the %d instance(s) of its request" % len(live))
             self.run(BuildState(ctxt, uuid, request_spec=per_instance, image=image,
-                                destination=dest))
+                                destination=dest, block_devices=build_volumes.reset(
+                                    [BlockDeviceMapping.coerce(b)
+                                     for b in block_device_mapping or []])))
 
     def run(self, state: BuildState) -> None:
         """Run the flow; on failure retry on another host or end in ERROR."""
         recorder = self.recorder(state.instance_uuid, state.ctxt.request_id, ACTION)
         try:
             self._finish_if_completed(state, runner.run_flow(
-                self.name, self.steps(), state, recorder))
+                self.name, self.steps(state), state, recorder))
         except FlowFailed as failed:
             self._after_failure(state, failed)
 
@@ -275,7 +290,7 @@ class BuildFlow(Flow):
         state = BuildState.from_data(record.flow_data)
         try:
             self._finish_if_completed(state, runner.continue_flow(
-                self.steps(), state, recorder, report))
+                self.steps(state), state, recorder, report))
         except FlowFailed as failed:
             self._after_failure(state, failed)
 
@@ -284,7 +299,7 @@ class BuildFlow(Flow):
         recorder = self.recorder(record.instance_uuid, record.ref.key[1], ACTION)
         try:
             self._finish_if_completed(state, runner.resume_flow(
-                self.steps(), state, recorder, record))
+                self.steps(state), state, recorder, record))
         except FlowFailed as failed:
             self._after_failure(state, failed)
 
@@ -329,7 +344,8 @@ class BuildFlow(Flow):
         if not self._renew_deadline(uuid, from_tasks=(st.SCHEDULING, st.SPAWNING, None)):
             return
         self.run(BuildState(ctxt, uuid, request_spec=state.request_spec, image=state.image,
-                            attempt=state.attempt + 1, tried_hosts=tried))
+                            attempt=state.attempt + 1, tried_hosts=tried,
+                            block_devices=build_volumes.reset(state.block_devices)))
 
     def fail(self, ctxt: RequestContext, instance_uuid: str, cause: Exception | str,
              record_fault: bool = True, expected_task: Any = None) -> None:

@@ -28,7 +28,8 @@ Detach steps:
 3. ``available``: the attachment removed, detaching -> available.
 
 A server's delete releases its volumes once its guest is gone
-(:meth:`VolumeFlow.release_instance`). The reaper ends a transitional
+(:meth:`VolumeFlow.release_instance`) and deletes those attached with
+``delete_on_termination`` (boot from volume, conductor.flows.build_volumes). The reaper ends a transitional
 status past its deadline (:meth:`VolumeFlow.reap`).
 """
 
@@ -68,6 +69,28 @@ def _status(conf, volume_id: str, status: str, expected, **values) -> None:
     if status in st.VOLUME_TRANSITIONAL:
         values["status_deadline"] = vdb.deadline(conf.volume.operation_timeout)
     vdb.volume_update(volume_id, {"status": status, **values}, expected_status=expected)
+
+
+def delete_volume(conf: cfg.ConfigOpts, volumes, ctxt, volume_id: str) -> None:
+    """Delete a volume the cloud made for a server (its build failed, or
+    the server went with ``delete_on_termination``): deleting by
+    compare-and-swap, then flotilla-volume removes it; a volume never made
+    on a host is removed at once. One already gone is no error."""
+    try:
+        volume = vdb.volume_get(volume_id)
+        vdb.volume_update(volume_id, {
+            "status": st.VOLUME_DELETING,
+            "status_deadline": vdb.deadline(conf.volume.operation_timeout)},
+            expected_status=(st.VOLUME_AVAILABLE, st.VOLUME_ERROR, st.VOLUME_CREATING))
+    except vdb.VolumeNotFound:
+        return
+    except vdb.VolumeStatusConflict as exc:
+        LOG.warning("volume %s not deleted: %s", volume_id, exc)
+        return
+    if volume.host:
+        volumes.delete_volume(ctxt, volume.host, volume_id)
+    else:
+        vdb.volume_destroy(volume_id, expected_status=st.VOLUME_DELETING)
 
 
 class Reserve(Step):
@@ -296,6 +319,10 @@ class VolumeFlow(Flow):
             vdb.volume_update(volume.id, {"status": st.VOLUME_AVAILABLE,
                                           "status_reason": None})
             released += 1
+            if attachment.delete_on_termination:
+                LOG.info("deleting volume %s with its server %s (delete_on_termination)",
+                         volume.id, instance_uuid)
+                delete_volume(self.conf, self.volumes, ctxt, volume.id)
         if released:
             LOG.info("released %d volume(s) of deleted server %s", released, instance_uuid)
         return released

@@ -487,6 +487,11 @@ class VolumeAttachment(TimestampMixin, Base):
     uuid: Mapped[str | None] = mapped_column(sa.String(UUID_LEN), unique=True)
     host: Mapped[str | None] = mapped_column(sa.String(NAME_LEN))
     connection_info: Mapped[dict | None] = mapped_column(sa.JSON)
+    # Added by 0013 (boot from volume): the server's delete also deletes
+    # the volume; boot_index 0 is the server's boot disk (None: not one).
+    delete_on_termination: Mapped[bool] = mapped_column(default=False,
+                                                        server_default=sa.false())
+    boot_index: Mapped[int | None]
 
 
 # --- identity ----------------------------------------------------------------

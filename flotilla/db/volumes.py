@@ -224,11 +224,15 @@ def volume_extend_begin(volume_id: str, new_size_gb: int, expected_status: str,
 
 # --- attachments ----------------------------------------------------------------
 
-def attachment_create(volume_id: str, instance_uuid: str, host: str | None) -> VolumeAttachment:
+def attachment_create(volume_id: str, instance_uuid: str, host: str | None,
+                      delete_on_termination: bool = False,
+                      boot_index: int | None = None) -> VolumeAttachment:
     with session_scope() as session:
         row = VolumeAttachment(volume_id=volume_id, instance_uuid=instance_uuid,
                                host=host, status=st.VOLUME_ATTACHING,
-                               uuid=str(uuidlib.uuid4()))
+                               uuid=str(uuidlib.uuid4()),
+                               delete_on_termination=delete_on_termination,
+                               boot_index=boot_index)
         session.add(row)
         session.flush()
         return row

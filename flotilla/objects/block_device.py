@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from flotilla.objects.base import FlotillaObject, register
+from flotilla.objects.base import FlotillaObject, is_primitive, register
 
 SOURCE_TYPES = ("image", "volume", "snapshot", "blank")
 DESTINATION_TYPES = ("local", "volume")
@@ -49,6 +49,16 @@ class BlockDeviceMapping(FlotillaObject):
         if self.destination_type not in DESTINATION_TYPES:
             raise ValueError("destination_type must be one of %s"
                              % ", ".join(DESTINATION_TYPES))
+
+    @classmethod
+    def coerce(cls, value: BlockDeviceMapping | Mapping[str, Any]) -> BlockDeviceMapping:
+        """The object from itself, its primitive or a plain dict of fields."""
+        if isinstance(value, cls):
+            return value
+        if is_primitive(value):
+            return cls.from_primitive(value)
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in value.items() if k in names})
 
     @property
     def is_volume(self) -> bool:

@@ -20,7 +20,7 @@ from conductor.manager import ConductorManager
 from conductor.rpcapi import ConductorAPI
 from flotilla import exception
 from flotilla.context import RequestContext
-from flotilla.objects import Flavor, ImageMeta, RequestSpec
+from flotilla.objects import BlockDeviceMapping, Flavor, ImageMeta, RequestSpec
 from flotilla.rpc import envelope, transport, versioning
 from flotilla.rpc.dispatcher import Dispatcher, rpc_methods
 from scheduler.manager import SchedulerManager
@@ -58,6 +58,10 @@ SAMPLES = {
     "progress": {"memory_total_bytes": 1},
     "flavor": {"flavorid": "2", "name": "bigger", "memory_mb": 128, "vcpus": 1, "root_gb": 2},
     "snapshot_id": str(uuid.uuid4()), "from_source": True,
+    "block_device_mapping": [BlockDeviceMapping(
+        source_type="image", destination_type="volume", boot_index=0, volume_size=1,
+        image_id="i", volume_id="v", connection_info={
+            "volume_id": "v", "export": "v", "host": "127.0.0.1", "port": 10809})],
 }
 # rpcapi helpers that are not RPC methods of their own.
 NOT_SENDING = {"report_heartbeat"}

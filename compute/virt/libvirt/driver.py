@@ -117,7 +117,11 @@ class LibvirtDriver(LibvirtResizeMixin, LibvirtMigrationMixin, driver.ComputeDri
             raise exception.InstanceNotFound(instance_uuid=instance.uuid)
         return Guest(self.host, domain)
 
-    def _domain_spec(self, instance: Instance) -> xml.DomainSpec:
+    def _domain_spec(self, instance: Instance,
+                     block_device_info: list | None = None) -> xml.DomainSpec:
+        """The guest's disks: the local root overlay (vda) or, booting from
+        a volume, that volume's NBD disk as vda; swap; then the volumes it
+        starts with (block_device.spawn_volumes)."""
         opts = self.conf.libvirt
         network = None
         if instance.flavor.wants_network():
@@ -125,14 +129,19 @@ class LibvirtDriver(LibvirtResizeMixin, LibvirtMigrationMixin, driver.ComputeDri
                       "bridge": opts.bridge_name}.get(opts.network_type, "")
             network = xml.NetworkSpec(opts.network_type, source)
         directory = self.instance_dir(instance)
-        disks = [xml.DiskSpec(role=xml.ROOT, device=block_device.ROOT_DEVICE,
-                              path=os.path.join(directory, DISK_NAME))]
+        disks = [] if block_device.boots_from_volume(block_device_info) else [
+            xml.DiskSpec(role=xml.ROOT, device=block_device.ROOT_DEVICE,
+                         path=os.path.join(directory, DISK_NAME))]
         if instance.flavor.swap:
             # The flavor's swap: a blank raw disk the guest formats as swap.
             disks.append(xml.DiskSpec(
                 role=xml.SWAP, format="raw",
-                device=block_device.next_device_name([d.device for d in disks]),
+                device=block_device.next_device_name(
+                    [block_device.ROOT_DEVICE, *(d.device for d in disks)]),
                 path=os.path.join(directory, SWAP_NAME)))
+        taken = [block_device.ROOT_DEVICE, *(d.device for d in disks)]
+        disks.extend(xml.DiskSpec.for_volume(connection, device) for device, connection
+                     in block_device.spawn_volumes(block_device_info, taken))
         return xml.DomainSpec(
             virt_type=opts.virt_type,
             machine_type=opts.machine_type,
@@ -165,26 +174,29 @@ class LibvirtDriver(LibvirtResizeMixin, LibvirtMigrationMixin, driver.ComputeDri
 
     # --- spawn and destroy ---------------------------------------------------
 
-    def spawn(self, instance, image_meta, network_info=None) -> None:
+    def spawn(self, instance, image_meta, network_info=None,
+              block_device_info=None) -> None:
         instance = Instance.coerce(instance)
         image = ImageMeta.coerce(image_meta)
+        from_volume = block_device.boots_from_volume(block_device_info)
         undo: list[Callable[[], Any]] = []
         try:
             if self.host.lookup(instance.uuid) is not None:
                 raise exception.InstanceDeployFailure(
                     instance_uuid=instance.uuid,
                     reason="a domain with this uuid exists already")
-            spec = self._domain_spec(instance)
+            spec = self._domain_spec(instance, block_device_info)
             if self.real_disks:
-                if image is None:
+                if image is None and not from_volume:
                     raise exception.InstanceDeployFailure(
                         instance_uuid=instance.uuid, reason="no image given")
                 directory = self.instance_dir(instance)
                 os.makedirs(directory)
                 undo.append(lambda: shutil.rmtree(directory,
                                                   ignore_errors=True))
-                self.image_cache.prepare_disk(image, spec.root_disk.path,
-                                              instance.flavor.root_gb)
+                if not from_volume:   # else the boot disk is the NBD volume
+                    self.image_cache.prepare_disk(image, spec.root_disk.path,
+                                                  instance.flavor.root_gb)
                 for disk in spec.disks:
                     if disk.role == xml.SWAP:
                         with open(disk.path, "wb") as blank:   # sparse

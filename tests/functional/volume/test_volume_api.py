@@ -198,9 +198,12 @@ def test_detach(cloud):
     vdb.volume_update(vid, {"status": st.VOLUME_IN_USE})
     shown = cloud.request("GET", url).json["volumeAttachment"]
     assert shown["device"] == "vdb"
-    server = cloud.request("GET", C + "/servers/%s" % uuid).json["server"]
+    # delete_on_termination is shown from 2.3 (as Nova).
+    server = cloud.request("GET", C + "/servers/%s" % uuid, version="2.3").json["server"]
     assert server["os-extended-volumes:volumes_attached"] == [
         {"id": vid, "delete_on_termination": False}]
+    server = cloud.request("GET", C + "/servers/%s" % uuid).json["server"]
+    assert server["os-extended-volumes:volumes_attached"] == [{"id": vid}]
     vol = cloud.request("GET", V + "/volumes/%s" % vid).json["volume"]
     assert [(a["server_id"], a["device"]) for a in vol["attachments"]] == [(uuid, "vdb")]
     r = cloud.request("DELETE", url)

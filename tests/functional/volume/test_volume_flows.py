@@ -67,15 +67,22 @@ class MemoryDaemon:
         self.exported.discard(volume_id)
 
 
+def start_volume_service(conf, cloud) -> service.Service:
+    """A volume service "vol1" on in-memory stand-ins (``cloud.backend``,
+    ``cloud.daemon``) on the cloud's transport; stop it when done."""
+    cloud.backend, cloud.daemon = MemoryBackend(), MemoryDaemon()
+    svc = service.Service(conf, binaries.VOLUME, "volume",
+                          VolumeManager(conf, host="vol1", backend=cloud.backend,
+                                        daemon=cloud.daemon),
+                          transport=cloud.transport, per_host=True, host="vol1")
+    svc.start()
+    return svc
+
+
 @pytest.fixture
 def cloud(fake_cloud, conf):
     conf.set_override("detach_timeout", 1, group="volume")
-    fake_cloud.backend, fake_cloud.daemon = MemoryBackend(), MemoryDaemon()
-    svc = service.Service(conf, binaries.VOLUME, "volume",
-                          VolumeManager(conf, host="vol1", backend=fake_cloud.backend,
-                                        daemon=fake_cloud.daemon),
-                          transport=fake_cloud.transport, per_host=True, host="vol1")
-    svc.start()
+    svc = start_volume_service(conf, fake_cloud)
     yield fake_cloud
     svc.stop(grace=5)
 

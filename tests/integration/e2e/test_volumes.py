@@ -228,3 +228,84 @@ def test_extend_is_seen_by_the_guest(cloud, walkthrough, servers, cli):  # noqa:
     finally:
         tenant.block_storage.delete_volume(volume, ignore_missing=True)
         tenant.block_storage.wait_for_delete(volume, wait=60)
+
+
+# --- boot from volume (block_device_mapping_v2 at server create) -----------------------
+
+def _nbd_boot_disk(cloud, host: str, server_id: str) -> tuple[str, str, str]:
+    """(type, source protocol, target) of the domain's first disk."""
+    from lxml import etree
+    root = etree.fromstring(virsh(_rig_host(cloud, host)["uri"], "dumpxml",
+                                  server_id).stdout.encode())
+    disk = root.find("devices/disk")
+    return (disk.get("type"), disk.find("source").get("protocol") or "",
+            disk.find("target").get("dev"))
+
+
+def test_boot_from_volume_with_the_cli(cloud, walkthrough, guest, cli):  # noqa: F811
+    """``server create --boot-from-volume 1 --image``: the image is written
+    into a new volume, the guest boots from its NBD export (its boot
+    counter lives on that disk), no local root disk; the CLI asked
+    delete_on_termination false, so the volume outlives the server."""
+    tenant = walkthrough.tenant
+    server = cli("server", "create", "--boot-from-volume", "1", "--image", guest.id,
+                 "--flavor", "m1.tiny", "--nic", "none", "--wait", "bfv-cli")
+    try:
+        assert server["status"] == "ACTIVE", server
+        host = _host_of(walkthrough, server["id"])
+        assert _wait(lambda: "FLOTILLA-BOOT-COUNT 1" in _console(cloud, host, server["id"]),
+                     120, "the guest booted from the volume's disk")
+        assert _nbd_boot_disk(cloud, host, server["id"]) == ("network", "nbd", "vda")
+        assert not (_instance_dir(cloud, host, server["id"]) / "disk").exists()
+        shown = tenant.compute.get_server(server["id"])
+        [attached] = shown.attached_volumes
+        assert attached["delete_on_termination"] is False
+        assert "booted from volume" in cli("server", "show", server["id"])["image"]
+        volume = tenant.block_storage.get_volume(attached["id"])
+        assert (volume.status, volume.is_bootable, volume.size) == ("in-use", True, 1)
+        assert [a["device"] for a in volume.attachments] == ["vda"]
+        listed = cli("server", "volume", "list", server["id"])
+        assert [(a["Volume ID"], a["Device"]) for a in listed] == [(volume.id, "vda")]
+    finally:
+        _delete(walkthrough, [server["id"]])
+    volume = tenant.block_storage.wait_for_status(volume, "available", wait=60)
+    assert _exports(cloud) == set()
+    tenant.block_storage.delete_volume(volume)
+    tenant.block_storage.wait_for_delete(volume, wait=60)
+
+
+def test_volumes_at_boot_with_the_sdk(cloud, walkthrough, guest):  # noqa: F811
+    """openstacksdk: a boot volume made from the image (delete_on_termination
+    true) and an existing blank volume attached at boot, which the guest
+    marks as vdb; deleting the server deletes the first, frees the second."""
+    tenant = walkthrough.tenant
+    extra = tenant.block_storage.create_volume(size=1, name="at-boot")
+    tenant.block_storage.wait_for_status(extra, "available", wait=60)
+    flavor = tenant.compute.find_flavor("m1.tiny", ignore_missing=False)
+    server = tenant.compute.create_server(
+        name="bfv-sdk", flavor_id=flavor.id, networks="none", block_device_mapping=[
+            {"uuid": guest.id, "source_type": "image", "destination_type": "volume",
+             "boot_index": 0, "volume_size": 1, "delete_on_termination": True},
+            {"uuid": extra.id, "source_type": "volume", "destination_type": "volume",
+             "boot_index": -1}])
+    boot_id = None
+    try:
+        server = tenant.compute.wait_for_server(server, wait=180)
+        host = _host_of(walkthrough, server.id)
+        assert _wait(lambda: ("vdb", "written", server.id) in _markers(cloud, host, server.id),
+                     120, "the guest marked the volume attached at boot")
+        assert "FLOTILLA-BOOT-COUNT 1" in _console(cloud, host, server.id)
+        attached = {a["id"]: a["delete_on_termination"]
+                    for a in tenant.compute.get_server(server.id).attached_volumes}
+        [boot_id] = [v for v in attached if v != extra.id]
+        assert attached == {boot_id: True, extra.id: False}
+        assert tenant.block_storage.get_volume(extra).status == "in-use"
+    finally:
+        _delete(walkthrough, [server.id])
+    tenant.block_storage.wait_for_status(extra, "available", wait=60)
+    if boot_id:
+        _wait(lambda: tenant.block_storage.find_volume(boot_id) is None, 60,
+              "the boot volume deleted with its server")
+    assert _exports(cloud) == set()
+    tenant.block_storage.delete_volume(extra)
+    tenant.block_storage.wait_for_delete(extra, wait=60)

@@ -147,3 +147,32 @@ def test_a_flavor_with_swap_gives_the_guest_a_swap_disk(driver):
     driver.spawn(plain, None)
     assert len(etree.fromstring(driver._guest(plain).domain.XMLDesc())
                .findall("devices/disk")) == 1
+
+
+def test_spawn_from_a_volume_boots_its_nbd_disk_and_makes_no_root_disk(
+        driver, domain_schema):
+    from flotilla.objects import BlockDeviceMapping
+    boot, extra = ("0000000%d-1111-4222-8333-444444444444" % n for n in (1, 2))
+
+    def bdm(volume_id, boot_index):
+        return BlockDeviceMapping(
+            source_type="volume", destination_type="volume", boot_index=boot_index,
+            volume_id=volume_id, connection_info={
+                "volume_id": volume_id, "export": volume_id, "host": "192.0.2.1",
+                "port": 10809})
+
+    inst = make_instance(flavor={"memory_mb": 96, "vcpus": 1, "root_gb": 0, "swap": 64})
+    # No image: the boot volume is the root disk (the fixture's spawn
+    # wrapper takes no block devices, so the driver's own method is called).
+    LibvirtDriver.spawn(driver, inst, None,
+                        block_device_info=[bdm(extra, None), bdm(boot, 0)])
+    try:
+        root = etree.fromstring(driver._guest(inst).domain.XMLDesc())
+        assert domain_schema.validate(root), domain_schema.error_log
+        disks = [(d.get("type"), d.find("target").get("dev"), d.findtext("serial"))
+                 for d in root.findall("devices/disk")]
+        assert disks == [("network", "vda", boot), ("file", "vdb", None),
+                         ("network", "vdc", extra)]
+        assert root.find("devices/disk/source").get("protocol") == "nbd"
+    finally:
+        driver.destroy(inst)

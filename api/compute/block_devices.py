@@ -1,0 +1,227 @@
+"""``block_device_mapping_v2`` at server create (issue 11): which disk
+boots the server and which volumes it gets at boot.
+
+Rules (as Nova answers; every refusal is a 400 naming the field,
+``block_device_mapping_v2[i].<key>``):
+
+* ``source_type`` image with ``destination_type`` local (or none) and
+  ``boot_index`` 0 is the image boot the clients send alongside
+  ``imageRef`` (its ``uuid`` must be ``imageRef``'s);
+* ``source_type`` image with ``destination_type`` volume and ``boot_index``
+  0 boots from a new volume the build makes from the image
+  (``--boot-from-volume N``): ``volume_size`` is required, a whole number of
+  GiB from the image's size (virtual size and ``min_disk``) up to ``[volume]
+  max_size_gb`` and within the project's ``volumes`` and ``gigabytes``
+  quotas for every server of the request; ``delete_on_termination``
+  defaults to true for it;
+* ``source_type`` volume (``destination_type`` volume) names an existing
+  volume of the caller's project (another project's is not found), which
+  must be ``available`` with no attachment (in use: 400, as Nova's
+  InvalidVolume) and, to boot (``boot_index`` 0), ``bootable``; such a
+  request creates one server only. ``delete_on_termination`` defaults to
+  false;
+* ``boot_index`` is an integer (integer strings too); 0 boots, None or a
+  negative one does not; one disk boots; a volume appears once;
+* ``snapshot`` and ``blank`` sources are not supported yet;
+* with no disk booting, ``imageRef`` is required; a server that boots from
+  a volume has no local root disk (root_gb 0) and shows ``image`` "".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from api import errors, policy, validation
+from flotilla import states as st
+from flotilla.conf.quota import VOLUME_RESOURCES
+from flotilla.db import volumes as vdb
+from flotilla.objects import BlockDeviceMapping
+from flotilla.volume_placement import image_metadata
+
+GIB = 1024 ** 3
+FIELD = "block_device_mapping_v2"
+
+
+@dataclasses.dataclass
+class BootDisks:
+    """What the request's block device mappings decided."""
+
+    #: the image the server boots from locally (None: it boots from a volume)
+    image_id: str | None = None
+    #: for a volume-backed server: the image record the boot volume is made
+    #: from (None when an existing volume boots)
+    volume_image: Any = None
+    #: for a volume-backed server: the boot image's metadata (min_ram...)
+    image_meta: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: the volume disks, for the build flow
+    volumes: list[BlockDeviceMapping] = dataclasses.field(default_factory=list)
+
+    @property
+    def volume_backed(self) -> bool:
+        return any(b.boot_index == 0 for b in self.volumes)
+
+
+def _bad(index: int, key: str, why: str) -> errors.APIError:
+    return errors.bad_request("Invalid input for field/attribute %s[%d].%s. %s"
+                              % (FIELD, index, key, why))
+
+
+def _integer(index: int, key: str, value: Any, unit: str = "") -> int:
+    # JSON integers or integer strings (the SDK sends strings); no booleans.
+    try:
+        if isinstance(value, bool):
+            raise ValueError(value)
+        return int(value)
+    except (TypeError, ValueError):
+        raise _bad(index, key, "It must be an integer%s." % unit) from None
+
+
+def _boot_index(index: int, value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    number = _integer(index, "boot_index", value)
+    return None if number < 0 else number
+
+
+def _volume_size(index: int, value: Any, conf) -> int:
+    if value is None or value == "":
+        raise _bad(index, "volume_size", "It is required to boot from a new volume.")
+    size = _integer(index, "volume_size", value, " number of GiB")
+    if not 1 <= size <= conf.volume.max_size_gb:
+        raise _bad(index, "volume_size", "Value: %d. It must be from 1 to %d (GiB)."
+                   % (size, conf.volume.max_size_gb))
+    return size
+
+
+def parse(ctx, conf, spec: dict, memory_mb: int, count: int, usable_image) -> BootDisks:
+    """The boot disks of a create request ``spec`` for ``count`` servers.
+
+    ``usable_image(ctx, image_id, memory_mb)`` returns the image record or
+    raises the API's 400 (servers.bootable_image).
+    """
+    image_ref = (spec.get("imageRef") or "").lower()
+    result = BootDisks()
+    seen: set[str] = set()
+    boots = 0
+    for index, bdm in enumerate(spec.get("block_device_mapping_v2") or []):
+        source, dest = bdm["source_type"], bdm.get("destination_type")
+        boot_index = _boot_index(index, bdm.get("boot_index"))
+        boots += boot_index == 0
+        if boots > 1:
+            raise _bad(index, "boot_index", "Only one disk may boot (boot_index 0).")
+        uuid = (bdm.get("uuid") or "").lower()
+        if source in ("snapshot", "blank"):
+            raise _bad(index, "source_type", "Source type %s is not supported yet." % source)
+        if source == "image" and dest in (None, "local"):
+            if boot_index != 0:
+                raise _bad(index, "boot_index", "A local image disk must boot (0).")
+            if uuid and image_ref and uuid != image_ref:
+                raise _bad(index, "uuid", "It differs from imageRef.")
+            result.image_id = image_ref or uuid or None
+            continue
+        if dest != "volume":
+            raise _bad(index, "destination_type", "A %s source needs destination_type "
+                       "volume." % source)
+        if not uuid:
+            raise _bad(index, "uuid", "It is required.")
+        validation.check_uuid(uuid, "%s[%d].uuid" % (FIELD, index))
+        delete = bdm.get("delete_on_termination")
+        if source == "image":
+            result.volumes.append(_image_volume(ctx, conf, index, bdm, uuid, boot_index,
+                                                memory_mb, count, delete, result,
+                                                usable_image))
+            continue
+        if uuid in seen:
+            raise _bad(index, "uuid", "Volume %s appears twice." % uuid)
+        seen.add(uuid)
+        if count > 1:
+            raise _bad(index, "uuid", "Cannot attach one or more volumes to multiple "
+                       "instances.")
+        result.volumes.append(_existing_volume(ctx, index, uuid, boot_index, memory_mb,
+                                               delete, result))
+    if result.volume_backed:
+        if image_ref and image_ref != (result.volume_image.id if result.volume_image
+                                       else None):
+            raise errors.bad_request("Invalid input for field/attribute imageRef. "
+                                     "The server boots from a volume.")
+        result.image_id = None
+    elif result.image_id is None:
+        if not image_ref:
+            raise errors.bad_request("Invalid input for field/attribute imageRef. It is "
+                                     "required unless a block device boots the server.")
+        result.image_id = image_ref
+    _check_quota(ctx, conf, result.volumes, count)
+    return result
+
+
+def _image_volume(ctx, conf, index, bdm, image_id, boot_index, memory_mb, count, delete,
+                  result: BootDisks, usable_image) -> BlockDeviceMapping:
+    if boot_index != 0:
+        raise _bad(index, "boot_index", "A volume made from an image must boot (0).")
+    size = _volume_size(index, bdm.get("volume_size"), conf)
+    image = usable_image(ctx, image_id, memory_mb)
+    needs = max(int(image.min_disk or 0),
+                -(-int(getattr(image, "virtual_size", None) or image.size or 0) // GIB))
+    if size < needs:
+        raise _bad(index, "volume_size", "Value: %d. The image needs at least %d GiB."
+                   % (size, needs))
+    result.volume_image = image
+    result.image_meta = image_metadata(image)
+    return BlockDeviceMapping(
+        source_type="image", destination_type="volume", boot_index=0, image_id=image.id,
+        volume_size=size, tag=bdm.get("tag"),
+        delete_on_termination=True if delete is None else validation.to_bool(delete))
+
+
+def _existing_volume(ctx, index, volume_id, boot_index, memory_mb, delete,
+                     result: BootDisks) -> BlockDeviceMapping:
+    try:
+        volume = vdb.volume_get(volume_id, project_id=policy.project_filter(ctx)
+                                or ctx.project_id)
+    except vdb.VolumeNotFound:
+        raise _bad(index, "uuid", "Volume %s could not be found." % volume_id) from None
+    if volume.status != st.VOLUME_AVAILABLE or vdb.attachments_of_volume(volume_id):
+        raise _bad(index, "uuid", "Volume %s status must be available, but it is %s."
+                   % (volume_id, volume.status))
+    if boot_index == 0:
+        if not volume.bootable:
+            raise _bad(index, "uuid", "Volume %s is not bootable." % volume_id)
+        meta = dict(volume.image_metadata or {})
+        if int(meta.get("min_ram") or 0) > memory_mb:
+            raise errors.bad_request("Flavor's memory is too small for requested image.")
+        result.image_meta = meta
+    return BlockDeviceMapping(
+        source_type="volume", destination_type="volume", boot_index=boot_index,
+        volume_id=volume_id, volume_size=volume.size_gb,
+        delete_on_termination=validation.to_bool(delete) if delete is not None else False)
+
+
+#: actions that still assume a local root disk (snapshots copy it, a
+#: rebuild re-images it, migrations copy it): 409 for a volume-backed server
+NOT_FROM_VOLUME = ("createImage", "createBackup", "rebuild", "os-migrateLive", "migrate",
+                   "resize", "evacuate")
+
+
+def check_action(inst, action: str) -> None:
+    """409 for an action not supported yet on a server that boots from a
+    volume (its ``image_ref`` is empty, as Nova's)."""
+    if action in NOT_FROM_VOLUME and inst.image_ref == "":
+        raise errors.conflict("Cannot '%s' instance %s: not supported yet for a "
+                              "server booted from a volume" % (action, inst.uuid))
+
+
+def _check_quota(ctx, conf, volumes: list[BlockDeviceMapping], count: int) -> None:
+    new = [b for b in volumes if b.source_type == "image"]
+    if not new:
+        return
+    wanted = {"volumes": len(new) * count,
+              "gigabytes": sum(b.volume_size or 0 for b in new) * count}
+    limits = vdb.volume_limits(ctx.project_id,
+                               {r: getattr(conf.quota, r) for r in VOLUME_RESOURCES})
+    usage = vdb.volume_usage(ctx.project_id)
+    over = ["%s (requested %d, in use %d, limit %d)" % (r, n, usage[r], limits[r])
+            for r, n in wanted.items() if limits.get(r, -1) >= 0 and usage[r] + n > limits[r]]
+    if over:
+        raise errors.bad_request("Invalid input for field/attribute %s[0].volume_size. "
+                                 "Volume quota exceeded: %s." % (FIELD, "; ".join(over)))
