@@ -31,7 +31,7 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 
-from tools.demo import moves  # noqa: E402
+from tools.demo import boot_volume, moves  # noqa: E402
 from tools.demo.bringup import GUEST_BUILDER, Bringup, _run  # noqa: E402
 
 DEFAULT_ROOT = "/var/tmp/flotilla-demo"
@@ -157,6 +157,8 @@ class Walkthrough:
         servers.append(self.tenant.compute.get_server(summary["snapshot"]["copy"]))
         hosts[summary["snapshot"]["copy"]] = summary["snapshot"]["copy_host"]
         summary["volume"] = self.volume_move(servers, hosts)
+        summary["boot_from_volume"] = boot_volume.boot_from_volume(self, image, flavor, meta,
+                                                                   say, step)
 
         summary["migration"] = self.live_migrate(servers[2], hosts, meta)
         hosts[servers[2].id] = summary["migration"]["dest"]

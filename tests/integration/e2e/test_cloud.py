@@ -55,6 +55,12 @@ def test_the_demo_flow(cloud, walkthrough):
     # A volume written on one host was read on the other (the guest's marker).
     volume = summary["volume"]
     assert volume["from_host"] != volume["to_host"] and volume["from"] != volume["to"]
+    # Booted from a volume made from the image: an NBD root, no disk file;
+    # deleted with the server.
+    bfv = summary["boot_from_volume"]
+    assert bfv["boot_count"] == 1 and bfv["volume_deleted"]
+    vda = next(line.split() for line in bfv["disks"].splitlines() if " vda " in line)
+    assert vda[0] == "network" and bfv["volume"] in vda[3], bfv["disks"]
     # A running server live-migrated to the other host, still counting.
     migration = summary["migration"]
     assert migration["status"] == "completed" and migration["dest"] != migration["source"]

@@ -1,0 +1,49 @@
+"""The demo's boot from volume: a server whose root disk is a new volume the
+cloud makes from the image (``block_device_mapping_v2``, as ``openstack
+server create --boot-from-volume 1`` asks), served over NBD by the volume
+host's storage daemon, with no disk file on its compute host; deleting the
+server deletes the volume (``delete_on_termination``).
+
+Takes the :class:`tools.demo.demo.Walkthrough` it runs in, prints its
+progress and returns what it saw for the e2e test.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+
+def boot_from_volume(walk, image, flavor, meta: dict, say, step) -> dict:
+    compute, storage = walk.tenant.compute, walk.tenant.block_storage
+    step("boot demo-bfv from a new 1 GiB volume made from the image (boot from volume)")
+    started = time.monotonic()
+    server = compute.create_server(
+        name="demo-bfv", flavor_id=flavor.id, networks="none",
+        block_device_mapping=[{"boot_index": 0, "uuid": image.id, "source_type": "image",
+                               "destination_type": "volume", "volume_size": 1,
+                               "delete_on_termination": True}])
+    server = walk.wait(server, "ACTIVE")
+    walk.wait_console(server, meta["boot_count_marker"])
+    volume_id = server.attached_volumes[0]["id"]
+    host = walk.admin.compute.get_server(server.id).compute_host   # admins see hosts
+    say("    ACTIVE on %s in %.1fs; its root disk is volume %s"
+        % (host, time.monotonic() - started, volume_id))
+    rig = {h["name"]: h["uri"] for h in walk.cloud.state["rig_hosts"]}
+    disks = subprocess.run(["virsh", "-q", "-c", rig[host], "domblklist",
+                            "--details", server.id], capture_output=True, text=True).stdout
+    for line in disks.splitlines():
+        say("    virsh domblklist on %s: %s" % (host, " ".join(line.split())))
+    boot_count = walk.boot_count(server, meta["boot_count_marker"])
+    say("    its console: %s %d (a fresh disk made from the image)"
+        % (meta["boot_count_marker"], boot_count))
+    step("delete demo-bfv: its volume goes with it (delete_on_termination)")
+    compute.delete_server(server)
+    compute.wait_for_delete(server, interval=0.5, wait=120)
+    deadline = time.monotonic() + 60
+    while (kept := storage.find_volume(volume_id, ignore_missing=True)) is not None \
+            and time.monotonic() < deadline:
+        time.sleep(0.5)
+    say("    server deleted; volume %s %s" % (volume_id, "KEPT" if kept else "deleted"))
+    return {"server": server.id, "host": host, "volume": volume_id,
+            "disks": disks, "volume_deleted": kept is None, "boot_count": boot_count}
