@@ -62,6 +62,7 @@ class ComputeManager:
         self.driver.init_host(self.host)
         self._wait_for_conductor()
         self.reconciler.init_host()
+        self.volumes.remove_orphan_disks(get_admin_context())   # issue 11 faults
         self.reconciler.start_event_worker()
         self.update_available_resource()
 

@@ -33,6 +33,7 @@ from conductor.reaper import Reaper
 from flotilla import actions, deadlines, exception
 from flotilla.context import RequestContext
 from flotilla.db import api as db
+from flotilla.db.volumes import attachments_of_host as vdb_attachments_of_host
 from flotilla.objects import ImageMeta, RequestSpec
 from flotilla.periodic import periodic_task
 from flotilla.rpc import private
@@ -49,7 +50,7 @@ _AGENT_WRITABLE = frozenset({
 
 
 class ConductorManager:
-    RPC_API_VERSION = "1.8"
+    RPC_API_VERSION = "1.10"
 
     def __init__(self, conf: cfg.ConfigOpts, transport=None) -> None:
         self.conf = conf
@@ -121,6 +122,12 @@ class ConductorManager:
         agent_access.check_host(ctxt, host, "list the instances")
         return [i.to_dict() for i in
                 db.instance_get_all_by_host(host, read_deleted=read_deleted)]
+
+    def volume_attachments_by_host(self, ctxt: RequestContext, host: str
+                                   ) -> dict[str, list[str]]:
+        """1.10: the agent's start-up check of its volume disks."""
+        agent_access.check_host(ctxt, host, "list the volume attachments")
+        return vdb_attachments_of_host(host)
 
     def instance_update(self, ctxt: RequestContext, instance_uuid: str,
                         values: dict, expected: dict) -> dict:

@@ -36,6 +36,8 @@ Version history:
   agent reports with rebuild_done).
 * 1.8 - build_instances takes ``block_device_mapping`` (BlockDeviceMapping
   objects: the volumes a server boots from or gets at boot; issue 11).
+* 1.10 - volume_attachments_by_host (an agent's call at start: which
+  volumes its instances should have, so it removes the disks of the others).
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ TOPIC = "conductor"
 
 
 class ConductorAPI:
-    VERSION = "1.8"
+    VERSION = "1.10"
 
     def __init__(self, transport, version_cap: VersionCap = None,
                  timeout: float | None = None) -> None:
@@ -85,6 +87,14 @@ class ConductorAPI:
         """The heartbeat of a service without database access (a compute
         agent): fits :class:`flotilla.service.Heartbeat`."""
         self.service_heartbeat(get_admin_context(), host, binary, topic, rpc_version)
+
+    def volume_attachments_by_host(self, ctxt: RequestContext, host: str
+                                   ) -> dict[str, list[str]] | None:
+        """``{instance uuid: [volume id, ...]}`` of the attachments on
+        ``host``; None when the conductor is older than 1.10."""
+        if not self.client.can_send_version("1.10"):
+            return None
+        return self._call(ctxt, "volume_attachments_by_host", "1.10", host=host)
 
     def instance_get(self, ctxt: RequestContext, instance_uuid: str) -> dict:
         """The instance's record (its row as a dict)."""

@@ -7,7 +7,10 @@ volumes table itself, every status change a compare-and-swap.
 
 At start it makes sure the storage daemon runs and that every volume of
 this host with an attachment in the database is exported again (a daemon
-that crashed, or a machine that rebooted, lost them).
+that crashed, or a machine that rebooted, lost them), then repairs what a
+killed service left (volume.recovery: interrupted creates end in error,
+deletes are done again, exports without an attachment go); a periodic task
+starts the storage daemon again when it died.
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ from flotilla import states as st
 from flotilla.context import RequestContext
 from flotilla.db import volume_snapshots as sdb
 from flotilla.db import volumes as vdb
+from flotilla.periodic import periodic_task
 from flotilla.rpc import private
 from volume import backend as backends
-from volume import snapshots
+from volume import recovery, snapshots
 from volume.nbd import StorageDaemon
 
 LOG = logging.getLogger(__name__)
@@ -46,6 +50,11 @@ class VolumeManager:
         self.backend.start()
         self.daemon.ensure_running()
         self.restore_exports()
+        recovery.recover_host(self)    # what a killed service left (issue 11 faults)
+
+    @periodic_task(spacing=lambda self: self.conf.volume.storage_daemon_check_interval)
+    def _watch_storage_daemon(self) -> None:
+        recovery.watch_storage_daemon(self)
 
     @private
     def restore_exports(self) -> list[str]:
@@ -75,6 +84,10 @@ class VolumeManager:
 
     def create_volume(self, ctxt: RequestContext, volume_id: str) -> None:
         volume = vdb.volume_get(volume_id)
+        if volume.status != st.VOLUME_CREATING:
+            # Recovery at start already ended an interrupted create.
+            LOG.info("volume %s is %s: create skipped", volume_id, volume.status)
+            return
         try:
             if volume.snapshot_id or volume.image_id:
                 path = snapshots.fill_volume(self.conf, self.backend, volume)

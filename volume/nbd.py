@@ -7,7 +7,10 @@ Exporting a volume adds a raw block node over its file and an NBD export
 named after the volume id (writable); unexporting removes both. The daemon
 runs in its own session: it outlives a restart of the volume service, so
 attached volumes stay served; the service re-adds, from the database,
-whatever exports a crashed daemon lost (:meth:`StorageDaemon.ensure_exports`).
+whatever exports a crashed daemon lost (VolumeManager.restore_exports), at
+its start and, while it runs, after a periodic check started a daemon that
+died again (volume.recovery). A daemon whose pid lives but does not
+answer is never replaced (a second could not take the port).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import socket
 import subprocess
 import threading
 import time
+import uuid as uuidlib
 from typing import Any
 
 LOG = logging.getLogger(__name__)
@@ -39,6 +43,36 @@ def node_name(volume_id: str) -> str:
 
 def export_id(volume_id: str) -> str:
     return "e" + volume_id.replace("-", "")
+
+
+def volume_of_export(export: str) -> str | None:
+    """The volume id an export id names (see :func:`export_id`), None for
+    an export that is not a volume's."""
+    if not export.startswith("e"):
+        return None
+    try:
+        return str(uuidlib.UUID(hex=export[1:]))
+    except ValueError:
+        return None
+
+
+def _pid_alive(pid_path: str, socket_path: str) -> int | None:
+    """The pid in ``pid_path`` when that process still lives and is the
+    daemon of ``socket_path`` (its command line names it; a pid reused by
+    another process is not), else None. A zombie (a killed daemon its parent
+    has not reaped yet) does not live."""
+    try:
+        with open(pid_path) as f:
+            pid = int(f.read().strip())
+        with open("/proc/%d/stat" % pid) as f:
+            state = f.read().rpartition(")")[2].split()[0]
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            cmdline = f.read()
+    except (OSError, ValueError, IndexError):
+        return None
+    if state in ("Z", "X") or socket_path.encode() not in cmdline:
+        return None
+    return pid
 
 
 class QMP:
@@ -88,11 +122,13 @@ class StorageDaemon:
         self.host = conf.volume.nbd_host
         self.port = conf.volume.nbd_port
         self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self.qmp_timeout = 10.0   # seconds a QMP answer may take
 
     # --- the daemon -----------------------------------------------------------
 
     def _session(self) -> QMP:
-        return QMP(self.socket_path)
+        return QMP(self.socket_path, timeout=self.qmp_timeout)
 
     def running(self) -> bool:
         try:
@@ -101,11 +137,19 @@ class StorageDaemon:
         except OSError:
             return False
 
-    def ensure_running(self, timeout: float = 15) -> None:
-        """Start the daemon unless one answers on the QMP socket."""
+    def ensure_running(self, timeout: float = 15) -> bool:
+        """Start the daemon unless one answers on the QMP socket; True when
+        a new one was started (its exports are then empty). A daemon whose
+        pid still lives but does not answer (stopped, or hung) is not
+        replaced: a second one could not take the NBD port, and removing
+        its socket would make the first unreachable for good."""
         with self._lock:
             if self.running():
-                return
+                return False
+            pid = _pid_alive(self.pid_path, self.socket_path)
+            if pid is not None:
+                raise RuntimeError("qemu-storage-daemon %d lives but does not answer on %s"
+                                   % (pid, self.socket_path))
             os.makedirs(self.run_path, mode=0o700, exist_ok=True)
             for stale in (self.socket_path, self.pid_path):
                 if os.path.exists(stale):
@@ -121,8 +165,11 @@ class StorageDaemon:
             LOG.info("starting %s (NBD on %s:%d)", args[0], self.host, self.port)
             # Its own session: it keeps serving attached volumes while the
             # volume service restarts.
-            proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            if self._proc is not None:
+                self._proc.poll()         # reap the one that died
+            proc = self._proc = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True)
             log.close()
             deadline = time.monotonic() + timeout
             while not self.running():
@@ -135,6 +182,7 @@ class StorageDaemon:
                     raise RuntimeError("qemu-storage-daemon did not answer on %s"
                                        % self.socket_path)
                 time.sleep(0.05)
+            return True
 
     def stop_if_idle(self) -> bool:
         """Quit the daemon when it exports nothing; True when it quit."""
@@ -165,6 +213,20 @@ class StorageDaemon:
             finally:
                 qmp.close()
         return {i for i in ids if i.startswith("e")}
+
+    def remove_orphans(self, keep: set[str]) -> list[str]:
+        """Unexport every volume export whose volume is not in ``keep`` (the
+        volume ids that must stay exported); the ids removed."""
+        if not self.running():
+            return []
+        removed = []
+        for export in sorted(self.exports()):
+            volume_id = volume_of_export(export)
+            if volume_id is None or volume_id in keep:
+                continue
+            self.unexport(volume_id)
+            removed.append(volume_id)
+        return removed
 
     def connection(self, volume_id: str) -> dict[str, Any]:
         return {"volume_id": volume_id, "export": volume_id, "host": self.host,

@@ -5,7 +5,9 @@ persistent, under the instance's lock. Detach asks the guest to let go,
 waits for the driver's DeviceRemovedEvent (libvirt's device-removed event),
 asks again every ``retry`` seconds, and gives up at the deadline with
 VolumeDetachFailed naming the reason; the disk stays attached then, and the
-conductor's flow leaves the volume in error, still exported.
+conductor's flow leaves the volume in error, still exported. At start the
+agent detaches every volume disk that has no attachment row
+(:meth:`VolumeOps.remove_orphan_disks`).
 """
 
 from __future__ import annotations
@@ -51,6 +53,40 @@ class VolumeOps:
         if record.get("host") != self.host:
             raise exception.InstanceNotFound(instance_uuid=instance_uuid)
         return Instance.from_record(record)
+
+    def remove_orphan_disks(self, ctxt: RequestContext) -> list[tuple[str, str]]:
+        """At start: detach every volume disk of a guest on this host that
+        has no attachment row for that guest (an attach flow reverted while
+        this agent was down, or a detach whose agent died: the conductor
+        removed the row, the disk stayed). A disk whose row exists is left
+        alone (its flow, or a user's detach, owns it). One request each, not
+        waiting for the guest (the disk is gone from the definition at once,
+        from the running guest when it lets go). The (instance, volume)
+        pairs asked for; never raises."""
+        try:
+            attached = self.conductor.volume_attachments_by_host(ctxt, self.host)
+            if attached is None:
+                return []
+            records = self.conductor.instance_get_all_by_host(ctxt, self.host)
+        except Exception:
+            LOG.exception("volume disks not checked at start")
+            return []
+        removed = []
+        for record in records:
+            instance = Instance.from_record(record)
+            try:
+                with self.lifecycle.locks.hold(instance.uuid):
+                    devices = self.driver.get_volume_devices(instance)
+                    for volume_id in sorted(set(devices)
+                                            - set(attached.get(instance.uuid, ()))):
+                        LOG.warning("volume %s is plugged into %s (%s) without an "
+                                    "attachment: detaching it", volume_id, instance.uuid,
+                                    devices[volume_id])
+                        self.driver.detach_volume(instance, volume_id)
+                        removed.append((instance.uuid, volume_id))
+            except Exception:
+                LOG.exception("volume disks of %s not checked", instance.uuid)
+        return removed
 
     def attach(self, ctxt: RequestContext, instance_uuid: str, connection: dict,
                device_name: str | None = None) -> str:

@@ -23,7 +23,9 @@ Detach steps:
 1. ``detach_on_host``: the compute host asks the guest to let go and waits
    for libvirt's device-removed event, asking again, up to [volume]
    detach_timeout. A failure leaves the volume in error with the reason,
-   still attached and exported (the user may ask again).
+   still attached and exported (the user may ask again) - unless the host,
+   asked once more, says the disk is gone after all (an agent killed while
+   it waited: the guest let go meanwhile); then the detach completes.
 2. ``unexport``: the volume host removes the export.
 3. ``available``: the attachment removed, detaching -> available.
 
@@ -277,6 +279,9 @@ class VolumeFlow(Flow):
             state = self._state(ctxt, instance_uuid, volume_id, attachment_id)
             runner.run_flow("volume_detach", self.detach_steps(), state, recorder)
         except FlowFailed as failed:
+            if failed.step == DetachOnHost.name and self._complete_released(state):
+                recorder.reporter.finish(ctxt, instance_uuid)
+                return
             reason = "detach failed at %s: %s" % (failed.step, failed.cause)
             try:
                 vdb.volume_update(volume_id, {"status": st.VOLUME_ERROR,
@@ -294,6 +299,32 @@ class VolumeFlow(Flow):
             recorder.reporter.finish(ctxt, instance_uuid, failed=True)
             return
         recorder.reporter.finish(ctxt, instance_uuid)
+
+    def _complete_released(self, state: VolumeState) -> bool:
+        """After a failed detach_on_host: if the host (asked again) no longer
+        has the disk, unexport and make the volume available; whether it did.
+        Only for a volume still detaching (not one whose check failed)."""
+        try:
+            if vdb.volume_get(state.volume_id).status != st.VOLUME_DETACHING:
+                return False
+            devices = self.compute.get_volume_devices(state.ctxt, state.host,
+                                                      state.instance_uuid)
+        except Exception as exc:
+            LOG.info("volume %s: %s not asked whether the disk is gone: %s",
+                     state.volume_id, state.host, exc)
+            return False
+        if state.volume_id in devices:
+            return False
+        try:
+            Unexport(self.volumes).execute(state)
+            Available().execute(state)
+        except Exception as exc:
+            LOG.warning("volume %s: released by the guest, but not completed: %s",
+                        state.volume_id, exc)
+            return False
+        LOG.warning("volume %s: its detach failed, but %s says the guest let go: "
+                    "detached", state.volume_id, state.host)
+        return True
 
     def release_instance(self, ctxt: RequestContext, instance_uuid: str) -> int:
         """The server is gone (its guest destroyed): unexport its volumes,

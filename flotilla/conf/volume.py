@@ -41,6 +41,10 @@ volume_opts = [
                help="Seconds a volume may stay in a transitional status "
                     "(creating, attaching, detaching, deleting, reserved) "
                     "before the reaper ends it in error."),
+    cfg.IntOpt("storage_daemon_check_interval", default=5, min=0,
+               help="Seconds between two checks that the storage daemon answers; "
+                    "one that died is started again and the attached volumes "
+                    "exported again (0: never check)."),
     cfg.IntOpt("max_size_gb", default=1024, min=1,
                help="Largest volume a request may ask for, in GiB."),
 ]

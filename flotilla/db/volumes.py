@@ -283,6 +283,19 @@ def attachment_delete(attachment_uuid: str) -> None:
             VolumeAttachment.uuid == attachment_uuid))
 
 
+def attachments_of_host(host: str) -> dict[str, list[str]]:
+    """``{instance uuid: [volume id, ...]}`` of every attachment row naming
+    compute host ``host`` (whatever its status: a reserved or attaching
+    volume's flow is still in progress)."""
+    result: dict[str, list[str]] = {}
+    with session_scope() as session:
+        for instance_uuid, volume_id in session.execute(sa.select(
+                VolumeAttachment.instance_uuid, VolumeAttachment.volume_id).where(
+                VolumeAttachment.host == host)):
+            result.setdefault(instance_uuid, []).append(volume_id)
+    return result
+
+
 def exported_volumes(host: str) -> list[Volume]:
     """Volumes of volume host ``host`` that have an attachment (their NBD
     export must exist while they do)."""

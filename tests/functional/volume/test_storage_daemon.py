@@ -102,3 +102,52 @@ def test_a_killed_daemon_is_replaced_and_the_exports_restored(conf, volume_host)
     VolumeManager(conf, host="vol1", backend=backend, daemon=StorageDaemon(conf)).init_host()
     assert daemon.exports() == {export_id(attached)}
     assert "read 4096/4096" in _nbd(port, attached, "-c", "read -P 0x5a 0 4k")
+
+
+def test_the_watch_replaces_a_killed_daemon_and_start_removes_orphan_exports(conf,
+                                                                             volume_host):
+    """issue 11 faults: the volume service's periodic watch starts a new
+    daemon under a running service; a start removes an export whose volume
+    has no attachment (left by an attach reverted while it was down)."""
+    from volume import recovery
+    daemon, backend, port = volume_host
+    attached = _attached_volume(backend, "vol1")
+    orphan = vdb.volume_create({"size_gb": 1, "status": st.VOLUME_AVAILABLE, "host": "vol1",
+                                "project_id": "p1"}, {"volumes": -1, "gigabytes": -1}).id
+    daemon.ensure_running()
+    daemon.export(orphan, backend.create(orphan, 1))
+    manager = VolumeManager(conf, host="vol1", backend=backend, daemon=daemon)
+    manager.init_host()
+    assert daemon.exports() == {export_id(attached)}
+    _nbd(port, attached, "-c", "write -P 0x6b 0 4k")
+    assert recovery.watch_storage_daemon(manager) is False
+
+    with open(os.path.join(conf.volume.run_path, "qsd.pid")) as f:
+        pid = int(f.read())
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while daemon.running():
+        assert time.monotonic() < deadline, "the killed daemon still answers"
+        time.sleep(0.05)
+    assert recovery.watch_storage_daemon(manager) is True
+    assert daemon.exports() == {export_id(attached)}
+    assert "read 4096/4096" in _nbd(port, attached, "-c", "read -P 0x6b 0 4k")
+
+
+def test_a_stopped_daemon_is_not_replaced(conf, volume_host):
+    """A daemon that lives but does not answer (here SIGSTOPped) keeps its
+    socket and port: ensure_running refuses instead of starting a second."""
+    daemon, _backend, _port = volume_host
+    assert daemon.ensure_running() is True
+    assert daemon.ensure_running() is False
+    with open(os.path.join(conf.volume.run_path, "qsd.pid")) as f:
+        pid = int(f.read())
+    daemon.qmp_timeout = 1
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(RuntimeError, match="lives but does not answer"):
+            daemon.ensure_running()
+        assert os.path.exists(daemon.socket_path)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert daemon.running()

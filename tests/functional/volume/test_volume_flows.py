@@ -49,9 +49,17 @@ class MemoryDaemon:
     def __init__(self) -> None:
         self.exported: set[str] = set()
         self.fail_export = False
+        self.dead = False
 
-    def ensure_running(self) -> None:
-        pass
+    def ensure_running(self) -> bool:
+        """True when it was dead and started again (with no exports)."""
+        started, self.dead = self.dead, False
+        return started
+
+    def remove_orphans(self, keep: set[str]) -> list[str]:
+        removed = sorted(self.exported - keep)
+        self.exported -= set(removed)
+        return removed
 
     def stop_if_idle(self) -> bool:
         return not self.exported

@@ -1,0 +1,78 @@
+"""What a volume service repairs when it starts, and while it runs.
+
+A volume service killed mid-operation (SIGKILL, a crash, a reboot) leaves
+the work it was doing half done; RPC is at-most-once, so nobody repeats the
+request. At start (:func:`recover_host`, after the attached volumes'
+exports are in place), for the volumes of this host:
+
+* ``creating``: the create was interrupted. Its half-made file is removed
+  and the volume ends in ``error`` with the reason (as Cinder does); the
+  user deletes it. A create request still queued for this service finds the
+  volume no longer ``creating`` and does nothing.
+* ``deleting``: the delete is done again (every part of it is idempotent).
+* Exports: every NBD export of the storage daemon whose volume has no
+  attachment is removed (an attach flow reverted while this service was
+  down could not unexport it). A volume that has an attachment stays
+  exported, whatever its status: an attach or detach flow in progress owns
+  it, and its revert or last step unexports.
+
+While the service runs, :func:`watch_storage_daemon` (a periodic task)
+starts the storage daemon again when it died and exports the attached
+volumes again; compute hosts' NBD clients reconnect by themselves (the
+disk's ``<reconnect delay>``), so the guests are served again.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flotilla import exception
+from flotilla import states as st
+from flotilla.context import get_admin_context
+from flotilla.db import volumes as vdb
+
+LOG = logging.getLogger(__name__)
+
+INTERRUPTED_CREATE = "create interrupted: the volume service restarted"
+
+
+def recover_host(manager) -> dict[str, list[str]]:
+    """Repair what a killed volume service left on ``manager.host`` (see
+    the module rules); ``{"errored": ids, "deleted": ids, "unexported": ids}``."""
+    done: dict[str, list[str]] = {"errored": [], "deleted": [], "unexported": []}
+    for volume in vdb.volume_get_all(host=manager.host, statuses=(st.VOLUME_CREATING,)):
+        try:
+            manager.backend.delete(volume.id)
+        except Exception:
+            LOG.exception("half-made volume %s not removed", volume.id)
+        try:
+            vdb.volume_update(volume.id, {"status": st.VOLUME_ERROR,
+                                          "status_reason": INTERRUPTED_CREATE},
+                              expected_status=st.VOLUME_CREATING)
+        except exception.FlotillaException as exc:
+            LOG.info("volume %s moved on meanwhile: %s", volume.id, exc)
+            continue
+        LOG.warning("volume %s: %s", volume.id, INTERRUPTED_CREATE)
+        done["errored"].append(volume.id)
+    for volume in vdb.volume_get_all(host=manager.host, statuses=(st.VOLUME_DELETING,)):
+        LOG.warning("volume %s: its delete was interrupted; deleting again", volume.id)
+        manager.delete_volume(get_admin_context(), volume.id)
+        done["deleted"].append(volume.id)
+    keep = {v.id for v in vdb.exported_volumes(manager.host)}
+    try:
+        done["unexported"] = manager.daemon.remove_orphans(keep)
+    except Exception:
+        LOG.exception("orphaned exports not removed")
+    for volume_id in done["unexported"]:
+        LOG.warning("export of volume %s had no attachment: removed", volume_id)
+    return done
+
+
+def watch_storage_daemon(manager) -> bool:
+    """Start the storage daemon again if it died, and export the attached
+    volumes again; True when it had to."""
+    if not manager.daemon.ensure_running():
+        return False
+    LOG.warning("the storage daemon was gone: started again")
+    manager.restore_exports()
+    return True
