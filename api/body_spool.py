@@ -36,6 +36,7 @@ import re
 import socket
 import threading
 import uuid
+import weakref
 
 from waitress.buffers import FileBasedBuffer
 from waitress.channel import HTTPChannel
@@ -54,7 +55,8 @@ def incoming_dir(store_path: str) -> str:
 
 
 # The bodies being received, by path: the app finds its body's digests here.
-_RECEIVING: dict[str, _SpoolBuffer] = {}
+# Weak: a buffer nobody holds any more is collected (and cleaned up) anyway.
+_RECEIVING: weakref.WeakValueDictionary[str, _SpoolBuffer] = weakref.WeakValueDictionary()
 _RECEIVING_LOCK = threading.Lock()
 
 
@@ -74,7 +76,8 @@ def received(stream) -> image_store.ReceivedFile | None:
 class _Hasher(threading.Thread):
     """One digest of the chunks it is given, in order, on its own thread
     (hashlib releases the GIL: the two digests and waitress's I/O thread
-    run at once). A short queue bounds the memory when hashing lags."""
+    run at once). A short queue bounds the memory when hashing lags; the
+    I/O thread then waits at most for one chunk's digest."""
 
     def __init__(self, digest) -> None:
         super().__init__(name="image-hash", daemon=True)
@@ -96,9 +99,19 @@ def _create_private(path: str, flags: int) -> int:
     return os.open(path, flags | os.O_EXCL, 0o600)
 
 
+def _discard(path: str, hashers: list[_Hasher]) -> None:
+    """A body's end without the app: its hashers stop, its file goes."""
+    for hasher in hashers:
+        hasher.finish()
+    hashers.clear()
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
 class _SpoolBuffer(FileBasedBuffer):
     """waitress's file buffer on a named file, removed at close unless the
-    app moved it away."""
+    app moved it away (and when collected without a close: a connection
+    dropped mid-body)."""
 
     def __init__(self, directory: str) -> None:
         os.makedirs(directory, mode=0o700, exist_ok=True)
@@ -108,24 +121,33 @@ class _SpoolBuffer(FileBasedBuffer):
         # Opened by name, so that the file object's name is the path.
         super().__init__(open(self.path, "w+b", opener=_create_private))
         self.size = 0
-        self.hashers = (_Hasher(hashlib.sha256()),
-                        _Hasher(hashlib.md5(usedforsecurity=False)))  # Glance's checksum
+        # Started at the first byte, so a body that never comes costs no thread.
+        self.hashers: list[_Hasher] = []
         self.result: image_store.ReceivedFile | None = None
+        self._cleanup = weakref.finalize(self, _discard, self.path, self.hashers)
         with _RECEIVING_LOCK:
             _RECEIVING[self.path] = self
 
     def append(self, s: bytes) -> None:
         super().append(s)
         self.size += len(s)
+        if not self.hashers:
+            self.hashers.extend((_Hasher(hashlib.sha256()),
+                                 # Glance's checksum, not security
+                                 _Hasher(hashlib.md5(usedforsecurity=False))))
         for hasher in self.hashers:
             hasher.queue.put(s)
 
     def finish(self) -> image_store.ReceivedFile:
         """The digests of everything appended (the body is complete)."""
         if self.result is None:
+            if not self.hashers:       # an empty body
+                self.hashers.extend((_Hasher(hashlib.sha256()),
+                                     _Hasher(hashlib.md5(usedforsecurity=False))))
             sha256, md5 = (hasher.finish() for hasher in self.hashers)
+            self.hashers.clear()
             self.result = image_store.ReceivedFile(path=self.path, size=self.size,
-                                              sha256=sha256, md5=md5)
+                                                   sha256=sha256, md5=md5)
         return self.result
 
     def newfile(self):  # waitress prunes only output buffers
@@ -134,10 +156,22 @@ class _SpoolBuffer(FileBasedBuffer):
     def close(self) -> None:
         with _RECEIVING_LOCK:
             _RECEIVING.pop(self.path, None)
-        self.finish()
         super().close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+        self._cleanup()
+
+
+class _Channel(HTTPChannel):
+    """waitress drops a request whose body was still arriving when its
+    connection closed; its body's file and threads go with it here."""
+
+    store_path: str | None = None
+
+    def handle_close(self) -> None:
+        with self.requests_lock:
+            partial, self.request = self.request, None
+        if partial is not None:
+            partial.close()
+        super().handle_close()
 
 
 class _Parser(HTTPRequestParser):
@@ -160,7 +194,7 @@ class _Parser(HTTPRequestParser):
 
 def channel_class(store_path: str | None) -> type[HTTPChannel]:
     """waitress's channel, receiving image data under ``store_path``."""
-    return type("ImageSpoolingChannel", (HTTPChannel,),
+    return type("ImageSpoolingChannel", (_Channel,),
                 {"parser_class": functools.partial(_Parser, store_path=store_path)})
 
 

@@ -10,6 +10,7 @@ import http.client
 import os
 import subprocess
 import sys
+import threading
 import urllib.parse
 
 import pytest
@@ -17,6 +18,7 @@ import requests
 
 from api import body_spool
 from api.wsgi_server import WSGIService
+from flotilla import image_store
 from tests.fixtures.image_app import qcow2_bytes
 from tests.fixtures.waiting import wait_until
 
@@ -38,8 +40,13 @@ def _new_image(url: str, disk_format: str = "qcow2") -> str:
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
-def test_upload_is_received_into_the_store_with_its_digests(image_server, chunked):
+def test_upload_is_received_into_the_store_with_its_digests(image_server, chunked,
+                                                           monkeypatch):
     url, conf = image_server
+
+    def no_copy(*args, **kwargs):
+        raise AssertionError("the upload was copied, not received into the store")
+    monkeypatch.setattr(image_store, "_copy_into_store", no_copy)
     image_id = _new_image(url)
     data = qcow2_bytes(5 * 1024 * 1024 + 123)
     body = (data[i:i + 65536] for i in range(0, len(data), 65536)) if chunked else data
@@ -72,6 +79,26 @@ def test_refused_upload_leaves_no_file(image_server):
     image = requests.get(url + "/image/v2/images/" + image_id, headers=HEADERS,
                          timeout=10).json()
     assert image["status"] == "queued"
+
+
+def test_a_connection_dropped_mid_body_leaves_no_file_or_thread(image_server):
+    """An upload cut off half way (before any authentication: the body is
+    received first) costs nothing once its connection is gone."""
+    url, conf = image_server
+    port = int(url.rsplit(":", 1)[1])
+    for _ in range(3):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.putrequest("PUT", "/image/v2/images/%s/file" % ("1" * 36))
+        conn.putheader("Content-Length", str(100 * 1024 * 1024))
+        conn.endheaders()
+        conn.send(os.urandom(200 * 1024))
+        incoming = body_spool.incoming_dir(conf.image.store_path)
+        wait_until(lambda: _files(incoming), 10, "the body's file")
+        conn.close()
+    wait_until(lambda: _files(conf.image.store_path) == [], 10,
+               "the dropped bodies' files removed")
+    wait_until(lambda: not [t for t in threading.enumerate() if t.name == "image-hash"],
+               10, "the dropped bodies' hashing threads ended")
 
 
 def test_only_image_data_uploads_are_received_into_the_store(tmp_path):
@@ -110,7 +137,6 @@ def test_files_of_dead_processes_are_removed_at_start(tmp_path):
     os.makedirs(incoming)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True).stdout.strip()
-    from flotilla import image_store
     me = image_store.upload_owner()
     mine = "%d-%s-aaaa" % (me["pid"], me["started"])
     reused_pid = "%d-1-bbbb" % me["pid"]          # same pid, another process start
