@@ -42,14 +42,17 @@ class VolumeManager:
         self.host = host or conf.host
         self.backend = backend or backends.load(conf)
         self.daemon = daemon or StorageDaemon(conf)
+        # A storage daemon started again, by whichever call found it gone,
+        # gets this host's attached volumes back.
+        self.daemon.on_restart = self.restore_exports
 
     # --- service hooks --------------------------------------------------------
 
     @private
     def init_host(self) -> None:
         self.backend.start()
-        self.daemon.ensure_running()
-        self.restore_exports()
+        if not self.daemon.ensure_running():
+            self.restore_exports()     # one that outlived us may lack some
         recovery.recover_host(self)    # what a killed service left (issue 11 faults)
 
     @periodic_task(spacing=lambda self: self.conf.volume.storage_daemon_check_interval)

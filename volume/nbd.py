@@ -24,6 +24,7 @@ import subprocess
 import threading
 import time
 import uuid as uuidlib
+from collections.abc import Callable
 from typing import Any
 
 LOG = logging.getLogger(__name__)
@@ -122,6 +123,10 @@ class StorageDaemon:
         self.host = conf.volume.nbd_host
         self.port = conf.volume.nbd_port
         self._lock = threading.Lock()
+        # Called after a new daemon started, whoever asked (an export, a
+        # copy, the periodic watch): the volume service exports its attached
+        # volumes again (a new daemon exports nothing).
+        self.on_restart: Callable[[], object] | None = None
         self._proc: subprocess.Popen | None = None
         self.qmp_timeout = 10.0   # seconds a QMP answer may take
 
@@ -137,52 +142,65 @@ class StorageDaemon:
         except OSError:
             return False
 
-    def ensure_running(self, timeout: float = 15) -> bool:
+    def ensure_running(self, timeout: float = 15, wait: bool = True) -> bool:
         """Start the daemon unless one answers on the QMP socket; True when
-        a new one was started (its exports are then empty). A daemon whose
+        a new one was started (``on_restart`` has then run). A daemon whose
         pid still lives but does not answer (stopped, or hung) is not
         replaced: a second one could not take the NBD port, and removing
-        its socket would make the first unreachable for good."""
-        with self._lock:
-            if self.running():
-                return False
-            pid = _pid_alive(self.pid_path, self.socket_path)
-            if pid is not None:
-                raise RuntimeError("qemu-storage-daemon %d lives but does not answer on %s"
-                                   % (pid, self.socket_path))
-            os.makedirs(self.run_path, mode=0o700, exist_ok=True)
-            for stale in (self.socket_path, self.pid_path):
-                if os.path.exists(stale):
-                    os.unlink(stale)
-            log = open(os.path.join(self.run_path, "qsd.log"), "ab")
-            args = [self.conf.volume.storage_daemon,
-                    "--chardev", "socket,id=qmp0,path=%s,server=on,wait=off"
-                    % self.socket_path,
-                    "--monitor", "chardev=qmp0",
-                    "--nbd-server", "addr.type=inet,addr.host=%s,addr.port=%d"
-                    % (self.host, self.port),
-                    "--pidfile", self.pid_path]
-            LOG.info("starting %s (NBD on %s:%d)", args[0], self.host, self.port)
-            # Its own session: it keeps serving attached volumes while the
-            # volume service restarts.
-            if self._proc is not None:
-                self._proc.poll()         # reap the one that died
-            proc = self._proc = subprocess.Popen(
-                args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True)
-            log.close()
-            deadline = time.monotonic() + timeout
-            while not self.running():
-                if proc.poll() is not None:
-                    raise RuntimeError("qemu-storage-daemon exited with %s; see %s"
-                                       % (proc.returncode,
-                                          os.path.join(self.run_path, "qsd.log")))
-                if time.monotonic() > deadline:
-                    proc.kill()
-                    raise RuntimeError("qemu-storage-daemon did not answer on %s"
-                                       % self.socket_path)
-                time.sleep(0.05)
-            return True
+        its socket would make the first unreachable for good. ``wait=False``
+        returns False at once while another call holds the daemon (a copy
+        job may for minutes: it proves the daemon alive)."""
+        if not self._lock.acquire(blocking=wait):
+            return False
+        try:
+            started = self._start_unless_running(timeout)
+        finally:
+            self._lock.release()
+        if started and self.on_restart is not None:
+            self.on_restart()
+        return started
+
+    def _start_unless_running(self, timeout: float) -> bool:
+        # Under self._lock.
+        if self.running():
+            return False
+        pid = _pid_alive(self.pid_path, self.socket_path)
+        if pid is not None:
+            raise RuntimeError("qemu-storage-daemon %d lives but does not answer on %s"
+                               % (pid, self.socket_path))
+        os.makedirs(self.run_path, mode=0o700, exist_ok=True)
+        for stale in (self.socket_path, self.pid_path):
+            if os.path.exists(stale):
+                os.unlink(stale)
+        log = open(os.path.join(self.run_path, "qsd.log"), "ab")
+        args = [self.conf.volume.storage_daemon,
+                "--chardev", "socket,id=qmp0,path=%s,server=on,wait=off"
+                % self.socket_path,
+                "--monitor", "chardev=qmp0",
+                "--nbd-server", "addr.type=inet,addr.host=%s,addr.port=%d"
+                % (self.host, self.port),
+                "--pidfile", self.pid_path]
+        LOG.info("starting %s (NBD on %s:%d)", args[0], self.host, self.port)
+        # Its own session: it keeps serving attached volumes while the
+        # volume service restarts.
+        if self._proc is not None:
+            self._proc.poll()         # reap the one that died
+        proc = self._proc = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while not self.running():
+            if proc.poll() is not None:
+                raise RuntimeError("qemu-storage-daemon exited with %s; see %s"
+                                   % (proc.returncode,
+                                      os.path.join(self.run_path, "qsd.log")))
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("qemu-storage-daemon did not answer on %s"
+                                   % self.socket_path)
+            time.sleep(0.05)
+        return True
 
     def stop_if_idle(self) -> bool:
         """Quit the daemon when it exports nothing; True when it quit."""

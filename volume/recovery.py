@@ -69,10 +69,11 @@ def recover_host(manager) -> dict[str, list[str]]:
 
 
 def watch_storage_daemon(manager) -> bool:
-    """Start the storage daemon again if it died, and export the attached
-    volumes again; True when it had to."""
-    if not manager.daemon.ensure_running():
+    """Start the storage daemon again if it died (its ``on_restart``, the
+    manager's restore_exports, exports the attached volumes again); True
+    when it had to. Never waits for a call that holds the daemon (a copy
+    job can for minutes, and this runs where the heartbeat does)."""
+    if not manager.daemon.ensure_running(wait=False):
         return False
-    LOG.warning("the storage daemon was gone: started again")
-    manager.restore_exports()
+    LOG.warning("the storage daemon was gone: started again, attached volumes exported")
     return True

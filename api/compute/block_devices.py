@@ -171,7 +171,8 @@ def _image_volume(ctx, conf, index, bdm, image_id, boot_index, memory_mb, count,
     return BlockDeviceMapping(
         source_type="image", destination_type="volume", boot_index=0, image_id=image.id,
         volume_size=size, tag=bdm.get("tag"),
-        delete_on_termination=True if delete is None else validation.to_bool(delete))
+        # Nova's default: the volume outlives the server unless asked.
+        delete_on_termination=False if delete is None else validation.to_bool(delete))
 
 
 def _existing_volume(ctx, index, volume_id, boot_index, memory_mb, delete,

@@ -173,6 +173,9 @@ class ReserveVolumes(Step):
                 delete_on_termination=bdm.delete_on_termination,
                 boot_index=bdm.boot_index)
             _replace(state, index, attachment_id=attachment.uuid)
+            # Recorded at once: a conductor that dies here leaves a revert
+            # that finds the reservation (the runner saves between steps).
+            state.recorder.save(flow_data=state.to_data())
             Reserve(self.conf).execute(volume_state(state, state.block_devices[index]))
 
     def revert(self, state: Any) -> None:

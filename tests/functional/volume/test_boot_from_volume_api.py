@@ -45,12 +45,12 @@ def test_boot_from_a_new_volume_as_the_cli_asks(cloud):  # noqa: F811
     assert shown["image"] == ""
 
 
-def test_delete_on_termination_defaults_to_true_for_a_volume_made_from_an_image(
-        cloud):  # noqa: F811
+def test_delete_on_termination_defaults_to_false_as_nova(cloud):  # noqa: F811
+    """Nova keeps a volume made from an image unless asked to delete it."""
     bdm = _image_bdm(boot_index="0", volume_size="1")   # the SDK sends strings
     del bdm["delete_on_termination"]
     assert _create(cloud, [bdm]).status_code == 202
-    assert _cast(cloud)["block_device_mapping"][0].delete_on_termination is True
+    assert _cast(cloud)["block_device_mapping"][0].delete_on_termination is False
 
 
 @pytest.mark.parametrize("change, field", [

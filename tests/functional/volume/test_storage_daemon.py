@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import uuid as uuidlib
 
@@ -151,3 +152,52 @@ def test_a_stopped_daemon_is_not_replaced(conf, volume_host):
     finally:
         os.kill(pid, signal.SIGCONT)
     assert daemon.running()
+
+
+def test_a_daemon_started_again_by_an_export_serves_the_other_volumes_too(conf,
+                                                                         volume_host):
+    """Whoever finds the daemon gone (here an attach's export, before the
+    watch's next turn) starts it again, and every attached volume of the
+    host is exported again, not only the one asked for."""
+    daemon, backend, port = volume_host
+    attached = _attached_volume(backend, "vol1")
+    manager = VolumeManager(conf, host="vol1", backend=backend, daemon=daemon)
+    manager.init_host()
+    _nbd(port, attached, "-c", "write -P 0x7c 0 4k")
+    with open(os.path.join(conf.volume.run_path, "qsd.pid")) as f:
+        os.kill(int(f.read()), signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while daemon.running():
+        assert time.monotonic() < deadline, "the killed daemon still answers"
+        time.sleep(0.05)
+    other = vdb.volume_create({"size_gb": 1, "status": st.VOLUME_AVAILABLE, "host": "vol1",
+                               "project_id": "p1"}, {"volumes": -1, "gigabytes": -1}).id
+    daemon.export(other, backend.create(other, 1))
+    assert daemon.exports() == {export_id(attached), export_id(other)}
+    assert "read 4096/4096" in _nbd(port, attached, "-c", "read -P 0x7c 0 4k")
+
+
+def test_the_watch_never_waits_for_a_copy_job(conf, volume_host):
+    """The watch runs where the heartbeat does: while a call holds the
+    daemon (a volume snapshot's copy may for minutes) it returns at once."""
+    from volume import recovery
+    daemon, backend, _port = volume_host
+    manager = VolumeManager(conf, host="vol1", backend=backend, daemon=daemon)
+    manager.init_host()
+    held = threading.Event()
+    release = threading.Event()
+    outcome = []
+
+    def copy_job():     # what backup() does for the length of its job
+        with daemon._lock:
+            held.set()
+            outcome.append("released" if release.wait(30) else "the watch waited")
+    worker = threading.Thread(target=copy_job)
+    worker.start()
+    try:
+        assert held.wait(5)
+        assert recovery.watch_storage_daemon(manager) is False
+    finally:
+        release.set()
+        worker.join()
+    assert outcome == ["released"]

@@ -50,10 +50,14 @@ class MemoryDaemon:
         self.exported: set[str] = set()
         self.fail_export = False
         self.dead = False
+        self.on_restart = None
 
-    def ensure_running(self) -> bool:
-        """True when it was dead and started again (with no exports)."""
+    def ensure_running(self, timeout: float = 15, wait: bool = True) -> bool:
+        """True when it was dead and started again (with no exports, then
+        ``on_restart`` ran), as StorageDaemon's."""
         started, self.dead = self.dead, False
+        if started and self.on_restart is not None:
+            self.on_restart()
         return started
 
     def remove_orphans(self, keep: set[str]) -> list[str]:
