@@ -11,6 +11,17 @@ whatever exports a crashed daemon lost (VolumeManager.restore_exports), at
 its start and, while it runs, after a periodic check started a daemon that
 died again (volume.recovery). A daemon whose pid lives but does not
 answer is never replaced (a second could not take the port).
+
+TLS (``[volume] nbd_tls``): the daemon is started with a ``tls-creds-x509``
+object (endpoint server, verify-peer: only clients with a certificate from
+the CA of ``nbd_tls_x509_dir`` get through the handshake) and its NBD
+server uses it (``tls-creds``, the ``nbd-server-start`` argument), so no
+export can be reached in the clear. Each connection then says ``tls``: the
+compute host's libvirt connects with its qemu.conf
+``nbd_tls_x509_cert_dir``. The files are checked at start (a ConfigError
+naming the option). The setting is the daemon's, fixed when it starts: a
+daemon still running from before a change keeps serving as it did (logged)
+until it is stopped with no export left.
 """
 
 from __future__ import annotations
@@ -26,6 +37,8 @@ import time
 import uuid as uuidlib
 from collections.abc import Callable
 from typing import Any
+
+from flotilla.conf.loader import ConfigError
 
 LOG = logging.getLogger(__name__)
 
@@ -76,6 +89,54 @@ def _pid_alive(pid_path: str, socket_path: str) -> int | None:
     return pid
 
 
+#: The server's files in ``[volume] nbd_tls_x509_dir`` (QEMU's layout).
+TLS_SERVER_FILES = ("ca-cert.pem", "server-cert.pem", "server-key.pem")
+#: The id of the daemon's tls-creds-x509 object.
+TLS_OBJECT_ID = "nbd-tls0"
+
+
+def tls_dir(conf) -> str | None:
+    """The directory of the NBD server's TLS files when ``[volume] nbd_tls``
+    is on, else None. Raises ConfigError naming ``nbd_tls_x509_dir`` when a
+    file is missing or unreadable (QEMU would fail later, less clearly)."""
+    if not getattr(conf.volume, "nbd_tls", False):
+        return None
+    directory = os.path.abspath(conf.volume.nbd_tls_x509_dir)
+    for name in TLS_SERVER_FILES:
+        path = os.path.join(directory, name)
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise ConfigError(
+                "[volume] nbd_tls is true but [volume] nbd_tls_x509_dir %s has no "
+                "readable %s (%s); it needs %s" % (directory, name, exc.strerror,
+                                                   ", ".join(TLS_SERVER_FILES))) from None
+    return directory
+
+
+def _qemu_opt(value: str) -> str:
+    # QEMU's key=value,... syntax: a comma inside a value is doubled.
+    return value.replace(",", ",,")
+
+
+def daemon_args(binary: str, socket_path: str, pid_path: str, host: str, port: int,
+                tls: str | None = None) -> list[str]:
+    """The qemu-storage-daemon command line: a QMP monitor on
+    ``socket_path`` and an NBD server on ``host``:``port``; with ``tls``
+    (a directory of TLS_SERVER_FILES) a tls-creds-x509 object the NBD
+    server requires of every client."""
+    args = [binary,
+            "--chardev", "socket,id=qmp0,path=%s,server=on,wait=off" % socket_path,
+            "--monitor", "chardev=qmp0"]
+    nbd = "addr.type=inet,addr.host=%s,addr.port=%d" % (host, port)
+    if tls is not None:
+        args += ["--object", "tls-creds-x509,id=%s,endpoint=server,verify-peer=on,dir=%s"
+                 % (TLS_OBJECT_ID, _qemu_opt(tls))]
+        nbd += ",tls-creds=%s" % TLS_OBJECT_ID
+    return args + ["--nbd-server", nbd, "--pidfile", pid_path]
+
+
 class QMP:
     """One QMP session on a UNIX socket (line-delimited JSON)."""
 
@@ -122,6 +183,7 @@ class StorageDaemon:
         self.pid_path = os.path.join(self.run_path, "qsd.pid")
         self.host = conf.volume.nbd_host
         self.port = conf.volume.nbd_port
+        self.tls_dir = tls_dir(conf)      # ConfigError at start, not at export
         self._lock = threading.Lock()
         # Called after a new daemon started, whoever asked (an export, a
         # copy, the periodic watch): the volume service exports its attached
@@ -129,6 +191,7 @@ class StorageDaemon:
         self.on_restart: Callable[[], object] | None = None
         self._proc: subprocess.Popen | None = None
         self.qmp_timeout = 10.0   # seconds a QMP answer may take
+        self._tls_checked = False
 
     # --- the daemon -----------------------------------------------------------
 
@@ -163,6 +226,7 @@ class StorageDaemon:
     def _start_unless_running(self, timeout: float) -> bool:
         # Under self._lock.
         if self.running():
+            self._check_tls()
             return False
         pid = _pid_alive(self.pid_path, self.socket_path)
         if pid is not None:
@@ -173,14 +237,10 @@ class StorageDaemon:
             if os.path.exists(stale):
                 os.unlink(stale)
         log = open(os.path.join(self.run_path, "qsd.log"), "ab")
-        args = [self.conf.volume.storage_daemon,
-                "--chardev", "socket,id=qmp0,path=%s,server=on,wait=off"
-                % self.socket_path,
-                "--monitor", "chardev=qmp0",
-                "--nbd-server", "addr.type=inet,addr.host=%s,addr.port=%d"
-                % (self.host, self.port),
-                "--pidfile", self.pid_path]
-        LOG.info("starting %s (NBD on %s:%d)", args[0], self.host, self.port)
+        args = daemon_args(self.conf.volume.storage_daemon, self.socket_path,
+                           self.pid_path, self.host, self.port, self.tls_dir)
+        LOG.info("starting %s (NBD on %s:%d, %s)", args[0], self.host, self.port,
+                 "TLS from %s" % self.tls_dir if self.tls_dir else "plain")
         # Its own session: it keeps serving attached volumes while the
         # volume service restarts.
         if self._proc is not None:
@@ -201,6 +261,35 @@ class StorageDaemon:
                                    % self.socket_path)
             time.sleep(0.05)
         return True
+
+    def serves_tls(self) -> bool:
+        """Whether the running daemon holds the TLS object its NBD server
+        is started with (see :func:`daemon_args`)."""
+        qmp = self._session()
+        try:
+            objects = qmp.execute("qom-list", path="/objects")
+        except QMPError as exc:
+            if exc.error_class != "DeviceNotFound":
+                raise
+            return False          # no object at all: no /objects container
+        finally:
+            qmp.close()
+        return any(o.get("name") == TLS_OBJECT_ID for o in objects)
+
+    def _check_tls(self) -> None:
+        if self._tls_checked:
+            return
+        self._tls_checked = True
+        try:
+            serves = self.serves_tls()
+        except (OSError, QMPError) as exc:
+            LOG.warning("cannot tell whether the storage daemon serves TLS: %s", exc)
+            return
+        if serves != (self.tls_dir is not None):
+            LOG.error("the running qemu-storage-daemon serves NBD %s but [volume] "
+                      "nbd_tls is %s: it keeps doing so until it is stopped with no "
+                      "export left", "with TLS" if self.tls_dir is None else "in the clear",
+                      self.tls_dir is not None)
 
     def stop_if_idle(self) -> bool:
         """Quit the daemon when it exports nothing; True when it quit."""
@@ -248,7 +337,8 @@ class StorageDaemon:
 
     def connection(self, volume_id: str) -> dict[str, Any]:
         return {"volume_id": volume_id, "export": volume_id, "host": self.host,
-                "port": self.port, "protocol": "nbd", "format": "raw"}
+                "port": self.port, "protocol": "nbd", "format": "raw",
+                "tls": self.tls_dir is not None}
 
     def export(self, volume_id: str, path: str) -> dict[str, Any]:
         """Export the volume file at ``path`` (idempotent); the connection

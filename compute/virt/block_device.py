@@ -36,7 +36,10 @@ class VolumeConnection:
 
     ``export`` is the NBD export name on ``host``:``port``; the volume id is
     shown to the guest as the disk's serial number, so the guest (and a
-    human) can tell which disk is which volume.
+    human) can tell which disk is which volume. ``tls`` says the export
+    takes only TLS clients (``[volume] nbd_tls``): the compute host's
+    libvirt then connects with the certificates of its qemu.conf
+    ``nbd_tls_x509_cert_dir``; a connection without the key is plain.
     """
 
     volume_id: str
@@ -45,6 +48,7 @@ class VolumeConnection:
     port: int
     protocol: str = NBD
     format: str = "raw"
+    tls: bool = False
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -64,7 +68,8 @@ class VolumeConnection:
         return cls(volume_id=str(data["volume_id"]), export=str(data["export"]),
                    host=str(data["host"]), port=int(data["port"]),
                    protocol=str(data.get("protocol") or NBD),
-                   format=str(data.get("format") or "raw"))
+                   format=str(data.get("format") or "raw"),
+                   tls=data.get("tls") is True)
 
     @classmethod
     def coerce(cls, value: VolumeConnection | Mapping[str, Any]) -> VolumeConnection:

@@ -25,10 +25,22 @@ volume_opts = [
                     "libvirtd and for the volume service."),
     cfg.StrOpt("nbd_host", default="127.0.0.1",
                help="Address the NBD server listens on and compute hosts "
-                    "connect to. Plain NBD: use only on a trusted storage "
-                    "network (TLS is not implemented yet)."),
+                    "connect to. Without nbd_tls, plain NBD: use only on a "
+                    "trusted storage network."),
     cfg.PortOpt("nbd_port", default=10809,
                 help="TCP port of the NBD server."),
+    cfg.BoolOpt("nbd_tls", default=False,
+                help="Serve the NBD exports over TLS only, to clients holding a "
+                     "certificate signed by the CA in nbd_tls_x509_dir (the "
+                     "compute hosts' libvirt: qemu.conf nbd_tls_x509_cert_dir "
+                     "with ca-cert.pem, client-cert.pem, client-key.pem). The "
+                     "attachments made while it is on tell the compute hosts "
+                     "to connect with TLS."),
+    cfg.StrOpt("nbd_tls_x509_dir", default="/etc/pki/qemu",
+               help="Directory of the NBD server's TLS files, in QEMU's layout: "
+                    "ca-cert.pem (the CA client certificates must be signed "
+                    "by), server-cert.pem (naming nbd_host) and server-key.pem. "
+                    "Used only with nbd_tls; each must be readable at start."),
     cfg.StrOpt("storage_daemon", default="qemu-storage-daemon",
                help="The qemu-storage-daemon binary."),
     cfg.StrOpt("run_path", default="$state_path/volume-run",

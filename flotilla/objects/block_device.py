@@ -21,7 +21,7 @@ class BlockDeviceMapping(FlotillaObject):
     where it lives; ``boot_index`` 0 is the boot disk, None not bootable.
     ``connection_info`` is what a compute host needs to reach a volume,
     given by the volume service: ``{"driver_volume_type": "nbd", "data":
-    {"host", "port", "export"}}``. ``device_name`` is chosen by the compute
+    {"host", "port", "export", "tls"}}``. ``device_name`` is chosen by the compute
     agent (vdb, vdc, ...) and recorded.
 
     History: 1.0 - first version.

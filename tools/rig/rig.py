@@ -6,7 +6,11 @@ mount namespace (``unshare -m --propagation private``) where /run,
 bind mounts of the host's own directories under the rig root. Each listens
 on plain TCP on 127.0.0.1 with no authentication (a loopback test rig;
 production uses TLS) and has its own host_uuid (libvirt refuses to migrate
-between equal UUIDs), migration port range and instances_path.
+between equal UUIDs), migration port range and instances_path. Its
+qemu.conf points ``nbd_tls_x509_cert_dir`` at ``<host dir>/pki/nbd``
+(created empty): a test that attaches a ``tls='yes'`` NBD disk puts a
+client's ca-cert.pem, client-cert.pem and client-key.pem there first; NBD
+disks without ``tls`` are plain (qemu.conf's nbd_tls stays off).
 
 Commands (as root)::
 
@@ -21,6 +25,7 @@ Commands (as root)::
       {"name": "host1", "uri": "qemu+tcp://127.0.0.1:P/system", "port": P,
        "dir": ..., "instances_path": ..., "host_uuid": ...,
        "migration_port_min": ..., "migration_port_max": ...,
+       "nbd_tls_x509_cert_dir": ...,
        "libvirtd_pid": ..., "virtlogd_pid": ..., "mnt_ns": "mnt:[...]"}]}
 
 Only the standard library is used, so the rig runs with any python3.
@@ -141,6 +146,10 @@ def write_configs(host: dict) -> None:
         f.write('user = "root"\ngroup = "root"\nsecurity_driver = "none"\n'
                 'migration_port_min = %d\nmigration_port_max = %d\n'
                 % (host["migration_port_min"], host["migration_port_max"]))
+        tls_dir = host.get("nbd_tls_x509_cert_dir")
+        if tls_dir:
+            os.makedirs(tls_dir, mode=0o700, exist_ok=True)
+            f.write('nbd_tls_x509_cert_dir = "%s"\n' % tls_dir)
     with open(os.path.join(etc, "virtlogd.conf"), "w") as f:
         f.write("log_level = 3\n")
 
@@ -157,7 +166,8 @@ def new_host(root: str, index: int, base_port: int) -> dict:
             "instances_path": os.path.join(directory, "instances"),
             "host_uuid": str(uuid.uuid4()),
             "migration_port_min": low,
-            "migration_port_max": low + MIGRATION_PORTS_PER_HOST - 1}
+            "migration_port_max": low + MIGRATION_PORTS_PER_HOST - 1,
+            "nbd_tls_x509_cert_dir": os.path.join(directory, "pki", "nbd")}
 
 
 def start_host(host: dict) -> None:

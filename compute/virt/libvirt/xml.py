@@ -61,11 +61,13 @@ _ALIAS = re.compile(r"^ua-[A-Za-z0-9_.-]+$")
 
 @dataclasses.dataclass(frozen=True)
 class NbdSource:
-    """An NBD export: the volume service's ``export`` on ``host``:``port``."""
+    """An NBD export: the volume service's ``export`` on ``host``:``port``;
+    ``tls``: reached over TLS (libvirt's ``<source tls='yes'>``)."""
 
     export: str
     host: str
     port: int
+    tls: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +110,7 @@ class DiskSpec:
         """The network disk of an attached volume."""
         return cls(role=VOLUME, device=device,
                    nbd=NbdSource(connection.export, connection.host,
-                                 connection.port),
+                                 connection.port, connection.tls),
                    format=connection.format, serial=connection.volume_id,
                    alias=volume_alias(connection.volume_id))
 
@@ -253,6 +255,8 @@ class DomainRenderer:
             host = _one(source, "host")
             host.set("name", disk.nbd.host)
             host.set("port", str(disk.nbd.port))
+            if disk.nbd.tls:
+                source.set("tls", "yes")    # qemu.conf's nbd_tls_x509_cert_dir
         else:
             element = self._template("disk.xml")
             _one(element, "source").set("file", disk.path)

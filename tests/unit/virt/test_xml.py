@@ -27,10 +27,10 @@ def spec(**overrides) -> xml.DomainSpec:
     return xml.DomainSpec(**values)
 
 
-def volume(n: int, device: str) -> xml.DiskSpec:
+def volume(n: int, device: str, tls: bool = False) -> xml.DiskSpec:
     return xml.DiskSpec.for_volume(block_device.VolumeConnection(
         volume_id="0000000%d-1111-4222-8333-444444444444" % n,
-        export="volume-%d" % n, host="192.0.2.%d" % n, port=10809 + n), device)
+        export="volume-%d" % n, host="192.0.2.%d" % n, port=10809 + n, tls=tls), device)
 
 
 EVERY_KIND = (
@@ -58,9 +58,10 @@ def renderer():
     spec(disks=(dataclasses.replace(ROOT, format="raw"),)),
     spec(disks=EVERY_KIND, network=xml.NetworkSpec("user")),
     spec(disks=(volume(1, "vda"),)),
+    spec(disks=(ROOT, volume(1, "vdb", tls=True), volume(2, "vdc"))),
 ], ids=["plain", "kvm-q35", "default-machine", "user-nic", "network-nic",
         "bridge-nic", "no-disk-no-log", "raw-disk", "every-kind-of-disk",
-        "boot-from-volume"])
+        "boot-from-volume", "tls-volume"])
 def test_rendered_documents_are_valid(renderer, assert_valid, domain_spec):
     inst = make_instance()
     root = assert_valid(renderer.render(inst, domain_spec))
@@ -104,6 +105,8 @@ def assert_disk(element: etree._Element, disk: xml.DiskSpec) -> None:
         assert source.get("protocol") == "nbd" and source.get("name") == disk.nbd.export
         host = source.find("host")
         assert (host.get("name"), host.get("port")) == (disk.nbd.host, str(disk.nbd.port))
+        # libvirt's <source tls='yes'>; without it, qemu.conf's nbd_tls decides (off).
+        assert source.get("tls") == ("yes" if disk.nbd.tls else None)
     else:
         assert element.get("type") == "file" and source.get("file") == disk.path
     assert (element.find("readonly") is not None) == disk.read_only
@@ -130,6 +133,19 @@ def test_nbd_volume_disk_carries_its_volume_id(renderer, assert_valid):
     def content(el):
         return [(e.tag, dict(e.attrib), (e.text or "").strip()) for e in el.iter()]
     assert content(renderer.render_disk(disk)) == content(element)
+
+
+def test_tls_comes_from_the_connection_info():
+    """The volume service's connection dict carries ``tls``; an attachment
+    recorded before the option existed (no key) is plain."""
+    data = {"volume_id": "00000001-1111-4222-8333-444444444444", "export": "e",
+            "host": "192.0.2.1", "port": 10809, "protocol": "nbd", "format": "raw"}
+    assert block_device.VolumeConnection.from_dict(data).tls is False
+    assert block_device.VolumeConnection.from_dict({**data, "tls": True}).tls is True
+    assert block_device.VolumeConnection.from_dict({**data, "tls": False}).tls is False
+    connection = block_device.VolumeConnection.from_dict({**data, "tls": True})
+    assert block_device.VolumeConnection.from_dict(connection.to_dict()) == connection
+    assert xml.DiskSpec.for_volume(connection, "vdb").nbd.tls is True
 
 
 def test_as_many_disks_as_names(renderer, assert_valid):
