@@ -11,8 +11,10 @@ Three sources of drift, one set of rules:
   clears the task (the guest was never paused: its state is what it was),
   an interrupted rebuild is reported too, a live migration in progress is
   left to its flow on both hosts (the incoming domain is not an orphan, the
-  source's guest that left has not vanished), and any other interrupted
-  task is cleared with the reason recorded;
+  source's guest that left has not vanished) but for its job, which the
+  hypervisor ran on: the source watches what is left of it and reports how
+  it ended (compute/ops/live_migration.py), and any other interrupted task
+  is cleared with the reason recorded;
 * lifecycle events from the driver, as they happen;
 * a periodic sync that catches what events missed.
 
@@ -53,12 +55,14 @@ REBUILD_TASKS = st.operation("rebuild").task_states
 
 
 class Reconciler:
-    def __init__(self, lifecycle: Lifecycle, snapshots=None, rebuilds=None) -> None:
-        """``snapshots`` and ``rebuilds`` (compute.ops) repair what a crash
-        left of their operations."""
+    def __init__(self, lifecycle: Lifecycle, snapshots=None, rebuilds=None,
+                 live_migrations=None) -> None:
+        """``snapshots``, ``rebuilds`` and ``live_migrations`` (compute.ops)
+        repair what a crash left of their operations."""
         self.lifecycle = lifecycle
         self.snapshots = snapshots
         self.rebuilds = rebuilds
+        self.live_migrations = live_migrations
         self.driver = lifecycle.driver
         self.conductor = lifecycle.conductor
         self.host = lifecycle.host
@@ -115,8 +119,12 @@ class Reconciler:
         uuid, task = record["uuid"], record["task_state"]
         if task == st.MIGRATING:
             # The job runs in libvirtd, not here, and may have moved the
-            # guest away: the migration's flow finds where it runs (its poll,
-            # or the reaper's cleanup). Neither vanished nor interrupted.
+            # guest away: neither vanished nor interrupted. The source watches
+            # what is left of its job and reports it; otherwise the flow
+            # finds where the guest runs (its poll, or the reaper's cleanup).
+            if self.live_migrations is not None \
+                    and self.live_migrations.recover(ctxt, record):
+                return
             LOG.info("instance %s is live-migrating: left to its flow", uuid)
             return
         if task == st.DELETING:

@@ -424,6 +424,15 @@ class ComputeDriver(abc.ABC):
         """
         self._not_supported("live migration")
 
+    def live_migration_recover(self, instance: Instance) -> None:
+        """On the source, after an agent restart during live_migration: the
+        job outlives the agent (the hypervisor runs it). Adopt it if it still
+        runs (progress, abort, force_complete and the completion timeout
+        reach it again) and block until it ends. Returns when the guest has
+        left this host; MigrationAborted after an abort, MigrationError when
+        the guest still runs here (the job failed, or never started)."""
+        self._not_supported("live migration")
+
     def live_migration_progress(self, instance: Instance) -> MigrationProgress | None:
         """On the source: the running job's figures, None when no job runs."""
         self._not_supported("live migration")
