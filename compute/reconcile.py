@@ -4,7 +4,8 @@ Three sources of drift, one set of rules:
 
 * start-up (:meth:`Reconciler.init_host`): the agent may have died mid-way;
   domains whose instance is deleted or unknown are destroyed, instances
-  whose domain vanished go to ERROR, an interrupted spawn ends ACTIVE (the
+  whose domain vanished go to ERROR, files of instances that are neither
+  this host's nor coming to it are removed, an interrupted spawn ends ACTIVE (the
   guest runs) or ERROR (it does not), an interrupted delete is finished,
   an interrupted snapshot has its leftovers removed (block job, temporary
   files) and is reported failed to its flow, which removes the image and
@@ -93,6 +94,17 @@ class Reconciler:
                 self.driver.destroy(Instance(uuid=uuid))
             except Exception:
                 LOG.exception("could not destroy orphan domain %s", uuid)
+        # Files without a guest: what a migration or evacuation that ended
+        # while this agent was down left here (its rollback never came).
+        for uuid in sorted(set(self.driver.list_instance_files()) - domains - set(records)):
+            if self._incoming(ctxt, uuid):
+                continue
+            LOG.warning("removing the files of instance %s: it is not on this host",
+                        uuid)
+            try:
+                self.driver.destroy(Instance(uuid=uuid))
+            except Exception:
+                LOG.exception("could not remove the files of instance %s", uuid)
         for uuid, record in records.items():
             try:
                 self._repair(ctxt, record, uuid in domains)

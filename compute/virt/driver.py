@@ -216,6 +216,12 @@ class ComputeDriver(abc.ABC):
         """UUIDs of the guests this driver manages on this host, running or
         not (guests the operator created by other means are left out)."""
 
+    def list_instance_files(self) -> list[str]:
+        """UUIDs of the instances whose files (directory, disks) are on this
+        host, with a guest or not; [] for a driver that keeps none. An agent
+        starting removes those of instances that are not its own (destroy)."""
+        return []
+
     @abc.abstractmethod
     def get_console_output(self, instance: Instance) -> str:
         """The tail of the guest's serial console (bounded size, decoded
