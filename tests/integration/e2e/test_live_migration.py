@@ -6,6 +6,10 @@ RabbitMQ, PostgreSQL, QEMU under two rig libvirtds).
 The guest prints ``FLOTILLA-TICK n`` every 5 s on its serial console; the
 destination writes the console to its own log file, so a guest that kept
 running across the move keeps counting there, where the source left off.
+
+Crash recovery: a SIGKILL of the source agent, the destination agent or the
+conductor, and a restart of the destination's libvirtd, each in the middle
+of a migration held back by a bandwidth limit.
 """
 
 from __future__ import annotations
