@@ -50,7 +50,8 @@ class ComputeManager:
         self.rebuilds = RebuildOps(self.lifecycle)
         self.live_migrations = LiveMigrationOps(conf, self.lifecycle)
         self.resizes = ResizeOps(conf, self.lifecycle)
-        self.reconciler = Reconciler(self.lifecycle, self.snapshots, self.rebuilds)
+        self.reconciler = Reconciler(self.lifecycle, self.snapshots, self.rebuilds,
+                                     self.live_migrations)
         self.volumes = VolumeOps(self.lifecycle, self.reconciler)
         self._build_slots = concurrency.WorkerPool(conf.compute.max_concurrent_builds,
                                                    name="build")

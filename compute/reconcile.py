@@ -4,15 +4,18 @@ Three sources of drift, one set of rules:
 
 * start-up (:meth:`Reconciler.init_host`): the agent may have died mid-way;
   domains whose instance is deleted or unknown are destroyed, instances
-  whose domain vanished go to ERROR, an interrupted spawn ends ACTIVE (the
+  whose domain vanished go to ERROR, files of instances that are neither
+  this host's nor coming to it are removed, an interrupted spawn ends ACTIVE (the
   guest runs) or ERROR (it does not), an interrupted delete is finished,
   an interrupted snapshot has its leftovers removed (block job, temporary
   files) and is reported failed to its flow, which removes the image and
   clears the task (the guest was never paused: its state is what it was),
   an interrupted rebuild is reported too, a live migration in progress is
   left to its flow on both hosts (the incoming domain is not an orphan, the
-  source's guest that left has not vanished), and any other interrupted
-  task is cleared with the reason recorded;
+  source's guest that left has not vanished) but for its job, which the
+  hypervisor ran on: the source watches what is left of it and reports how
+  it ended (compute/ops/live_migration.py), and any other interrupted task
+  is cleared with the reason recorded;
 * lifecycle events from the driver, as they happen;
 * a periodic sync that catches what events missed.
 
@@ -53,12 +56,14 @@ REBUILD_TASKS = st.operation("rebuild").task_states
 
 
 class Reconciler:
-    def __init__(self, lifecycle: Lifecycle, snapshots=None, rebuilds=None) -> None:
-        """``snapshots`` and ``rebuilds`` (compute.ops) repair what a crash
-        left of their operations."""
+    def __init__(self, lifecycle: Lifecycle, snapshots=None, rebuilds=None,
+                 live_migrations=None) -> None:
+        """``snapshots``, ``rebuilds`` and ``live_migrations`` (compute.ops)
+        repair what a crash left of their operations."""
         self.lifecycle = lifecycle
         self.snapshots = snapshots
         self.rebuilds = rebuilds
+        self.live_migrations = live_migrations
         self.driver = lifecycle.driver
         self.conductor = lifecycle.conductor
         self.host = lifecycle.host
@@ -89,6 +94,17 @@ class Reconciler:
                 self.driver.destroy(Instance(uuid=uuid))
             except Exception:
                 LOG.exception("could not destroy orphan domain %s", uuid)
+        # Files without a guest: what a migration or evacuation that ended
+        # while this agent was down left here (its rollback never came).
+        for uuid in sorted(set(self.driver.list_instance_files()) - domains - set(records)):
+            if self._incoming(ctxt, uuid):
+                continue
+            LOG.warning("removing the files of instance %s: it is not on this host",
+                        uuid)
+            try:
+                self.driver.destroy(Instance(uuid=uuid))
+            except Exception:
+                LOG.exception("could not remove the files of instance %s", uuid)
         for uuid, record in records.items():
             try:
                 self._repair(ctxt, record, uuid in domains)
@@ -115,8 +131,12 @@ class Reconciler:
         uuid, task = record["uuid"], record["task_state"]
         if task == st.MIGRATING:
             # The job runs in libvirtd, not here, and may have moved the
-            # guest away: the migration's flow finds where it runs (its poll,
-            # or the reaper's cleanup). Neither vanished nor interrupted.
+            # guest away: neither vanished nor interrupted. The source watches
+            # what is left of its job and reports it; otherwise the flow
+            # finds where the guest runs (its poll, or the reaper's cleanup).
+            if self.live_migrations is not None \
+                    and self.live_migrations.recover(ctxt, record):
+                return
             LOG.info("instance %s is live-migrating: left to its flow", uuid)
             return
         if task == st.DELETING:

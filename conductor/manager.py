@@ -33,6 +33,7 @@ from conductor.reaper import Reaper
 from flotilla import actions, deadlines, exception
 from flotilla.context import RequestContext
 from flotilla.db import api as db
+from flotilla.db import migration_records as mig_db
 from flotilla.db.volumes import attachments_of_host as vdb_attachments_of_host
 from flotilla.objects import ImageMeta, RequestSpec
 from flotilla.periodic import periodic_task
@@ -351,6 +352,19 @@ class ConductorManager:
                           force: bool = False) -> None:
         agent_access.check_control_plane(ctxt, "start evacuations")
         self.flows["evacuate"].start(ctxt, instance_uuid, migration_uuid, host, force)
+
+    # --- crash recovery of live migrations (1.9) ------------------------------------
+
+    def migration_get_in_progress(self, ctxt: RequestContext,
+                                  instance_uuid: str) -> dict | None:
+        """For the instance's hosts: its migration in progress, if any."""
+        agent_access.check_instance(ctxt, instance_uuid)
+        migration = mig_db.migration_in_progress(instance_uuid)
+        if migration is None:
+            return None
+        return {"uuid": migration.uuid, "status": migration.status,
+                "migration_type": migration.migration_type,
+                "source_host": migration.source_host, "dest_host": migration.dest_host}
 
     # --- periodic tasks ------------------------------------------------------------
 

@@ -36,6 +36,8 @@ Version history:
   agent reports with rebuild_done).
 * 1.8 - build_instances takes ``block_device_mapping`` (BlockDeviceMapping
   objects: the volumes a server boots from or gets at boot; issue 11).
+* 1.9 - migration_get_in_progress (an agent restarting reads the live
+  migration it was the source of, to watch the job that outlived it).
 * 1.10 - volume_attachments_by_host (an agent's call at start: which
   volumes its instances should have, so it removes the disks of the others).
 """
@@ -291,6 +293,16 @@ class ConductorAPI:
         guest runs on the destination)."""
         self._call(ctxt, "live_migration_done", "1.5", instance_uuid=instance_uuid,
                    migration_uuid=migration_uuid, host=host, error=error, message=message)
+
+    def migration_get_in_progress(self, ctxt: RequestContext,
+                                  instance_uuid: str) -> dict | None:
+        """The instance's migration in progress (uuid, status, type, source
+        and destination hosts), None when there is none or the conductor is
+        older than 1.9 (the caller then leaves the migration to its flow)."""
+        if not self.client.can_send_version("1.9"):
+            return None
+        return self._call(ctxt, "migration_get_in_progress", "1.9",
+                          instance_uuid=instance_uuid)
 
     # --- resize and cold migration (1.6) ---------------------------------------------
 

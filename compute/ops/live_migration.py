@@ -13,6 +13,9 @@ Rules:
   ``live_migration_done``: no error when the guest runs on the
   destination; the error for administrators and a public message
   otherwise, the guest still running here);
+* the job runs in the hypervisor and outlives an agent killed meanwhile:
+  the restarted source watches what is left of it and reports its end
+  (:meth:`LiveMigrationOps.recover`, called by the start-up reconciliation);
 * the source acts only on an instance recorded on its own host, the
   destination on one a migration in progress brings to it (the conductor
   checks both: conductor/agent_access.py);
@@ -115,8 +118,7 @@ class LiveMigrationOps:
     def migrate(self, ctxt: RequestContext, instance_uuid: str, migration_uuid: str,
                 migrate_data: dict) -> bool:
         """Run the job, sending its progress, and report; True on success."""
-        error = message = None
-        try:
+        def run() -> None:
             instance = self._instance(ctxt, instance_uuid, here=True)
             if instance.task_state != st.MIGRATING:
                 raise exception.MigrationError(instance_uuid=instance_uuid,
@@ -125,6 +127,44 @@ class LiveMigrationOps:
                                     MigrateData.coerce(migrate_data))
             self._send_progress(ctxt, instance, migration_uuid, job)
             job.wait()
+        return self._run_and_report(ctxt, instance_uuid, migration_uuid, run)
+
+    def recover(self, ctxt: RequestContext, record: dict) -> bool:
+        """At start-up, for an instance of this host in task ``migrating``:
+        when its live migration's job was started (the migration is
+        ``running``, from here), the job outlived the agent that ran it.
+        Watch what is left of it on the pool as :meth:`migrate` would have
+        (progress, abort, timeout) and report its outcome; a job that ended
+        or never started while the agent was down is reported at once (the
+        guest still here: an error, so the flow reverts; gone: done).
+        False when there is nothing of this host's to recover (the flow
+        handles the rest)."""
+        uuid = record["uuid"]
+        try:
+            migration = self.conductor.migration_get_in_progress(ctxt, uuid)
+        except exception.FlotillaException as exc:
+            LOG.info("migration of %s not known (%s): left to its flow", uuid, exc)
+            return False
+        if not migration or migration.get("status") != "running" \
+                or migration.get("source_host") != self.host \
+                or migration.get("migration_type") != "live-migration":
+            return False
+        instance = Instance.from_record(record)
+
+        def run() -> None:
+            job = concurrency.spawn(self.driver.live_migration_recover, instance)
+            self._send_progress(ctxt, instance, migration["uuid"], job)
+            job.wait()
+        LOG.warning("instance %s was live-migrating when this agent stopped: watching "
+                    "what is left of its job", uuid)
+        self.pool.submit(self._run_and_report, ctxt, uuid, migration["uuid"], run)
+        return True
+
+    def _run_and_report(self, ctxt: RequestContext, instance_uuid: str,
+                        migration_uuid: str, run) -> bool:
+        error = message = None
+        try:
+            run()
         except Exception as exc:
             error = actions.admin_details(exc, with_traceback=False)
             message = ("The live migration was aborted."

@@ -216,6 +216,12 @@ class ComputeDriver(abc.ABC):
         """UUIDs of the guests this driver manages on this host, running or
         not (guests the operator created by other means are left out)."""
 
+    def list_instance_files(self) -> list[str]:
+        """UUIDs of the instances whose files (directory, disks) are on this
+        host, with a guest or not; [] for a driver that keeps none. An agent
+        starting removes those of instances that are not its own (destroy)."""
+        return []
+
     @abc.abstractmethod
     def get_console_output(self, instance: Instance) -> str:
         """The tail of the guest's serial console (bounded size, decoded
@@ -422,6 +428,15 @@ class ComputeDriver(abc.ABC):
         the destination. MigrationAborted after an abort, MigrationError on
         any other failure: in both cases the guest still runs here.
         """
+        self._not_supported("live migration")
+
+    def live_migration_recover(self, instance: Instance) -> None:
+        """On the source, after an agent restart during live_migration: the
+        job outlives the agent (the hypervisor runs it). Adopt it if it still
+        runs (progress, abort, force_complete and the completion timeout
+        reach it again) and block until it ends. Returns when the guest has
+        left this host; MigrationAborted after an abort, MigrationError when
+        the guest still runs here (the job failed, or never started)."""
         self._not_supported("live migration")
 
     def live_migration_progress(self, instance: Instance) -> MigrationProgress | None:

@@ -234,6 +234,20 @@ class FakeMigrationMixin:
         self._leftovers.add(uuid)
         self._emit_lifecycle(uuid, events.STOPPED)
 
+    def live_migration_recover(self: FakeDriver, instance) -> None:
+        uuid = Instance.coerce(instance).uuid
+        self._record("live_migration_recover", uuid)
+        with self._migration_cond:
+            while uuid in self._jobs:    # the job goes on without its agent
+                self._migration_cond.wait(0.05)
+        with self._lock:
+            guest = self.guests.get(uuid)
+        if guest is not None and guest.power_state in (power_state.RUNNING,
+                                                       power_state.PAUSED):
+            raise exception.MigrationError(
+                instance_uuid=uuid, reason="its migration job is not running; the guest "
+                "runs on its source")
+
     def _copy(self, job: _Job, uuid: str) -> None:
         with self._migration_cond:
             for step in range(1, STEPS + 1):

@@ -180,6 +180,13 @@ class MigrateOnSource(Step):
 
     def on_report(self, state: LiveMigrateState, report: dict[str, Any]) -> None:
         if report.get("error"):
+            # Where the guest runs has the last word: a job that succeeded
+            # while its agent was down may be reported failed.
+            if self.poll(state) is not None:
+                LOG.warning("live migration of %s reported failed (%s), but the guest "
+                            "runs on %s and not on %s: completing it", state.instance_uuid,
+                            report["error"], state.dest, state.source)
+                return
             raise LiveMigrationFailed(public=report.get("message"),
                                       instance_uuid=state.instance_uuid,
                                       reason=report["error"])

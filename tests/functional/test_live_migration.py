@@ -306,3 +306,97 @@ def test_force_complete_finishes_a_migration_that_does_not_converge(cloud):
     assert now["host"] == dest and now["vm_state"] == st.ACTIVE
     from compute.virt import power_state
     assert cloud.drivers[dest].guests[inst["uuid"]].power_state == power_state.RUNNING
+
+
+class _DeadConductor:
+    """What a killed agent's threads reach: nothing (its reports are lost)."""
+
+    def __getattr__(self, name):
+        def lost(*args, **kwargs):
+            raise exception.MessagingTimeout(reason="the agent is dead")
+        return lost
+
+
+def _source_agent_crashes(cloud, inst: dict) -> tuple[FakeDriver, str]:
+    """A held migration whose source agent dies (its reports lost; the job
+    goes on in the hypervisor) and starts again on the same host."""
+    cloud.conf.set_override("graceful_shutdown_timeout", 0)
+    cloud.conf.set_override("flow_poll_interval", 3600, group="conductor")
+    source = cloud.drivers[inst["host"]]
+    source.hold_migrations(True)
+    migration_uuid = _live_migrate(cloud, inst)
+    deadline = time.monotonic() + 20
+    while inst["uuid"] not in source._jobs or \
+            db.migration_get(migration_uuid).status != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    old = cloud.compute_services[inst["host"]].manager
+    old.live_migrations.conductor = _DeadConductor()
+    cloud.stop_host(inst["host"])
+    cloud.start_host(inst["host"], source)
+    deadline = time.monotonic() + 20
+    while ("live_migration_recover", inst["uuid"]) not in source.calls:
+        assert time.monotonic() < deadline, source.calls
+        time.sleep(0.05)
+    return source, migration_uuid
+
+
+def test_a_restarted_source_agent_watches_the_job_and_reports_it(cloud):
+    """The job outlived its agent: the new one adopts it (progress goes on)
+    and reports its end, so the flow completes without its poll."""
+    inst = _boot(cloud)
+    source, migration_uuid = _source_agent_crashes(cloud, inst)
+    source.hold_migrations(False)
+    migration = _wait_migration(migration_uuid)
+    assert migration.status == "completed", migration.error_reason
+    now = cloud.wait_idle(inst["uuid"])
+    assert now["host"] == _other(inst["host"])
+    assert db.allocation_get_by_consumer(migration_uuid) == []
+
+
+def test_an_adopted_job_can_be_aborted(cloud):
+    inst = _boot(cloud)
+    source, migration_uuid = _source_agent_crashes(cloud, inst)
+    try:
+        cloud.conductor.live_migration_abort(cloud.ctxt, inst["uuid"], migration_uuid)
+        migration = _wait_migration(migration_uuid)
+    finally:
+        source.hold_migrations(False)
+    assert migration.status == "cancelled", migration.error_reason
+    _assert_stayed(cloud, inst, migration_uuid)
+
+
+def test_a_job_that_ended_while_the_source_agent_was_down_is_reported(conf):
+    """The migration is running but its job is gone and the guest still
+    runs on the source: the restarted agent reports the failure at once (the
+    flow reverts) instead of leaving it to the reaper."""
+    conf.set_override("compute_driver", "fake", group="compute")
+    conf.set_override("flow_poll_interval", 3600, group="conductor")
+    fabric = FakeFabric()
+    cloud = SchedulingCloud(conf, HOSTS, lambda host: FakeDriver(fabric=fabric))
+    try:
+        inst = _boot(cloud)
+        source = cloud.drivers[inst["host"]]
+        conf.set_override("graceful_shutdown_timeout", 0)
+        old = cloud.compute_services[inst["host"]].manager
+
+        def die(*args):
+            # The agent dies as the job would start: nothing of it is left.
+            old.live_migrations.conductor = _DeadConductor()
+            cloud.stop_host(inst["host"])
+        source.live_migration = die
+        migration_uuid = _live_migrate(cloud, inst)
+        deadline = time.monotonic() + 20
+        while inst["host"] in cloud.compute_services:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert db.migration_get(migration_uuid).status == "running"
+        del source.live_migration
+        cloud.start_host(inst["host"], source)
+        migration = _wait_migration(migration_uuid)
+        assert migration.status == "error"
+        assert "while the source's compute agent was down" in migration.error_reason \
+            or "not running" in migration.error_reason, migration.error_reason
+        _assert_stayed(cloud, inst, migration_uuid)
+    finally:
+        cloud.stop()

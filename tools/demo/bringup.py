@@ -265,6 +265,12 @@ class Bringup:
         self._spawn("flotilla-compute@%s" % host, self.state["config"],
                     str(self.root / "etc" / ("%s.conf" % host)))
 
+    def start_controller(self, name: str) -> None:
+        """Start (or start again) controller daemon ``name`` (one of DAEMONS)."""
+        if name not in DAEMONS:
+            raise ValueError("%s is not a controller daemon" % name)
+        self._spawn(name, self.state["config"], self.state["controller_config"])
+
     def _wait_for_cloud(self, timeout: float = 120) -> None:
         """Until every service is up and every host reported its resources."""
         wanted = {("flotilla-compute", h["name"]) for h in self.state["rig_hosts"]}

@@ -28,6 +28,7 @@ from typing import Any
 
 import libvirt
 from oslo_config import cfg
+from oslo_utils import uuidutils
 
 from compute.virt import block_device, driver, power_state
 from compute.virt.libvirt import xml
@@ -389,6 +390,16 @@ class LibvirtDriver(LibvirtResizeMixin, LibvirtMigrationMixin, driver.ComputeDri
 
     def get_info(self, instance) -> driver.InstanceInfo:
         return self._guest(instance).info()
+
+    def list_instance_files(self) -> list[str]:
+        if not self.real_disks:
+            return []
+        try:
+            names = os.listdir(self.instances_path)
+        except FileNotFoundError:
+            return []
+        return sorted(name for name in names if uuidutils.is_uuid_like(name)
+                      and os.path.isdir(os.path.join(self.instances_path, name)))
 
     def list_instances(self) -> list[str]:
         def ours(conn):

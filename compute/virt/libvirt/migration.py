@@ -40,6 +40,7 @@ import libvirt
 from compute.virt import power_state
 from compute.virt.libvirt import xml
 from compute.virt.libvirt.guest import Guest
+from compute.virt.libvirt.host import is_connection_error
 from compute.virt.migration import INCOMING, OUTGOING, GuestPresence, MigrateData, MigrationProgress
 from flotilla import concurrency, exception, states
 from flotilla.objects import ImageMeta, Instance
@@ -233,7 +234,10 @@ class LibvirtMigrationMixin:
                                                reason="it is migrating already")
             self._migration_jobs[instance.uuid] = job
         try:
-            handle = concurrency.spawn(self.host.call, guest.domain.migrateToURI3,
+            # Not through host.call: a connection error here is most often the
+            # source libvirtd's own one to the destination (its libvirtd
+            # restarted), not ours; ours has its close callback.
+            handle = concurrency.spawn(concurrency.run_blocking, guest.domain.migrateToURI3,
                                        data.dest_uri, params, flags)
             self._watch(guest, instance.uuid, job, handle)
             try:
@@ -241,8 +245,11 @@ class LibvirtMigrationMixin:
             except libvirt.libvirtError as exc:
                 if job.aborted or exc.get_error_code() == libvirt.VIR_ERR_OPERATION_ABORTED:
                     raise exception.MigrationAborted(instance_uuid=instance.uuid) from exc
+                reason = exc.get_error_message()
+                if is_connection_error(exc):
+                    reason = "a connection between the hypervisors broke: %s" % reason
                 raise exception.MigrationError(instance_uuid=instance.uuid,
-                                               reason=exc.get_error_message()) from exc
+                                               reason=reason) from exc
             except exception.HypervisorUnavailable as exc:
                 raise exception.MigrationError(instance_uuid=instance.uuid,
                                                reason=str(exc)) from exc
@@ -253,6 +260,45 @@ class LibvirtMigrationMixin:
             with self._migration_lock:
                 self._migration_jobs.pop(instance.uuid, None)
         LOG.info("live migration of %s to %s completed", instance.uuid, data.dest_host)
+
+    def live_migration_recover(self, instance) -> None:
+        self._require_live()
+        uuid = Instance.coerce(instance).uuid
+        job = _Job()
+        with self._migration_lock:
+            if uuid in self._migration_jobs:
+                raise exception.MigrationError(instance_uuid=uuid,
+                                               reason="it is migrating already")
+            self._migration_jobs[uuid] = job
+        timeout = self.conf.libvirt.live_migration_completion_timeout
+        started = time.monotonic()
+        try:
+            domain = self.host.lookup(uuid)
+            # libvirtd runs the job to its end without the agent that
+            # started it: watch it as live_migration would have.
+            while domain is not None and self._job_operation(domain) == _OPERATION_OUT:
+                if timeout and time.monotonic() - started > timeout and not job.aborted:
+                    LOG.warning("live migration of %s ran over %ss: aborted", uuid, timeout)
+                    try:
+                        self._abort(Guest(self.host, domain), uuid, job)
+                    except exception.NoMigrationInProgress:
+                        pass
+                concurrency.sleep(_POLL)
+                domain = self.host.lookup(uuid)
+            state = self.find_guest(Instance(uuid=uuid)).power_state
+        finally:
+            if job.forced and self.host.lookup(uuid) is not None:
+                Guest(self.host, self.host.lookup(uuid)).unpause()
+            with self._migration_lock:
+                self._migration_jobs.pop(uuid, None)
+        # A guest that left is undefined here, or shut off until it is.
+        if state in (power_state.RUNNING, power_state.PAUSED):
+            if job.aborted:
+                raise exception.MigrationAborted(instance_uuid=uuid)
+            raise exception.MigrationError(
+                instance_uuid=uuid, reason="its migration job ended (or never started) "
+                "while the source's compute agent was down; the guest runs there")
+        LOG.info("live migration of %s left this host while its agent was down", uuid)
 
     def _watch(self, guest: Guest, uuid: str, job: _Job, handle) -> None:
         """While the job runs: set its downtime limit once it is seen, and

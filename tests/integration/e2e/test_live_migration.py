@@ -6,20 +6,27 @@ RabbitMQ, PostgreSQL, QEMU under two rig libvirtds).
 The guest prints ``FLOTILLA-TICK n`` every 5 s on its serial console; the
 destination writes the console to its own log file, so a guest that kept
 running across the move keeps counting there, where the source left off.
+
+Crash recovery: a SIGKILL of the source agent, the destination agent or the
+conductor, and a restart of the destination's libvirtd, each in the middle
+of a migration held back by a bandwidth limit.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import re
+import signal
 import sys
 import time
 
 import pytest
 import sqlalchemy as sa
 
-from tests.fixtures.rig import domstate, virsh
+from tests.fixtures.rig import domstate, rig_module, virsh
+from tests.fixtures.waiting import wait_until
 from tests.integration.e2e.test_snapshots import _delete, only_host
 
 TICK = re.compile(r"FLOTILLA-TICK (\d+)")
@@ -160,3 +167,174 @@ def test_live_migration_moves_a_running_guest_that_keeps_ticking(cloud, walkthro
         assert sorted(m["Status"] for m in json.loads(shown)) == ["completed", "completed"]
     finally:
         _delete(walkthrough, [server.id])
+
+
+# --- crash recovery ------------------------------------------------------------------
+#
+# One server moves back and forth: each test migrates it off the host it is on
+# with the source's bandwidth held at 1 MiB/s (virsh migrate-setspeed, which
+# the job takes when it starts), crashes one part of the cloud mid-job,
+# restarts it, lifts the limit so what goes on ends soon, and checks what
+# the cloud settled on: one host runs the guest and the database says which,
+# the migration ended with a reason, nothing is left behind.
+
+HOSTS = ("host1", "host2")
+_UNLIMITED_MIB = "8192"
+
+
+def _serving(cloud, daemon: str, topic: str) -> int:
+    """How many times ``daemon`` started consuming ``topic`` (its log says)."""
+    log = pathlib.Path(cloud.logs) / ("%s.log" % daemon.replace("@", "-"))
+    return log.read_text(errors="replace").count("RPC server %s consuming" % topic)
+
+
+def _kill(cloud, daemon: str) -> None:
+    pid = cloud.state["pids"].pop(daemon)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+
+
+def _restart(cloud, daemon: str) -> None:
+    """SIGKILL ``daemon`` and start it again; returns once it serves."""
+    topic = "compute.%s" % daemon.split("@")[1] if "@" in daemon else "conductor"
+    before = _serving(cloud, daemon, topic)
+    _kill(cloud, daemon)
+    if "@" in daemon:
+        cloud.start_compute(daemon.split("@")[1])
+    else:
+        cloud.start_controller(daemon)
+    wait_until(lambda: _serving(cloud, daemon, topic) > before, 120,
+               "%s serving again" % daemon)
+
+
+def _restart_libvirtd(cloud, host: str) -> None:
+    rig_module.restart_libvirtd(cloud.state["rig_root"], host)
+
+
+def _migration(cloud, server_id: str) -> dict:
+    engine = sa.create_engine(cloud.state["database_url"])
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(sa.text(
+                "select uuid, status, error_reason, source_host, dest_host, "
+                "memory_processed, updated_at from migrations "
+                "where instance_uuid = :u order by id desc limit 1"), {"u": server_id})
+            return dict(row.mappings().one())
+    finally:
+        engine.dispose()
+
+
+def _claims(cloud, *consumers: str) -> list[tuple[str, str]]:
+    engine = sa.create_engine(cloud.state["database_url"])
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(sa.text(
+                "select consumer_id, host from allocations where consumer_id in :c")
+                .bindparams(sa.bindparam("c", expanding=True)), {"c": list(consumers)})]
+    finally:
+        engine.dispose()
+
+
+def _outgoing(uri: str, server_id: str) -> bool:
+    """Whether the server's domain on ``uri`` has a migration job running."""
+    info = virsh(uri, "domjobinfo", server_id).stdout
+    return "Unbounded" in info
+
+
+@pytest.fixture(scope="module")
+def crash_server(cloud, walkthrough, tiny):
+    tenant = walkthrough.tenant
+    with only_host(walkthrough, "host1"):
+        server = tenant.compute.create_server(
+            name="crash-mover", image_id=tiny.id,
+            flavor_id=tenant.compute.find_flavor("m1.tiny").id, networks="none")
+        server = tenant.compute.wait_for_server(server, status="ACTIVE", wait=300)
+    _wait_ticks(cloud, "host1", server.id, 1, 180)
+    yield server
+    _delete(walkthrough, [server.id])
+
+
+def _crash_mid_migration(cloud, walkthrough, server, crash,
+                         job_survives: bool = True) -> tuple[str, dict]:
+    """Migrate ``server`` off its host, ``crash(source, dest)`` once the job
+    runs (which it survives, unless not ``job_survives``), lift the limit,
+    wait until the cloud settles and check it; returns the host the server
+    ends on and its migration."""
+    admin = walkthrough.admin
+    started = time.monotonic()
+    source = _db_host(cloud, server.id)
+    dest = next(h for h in HOSTS if h != source)
+    uris = {h: _rig(cloud, h)["uri"] for h in HOSTS}
+    before = _wait_ticks(cloud, source, server.id, 1, 60)
+    limited = virsh(uris[source], "migrate-setspeed", server.id, "1")
+    assert limited.returncode == 0, limited.stderr
+    admin.compute.live_migrate_server(server, host=None, block_migration="auto")
+    wait_until(lambda: _migration(cloud, server.id)["status"] == "running"
+               and _outgoing(uris[source], server.id), 60, "the migration's job")
+    crash(source, dest)
+    if job_survives:
+        # The crash came mid-job: libvirtd still runs it, held back by the limit.
+        assert _outgoing(uris[source], server.id)
+    # Whatever still runs may now finish quickly.
+    virsh(uris[source], "migrate-setspeed", server.id, _UNLIMITED_MIB)
+    now = wait_until(lambda: (s := admin.compute.get_server(server.id)).task_state is None
+                     and s, 240, "the server idle again")
+    migration = wait_until(lambda: (m := _migration(cloud, server.id))["status"] in (
+        "completed", "error") and m, 60, "the migration ended")
+    host = _db_host(cloud, server.id)
+    other = next(h for h in HOSTS if h != host)
+    print("%s: %s (%s) after %.1fs" % (crash.__name__, migration["status"],
+                                       migration["error_reason"],
+                                       time.monotonic() - started))
+    assert (now.status, now.compute_host) == ("ACTIVE", host), (now.status, now.fault)
+    if migration["status"] == "error":
+        assert migration["error_reason"]
+        assert host == source
+    else:
+        assert host == dest
+    # One host runs the guest, the one the database names; nothing of it on
+    # the other.
+    assert domstate(uris[host], server.id).startswith("running")
+    assert server.id not in virsh(uris[other], "list", "--all", "--uuid").stdout
+    assert not (pathlib.Path(_rig(cloud, other)["instances_path"]) / server.id).exists()
+    # Only the instance's claim, on its host.
+    assert _claims(cloud, server.id, migration["uuid"]) == [(server.id, host)]
+    # The guest kept going: its console counts on where it runs.
+    after = _wait_ticks(cloud, host, server.id,
+                        len(_ticks(cloud, host, server.id)) + 1, 60)
+    assert after[-1] > before[-1], (before, after)
+    return host, migration
+
+
+def test_a_source_agent_killed_mid_migration(cloud, walkthrough, crash_server):
+    def kill_source(source, dest):
+        _restart(cloud, "flotilla-compute@%s" % source)
+        # The restarted agent watches the job it had started: its progress
+        # goes on being written.
+        seen = _migration(cloud, crash_server.id)["updated_at"]
+        wait_until(lambda: (m := _migration(cloud, crash_server.id))["updated_at"] > seen
+                   and m["status"] == "running", 30, "progress after the restart")
+    _crash_mid_migration(cloud, walkthrough, crash_server, kill_source)
+
+
+def test_a_destination_agent_killed_mid_migration(cloud, walkthrough, crash_server):
+    def kill_destination(source, dest):
+        _restart(cloud, "flotilla-compute@%s" % dest)
+    _crash_mid_migration(cloud, walkthrough, crash_server, kill_destination)
+
+
+def test_the_conductor_killed_mid_migration(cloud, walkthrough, crash_server):
+    def kill_conductor(source, dest):
+        _restart(cloud, "flotilla-conductor")
+    _crash_mid_migration(cloud, walkthrough, crash_server, kill_conductor)
+
+
+def test_the_destination_libvirtd_restarted_mid_migration(cloud, walkthrough,
+                                                         crash_server):
+    def restart_destination_libvirtd(source, dest):
+        _restart_libvirtd(cloud, dest)
+    host, migration = _crash_mid_migration(cloud, walkthrough, crash_server,
+                                           restart_destination_libvirtd,
+                                           job_survives=False)
+    # The incoming guest dies with its libvirtd: the guest stays where it ran.
+    assert migration["status"] == "error"

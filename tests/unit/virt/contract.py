@@ -212,6 +212,19 @@ class DriverContract:
         driver.destroy(inst)                 # idempotent
         driver.destroy(new_instance())       # never existed
 
+    def test_recovering_a_migration_whose_job_is_gone(self, driver, image):
+        """After an agent restart, a guest still running here with no job
+        did not move: live_migration_recover says so."""
+        inst = self.spawn(driver, image)
+        if driver.capabilities.supports_live_migration:
+            with pytest.raises(exception.MigrationError):
+                driver.live_migration_recover(inst)
+            assert driver.get_info(inst).power_state == power_state.RUNNING
+        else:
+            with pytest.raises(exception.NotSupported):
+                driver.live_migration_recover(inst)
+        driver.destroy(inst)
+
     def test_spawn_of_an_existing_uuid_is_refused(self, driver, image):
         inst = self.spawn(driver, image)
         with pytest.raises(exception.InstanceDeployFailure, match="exists"):
@@ -300,6 +313,8 @@ class DriverContract:
             data = MigrateData(source_host="elsewhere")
             driver.post_live_migration(inst, data)              # idempotent
             driver.rollback_live_migration_at_destination(inst, data)
+            # After an agent restart: a guest that is not here has left.
+            driver.live_migration_recover(inst)
         if caps.supports_cold_migration:
             driver.confirm_migration(inst, MigrateData(live=False))  # idempotent
             with pytest.raises(exception.MigrationError):
