@@ -37,7 +37,7 @@ _REPORTED = ("vcpus", "memory_mb", "disk_gb", "hypervisor_type",
 
 
 class ComputeManager:
-    RPC_API_VERSION = "1.7"
+    RPC_API_VERSION = "1.8"
 
     def __init__(self, conf: cfg.ConfigOpts, driver: virt_driver.ComputeDriver,
                  conductor: ConductorAPI, host: str | None = None) -> None:
@@ -172,8 +172,10 @@ class ComputeManager:
         return self.live_migrations.check_destination(ctxt, instance_uuid, migrate_data)
 
     def pre_live_migration(self, ctxt: RequestContext, instance_uuid: str,
-                           image: ImageMeta | dict | None, migrate_data: dict) -> dict:
-        return self.live_migrations.prepare(ctxt, instance_uuid, image, migrate_data)
+                           image: ImageMeta | dict | None, migrate_data: dict,
+                           block_device_mapping: list | None = None) -> dict:
+        return self.live_migrations.prepare(ctxt, instance_uuid, image, migrate_data,
+                                            block_device_mapping)
 
     def live_migration(self, ctxt: RequestContext, instance_uuid: str,
                        migration_uuid: str, migrate_data: dict) -> None:

@@ -37,6 +37,9 @@ Version history:
 * 1.7 - build_and_run_instance takes ``block_device_mapping``
   (BlockDeviceMapping objects with their NBD connections: the boot volume
   and the volumes attached at boot; issue 11).
+* 1.8 - pre_live_migration takes ``block_device_mapping`` (the volume
+  disks the guest keeps across a live migration: their NBD connections
+  and device names; issue 12).
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ TOPIC = "compute"
 
 
 class ComputeAPI:
-    VERSION = "1.7"
+    VERSION = "1.8"
 
     def __init__(self, transport, version_cap: VersionCap = None) -> None:
         self.client = rpc.RPCClient(transport, topic=TOPIC, version="1.0",
@@ -161,8 +164,14 @@ class ComputeAPI:
                                             migrate_data=migrate_data)
 
     def pre_live_migration(self, ctxt: RequestContext, host: str, instance_uuid: str,
-                           image: ImageMeta | None, migrate_data: dict) -> dict:
-        """On the destination: directory, base image, overlay, its own XML."""
+                           image: ImageMeta | None, migrate_data: dict,
+                           block_device_mapping: list | None = None) -> dict:
+        """On the destination: directory, base image, overlay, the volume
+        disks of ``block_device_mapping`` (needs 1.8), its own XML."""
+        if block_device_mapping:
+            return self._host(host, "1.8").call(
+                ctxt, "pre_live_migration", instance_uuid=instance_uuid, image=image,
+                migrate_data=migrate_data, block_device_mapping=list(block_device_mapping))
         return self._host(host, "1.4").call(ctxt, "pre_live_migration",
                                             instance_uuid=instance_uuid, image=image,
                                             migrate_data=migrate_data)

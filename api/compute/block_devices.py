@@ -199,8 +199,9 @@ def _existing_volume(ctx, index, volume_id, boot_index, memory_mb, delete,
 
 
 #: actions that still assume a local root disk (snapshots copy it, a
-#: rebuild re-images it, migrations copy it): 409 for a volume-backed server
-NOT_FROM_VOLUME = ("createImage", "createBackup", "rebuild", "os-migrateLive", "migrate",
+#: rebuild re-images it, a cold migration copies it, an evacuation rebuilds
+#: it): 409 for a volume-backed server. A live migration keeps the volume.
+NOT_FROM_VOLUME = ("createImage", "createBackup", "rebuild", "migrate",
                    "resize", "evacuate")
 
 

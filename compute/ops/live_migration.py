@@ -35,7 +35,7 @@ from compute.virt.migration import MigrateData
 from flotilla import actions, concurrency, exception
 from flotilla import states as st
 from flotilla.context import RequestContext
-from flotilla.objects import ImageMeta, Instance
+from flotilla.objects import BlockDeviceMapping, ImageMeta, Instance
 
 LOG = logging.getLogger(__name__)
 
@@ -76,9 +76,11 @@ class LiveMigrationOps:
             instance, MigrateData.coerce(migrate_data)).to_dict()
 
     def prepare(self, ctxt: RequestContext, instance_uuid: str,
-                image: ImageMeta | dict | None, migrate_data: dict) -> dict:
+                image: ImageMeta | dict | None, migrate_data: dict,
+                block_device_mapping: list | None = None) -> dict:
         instance = self._instance(ctxt, instance_uuid, here=False)
-        return self.driver.pre_live_migration(instance, ImageMeta.coerce(image), [],
+        volumes = [BlockDeviceMapping.coerce(b) for b in block_device_mapping or ()]
+        return self.driver.pre_live_migration(instance, ImageMeta.coerce(image), volumes,
                                               MigrateData.coerce(migrate_data)).to_dict()
 
     def finish_at_destination(self, ctxt: RequestContext, instance_uuid: str,

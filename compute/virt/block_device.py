@@ -119,14 +119,22 @@ def spawn_volumes(block_device_info: Iterable[Any] | None, taken: Iterable[str] 
     """``(device, connection)`` of each volume disk a guest is spawned with
     (BlockDeviceMapping objects carrying their ``connection_info``): the
     boot volume is ``vda`` (ROOT_DEVICE: the BIOS boots the first disk),
-    the others take the first names not in ``taken`` (the local disks')."""
+    the others keep their recorded ``device_name`` (a guest defined again
+    elsewhere, as a live migration's destination, must match its source)
+    or take the first names not in ``taken`` (the local disks')."""
     result: list[tuple[str, VolumeConnection]] = []
     used = set(taken)
     volumes = [b for b in block_device_info or () if getattr(b, "is_volume", False)]
-    for bdm in sorted(volumes, key=lambda b: b.boot_index != 0):
+    recorded = {b.device_name for b in volumes if b.boot_index != 0 and b.device_name}
+    for bdm in sorted(volumes, key=lambda b: (b.boot_index != 0, not b.device_name)):
         if not bdm.connection_info:
             raise exception.Invalid(reason="volume %s has no connection" % bdm.volume_id)
-        device = ROOT_DEVICE if bdm.boot_index == 0 else next_device_name(used)
+        if bdm.boot_index == 0:
+            device = ROOT_DEVICE
+        elif bdm.device_name and bdm.device_name not in used:
+            device = bdm.device_name
+        else:
+            device = next_device_name(used | recorded)
         if device in used and bdm.boot_index != 0:
             raise exception.DeviceNameUnavailable(device=device, reason="in use")
         used.add(device)

@@ -38,7 +38,7 @@ from compute.virt.block_device import VolumeConnection
 from compute.virt.events import EventListener
 from compute.virt.migration import GuestPresence, MigrateData, MigrationProgress
 from flotilla import exception
-from flotilla.objects import ImageMeta, Instance
+from flotilla.objects import BlockDeviceMapping, ImageMeta, Instance
 
 SOFT = "SOFT"
 HARD = "HARD"
@@ -406,13 +406,16 @@ class ComputeDriver(abc.ABC):
     # --- live migration (supports_live_migration) ------------------------------
 
     def pre_live_migration(self, instance: Instance, image_meta: ImageMeta | None,
-                           volumes: Sequence[VolumeConnection],
+                           volumes: Sequence[BlockDeviceMapping],
                            migrate_data: MigrateData) -> MigrateData:
         """On the destination: make ready to receive the guest.
 
         Its own instance directory, the base image in its cache and empty
-        local disks on it (the copy fills them), ``volumes`` plugged, and
-        the guest definition rendered with its own paths, returned in
+        local disks on it (the copy fills them; ``image_meta`` may be None
+        for a guest whose root is a volume), its ``volumes`` (block devices
+        with ``connection_info`` and the ``device_name`` they have on the
+        source) in its definition, reached where the source reaches them,
+        and the guest definition rendered with its own paths, returned in
         ``dest_config``. All or nothing (MigrationError, nothing left);
         calling it again redoes it.
         """

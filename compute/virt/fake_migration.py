@@ -20,7 +20,7 @@ from compute.virt import events, power_state
 from compute.virt.block_device import ROOT_DEVICE, VolumeConnection
 from compute.virt.migration import INCOMING, OUTGOING, GuestPresence, MigrateData, MigrationProgress
 from flotilla import exception
-from flotilla.objects import Instance
+from flotilla.objects import BlockDeviceMapping, Instance
 
 if TYPE_CHECKING:
     from compute.virt.fake import FakeDriver, FakeGuest
@@ -179,7 +179,7 @@ class FakeMigrationMixin:
     # --- live -------------------------------------------------------------------------
 
     def pre_live_migration(self: FakeDriver, instance, image_meta,
-                           volumes: Sequence[VolumeConnection],
+                           volumes: Sequence[BlockDeviceMapping],
                            migrate_data) -> MigrateData:
         instance = Instance.coerce(instance)
         data = MigrateData.coerce(migrate_data)
@@ -187,8 +187,8 @@ class FakeMigrationMixin:
         if instance.uuid in self.guests:
             raise exception.MigrationError(instance_uuid=instance.uuid,
                                            reason="it is defined here already")
-        self._prepared[instance.uuid] = (
-            instance, [VolumeConnection.coerce(v) for v in volumes])
+        self._prepared[instance.uuid] = (instance, [VolumeConnection.coerce(
+            v.connection_info if isinstance(v, BlockDeviceMapping) else v) for v in volumes])
         return dataclasses.replace(
             data, dest_config="fake guest %s on %s" % (instance.uuid, self.host))
 

@@ -18,7 +18,7 @@ from flotilla import exception
 from flotilla.db.compute_nodes import RESOURCES
 from flotilla.db.engine import session_scope
 from flotilla.db.instances import MIGRATION_ENDED
-from flotilla.db.models import Allocation, ComputeNode, Instance, Migration
+from flotilla.db.models import Allocation, ComputeNode, Instance, Migration, VolumeAttachment
 from flotilla.db.types import utcnow
 
 ACCEPTED = "accepted"
@@ -126,9 +126,10 @@ def move_claims(session, instance_uuid: str, migration_uuid: str) -> None:
 
 def live_migration_complete(migration_uuid: str, task_state: str) -> None:
     """The guest runs on the destination now: in one transaction the
-    instance moves there (its task cleared), the instance's claim on the
-    source is freed, the migration's claim on the destination becomes the
-    instance's, and the migration is completed.
+    instance moves there (its task cleared), its volume attachments name
+    the destination, the instance's claim on the source is freed, the
+    migration's claim on the destination becomes the instance's, and the
+    migration is completed.
 
     Conflict when the instance is not where and as the migration says
     (someone else changed it); nothing is changed then.
@@ -150,5 +151,11 @@ def live_migration_complete(migration_uuid: str, task_state: str) -> None:
             raise exception.Conflict(reason="instance %s is no longer migrating from %s"
                                      % (instance_uuid, migration.source_host))
         move_claims(session, instance_uuid, migration_uuid)
+        # Its volumes are plugged on the new host now (the same exports).
+        session.execute(sa.update(VolumeAttachment).where(
+            VolumeAttachment.instance_uuid == instance_uuid,
+            VolumeAttachment.host == migration.source_host).values(
+            host=migration.dest_host, updated_at=utcnow()),
+            execution_options={"synchronize_session": False})
         migration.status = COMPLETED
         migration.updated_at = utcnow()

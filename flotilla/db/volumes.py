@@ -26,7 +26,7 @@ from flotilla import exception
 from flotilla import states as st
 from flotilla.db import quotas
 from flotilla.db.engine import session_scope
-from flotilla.db.models import Quota, Volume, VolumeAttachment, VolumeSnapshot
+from flotilla.db.models import Instance, Quota, Volume, VolumeAttachment, VolumeSnapshot
 from flotilla.db.types import utcnow
 
 
@@ -285,13 +285,17 @@ def attachment_delete(attachment_uuid: str) -> None:
 
 def attachments_of_host(host: str) -> dict[str, list[str]]:
     """``{instance uuid: [volume id, ...]}`` of every attachment row naming
-    compute host ``host`` (whatever its status: a reserved or attaching
-    volume's flow is still in progress)."""
+    compute host ``host`` or an instance recorded on it (whatever its
+    status: a reserved or attaching volume's flow is still in progress; and
+    whichever host the row names, so a guest that moved keeps its disks)."""
     result: dict[str, list[str]] = {}
+    on_host = sa.select(Instance.uuid).where(Instance.host == host,
+                                             Instance.deleted.is_(False))
     with session_scope() as session:
         for instance_uuid, volume_id in session.execute(sa.select(
                 VolumeAttachment.instance_uuid, VolumeAttachment.volume_id).where(
-                VolumeAttachment.host == host)):
+                sa.or_(VolumeAttachment.host == host,
+                       VolumeAttachment.instance_uuid.in_(on_host)))):
             result.setdefault(instance_uuid, []).append(volume_id)
     return result
 

@@ -400,3 +400,41 @@ def test_a_job_that_ended_while_the_source_agent_was_down_is_reported(conf):
         _assert_stayed(cloud, inst, migration_uuid)
     finally:
         cloud.stop()
+
+
+def test_a_live_migration_keeps_the_volumes_plugged(cloud):
+    """A volume is not copied: the destination's definition names the same
+    NBD export at the same device, the attachment moves with the instance
+    in the completing transaction, and a later detach runs on the new host."""
+    from flotilla.db import volumes as vdb
+    from flotilla.objects import Instance
+    from tests.functional.volume.test_volume_flows import (
+        _attach,
+        _detach,
+        _volume,
+        _wait_status,
+        start_volume_service,
+    )
+    volume_service = start_volume_service(cloud.conf, cloud)
+    try:
+        inst = _boot(cloud)
+        source, dest = inst["host"], _other(inst["host"])
+        volume_id = _volume(cloud)
+        _attach(cloud, inst["uuid"], volume_id)
+        _wait_status(volume_id, st.VOLUME_IN_USE)
+        device = cloud.drivers[source].get_volume_devices(Instance(uuid=inst["uuid"]))[volume_id]
+        migration = _wait_migration(_live_migrate(cloud, inst))
+        assert migration.status == "completed", migration.error
+        assert cloud.wait_idle(inst["uuid"])["host"] == dest
+        [attachment] = vdb.attachments_of_instance(inst["uuid"])
+        assert attachment.host == dest and attachment.device == device
+        assert vdb.volume_get(volume_id).status == st.VOLUME_IN_USE
+        assert cloud.drivers[dest].get_volume_devices(Instance(uuid=inst["uuid"])) == \
+            {volume_id: device}
+        assert volume_id in cloud.daemon.exported          # served all along
+        _detach(cloud, inst["uuid"], volume_id)
+        _wait_status(volume_id, st.VOLUME_AVAILABLE)
+        assert cloud.drivers[dest].get_volume_devices(Instance(uuid=inst["uuid"])) == {}
+        assert volume_id not in cloud.daemon.exported
+    finally:
+        volume_service.stop(grace=5)

@@ -41,9 +41,10 @@ from compute.virt import power_state
 from compute.virt.libvirt import xml
 from compute.virt.libvirt.guest import Guest
 from compute.virt.libvirt.host import is_connection_error
+from compute.virt.libvirt.volumes import disk_target, volume_disks
 from compute.virt.migration import INCOMING, OUTGOING, GuestPresence, MigrateData, MigrationProgress
 from flotilla import concurrency, exception, states
-from flotilla.objects import ImageMeta, Instance
+from flotilla.objects import BlockDeviceMapping, ImageMeta, Instance
 
 LOG = logging.getLogger(__name__)
 
@@ -124,9 +125,16 @@ class LibvirtMigrationMixin:
                    % power_state.name(state))
         if self._job_operation(guest.domain) is not None:
             refuse("a job runs on it already")
-        disks = tuple(d.device for d in self._domain_spec(instance).disks)
+        # What moves with the guest: its file disks (root, swap). Network
+        # disks (volumes over NBD) stay on their volume host, both hosts
+        # reach them.
+        document = guest.xml()
+        disks = tuple(disk_target(d) for d in document.findall("devices/disk")
+                      if d.get("device", "disk") == "disk" and d.get("type") == "file")
+        volumes = tuple(sorted(volume_disks(document)))
         return MigrateData(live=True, source_host=self.host_name,
-                           guest_cpu=self._guest_cpu(), local_disks=disks)
+                           guest_cpu=self._guest_cpu(), local_disks=disks,
+                           volume_ids=volumes)
 
     def check_can_migrate_destination(self, instance, migrate_data) -> MigrateData:
         data = MigrateData.coerce(migrate_data)
@@ -154,24 +162,26 @@ class LibvirtMigrationMixin:
         instance = Instance.coerce(instance)
         image = ImageMeta.coerce(image_meta)
         data = MigrateData.coerce(migrate_data)
-        if volumes:
-            raise exception.MigrationError(instance_uuid=instance.uuid,
-                                           reason="volumes are not supported by this driver")
+        volumes = [BlockDeviceMapping.coerce(v) for v in volumes or ()]
         if self.host.lookup(instance.uuid) is not None:
             raise exception.MigrationError(instance_uuid=instance.uuid,
                                            reason="it is defined here already")
-        if image is None:
+        # Its volumes keep their NBD connections and device names: the
+        # destination's definition names the same exports.
+        spec = self._domain_spec(instance, volumes)
+        if spec.root_disk is not None and image is None:
             raise exception.MigrationError(instance_uuid=instance.uuid,
                                            reason="no image to make its disk on")
         directory = self.instance_dir(instance)
         # Called again (a retried prepare): start from nothing.
         shutil.rmtree(directory, ignore_errors=True)
-        spec = self._domain_spec(instance)
         try:
             os.makedirs(directory)
-            # The same base, the same virtual size: the incremental copy
-            # then writes only the source overlay's clusters into ours.
-            self.image_cache.prepare_disk(image, spec.root_disk.path, instance.flavor.root_gb)
+            if spec.root_disk is not None:
+                # The same base, the same virtual size: the incremental copy
+                # then writes only the source overlay's clusters into ours.
+                self.image_cache.prepare_disk(image, spec.root_disk.path,
+                                              instance.flavor.root_gb)
             for disk in spec.disks:
                 if disk.role == xml.SWAP:
                     with open(disk.path, "wb") as blank:
@@ -223,8 +233,13 @@ class LibvirtMigrationMixin:
         flags = _FLAGS
         if opts.live_migration_auto_converge:
             flags |= libvirt.VIR_MIGRATE_AUTO_CONVERGE
-        params: dict = {libvirt.VIR_MIGRATE_PARAM_DEST_XML: data.dest_config,
-                        libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS: list(data.local_disks)}
+        params: dict = {libvirt.VIR_MIGRATE_PARAM_DEST_XML: data.dest_config}
+        if data.local_disks:
+            params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = list(data.local_disks)
+        else:
+            # Nothing local (a server booted from a volume): no disk copy.
+            # An absent list would mean every disk, volumes included.
+            flags &= ~libvirt.VIR_MIGRATE_NON_SHARED_INC
         if opts.live_migration_bandwidth:
             params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = opts.live_migration_bandwidth
         job = _Job()

@@ -43,7 +43,7 @@ def volume_disks(root: etree._Element) -> dict[str, etree._Element]:
     return result
 
 
-def _target(disk: etree._Element) -> str:
+def disk_target(disk: etree._Element) -> str:
     target = disk.find("target")
     return target.get("dev", "") if target is not None else ""
 
@@ -66,8 +66,8 @@ class LibvirtVolumes:
         for document in (live, persistent):
             existing = volume_disks(document).get(connection.volume_id)
             if existing is not None:
-                return _target(existing)
-        in_use = {_target(d) for doc in (live, persistent)
+                return disk_target(existing)
+        in_use = {disk_target(d) for doc in (live, persistent)
                   for d in doc.findall("devices/disk")} - {""}
         device = (block_device.check_device_name(device_name, in_use) if device_name
                   else block_device.next_device_name(in_use))
@@ -99,7 +99,7 @@ class LibvirtVolumes:
             self.host.call(guest.domain.detachDeviceFlags,
                            etree.tostring(in_config, encoding="unicode"), CONFIG)
         if in_live is not None:
-            expect_removal(instance_uuid, volume_id, _target(in_live))
+            expect_removal(instance_uuid, volume_id, disk_target(in_live))
             try:
                 self.host.call(guest.domain.detachDeviceFlags,
                                etree.tostring(in_live, encoding="unicode"), LIVE)
@@ -109,9 +109,9 @@ class LibvirtVolumes:
                                                               or ""):
                     raise
             return True
-        emit(events.DeviceRemovedEvent(instance_uuid, volume_id, _target(in_config)))
+        emit(events.DeviceRemovedEvent(instance_uuid, volume_id, disk_target(in_config)))
         return True
 
     def devices(self, guest: Guest) -> dict[str, str]:
         live, _persistent = self._documents(guest)
-        return {vid: _target(disk) for vid, disk in volume_disks(live).items()}
+        return {vid: disk_target(disk) for vid, disk in volume_disks(live).items()}

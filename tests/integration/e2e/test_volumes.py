@@ -71,6 +71,11 @@ def _exports(cloud) -> set[str]:
         qmp.close()
 
 
+def _domain_exists(cloud, host: str, server_id: str) -> bool:
+    return server_id in virsh(_rig_host(cloud, host)["uri"], "list", "--all",
+                              "--uuid").stdout.split()
+
+
 def _domain_has_volume(cloud, host: str, server_id: str, volume_id: str) -> bool:
     live = virsh(_rig_host(cloud, host)["uri"], "dumpxml", server_id).stdout
     persistent = virsh(_rig_host(cloud, host)["uri"], "dumpxml", "--inactive",
@@ -274,10 +279,15 @@ def test_boot_from_volume_with_the_cli(cloud, walkthrough, guest, cli):  # noqa:
     tenant.block_storage.wait_for_delete(volume, wait=60)
 
 
-def test_volumes_at_boot_with_the_sdk(cloud, walkthrough, guest):  # noqa: F811
+def test_volumes_at_boot_and_through_a_live_migration_with_the_sdk(
+        cloud, walkthrough, guest):  # noqa: F811
     """openstacksdk: a boot volume made from the image (delete_on_termination
     true) and an existing blank volume attached at boot, which the guest
-    marks as vdb; deleting the server deletes the first, frees the second."""
+    marks as vdb. The server live-migrates to the other host with both: no
+    disk is copied (it has none of its own), the new host's definition
+    names the same exports, and the volume detached and attached again
+    there shows the guest the marker it wrote before the move. Deleting the
+    server deletes the first volume, frees the second."""
     tenant = walkthrough.tenant
     extra = tenant.block_storage.create_volume(size=1, name="at-boot")
     tenant.block_storage.wait_for_status(extra, "available", wait=60)
@@ -300,6 +310,26 @@ def test_volumes_at_boot_with_the_sdk(cloud, walkthrough, guest):  # noqa: F811
         [boot_id] = [v for v in attached if v != extra.id]
         assert attached == {boot_id: True, extra.id: False}
         assert tenant.block_storage.get_volume(extra).status == "in-use"
+
+        admin = walkthrough.admin
+        admin.compute.live_migrate_server(server, host=None, block_migration="auto")
+        there = _wait(lambda: (h := _host_of(walkthrough, server.id)) != host
+                      and tenant.compute.get_server(server.id).status == "ACTIVE" and h,
+                      120, "the live migration to the other host")
+        [migration] = [m for m in admin.compute.migrations(instance_uuid=server.id)]
+        assert migration.status == "completed" and migration.dest_compute == there
+        assert not _domain_exists(cloud, host, server.id)
+        for volume_id in (boot_id, extra.id):
+            assert _domain_has_volume(cloud, there, server.id, volume_id)
+        assert _nbd_boot_disk(cloud, there, server.id) == ("network", "nbd", "vda")
+        assert not (_instance_dir(cloud, there, server.id) / "disk").exists()
+        # Detached on its new host, attached again: the marker written before.
+        tenant.compute.delete_volume_attachment(server, extra.id)
+        tenant.block_storage.wait_for_status(extra, "available", wait=60)
+        tenant.compute.create_volume_attachment(server, volume_id=extra.id)
+        tenant.block_storage.wait_for_status(extra, "in-use", wait=60)
+        assert _wait(lambda: ("vdb", "found", server.id) in _markers(cloud, there, server.id),
+                     60, "the guest on %s found its marker" % there)
     finally:
         _delete(walkthrough, [server.id])
     tenant.block_storage.wait_for_status(extra, "available", wait=60)
