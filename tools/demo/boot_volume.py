@@ -37,6 +37,7 @@ def boot_from_volume(walk, image, flavor, meta: dict, say, step) -> dict:
     boot_count = walk.boot_count(server, meta["boot_count_marker"])
     say("    its console: %s %d (a fresh disk made from the image)"
         % (meta["boot_count_marker"], boot_count))
+    moved_to, disks_after = _live_migrate(walk, server, host, rig, say, step)
     step("delete demo-bfv: its volume goes with it (delete_on_termination)")
     compute.delete_server(server)
     compute.wait_for_delete(server, interval=0.5, wait=120)
@@ -46,4 +47,28 @@ def boot_from_volume(walk, image, flavor, meta: dict, say, step) -> dict:
         time.sleep(0.5)
     say("    server deleted; volume %s %s" % (volume_id, "KEPT" if kept else "deleted"))
     return {"server": server.id, "host": host, "volume": volume_id,
-            "disks": disks, "volume_deleted": kept is None, "boot_count": boot_count}
+            "disks": disks, "volume_deleted": kept is None, "boot_count": boot_count,
+            "moved_to": moved_to, "disks_after": disks_after}
+
+
+def _live_migrate(walk, server, host: str, rig: dict, say, step) -> tuple[str, str]:
+    """Live-migrate the server off ``host``: its only disk is the volume,
+    so nothing is copied; the new host reaches the same NBD export."""
+    step("live-migrate demo-bfv off %s: its disk stays on the volume host" % host)
+    started = time.monotonic()
+    walk.admin.compute.live_migrate_server(server, host=None, block_migration="auto")
+    deadline = started + 120
+    while True:
+        now = walk.admin.compute.get_server(server.id)
+        if now.compute_host != host and now.status == "ACTIVE" and not now.task_state:
+            break
+        if now.status == "ERROR" or time.monotonic() > deadline:
+            raise RuntimeError("demo-bfv did not move: %s %s" % (now.status, now.task_state))
+        time.sleep(0.5)
+    there = now.compute_host
+    disks = subprocess.run(["virsh", "-q", "-c", rig[there], "domblklist", "--details",
+                            server.id], capture_output=True, text=True).stdout
+    say("    running on %s after %.1fs, no disk copied" % (there, time.monotonic() - started))
+    for line in disks.splitlines():
+        say("    virsh domblklist on %s: %s" % (there, " ".join(line.split())))
+    return there, disks
