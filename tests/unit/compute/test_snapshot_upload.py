@@ -54,6 +54,7 @@ def test_the_file_is_put_with_its_length(store, tmp_path):
     assert "signature=s3cret" in request_path
     assert content_type == "application/octet-stream"
     assert length == len(body) == path.stat().st_size
+    assert body == path.read_bytes()       # sent by sendfile, byte for byte
 
 
 @pytest.mark.parametrize("status, public", [
