@@ -99,7 +99,21 @@ libvirt_opts = [
         default=500,
         min=10,
         help="Longest pause in milliseconds of the guest at the switch-over "
-             "of a live migration; libvirt waits until the rest fits in it."),
+             "of a live migration; libvirt waits until the rest fits in it. "
+             "The limit starts at a tenth of this and grows to it in "
+             "live_migration_downtime_steps steps."),
+    cfg.IntOpt(
+        "live_migration_downtime_steps",
+        default=10,
+        min=1,
+        help="Steps in which the downtime limit of a live migration grows "
+             "from live_migration_downtime/steps to live_migration_downtime."),
+    cfg.IntOpt(
+        "live_migration_downtime_delay",
+        default=75,
+        min=1,
+        help="Seconds between two downtime steps, per GiB of memory and "
+             "copied disk of the guest."),
     cfg.BoolOpt(
         "live_migration_auto_converge",
         default=False,

@@ -12,7 +12,8 @@ The protocol between two hosts' libvirtds (DESIGN.md, "Flows"):
   incrementally (``VIR_MIGRATE_NON_SHARED_INC``): the base is the same
   image on both sides, so only what the guest wrote moves;
 * the downtime limit is set once the job runs (libvirt takes it only for
-  a running job), the bandwidth with the job; a job that outlives
+  a running job) and raised in steps while it runs (downtime_steps), the
+  bandwidth with the job; a job that outlives
   ``[libvirt] live_migration_completion_timeout`` is aborted;
 * a failed or aborted job leaves the guest running here: libvirt removes
   the incoming domain on the destination itself, and
@@ -56,6 +57,21 @@ _OPERATION_IN = getattr(libvirt, "VIR_DOMAIN_JOB_OPERATION_MIGRATION_IN", 2)
 _OPERATION_OUT = getattr(libvirt, "VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT", 3)
 _POLL = 0.2
 _UNLIMITED_MIB = 8192   # what "no limit" means when lifting a bandwidth cap
+
+
+def downtime_steps(opts, data_gib: float) -> list[tuple[float, int]]:
+    """``(seconds into the job, downtime limit in ms)``: from a tenth of
+    ``[libvirt] live_migration_downtime`` up to all of it in
+    ``live_migration_downtime_steps`` even steps, one every
+    ``live_migration_downtime_delay`` seconds per GiB to move (as Nova
+    does). A guest that converges at once switches over within the first,
+    smallest pause; a busy one gets more room as the job goes on."""
+    count = opts.live_migration_downtime_steps
+    top = opts.live_migration_downtime
+    base = top / count
+    offset = (top - base) / count
+    delay = opts.live_migration_downtime_delay * max(data_gib, 0.1)
+    return [(delay * i, int(base + offset * i)) for i in range(count + 1)]
 
 
 @dataclasses.dataclass
@@ -254,7 +270,9 @@ class LibvirtMigrationMixin:
             # restarted), not ours; ours has its close callback.
             handle = concurrency.spawn(concurrency.run_blocking, guest.domain.migrateToURI3,
                                        data.dest_uri, params, flags)
-            self._watch(guest, instance.uuid, job, handle)
+            copied_gib = instance.flavor.root_gb if data.local_disks else 0
+            self._watch(guest, instance.uuid, job, handle,
+                        data_gib=instance.flavor.memory_mb / 1024 + copied_gib)
             try:
                 handle.wait()
             except libvirt.libvirtError as exc:
@@ -315,18 +333,23 @@ class LibvirtMigrationMixin:
                 "while the source's compute agent was down; the guest runs there")
         LOG.info("live migration of %s left this host while its agent was down", uuid)
 
-    def _watch(self, guest: Guest, uuid: str, job: _Job, handle) -> None:
-        """While the job runs: set its downtime limit once it is seen, and
-        abort it past the completion timeout."""
+    def _watch(self, guest: Guest, uuid: str, job: _Job, handle,
+               data_gib: float = 1.0) -> None:
+        """While the job runs: raise its downtime limit step by step
+        (:func:`downtime_steps`; libvirt takes one only for a running job),
+        and abort it past the completion timeout."""
         opts = self.conf.libvirt
         started = time.monotonic()
-        downtime_set = False
+        steps = downtime_steps(opts, data_gib)
+        limit = None
         while not handle.done():
-            if not downtime_set and self._job_operation(guest.domain) == _OPERATION_OUT:
+            elapsed = time.monotonic() - started
+            wanted = [ms for after, ms in steps if after <= elapsed][-1]
+            if wanted != limit and self._job_operation(guest.domain) == _OPERATION_OUT:
                 try:
-                    self.host.call(guest.domain.migrateSetMaxDowntime,
-                                   opts.live_migration_downtime, 0)
-                    downtime_set = True
+                    self.host.call(guest.domain.migrateSetMaxDowntime, wanted, 0)
+                    LOG.debug("downtime limit of %s: %d ms", uuid, wanted)
+                    limit = wanted
                 except libvirt.libvirtError as exc:
                     LOG.debug("downtime of %s not set yet: %s", uuid, exc)
             timeout = opts.live_migration_completion_timeout
