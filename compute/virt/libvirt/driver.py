@@ -23,12 +23,12 @@ import logging
 import os
 import shutil
 import time
+import uuid as uuidlib
 from collections.abc import Callable
 from typing import Any
 
 import libvirt
 from oslo_config import cfg
-from oslo_utils import uuidutils
 
 from compute.virt import block_device, driver, power_state
 from compute.virt.libvirt import xml
@@ -57,6 +57,14 @@ QEMU_CAPABILITIES = driver.DriverCapabilities(
 TEST_CAPABILITIES = driver.DriverCapabilities(
     supports_console_log=False, supports_diagnostics=True,
     supports_image_cache=False)
+
+
+def _is_uuid(name: str) -> bool:
+    """An instance directory's name: a UUID in its canonical form."""
+    try:
+        return str(uuidlib.UUID(name)) == name.lower()
+    except ValueError:
+        return False
 
 
 class LibvirtDriver(LibvirtResizeMixin, LibvirtMigrationMixin, driver.ComputeDriver):
@@ -398,7 +406,7 @@ class LibvirtDriver(LibvirtResizeMixin, LibvirtMigrationMixin, driver.ComputeDri
             names = os.listdir(self.instances_path)
         except FileNotFoundError:
             return []
-        return sorted(name for name in names if uuidutils.is_uuid_like(name)
+        return sorted(name for name in names if _is_uuid(name)
                       and os.path.isdir(os.path.join(self.instances_path, name)))
 
     def list_instances(self) -> list[str]:
