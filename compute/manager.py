@@ -37,7 +37,7 @@ _REPORTED = ("vcpus", "memory_mb", "disk_gb", "hypervisor_type",
 
 
 class ComputeManager:
-    RPC_API_VERSION = "1.8"
+    RPC_API_VERSION = "1.9"
 
     def __init__(self, conf: cfg.ConfigOpts, driver: virt_driver.ComputeDriver,
                  conductor: ConductorAPI, host: str | None = None) -> None:
@@ -144,10 +144,11 @@ class ComputeManager:
         self.snapshots.start(ctxt, instance_uuid, image_id, upload_url, base_image)
 
     def rebuild_instance(self, ctxt: RequestContext, instance_uuid: str,
-                         image: ImageMeta | dict, power_on: bool = True) -> None:
+                         image: ImageMeta | dict | None, power_on: bool = True,
+                         block_device_mapping: list | None = None) -> None:
         # A rebuild fetches an image and boots: it shares the build slots.
         self._build_slots.submit(self.rebuilds.rebuild, ctxt, instance_uuid, image,
-                                 power_on).result()
+                                 power_on, block_device_mapping).result()
 
     # --- RPC: volumes (calls from the conductor's attach and detach flows) ----
 

@@ -40,6 +40,8 @@ Version history:
 * 1.8 - pre_live_migration takes ``block_device_mapping`` (the volume
   disks the guest keeps across a live migration: their NBD connections
   and device names; issue 12).
+* 1.9 - rebuild_instance takes ``block_device_mapping`` (an evacuated
+  server's volumes, its root among them when it boots from one; issue 12).
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ TOPIC = "compute"
 
 
 class ComputeAPI:
-    VERSION = "1.8"
+    VERSION = "1.9"
 
     def __init__(self, transport, version_cap: VersionCap = None) -> None:
         self.client = rpc.RPCClient(transport, topic=TOPIC, version="1.0",
@@ -121,10 +123,20 @@ class ComputeAPI:
                                      upload_url=upload_url, base_image=base_image)
 
     def rebuild_instance(self, ctxt: RequestContext, host: str, instance_uuid: str,
-                         image: ImageMeta, power_on: bool = True) -> None:
+                         image: ImageMeta | None, power_on: bool = True,
+                         block_device_mapping: list | None = None) -> None:
         """Replace the server's root disk with one from ``image`` (what to
-        fetch) and start it when ``power_on``; the agent reports with
-        conductor rebuild_done. Needs 1.2."""
+        fetch) and start it when ``power_on``; a guest the host does not
+        have (an evacuation) is spawned with the volume disks of
+        ``block_device_mapping`` (needs 1.9; ``image`` None for a server
+        booted from a volume). The agent reports with conductor
+        rebuild_done. Needs 1.2."""
+        if block_device_mapping:
+            self._host(host, "1.9").cast(ctxt, "rebuild_instance",
+                                         instance_uuid=instance_uuid, image=image,
+                                         power_on=power_on,
+                                         block_device_mapping=list(block_device_mapping))
+            return
         self._host(host, "1.2").cast(ctxt, "rebuild_instance",
                                      instance_uuid=instance_uuid, image=image,
                                      power_on=power_on)

@@ -25,7 +25,7 @@ from compute.virt import power_state
 from flotilla import actions, exception
 from flotilla import states as st
 from flotilla.context import RequestContext
-from flotilla.objects import ImageMeta, Instance
+from flotilla.objects import BlockDeviceMapping, ImageMeta, Instance
 
 LOG = logging.getLogger(__name__)
 
@@ -41,9 +41,12 @@ class RebuildOps:
         self.reporter = lifecycle.reporter
 
     def rebuild(self, ctxt: RequestContext, instance_uuid: str,
-                image: ImageMeta | dict | None, power_on: bool = True) -> bool:
-        """Rebuild and report; True when the guest has its new disk."""
+                image: ImageMeta | dict | None, power_on: bool = True,
+                block_device_mapping: list | None = None) -> bool:
+        """Rebuild and report; True when the guest has its new disk (or,
+        evacuated from a volume, its volumes back)."""
         image = ImageMeta.coerce(image)
+        volumes = [BlockDeviceMapping.coerce(b) for b in block_device_mapping or ()]
         with self.lifecycle.locks.hold(instance_uuid):
             try:
                 record = self.conductor.instance_update(
@@ -60,7 +63,11 @@ class RebuildOps:
             try:
                 with self.reporter.event(ctxt, instance_uuid, OPERATION.action,
                                          "compute_rebuild_instance", fault=False):
-                    self.driver.rebuild(instance, image, power_on)
+                    if volumes:
+                        self.driver.rebuild(instance, image, power_on,
+                                            block_device_info=volumes)
+                    else:
+                        self.driver.rebuild(instance, image, power_on)
             except Exception as exc:
                 self._failed(ctxt, record, before, exc)
                 return False

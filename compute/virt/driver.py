@@ -353,15 +353,18 @@ class ComputeDriver(abc.ABC):
     # --- rebuild ----------------------------------------------------------------
 
     def rebuild(self, instance: Instance, image_meta: ImageMeta | None,
-                power_on: bool = True) -> None:
+                power_on: bool = True, block_device_info: list | None = None) -> None:
         """Give the guest a new root disk from ``image_meta`` (same uuid);
         it runs afterwards when ``power_on``, else it is shut off; a guest
-        that does not exist is spawned. This default destroys and spawns
-        again; drivers that can fetch the new disk first, so that failing
-        to get it leaves the guest as it was (InstanceDeployFailure).
+        that does not exist is spawned, with the volume disks of
+        ``block_device_info`` as spawn takes them (an evacuated server:
+        one booted from a volume gets that volume back as its root, data
+        and all, and ``image_meta`` is None). This default destroys and
+        spawns again; drivers that can fetch the new disk first, so that
+        failing to get it leaves the guest as it was (InstanceDeployFailure).
         """
         self.destroy(instance)
-        self.spawn(instance, image_meta)
+        self.spawn(instance, image_meta, block_device_info=block_device_info)
         if not power_on:
             self.power_off(instance, timeout=0)
 

@@ -45,6 +45,7 @@ from typing import Any
 from oslo_config import cfg
 
 from conductor.flows import runner
+from conductor.flows import volume as volume_flows
 from conductor.flows.base import Flow
 from conductor.flows.rebuild import REBUILD_TASKS, RebuildNotDone, clear_task
 from conductor.flows.runner import FlowFailed, FlowState, Step
@@ -61,6 +62,11 @@ LOG = logging.getLogger(__name__)
 
 ACTION = "evacuate"
 COMPUTE = "flotilla-compute"
+
+
+def _boots_from_volume(instance_uuid: str) -> bool:
+    """Its root disk is a volume (an attachment with boot index 0)."""
+    return any(a.boot_index == 0 for a in volumes_db.attachments_of_instance(instance_uuid))
 
 
 class EvacuationFailed(exception.FlotillaException):
@@ -114,7 +120,7 @@ class ChooseDestination(Step):
         if state.requested_host == state.source:
             raise EvacuationFailed(instance_uuid=state.instance_uuid,
                                    reason="it is on that host already")
-        if not state.image_id:
+        if not state.image_id and not _boots_from_volume(state.instance_uuid):
             raise EvacuationFailed(instance_uuid=state.instance_uuid,
                                    reason="the server has no image to rebuild from")
 
@@ -174,6 +180,13 @@ class RebuildOnDestination(Step):
         self.compute = compute
 
     def execute(self, state: EvacuateState) -> None:
+        if _boots_from_volume(state.instance_uuid):
+            # Its root is a volume: the guest is defined anew around its
+            # volumes, the data kept (no image; ReattachVolumes finds them).
+            self.compute.rebuild_instance(
+                state.ctxt, state.dest, state.instance_uuid, None, state.power_on,
+                block_device_mapping=volume_flows.attached_volumes(state.instance_uuid))
+            return
         image = ImageMeta.from_record(images.compute_image_ref(self.conf, state.image_id))
         self.compute.rebuild_instance(state.ctxt, state.dest, state.instance_uuid, image,
                                       state.power_on)
@@ -218,7 +231,13 @@ class ReattachVolumes(Step):
             present = {}
         state.volumes_failed = []
         for attachment in volumes_db.attachments_of_instance(state.instance_uuid):
-            if not attachment.connection_info or attachment.volume_id in (present or {}):
+            if not attachment.connection_info:
+                continue
+            if attachment.volume_id in (present or {}):
+                # Plugged there already (the rebuild defined the guest with
+                # it, or a resumed step): the row names its host now.
+                volumes_db.attachment_update(attachment.uuid, {
+                    "host": state.dest, "device": present[attachment.volume_id]})
                 continue
             try:
                 device = self.compute.attach_volume(

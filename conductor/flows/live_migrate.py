@@ -45,6 +45,7 @@ from typing import Any
 from oslo_config import cfg
 
 from conductor.flows import runner
+from conductor.flows import volume as volume_flows
 from conductor.flows.base import Flow
 from conductor.flows.runner import FlowFailed, FlowState, Step
 from flotilla import exception, images
@@ -52,8 +53,7 @@ from flotilla import states as st
 from flotilla.context import RequestContext
 from flotilla.db import api as db
 from flotilla.db import migration_records as mig_db
-from flotilla.db import volumes as volumes_db
-from flotilla.objects import BlockDeviceMapping, ImageMeta, Instance, RequestSpec
+from flotilla.objects import ImageMeta, Instance, RequestSpec
 
 LOG = logging.getLogger(__name__)
 
@@ -140,16 +140,6 @@ class ChooseDestination(Step):
         return "destination chosen and checked"
 
 
-def attached_volumes(instance_uuid: str) -> list[BlockDeviceMapping]:
-    """The instance's plugged volumes as the destination defines them: the
-    same NBD connections (the volume host serves both hosts) and devices."""
-    return [BlockDeviceMapping(
-        source_type="volume", destination_type="volume", boot_index=a.boot_index,
-        device_name=a.device, volume_id=a.volume_id, connection_info=a.connection_info,
-        attachment_id=a.uuid, delete_on_termination=a.delete_on_termination)
-        for a in volumes_db.attachments_of_instance(instance_uuid) if a.connection_info]
-
-
 class PrepareDestination(Step):
     """The destination makes its directory, base, overlay and XML (with the
     volumes it keeps). Revert: it removes them (never a guest that arrived)."""
@@ -162,7 +152,7 @@ class PrepareDestination(Step):
     def execute(self, state: LiveMigrateState) -> None:
         state.migrate_data = self.compute.pre_live_migration(
             state.ctxt, state.dest, state.instance_uuid, state.image, state.migrate_data,
-            block_device_mapping=attached_volumes(state.instance_uuid))
+            block_device_mapping=volume_flows.attached_volumes(state.instance_uuid))
 
     def revert(self, state: LiveMigrateState) -> None:
         if not state.dest:

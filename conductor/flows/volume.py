@@ -50,11 +50,23 @@ from flotilla import states as st
 from flotilla.context import RequestContext
 from flotilla.db import api as db
 from flotilla.db import volumes as vdb
+from flotilla.objects import BlockDeviceMapping
 
 LOG = logging.getLogger(__name__)
 
 ATTACH = "attach_volume"
 DETACH = "detach_volume"
+
+
+def attached_volumes(instance_uuid: str) -> list[BlockDeviceMapping]:
+    """The instance's plugged volumes as another host defines them (a live
+    migration's destination, an evacuation's): the same NBD connections
+    (the volume host serves every host) and devices."""
+    return [BlockDeviceMapping(
+        source_type="volume", destination_type="volume", boot_index=a.boot_index,
+        device_name=a.device, volume_id=a.volume_id, connection_info=a.connection_info,
+        attachment_id=a.uuid, delete_on_termination=a.delete_on_termination)
+        for a in vdb.attachments_of_instance(instance_uuid) if a.connection_info]
 
 
 @dataclasses.dataclass

@@ -151,3 +151,38 @@ def test_attached_volumes_are_attached_again_on_the_new_host(cloud):
     [after] = volumes_db.attachments_of_instance(inst["uuid"])
     assert (after.host, after.volume_id) == (dest, volume.id)
     assert volumes_db.volume_get(volume.id).status == "in-use"
+
+
+def test_a_server_booted_from_a_volume_is_evacuated_with_its_volumes(cloud):
+    """No image: the destination defines the guest around its root volume
+    (vda) and its other volume, at the devices they had; the rows name the
+    new host."""
+    from flotilla.db import volumes as volumes_db
+    from flotilla.objects import Instance
+    inst = _boot(cloud)
+    source, dest = inst["host"], _other(inst["host"])
+    rows = []
+    for boot_index, device in ((0, "vda"), (None, "vdb")):
+        volume = volumes_db.volume_create({"project_id": "p1", "size_gb": 1,
+                                           "status": "in-use", "host": "volhost"}, {})
+        attachment = volumes_db.attachment_create(volume.id, inst["uuid"], source,
+                                                  boot_index=boot_index)
+        connection = {"volume_id": volume.id, "export": volume.id, "host": "127.0.0.1",
+                      "port": 10809, "protocol": "nbd", "format": "raw"}
+        volumes_db.attachment_update(attachment.uuid, {"status": "attached",
+                                                       "device": device,
+                                                       "connection_info": connection})
+        rows.append((volume.id, device))
+    db.instance_update(inst["uuid"], {"image_ref": ""})      # booted from a volume
+    cloud.stop_host(source)
+    db.service_set_forced_down(source, "flotilla-compute", True)
+    migration = _wait_migration(_evacuate(cloud, inst))
+    assert migration.status == "done", migration.error_reason
+    now = Instance.from_record(cloud.wait_idle(inst["uuid"]))
+    assert (now.host, now.vm_state, now.image_ref) == (dest, st.ACTIVE, "")
+    driver = cloud.drivers[dest]
+    (root_id, _), (data_id, _) = rows
+    assert driver.get_volume_devices(now) == {root_id: "vda", data_id: "vdb"}
+    assert driver.guests[inst["uuid"]].disk == b""        # no local root disk
+    assert {a.volume_id: a.host for a in volumes_db.attachments_of_instance(
+        inst["uuid"])} == {root_id: dest, data_id: dest}

@@ -242,7 +242,8 @@ class LibvirtDriver(LibvirtResizeMixin, LibvirtMigrationMixin, driver.ComputeDri
         if self.real_disks:
             shutil.rmtree(self.instance_dir(instance), ignore_errors=True)
 
-    def rebuild(self, instance, image_meta, power_on: bool = True) -> None:
+    def rebuild(self, instance, image_meta, power_on: bool = True,
+                block_device_info=None) -> None:
         """See ComputeDriver.rebuild. The new disk is made first (fetching
         the image), so a failure there leaves the guest as it was; then the
         guest is stopped, its disk replaced (rename), its definition
@@ -252,8 +253,9 @@ class LibvirtDriver(LibvirtResizeMixin, LibvirtMigrationMixin, driver.ComputeDri
         image = ImageMeta.coerce(image_meta)
         domain = self.host.lookup(instance.uuid)
         if domain is None:
-            # A server in ERROR whose guest vanished: build it anew.
-            self.spawn(instance, image)
+            # A server in ERROR whose guest vanished, or an evacuated one:
+            # build it anew (with its volumes).
+            self.spawn(instance, image, block_device_info=block_device_info)
             if not power_on:
                 self.power_off(instance, timeout=0)
             return

@@ -172,3 +172,36 @@ def test_an_older_conductor_is_refused_before_anything_is_written(cloud):  # noq
                    "block_device_mapping_v2": [_image_bdm()]}})
     assert r.status_code == 409 and "upgrade" in r.text, r.text
     assert db.instance_get_all() == [] and cloud.conductor.calls == []
+
+
+@pytest.mark.parametrize("body", [
+    {"createImage": {"name": "snap"}},
+    {"createBackup": {"name": "b", "backup_type": "daily", "rotation": 1}},
+    {"rebuild": {"imageRef": IMAGE_ID}},
+    {"resize": {"flavorRef": "2"}},
+    {"migrate": None},
+], ids=lambda body: next(iter(body)))
+def test_actions_that_need_a_local_root_are_refused(cloud, body):  # noqa: F811
+    """409 for what still copies or replaces a local root disk."""
+    from flotilla.db import api as db
+    r = _create(cloud, [_image_bdm()])
+    uuid = r.json["server"]["id"]
+    db.instance_update(uuid, {"vm_state": st.ACTIVE, "task_state": None, "host": "host1"})
+    r = cloud.request("POST", C + "/servers/%s/action" % uuid, "admin", json=body)
+    assert r.status_code == 409, r.text
+    assert "booted from a volume" in r.text
+
+
+@pytest.mark.parametrize("body", [
+    {"os-migrateLive": {"host": None, "block_migration": "auto"}},
+    {"evacuate": {}},
+], ids=lambda body: next(iter(body)))
+def test_live_migration_and_evacuation_are_not_refused_for_the_root_volume(
+        cloud, body):  # noqa: F811
+    """They keep the volumes (the refusal, if any, is for another reason)."""
+    from flotilla.db import api as db
+    r = _create(cloud, [_image_bdm()])
+    uuid = r.json["server"]["id"]
+    db.instance_update(uuid, {"vm_state": st.ACTIVE, "task_state": None, "host": "host1"})
+    r = cloud.request("POST", C + "/servers/%s/action" % uuid, "admin", json=body)
+    assert "booted from a volume" not in r.text, r.text

@@ -109,12 +109,40 @@ def test_drain_moves_four_guests_to_the_other_host(cloud, walkthrough, tiny):
         _delete(walkthrough, ids)
 
 
+def _wait_console(cloud, host: str, server_id: str, text: str, timeout: float = 180) -> bool:
+    from tests.integration.e2e.test_volumes import _console
+    deadline = time.monotonic() + timeout
+    while text not in _console(cloud, host, server_id):
+        assert time.monotonic() < deadline, "%s never printed %r on %s" % (
+            server_id, text, host)
+        time.sleep(0.5)
+    return True
+
+
+def _boot_from_volume_on_host1(walkthrough, tiny):
+    """A server whose root is a new volume made from the image (its boot
+    counter lives on that volume), deleted with it."""
+    tenant = walkthrough.tenant
+    flavor = tenant.compute.find_flavor("m1.tiny")
+    with only_host(walkthrough, "host1"):
+        server = tenant.compute.create_server(
+            name="evacuee-bfv", flavor_id=flavor.id, networks="none", block_device_mapping=[
+                {"uuid": tiny.id, "source_type": "image", "destination_type": "volume",
+                 "boot_index": 0, "volume_size": 1, "delete_on_termination": True}])
+        return tenant.compute.wait_for_server(server, status="ACTIVE", wait=300)
+
+
 def test_evacuate_of_a_host_whose_agent_is_stopped(cloud, walkthrough, tiny):
+    """An image-backed server is rebuilt from its image on host2; one booted
+    from a volume is defined there around the same volume and boots from
+    it: its boot counter, kept on the volume, says 2."""
     [server] = _boot_on_host1(walkthrough, tiny, 1, "evacuee")
+    bfv = _boot_from_volume_on_host1(walkthrough, tiny)
     host1, host2 = _rig(cloud, "host1")["uri"], _rig(cloud, "host2")["uri"]
     restarted = False
     try:
         _wait_ticks(cloud, "host1", server.id, 1, 180)
+        assert _wait_console(cloud, "host1", bfv.id, "FLOTILLA-BOOT-COUNT 1")
         # While host1's agent runs, evacuate is refused (409) and nothing changes.
         refused = walkthrough.admin.compute.post(
             "/servers/%s/action" % server.id, json={"evacuate": {}}, microversion="2.14",
@@ -127,14 +155,22 @@ def test_evacuate_of_a_host_whose_agent_is_stopped(cloud, walkthrough, tiny):
         # status with "ACTIVE" (osc_lib wait_for_status), so it never ends on
         # success against any cloud.
         _cli(cloud, "server", "evacuate", server.id)
-        deadline = time.monotonic() + 300
-        while True:
-            now = walkthrough.admin.compute.get_server(server.id)
-            if now.status != "REBUILD" and not now.task_state:
-                break
-            assert time.monotonic() < deadline, "evacuation still running"
-            time.sleep(1)
-        assert (now.status, now.compute_host) == ("ACTIVE", "host2")
+        _cli(cloud, "server", "evacuate", bfv.id)
+        for evacuee in (bfv, server):
+            deadline = time.monotonic() + 300
+            while True:
+                now = walkthrough.admin.compute.get_server(evacuee.id)
+                if now.status != "REBUILD" and not now.task_state:
+                    break
+                assert time.monotonic() < deadline, "evacuation still running"
+                time.sleep(1)
+            assert (now.status, now.compute_host) == ("ACTIVE", "host2"), evacuee.name
+        # The volume-backed one booted its own disk again: the data came along.
+        assert _wait_console(cloud, "host2", bfv.id, "FLOTILLA-BOOT-COUNT 2")
+        assert not (pathlib.Path(_rig(cloud, "host2")["instances_path"]) / bfv.id
+                    / "disk").exists()
+        [root] = walkthrough.tenant.compute.get_server(bfv.id).attached_volumes
+        assert walkthrough.tenant.block_storage.get_volume(root["id"]).status == "in-use"
         assert _db_host(cloud, server.id) == "host2"
         assert domstate(host2, server.id).startswith("running")
         _wait_ticks(cloud, "host2", server.id, 1, 180)     # the new guest booted
@@ -156,9 +192,14 @@ def test_evacuate_of_a_host_whose_agent_is_stopped(cloud, walkthrough, tiny):
         now = walkthrough.admin.compute.get_server(server.id)
         assert (now.status, now.compute_host, now.task_state) == ("ACTIVE", "host2", None)
         assert domstate(host2, server.id).startswith("running")
+        # host1's cleanup destroyed its stale copy of the volume-backed guest
+        # and left the volume to the guest on host2.
+        assert bfv.id not in _uuids(host1)
+        assert domstate(host2, bfv.id).startswith("running")
+        assert walkthrough.tenant.block_storage.get_volume(root["id"]).status == "in-use"
     finally:
         _admin_cli(cloud, "--os-compute-api-version", "2.11", "compute", "service", "set",
                    "--up", "host1", "nova-compute")
         if not restarted:
             cloud.start_compute("host1")
-        _delete(walkthrough, [server.id])
+        _delete(walkthrough, [server.id, bfv.id])
