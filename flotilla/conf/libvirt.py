@@ -115,6 +115,15 @@ libvirt_opts = [
         help="Seconds between two downtime steps, per GiB of memory and "
              "copied disk of the guest."),
     cfg.BoolOpt(
+        "live_migration_permit_post_copy",
+        default=False,
+        help="Let force-complete switch a live migration to post-copy: the "
+             "guest runs on the destination at once and fetches the memory "
+             "still on the source as it touches it (no pause, but a network "
+             "or source failure until the copy ends loses the guest). Off: "
+             "force-complete pauses the guest until the copy ends. Needs "
+             "userfaultfd on the destination hosts."),
+    cfg.BoolOpt(
         "live_migration_auto_converge",
         default=False,
         help="Let QEMU throttle the guest's vCPUs when its memory changes "

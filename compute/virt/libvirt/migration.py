@@ -18,9 +18,11 @@ The protocol between two hosts' libvirtds (DESIGN.md, "Flows"):
 * a failed or aborted job leaves the guest running here: libvirt removes
   the incoming domain on the destination itself, and
   rollback_live_migration_at_destination removes the files;
-* force_complete pauses the guest (no post-copy here) and lifts the
-  bandwidth limit; the destination resumes a guest that arrives paused
-  unless the instance is meant to be paused.
+* force_complete lifts the bandwidth limit and either switches the job to
+  post-copy (``[libvirt] live_migration_permit_post_copy``: the job was
+  started with VIR_MIGRATE_POSTCOPY, the guest runs on the destination at
+  once) or pauses the guest; the destination resumes a guest that arrives
+  paused unless the instance is meant to be paused.
 
 Whether a domain is coming or going is read from libvirt's job (its
 ``operation``), not from memory: an agent that restarts mid-migration still
@@ -249,6 +251,9 @@ class LibvirtMigrationMixin:
         flags = _FLAGS
         if opts.live_migration_auto_converge:
             flags |= libvirt.VIR_MIGRATE_AUTO_CONVERGE
+        if opts.live_migration_permit_post_copy:
+            # Allowed only: the job stays pre-copy until force_complete.
+            flags |= libvirt.VIR_MIGRATE_POSTCOPY
         params: dict = {libvirt.VIR_MIGRATE_PARAM_DEST_XML: data.dest_config}
         if data.local_disks:
             params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = list(data.local_disks)
@@ -400,11 +405,17 @@ class LibvirtMigrationMixin:
         uuid = Instance.coerce(instance).uuid
         job = self._job_of(uuid)
         guest = self._guest(instance)
+        # Either way the rest goes at full speed.
+        self.host.call(guest.domain.migrateSetMaxSpeed, _UNLIMITED_MIB, 0)
+        if self.conf.libvirt.live_migration_permit_post_copy:
+            # The guest switches over now and pulls what is left.
+            self.host.call(guest.domain.migrateStartPostCopy, 0)
+            LOG.info("live migration of %s switched to post-copy", uuid)
+            return
         if guest.power_state() == power_state.RUNNING:
             job.forced = True
             guest.pause()
         # A paused guest dirties nothing: what is left is copied at once.
-        self.host.call(guest.domain.migrateSetMaxSpeed, _UNLIMITED_MIB, 0)
 
     def post_live_migration(self, instance, migrate_data) -> None:
         self._require_live()

@@ -241,6 +241,22 @@ def _outgoing(uri: str, server_id: str) -> bool:
     return "Unbounded" in info
 
 
+def _start_held_migration(cloud, walkthrough, server) -> tuple[str, str, dict, list]:
+    """Live-migrate ``server`` off its host with the source's bandwidth held
+    at 1 MiB/s (virsh migrate-setspeed, which the job takes when it starts);
+    returns once the job runs: (source, dest, rig URIs, ticks before)."""
+    source = _db_host(cloud, server.id)
+    dest = next(h for h in HOSTS if h != source)
+    uris = {h: _rig(cloud, h)["uri"] for h in HOSTS}
+    before = _wait_ticks(cloud, source, server.id, 1, 60)
+    limited = virsh(uris[source], "migrate-setspeed", server.id, "1")
+    assert limited.returncode == 0, limited.stderr
+    walkthrough.admin.compute.live_migrate_server(server, host=None, block_migration="auto")
+    wait_until(lambda: _migration(cloud, server.id)["status"] == "running"
+               and _outgoing(uris[source], server.id), 60, "the migration's job")
+    return source, dest, uris, before
+
+
 @pytest.fixture(scope="module")
 def crash_server(cloud, walkthrough, tiny):
     tenant = walkthrough.tenant
@@ -262,15 +278,7 @@ def _crash_mid_migration(cloud, walkthrough, server, crash,
     ends on and its migration."""
     admin = walkthrough.admin
     started = time.monotonic()
-    source = _db_host(cloud, server.id)
-    dest = next(h for h in HOSTS if h != source)
-    uris = {h: _rig(cloud, h)["uri"] for h in HOSTS}
-    before = _wait_ticks(cloud, source, server.id, 1, 60)
-    limited = virsh(uris[source], "migrate-setspeed", server.id, "1")
-    assert limited.returncode == 0, limited.stderr
-    admin.compute.live_migrate_server(server, host=None, block_migration="auto")
-    wait_until(lambda: _migration(cloud, server.id)["status"] == "running"
-               and _outgoing(uris[source], server.id), 60, "the migration's job")
+    source, dest, uris, before = _start_held_migration(cloud, walkthrough, server)
     crash(source, dest)
     if job_survives:
         # The crash came mid-job: libvirtd still runs it, held back by the limit.
@@ -338,3 +346,80 @@ def test_the_destination_libvirtd_restarted_mid_migration(cloud, walkthrough,
                                            job_survives=False)
     # The incoming guest dies with its libvirtd: the guest stays where it ran.
     assert migration["status"] == "error"
+
+
+# --- abort and force-complete with the unmodified CLI ---------------------------------
+
+def _held_migration(cloud, walkthrough, server) -> tuple[str, str, dict, int, list]:
+    """A live migration of ``server`` held at 1 MiB/s, its job running, as
+    ``openstack server migration show`` sees it: (source, dest, rig URIs,
+    the migration's API id, ticks before)."""
+    source, dest, uris, before = _start_held_migration(cloud, walkthrough, server)
+    [listed] = [m for m in walkthrough.admin.compute.get(
+        "/servers/%s/migrations" % server.id, microversion="2.59").json()["migrations"]]
+    # By UUID: given an integer, OSC 10.5 swaps the SDK's arguments (see
+    # ../shared/OPENSTACK-CLIENTS.md) and fails against Nova too.
+    shown = json.loads(_admin_cli(cloud, "--os-compute-api-version", "2.59", "server",
+                                  "migration", "show", server.id, listed["uuid"],
+                                  "-f", "json"))
+    assert (shown["Status"], shown["Source Compute"], shown["Dest Compute"]) == \
+        ("running", source, dest), shown
+    return source, dest, uris, listed["id"], before
+
+
+def _settled(cloud, walkthrough, server, status: str, host: str, uris: dict,
+             before: list) -> None:
+    """The server is idle on ``host`` only, the migration ``status``, the
+    guest still counting there."""
+    now = wait_until(lambda: (s := walkthrough.admin.compute.get_server(server.id))
+                     .task_state is None and s, 120, "the server idle again")
+    migration = wait_until(lambda: (m := _migration(cloud, server.id))["status"] == status
+                           and m, 60, "the migration " + status)
+    other = next(h for h in HOSTS if h != host)
+    assert (now.status, now.compute_host, _db_host(cloud, server.id)) == \
+        ("ACTIVE", host, host)
+    assert domstate(uris[host], server.id).startswith("running")
+    assert server.id not in virsh(uris[other], "list", "--all", "--uuid").stdout
+    assert _claims(cloud, server.id, migration["uuid"]) == [(server.id, host)]
+    after = _wait_ticks(cloud, host, server.id, len(_ticks(cloud, host, server.id)) + 1, 60)
+    assert after[-1] > before[-1], (before, after)
+
+
+def test_abort_with_the_cli_leaves_the_guest_on_its_source(cloud, walkthrough,
+                                                           crash_server):
+    source, _dest, uris, migration_id, before = _held_migration(cloud, walkthrough,
+                                                                crash_server)
+    _admin_cli(cloud, "--os-compute-api-version", "2.24", "server", "migration", "abort",
+               crash_server.id, str(migration_id))
+    _settled(cloud, walkthrough, crash_server, "cancelled", source, uris, before)
+
+
+def test_force_complete_with_the_cli_finishes_a_held_migration(cloud, walkthrough,
+                                                               crash_server):
+    """At 1 MiB/s the job would take minutes; forced, the guest is paused,
+    the limit lifted, and it arrives (running, not paused) on the other host."""
+    _source, dest, uris, migration_id, before = _held_migration(cloud, walkthrough,
+                                                                crash_server)
+    _admin_cli(cloud, "--os-compute-api-version", "2.22", "server", "migration", "force",
+               "complete", crash_server.id, str(migration_id))
+    _settled(cloud, walkthrough, crash_server, "completed", dest, uris, before)
+
+
+def test_force_complete_by_post_copy_where_permitted(cloud, walkthrough, crash_server):
+    """With [libvirt] live_migration_permit_post_copy on the source, a forced
+    migration switches to post-copy instead of pausing the guest: it runs on
+    the destination at once and pulls the rest of its memory."""
+    from tests.integration.e2e.test_snapshots import _restart_compute
+    source = _db_host(cloud, crash_server.id)
+    log = pathlib.Path(cloud.logs) / ("flotilla-compute-%s.log" % source)
+    _restart_compute(cloud, source, {"libvirt": {"live_migration_permit_post_copy": "true"}})
+    try:
+        _source, dest, uris, migration_id, before = _held_migration(cloud, walkthrough,
+                                                                    crash_server)
+        _admin_cli(cloud, "--os-compute-api-version", "2.22", "server", "migration",
+                   "force", "complete", crash_server.id, str(migration_id))
+        _settled(cloud, walkthrough, crash_server, "completed", dest, uris, before)
+        assert "live migration of %s switched to post-copy" % crash_server.id \
+            in log.read_text(errors="replace")
+    finally:
+        _restart_compute(cloud, source, {})
