@@ -160,18 +160,20 @@ class _SpoolBuffer(FileBasedBuffer):
                              self.size - self._written_back)
             self._written_back = self.size
         if not self.hashers:
-            self.hashers.extend((_Hasher(hashlib.sha256()),
-                                 # Glance's checksum, not security
-                                 _Hasher(hashlib.md5(usedforsecurity=False))))
+            self._start_hashers()
         for hasher in self.hashers:
             hasher.queue.put(s)
+
+    def _start_hashers(self) -> None:
+        self.hashers.extend((_Hasher(hashlib.sha256()),
+                             # Glance's checksum, not security
+                             _Hasher(hashlib.md5(usedforsecurity=False))))
 
     def finish(self) -> image_store.ReceivedFile:
         """The digests of everything appended (the body is complete)."""
         if self.result is None:
             if not self.hashers:       # an empty body
-                self.hashers.extend((_Hasher(hashlib.sha256()),
-                                     _Hasher(hashlib.md5(usedforsecurity=False))))
+                self._start_hashers()
             sha256, md5 = (hasher.finish() for hasher in self.hashers)
             self.hashers.clear()
             self.result = image_store.ReceivedFile(path=self.path, size=self.size,

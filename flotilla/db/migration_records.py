@@ -102,12 +102,11 @@ def migration_update(migration_uuid: str, values: Mapping[str, Any],
 
 
 
-def move_claims(session, instance_uuid: str, migration_uuid: str) -> None:
-    """Inside ``session``: free the instance's claims on its old host
-    (each node's generation bumped) and make the migration's claim on the
-    new one the instance's. Used wherever an instance changes host."""
+def free_claims(session, consumer: str) -> None:
+    """Inside ``session``: remove ``consumer``'s claims, giving their
+    amounts back to their nodes (each node's generation bumped)."""
     freed = session.execute(
-        sa.delete(Allocation).where(Allocation.consumer_id == instance_uuid)
+        sa.delete(Allocation).where(Allocation.consumer_id == consumer)
         .returning(Allocation.compute_node_id,
                    *(getattr(Allocation, r) for r in RESOURCES))).all()
     for row in sorted(freed):
@@ -118,6 +117,13 @@ def move_claims(session, instance_uuid: str, migration_uuid: str) -> None:
                     **{r + "_used": getattr(ComputeNode, r + "_used") - amounts[r]
                        for r in RESOURCES}),
             execution_options={"synchronize_session": False})
+
+
+def move_claims(session, instance_uuid: str, migration_uuid: str) -> None:
+    """Inside ``session``: free the instance's claims on its old host and
+    make the migration's claim on the new one the instance's. Used wherever
+    an instance changes host."""
+    free_claims(session, instance_uuid)
     session.execute(
         sa.update(Allocation).where(Allocation.consumer_id == migration_uuid)
         .values(consumer_id=instance_uuid),

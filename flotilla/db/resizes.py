@@ -32,9 +32,9 @@ import sqlalchemy as sa
 
 from flotilla import exception
 from flotilla import states as st
-from flotilla.db.compute_nodes import RESOURCES
 from flotilla.db.engine import session_scope
-from flotilla.db.models import Allocation, ComputeNode, Instance, Migration
+from flotilla.db.migration_records import free_claims
+from flotilla.db.models import Allocation, Instance, Migration
 from flotilla.db.types import utcnow
 
 PRE_MIGRATING = "pre-migrating"
@@ -82,21 +82,6 @@ def _switch_instance(session, migration: Migration, task_state: str,
                                  % (migration.instance_uuid, task_state))
 
 
-def _free(session, consumer: str) -> None:
-    freed = session.execute(
-        sa.delete(Allocation).where(Allocation.consumer_id == consumer)
-        .returning(Allocation.compute_node_id,
-                   *(getattr(Allocation, r) for r in RESOURCES))).all()
-    for row in sorted(freed):
-        amounts = dict(zip(RESOURCES, row[1:], strict=True))
-        session.execute(
-            sa.update(ComputeNode).where(ComputeNode.id == row[0])
-            .values(generation=ComputeNode.generation + 1, updated_at=utcnow(),
-                    **{r + "_used": getattr(ComputeNode, r + "_used") - amounts[r]
-                       for r in RESOURCES}),
-            execution_options={"synchronize_session": False})
-
-
 def resize_finish(migration_uuid: str, flavor: Mapping[str, Any]) -> None:
     """The guest runs on the destination with ``flavor``: see the module."""
     with session_scope() as session:
@@ -114,7 +99,7 @@ def resize_confirm(migration_uuid: str, vm_state: str) -> None:
     with session_scope() as session:
         migration = _locked_migration(session, migration_uuid)
         _switch_instance(session, migration, st.RESIZE_CONFIRMING, {"vm_state": vm_state})
-        _free(session, migration.instance_uuid)
+        free_claims(session, migration.instance_uuid)
         session.execute(
             sa.update(Allocation).where(Allocation.consumer_id == migration_uuid)
             .values(consumer_id=migration.instance_uuid),
@@ -134,7 +119,7 @@ def resize_revert(migration_uuid: str, flavor: Mapping[str, Any], vm_state: str,
         _switch_instance(session, migration, task_state,
                          dict(flavor_values(flavor), host=migration.source_host,
                               node=migration.source_host, vm_state=vm_state))
-        _free(session, migration_uuid)
+        free_claims(session, migration_uuid)
         migration.status = status
         if reason:
             migration.error_reason = reason[:2000]

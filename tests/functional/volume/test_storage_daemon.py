@@ -91,18 +91,22 @@ def test_a_killed_daemon_is_replaced_and_the_exports_restored(conf, volume_host)
     assert daemon.exports() == {export_id(attached)}
     _nbd(port, attached, "-c", "write -P 0x5a 0 4k")
 
-    with open(os.path.join(conf.volume.run_path, "qsd.pid")) as f:
-        pid = int(f.read())
-    os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while daemon.running():
-        assert time.monotonic() < deadline, "the killed daemon still answers"
-        time.sleep(0.05)
+    _kill_daemon(conf, daemon)
 
     # The service starts again: a new daemon, the same export, the same data.
     VolumeManager(conf, host="vol1", backend=backend, daemon=StorageDaemon(conf)).init_host()
     assert daemon.exports() == {export_id(attached)}
     assert "read 4096/4096" in _nbd(port, attached, "-c", "read -P 0x5a 0 4k")
+
+
+def _kill_daemon(conf, daemon) -> None:
+    """SIGKILL the storage daemon; returns once it no longer answers."""
+    with open(os.path.join(conf.volume.run_path, "qsd.pid")) as f:
+        os.kill(int(f.read()), signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while daemon.running():
+        assert time.monotonic() < deadline, "the killed daemon still answers"
+        time.sleep(0.05)
 
 
 def test_the_watch_replaces_a_killed_daemon_and_start_removes_orphan_exports(conf,
@@ -123,13 +127,7 @@ def test_the_watch_replaces_a_killed_daemon_and_start_removes_orphan_exports(con
     _nbd(port, attached, "-c", "write -P 0x6b 0 4k")
     assert recovery.watch_storage_daemon(manager) is False
 
-    with open(os.path.join(conf.volume.run_path, "qsd.pid")) as f:
-        pid = int(f.read())
-    os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while daemon.running():
-        assert time.monotonic() < deadline, "the killed daemon still answers"
-        time.sleep(0.05)
+    _kill_daemon(conf, daemon)
     assert recovery.watch_storage_daemon(manager) is True
     assert daemon.exports() == {export_id(attached)}
     assert "read 4096/4096" in _nbd(port, attached, "-c", "read -P 0x6b 0 4k")
@@ -164,12 +162,7 @@ def test_a_daemon_started_again_by_an_export_serves_the_other_volumes_too(conf,
     manager = VolumeManager(conf, host="vol1", backend=backend, daemon=daemon)
     manager.init_host()
     _nbd(port, attached, "-c", "write -P 0x7c 0 4k")
-    with open(os.path.join(conf.volume.run_path, "qsd.pid")) as f:
-        os.kill(int(f.read()), signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while daemon.running():
-        assert time.monotonic() < deadline, "the killed daemon still answers"
-        time.sleep(0.05)
+    _kill_daemon(conf, daemon)
     other = vdb.volume_create({"size_gb": 1, "status": st.VOLUME_AVAILABLE, "host": "vol1",
                                "project_id": "p1"}, {"volumes": -1, "gigabytes": -1}).id
     daemon.export(other, backend.create(other, 1))
