@@ -45,6 +45,12 @@ class VolumeManager:
         # A storage daemon started again, by whichever call found it gone,
         # gets this host's attached volumes back.
         self.daemon.on_restart = self.restore_exports
+        # Volumes a flow unexported since their last export: a restore that
+        # read their attachment just before (the detach flow deletes it
+        # after unexporting) must not leave them exported. No lock: the
+        # storage daemon serialises the calls, and a restore must never
+        # wait behind a copy job holding it (the watch shares the heartbeat).
+        self._unexported: set[str] = set()
 
     # --- service hooks --------------------------------------------------------
 
@@ -64,15 +70,22 @@ class VolumeManager:
         """Export again every attached volume of this host; the ids."""
         restored = []
         for volume in vdb.exported_volumes(self.host):
+            if volume.id in self._unexported:
+                continue                # a detach is ending: its flow unexported it
             path = volume.path or self.backend.path(volume.id)
             if not path:
                 LOG.error("volume %s is attached but its file is gone", volume.id)
                 continue
             try:
                 self.daemon.export(volume.id, path)
-                restored.append(volume.id)
             except Exception:
                 LOG.exception("could not export volume %s again", volume.id)
+                continue
+            if volume.id in self._unexported:
+                # Unexported while this export was on its way: take it back.
+                self.daemon.unexport(volume.id)
+                continue
+            restored.append(volume.id)
         if restored:
             LOG.info("exports of %d attached volumes in place", len(restored))
         return restored
@@ -103,9 +116,18 @@ class VolumeManager:
                                           % snapshots.reason(exc)},
                               expected_status=st.VOLUME_CREATING)
             return
-        vdb.volume_update(volume_id, {"status": st.VOLUME_AVAILABLE, "path": path,
-                                      "pool": self.backend.pool, "status_reason": None},
-                          expected_status=st.VOLUME_CREATING)
+        try:
+            vdb.volume_update(volume_id, {"status": st.VOLUME_AVAILABLE, "path": path,
+                                          "pool": self.backend.pool, "status_reason": None},
+                              expected_status=st.VOLUME_CREATING)
+        except (vdb.VolumeNotFound, vdb.VolumeStatusConflict) as exc:
+            # The create outlived its deadline: the reaper ended it in error
+            # and the tenant may have deleted it meanwhile. Nothing will
+            # ever own this file: remove it (a later delete finds none).
+            LOG.warning("volume %s left creating while it was made (%s): its file "
+                        "is removed", volume_id, exc)
+            self.backend.delete(volume_id)
+            return
         LOG.info("volume %s created (%d GiB)", volume_id, volume.size_gb)
 
     def delete_volume(self, ctxt: RequestContext, volume_id: str) -> None:
@@ -147,9 +169,11 @@ class VolumeManager:
         path = volume.path or self.backend.path(volume_id)
         if not path:
             raise vdb.VolumeNotFound(volume_id=volume_id)
+        self._unexported.discard(volume_id)
         return self.daemon.export(volume_id, path)
 
     def unexport_volume(self, ctxt: RequestContext, volume_id: str) -> None:
+        self._unexported.add(volume_id)     # before: see restore_exports
         self.daemon.unexport(volume_id)
 
     def create_snapshot(self, ctxt: RequestContext, snapshot_id: str) -> None:

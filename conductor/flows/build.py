@@ -71,6 +71,13 @@ class SpawnFailed(exception.FlotillaException):
     public_msg = "The server could not be created on its host."
 
 
+class AgentsTooOld(exception.FlotillaException):
+    """Not retried: every host answers to the same cap."""
+    msg_fmt = ("The compute agents are capped at an RPC version older than %(need)s "
+               "([upgrade_levels] compute), which cannot %(what)s; upgrade them first")
+    public_msg = "The compute service cannot create this server yet (an upgrade is under way)."
+
+
 @dataclasses.dataclass
 class BuildState(FlowState):
     request_spec: RequestSpec | None = None
@@ -190,6 +197,12 @@ class BuildOnHost(Step):
 
     def __init__(self, compute) -> None:
         self.compute = compute
+
+    def check(self, state: BuildState) -> None:
+        # An agent capped below 1.7 would boot without the volumes: refuse
+        # before any volume is made or reserved.
+        if state.block_devices and not self.compute.client.can_send_version("1.7"):
+            raise AgentsTooOld(need="1.7", what="boot a server with volumes")
 
     def execute(self, state: BuildState) -> None:
         extra = {"block_device_mapping": state.block_devices} if state.block_devices else {}

@@ -164,6 +164,7 @@ class Walkthrough:
         hosts[servers[2].id] = summary["migration"]["dest"]
         summary["resize"] = moves.resize(self, servers[3], hosts, say, step)
         summary["drain"] = moves.drain(self, "host1", hosts, say, step)
+        summary["evacuate"] = moves.evacuate(self, servers[0], hosts, say, step)
 
         step("delete every server")
         for server in servers:

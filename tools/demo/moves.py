@@ -1,6 +1,7 @@
 """The demo's steps that move servers between hosts without live migration's
-single guest: a resize (a cold migration to a bigger flavor, confirmed) and
-an operator's drain of a whole host (every guest live-migrated off it).
+single guest: a resize (a cold migration to a bigger flavor, confirmed), an
+operator's drain of a whole host (every guest live-migrated off it) and the
+evacuation of a server whose host went down (rebuilt on the other host).
 
 Each takes the :class:`tools.demo.demo.Walkthrough` it runs in, prints its
 progress as it goes and returns what it saw for the e2e test.
@@ -107,3 +108,69 @@ def drain(walk, host: str, hosts: dict[str, str], say, step) -> dict:
     say("    %s enabled again" % host)
     return {"host": host, "moved": len(moved), "left": len(running),
             "hosts_after": sorted(set(hosts[s] for s in moved))}
+
+
+def _service(walk, host: str):
+    return next(s for s in walk.admin.compute.services()
+                if s.binary in ("nova-compute", "flotilla-compute") and s.host == host)
+
+
+def _wait_service(walk, host: str, state: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while _service(walk, host).state != state:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the compute service of %s is not %s after %ss"
+                               % (host, state, timeout))
+        time.sleep(0.5)
+
+
+def _domains(walk, host: str) -> set[str]:
+    rig = {h["name"]: h["uri"] for h in walk.cloud.state["rig_hosts"]}
+    return set(subprocess.run(["virsh", "-q", "-c", rig[host], "list", "--all", "--uuid"],
+                              capture_output=True, text=True).stdout.split())
+
+
+def evacuate(walk, server, hosts: dict[str, str], say, step) -> dict:
+    """Evacuate ``server`` as an operator whose host died would: its host's
+    agent is stopped and the service forced down (Nova's "the host is
+    fenced" signal), then ``evacuate`` rebuilds it from its image on the
+    other host. When the agent comes back it removes its stale copy."""
+    dead = hosts[server.id]
+    daemon = "flotilla-compute@%s" % dead
+    step("evacuate %s: %s's agent stopped, its service forced down" % (server.name, dead))
+    walk.cloud.stop_daemon(daemon)
+    service = _service(walk, dead)
+    walk.admin.compute.update_service_forced_down(service, dead, service.binary, True)
+    _wait_service(walk, dead, "down")
+    say("    %s: compute service down (forced)" % dead)
+    started = time.monotonic()
+    walk.admin.compute.evacuate_server(server)
+    deadline = time.monotonic() + 300
+    while True:
+        now = walk.admin.compute.get_server(server.id)
+        if now.status != "REBUILD" and not now.task_state:
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError("the evacuation of %s is still running" % server.name)
+        time.sleep(0.5)
+    if now.status != "ACTIVE":
+        raise RuntimeError("the evacuation of %s ended %s" % (server.name, now.status))
+    there = now.compute_host
+    on_dest = _domstate(walk, there, server.id)
+    say("    %s rebuilt from its image on %s in %.1fs; virsh there: %s"
+        % (server.name, there, time.monotonic() - started, on_dest))
+    stale = server.id in _domains(walk, dead)
+    say("    %s's libvirt still has its stale copy: %s" % (dead, "yes" if stale else "no"))
+    step("bring %s back: its agent removes the evacuated guest's stale copy" % dead)
+    walk.admin.compute.update_service_forced_down(service, dead, service.binary, False)
+    walk.cloud.start_compute(dead)
+    _wait_service(walk, dead, "up")
+    deadline = time.monotonic() + 120
+    while server.id in _domains(walk, dead):
+        if time.monotonic() > deadline:
+            raise RuntimeError("%s kept the stale copy of %s" % (dead, server.name))
+        time.sleep(0.5)
+    say("    %s is up; virsh on it no longer lists %s" % (dead, server.name))
+    hosts[server.id] = there
+    return {"source": dead, "dest": there, "dest_state": on_dest, "stale_before": stale,
+            "stale_after": server.id in _domains(walk, dead)}

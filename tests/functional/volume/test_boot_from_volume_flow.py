@@ -15,6 +15,7 @@ from flotilla import deadlines, objects
 from flotilla import states as st
 from flotilla.db import api as db
 from flotilla.db import images as images_db
+from flotilla.db import instances as instances_db
 from flotilla.db import volumes as vdb
 from tests.fixtures.cloud import FLAVOR
 from tests.fixtures.scheduling import SchedulingCloud, events
@@ -163,3 +164,22 @@ def test_a_volume_that_fails_to_be_made_fails_the_build(cloud, monkeypatch):
     assert any(e == "conductor_create_volumes" and r == "Error"
                for _a, e, r, _h in events(uuid))
 
+
+
+def test_agents_capped_below_1_7_refuse_a_volume_boot_before_any_volume(cloud):
+    """An upgrade in progress: the agents answer to compute 1.6, which would
+    boot the server without its volumes. The build ends in ERROR with the
+    reason at its checks, before a volume is made, reserved or exported."""
+    extra = _existing(cloud)
+    cloud.conductor_manager.flows["build"].compute.client.version_cap = "1.6"
+    _ctxt, uuid = _boot(cloud, [_from_image(), objects.BlockDeviceMapping(
+        source_type="volume", destination_type="volume", volume_id=extra)])
+    [inst] = cloud.wait_settled([uuid])
+    assert inst["vm_state"] == st.ERROR
+    assert cloud.written == [] and set(cloud.backend.volumes) == {extra}
+    assert vdb.volume_get(extra).status == st.VOLUME_AVAILABLE
+    assert vdb.attachments_of_instance(uuid) == [] and cloud.daemon.exported == set()
+    assert not any(uuid in d.guests for d in cloud.drivers.values())
+    messages = [f.details for f in instances_db.instance_fault_get_all(uuid)]
+    assert any("older than 1.7" in m and "[upgrade_levels] compute" in m
+               for m in messages if m), messages

@@ -142,3 +142,53 @@ def test_an_agent_lists_the_attachments_of_its_own_host_only(cloud):  # noqa: F8
     with pytest.raises(exception.Forbidden):
         manager.volume_attachments_by_host(dataclasses.replace(cloud.ctxt,
                                                                agent_host="host2"), "host1")
+
+
+def test_a_restore_racing_a_detach_leaves_no_export(manager, fake_cloud):
+    """The detach flow unexports, then deletes the attachment. A restore
+    (the storage daemon started again) that read the attachment just
+    before must not leave the volume exported: both interleavings."""
+    vid = _row(st.VOLUME_DETACHING)
+    manager.backend.create(vid, 1)
+    vdb.attachment_create(vid, fake_cloud.boot("host1")["uuid"], "host1")
+    manager.export_volume(None, vid)
+    # 1. The unexport lands between the restore's read and its export.
+    real_export = manager.daemon.export
+
+    def export_after_unexport(volume_id, path):
+        manager.unexport_volume(None, volume_id)
+        return real_export(volume_id, path)
+
+    manager.daemon.export = export_after_unexport
+    assert manager.restore_exports() == []
+    manager.daemon.export = real_export
+    assert manager.daemon.exported == set()
+    # 2. The unexport came first: the restore does not export again.
+    assert manager.restore_exports() == []
+    assert manager.daemon.exported == set()
+    # An attach exporting it again clears the mark: a restore exports it.
+    manager.export_volume(None, vid)
+    manager.daemon.exported.clear()
+    assert manager.restore_exports() == [vid]
+    assert manager.daemon.exported == {vid}
+
+
+def test_a_create_that_outlived_its_volume_removes_its_file(manager, monkeypatch):
+    """The reaper ended a slow create in error and the tenant deleted the
+    volume: the file the create then made is removed, not orphaned."""
+    vid = _row(st.VOLUME_CREATING)
+    real_create = manager.backend.create
+
+    def slow_create(volume_id, size_gb):
+        vdb.volume_update(volume_id, {"status": st.VOLUME_ERROR},
+                          expected_status=st.VOLUME_CREATING)   # the reaper
+        vdb.volume_update(volume_id, {"status": st.VOLUME_DELETING},
+                          expected_status=st.VOLUME_ERROR)      # the tenant's delete
+        manager.delete_volume(None, volume_id)                  # ran before the file
+        return real_create(volume_id, size_gb)
+
+    monkeypatch.setattr(manager.backend, "create", slow_create)
+    manager.create_volume(None, vid)
+    assert vid not in manager.backend.volumes
+    with pytest.raises(vdb.VolumeNotFound):
+        vdb.volume_get(vid)

@@ -77,6 +77,12 @@ def test_the_demo_flow(cloud, walkthrough):
     # host1 drained: every guest moved to host2, nothing left on host1.
     drain = summary["drain"]
     assert drain["moved"] >= 1 and drain["left"] == 0 and drain["hosts_after"] == ["host2"]
+    # demo-1 evacuated off host2 (agent stopped, forced down), rebuilt on
+    # host1; the stale copy stays until host2's agent is back, then goes.
+    evacuate = summary["evacuate"]
+    assert (evacuate["source"], evacuate["dest"]) == ("host2", "host1")
+    assert evacuate["dest_state"] == "running"
+    assert evacuate["stale_before"] and not evacuate["stale_after"]
 
 
 def _allocations(cloud) -> int:
