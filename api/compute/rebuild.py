@@ -40,7 +40,6 @@ from flotilla.context import RequestContext
 from flotilla.db import api as db
 from flotilla.db import keypairs as keypairs_db
 from flotilla.db import servers as servers_db
-from flotilla.db import volumes as volumes_db
 from flotilla.deadlines import task_deadline
 
 LOG = logging.getLogger(__name__)
@@ -78,11 +77,6 @@ def rebuild(state: APIState, req: falcon.Request, resp: falcon.Response,
                                  if inst.task_state else ""))
     if not inst.host:
         raise errors.conflict("Cannot 'rebuild' instance %s: it has no host" % inst.uuid)
-    if volumes_db.attachments_of_instance(inst.uuid):
-        # The libvirt rebuild defines the guest anew from its root disk: it
-        # would drop the attached volumes' disks (not supported yet).
-        raise errors.conflict("Cannot 'rebuild' instance %s while volumes are attached "
-                              "to it: detach them first" % inst.uuid)
     values: dict = {"task_state": OPERATION.task_state,
                     "task_deadline": task_deadline(conf, OPERATION.task_state)}
     if "name" in args:

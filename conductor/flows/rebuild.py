@@ -8,8 +8,9 @@ state.
 Steps (conductor/flows/runner.py):
 
 1. ``rebuild_on_host``: cast ``rebuild_instance`` to the server's host with
-   what to fetch (a signed download URL of the image) and whether to start
-   the guest (a stopped server stays stopped); wait for the agent's report
+   what to fetch (a signed download URL of the image), whether to start
+   the guest (a stopped server stays stopped) and the volumes attached to
+   it (compute 1.9: the guest is defined again with them); wait for the agent's report
    (``rebuild_done``). The agent enters ``rebuild_spawning``, replaces the
    disk, and after its report leaves the server active (or stopped) with no
    task; on a failure it leaves it as it was when its old disk survived,
@@ -33,6 +34,7 @@ from oslo_config import cfg
 from conductor.flows import runner
 from conductor.flows.base import Flow
 from conductor.flows.runner import FlowFailed, FlowState, Step
+from conductor.flows.volume import attached_volumes
 from flotilla import exception, images
 from flotilla import states as st
 from flotilla.context import RequestContext
@@ -99,10 +101,22 @@ class RebuildOnHost(Step):
                 actual_task_state=inst.task_state, expected_vm_state="any",
                 expected_task_state=st.REBUILDING)
 
+        if attached_volumes(state.instance_uuid) and \
+                not self.compute.client.can_send_version("1.9"):
+            raise RebuildNotDone(
+                public="The server's host cannot rebuild it with its volumes yet.",
+                image_id=state.image_id,
+                reason="its volumes would be dropped: the compute agents are capped "
+                       "below RPC 1.9 ([upgrade_levels] compute)")
+
     def execute(self, state: RebuildState) -> None:
         image = ImageMeta.from_record(images.compute_image_ref(self.conf, state.image_id))
+        # The guest is defined anew around its new root disk: with the
+        # volumes it has now, on the same NBD exports.
+        volumes = attached_volumes(state.instance_uuid)
+        extra = {"block_device_mapping": volumes} if volumes else {}
         self.compute.rebuild_instance(state.ctxt, state.host, state.instance_uuid, image,
-                                      state.power_on)
+                                      state.power_on, **extra)
 
     def on_report(self, state: RebuildState, report: dict[str, Any]) -> None:
         if report.get("error"):

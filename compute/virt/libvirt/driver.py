@@ -247,8 +247,8 @@ class LibvirtDriver(LibvirtResizeMixin, LibvirtMigrationMixin, driver.ComputeDri
         """See ComputeDriver.rebuild. The new disk is made first (fetching
         the image), so a failure there leaves the guest as it was; then the
         guest is stopped, its disk replaced (rename), its definition
-        rewritten (the image in its metadata) and, with ``power_on``,
-        started. The console log is kept: the new boot appends to it."""
+        rewritten (the image in its metadata, the volume disks of
+        ``block_device_info``) and, with ``power_on``, started. The console log is kept: the new boot appends to it."""
         instance = Instance.coerce(instance)
         image = ImageMeta.coerce(image_meta)
         domain = self.host.lookup(instance.uuid)
@@ -262,7 +262,9 @@ class LibvirtDriver(LibvirtResizeMixin, LibvirtMigrationMixin, driver.ComputeDri
         guest = Guest(self.host, domain)
         if image is not None:
             instance = dataclasses.replace(instance, image_ref=image.id)
-        spec = self._domain_spec(instance)
+        # The new definition keeps the volumes attached now (data volumes:
+        # a server booted from a volume is not rebuilt, the API refuses it).
+        spec = self._domain_spec(instance, block_device_info)
         new_disk = os.path.join(self.instance_dir(instance), REBUILD_DISK_NAME)
         try:
             if self.real_disks:

@@ -296,3 +296,30 @@ def test_extend_is_a_compare_and_swap_within_the_quota(cloud):
     vdb.volume_update(vid, {"status_deadline": vdb.deadline(-5)})
     assert cloud.conductor_service.manager.flows["volume"].reap() == 1
     assert vdb.volume_get(vid).status == st.VOLUME_ERROR_EXTENDING
+
+
+NEW_IMAGE = "6d0c2b0e-7a43-4c55-9d2b-2f9a5e0c1b11"
+
+
+def test_a_rebuild_keeps_the_attached_volumes(cloud):
+    """A rebuild defines the guest anew around its new root disk: with the
+    volumes attached now (compute 1.9 carries them), still exported."""
+    from flotilla.db import images as images_db
+    images_db.image_create({"id": NEW_IMAGE, "name": "new", "status": "active",
+                            "disk_format": "qcow2", "container_format": "bare",
+                            "visibility": "public", "checksum": "0" * 64,
+                            "size": 1024, "owner": "p1"})
+    inst = cloud.boot("host1")
+    vid = _volume(cloud)
+    _attach(cloud, inst["uuid"], vid)
+    _wait_status(vid, st.VOLUME_IN_USE)
+    ctxt = cloud.ctxt
+    db.instance_update(inst["uuid"], {"task_state": st.REBUILDING})
+    db.action_start(inst["uuid"], "rebuild", ctxt.request_id, ctxt.user_id, ctxt.project_id)
+    cloud.conductor.rebuild_instance(ctxt, inst["uuid"], NEW_IMAGE)
+    done = cloud.wait_for(inst["uuid"], lambda i: i["task_state"] is None
+                          and i["image_ref"] == NEW_IMAGE)
+    assert done["vm_state"] == st.ACTIVE
+    guest = cloud.drivers["host1"].guests[inst["uuid"]]
+    assert guest.devices() == {vid: "vdb"}
+    assert vdb.volume_get(vid).status == st.VOLUME_IN_USE and cloud.daemon.exported == {vid}

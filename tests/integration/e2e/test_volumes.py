@@ -235,6 +235,39 @@ def test_extend_is_seen_by_the_guest(cloud, walkthrough, servers, cli):  # noqa:
         tenant.block_storage.wait_for_delete(volume, wait=60)
 
 
+def test_a_rebuild_keeps_the_attached_volume(cloud, walkthrough, servers, guest,
+                                             cli):  # noqa: F811
+    """``openstack server rebuild --wait``: a new root disk from the image,
+    the volume still attached (live and persistent), its data there: the
+    rebuilt guest finds the marker it wrote before."""
+    tenant = walkthrough.tenant
+    (host_a, first), _ = sorted(servers.items())
+    volume = tenant.block_storage.create_volume(size=1, name="kept")
+    try:
+        tenant.block_storage.wait_for_status(volume, "available", wait=60)
+        start = len(_console(cloud, host_a, first))
+        tenant.compute.create_volume_attachment(first, volume_id=volume.id)
+        tenant.block_storage.wait_for_status(volume, "in-use", wait=60)
+        assert _wait(lambda: "FLOTILLA-DISK-MARKER vdb written %s" % first
+                     in _console(cloud, host_a, first)[start:], 60, "the marker written")
+        start = len(_console(cloud, host_a, first))
+        rebuilt = cli("server", "rebuild", "--image", guest.id, "--wait", first)
+        assert rebuilt["status"] == "ACTIVE", rebuilt
+        assert _wait(lambda: "FLOTILLA-DISK-MARKER vdb found %s" % first
+                     in _console(cloud, host_a, first)[start:], 120,
+                     "the rebuilt guest finding the volume's marker")
+        uri = _rig_host(cloud, host_a)["uri"]
+        assert volume.id in virsh(uri, "dumpxml", first).stdout
+        assert volume.id in virsh(uri, "dumpxml", "--inactive", first).stdout
+        assert tenant.block_storage.get_volume(volume.id).status == "in-use"
+        assert "e" + volume.id.replace("-", "") in _exports(cloud)
+        tenant.compute.delete_volume_attachment(first, volume.id)
+        tenant.block_storage.wait_for_status(volume, "available", wait=60)
+    finally:
+        tenant.block_storage.delete_volume(volume, ignore_missing=True)
+        tenant.block_storage.wait_for_delete(volume, wait=60)
+
+
 # --- boot from volume (block_device_mapping_v2 at server create) -----------------------
 
 def _nbd_boot_disk(cloud, host: str, server_id: str) -> tuple[str, str, str]:
