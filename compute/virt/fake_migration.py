@@ -381,7 +381,9 @@ class FakeMigrationMixin:
     def confirm_migration(self: FakeDriver, instance, migrate_data) -> None:
         uuid = Instance.coerce(instance).uuid
         self._record("confirm_migration", uuid)
-        if self._kept_here.pop(uuid, None) is not None:
+        data = MigrateData.coerce(migrate_data)
+        if self._kept_here.pop(uuid, None) is not None \
+                or (data.same_host and data.dest_host == self.host):
             return      # same host: the guest defined is the resized one
         guest = self.guests.get(uuid)
         if guest is None:
