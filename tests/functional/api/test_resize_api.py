@@ -237,7 +237,7 @@ def test_a_volume_being_attached_or_detached_is_409_naming_it(api_cloud, flavors
 
 def test_a_volume_backed_server_resizes_to_any_disk_size(api_cloud, flavors):
     uuid = _server(api_cloud)
-    db.instance_update(uuid, {"root_gb": 5})
+    db.instance_update(uuid, {"root_gb": 5, "image_ref": ""})    # as a boot from volume
     _volume(uuid, boot_index=0)
     # Its root is the volume: neither a zero disk nor a smaller one is refused.
     r = _action(api_cloud, uuid, {"resize": {"flavorRef": "0"}})
