@@ -305,3 +305,33 @@ def test_a_cold_migration_never_stays_on_its_host(one_host):
     assert (now["host"], now["vm_state"]) == ("host1", st.ACTIVE)
     assert one_host.drivers["host1"].guests[inst["uuid"]].power_state == \
         power_state.RUNNING
+
+
+def test_the_reaper_finishes_a_lost_revert_with_the_volumes_back_on_the_source(cloud):
+    import datetime
+
+    from conductor.reaper import Reaper
+    from flotilla import deadlines
+    from flotilla.db import migration_records as mig_db
+    inst = _boot(cloud)
+    source, dest = inst["host"], _other(inst["host"])
+    vid, device, _connection = _attach(cloud, inst)
+    migration_uuid = _resize(cloud, inst, BIGGER)
+    assert _wait_migration(migration_uuid, ("finished", "error")).status == "finished"
+    cloud.wait_idle(inst["uuid"])
+    # What the API does for revertResize, without the cast (a conductor died).
+    db.instance_update(inst["uuid"], {"task_state": st.RESIZE_REVERTING,
+                                      "task_deadline": deadlines.task_deadline(
+                                          cloud.conf, st.RESIZE_REVERTING)},
+                       expected_vm_state=st.RESIZED, expected_task_state=None)
+    mig_db.migration_update(migration_uuid, {"status": "reverting"})
+    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)
+    manager = cloud.conductor_manager
+    assert Reaper(cloud.conf, manager.flows, cloud.conf.host).run(now=later) == 1
+    assert db.migration_get(migration_uuid).status == "reverted"
+    now = db.instance_get(inst["uuid"])
+    assert (now.host, now.vm_state, now.task_state) == (source, st.ACTIVE, None)
+    assert inst["uuid"] not in cloud.drivers[dest].guests
+    assert _volume_devices(cloud, source, inst["uuid"]) == {vid: device}
+    assert _attachment_hosts(inst["uuid"]) == [source]
+    _usage_matches_claims()
