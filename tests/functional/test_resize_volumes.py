@@ -335,3 +335,34 @@ def test_the_reaper_finishes_a_lost_revert_with_the_volumes_back_on_the_source(c
     assert _volume_devices(cloud, source, inst["uuid"]) == {vid: device}
     assert _attachment_hosts(inst["uuid"]) == [source]
     _usage_matches_claims()
+
+
+def test_the_reaper_finishes_a_lost_same_host_revert(one_host):
+    import datetime
+
+    from conductor.reaper import Reaper
+    from flotilla import deadlines
+    from flotilla.db import migration_records as mig_db
+    one_host.conf.set_override("allow_resize_to_same_host", True)
+    inst = _boot(one_host)
+    vid, device, _connection = _attach(one_host, inst)
+    migration_uuid = _resize(one_host, inst, BIGGER)
+    assert _wait_migration(migration_uuid, ("finished", "error")).status == "finished"
+    one_host.wait_idle(inst["uuid"])
+    db.instance_update(inst["uuid"], {"task_state": st.RESIZE_REVERTING,
+                                      "task_deadline": deadlines.task_deadline(
+                                          one_host.conf, st.RESIZE_REVERTING)},
+                       expected_vm_state=st.RESIZED, expected_task_state=None)
+    mig_db.migration_update(migration_uuid, {"status": "reverting"})
+    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)
+    manager = one_host.conductor_manager
+    assert Reaper(one_host.conf, manager.flows, one_host.conf.host).run(now=later) == 1
+    assert db.migration_get(migration_uuid).status == "reverted"
+    now = db.instance_get(inst["uuid"])
+    assert (now.host, now.vm_state, now.flavor_id) == ("host1", st.ACTIVE, "1")
+    driver = one_host.drivers["host1"]
+    guest = driver.guests[inst["uuid"]]
+    assert guest.instance.flavor.memory_mb == 64 and guest.devices() == {vid: device}
+    assert inst["uuid"] not in driver._kept_here
+    assert _claims_on_host1(inst["uuid"], migration_uuid) == [("host1", 64)]
+    _usage_matches_claims()
