@@ -37,7 +37,7 @@ _REPORTED = ("vcpus", "memory_mb", "disk_gb", "hypervisor_type",
 
 
 class ComputeManager:
-    RPC_API_VERSION = "1.9"
+    RPC_API_VERSION = "1.10"
 
     def __init__(self, conf: cfg.ConfigOpts, driver: virt_driver.ComputeDriver,
                  conductor: ConductorAPI, host: str | None = None) -> None:
@@ -209,7 +209,7 @@ class ComputeManager:
         return {"defined": presence.defined, "power_state": presence.power_state,
                 "migration": presence.migration}
 
-    # --- RPC: resize and cold migration (1.6; see compute/ops/resize.py) ---------
+    # --- RPC: resize and cold migration (1.6, volumes 1.10; compute/ops/resize.py) -
 
     def check_can_cold_migrate_source(self, ctxt: RequestContext,
                                       instance_uuid: str) -> dict:
@@ -225,8 +225,10 @@ class ComputeManager:
 
     def finish_resize(self, ctxt: RequestContext, instance_uuid: str, flavor: dict,
                       image: ImageMeta | dict | None, migrate_data: dict,
-                      power_on: bool = True) -> None:
-        self.resizes.finish(ctxt, instance_uuid, flavor, image, migrate_data, power_on)
+                      power_on: bool = True,
+                      block_device_mapping: list | None = None) -> None:
+        self.resizes.finish(ctxt, instance_uuid, flavor, image, migrate_data, power_on,
+                            block_device_mapping)
 
     def confirm_resize(self, ctxt: RequestContext, instance_uuid: str,
                        migrate_data: dict) -> None:
@@ -237,8 +239,10 @@ class ComputeManager:
         self.resizes.revert_at_destination(ctxt, instance_uuid, migrate_data)
 
     def finish_revert_resize(self, ctxt: RequestContext, instance_uuid: str, flavor: dict,
-                             migrate_data: dict, power_on: bool = True) -> None:
-        self.resizes.finish_revert(ctxt, instance_uuid, flavor, migrate_data, power_on)
+                             migrate_data: dict, power_on: bool = True,
+                             block_device_mapping: list | None = None) -> None:
+        self.resizes.finish_revert(ctxt, instance_uuid, flavor, migrate_data, power_on,
+                                   block_device_mapping)
 
     # --- RPC: reads (calls) -----------------------------------------------------
 

@@ -170,6 +170,15 @@ class Reconciler:
                 self._fail(ctxt, record, "the compute agent restarted during the spawn "
                            "and the guest did not start")
             return
+        if not has_domain and task in _RESIZE_TASKS:
+            # A resize to this same host between its original stepping aside
+            # (kept as <uuid>_resize, undefined) and the new definition, or a
+            # revert that destroyed the guest here before the server moves
+            # back: not vanished. Its flow, or the reaper at the task's
+            # deadline, finishes or reverts it.
+            LOG.info("instance %s is in resize task %s without a domain here: left to "
+                     "its flow", uuid, task)
+            return
         if not has_domain:
             if record["vm_state"] in (st.BUILDING, st.ERROR) and task is None:
                 return

@@ -42,12 +42,16 @@ Version history:
   and device names; issue 12).
 * 1.9 - rebuild_instance takes ``block_device_mapping`` (an evacuated
   server's volumes, its root among them when it boots from one; issue 12).
+* 1.10 - finish_resize and finish_revert_resize take ``block_device_mapping``
+  (the volume disks a resized or cold-migrated server keeps: the same NBD
+  exports, defined again on the destination, or on the source after a
+  revert; issue 12).
 """
 
 from __future__ import annotations
 
 from conductor.rpcapi import image_1_1
-from flotilla import rpc
+from flotilla import exception, rpc
 from flotilla.context import RequestContext
 from flotilla.objects import ImageMeta
 from flotilla.rpc.upgrade import VersionCap
@@ -56,7 +60,7 @@ TOPIC = "compute"
 
 
 class ComputeAPI:
-    VERSION = "1.9"
+    VERSION = "1.10"
 
     def __init__(self, transport, version_cap: VersionCap = None) -> None:
         self.client = rpc.RPCClient(transport, topic=TOPIC, version="1.0",
@@ -272,8 +276,18 @@ class ComputeAPI:
 
     def finish_resize(self, ctxt: RequestContext, host: str, instance_uuid: str,
                       flavor: dict, image: ImageMeta | None, migrate_data: dict,
-                      power_on: bool = True, timeout: float = 600) -> None:
-        """On the destination: define (and start) the guest with ``flavor``."""
+                      power_on: bool = True, timeout: float = 600,
+                      block_device_mapping: list | None = None) -> None:
+        """On the destination: define (and start) the guest with ``flavor``
+        and the volume disks of ``block_device_mapping`` (needs 1.10: an
+        older agent would define it without them, so it is refused)."""
+        if block_device_mapping:
+            self._require_volume_moves()
+            self.client.prepare(server=host, version="1.10", timeout=timeout).call(
+                ctxt, "finish_resize", instance_uuid=instance_uuid, flavor=flavor,
+                image=image, migrate_data=migrate_data, power_on=power_on,
+                block_device_mapping=list(block_device_mapping))
+            return
         self.client.prepare(server=host, version="1.6", timeout=timeout).call(
             ctxt, "finish_resize", instance_uuid=instance_uuid, flavor=flavor, image=image,
             migrate_data=migrate_data, power_on=power_on)
@@ -292,8 +306,28 @@ class ComputeAPI:
 
     def finish_revert_resize(self, ctxt: RequestContext, host: str, instance_uuid: str,
                              flavor: dict, migrate_data: dict, power_on: bool = True,
-                             timeout: float = 600) -> None:
-        """On the source: the kept guest back with the old ``flavor``."""
+                             timeout: float = 600,
+                             block_device_mapping: list | None = None) -> None:
+        """On the source: the kept guest back with the old ``flavor`` and
+        the volume disks of ``block_device_mapping`` (needs 1.10)."""
+        if block_device_mapping:
+            self._require_volume_moves()
+            self.client.prepare(server=host, version="1.10", timeout=timeout).call(
+                ctxt, "finish_revert_resize", instance_uuid=instance_uuid, flavor=flavor,
+                migrate_data=migrate_data, power_on=power_on,
+                block_device_mapping=list(block_device_mapping))
+            return
         self.client.prepare(server=host, version="1.6", timeout=timeout).call(
             ctxt, "finish_revert_resize", instance_uuid=instance_uuid, flavor=flavor,
             migrate_data=migrate_data, power_on=power_on)
+
+    def can_move_volumes_cold(self) -> bool:
+        """Whether agents may be sent the 1.10 forms (a resize or cold
+        migration of a server with volumes attached)."""
+        return self.client.can_send_version("1.10")
+
+    def _require_volume_moves(self) -> None:
+        if not self.can_move_volumes_cold():
+            raise exception.UnsupportedVersion(
+                "compute agents capped below RPC 1.10 cannot resize or cold-migrate "
+                "a server with volumes attached")

@@ -199,9 +199,9 @@ def _existing_volume(ctx, index, volume_id, boot_index, memory_mb, delete,
 
 
 #: actions that still assume a local root disk (snapshots copy it, a
-#: rebuild re-images it, a cold migration copies it): 409 for a
-#: volume-backed server. A live migration and an evacuation keep the volume.
-NOT_FROM_VOLUME = ("createImage", "createBackup", "rebuild", "migrate", "resize")
+#: rebuild re-images it): 409 for a volume-backed server. A live migration,
+#: an evacuation, a resize and a cold migration keep the volume.
+NOT_FROM_VOLUME = ("createImage", "createBackup", "rebuild")
 
 
 def check_action(inst, action: str) -> None:

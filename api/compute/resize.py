@@ -10,9 +10,13 @@ Rules:
 * ``resize`` needs ``flavorRef``: a flavor the project may use (400 "could
   not be found" otherwise, as boot), not the server's own (400), with a
   root disk neither smaller than the server's nor zero (400: a local disk
-  cannot shrink); the extra cores and ram within quota (403 naming them);
-* both need an ACTIVE or SHUTOFF server with no task and no volume
-  attached (409 otherwise, and for a locked server and non-admins); the task becomes ``resize_prep``
+  cannot shrink; a server booted from a volume has no local root disk, so
+  its flavor's disk is not checked, as Nova); the extra cores and ram
+  within quota (403 naming them);
+* both need an ACTIVE or SHUTOFF server with no task (409 otherwise, and
+  for a locked server and non-admins); volumes attached move with it (the
+  same NBD exports, defined again on the new host), but not one still
+  being attached or detached (409 naming it); the task becomes ``resize_prep``
   (status RESIZE before the 202 leaves, as ``--wait`` needs), the migration
   record is created ``accepted`` and the conductor's flow started: 202;
 * ``confirmResize`` and ``revertResize`` need a server in VERIFY_RESIZE
@@ -70,11 +74,14 @@ def _check_movable(name: str, inst) -> None:
         raise _conflict(name, inst)
     if not inst.host:
         raise errors.conflict("Cannot '%s' instance %s: it has no host" % (name, inst.uuid))
-    if volumes_db.attachments_of_instance(inst.uuid):
-        # The guest would be defined on the destination without them (moving
-        # volume connections with a cold migration is not built yet).
-        raise errors.conflict("Cannot '%s' instance %s while volumes are attached "
-                              "(detach them first)" % (name, inst.uuid))
+    for attachment in volumes_db.attachments_of_instance(inst.uuid):
+        # Its volumes move with it, with the connection their attachment
+        # records: one whose attach or detach is under way has none settled.
+        volume = volumes_db.volume_get(attachment.volume_id)
+        if attachment.status != "attached" or not attachment.connection_info \
+                or volume.status != st.VOLUME_IN_USE:
+            raise errors.conflict("Cannot '%s' instance %s while volume %s is %s"
+                                  % (name, inst.uuid, volume.id, volume.status))
 
 
 def _migrate(state: APIState, req, resp, ctx, inst, args) -> None:
@@ -99,10 +106,15 @@ def _resize(state: APIState, resp, ctx, inst, args) -> None:
     if str(flavor.flavorid) == str(current.get("flavorid") or inst.flavor_id):
         raise errors.bad_request("Invalid input for field/attribute flavorRef: when "
                                  "resizing, instances must change flavor!")
-    if not flavor.root_gb:
+    # A server booted from a volume: the flavor's disk is not its disk.
+    volume_backed = any(a.boot_index == 0
+                        for a in volumes_db.attachments_of_instance(inst.uuid))
+    if volume_backed:
+        LOG.debug("%s boots from a volume: its flavor's disk is not checked", inst.uuid)
+    elif not flavor.root_gb:
         raise errors.bad_request("Invalid input for field/attribute flavorRef: resize to "
                                  "zero disk flavor is not allowed.")
-    if flavor.root_gb < (inst.root_gb or 0):
+    elif flavor.root_gb < (inst.root_gb or 0):
         raise errors.bad_request("Invalid input for field/attribute flavorRef: flavor %s "
                                  "has a %d GB root disk, smaller than the server's %d GB "
                                  "(a disk cannot shrink)"

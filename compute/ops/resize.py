@@ -31,7 +31,7 @@ from compute.virt.migration import MigrateData
 from flotilla import actions, concurrency, exception
 from flotilla import states as st
 from flotilla.context import RequestContext
-from flotilla.objects import Flavor, ImageMeta, Instance
+from flotilla.objects import BlockDeviceMapping, Flavor, ImageMeta, Instance
 
 LOG = logging.getLogger(__name__)
 
@@ -107,10 +107,12 @@ class ResizeOps:
 
     def finish(self, ctxt: RequestContext, instance_uuid: str, flavor: dict,
                image: ImageMeta | dict | None, migrate_data: dict,
-               power_on: bool = True) -> None:
-        """On the destination: the guest with the new ``flavor``."""
+               power_on: bool = True, block_device_mapping: list | None = None) -> None:
+        """On the destination: the guest with the new ``flavor`` and the
+        volume disks of ``block_device_mapping`` (the same exports)."""
         instance = self._instance(ctxt, instance_uuid, flavor)
-        self.driver.finish_migration(instance, ImageMeta.coerce(image), [],
+        self.driver.finish_migration(instance, ImageMeta.coerce(image),
+                                     _volumes(block_device_mapping),
                                      MigrateData.coerce(migrate_data), power_on=power_on)
 
     def confirm(self, ctxt: RequestContext, instance_uuid: str, migrate_data: dict) -> None:
@@ -125,8 +127,17 @@ class ResizeOps:
                                                      MigrateData.coerce(migrate_data))
 
     def finish_revert(self, ctxt: RequestContext, instance_uuid: str, flavor: dict,
-                      migrate_data: dict, power_on: bool = True) -> None:
-        """On the source: the kept guest back with the old ``flavor``."""
+                      migrate_data: dict, power_on: bool = True,
+                      block_device_mapping: list | None = None) -> None:
+        """On the source: the kept guest back with the old ``flavor`` and
+        its volume disks."""
         instance = self._instance(ctxt, instance_uuid, flavor)
-        self.driver.finish_revert_migration(instance, [], MigrateData.coerce(migrate_data),
+        self.driver.finish_revert_migration(instance, _volumes(block_device_mapping),
+                                            MigrateData.coerce(migrate_data),
                                             power_on=power_on)
+
+
+def _volumes(block_device_mapping: list | None) -> list[BlockDeviceMapping]:
+    """The volume disks a guest keeps across a cold move, as the drivers
+    take them (BlockDeviceMapping objects: connection, device, boot index)."""
+    return [BlockDeviceMapping.coerce(b) for b in block_device_mapping or ()]

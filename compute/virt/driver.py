@@ -509,7 +509,11 @@ class ComputeDriver(abc.ABC):
         """On the destination: define the guest from the disks
         migrate_disk_and_power_off sent, sized to ``instance.flavor`` (a
         resize grows the root disk; a smaller root is Invalid), with
-        ``volumes`` plugged, and start it when ``power_on``. All or nothing:
+        ``volumes`` plugged (BlockDeviceMapping objects since compute RPC
+        1.10: the same exports on their recorded devices; a boot volume,
+        index 0, is its root and nothing was copied), and start it when
+        ``power_on``. With ``migrate_data.same_host`` the destination is the
+        source itself (see the libvirt driver). All or nothing:
         on failure the guest is not defined here (destroy removes the disks).
         """
         self._not_supported("cold migration")

@@ -88,6 +88,8 @@ class FakeMigrationMixin:
     * ``_incoming`` (destination): instances a live job is bringing here;
     * ``_jobs`` (source): running live migrations;
     * ``_staged`` (destination): guests whose disks a cold migration sent;
+    * ``_kept_here`` (a same-host resize): the original guest, out of
+      ``guests`` while the resized one is defined, until confirm or revert;
     * ``_leftovers`` (source): files of guests that left, until
       post_live_migration.
     """
@@ -98,6 +100,7 @@ class FakeMigrationMixin:
         self._incoming: set[str] = set()
         self._jobs: dict[str, _Job] = {}
         self._staged: dict[str, FakeGuest] = {}
+        self._kept_here: dict[str, FakeGuest] = {}
         self._leftovers: set[str] = set()
         self._migration_cond = threading.Condition()
         self._migrations_held = False
@@ -166,9 +169,10 @@ class FakeMigrationMixin:
 
         def refuse(reason: str):
             raise exception.MigrationPreCheckError(instance_uuid=uuid, reason=reason)
-        if data.source_host == self.host:
+        if data.source_host == self.host and not (data.same_host and not data.live):
             refuse("the destination is its source host %s" % self.host)
-        if uuid in self.guests or uuid in self._prepared or uuid in self._staged:
+        if (uuid in self.guests and not data.same_host) or uuid in self._prepared \
+                or uuid in self._staged or uuid in self._kept_here:
             refuse("host %s holds it already" % self.host)
         if data.live and data.guest_cpu != self.cpu_model:
             refuse("its CPU %r cannot run on the CPU %r of host %s"
@@ -333,13 +337,18 @@ class FakeMigrationMixin:
         uuid = guest.instance.uuid
         data = MigrateData.coerce(migrate_data)
         self._record("migrate_disk_and_power_off", uuid)
-        peer = self._peer(uuid, data)
+        peer = self if data.same_host and data.dest_host == self.host \
+            else self._peer(uuid, data)
         if guest.power_state in (power_state.RUNNING, power_state.PAUSED):
             self._set(guest, power_state.SHUTDOWN, events.STOPPED)
         guest.power_state = power_state.SHUTDOWN  # a suspend's memory is lost
         guest.kept_for_revert = True
         staged = self._copy_guest(guest)
         staged.volumes = dict(guest.volumes)  # for their device names only
+        if peer is self:
+            # One uuid, one definition: the original steps aside.
+            with self._lock:
+                self._kept_here[uuid] = self.guests.pop(uuid)
         peer._staged[uuid] = staged
         return data
 
@@ -362,7 +371,7 @@ class FakeMigrationMixin:
                                                   instance.flavor.root_gb))
         guest = self._copy_guest(staged, instance=instance,
                                  power_state=power_state.SHUTDOWN)
-        self._plug_volumes(guest, volumes, staged.devices())
+        self._plug_volumes(guest, _connections(volumes), staged.devices())
         with self._lock:
             self.guests[uuid] = guest
             del self._staged[uuid]
@@ -372,6 +381,10 @@ class FakeMigrationMixin:
     def confirm_migration(self: FakeDriver, instance, migrate_data) -> None:
         uuid = Instance.coerce(instance).uuid
         self._record("confirm_migration", uuid)
+        data = MigrateData.coerce(migrate_data)
+        if self._kept_here.pop(uuid, None) is not None \
+                or (data.same_host and data.dest_host == self.host):
+            return      # same host: the guest defined is the resized one
         guest = self.guests.get(uuid)
         if guest is None:
             return
@@ -385,13 +398,37 @@ class FakeMigrationMixin:
                                 volumes: Sequence[VolumeConnection],
                                 migrate_data, power_on: bool = True) -> None:
         instance = Instance.coerce(instance)
+        kept = self._kept_here.pop(instance.uuid, None)
+        if kept is not None:
+            with self._lock:
+                self.guests[instance.uuid] = kept
         guest = self._get(instance)
         self._record("finish_revert_migration", instance.uuid)
         if guest.kept_for_revert:
             devices = guest.devices()
             guest.instance = instance
             guest.volumes = {}
-            self._plug_volumes(guest, volumes, devices)
+            self._plug_volumes(guest, _connections(volumes), devices)
             guest.kept_for_revert = False
         if power_on and guest.power_state in _OFF:
             self._boot(guest)
+
+    def cleanup_migration_at_destination(self: FakeDriver, instance,
+                                         migrate_data) -> None:
+        uuid = Instance.coerce(instance).uuid
+        data = MigrateData.coerce(migrate_data)
+        if data.same_host and data.dest_host == self.host:
+            # The guest defined here is the original until it stepped aside.
+            self._staged.pop(uuid, None)
+            if uuid in self._kept_here:
+                with self._lock:
+                    self.guests.pop(uuid, None)
+            return
+        self.destroy(instance)
+
+
+def _connections(volumes) -> list:
+    """The connections of a cold move's volumes (BlockDeviceMapping objects
+    since compute RPC 1.10; bare connections before)."""
+    return [v.connection_info if isinstance(v, BlockDeviceMapping) else v
+            for v in volumes or ()]

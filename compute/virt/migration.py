@@ -29,7 +29,10 @@ class MigrateData:
     ``local_disks`` the devices whose data moves with the guest (root,
     ephemeral); ``volume_ids`` the network disks that stay where they are;
     ``dest_config`` the guest definition the destination rendered for
-    itself with its own paths (opaque to everyone but the drivers).
+    itself with its own paths (opaque to everyone but the drivers);
+    ``same_host`` a cold resize whose destination is its source (``[DEFAULT]
+    allow_resize_to_same_host``: set by the conductor, which alone may
+    allow it; a driver refuses the source as destination otherwise).
     """
 
     live: bool = True
@@ -40,6 +43,7 @@ class MigrateData:
     local_disks: tuple[str, ...] = ()
     volume_ids: tuple[str, ...] = ()
     dest_config: str = ""
+    same_host: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -8,10 +8,12 @@ the action (``resize`` or ``migrate``).
 
 Steps (conductor/flows/runner.py), every check before any execute:
 
-1. ``choose_destination``: a claim of the new flavor on another host whose
-   consumer is the migration (the instance keeps its claim on the source),
-   through the scheduler (restricted to the requested host if any); then
-   both drivers' cold checks. Revert: the migration's claim is freed.
+1. ``choose_destination``: a claim of the new flavor on another host (or,
+   resizing with ``[DEFAULT] allow_resize_to_same_host``, possibly its own)
+   whose consumer is the migration (the instance keeps its claim on the
+   source), through the scheduler (restricted to the requested host if
+   any); then both drivers' cold checks. Revert: the migration's claim is
+   freed. Volumes: conductor/flows/resize_volumes.py.
 2. ``migrate_disk`` (task ``resize_migrating``, then ``resize_migrated``):
    a cast to the source, which powers the guest off and sends its root
    disk to the destination through the two hypervisors (libvirt: a storage
@@ -56,7 +58,7 @@ import logging
 
 from oslo_config import cfg
 
-from conductor.flows import runner
+from conductor.flows import resize_volumes, runner
 from conductor.flows.base import Flow
 from conductor.flows.runner import FlowFailed, FlowState, Step
 from flotilla import exception, images
@@ -109,11 +111,13 @@ class ChooseDestination(Step):
 
     name = "choose_destination"
 
-    def __init__(self, scheduler, compute) -> None:
+    def __init__(self, scheduler, compute, conf=None) -> None:
         self.scheduler = scheduler
         self.compute = compute
+        self.conf = conf
 
     def check(self, state: ResizeState) -> None:
+        resize_volumes.check_volumes_movable(self.compute, state.instance_uuid)
         inst = db.instance_get(state.instance_uuid)
         if inst.task_state != st.RESIZE_PREP or inst.host != state.source:
             raise exception.InstanceStateConflict(
@@ -126,19 +130,23 @@ class ChooseDestination(Step):
 
     def execute(self, state: ResizeState) -> None:
         inst = db.instance_get(state.instance_uuid)
+        same_ok = self.conf is not None and resize_volumes.same_host_allowed(
+            self.conf, state.action)
         spec = RequestSpec(flavor=Flavor.from_record(state.new_flavor),
                            project_id=inst.project_id, user_id=inst.user_id,
                            requested_host=state.requested_host,
-                           ignore_hosts=(state.source,))
+                           ignore_hosts=() if same_ok else (state.source,))
         chosen = self.scheduler.select_destinations(state.ctxt, spec, [state.migration_uuid])
         state.dest = chosen[0]["host"]
-        if state.dest == state.source:    # a scheduler that ignored ignore_hosts
+        if state.dest == state.source and not same_ok:   # ignore_hosts ignored
             raise exception.MigrationPreCheckError(
                 instance_uuid=state.instance_uuid, reason="no other host was found")
         mig_db.migration_update(state.migration_uuid, {"dest_host": state.dest,
                                                        "status": rs_db.PRE_MIGRATING})
         data = self.compute.check_can_cold_migrate_source(state.ctxt, state.source,
                                                           state.instance_uuid)
+        if state.dest == state.source:
+            data = dict(data, same_host=True)
         state.migrate_data = self.compute.check_can_cold_migrate_destination(
             state.ctxt, state.dest, state.instance_uuid, data)
 
@@ -193,9 +201,10 @@ class FinishOnDestination(Step):
     def execute(self, state: ResizeState) -> None:
         _set_task(self.conf, state, st.RESIZE_FINISH, (st.RESIZE_MIGRATED,))
         mig_db.migration_update(state.migration_uuid, {"status": rs_db.POST_MIGRATING})
-        self.compute.finish_resize(state.ctxt, state.dest, state.instance_uuid,
-                                   state.new_flavor, state.image, state.migrate_data,
-                                   state.was_active)
+        self.compute.finish_resize(
+            state.ctxt, state.dest, state.instance_uuid, state.new_flavor, state.image,
+            state.migrate_data, state.was_active,
+            block_device_mapping=resize_volumes.block_device_mapping(state.instance_uuid))
 
     def revert(self, state: ResizeState) -> None:
         try:
@@ -230,8 +239,10 @@ def _revert_on_hosts(compute, state: ResizeState) -> None:
             LOG.warning("destination %s of %s not cleaned: %s", state.dest,
                         state.instance_uuid, exc)
     try:
-        compute.finish_revert_resize(state.ctxt, state.source, state.instance_uuid,
-                                     state.old_flavor, state.migrate_data, state.was_active)
+        compute.finish_revert_resize(
+            state.ctxt, state.source, state.instance_uuid, state.old_flavor,
+            state.migrate_data, state.was_active,
+            block_device_mapping=resize_volumes.block_device_mapping(state.instance_uuid))
     except Exception as exc:
         LOG.warning("source %s did not restore %s: %s", state.source,
                     state.instance_uuid, exc)
@@ -246,7 +257,7 @@ class ResizeFlow(Flow):
         self.compute = compute
 
     def steps(self) -> list[Step]:
-        return [ChooseDestination(self.scheduler, self.compute),
+        return [ChooseDestination(self.scheduler, self.compute, self.conf),
                 MigrateDisk(self.conf, self.compute),
                 FinishOnDestination(self.conf, self.compute), Switch()]
 
@@ -342,9 +353,11 @@ class ResizeFlow(Flow):
         try:
             with reporter.event(ctxt, instance_uuid, "revertResize",
                                 "conductor_revert_on_source", fault=False):
-                self.compute.finish_revert_resize(ctxt, state.source, instance_uuid,
-                                                  state.old_flavor, state.migrate_data,
-                                                  state.was_active)
+                self.compute.finish_revert_resize(
+                    ctxt, state.source, instance_uuid, state.old_flavor,
+                    state.migrate_data, state.was_active,
+                    block_device_mapping=resize_volumes.block_device_mapping(
+                        instance_uuid))
         except Exception as exc:
             # Its only copy is the source's, which did not come back.
             LOG.error("source %s did not restore %s: %s", state.source, instance_uuid, exc)

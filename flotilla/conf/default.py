@@ -73,6 +73,15 @@ default_opts = [
              "(removing the source copy). 0, the default, never confirms "
              "automatically, as Nova."),
     cfg.BoolOpt(
+        "allow_resize_to_same_host",
+        default=False,
+        help="Let the scheduler choose a server's own host for a resize "
+             "(never for a cold migration, as Nova). The guest is then "
+             "defined again on that host with its new flavor while its "
+             "original is kept for a revert, and the host holds both claims "
+             "until the resize is confirmed or reverted. Read by the "
+             "conductor."),
+    cfg.BoolOpt(
         "debug",
         default=False,
         help="Log at DEBUG level instead of INFO."),

@@ -20,6 +20,11 @@ host, flavor, state and claims never disagree:
 
 Each is a compare-and-swap on the instance's task_state: Conflict (nothing
 changed) when the instance is not in the task the caller expects.
+
+The server's volume attachments name the host its guest runs on (the same
+NBD exports serve every host): :func:`resize_finish` moves them to the
+destination and :func:`resize_revert` back to the source, in the same
+transaction as the instance (nothing to do for a resize on one host).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from flotilla import exception
 from flotilla import states as st
 from flotilla.db.engine import session_scope
 from flotilla.db.migration_records import free_claims
-from flotilla.db.models import Allocation, Instance, Migration
+from flotilla.db.models import Allocation, Instance, Migration, VolumeAttachment
 from flotilla.db.types import utcnow
 
 PRE_MIGRATING = "pre-migrating"
@@ -82,6 +87,16 @@ def _switch_instance(session, migration: Migration, task_state: str,
                                  % (migration.instance_uuid, task_state))
 
 
+def _move_attachments(session, instance_uuid: str, from_host: str | None,
+                      to_host: str | None) -> None:
+    if not to_host or from_host == to_host:
+        return
+    session.execute(sa.update(VolumeAttachment).where(
+        VolumeAttachment.instance_uuid == instance_uuid,
+        VolumeAttachment.host == from_host).values(host=to_host, updated_at=utcnow()),
+        execution_options={"synchronize_session": False})
+
+
 def resize_finish(migration_uuid: str, flavor: Mapping[str, Any]) -> None:
     """The guest runs on the destination with ``flavor``: see the module."""
     with session_scope() as session:
@@ -89,6 +104,8 @@ def resize_finish(migration_uuid: str, flavor: Mapping[str, Any]) -> None:
         _switch_instance(session, migration, st.RESIZE_FINISH,
                          dict(flavor_values(flavor), host=migration.dest_host,
                               node=migration.dest_host, vm_state=st.RESIZED))
+        _move_attachments(session, migration.instance_uuid, migration.source_host,
+                          migration.dest_host)
         migration.status = FINISHED
         migration.updated_at = utcnow()
 
@@ -119,6 +136,8 @@ def resize_revert(migration_uuid: str, flavor: Mapping[str, Any], vm_state: str,
         _switch_instance(session, migration, task_state,
                          dict(flavor_values(flavor), host=migration.source_host,
                               node=migration.source_host, vm_state=vm_state))
+        _move_attachments(session, migration.instance_uuid, migration.dest_host,
+                          migration.source_host)
         free_claims(session, migration_uuid)
         migration.status = status
         if reason:

@@ -192,15 +192,56 @@ def test_a_resize_over_the_ram_quota_is_403(api_cloud, flavors):
     assert db.instance_get(uuid).task_state is None
 
 
-@pytest.mark.parametrize("body, who", [({"resize": {"flavorRef": "2"}}, "member"),
-                                       ({"migrate": None}, "admin")])
-def test_a_server_with_volumes_attached_is_409(api_cloud, flavors, body, who):
+CONNECTION = {"volume_id": "", "export": "e", "host": "vol1", "port": 10809}
+
+
+def _volume(uuid: str, status: str = st.VOLUME_IN_USE, attached: bool = True,
+            boot_index: int | None = None) -> str:
     from flotilla.db import volumes as vdb
+    volume = vdb.volume_create({"size_gb": 1, "status": status, "project_id": "p1",
+                                "host": "vol1"}, {"volumes": -1, "gigabytes": -1})
+    attachment = vdb.attachment_create(volume.id, uuid, "host1", boot_index=boot_index)
+    if attached:
+        vdb.attachment_update(attachment.uuid, {
+            "status": "attached", "device": "vda" if boot_index == 0 else "vdb",
+            "connection_info": dict(CONNECTION, volume_id=volume.id)})
+    return volume.id
+
+
+@pytest.mark.parametrize("body, who, action", [
+    ({"resize": {"flavorRef": "2"}}, "member", "resize"),
+    ({"migrate": None}, "admin", "migrate")])
+def test_a_server_with_volumes_attached_moves(api_cloud, flavors, body, who, action):
     uuid = _server(api_cloud)
-    volume = vdb.volume_create({"size_gb": 1, "status": st.VOLUME_IN_USE,
-                                "project_id": "p1", "host": "vol1"},
-                               {"volumes": -1, "gigabytes": -1})
-    vdb.attachment_create(volume.id, uuid, "host1")
+    _volume(uuid)
     r = _action(api_cloud, uuid, body, who=who)
-    assert r.status_code == 409 and "volumes are attached" in r.text
+    assert r.status_code == 202, r.text
+    assert db.instance_get(uuid).task_state == st.RESIZE_PREP
+    cast = api_cloud.conductor.wait_for("resize_instance")[0]
+    assert cast["action"] == action
+
+
+@pytest.mark.parametrize("status, attached", [(st.VOLUME_ATTACHING, False),
+                                              (st.VOLUME_RESERVED, False),
+                                              (st.VOLUME_DETACHING, True)])
+def test_a_volume_being_attached_or_detached_is_409_naming_it(api_cloud, flavors,
+                                                              status, attached):
+    uuid = _server(api_cloud)
+    vid = _volume(uuid, status=status, attached=attached)
+    r = _action(api_cloud, uuid, {"resize": {"flavorRef": "2"}})
+    assert r.status_code == 409, r.text
+    assert vid in r.text and status in r.text
     assert mig_db.migration_list(uuid) == []
+    assert db.instance_get(uuid).task_state is None
+
+
+def test_a_volume_backed_server_resizes_to_any_disk_size(api_cloud, flavors):
+    uuid = _server(api_cloud)
+    db.instance_update(uuid, {"root_gb": 5, "image_ref": ""})    # as a boot from volume
+    _volume(uuid, boot_index=0)
+    # Its root is the volume: neither a zero disk nor a smaller one is refused.
+    r = _action(api_cloud, uuid, {"resize": {"flavorRef": "0"}})
+    assert r.status_code == 202, r.text
+    assert api_cloud.conductor.wait_for("resize_instance")[0]["flavor"]["flavorid"] == "0"
+
+

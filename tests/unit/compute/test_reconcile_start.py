@@ -86,6 +86,31 @@ def test_a_migrating_source_hands_its_instance_to_the_live_migrations():
     assert driver.destroyed == []
 
 
+class _Updates(_Conductor):
+    def __init__(self, records: dict) -> None:
+        super().__init__(records)
+        self.updates = []
+
+    def instance_update(self, ctxt, uuid, values, expected=None):
+        self.updates.append((uuid, values))
+
+
+def test_a_resize_without_a_domain_here_is_left_to_its_flow():
+    """A resize to this same host whose original stepped aside (undefined,
+    kept as <uuid>_resize) before the new definition, or a revert that
+    destroyed the guest here before the server moves back: not vanished,
+    nothing changed (the flow or the reaper ends it); its files stay."""
+    for task in (st.RESIZE_MIGRATED, st.RESIZE_FINISH, st.RESIZE_REVERTING):
+        driver = _Driver(files=[MINE], domains=[])
+        conductor = _Updates({MINE: _record(MINE, "host1", task)})
+        Reconciler(Lifecycle("host1", driver, conductor)).init_host()
+        assert conductor.updates == [] and driver.destroyed == [], task
+    # Without a task the guest did vanish: ERROR, as before.
+    conductor = _Updates({MINE: _record(MINE, "host1")})
+    Reconciler(Lifecycle("host1", _Driver(files=[MINE], domains=[]), conductor)).init_host()
+    assert [v["vm_state"] for _u, v in conductor.updates] == [st.ERROR]
+
+
 class _Reports(_Conductor):
     def __init__(self, migration) -> None:
         super().__init__({})

@@ -27,6 +27,7 @@ and, only for drivers whose capabilities say they do these:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -41,7 +42,7 @@ from compute.virt.block_device import VolumeConnection
 from compute.virt.driver import CAPABILITY_METHODS, ComputeDriver
 from compute.virt.migration import MigrateData
 from flotilla import exception
-from flotilla.objects import Instance
+from flotilla.objects import BlockDeviceMapping, Instance
 from tests.fixtures.waiting import wait_until
 
 TIMEOUT = 30.0
@@ -629,6 +630,84 @@ class DriverContract:
         assert peer.find_guest(inst) == migration.GuestPresence(False)
         with pytest.raises(exception.Conflict):   # reverted: nothing to confirm
             driver.confirm_migration(inst, data)
+
+    def test_cold_migration_keeps_the_volumes(self, driver, image, request):
+        """The destination defines the guest with the same exports on the
+        same devices; a revert gives the source its guest with them."""
+        if self.unsupported(driver, "supports_cold_migration") \
+                or self.unsupported(driver, "supports_attach"):
+            return
+        make_volume = request.getfixturevalue("volume_connection")
+        peer, inst = request.getfixturevalue("peer_driver"), self.spawn(driver, image)
+        volume = make_volume()
+        device = driver.attach_volume(inst, volume)
+        bdm = BlockDeviceMapping(source_type="volume", destination_type="volume",
+                                 volume_id=volume.volume_id, device_name=device,
+                                 connection_info=volume.to_dict())
+        data = self.migrate_checks(driver, peer, inst, live=False)
+        assert data.volume_ids == (volume.volume_id,)
+        data = driver.migrate_disk_and_power_off(inst, data, timeout=0)
+        peer.finish_migration(inst, image, [bdm], data, power_on=True)
+        assert peer.get_volume_devices(inst) == {volume.volume_id: device}
+        assert self.state(peer, inst) == power_state.RUNNING
+        peer.cleanup_migration_at_destination(inst, data)
+        driver.finish_revert_migration(inst, [bdm], data, power_on=True)
+        assert driver.get_volume_devices(inst) == {volume.volume_id: device}
+        assert self.state(driver, inst) == power_state.RUNNING
+        assert peer.find_guest(inst) == migration.GuestPresence(False)
+
+    def same_host_resize(self, driver, image, power_on: bool = True):
+        """A resize to 96 MiB and a 2 GB root on the guest's own host."""
+        inst = self.spawn(driver, image)
+        data = driver.check_can_migrate_source(inst, False)
+        with pytest.raises(exception.MigrationPreCheckError):
+            driver.check_can_migrate_destination(inst, data)   # not allowed by default
+        data = driver.check_can_migrate_destination(
+            inst, dataclasses.replace(data, same_host=True))
+        assert data.dest_host == data.source_host
+        data = driver.migrate_disk_and_power_off(inst, data, timeout=0)
+        bigger = new_instance(inst.uuid, memory_mb=96, root_gb=2)
+        driver.finish_migration(bigger, image, [], data, power_on=power_on)
+        info = driver.get_info(bigger)
+        assert info.memory_mb == 96
+        assert info.power_state == (power_state.RUNNING if power_on
+                                    else power_state.SHUTDOWN)
+        return inst, bigger, data
+
+    def test_same_host_resize_and_confirm(self, driver, image):
+        if self.unsupported(driver, "supports_cold_migration"):
+            return
+        inst, bigger, data = self.same_host_resize(driver, image)
+        driver.confirm_migration(inst, data)
+        driver.confirm_migration(inst, data)                 # idempotent
+        info = driver.get_info(bigger)
+        assert info.power_state == power_state.RUNNING and info.memory_mb == 96
+        # Nothing is kept any more: a new move may start.
+        assert driver.check_can_migrate_source(bigger, False).source_host
+
+    def test_same_host_resize_and_revert(self, driver, image):
+        if self.unsupported(driver, "supports_cold_migration"):
+            return
+        inst, bigger, data = self.same_host_resize(driver, image)
+        driver.cleanup_migration_at_destination(bigger, data)
+        driver.cleanup_migration_at_destination(bigger, data)    # idempotent
+        driver.finish_revert_migration(inst, [], data, power_on=True)
+        driver.finish_revert_migration(inst, [], data, power_on=True)   # idempotent
+        info = driver.get_info(inst)
+        assert info.power_state == power_state.RUNNING and info.memory_mb == 64
+        assert driver.check_can_migrate_source(inst, False).source_host
+
+    def test_a_same_host_revert_before_the_copy_keeps_the_original(self, driver, image):
+        """A failure before the original stepped aside: the destination's
+        cleanup (the same host) must not remove it."""
+        if self.unsupported(driver, "supports_cold_migration"):
+            return
+        inst = self.spawn(driver, image)
+        data = driver.check_can_migrate_destination(inst, dataclasses.replace(
+            driver.check_can_migrate_source(inst, False), same_host=True))
+        driver.cleanup_migration_at_destination(inst, data)
+        driver.finish_revert_migration(inst, [], data, power_on=True)
+        assert self.state(driver, inst) == power_state.RUNNING
 
     def test_resize_never_shrinks_the_root_disk(self, driver, image, request):
         if self.unsupported(driver, "supports_cold_migration"):
