@@ -228,22 +228,29 @@ def test_deleting_a_resized_server_removes_both_copies_and_claims(cloud):
     _usage_matches_claims()
 
 
-def test_the_reaper_finishes_a_confirm_whose_cast_was_lost(cloud):
+def _reap_a_lost_cast(cloud, instance_uuid: str, migration_uuid: str, task_state: str,
+                      status: str) -> int:
+    """What the API does for confirmResize/revertResize (``task_state``,
+    the migration ``status``) without the cast, lost with a conductor that
+    died; then the reaper an hour later. How many tasks it ended."""
     from conductor.reaper import Reaper
+    db.instance_update(instance_uuid, {"task_state": task_state,
+                                       "task_deadline": deadlines.task_deadline(
+                                           cloud.conf, task_state)},
+                       expected_vm_state=st.RESIZED, expected_task_state=None)
+    mig_db.migration_update(migration_uuid, {"status": status})
+    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)
+    return Reaper(cloud.conf, cloud.conductor_manager.flows, cloud.conf.host).run(now=later)
+
+
+def test_the_reaper_finishes_a_confirm_whose_cast_was_lost(cloud):
     inst = _boot(cloud)
     source = inst["host"]
     migration_uuid = _resize(cloud, inst, BIGGER)
     _wait_migration(migration_uuid, ("finished",))
     cloud.wait_idle(inst["uuid"])
-    # What the API does, without the cast (lost with a conductor that died).
-    db.instance_update(inst["uuid"], {"task_state": st.RESIZE_CONFIRMING,
-                                      "task_deadline": deadlines.task_deadline(
-                                          cloud.conf, st.RESIZE_CONFIRMING)},
-                       expected_vm_state=st.RESIZED, expected_task_state=None)
-    mig_db.migration_update(migration_uuid, {"status": "confirming"})
-    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)
-    manager = cloud.conductor_manager
-    assert Reaper(cloud.conf, manager.flows, cloud.conf.host).run(now=later) == 1
+    assert _reap_a_lost_cast(cloud, inst["uuid"], migration_uuid, st.RESIZE_CONFIRMING,
+                             "confirming") == 1
     assert db.migration_get(migration_uuid).status == "confirmed"
     now = db.instance_get(inst["uuid"])
     assert (now.vm_state, now.task_state) == (st.ACTIVE, None)

@@ -26,6 +26,7 @@ from tests.functional.test_resize import (
     BIGGER,
     _boot,
     _other,
+    _reap_a_lost_cast,
     _resize,
     _second,
     _usage_matches_claims,
@@ -308,26 +309,14 @@ def test_a_cold_migration_never_stays_on_its_host(one_host):
 
 
 def test_the_reaper_finishes_a_lost_revert_with_the_volumes_back_on_the_source(cloud):
-    import datetime
-
-    from conductor.reaper import Reaper
-    from flotilla import deadlines
-    from flotilla.db import migration_records as mig_db
     inst = _boot(cloud)
     source, dest = inst["host"], _other(inst["host"])
     vid, device, _connection = _attach(cloud, inst)
     migration_uuid = _resize(cloud, inst, BIGGER)
     assert _wait_migration(migration_uuid, ("finished", "error")).status == "finished"
     cloud.wait_idle(inst["uuid"])
-    # What the API does for revertResize, without the cast (a conductor died).
-    db.instance_update(inst["uuid"], {"task_state": st.RESIZE_REVERTING,
-                                      "task_deadline": deadlines.task_deadline(
-                                          cloud.conf, st.RESIZE_REVERTING)},
-                       expected_vm_state=st.RESIZED, expected_task_state=None)
-    mig_db.migration_update(migration_uuid, {"status": "reverting"})
-    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)
-    manager = cloud.conductor_manager
-    assert Reaper(cloud.conf, manager.flows, cloud.conf.host).run(now=later) == 1
+    assert _reap_a_lost_cast(cloud, inst["uuid"], migration_uuid, st.RESIZE_REVERTING,
+                             "reverting") == 1
     assert db.migration_get(migration_uuid).status == "reverted"
     now = db.instance_get(inst["uuid"])
     assert (now.host, now.vm_state, now.task_state) == (source, st.ACTIVE, None)
@@ -338,25 +327,14 @@ def test_the_reaper_finishes_a_lost_revert_with_the_volumes_back_on_the_source(c
 
 
 def test_the_reaper_finishes_a_lost_same_host_revert(one_host):
-    import datetime
-
-    from conductor.reaper import Reaper
-    from flotilla import deadlines
-    from flotilla.db import migration_records as mig_db
     one_host.conf.set_override("allow_resize_to_same_host", True)
     inst = _boot(one_host)
     vid, device, _connection = _attach(one_host, inst)
     migration_uuid = _resize(one_host, inst, BIGGER)
     assert _wait_migration(migration_uuid, ("finished", "error")).status == "finished"
     one_host.wait_idle(inst["uuid"])
-    db.instance_update(inst["uuid"], {"task_state": st.RESIZE_REVERTING,
-                                      "task_deadline": deadlines.task_deadline(
-                                          one_host.conf, st.RESIZE_REVERTING)},
-                       expected_vm_state=st.RESIZED, expected_task_state=None)
-    mig_db.migration_update(migration_uuid, {"status": "reverting"})
-    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)
-    manager = one_host.conductor_manager
-    assert Reaper(one_host.conf, manager.flows, one_host.conf.host).run(now=later) == 1
+    assert _reap_a_lost_cast(one_host, inst["uuid"], migration_uuid, st.RESIZE_REVERTING,
+                             "reverting") == 1
     assert db.migration_get(migration_uuid).status == "reverted"
     now = db.instance_get(inst["uuid"])
     assert (now.host, now.vm_state, now.flavor_id) == ("host1", st.ACTIVE, "1")

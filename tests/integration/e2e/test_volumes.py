@@ -235,8 +235,8 @@ def test_extend_is_seen_by_the_guest(cloud, walkthrough, servers, cli):  # noqa:
         tenant.block_storage.wait_for_delete(volume, wait=60)
 
 
-def test_a_rebuild_keeps_the_attached_volume(cloud, walkthrough, servers, guest,
-                                             cli):  # noqa: F811
+def test_a_rebuild_keeps_the_attached_volume(cloud, walkthrough, servers,  # noqa: F811
+                                             guest, cli):  # noqa: F811
     """``openstack server rebuild --wait``: a new root disk from the image,
     the volume still attached (live and persistent), its data there: the
     rebuilt guest finds the marker it wrote before."""
