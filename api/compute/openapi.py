@@ -50,6 +50,7 @@ IMAGE_ROUTES = {
     ("GET", IMG + "/schemas/member"): policy.READER,
     ("GET", IMG + "/schemas/members"): policy.READER,
     ("GET", IMG + "/info/import"): policy.READER,
+    ("GET", IMG + "/images/{image_id}/tasks"): policy.READER,
 }
 
 _INT = {"type": "string", "pattern": "^-?[0-9]{1,12}$"}

@@ -15,6 +15,7 @@ GET/PUT/DELETE .../members/{member_id}   one member
 PUT/DELETE .../tags/{tag}                image tags
 POST .../actions/deactivate|reactivate   hide an image's data / undo
 GET  /image/v2/schemas/member(s)         schema of a member
+GET  /image/v2/images/{id}/tasks         import tasks of an image (none)
 GET  /image/v2/info/import               import methods (none)
 =======================================  ==============================
 
@@ -68,6 +69,7 @@ def add_routes(app: falcon.App, conf) -> None:
                   sharing.Activation(deactivate=True))
     app.add_route(PREFIX + "/v2/images/{image_id}/actions/reactivate",
                   sharing.Activation(deactivate=False))
+    app.add_route(PREFIX + "/v2/images/{image_id}/tasks", sharing.ImageTasks())
     app.add_route(PREFIX + "/v2/info/import", sharing.ImportInfo())
     app.add_route(PREFIX + "/v2/schemas/member", sharing.MemberSchema(plural=False))
     app.add_route(PREFIX + "/v2/schemas/members", sharing.MemberSchema(plural=True))

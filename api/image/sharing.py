@@ -202,6 +202,16 @@ class MemberSchema:
         resp.media = MEMBERS_SCHEMA if self.plural else MEMBER_SCHEMA
 
 
+class ImageTasks:
+    """GET /v2/images/{image_id}/tasks (Glance 2.12): the import tasks of an
+    image. Flotilla has no tasks (image data is uploaded, never imported),
+    so a visible image has none; Tempest waits on this list after a backup."""
+
+    def on_get(self, req, resp, image_id: str) -> None:
+        _image(req, image_id)
+        resp.media = {"tasks": []}
+
+
 class ImportInfo:
     """GET /v2/info/import: Glance's import discovery."""
 

@@ -64,6 +64,11 @@ def test_members_share_an_image(cloud):
     private = _image(cloud, name="private", visibility="private")
     r = cloud.request("POST", IMG + "/images/%s/members" % private["id"], json={"member": "p2"})
     assert r.status_code == 403                      # only shared images have members
+    # Glance 2.12's image tasks: none (data is uploaded, never imported);
+    # another project's private image is not found.
+    tasks = IMG + "/images/%s/tasks" % private["id"]
+    assert cloud.request("GET", tasks).json == {"tasks": []}
+    assert cloud.request("GET", tasks, who="other").status_code == 404
 
 
 def test_tags_deactivation_and_patch_forms(cloud):
@@ -102,3 +107,4 @@ def test_tags_deactivation_and_patch_forms(cloud):
     assert cloud.request("DELETE", IMG + "/images/").status_code == 404
     assert cloud.request("GET", "/image", who="none").status_code == 300
     assert cloud.request("GET", IMG + "/info/import").json["import-methods"]["value"] == []
+

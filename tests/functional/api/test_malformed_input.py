@@ -87,3 +87,22 @@ def test_uuid_with_a_trailing_newline(api_cloud):
     r = api_cloud.request("POST", C + "/servers", json=_server(name="vm\n"))
     assert r.status_code == 400 and "server.name" in r.text, r.text
     assert api_cloud.conductor.calls == []
+
+
+@pytest.mark.parametrize("method, path, status", [
+    ("DELETE", C + "/images/", 404),          # Tempest: a blank image id
+    ("DELETE", C + "/servers", 404),
+    ("PUT", C + "/flavors", 404),
+    ("POST", C + "/servers/detail", 404),
+    ("PUT", "/volume/v3/volumes", 404),
+    ("DELETE", "/image/v2/images", 405),
+])
+def test_a_method_the_path_lacks_is_what_the_real_service_answers(api_cloud, method, path,
+                                                                  status):
+    """Not a policy refusal (403): Nova's and Cinder's routers find no route
+    (404), Glance answers 405 with the methods it has."""
+    r = api_cloud.request(method, path, "member")
+    assert r.status_code == status, r.text
+    if status == 405:
+        assert set(r.headers["allow"].split(", ")) >= {"GET", "POST"}
+    assert api_cloud.conductor.calls == []
