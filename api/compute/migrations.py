@@ -12,6 +12,9 @@ Rules of ``os-migrateLive`` (admin only, as Nova's default policy):
   given host but still claims its capacity;
 * 400 naming the reason: an unknown host, the server's own host, a
   disabled or down compute service there;
+* 409 naming the short resource: a named host (forced or not) without the
+  free RAM, VCPUs or disk of the server's flavor (allocation ratios
+  applied), before anything is written (:mod:`api.compute.destination`);
 * 409: a server that is not ACTIVE or PAUSED or has a task (a second
   migration of a migrating server included), a locked one for non-admins;
 * the server's task becomes ``migrating`` (compare-and-swap from the
@@ -26,7 +29,7 @@ import logging
 import falcon
 
 from api import errors, validation
-from api.compute import locks
+from api.compute import destination, locks
 from api.compute.servers import get_server
 from api.state import APIState, ctxt, version
 from flotilla import exception
@@ -65,6 +68,9 @@ def _check_host(state: APIState, host: str, inst) -> None:
     if not db.service_is_up(service, state.conf.service_down_time):
         raise errors.bad_request("Invalid input for field/attribute host: the compute "
                                  "service of host %s is down" % host)
+    # Forced or not, a host that cannot hold the server is refused before
+    # any record is written (see api.compute.destination for the 409).
+    destination.check_room(host, inst.flavor or {})
 
 
 def live_migrate(state: APIState, req: falcon.Request, resp: falcon.Response, ctx,

@@ -5,7 +5,11 @@ Rules:
 
 * ``migrate`` is admin only (Nova's default policy); ``host`` is accepted
   from 2.56 (before: 400 naming it) and must be another enabled, up compute
-  host (400 naming the reason, as os-migrateLive); a cold migration is a
+  host (400 naming the reason, as os-migrateLive) with room for the server
+  (409 naming the short resource, before anything is written; without a
+  host, a cold migration no host can hold is answered 202 and ends in the
+  conductor: migration ``error``, server back ACTIVE, the reason in the
+  action's event, as Nova); a cold migration is a
   resize to the server's own flavor, recorded as the action ``migrate``;
 * ``resize`` needs ``flavorRef``: a flavor the project may use (400 "could
   not be found" otherwise, as boot), not the server's own (400), with a
