@@ -16,7 +16,8 @@ Rules of ``os-migrateLive`` (admin only, as Nova's default policy):
   free RAM, VCPUs or disk of the server's flavor (allocation ratios
   applied), before anything is written (:mod:`api.compute.destination`);
 * 409: a server that is not ACTIVE or PAUSED or has a task (a second
-  migration of a migrating server included), a locked one for non-admins;
+  migration of a migrating server included), a locked one for non-admins,
+  one with a volume being attached or detached (naming the volume);
 * the server's task becomes ``migrating`` (compare-and-swap from the
   states table), the migration record is created ``accepted``, the action
   ``live-migration`` recorded, and the conductor's flow started: 202.
@@ -36,6 +37,7 @@ from flotilla import exception
 from flotilla import states as st
 from flotilla.db import api as db
 from flotilla.db import migration_records as mig_db
+from flotilla.db import volumes as volumes_db
 from flotilla.deadlines import task_deadline
 
 LOG = logging.getLogger(__name__)
@@ -73,6 +75,19 @@ def _check_host(state: APIState, host: str, inst) -> None:
     destination.check_room(host, inst.flavor or {})
 
 
+def check_volumes_settled(name: str, inst) -> None:
+    """409 naming the volume if one of the server's volumes is being
+    attached or detached: its volumes move with it (resize, cold and live
+    migration, evacuation), with the connection their attachment records,
+    and one whose attach or detach is under way has none settled."""
+    for attachment in volumes_db.attachments_of_instance(inst.uuid):
+        volume = volumes_db.volume_get(attachment.volume_id)
+        if attachment.status != "attached" or not attachment.connection_info \
+                or volume.status != st.VOLUME_IN_USE:
+            raise errors.conflict("Cannot '%s' instance %s while volume %s is %s"
+                                  % (name, inst.uuid, volume.id, volume.status))
+
+
 def live_migrate(state: APIState, req: falcon.Request, resp: falcon.Response, ctx,
                  inst, args: dict) -> None:
     if not ctx.is_admin:
@@ -90,6 +105,7 @@ def live_migrate(state: APIState, req: falcon.Request, resp: falcon.Response, ct
     if not inst.host:
         raise errors.conflict("Cannot 'os-migrateLive' instance %s: it has no host"
                               % inst.uuid)
+    check_volumes_settled("os-migrateLive", inst)
     if host:
         _check_host(state, host, inst)
     try:

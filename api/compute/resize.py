@@ -78,14 +78,7 @@ def _check_movable(name: str, inst) -> None:
         raise _conflict(name, inst)
     if not inst.host:
         raise errors.conflict("Cannot '%s' instance %s: it has no host" % (name, inst.uuid))
-    for attachment in volumes_db.attachments_of_instance(inst.uuid):
-        # Its volumes move with it, with the connection their attachment
-        # records: one whose attach or detach is under way has none settled.
-        volume = volumes_db.volume_get(attachment.volume_id)
-        if attachment.status != "attached" or not attachment.connection_info \
-                or volume.status != st.VOLUME_IN_USE:
-            raise errors.conflict("Cannot '%s' instance %s while volume %s is %s"
-                                  % (name, inst.uuid, volume.id, volume.status))
+    migrations.check_volumes_settled(name, inst)
 
 
 def _migrate(state: APIState, req, resp, ctx, inst, args) -> None:

@@ -247,3 +247,47 @@ def test_a_volume_backed_server_resizes_to_any_disk_size(api_cloud, flavors):
     assert api_cloud.conductor.wait_for("resize_instance")[0]["flavor"]["flavorid"] == "0"
 
 
+
+
+def _evacuable(api_cloud) -> str:
+    _compute("host1", down=True)
+    return _server(api_cloud)
+
+
+@pytest.mark.parametrize("status, attached", [(st.VOLUME_ATTACHING, False),
+                                              (st.VOLUME_RESERVED, False),
+                                              (st.VOLUME_DETACHING, True)])
+@pytest.mark.parametrize("body, version", [
+    ({"os-migrateLive": {"host": None, "block_migration": "auto"}}, "2.30"),
+    ({"os-migrateLive": {"host": "host2", "block_migration": "auto", "force": True}},
+     "2.30"),
+    ({"evacuate": {}}, "2.14"),
+    ({"evacuate": {"host": "host2"}}, "2.14")])
+def test_live_migration_or_evacuation_beside_a_volume_attach_is_409(
+        api_cloud, status, attached, body, version):
+    """As resize: a server whose volume is being attached or detached is not
+    moved (its volumes go with it, with the connection they record): 409
+    naming the volume and its status, nothing written."""
+    _compute("host2")
+    uuid = _evacuable(api_cloud) if "evacuate" in body else _server(api_cloud)
+    vid = _volume(uuid, status=status, attached=attached)
+    r = _action(api_cloud, uuid, body, who="admin", version=version)
+    assert r.status_code == 409, r.text
+    assert vid in r.text and status in r.text
+    assert mig_db.migration_list(uuid) == []
+    assert db.instance_get(uuid).task_state is None
+    assert [a.action for a in db.action_get_all(uuid)] == ["create"]
+
+
+@pytest.mark.parametrize("body, version, method", [
+    ({"os-migrateLive": {"host": "host2", "block_migration": "auto"}}, "2.30",
+     "live_migrate_instance"),
+    ({"evacuate": {"host": "host2"}}, "2.14", "evacuate_instance")])
+def test_live_migration_or_evacuation_with_settled_volumes_starts(api_cloud, body,
+                                                                  version, method):
+    _compute("host2")
+    uuid = _evacuable(api_cloud) if "evacuate" in body else _server(api_cloud)
+    _volume(uuid)
+    r = _action(api_cloud, uuid, body, who="admin", version=version)
+    assert r.status_code in (200, 202), r.text
+    assert api_cloud.conductor.wait_for(method)[0]["instance_uuid"] == uuid
