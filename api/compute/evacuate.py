@@ -16,7 +16,8 @@ Rules:
 * 409: the server's host's compute service is up (neither down by its
   heartbeat nor forced down: evacuating a running host would run the guest
   twice), the server not ACTIVE, STOPPED or ERROR or with a task, no host,
-  a volume of it being attached or detached (naming the volume);
+  a volume of it being attached or detached (naming the volume), a named
+  target without room for it (naming the short resource; forced or not);
 * the server's task becomes ``rebuilding`` (compare-and-swap), a migration
   record of type ``evacuation`` is created ``accepted``, the action
   ``evacuate`` recorded and the conductor's flow started: 200 with
