@@ -299,3 +299,13 @@ class KeyPairExists(Conflict):
 
 class MigrationNotFound(NotFound):
     msg_fmt = "Migration %(migration_id)s could not be found."
+
+
+class VolumeNotSettled(FlotillaException):
+    """An attachment without its connection (its attach or detach under
+    way) where a guest is about to be defined with its volumes: dropping it
+    would lose the disk on the new definition."""
+    msg_fmt = ("Volume %(volume_id)s of instance %(instance_uuid)s has no settled "
+               "connection (attachment %(attachment_id)s is %(status)s: an attach or "
+               "detach is under way); the guest cannot be defined with its volumes")
+    code = 409

@@ -15,7 +15,9 @@ Rules:
   disabled or down;
 * 409: the server's host's compute service is up (neither down by its
   heartbeat nor forced down: evacuating a running host would run the guest
-  twice), the server not ACTIVE, STOPPED or ERROR or with a task, no host;
+  twice), the server not ACTIVE, STOPPED or ERROR or with a task, no host,
+  a volume of it being attached or detached (naming the volume), a named
+  target without room for it (naming the short resource; forced or not);
 * the server's task becomes ``rebuilding`` (compare-and-swap), a migration
   record of type ``evacuation`` is created ``accepted``, the action
   ``evacuate`` recorded and the conductor's flow started: 200 with
@@ -91,6 +93,7 @@ def evacuate(state: APIState, req: falcon.Request, resp: falcon.Response, ctx,
                                  if inst.task_state else ""))
     if not inst.host:
         raise errors.conflict("Cannot 'evacuate' instance %s: it has no host" % inst.uuid)
+    migrations.check_volumes_settled("evacuate", inst)
     if host:
         migrations._check_host(state, host, inst)
     if not source_is_down(state.conf, inst.host):

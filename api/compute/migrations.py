@@ -12,8 +12,12 @@ Rules of ``os-migrateLive`` (admin only, as Nova's default policy):
   given host but still claims its capacity;
 * 400 naming the reason: an unknown host, the server's own host, a
   disabled or down compute service there;
+* 409 naming the short resource: a named host (forced or not) without the
+  free RAM, VCPUs or disk of the server's flavor (allocation ratios
+  applied), before anything is written (:mod:`api.compute.destination`);
 * 409: a server that is not ACTIVE or PAUSED or has a task (a second
-  migration of a migrating server included), a locked one for non-admins;
+  migration of a migrating server included), a locked one for non-admins,
+  one with a volume being attached or detached (naming the volume);
 * the server's task becomes ``migrating`` (compare-and-swap from the
   states table), the migration record is created ``accepted``, the action
   ``live-migration`` recorded, and the conductor's flow started: 202.
@@ -26,13 +30,15 @@ import logging
 import falcon
 
 from api import errors, validation
-from api.compute import locks
+from api.compute import destination, locks, usage
 from api.compute.servers import get_server
 from api.state import APIState, ctxt, version
 from flotilla import exception
 from flotilla import states as st
 from flotilla.db import api as db
 from flotilla.db import migration_records as mig_db
+from flotilla.db import volumes as volumes_db
+from flotilla.db.servers import MarkerNotFound
 from flotilla.deadlines import task_deadline
 
 LOG = logging.getLogger(__name__)
@@ -65,6 +71,22 @@ def _check_host(state: APIState, host: str, inst) -> None:
     if not db.service_is_up(service, state.conf.service_down_time):
         raise errors.bad_request("Invalid input for field/attribute host: the compute "
                                  "service of host %s is down" % host)
+    # Forced or not, a host that cannot hold the server is refused before
+    # any record is written (see api.compute.destination for the 409).
+    destination.check_room(host, inst.flavor or {})
+
+
+def check_volumes_settled(name: str, inst) -> None:
+    """409 naming the volume if one of the server's volumes is being
+    attached or detached: its volumes move with it (resize, cold and live
+    migration, evacuation), with the connection their attachment records,
+    and one whose attach or detach is under way has none settled."""
+    for attachment in volumes_db.attachments_of_instance(inst.uuid):
+        volume = volumes_db.volume_get(attachment.volume_id)
+        if attachment.status != "attached" or not attachment.connection_info \
+                or volume.status != st.VOLUME_IN_USE:
+            raise errors.conflict("Cannot '%s' instance %s while volume %s is %s"
+                                  % (name, inst.uuid, volume.id, volume.status))
 
 
 def live_migrate(state: APIState, req: falcon.Request, resp: falcon.Response, ctx,
@@ -84,6 +106,7 @@ def live_migrate(state: APIState, req: falcon.Request, resp: falcon.Response, ct
     if not inst.host:
         raise errors.conflict("Cannot 'os-migrateLive' instance %s: it has no host"
                               % inst.uuid)
+    check_volumes_settled("os-migrateLive", inst)
     if host:
         _check_host(state, host, inst)
     try:
@@ -253,9 +276,23 @@ class ServerMigrationAction:
         resp.status = falcon.HTTP_202
 
 
+# Query parameters of GET /os-migrations by microversion (Nova's schemas:
+# before 2.59 anything else is ignored, from 2.59 it is a 400).
+_FILTERS = ("instance_uuid", "status", "host", "migration_type", "source_compute")
+_PARAMS_259 = frozenset(_FILTERS + ("hidden", "limit", "marker", "changes-since"))
+_PARAMS_266 = _PARAMS_259 | {"changes-before"}
+_PARAMS_280 = _PARAMS_266 | {"user_id", "project_id"}
+
+
 class Migrations:
-    """GET /os-migrations (admin): every migration, newest first, filtered by
-    status, host, instance_uuid, migration_type."""
+    """GET /os-migrations (admin): every migration, newest first, as Nova:
+    filtered by instance_uuid, status, host, migration_type, source_compute;
+    from 2.59 paged (``limit``, ``marker``: a migration uuid, 400 if none
+    such; ``migrations_links`` to the next page) and filtered by
+    ``changes-since``, from 2.66 ``changes-before``, from 2.80 ``user_id``
+    and ``project_id`` (of whoever started it; shown in each migration).
+    From 2.59 an unknown parameter, a malformed time or limit, an unknown
+    marker, or changes-since after changes-before is a 400 naming it."""
 
     def __init__(self, state: APIState) -> None:
         self.state = state
@@ -265,11 +302,64 @@ class Migrations:
         if not ctx.is_admin:
             raise errors.forbidden("Policy doesn't allow os_compute_api:os-migrations:"
                                    "index to be performed.")
-        rows = mig_db.migration_list(instance_uuid=req.get_param("instance_uuid"),
-                                     status=req.get_param("status"),
-                                     host=req.get_param("host"),
-                                     migration_type=req.get_param("migration_type"))
-        resp.media = {"migrations": [_view(m, version(req), False) for m in rows]}
+        ver = version(req)
+        names = _FILTERS
+        since = before = marker = limit = None
+        if ver >= (2, 59):
+            allowed = _PARAMS_280 if ver >= (2, 80) else \
+                _PARAMS_266 if ver >= (2, 66) else _PARAMS_259
+            unknown = sorted(set(req.params) - allowed)
+            if unknown:
+                raise errors.bad_request("Invalid input for query parameters %s: "
+                                         "additional properties are not allowed"
+                                         % ", ".join(repr(n[:64]) for n in unknown))
+            max_limit = self.state.conf.api.max_limit
+            limit = validation.query_int(req, "limit", 0)
+            limit = max_limit if limit is None else min(limit, max_limit)
+            marker = req.get_param("marker")
+            since = _time_param(req, "changes-since")
+            if ver >= (2, 66):
+                before = _time_param(req, "changes-before")
+            if since and before and since > before:
+                raise errors.bad_request("The value of changes-since must be less than "
+                                         "or equal to changes-before.")
+            if ver >= (2, 80):
+                names = _FILTERS + ("user_id", "project_id")
+        filters = {name: req.get_param(name) for name in names}
+        try:
+            rows = mig_db.migration_page(filters, changes_since=since,
+                                         changes_before=before, marker=marker,
+                                         limit=limit) if limit != 0 else []
+        except MarkerNotFound:
+            raise errors.bad_request("Marker %s could not be found." % marker[:64]) \
+                from None
+        body: dict = {"migrations": [_list_view(m, ver) for m in rows]}
+        if limit and len(rows) == limit:
+            params = {k: v for k, v in req.params.items() if k != "marker"}
+            params["marker"] = rows[-1].uuid
+            body["migrations_links"] = [{"rel": "next", "href": "%s/os-migrations%s" % (
+                self.state.compute_url(req), falcon.to_query_str(params))}]
+        resp.media = body
+
+
+def _time_param(req: falcon.Request, name: str):
+    value = req.get_param(name)
+    if value is None:
+        return None
+    try:
+        return usage.parse_time(value, name)
+    except errors.APIError:
+        raise errors.bad_request("Invalid input for query parameters %s: %r is not a "
+                                 "date-time" % (name, value[:64])) from None
+
+
+def _list_view(migration, ver: tuple[int, int]) -> dict:
+    view = _view(migration, ver, False)
+    if ver >= (2, 80):
+        started_by = (migration.flow_data or {}).get("ctxt") or {}
+        view["user_id"] = started_by.get("user_id")
+        view["project_id"] = started_by.get("project_id")
+    return view
 
 
 def _admin(ctx, what: str) -> None:

@@ -5,7 +5,11 @@ Rules:
 
 * ``migrate`` is admin only (Nova's default policy); ``host`` is accepted
   from 2.56 (before: 400 naming it) and must be another enabled, up compute
-  host (400 naming the reason, as os-migrateLive); a cold migration is a
+  host (400 naming the reason, as os-migrateLive) with room for the server
+  (409 naming the short resource, before anything is written; without a
+  host, a cold migration no host can hold is answered 202 and ends in the
+  conductor: migration ``error``, server back ACTIVE, the reason in the
+  action's event, as Nova); a cold migration is a
   resize to the server's own flavor, recorded as the action ``migrate``;
 * ``resize`` needs ``flavorRef``: a flavor the project may use (400 "could
   not be found" otherwise, as boot), not the server's own (400), with a
@@ -74,14 +78,7 @@ def _check_movable(name: str, inst) -> None:
         raise _conflict(name, inst)
     if not inst.host:
         raise errors.conflict("Cannot '%s' instance %s: it has no host" % (name, inst.uuid))
-    for attachment in volumes_db.attachments_of_instance(inst.uuid):
-        # Its volumes move with it, with the connection their attachment
-        # records: one whose attach or detach is under way has none settled.
-        volume = volumes_db.volume_get(attachment.volume_id)
-        if attachment.status != "attached" or not attachment.connection_info \
-                or volume.status != st.VOLUME_IN_USE:
-            raise errors.conflict("Cannot '%s' instance %s while volume %s is %s"
-                                  % (name, inst.uuid, volume.id, volume.status))
+    migrations.check_volumes_settled(name, inst)
 
 
 def _migrate(state: APIState, req, resp, ctx, inst, args) -> None:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 MIB = 1024 ** 2
 STEPS = 4
+FAKE_ARCH = "x86_64"    # what fake hosts run (they report cpu_arch x86_64)
 _OFF = (power_state.SHUTDOWN, power_state.SUSPENDED, power_state.CRASHED)
 
 
@@ -159,7 +160,8 @@ class FakeMigrationMixin:
         return MigrateData(live=live, source_host=self.host or "",
                            guest_cpu=self.cpu_model if live else "",
                            local_disks=(ROOT_DEVICE,),
-                           volume_ids=tuple(sorted(guest.volumes)))
+                           volume_ids=tuple(sorted(guest.volumes)),
+                           guest={"arch": FAKE_ARCH} if live else {})
 
     def check_can_migrate_destination(self: FakeDriver, instance,
                                       migrate_data) -> MigrateData:
@@ -174,6 +176,10 @@ class FakeMigrationMixin:
         if (uuid in self.guests and not data.same_host) or uuid in self._prepared \
                 or uuid in self._staged or uuid in self._kept_here:
             refuse("host %s holds it already" % self.host)
+        if data.live and data.guest.get("arch", FAKE_ARCH) != FAKE_ARCH:
+            # As libvirt's check (cpu_compat): an arch this host cannot run.
+            refuse("its architecture %s is not one host %s runs (%s)"
+                   % (data.guest["arch"], self.host, FAKE_ARCH))
         if data.live and data.guest_cpu != self.cpu_model:
             refuse("its CPU %r cannot run on the CPU %r of host %s"
                    % (data.guest_cpu, self.cpu_model, self.host))

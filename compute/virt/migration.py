@@ -32,7 +32,8 @@ class MigrateData:
     itself with its own paths (opaque to everyone but the drivers);
     ``same_host`` a cold resize whose destination is its source (``[DEFAULT]
     allow_resize_to_same_host``: set by the conductor, which alone may
-    allow it; a driver refuses the source as destination otherwise).
+    allow it; a driver refuses the source as destination otherwise);
+    ``guest`` the facts of the guest a destination checks it can run.
     """
 
     live: bool = True
@@ -44,6 +45,11 @@ class MigrateData:
     volume_ids: tuple[str, ...] = ()
     dest_config: str = ""
     same_host: bool = False
+    # The guest as the source's hypervisor describes it (libvirt: virt
+    # type, arch, machine type, the CPU it was defined with), for the
+    # destination's compatibility check (live only; absent from an older
+    # source: then only ``guest_cpu`` is compared).
+    guest: dict = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

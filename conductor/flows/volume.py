@@ -60,13 +60,25 @@ DETACH = "detach_volume"
 
 def attached_volumes(instance_uuid: str) -> list[BlockDeviceMapping]:
     """The instance's plugged volumes as another host defines them (a live
-    migration's destination, an evacuation's): the same NBD connections
-    (the volume host serves every host) and devices."""
-    return [BlockDeviceMapping(
-        source_type="volume", destination_type="volume", boot_index=a.boot_index,
-        device_name=a.device, volume_id=a.volume_id, connection_info=a.connection_info,
-        attachment_id=a.uuid, delete_on_termination=a.delete_on_termination)
-        for a in vdb.attachments_of_instance(instance_uuid) if a.connection_info]
+    migration's destination, an evacuation's, a cold move's, a rebuild's):
+    the same NBD connections (the volume host serves every host) and devices.
+
+    Raises VolumeNotSettled for an attachment without its connection (an
+    attach or detach under way, which the API refuses to start a move
+    beside but which may have begun since): leaving it out would define the
+    guest without that disk, silently."""
+    found = []
+    for a in vdb.attachments_of_instance(instance_uuid):
+        if not a.connection_info:
+            raise exception.VolumeNotSettled(
+                volume_id=a.volume_id, instance_uuid=instance_uuid,
+                attachment_id=a.uuid, status=a.status)
+        found.append(BlockDeviceMapping(
+            source_type="volume", destination_type="volume", boot_index=a.boot_index,
+            device_name=a.device, volume_id=a.volume_id,
+            connection_info=a.connection_info, attachment_id=a.uuid,
+            delete_on_termination=a.delete_on_termination))
+    return found
 
 
 @dataclasses.dataclass

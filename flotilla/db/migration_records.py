@@ -8,6 +8,7 @@ lives on the same row (see flotilla.db.flows).
 
 from __future__ import annotations
 
+import datetime
 import uuid as uuidlib
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -19,6 +20,7 @@ from flotilla.db.compute_nodes import RESOURCES
 from flotilla.db.engine import session_scope
 from flotilla.db.instances import MIGRATION_ENDED
 from flotilla.db.models import Allocation, ComputeNode, Instance, Migration, VolumeAttachment
+from flotilla.db.servers import MarkerNotFound
 from flotilla.db.types import utcnow
 
 ACCEPTED = "accepted"
@@ -80,6 +82,52 @@ def migration_list(instance_uuid: str | None = None, status: str | None = None,
     if in_progress:
         query = query.where(Migration.status.not_in(MIGRATION_ENDED))
     with session_scope() as session:
+        return list(session.scalars(query))
+
+
+def migration_page(filters: Mapping[str, str | None], *,
+                   changes_since: datetime.datetime | None = None,
+                   changes_before: datetime.datetime | None = None,
+                   marker: str | None = None, limit: int | None = None) -> list[Migration]:
+    """``GET /os-migrations``: migrations newest first (created_at, id),
+    after ``marker`` (a migration uuid; MarkerNotFound if there is none),
+    at most ``limit``. ``filters``: instance_uuid, status, migration_type,
+    host (source or destination), source_compute, and user_id / project_id
+    of whoever started it (the request context its flow saved: a migration
+    whose flow has not started yet has none and matches neither).
+    ``changes_since`` / ``changes_before``: its last change (updated_at,
+    or created_at for a row never updated) at or after / at or before."""
+    query = sa.select(Migration).order_by(Migration.created_at.desc(), Migration.id.desc())
+    for name, column in (("instance_uuid", Migration.instance_uuid),
+                         ("status", Migration.status),
+                         ("migration_type", Migration.migration_type),
+                         ("source_compute", Migration.source_host)):
+        if filters.get(name) is not None:
+            query = query.where(column == filters[name])
+    if filters.get("host") is not None:
+        query = query.where(sa.or_(Migration.source_host == filters["host"],
+                                   Migration.dest_host == filters["host"]))
+    for name in ("user_id", "project_id"):
+        if filters.get(name) is not None:
+            query = query.where(
+                Migration.flow_data[("ctxt", name)].as_string() == filters[name])
+    changed = sa.func.coalesce(Migration.updated_at, Migration.created_at)
+    if changes_since is not None:
+        query = query.where(changed >= changes_since)
+    if changes_before is not None:
+        query = query.where(changed <= changes_before)
+    with session_scope() as session:
+        if marker is not None:
+            after = session.execute(sa.select(Migration.created_at, Migration.id).where(
+                Migration.uuid == marker)).first()
+            if after is None:
+                raise MarkerNotFound(marker=marker)
+            query = query.where(sa.or_(
+                Migration.created_at < after.created_at,
+                sa.and_(Migration.created_at == after.created_at,
+                        Migration.id < after.id)))
+        if limit is not None:
+            query = query.limit(limit)
         return list(session.scalars(query))
 
 

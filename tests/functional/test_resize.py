@@ -274,3 +274,30 @@ def test_a_failed_disk_copy_is_reported_and_reverted(cloud):
     assert "disk" in faults(inst["uuid"])[0]
     recorded = [(a, e, r) for a, e, r, _ in events(inst["uuid"])]
     assert ("resize", "conductor_migrate_disk_report", "Error") in recorded
+
+
+def test_a_cold_migration_no_host_can_hold_ends_with_the_reason(cloud):
+    """Without a named host the API answers 202 (as Nova) and the flow
+    finds no room: the migration errors, the server is ACTIVE again where
+    it was, and the reason is in the action (its event and message) and
+    the fault."""
+    inst = _boot(cloud)
+    other = _other(inst["host"])
+    node = db.compute_node_get(other)
+    free = int(node.memory_mb * node.ram_allocation_ratio - node.memory_mb_used)
+    db.allocation_claim(other, "hog", {"memory_mb": free}, node.generation)
+    migration_uuid = _resize(cloud, inst, dict(inst["flavor"]), action="migrate")
+    migration = _wait_migration(migration_uuid, ("error", "finished"))
+    assert migration.status == "error", migration.status
+    now = cloud.wait_idle(inst["uuid"])
+    assert (now["host"], now["vm_state"], now["task_state"]) == (
+        inst["host"], st.ACTIVE, None)
+    [action] = [a for a in db.action_get_all(inst["uuid"]) if a.action == "migrate"]
+    assert action.finish_time is not None and action.message == "Error"
+    [event] = [e for e in db.action_events_get(action.id) if e.result == "Error"]
+    assert event.event == "conductor_choose_destination"
+    assert "No valid host was found" in event.traceback
+    assert "RamFilter eliminated 1 of 1 host" in event.traceback
+    assert "RamFilter" in faults(inst["uuid"])[0]
+    assert "RamFilter" in migration.error_reason
+    assert db.allocation_get_by_consumer(migration_uuid) == []

@@ -39,9 +39,10 @@ import threading
 import time
 
 import libvirt
+from lxml import etree
 
 from compute.virt import power_state
-from compute.virt.libvirt import xml
+from compute.virt.libvirt import cpu_compat, xml
 from compute.virt.libvirt.guest import Guest
 from compute.virt.libvirt.host import is_connection_error
 from compute.virt.libvirt.volumes import disk_target, volume_disks
@@ -150,9 +151,12 @@ class LibvirtMigrationMixin:
         disks = tuple(disk_target(d) for d in document.findall("devices/disk")
                       if d.get("device", "disk") == "disk" and d.get("type") == "file")
         volumes = tuple(sorted(volume_disks(document)))
+        persistent = etree.fromstring(self.host.call(
+            guest.domain.XMLDesc, libvirt.VIR_DOMAIN_XML_INACTIVE).encode())
         return MigrateData(live=True, source_host=self.host_name,
                            guest_cpu=self._guest_cpu(), local_disks=disks,
-                           volume_ids=volumes)
+                           volume_ids=volumes,
+                           guest=cpu_compat.guest_facts(document, persistent))
 
     def check_can_migrate_destination(self, instance, migrate_data) -> MigrateData:
         data = MigrateData.coerce(migrate_data)
@@ -166,7 +170,16 @@ class LibvirtMigrationMixin:
             refuse("the destination is its source host %s" % self.host_name)
         if self.host.lookup(instance.uuid) is not None:
             refuse("host %s holds it already" % self.host_name)
-        if data.guest_cpu != self._guest_cpu():
+        if data.guest:
+            # Virt type, arch, machine type and CPU against this host's
+            # capabilities and hypervisor (cpu_compat).
+            reason = self.host.with_connection(lambda conn: cpu_compat.refusal(
+                data.guest, conn.getCapabilities(), self.conf.libvirt.virt_type,
+                self.host_name, cpu_compat.comparer(conn)))
+            if reason:
+                refuse(reason)
+        elif data.guest_cpu != self._guest_cpu():
+            # A source older than those facts: its virt type's default CPU.
             refuse("its CPU %r cannot run as %r on host %s"
                    % (data.guest_cpu, self._guest_cpu(), self.host_name))
         return dataclasses.replace(data, dest_host=self.host_name,

@@ -5,18 +5,14 @@ conductor (a recording endpoint)."""
 
 from __future__ import annotations
 
-import datetime
-
 import pytest
-import sqlalchemy as sa
 
 from api.compute.services import service_uuid
 from flotilla import states as st
 from flotilla.db import api as db
 from flotilla.db import migration_records as mig_db
-from flotilla.db.engine import session_scope
-from flotilla.db.models import Service
 from tests.functional.api.fixtures import C
+from tests.functional.api.test_live_migration_api import _compute
 
 
 def _server(api_cloud, vm_state=st.ACTIVE, task_state=None, host="host1") -> str:
@@ -24,17 +20,6 @@ def _server(api_cloud, vm_state=st.ACTIVE, task_state=None, host="host1") -> str
     db.instance_update(uuid, {"vm_state": vm_state, "task_state": task_state,
                               "host": host})
     return uuid
-
-
-def _compute(host: str, disabled: bool = False, down: bool = False) -> None:
-    db.service_heartbeat(host, "flotilla-compute", "compute")
-    if disabled:
-        db.service_set_disabled(host, "flotilla-compute", True, "maintenance")
-    if down:
-        with session_scope() as session:
-            session.execute(sa.update(Service).where(Service.host == host).values(
-                last_seen_at=datetime.datetime.now(datetime.UTC)
-                - datetime.timedelta(hours=1)))
 
 
 def _evacuate(cloud, uuid: str, args: dict | None = None, who: str = "admin",
@@ -151,6 +136,19 @@ def test_a_bad_target_is_400_naming_host(api_cloud, target, reason):
     assert "host" in r.text and reason in r.text
     assert db.instance_get(uuid).task_state is None
     assert mig_db.migration_list(uuid) == []
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_a_target_without_room_is_409_naming_the_resource(api_cloud, force):
+    _compute("host1", down=True)
+    _compute("host2", node={"memory_mb": 32})
+    uuid = _server(api_cloud)
+    r = _evacuate(api_cloud, uuid, {"host": "host2", "force": force}, version="2.29")
+    assert r.status_code == 409, r.text
+    assert "Host host2 has 32 MiB of RAM free, server needs 64 MiB" in r.text
+    assert db.instance_get(uuid).task_state is None
+    assert mig_db.migration_list(uuid) == []
+    assert [a.action for a in db.action_get_all(uuid)] == ["create"]
 
 
 @pytest.mark.parametrize("vm_state, task_state", [

@@ -24,8 +24,19 @@ def _server(api_cloud, vm_state=st.ACTIVE, task_state=None) -> str:
     return uuid
 
 
-def _compute(host: str, disabled: bool = False, down: bool = False) -> None:
+ROOMY = {"vcpus": 8, "memory_mb": 8192, "disk_gb": 100}
+
+
+def _compute(host: str, disabled: bool = False, down: bool = False,
+             node: dict | None = None, used: dict | None = None) -> None:
+    """A compute service on ``host`` and its node: roomy unless ``node``
+    (reported inventory, ratios included) says otherwise; ``used`` is
+    claimed there by another consumer."""
     db.service_heartbeat(host, "flotilla-compute", "compute")
+    db.compute_node_update(host, dict(ROOMY, **(node or {})))
+    if used:
+        db.allocation_claim(host, "other-server", used,
+                            db.compute_node_get(host).generation)
     if disabled:
         db.service_set_disabled(host, "flotilla-compute", True, "maintenance")
     if down:
@@ -90,23 +101,42 @@ def test_a_paused_server_migrates(api_cloud):
     assert _migrate(api_cloud, uuid).status_code == 202
 
 
-@pytest.mark.parametrize("host, setup, words", [
-    ("host1", {}, "already"),
-    ("nowhere", None, "could not be found"),
-    ("host2", {"disabled": True}, "disabled"),
-    ("host2", {"down": True}, "down"),
-])
-def test_a_bad_destination_is_400_naming_why(api_cloud, host, setup, words):
+# The server's flavor "1": 64 MiB, 1 VCPU, 1 GiB root disk.
+BAD_DESTINATIONS = [
+    ("host1", {}, 400, "already"),
+    ("nowhere", None, 400, "could not be found"),
+    ("host2", {"disabled": True}, 400, "disabled"),
+    ("host2", {"down": True}, 400, "down"),
+    ("host2", {"node": {"memory_mb": 32}}, 409,
+     "Host host2 has 32 MiB of RAM free, server needs 64 MiB"),
+    # Ratios applied: 64 * 1.5 = 96 MiB, 64 claimed by another server.
+    ("host2", {"node": {"memory_mb": 64, "ram_allocation_ratio": 1.5},
+               "used": {"memory_mb": 64}}, 409,
+     "Host host2 has 32 MiB of RAM free, server needs 64 MiB"),
+    ("host2", {"node": {"vcpus": 2, "cpu_allocation_ratio": 1.0},
+               "used": {"vcpus": 2}}, 409, "Host host2 has 0 VCPUs free, server needs 1"),
+    ("host2", {"node": {"disk_gb": 0}}, 409,
+     "Host host2 has 0 GiB of disk free, server needs 1 GiB"),
+]
+
+
+@pytest.mark.parametrize("host, setup, code, words", BAD_DESTINATIONS)
+@pytest.mark.parametrize("force", [False, True])
+def test_a_bad_destination_is_400_naming_why(api_cloud, host, setup, code, words, force):
+    """400 for a host that is no destination, 409 for one without room,
+    forced or not; either way nothing is written."""
     _compute("host1")
     if setup is not None:
         _compute(host, **setup)
     uuid = _server(api_cloud)
-    r = _migrate(api_cloud, uuid, {"host": host, "block_migration": "auto"})
-    assert r.status_code == 400, r.text
-    message = r.json["badRequest"]["message"]
-    assert "host" in message and words in message
+    r = _migrate(api_cloud, uuid, {"host": host, "block_migration": "auto",
+                                   "force": force})
+    assert r.status_code == code, r.text
+    message = r.json["badRequest" if code == 400 else "conflictingRequest"]["message"]
+    assert "host" in message.lower() and words in message
     assert mig_db.migration_list(uuid) == []
     assert db.instance_get(uuid).task_state is None
+    assert [a.action for a in db.action_get_all(uuid)] == ["create"]
 
 
 @pytest.mark.parametrize("args", [

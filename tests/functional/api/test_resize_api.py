@@ -10,7 +10,7 @@ from flotilla import states as st
 from flotilla.db import api as db
 from flotilla.db import migration_records as mig_db
 from tests.functional.api.fixtures import C
-from tests.functional.api.test_live_migration_api import _compute
+from tests.functional.api.test_live_migration_api import BAD_DESTINATIONS, _compute
 
 
 def _server(api_cloud, vm_state=st.ACTIVE, task_state=None) -> str:
@@ -136,18 +136,20 @@ def test_migrate_host_needs_2_56(api_cloud):
     assert mig_db.migration_list(uuid) == []
 
 
-@pytest.mark.parametrize("host, setup, words", [
-    ("host1", {}, "already"), ("nowhere", None, "could not be found"),
-    ("host2", {"disabled": True}, "disabled"), ("host2", {"down": True}, "down")])
-def test_migrate_to_a_bad_host_is_400(api_cloud, host, setup, words):
+@pytest.mark.parametrize("host, setup, code, words", BAD_DESTINATIONS)
+def test_migrate_to_a_bad_host_is_400(api_cloud, host, setup, code, words):
+    """400 for a host that is no destination, 409 naming the short
+    resource for one without room; nothing written either way."""
     _compute("host1")
     if setup is not None:
         _compute(host, **setup)
     uuid = _server(api_cloud)
     r = _action(api_cloud, uuid, {"migrate": {"host": host}}, who="admin")
-    assert r.status_code == 400, r.text
-    assert words in r.json["badRequest"]["message"]
+    assert r.status_code == code, r.text
+    assert words in r.json["badRequest" if code == 400 else "conflictingRequest"]["message"]
     assert db.instance_get(uuid).task_state is None
+    assert mig_db.migration_list(uuid) == []
+    assert [a.action for a in db.action_get_all(uuid)] == ["create"]
 
 
 def test_only_admins_migrate(api_cloud):
@@ -245,3 +247,47 @@ def test_a_volume_backed_server_resizes_to_any_disk_size(api_cloud, flavors):
     assert api_cloud.conductor.wait_for("resize_instance")[0]["flavor"]["flavorid"] == "0"
 
 
+
+
+def _evacuable(api_cloud) -> str:
+    _compute("host1", down=True)
+    return _server(api_cloud)
+
+
+@pytest.mark.parametrize("status, attached", [(st.VOLUME_ATTACHING, False),
+                                              (st.VOLUME_RESERVED, False),
+                                              (st.VOLUME_DETACHING, True)])
+@pytest.mark.parametrize("body, version", [
+    ({"os-migrateLive": {"host": None, "block_migration": "auto"}}, "2.30"),
+    ({"os-migrateLive": {"host": "host2", "block_migration": "auto", "force": True}},
+     "2.30"),
+    ({"evacuate": {}}, "2.14"),
+    ({"evacuate": {"host": "host2"}}, "2.14")])
+def test_live_migration_or_evacuation_beside_a_volume_attach_is_409(
+        api_cloud, status, attached, body, version):
+    """As resize: a server whose volume is being attached or detached is not
+    moved (its volumes go with it, with the connection they record): 409
+    naming the volume and its status, nothing written."""
+    _compute("host2")
+    uuid = _evacuable(api_cloud) if "evacuate" in body else _server(api_cloud)
+    vid = _volume(uuid, status=status, attached=attached)
+    r = _action(api_cloud, uuid, body, who="admin", version=version)
+    assert r.status_code == 409, r.text
+    assert vid in r.text and status in r.text
+    assert mig_db.migration_list(uuid) == []
+    assert db.instance_get(uuid).task_state is None
+    assert [a.action for a in db.action_get_all(uuid)] == ["create"]
+
+
+@pytest.mark.parametrize("body, version, method", [
+    ({"os-migrateLive": {"host": "host2", "block_migration": "auto"}}, "2.30",
+     "live_migrate_instance"),
+    ({"evacuate": {"host": "host2"}}, "2.14", "evacuate_instance")])
+def test_live_migration_or_evacuation_with_settled_volumes_starts(api_cloud, body,
+                                                                  version, method):
+    _compute("host2")
+    uuid = _evacuable(api_cloud) if "evacuate" in body else _server(api_cloud)
+    _volume(uuid)
+    r = _action(api_cloud, uuid, body, who="admin", version=version)
+    assert r.status_code in (200, 202), r.text
+    assert api_cloud.conductor.wait_for(method)[0]["instance_uuid"] == uuid

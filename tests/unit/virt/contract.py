@@ -524,6 +524,21 @@ class DriverContract:
         with pytest.raises(exception.MigrationPreCheckError):
             peer.check_can_migrate_destination(other, data)      # there already
 
+    def test_live_migration_of_a_guest_of_another_arch_is_refused(self, driver, image,
+                                                                   request):
+        """The destination checks the guest's architecture against what it
+        runs (libvirt: its capabilities), naming it."""
+        if self.unsupported(driver, "supports_live_migration"):
+            return
+        peer = request.getfixturevalue("peer_driver")
+        inst = self.spawn(driver, image)
+        data = driver.check_can_migrate_source(inst, True)
+        assert data.guest.get("arch"), data.guest
+        alien = dataclasses.replace(data, guest=dict(data.guest, arch="no-such-arch"))
+        with pytest.raises(exception.MigrationPreCheckError, match="no-such-arch"):
+            peer.check_can_migrate_destination(inst, alien)
+        assert peer.check_can_migrate_destination(inst, data).dest_host
+
     def start_migration(self, source, dest, inst, image):
         data = self.migrate_checks(source, dest, inst, live=True)
         data = dest.pre_live_migration(inst, image, [], data)

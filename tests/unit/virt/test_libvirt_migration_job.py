@@ -1,0 +1,98 @@
+"""The libvirt driver's live migration job (compute/virt/libvirt/migration.py,
+live_migration): the flags and parameters it gives migrateToURI3 and the
+downtime limit it sets once the job runs, with the [libvirt] options
+live_migration_auto_converge, live_migration_permit_post_copy,
+live_migration_bandwidth and live_migration_downtime(_steps) on and off;
+on a stub domain that records them."""
+
+from __future__ import annotations
+
+import libvirt
+import pytest
+
+from compute.virt.libvirt.migration import downtime_steps
+from compute.virt.migration import MigrateData
+from flotilla import exception
+from tests.unit.virt.libvirt_stubs import StubConnection, StubDomain, domain_xml, error, stub_driver
+
+UUID = "11111111-2222-4333-8444-555555555555"
+INSTANCE = {"uuid": UUID, "flavor": {"memory_mb": 1024, "vcpus": 1, "root_gb": 1}}
+BASE = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER
+        | libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE)
+DEST_XML = "<domain type='qemu'><name>vm</name></domain>"
+
+
+def _data(local_disks=("vda",)) -> MigrateData:
+    return MigrateData(live=True, source_host="host1", dest_host="host2",
+                       dest_uri="qemu+tcp://host2/system", dest_config=DEST_XML,
+                       local_disks=tuple(local_disks))
+
+
+def _run(conf, data: MigrateData | None = None, **options) -> StubDomain:
+    for name, value in options.items():
+        conf.set_override(name, value, "libvirt")
+    domain = StubDomain(UUID, domain_xml())
+    drv = stub_driver(conf, "host1", StubConnection(), {UUID: domain})
+    drv.live_migration(INSTANCE, data or _data())
+    return domain
+
+
+def test_defaults_a_live_incremental_copy_of_the_local_disks(conf):
+    domain = _run(conf)
+    [(uri, params, flags)] = domain.migrations
+    assert uri == "qemu+tcp://host2/system"
+    assert flags == BASE | libvirt.VIR_MIGRATE_NON_SHARED_INC
+    assert not flags & libvirt.VIR_MIGRATE_AUTO_CONVERGE
+    assert not flags & libvirt.VIR_MIGRATE_POSTCOPY
+    assert params == {libvirt.VIR_MIGRATE_PARAM_DEST_XML: DEST_XML,
+                      libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS: ["vda"]}
+    # The first downtime limit: a tenth of live_migration_downtime (500 ms).
+    assert domain.downtimes[0] == 50
+
+
+@pytest.mark.parametrize("option, flag", [
+    ("live_migration_auto_converge", libvirt.VIR_MIGRATE_AUTO_CONVERGE),
+    ("live_migration_permit_post_copy", libvirt.VIR_MIGRATE_POSTCOPY)])
+def test_an_option_on_adds_its_flag_alone(conf, option, flag):
+    [(_uri, _params, flags)] = _run(conf, **{option: True}).migrations
+    assert flags == BASE | libvirt.VIR_MIGRATE_NON_SHARED_INC | flag
+
+
+def test_both_options_on(conf):
+    [(_uri, _params, flags)] = _run(conf, live_migration_auto_converge=True,
+                                    live_migration_permit_post_copy=True).migrations
+    assert flags & libvirt.VIR_MIGRATE_AUTO_CONVERGE
+    assert flags & libvirt.VIR_MIGRATE_POSTCOPY
+
+
+@pytest.mark.parametrize("bandwidth, expected", [(0, None), (120, 120)])
+def test_the_bandwidth_limit_goes_with_the_job_only_when_set(conf, bandwidth, expected):
+    [(_uri, params, _flags)] = _run(conf, live_migration_bandwidth=bandwidth).migrations
+    assert params.get(libvirt.VIR_MIGRATE_PARAM_BANDWIDTH) == expected
+
+
+def test_the_downtime_limit_follows_the_options(conf):
+    domain = _run(conf, live_migration_downtime=300, live_migration_downtime_steps=3)
+    assert domain.downtimes[0] == 100
+    assert domain.downtimes[0] == downtime_steps(conf.libvirt, 1.0)[0][1]
+    # Set with the job's API, flags 0, while the job ran (the stub ends
+    # the job once a limit is set, so one was set before the job ended).
+    assert domain.migrations and domain.release.is_set()
+
+
+def test_a_guest_without_local_disks_copies_no_disk(conf):
+    """A server booted from a volume: no NON_SHARED_INC and no disk list
+    (an absent list would mean every disk, volumes included)."""
+    [(_uri, params, flags)] = _run(conf, _data(local_disks=())).migrations
+    assert flags == BASE
+    assert libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS not in params
+
+
+def test_a_failed_job_is_a_migration_error_with_libvirt_reason(conf):
+    domain = StubDomain(UUID, domain_xml(), job_error=error(
+        libvirt.VIR_ERR_OPERATION_FAILED, "unable to connect to server"))
+    drv = stub_driver(conf, "host1", StubConnection(), {UUID: domain})
+    with pytest.raises(exception.MigrationError, match="unable to connect to server"):
+        drv.live_migration(INSTANCE, _data())
+    # The job is forgotten: another one may start.
+    assert drv._migration_jobs == {}
