@@ -18,7 +18,7 @@ import threading
 import libvirt
 from lxml import etree
 
-from volume.backend import VolumeBackend
+from volume.backend import Capacity, VolumeBackend
 
 LOG = logging.getLogger(__name__)
 GIB = 1024 ** 3
@@ -185,6 +185,17 @@ class LibvirtPoolBackend(VolumeBackend):
             pool = self._pool()
             pool.refresh(0)
             return int(pool.info()[3])
+
+    def capacity(self) -> Capacity:
+        """The pool's capacity and available bytes (for a dir pool: its
+        filesystem's), and the bytes its volume and snapshot files take."""
+        with self._lock:
+            pool = self._pool()
+            pool.refresh(0)
+            _state, total, _used, free = pool.info()
+            allocated = sum(int(vol.info()[2]) for vol in pool.listAllVolumes(0))
+            return Capacity(total_bytes=int(total), free_bytes=int(free),
+                            allocated_bytes=allocated)
 
     def stop(self) -> None:
         with self._lock:

@@ -8,15 +8,17 @@ Rules (issue 11):
 * create: ``size`` a whole number of GiB from 1 to [volume] max_size_gb
   (400 naming ``size``), within the project's ``volumes`` and ``gigabytes``
   quotas (413 naming the quota); the volume is recorded ``creating`` on the
-  volume host with the least space allocated, then the volume service is
-  cast ``create_volume``; with no volume service up it is recorded in
-  ``error`` with that reason (as Cinder's scheduler leaves it). Source
+  volume host with the most free space that can hold it
+  (flotilla.volume_placement; 413 naming the largest free space when none
+  can), then the volume service is cast ``create_volume``; with no volume
+  service up it is recorded in ``error`` with that reason (as Cinder's
+  scheduler leaves it). Source
   volumes and backups as sources are not supported yet (400);
 * create from a snapshot (``snapshot_id``, see :mod:`api.volume.sources`):
   an ``available`` snapshot of the project (404 unknown, 400 naming
   ``snapshot_id`` in another status), the size at least the snapshot's
   (400 naming ``size``; no size means the snapshot's), on the snapshot's
-  volume host; from an image (``imageRef``): an active image the project
+  volume host (413 when it cannot hold the size); from an image (``imageRef``): an active image the project
   may use (404/400 naming ``imageRef``), the size at least its virtual size
   and ``min_disk``; the volume is ``bootable`` and shows the image's
   ``volume_image_metadata``;
@@ -41,7 +43,7 @@ from flotilla import states as st
 from flotilla.conf.quota import VOLUME_RESOURCES
 from flotilla.db import volume_snapshots as sdb
 from flotilla.db import volumes as vdb
-from flotilla.volume_placement import pick_volume_host
+from flotilla.volume_placement import NotEnoughSpace, check_host_space, pick_volume_host
 
 LOG = logging.getLogger(__name__)
 
@@ -185,9 +187,19 @@ class Volumes:
             raise errors.bad_request("Invalid input for field/attribute availability_zone. "
                                      "Availability zone %s is invalid."
                                      % str(args["availability_zone"])[:64])
-        host = source.host if source.snapshot_id else pick_volume_host(conf)
-        if source.snapshot_id and not sources.host_is_up(conf, host):
-            host = None
+        try:
+            if source.snapshot_id:
+                host = source.host if sources.host_is_up(conf, source.host) else None
+                if host:
+                    check_host_space(conf, host, size)
+            else:
+                host = pick_volume_host(conf, size)
+        except NotEnoughSpace as exc:
+            # Cinder's scheduler would take it and end it in error ("No valid
+            # backend was found"); the caller learns it here, with the space.
+            raise errors.APIError(413, "No valid backend was found. Insufficient free "
+                                  "space for volume creation: %s" % exc,
+                                  fault="overLimit") from None
         try:
             row = vdb.volume_create({
                 **source.columns(),
@@ -213,9 +225,15 @@ class Volumes:
                                                 from_source=source.is_set)
         except exception.MessagingException as exc:
             LOG.error("could not cast create_volume for %s: %s", row.id, exc)
-            row = vdb.volume_update(row.id, {"status": st.VOLUME_ERROR,
-                                             "status_reason": "the volume service "
-                                             "could not be reached"})
+            try:
+                row = vdb.volume_update(row.id, {"status": st.VOLUME_ERROR,
+                                                 "status_reason": "the volume service "
+                                                 "could not be reached"},
+                                        expected_status=st.VOLUME_CREATING)
+            except (vdb.VolumeNotFound, vdb.VolumeStatusConflict) as conflict:
+                # Moved on meanwhile (the reaper, a delete): that status stands.
+                LOG.warning("volume %s not put in error after the failed cast: %s",
+                            row.id, conflict)
         LOG.info("volume %s (%d GiB) %s on %s", row.id, size, row.status, host)
         resp.status = falcon.HTTP_202
         resp.media = {"volume": views.volume(row, [], volume_url(self.state, req),
@@ -278,9 +296,14 @@ class Volume:
             self.state.volume.delete_volume(ctx, row.host, row.id)
         except exception.MessagingException as exc:
             LOG.error("could not cast delete_volume for %s: %s", row.id, exc)
-            vdb.volume_update(row.id, {"status": st.VOLUME_ERROR_DELETING,
-                                       "status_reason": "the volume service could not "
-                                       "be reached"})
+            try:
+                vdb.volume_update(row.id, {"status": st.VOLUME_ERROR_DELETING,
+                                           "status_reason": "the volume service could "
+                                           "not be reached"},
+                                  expected_status=st.VOLUME_DELETING)
+            except (vdb.VolumeNotFound, vdb.VolumeStatusConflict) as conflict:
+                LOG.warning("volume %s not put in error_deleting after the failed "
+                            "cast: %s", row.id, conflict)
         resp.status = falcon.HTTP_202
 
 

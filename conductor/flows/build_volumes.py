@@ -48,7 +48,7 @@ from flotilla.conf.quota import VOLUME_RESOURCES
 from flotilla.db import api as db
 from flotilla.db import volumes as vdb
 from flotilla.objects import BlockDeviceMapping
-from flotilla.volume_placement import image_metadata, pick_volume_host
+from flotilla.volume_placement import NotEnoughSpace, image_metadata, pick_volume_host
 
 LOG = logging.getLogger(__name__)
 
@@ -98,7 +98,10 @@ class CreateVolumes(Step):
             if bdm.source_type != "image" or bdm.volume_id:
                 continue
             image = images.check_image_usable(state.ctxt, bdm.image_id)
-            host = pick_volume_host(self.conf)
+            try:
+                host = pick_volume_host(self.conf, bdm.volume_size)
+            except NotEnoughSpace as exc:
+                raise VolumeCreateFailed(volume_id="(none)", reason=str(exc)) from None
             if host is None:
                 raise VolumeCreateFailed(volume_id="(none)",
                                          reason="no volume service is up")
