@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from oslo_config import cfg
@@ -124,6 +125,27 @@ def pick_volume_host(conf: cfg.ConfigOpts, size_gb: int = 0) -> str | None:
                     "space is unknown (no report yet), is used", size_gb, unknown[0])
         return unknown[0]
     raise _no_space(size_gb, list(spaces.values()))
+
+
+def space_guard(conf: cfg.ConfigOpts, host: str, size_gb: int) -> Callable[[Any], None]:
+    """A check for an insert that takes ``size_gb`` on ``host``
+    (flotilla.db.volumes.volume_create's ``check``): in the insert's
+    transaction, serialised per host, the host must still hold it
+    (NotEnoughSpace otherwise), so two creates that picked the same host
+    at once cannot both take its last space."""
+    def check(session) -> None:
+        capdb.lock_host(session, host)
+        report = capdb.capacity_get(host, session)
+        if report is None:
+            return      # space unknown (see pick_volume_host)
+        space = HostSpace(host, report.total_bytes / GIB, report.free_bytes / GIB,
+                          capdb.provisioned_gb([host], session).get(host, 0),
+                          conf.volume.max_over_subscription_ratio)
+        if not space.fits(size_gb):
+            raise NotEnoughSpace(reason="Requested volume size %d GiB is larger than "
+                                 "the free space of volume host %s"
+                                 % (size_gb, space.describe()))
+    return check
 
 
 def check_host_space(conf: cfg.ConfigOpts, host: str, size_gb: int) -> None:

@@ -18,6 +18,7 @@ from collections.abc import Collection
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from flotilla.db import quotas
 from flotilla.db.engine import session_scope
 from flotilla.db.models import Volume, VolumeCapacity, VolumeSnapshot
 from flotilla.db.types import utcnow
@@ -47,16 +48,30 @@ def capacity_get_all(hosts: Collection[str] | None = None) -> dict[str, VolumeCa
         return {row.host: row for row in session.scalars(query)}
 
 
-def provisioned_gb(hosts: Collection[str] | None = None) -> dict[str, int]:
+def lock_host(session, host: str) -> None:
+    """Serialise the space-checked inserts on volume host ``host`` until
+    the session commits."""
+    quotas._lock(session, "volume-host:" + host)
+
+
+def capacity_get(host: str, session=None) -> VolumeCapacity | None:
+    """The last report of ``host``; None when it never reported."""
+    return quotas._read(session, lambda sess: sess.get(VolumeCapacity, host))
+
+
+def provisioned_gb(hosts: Collection[str] | None = None, session=None) -> dict[str, int]:
     """GiB of the live volumes and snapshots on each host (of ``hosts``)."""
+    return quotas._read(session, lambda sess: _provisioned(sess, hosts))
+
+
+def _provisioned(session, hosts: Collection[str] | None) -> dict[str, int]:
     totals: dict[str, int] = {}
-    with session_scope() as session:
-        for model in (Volume, VolumeSnapshot):
-            query = (sa.select(model.host, sa.func.coalesce(sa.func.sum(model.size_gb), 0))
-                     .where(model.deleted.is_(False), model.host.is_not(None))
-                     .group_by(model.host))
-            if hosts is not None:
-                query = query.where(model.host.in_(tuple(hosts)))
-            for host, gb in session.execute(query):
-                totals[host] = totals.get(host, 0) + int(gb)
+    for model in (Volume, VolumeSnapshot):
+        query = (sa.select(model.host, sa.func.coalesce(sa.func.sum(model.size_gb), 0))
+                 .where(model.deleted.is_(False), model.host.is_not(None))
+                 .group_by(model.host))
+        if hosts is not None:
+            query = query.where(model.host.in_(tuple(hosts)))
+        for host, gb in session.execute(query):
+            totals[host] = totals.get(host, 0) + int(gb)
     return totals

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime
 import uuid as uuidlib
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -159,9 +159,12 @@ def volume_usage(project_id: str, session=None) -> dict[str, int]:
     return quotas._read(session, read)
 
 
-def volume_create(values: Mapping[str, Any], defaults: Mapping[str, int]) -> Volume:
+def volume_create(values: Mapping[str, Any], defaults: Mapping[str, int],
+                  check: Callable[[Any], None] | None = None) -> Volume:
     """Insert a volume (status creating) within its project's quota;
-    VolumeOverQuota (413) names the resource otherwise."""
+    VolumeOverQuota (413) names the resource otherwise. ``check`` (given
+    the session, after the quota check) may refuse the insert by raising,
+    e.g. flotilla.volume_placement.space_guard."""
     attrs = {("metadata_" if k == "metadata" else k): v for k, v in values.items()}
     attrs.setdefault("id", str(uuidlib.uuid4()))
     project_id = attrs["project_id"]
@@ -176,6 +179,8 @@ def volume_create(values: Mapping[str, Any], defaults: Mapping[str, int]) -> Vol
             raise VolumeOverQuota(resources=", ".join(over), detail="; ".join(
                 "%s: requested %d, in use %d, limit %d"
                 % (r, wanted[r], usage[r], limits[r]) for r in over))
+        if check is not None:
+            check(session)
         row = Volume(**attrs)
         session.add(row)
         session.flush()

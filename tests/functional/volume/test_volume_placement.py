@@ -14,6 +14,7 @@ from flotilla.db import api as db
 from flotilla.db import volume_capacity as capdb
 from flotilla.db import volume_snapshots as sdb
 from flotilla.db import volumes as vdb
+from flotilla.volume_placement import pick_volume_host
 from tests.functional.api.fixtures import IMAGE_ID, api_cloud  # noqa: F401
 from tests.functional.volume.test_volume_api import V, _create
 from tests.functional.volume.test_volume_flows import MemoryBackend, MemoryDaemon, _wait_status
@@ -142,3 +143,33 @@ def test_a_host_that_never_reported_is_used_only_when_no_other_holds_it(cloud):
     assert r.status_code == 202, r.text
     assert vdb.volume_get(r.json["volume"]["id"]).host == "vol0"
     assert cloud.request("GET", V + "/volumes").status_code == 200
+
+
+@pytest.mark.parametrize("size, competing, placed", [(8, 5, None), (4, 8, "vol1")])
+def test_a_create_that_took_the_space_after_the_pick_sends_the_next_elsewhere(
+        cloud, monkeypatch, size, competing, placed):
+    """The pick reads without a lock; the insert checks again under a
+    per-host lock: another create that took the space in between (here
+    ``competing`` GiB on vol2, the pick) makes this one pick again."""
+    from api.volume import resources
+    picked = []
+
+    def pick_then_lose_the_race(conf, size_gb=0):
+        host = pick_volume_host(conf, size_gb)
+        if not picked:
+            vdb.volume_create({"size_gb": competing, "status": st.VOLUME_AVAILABLE,
+                               "host": host, "project_id": "p2"},
+                              {"volumes": -1, "gigabytes": -1})
+        picked.append(host)
+        return host
+
+    monkeypatch.setattr(resources, "pick_volume_host", pick_then_lose_the_race)
+    r = _create(cloud, size=size)
+    assert picked[0] == "vol2"
+    if placed is None:
+        # vol2 5 GiB left, vol1 5: nowhere for 8.
+        assert r.status_code == 413 and "Insufficient free space" in r.text, r.text
+        assert [v.size_gb for v in vdb.volume_get_all(host="vol2")] == [competing]
+    else:
+        assert r.status_code == 202, r.text
+        assert vdb.volume_get(r.json["volume"]["id"]).host == placed
