@@ -142,20 +142,22 @@ def space_guard(conf: cfg.ConfigOpts, host: str, size_gb: int) -> Callable[[Any]
                           capdb.provisioned_gb([host], session).get(host, 0),
                           conf.volume.max_over_subscription_ratio)
         if not space.fits(size_gb):
-            raise NotEnoughSpace(reason="Requested volume size %d GiB is larger than "
-                                 "the free space of volume host %s"
+            raise NotEnoughSpace(reason="Requested size %d GiB is larger than the "
+                                 "free space of volume host %s"
                                  % (size_gb, space.describe()))
     return check
 
 
-def check_host_space(conf: cfg.ConfigOpts, host: str, size_gb: int) -> None:
-    """NotEnoughSpace when ``host`` (where the source of a new volume is,
-    e.g. its snapshot) reported a space that cannot hold ``size_gb``."""
+def check_host_space(conf: cfg.ConfigOpts, host: str, size_gb: int,
+                     why: str = "where its source is") -> None:
+    """NotEnoughSpace when ``host`` (the only host that can take the GiB:
+    where the source of a new volume is, or the volume an extend grows)
+    reported a space that cannot hold ``size_gb`` more; ``why`` says why
+    that host."""
     space = host_spaces(conf, [host]).get(host)
     if space is not None and not space.fits(size_gb):
-        raise NotEnoughSpace(reason="Requested volume size %d GiB is larger than the "
-                             "free space of volume host %s, where its source is"
-                             % (size_gb, space.describe()))
+        raise NotEnoughSpace(reason="Requested %d GiB is larger than the free space of "
+                             "volume host %s, %s" % (size_gb, space.describe(), why))
 
 
 def image_metadata(image: Any) -> dict[str, str]:

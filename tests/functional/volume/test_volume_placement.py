@@ -173,3 +173,21 @@ def test_a_create_that_took_the_space_after_the_pick_sends_the_next_elsewhere(
     else:
         assert r.status_code == 202, r.text
         assert vdb.volume_get(r.json["volume"]["id"]).host == placed
+
+
+def test_a_snapshot_or_an_extend_needs_the_space_on_the_volumes_host(cloud):
+    vid = _wait_status(_create(cloud, size=4).json["volume"]["id"], st.VOLUME_AVAILABLE).id
+    other = _wait_status(_create(cloud, size=4).json["volume"]["id"],
+                         st.VOLUME_AVAILABLE)
+    assert (vdb.volume_get(vid).host, other.host) == ("vol2", "vol2")   # vol2: 2 left
+    r = cloud.request("POST", V + "/snapshots", json={"snapshot": {"volume_id": vid}},
+                      headers={"OpenStack-API-Version": "volume 3.65"})
+    assert r.status_code == 413 and "snapshot creation" in r.text, r.text
+    assert "vol2: 2.0 GiB free" in r.text and sdb.snapshot_get_all() == []
+    r = cloud.request("POST", V + "/volumes/%s/action" % vid,
+                      json={"os-extend": {"new_size": 7}})
+    assert r.status_code == 413 and "Requested 3 GiB" in r.text, r.text
+    assert "where the volume is" in r.text and vdb.volume_get(vid).size_gb == 4
+    r = cloud.request("POST", V + "/volumes/%s/action" % vid,
+                      json={"os-extend": {"new_size": 6}})
+    assert r.status_code == 202, r.text
