@@ -191,3 +191,20 @@ def test_a_snapshot_or_an_extend_needs_the_space_on_the_volumes_host(cloud):
     r = cloud.request("POST", V + "/volumes/%s/action" % vid,
                       json={"os-extend": {"new_size": 6}})
     assert r.status_code == 202, r.text
+
+
+def test_the_pools_as_cinder_lists_them_for_admins(cloud):
+    assert _host_of(cloud, 3) == "vol2"
+    assert cloud.request("GET", V + "/scheduler-stats/get_pools").status_code == 403
+    r = cloud.request("GET", V + "/scheduler-stats/get_pools", "admin")
+    assert r.status_code == 200, r.text
+    assert [p["name"] for p in r.json["pools"]] == [
+        "vol1@libvirt_pool#flotilla-volumes", "vol2@libvirt_pool#flotilla-volumes"]
+    assert "capabilities" not in r.json["pools"][0]
+    r = cloud.request("GET", V + "/scheduler-stats/get_pools?detail=True", "admin")
+    caps = {p["name"].split("@")[0]: p["capabilities"] for p in r.json["pools"]}
+    assert (caps["vol2"]["total_capacity_gb"], caps["vol2"]["free_capacity_gb"],
+            caps["vol2"]["provisioned_capacity_gb"]) == (10, 10, 3)
+    assert (caps["vol1"]["free_capacity_gb"], caps["vol1"]["provisioned_capacity_gb"],
+            caps["vol1"]["max_over_subscription_ratio"]) == (5, 0, 1.0)
+    assert caps["vol1"]["updated"].endswith("Z")
