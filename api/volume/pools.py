@@ -1,5 +1,6 @@
-"""``GET /volume/v3/scheduler-stats/get_pools`` (admin; ``openstack volume
-backend pool list [--long]``): each volume host's pool as its last capacity
+"""``GET /volume/v3/scheduler-stats/get_pools`` (admin; Cinder's request
+behind ``openstack volume backend pool list [--long]``, tried here through
+the API only): each volume host's pool as its last capacity
 report shows it (flotilla.db.volume_capacity), in Cinder's form: the name
 ``<host>@<backend>#<pool>`` and, with ``detail=true``, its capabilities -
 total and free GiB as the backend reported them, the GiB provisioned there
