@@ -182,21 +182,32 @@ class LibvirtPoolBackend(VolumeBackend):
             return vol.path() if vol is not None else None
 
     def free_bytes(self) -> int:
-        with self._lock:
-            pool = self._pool()
-            pool.refresh(0)
-            return int(pool.info()[3])
+        return self.capacity().free_bytes
 
     def capacity(self) -> Capacity:
         """The pool's capacity and available bytes (for a dir pool: its
-        filesystem's), and the bytes its volume and snapshot files take."""
+        filesystem's), and the bytes its volume and snapshot files take.
+
+        Free is the smaller of libvirt's ``available`` and what the
+        filesystem leaves to this service's user: libvirt counts the blocks
+        only root may use (statvfs ``f_bfree``), but the bytes are written
+        by the storage daemon this service starts, as its own user
+        (``f_bavail``)."""
         with self._lock:
             pool = self._pool()
             pool.refresh(0)
             _state, total, _used, free = pool.info()
             allocated = sum(int(vol.info()[2]) for vol in pool.listAllVolumes(0))
-            return Capacity(total_bytes=int(total), free_bytes=int(free),
-                            allocated_bytes=allocated)
+        free = int(free)
+        try:
+            fs = os.statvfs(self.pool_path)
+            free = min(free, fs.f_bavail * fs.f_frsize)
+        except OSError as exc:
+            # The pool's daemon sees a path this host does not: libvirt's
+            # figure is all there is.
+            LOG.debug("pool path %s not visible here (%s)", self.pool_path, exc)
+        return Capacity(total_bytes=int(total), free_bytes=free,
+                        allocated_bytes=allocated)
 
     # --- streams (virStorageVolUpload / virStorageVolDownload) -----------------
 

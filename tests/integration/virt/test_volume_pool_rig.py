@@ -99,6 +99,11 @@ def test_a_missing_volume_and_the_pool_space(backend):
     backend.create(vid, 1)
     before = backend.capacity()
     assert 0 < before.free_bytes <= before.total_bytes
+    # What the service's user may still write, not the root-reserved blocks
+    # libvirt's "available" includes.
+    fs = os.statvfs(backend.pool_path)
+    assert before.free_bytes <= fs.f_bavail * fs.f_frsize + 64 * MIB
+    assert backend.free_bytes() <= fs.f_bavail * fs.f_frsize + 64 * MIB
     assert before.allocated_bytes < MIB          # sparse: 1 GiB, nothing written
     backend.upload(vid, _chunks(os.urandom(8 * MIB)))
     after = backend.capacity()
