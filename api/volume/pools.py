@@ -1,6 +1,6 @@
 """``GET /volume/v3/scheduler-stats/get_pools`` (admin; Cinder's request
-behind ``openstack volume backend pool list [--long]``, tried here through
-the API only): each volume host's pool as its last capacity
+behind ``openstack volume backend pool list [--long]``, see
+tests/integration/e2e/test_volume_pools.py): each volume host's pool as its last capacity
 report shows it (flotilla.db.volume_capacity), in Cinder's form: the name
 ``<host>@<backend>#<pool>`` and, with ``detail=true``, its capabilities -
 total and free GiB as the backend reported them, the GiB provisioned there
