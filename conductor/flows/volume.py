@@ -391,16 +391,15 @@ class VolumeFlow(Flow):
                 LOG.warning("volume %s: %s", volume.id, conflict)
             return False
         try:
-            vdb.volume_update(volume.id, {"status": st.VOLUME_AVAILABLE,
-                                          "status_reason": None},
-                              expected_status=RELEASABLE)
+            vdb.attachment_release(attachment.uuid, volume.id,
+                                   {"status": st.VOLUME_AVAILABLE, "status_reason": None},
+                                   expected_status=RELEASABLE)
         except exception.FlotillaException as conflict:
             # A detach began meanwhile: its flow ends the volume (and the
             # attachment) itself.
             LOG.warning("volume %s of deleted server %s not released: %s", volume.id,
                         instance_uuid, conflict)
             return False
-        vdb.attachment_delete(attachment.uuid)
         if attachment.delete_on_termination:
             LOG.info("deleting volume %s with its server %s (delete_on_termination)",
                      volume.id, instance_uuid)

@@ -282,6 +282,32 @@ def attachment_update(attachment_uuid: str, values: Mapping[str, Any]) -> None:
             VolumeAttachment.uuid == attachment_uuid).values(updated_at=utcnow(), **values))
 
 
+def attachment_release(attachment_uuid: str, volume_id: str, values: Mapping[str, Any],
+                       expected_status: str | Collection[str]) -> Volume:
+    """In one transaction: set ``values`` on the volume by compare-and-swap
+    on ``expected_status`` (VolumeStatusConflict / VolumeNotFound, and
+    nothing changes) and remove the attachment, so no reader sees the one
+    without the other."""
+    attrs = {("metadata_" if k == "metadata" else k): v for k, v in values.items()}
+    attrs.setdefault("updated_at", utcnow())
+    if "status" in attrs and attrs["status"] not in st.VOLUME_TRANSITIONAL:
+        attrs.setdefault("status_deadline", None)
+    with session_scope() as session:
+        result = session.execute(
+            sa.update(Volume).where(Volume.id == volume_id, Volume.deleted.is_(False),
+                                    Volume.status.in_(_expected(expected_status)))
+            .values(**attrs).execution_options(synchronize_session=False))
+        row = session.get(Volume, volume_id, populate_existing=True)
+        if result.rowcount != 1:
+            if row is None or row.deleted:
+                raise VolumeNotFound(volume_id=volume_id)
+            raise VolumeStatusConflict(volume_id=volume_id, actual=row.status,
+                                       expected=" or ".join(_expected(expected_status)))
+        session.execute(sa.delete(VolumeAttachment).where(
+            VolumeAttachment.uuid == attachment_uuid))
+        return row
+
+
 def attachment_delete(attachment_uuid: str) -> None:
     with session_scope() as session:
         session.execute(sa.delete(VolumeAttachment).where(
