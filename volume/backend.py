@@ -8,6 +8,19 @@ is idempotent, so the manager can repeat one after a crash.
 from __future__ import annotations
 
 import abc
+import dataclasses
+from collections.abc import Iterable, Iterator
+
+
+@dataclasses.dataclass(frozen=True)
+class Capacity:
+    """A backend's space, in bytes."""
+
+    total_bytes: int
+    free_bytes: int
+    #: What the backend's volume and snapshot files take (sparse files take
+    #: less than their size).
+    allocated_bytes: int
 
 
 class VolumeBackend(abc.ABC):
@@ -39,6 +52,26 @@ class VolumeBackend(abc.ABC):
     @abc.abstractmethod
     def free_bytes(self) -> int:
         """Bytes still available for new volumes."""
+
+    def capacity(self) -> Capacity:
+        """The backend's total, free and allocated bytes (reported into the
+        database for placement, see volume.capacity). By default: a backend
+        that knows only its free bytes, which count as its total too."""
+        free = self.free_bytes()
+        return Capacity(total_bytes=free, free_bytes=free, allocated_bytes=0)
+
+    # Streams (not every backend has them: NotImplementedError).
+
+    def upload(self, volume_id: str, chunks: Iterable[bytes]) -> int:
+        """Write ``chunks`` from the volume's first byte on (the rest stays
+        as it was); the bytes written. More bytes than the volume holds:
+        ValueError, and what was sent may be partly written."""
+        raise NotImplementedError
+
+    def download(self, volume_id: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        """The volume's bytes, every one of its size, in chunks of at most
+        ``chunk_size``; a reader that stops early ends the transfer."""
+        raise NotImplementedError
 
     # Snapshots and volumes made from a source (not every backend has them:
     # the manager puts the volume or snapshot in error on NotImplementedError).

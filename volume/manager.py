@@ -26,7 +26,7 @@ from flotilla.db import volumes as vdb
 from flotilla.periodic import periodic_task
 from flotilla.rpc import private
 from volume import backend as backends
-from volume import recovery, snapshots
+from volume import capacity, recovery, snapshots
 from volume.nbd import StorageDaemon
 
 LOG = logging.getLogger(__name__)
@@ -60,10 +60,15 @@ class VolumeManager:
         if not self.daemon.ensure_running():
             self.restore_exports()     # one that outlived us may lack some
         recovery.recover_host(self)    # what a killed service left (issue 11 faults)
+        capacity.report(self)          # placement reads it from the first heartbeat
 
     @periodic_task(spacing=lambda self: self.conf.volume.storage_daemon_check_interval)
     def _watch_storage_daemon(self) -> None:
         recovery.watch_storage_daemon(self)
+
+    @periodic_task(spacing=lambda self: self.conf.volume.capacity_report_interval)
+    def _report_capacity(self) -> None:
+        capacity.report(self)
 
     @private
     def restore_exports(self) -> list[str]:

@@ -105,6 +105,7 @@ VOLUME_ROUTES = {
     ("GET", VOL + "/snapshots/{snapshot_id}"): policy.READER,
     ("PUT", VOL + "/snapshots/{snapshot_id}"): policy.MEMBER,
     ("DELETE", VOL + "/snapshots/{snapshot_id}"): policy.MEMBER,
+    ("GET", VOL + "/scheduler-stats/get_pools"): policy.ADMIN,
 }
 
 _BODIES = {

@@ -4,7 +4,8 @@ Only ``os-extend`` (``openstack volume set --size N``) is supported:
 
 * ``new_size`` a whole number of GiB, larger than the volume's size and at
   most [volume] max_size_gb (400 naming ``new_size``), the growth within
-  the project's ``gigabytes`` quota (413);
+  the project's ``gigabytes`` quota (413) and the free space of the
+  volume's host (413 naming it, flotilla.volume_placement);
 * the volume must be ``available`` (400 otherwise, as Cinder). An
   ``in-use`` volume is refused at every microversion, 3.42 included:
   its NBD export cannot grow under a running guest (QEMU's NBD client
@@ -29,6 +30,7 @@ from api.volume import resources
 from flotilla import exception
 from flotilla import states as st
 from flotilla.db import volumes as vdb
+from flotilla.volume_placement import NotEnoughSpace, check_host_space
 
 LOG = logging.getLogger(__name__)
 
@@ -88,6 +90,12 @@ class VolumeAction:
         if row.status != st.VOLUME_AVAILABLE:
             raise errors.bad_request("Invalid volume: Volume status must be available "
                                      "to extend, but current status is: %s." % row.status)
+        try:
+            # The growth takes space on the volume's host (413 naming it).
+            check_host_space(conf, row.host, new_size - row.size_gb, "where the volume is")
+        except NotEnoughSpace as exc:
+            raise errors.APIError(413, "Insufficient free space for volume extension: "
+                                  "%s" % exc, fault="overLimit") from None
         try:
             old = vdb.volume_extend_begin(
                 row.id, new_size, st.VOLUME_AVAILABLE, resources.volume_defaults(conf),

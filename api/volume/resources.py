@@ -8,15 +8,17 @@ Rules (issue 11):
 * create: ``size`` a whole number of GiB from 1 to [volume] max_size_gb
   (400 naming ``size``), within the project's ``volumes`` and ``gigabytes``
   quotas (413 naming the quota); the volume is recorded ``creating`` on the
-  volume host with the least space allocated, then the volume service is
-  cast ``create_volume``; with no volume service up it is recorded in
-  ``error`` with that reason (as Cinder's scheduler leaves it). Source
+  volume host with the most free space that can hold it
+  (flotilla.volume_placement; 413 naming the largest free space when none
+  can), then the volume service is cast ``create_volume``; with no volume
+  service up it is recorded in ``error`` with that reason (as Cinder's
+  scheduler leaves it). Source
   volumes and backups as sources are not supported yet (400);
 * create from a snapshot (``snapshot_id``, see :mod:`api.volume.sources`):
   an ``available`` snapshot of the project (404 unknown, 400 naming
   ``snapshot_id`` in another status), the size at least the snapshot's
   (400 naming ``size``; no size means the snapshot's), on the snapshot's
-  volume host; from an image (``imageRef``): an active image the project
+  volume host (413 when it cannot hold the size); from an image (``imageRef``): an active image the project
   may use (404/400 naming ``imageRef``), the size at least its virtual size
   and ``min_disk``; the volume is ``bootable`` and shows the image's
   ``volume_image_metadata``;
@@ -41,7 +43,12 @@ from flotilla import states as st
 from flotilla.conf.quota import VOLUME_RESOURCES
 from flotilla.db import volume_snapshots as sdb
 from flotilla.db import volumes as vdb
-from flotilla.volume_placement import pick_volume_host
+from flotilla.volume_placement import (
+    NotEnoughSpace,
+    check_host_space,
+    pick_volume_host,
+    space_guard,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -67,6 +74,8 @@ UPDATE = {"type": "object", "required": ["volume"], "additionalProperties": Fals
                              "display_name": _TEXT, "display_description": _DESCRIPTION,
                              "metadata": _METADATA}}}}
 UNSUPPORTED_SOURCES = ("source_volid", "backup_id", "consistencygroup_id", "group_id")
+# Picks of a volume host when other creates took the space meanwhile.
+PLACEMENT_ATTEMPTS = 3
 DELETABLE = (st.VOLUME_AVAILABLE, st.VOLUME_ERROR, st.VOLUME_ERROR_DELETING,
              st.VOLUME_ERROR_EXTENDING)
 
@@ -110,6 +119,27 @@ def _size(value, conf) -> int:
                                  "It must be at most %d (GiB, [volume] max_size_gb)."
                                  % (size, conf.volume.max_size_gb))
     return size
+
+
+def _no_space(exc: NotEnoughSpace) -> errors.APIError:
+    # Cinder's scheduler would take the volume and end it in error ("No
+    # valid backend was found"); the caller learns it here, with the space.
+    return errors.APIError(413, "No valid backend was found. Insufficient free space "
+                           "for volume creation: %s" % exc, fault="overLimit")
+
+
+def _place(conf, source: sources.Source, size: int) -> str | None:
+    """The volume host of a new volume (None: no volume service is up);
+    413 when none can hold it."""
+    try:
+        if source.snapshot_id:
+            host = source.host if sources.host_is_up(conf, source.host) else None
+            if host:
+                check_host_space(conf, host, size)
+            return host
+        return pick_volume_host(conf, size)
+    except NotEnoughSpace as exc:
+        raise _no_space(exc) from None
 
 
 def _check_type(value) -> None:
@@ -185,37 +215,50 @@ class Volumes:
             raise errors.bad_request("Invalid input for field/attribute availability_zone. "
                                      "Availability zone %s is invalid."
                                      % str(args["availability_zone"])[:64])
-        host = source.host if source.snapshot_id else pick_volume_host(conf)
-        if source.snapshot_id and not sources.host_is_up(conf, host):
-            host = None
-        try:
-            row = vdb.volume_create({
-                **source.columns(),
-                "name": args.get("name") or args.get("display_name"),
-                "description": args.get("description") or args.get("display_description"),
-                "size_gb": size, "host": host,
-                "status": st.VOLUME_CREATING if host else st.VOLUME_ERROR,
-                "status_reason": None if host else "no volume service is up",
-                "project_id": ctx.project_id, "user_id": ctx.user_id,
-                "volume_type": views.DEFAULT_TYPE_NAME,
-                "availability_zone": views.AVAILABILITY_ZONE,
-                "metadata": args.get("metadata") or {},
-                "status_deadline": vdb.deadline(conf.volume.operation_timeout)
-                if host else None},
-                volume_defaults(conf))
-        except vdb.VolumeOverQuota as exc:
-            raise errors.APIError(413, "VolumeLimitExceeded: Maximum number of volumes "
-                                  "or gigabytes exceeded: %s" % str(exc),
-                                  fault="overLimit") from None
+        values = {**source.columns(),
+                  "name": args.get("name") or args.get("display_name"),
+                  "description": args.get("description")
+                  or args.get("display_description"),
+                  "size_gb": size, "project_id": ctx.project_id, "user_id": ctx.user_id,
+                  "volume_type": views.DEFAULT_TYPE_NAME,
+                  "availability_zone": views.AVAILABILITY_ZONE,
+                  "metadata": args.get("metadata") or {}}
+        for attempt in range(PLACEMENT_ATTEMPTS):
+            host = _place(conf, source, size)
+            try:
+                row = vdb.volume_create({
+                    **values, "host": host,
+                    "status": st.VOLUME_CREATING if host else st.VOLUME_ERROR,
+                    "status_reason": None if host else "no volume service is up",
+                    "status_deadline": vdb.deadline(conf.volume.operation_timeout)
+                    if host else None},
+                    volume_defaults(conf),
+                    check=space_guard(conf, host, size) if host else None)
+                break
+            except NotEnoughSpace as exc:
+                # Another create took the space between the pick and the
+                # insert: pick again (a snapshot's host is the only one).
+                if source.snapshot_id or attempt + 1 == PLACEMENT_ATTEMPTS:
+                    raise _no_space(exc) from None
+            except vdb.VolumeOverQuota as exc:
+                raise errors.APIError(413, "VolumeLimitExceeded: Maximum number of volumes "
+                                      "or gigabytes exceeded: %s" % str(exc),
+                                      fault="overLimit") from None
         try:
             if host:
                 self.state.volume.create_volume(ctx, host, row.id,
                                                 from_source=source.is_set)
         except exception.MessagingException as exc:
             LOG.error("could not cast create_volume for %s: %s", row.id, exc)
-            row = vdb.volume_update(row.id, {"status": st.VOLUME_ERROR,
-                                             "status_reason": "the volume service "
-                                             "could not be reached"})
+            try:
+                row = vdb.volume_update(row.id, {"status": st.VOLUME_ERROR,
+                                                 "status_reason": "the volume service "
+                                                 "could not be reached"},
+                                        expected_status=st.VOLUME_CREATING)
+            except (vdb.VolumeNotFound, vdb.VolumeStatusConflict) as conflict:
+                # Moved on meanwhile (the reaper, a delete): that status stands.
+                LOG.warning("volume %s not put in error after the failed cast: %s",
+                            row.id, conflict)
         LOG.info("volume %s (%d GiB) %s on %s", row.id, size, row.status, host)
         resp.status = falcon.HTTP_202
         resp.media = {"volume": views.volume(row, [], volume_url(self.state, req),
@@ -278,9 +321,14 @@ class Volume:
             self.state.volume.delete_volume(ctx, row.host, row.id)
         except exception.MessagingException as exc:
             LOG.error("could not cast delete_volume for %s: %s", row.id, exc)
-            vdb.volume_update(row.id, {"status": st.VOLUME_ERROR_DELETING,
-                                       "status_reason": "the volume service could not "
-                                       "be reached"})
+            try:
+                vdb.volume_update(row.id, {"status": st.VOLUME_ERROR_DELETING,
+                                           "status_reason": "the volume service could "
+                                           "not be reached"},
+                                  expected_status=st.VOLUME_DELETING)
+            except (vdb.VolumeNotFound, vdb.VolumeStatusConflict) as conflict:
+                LOG.warning("volume %s not put in error_deleting after the failed "
+                            "cast: %s", row.id, conflict)
         resp.status = falcon.HTTP_202
 
 

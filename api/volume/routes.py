@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from api.state import APIState
-from api.volume import actions, quotas, resources, snapshots
+from api.volume import actions, pools, quotas, resources, snapshots
 
 V3 = resources.V3
 
@@ -24,3 +24,4 @@ def add_routes(app, state: APIState) -> None:
     add(V3 + "/snapshots", snapshots.Snapshots(state))
     add(V3 + "/snapshots/detail", snapshots.Snapshots(state, detail=True))
     add(V3 + "/snapshots/{snapshot_id}", snapshots.Snapshot(state))
+    add(V3 + "/scheduler-stats/get_pools", pools.Pools(state))

@@ -12,7 +12,8 @@ Rules (issue 11, Cinder's behaviour where the clients depend on it):
   explicit ``"force": false`` at < 3.66 is refused, 400 naming ``force``);
   from 3.66 ``force`` may be omitted or true, never false. Any other
   volume status is a 409. Within the project's ``snapshots`` and
-  ``gigabytes`` quotas (413). The snapshot is recorded ``creating`` with a
+  ``gigabytes`` quotas (413), and the volume's host must hold a copy
+  (413 naming its free space, flotilla.volume_placement). The snapshot is recorded ``creating`` with a
   deadline and the volume's host is cast ``create_snapshot``;
 * update: name, description (and their display_ forms), metadata;
 * delete: ``available``, ``error`` or ``error_deleting`` snapshots
@@ -35,6 +36,7 @@ from flotilla import exception
 from flotilla import states as st
 from flotilla.db import volume_snapshots as sdb
 from flotilla.db import volumes as vdb
+from flotilla.volume_placement import NotEnoughSpace, space_guard
 
 LOG = logging.getLogger(__name__)
 
@@ -153,7 +155,13 @@ class Snapshots:
                 "user_id": ctx.user_id, "status": st.SNAPSHOT_CREATING,
                 "metadata": args.get("metadata") or {},
                 "status_deadline": vdb.deadline(conf.volume.operation_timeout)},
-                resources.volume_defaults(conf), st.SNAPSHOT_VOLUME_STATUSES)
+                resources.volume_defaults(conf), st.SNAPSHOT_VOLUME_STATUSES,
+                check=space_guard(conf, volume.host, volume.size_gb) if volume.host
+                else None)
+        except NotEnoughSpace as exc:
+            # The copy is a file in the pool of the volume's host.
+            raise errors.APIError(413, "Insufficient free space for snapshot creation: "
+                                  "%s" % exc, fault="overLimit") from None
         except vdb.VolumeOverQuota as exc:
             raise errors.APIError(413, "SnapshotLimitExceeded: Maximum number of "
                                   "snapshots or gigabytes exceeded: %s" % str(exc),

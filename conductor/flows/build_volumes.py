@@ -48,7 +48,12 @@ from flotilla.conf.quota import VOLUME_RESOURCES
 from flotilla.db import api as db
 from flotilla.db import volumes as vdb
 from flotilla.objects import BlockDeviceMapping
-from flotilla.volume_placement import image_metadata, pick_volume_host
+from flotilla.volume_placement import (
+    NotEnoughSpace,
+    image_metadata,
+    pick_volume_host,
+    space_guard,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -98,25 +103,33 @@ class CreateVolumes(Step):
             if bdm.source_type != "image" or bdm.volume_id:
                 continue
             image = images.check_image_usable(state.ctxt, bdm.image_id)
-            host = pick_volume_host(self.conf)
-            if host is None:
-                raise VolumeCreateFailed(volume_id="(none)",
-                                         reason="no volume service is up")
             inst = db.instance_get(state.instance_uuid)
-            row = vdb.volume_create({
-                "name": "", "description": "boot volume of server %s" % inst.uuid,
-                "size_gb": bdm.volume_size, "host": host, "status": st.VOLUME_CREATING,
-                "project_id": inst.project_id, "user_id": inst.user_id,
-                "image_id": image.id, "image_metadata": image_metadata(image),
-                "volume_type": "__DEFAULT__", "availability_zone": "nova",
-                "metadata": {},
-                "status_deadline": vdb.deadline(self.conf.volume.operation_timeout)},
-                defaults)
+            try:
+                row = self._create(inst, bdm, image, defaults)
+            except NotEnoughSpace as exc:
+                raise VolumeCreateFailed(volume_id="(none)", reason=str(exc)) from None
             # Recorded before the cast: a revert finds what to remove.
             _replace(state, index, volume_id=row.id)
             state.recorder.save(flow_data=state.to_data())
-            self.volumes.create_volume(state.ctxt, host, row.id, from_source=True)
+            self.volumes.create_volume(state.ctxt, row.host, row.id, from_source=True)
         self._wait(state)
+
+    def _create(self, inst, bdm, image, defaults: dict):
+        """The boot volume's row on the volume host with the most free
+        space that holds it (NotEnoughSpace when none; VolumeCreateFailed
+        when no volume service is up)."""
+        host = pick_volume_host(self.conf, bdm.volume_size)
+        if host is None:
+            raise VolumeCreateFailed(volume_id="(none)", reason="no volume service is up")
+        return vdb.volume_create({
+            "name": "", "description": "boot volume of server %s" % inst.uuid,
+            "size_gb": bdm.volume_size, "host": host, "status": st.VOLUME_CREATING,
+            "project_id": inst.project_id, "user_id": inst.user_id,
+            "image_id": image.id, "image_metadata": image_metadata(image),
+            "volume_type": "__DEFAULT__", "availability_zone": "nova",
+            "metadata": {},
+            "status_deadline": vdb.deadline(self.conf.volume.operation_timeout)},
+            defaults, check=space_guard(self.conf, host, bdm.volume_size))
 
     def _wait(self, state: Any) -> None:
         waiting = {b.volume_id for b in state.block_devices if b.source_type == "image"}

@@ -30,7 +30,8 @@ Detach steps:
 3. ``available``: the attachment removed, detaching -> available.
 
 A server's delete releases its volumes once its guest is gone
-(:meth:`VolumeFlow.release_instance`) and deletes those attached with
+(:meth:`VolumeFlow.release_instance`; a volume whose attach or detach is in
+flight is released by that flow when it ends) and deletes those attached with
 ``delete_on_termination`` (boot from volume, conductor.flows.build_volumes). The reaper ends a transitional
 status past its deadline (:meth:`VolumeFlow.reap`).
 """
@@ -56,6 +57,9 @@ LOG = logging.getLogger(__name__)
 
 ATTACH = "attach_volume"
 DETACH = "detach_volume"
+# The statuses a server's delete releases; the other ones with an
+# attachment (reserved, attaching, detaching) belong to a flow in flight.
+RELEASABLE = (st.VOLUME_IN_USE, st.VOLUME_ERROR)
 
 
 def attached_volumes(instance_uuid: str) -> list[BlockDeviceMapping]:
@@ -284,6 +288,8 @@ class VolumeFlow(Flow):
             LOG.warning("attach of volume %s to %s: %s", volume_id, instance_uuid, exc)
             recorder.reporter.finish(ctxt, instance_uuid, failed=True)
             return
+        # Deleted between the guest's attach and in-use: free the volume.
+        self._release_if_gone(ctxt, instance_uuid, volume_id)
         recorder.reporter.finish(ctxt, instance_uuid)
 
     def _attach_failed(self, ctxt, instance_uuid, volume_id, attachment_id,
@@ -313,6 +319,9 @@ class VolumeFlow(Flow):
                                   expected_status=st.VOLUME_DETACHING)
             except exception.FlotillaException as exc:
                 LOG.warning("volume %s: %s", volume_id, exc)
+            # The server deleted meanwhile (its guest, and the disk, gone):
+            # its release left the volume to this flow, which frees it.
+            self._release_if_gone(ctxt, instance_uuid, volume_id)
             recorder.reporter.fault(ctxt, instance_uuid, failed.cause)
             recorder.reporter.finish(ctxt, instance_uuid, failed=True)
             LOG.warning("detach of volume %s from %s failed: %s", volume_id,
@@ -352,35 +361,79 @@ class VolumeFlow(Flow):
 
     def release_instance(self, ctxt: RequestContext, instance_uuid: str) -> int:
         """The server is gone (its guest destroyed): unexport its volumes,
-        remove their attachments and make them available; how many."""
+        remove their attachments and make them available; how many.
+
+        Only an ``in-use`` or ``error`` volume is released here (each
+        change a compare-and-swap). One in ``reserved``, ``attaching`` or
+        ``detaching`` belongs to a flow in flight: it is left to that flow,
+        which ends it itself when it finds the server gone (an attach
+        reverts; a detach completes, see :meth:`_release_if_gone`) - making
+        it available under the flow would let a new attach be exported and
+        then unexported by the old flow's next step."""
         released = 0
         for attachment in vdb.attachments_of_instance(instance_uuid):
-            try:
-                volume = vdb.volume_get(attachment.volume_id)
-            except vdb.VolumeNotFound:
-                vdb.attachment_delete(attachment.uuid)
-                continue
-            try:
-                if volume.host:
-                    self.volumes.unexport_volume(ctxt, volume.host, volume.id)
-            except Exception as exc:
-                LOG.error("volume %s of deleted server %s not unexported: %s",
-                          volume.id, instance_uuid, exc)
-                vdb.volume_update(volume.id, {"status": st.VOLUME_ERROR,
-                                              "status_reason": "unexport failed after "
-                                              "the server's delete"})
-                continue
-            vdb.attachment_delete(attachment.uuid)
-            vdb.volume_update(volume.id, {"status": st.VOLUME_AVAILABLE,
-                                          "status_reason": None})
-            released += 1
-            if attachment.delete_on_termination:
-                LOG.info("deleting volume %s with its server %s (delete_on_termination)",
-                         volume.id, instance_uuid)
-                delete_volume(self.conf, self.volumes, ctxt, volume.id)
+            if self._release(ctxt, instance_uuid, attachment):
+                released += 1
         if released:
             LOG.info("released %d volume(s) of deleted server %s", released, instance_uuid)
         return released
+
+    def _release(self, ctxt: RequestContext, instance_uuid: str, attachment) -> bool:
+        try:
+            volume = vdb.volume_get(attachment.volume_id)
+        except vdb.VolumeNotFound:
+            vdb.attachment_delete(attachment.uuid)
+            return False
+        if volume.status not in RELEASABLE:
+            LOG.info("volume %s of deleted server %s is %s: left to its flow in flight",
+                     volume.id, instance_uuid, volume.status)
+            return False
+        try:
+            if volume.host:
+                self.volumes.unexport_volume(ctxt, volume.host, volume.id)
+        except Exception as exc:
+            LOG.error("volume %s of deleted server %s not unexported: %s",
+                      volume.id, instance_uuid, exc)
+            try:
+                vdb.volume_update(volume.id, {"status": st.VOLUME_ERROR,
+                                              "status_reason": "unexport failed after "
+                                              "the server's delete"},
+                                  expected_status=RELEASABLE)
+            except exception.FlotillaException as conflict:
+                LOG.warning("volume %s: %s", volume.id, conflict)
+            return False
+        try:
+            vdb.attachment_release(attachment.uuid, volume.id,
+                                   {"status": st.VOLUME_AVAILABLE, "status_reason": None},
+                                   expected_status=RELEASABLE)
+        except exception.FlotillaException as conflict:
+            # A detach began meanwhile: its flow ends the volume (and the
+            # attachment) itself.
+            LOG.warning("volume %s of deleted server %s not released: %s", volume.id,
+                        instance_uuid, conflict)
+            return False
+        if attachment.delete_on_termination:
+            LOG.info("deleting volume %s with its server %s (delete_on_termination)",
+                     volume.id, instance_uuid)
+            delete_volume(self.conf, self.volumes, ctxt, volume.id)
+        return True
+
+    def _release_if_gone(self, ctxt: RequestContext, instance_uuid: str,
+                         volume_id: str) -> bool:
+        """After an attach or detach flow: when the server was deleted while
+        it ran (its release left this volume to the flow), release the
+        volume now; whether the server is gone."""
+        try:
+            db.instance_get(instance_uuid)
+            return False
+        except exception.InstanceNotFound:
+            pass
+        for attachment in vdb.attachments_of_instance(instance_uuid):
+            if attachment.volume_id == volume_id:
+                LOG.info("server %s was deleted during a flow of volume %s: released",
+                         instance_uuid, volume_id)
+                self._release(ctxt, instance_uuid, attachment)
+        return True
 
     def reap(self) -> int:
         """End every transitional volume status past its deadline."""

@@ -59,6 +59,18 @@ volume_opts = [
                     "exported again (0: never check)."),
     cfg.IntOpt("max_size_gb", default=1024, min=1,
                help="Largest volume a request may ask for, in GiB."),
+    cfg.FloatOpt("max_over_subscription_ratio", default=1.0, min=1.0,
+                 help="How far a volume host's backend may be provisioned beyond "
+                      "its size (Cinder's option of that name, for thin volumes): "
+                      "a new volume or snapshot goes on a host only while the "
+                      "sizes of the volumes and snapshots there, plus it, stay "
+                      "within total x ratio, and it is no larger than free x "
+                      "ratio. Volumes are sparse files, so above 1.0 the pool "
+                      "may fill up as guests write; 1.0 never overcommits."),
+    cfg.IntOpt("capacity_report_interval", default=10, min=0,
+               help="Seconds between two reports of the backend's total, free "
+                    "and allocated bytes into the database, which volume "
+                    "placement reads (also reported at start; 0: only then)."),
 ]
 
 

@@ -494,6 +494,24 @@ class VolumeAttachment(TimestampMixin, Base):
     boot_index: Mapped[int | None]
 
 
+class VolumeCapacity(Base):
+    """What one volume host's backend last reported of its space (0014):
+    the backend's total and free bytes, the bytes its volume and snapshot
+    files take (``allocated_bytes``; sparse files take less than their
+    size) and the GiB provisioned to them (their sizes). Placement
+    (flotilla.volume_placement) reads it; the volume service rewrites it
+    every ``[volume] capacity_report_interval``."""
+
+    __tablename__ = "volume_capacities"
+
+    host: Mapped[str] = mapped_column(sa.String(NAME_LEN), primary_key=True)
+    total_bytes: Mapped[int] = mapped_column(sa.BigInteger)
+    free_bytes: Mapped[int] = mapped_column(sa.BigInteger)
+    allocated_bytes: Mapped[int] = mapped_column(sa.BigInteger)
+    provisioned_gb: Mapped[int]
+    reported_at: Mapped[datetime.datetime]
+
+
 # --- identity ----------------------------------------------------------------
 
 class Project(TimestampMixin, Base):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import datetime
 import uuid as uuidlib
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -97,7 +97,8 @@ def snapshot_count(volume_id: str, session=None) -> int:
 
 
 def snapshot_create(values: Mapping[str, Any], defaults: Mapping[str, int],
-                    volume_statuses: Collection[str]) -> VolumeSnapshot:
+                    volume_statuses: Collection[str],
+                    check: Callable[[Any], None] | None = None) -> VolumeSnapshot:
     """Insert a snapshot of ``values["volume_id"]`` (its size, host and
     project taken from the volume) within the project's quota
     (VolumeOverQuota names the resource) while the volume is in one of
@@ -129,6 +130,8 @@ def snapshot_create(values: Mapping[str, Any], defaults: Mapping[str, int],
             raise vdb.VolumeOverQuota(resources=", ".join(over), detail="; ".join(
                 "%s: requested %d, in use %d, limit %d"
                 % (r, wanted[r], usage[r], limits[r]) for r in over))
+        if check is not None:
+            check(session)      # e.g. the volume host's space (volume_placement)
         attrs.update(size_gb=int(volume.size_gb), host=volume.host,
                      project_id=volume.project_id)
         row = VolumeSnapshot(**attrs)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime
 import uuid as uuidlib
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -159,9 +159,12 @@ def volume_usage(project_id: str, session=None) -> dict[str, int]:
     return quotas._read(session, read)
 
 
-def volume_create(values: Mapping[str, Any], defaults: Mapping[str, int]) -> Volume:
+def volume_create(values: Mapping[str, Any], defaults: Mapping[str, int],
+                  check: Callable[[Any], None] | None = None) -> Volume:
     """Insert a volume (status creating) within its project's quota;
-    VolumeOverQuota (413) names the resource otherwise."""
+    VolumeOverQuota (413) names the resource otherwise. ``check`` (given
+    the session, after the quota check) may refuse the insert by raising,
+    e.g. flotilla.volume_placement.space_guard."""
     attrs = {("metadata_" if k == "metadata" else k): v for k, v in values.items()}
     attrs.setdefault("id", str(uuidlib.uuid4()))
     project_id = attrs["project_id"]
@@ -176,6 +179,8 @@ def volume_create(values: Mapping[str, Any], defaults: Mapping[str, int]) -> Vol
             raise VolumeOverQuota(resources=", ".join(over), detail="; ".join(
                 "%s: requested %d, in use %d, limit %d"
                 % (r, wanted[r], usage[r], limits[r]) for r in over))
+        if check is not None:
+            check(session)
         row = Volume(**attrs)
         session.add(row)
         session.flush()
@@ -275,6 +280,32 @@ def attachment_update(attachment_uuid: str, values: Mapping[str, Any]) -> None:
     with session_scope() as session:
         session.execute(sa.update(VolumeAttachment).where(
             VolumeAttachment.uuid == attachment_uuid).values(updated_at=utcnow(), **values))
+
+
+def attachment_release(attachment_uuid: str, volume_id: str, values: Mapping[str, Any],
+                       expected_status: str | Collection[str]) -> Volume:
+    """In one transaction: set ``values`` on the volume by compare-and-swap
+    on ``expected_status`` (VolumeStatusConflict / VolumeNotFound, and
+    nothing changes) and remove the attachment, so no reader sees the one
+    without the other."""
+    attrs = {("metadata_" if k == "metadata" else k): v for k, v in values.items()}
+    attrs.setdefault("updated_at", utcnow())
+    if "status" in attrs and attrs["status"] not in st.VOLUME_TRANSITIONAL:
+        attrs.setdefault("status_deadline", None)
+    with session_scope() as session:
+        result = session.execute(
+            sa.update(Volume).where(Volume.id == volume_id, Volume.deleted.is_(False),
+                                    Volume.status.in_(_expected(expected_status)))
+            .values(**attrs).execution_options(synchronize_session=False))
+        row = session.get(Volume, volume_id, populate_existing=True)
+        if result.rowcount != 1:
+            if row is None or row.deleted:
+                raise VolumeNotFound(volume_id=volume_id)
+            raise VolumeStatusConflict(volume_id=volume_id, actual=row.status,
+                                       expected=" or ".join(_expected(expected_status)))
+        session.execute(sa.delete(VolumeAttachment).where(
+            VolumeAttachment.uuid == attachment_uuid))
+        return row
 
 
 def attachment_delete(attachment_uuid: str) -> None:

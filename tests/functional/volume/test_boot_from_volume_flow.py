@@ -5,6 +5,7 @@ real one runs on the rig, tests/integration/e2e/test_volumes.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import types
 import uuid as uuidlib
 
@@ -163,6 +164,18 @@ def test_a_volume_that_fails_to_be_made_fails_the_build(cloud, monkeypatch):
                what="the failed volume removed")
     assert any(e == "conductor_create_volumes" and r == "Error"
                for _a, e, r, _h in events(uuid))
+
+
+def test_a_boot_volume_larger_than_every_free_space_fails_the_build(cloud):
+    # The memory backend reports 1 TiB, all free.
+    disk = dataclasses.replace(_from_image(), volume_size=1025)
+    _ctxt, uuid = _boot(cloud, [disk])
+    [inst] = cloud.wait_settled([uuid])
+    assert inst["vm_state"] == st.ERROR
+    assert vdb.volume_get_all(project_id="p1") == [] and cloud.written == []
+    faults = instances_db.instance_fault_get_all(uuid)
+    assert any("larger than the free space of every volume host" in (f.details or "")
+               + f.message for f in faults), [(f.message, f.details) for f in faults]
 
 
 

@@ -235,14 +235,22 @@ def test_volume_delete_and_restore_of_exports(cloud, conf):
         _wait_status(other, "gone", timeout=0)
 
 
-def test_reaper_ends_transitional_statuses(cloud):
+def test_every_transitional_status_has_a_timeout_end():
+    assert set(st.VOLUME_ON_TIMEOUT) == set(st.VOLUME_TRANSITIONAL)
+
+
+@pytest.mark.parametrize("status, ended", sorted(st.VOLUME_ON_TIMEOUT.items()))
+def test_reaper_ends_transitional_statuses(cloud, status, ended):
     vid = _volume(cloud)
-    past = vdb.deadline(-5)
-    vdb.volume_update(vid, {"status": st.VOLUME_ATTACHING, "status_deadline": past})
     flow = cloud.conductor_service.manager.flows["volume"]
+    # Within its deadline the status stays.
+    vdb.volume_update(vid, {"status": status, "status_deadline": vdb.deadline(60)})
+    assert flow.reap() == 0 and vdb.volume_get(vid).status == status
+    vdb.volume_update(vid, {"status_deadline": vdb.deadline(-5)})
     assert flow.reap() == 1
     row = vdb.volume_get(vid)
-    assert row.status == st.VOLUME_ERROR and "attaching timed out" in row.status_reason
+    assert row.status == ended and "%s timed out" % status in row.status_reason
+    assert row.status_deadline is None
     assert flow.reap() == 0
 
 

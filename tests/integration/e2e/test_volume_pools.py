@@ -1,0 +1,46 @@
+"""Volume placement by free space on the demo's cloud (issue 11): the real
+flotilla-volume reports its libvirt pool's space, admins list it with the
+unmodified CLI (``openstack volume backend pool list --long``), and a
+volume larger than the pool's free space is refused at once with the
+reason."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+from tests.fixtures.daemons import BIN
+
+GIB = 1024 ** 3
+
+
+def _openstack(cloud, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+    env.update({"OS_AUTH_URL": cloud.auth_url, "OS_USERNAME": "admin",
+                "OS_PASSWORD": cloud.state["credentials"]["admin"],
+                "OS_PROJECT_NAME": "admin", "OS_USER_DOMAIN_NAME": "Default",
+                "OS_PROJECT_DOMAIN_NAME": "Default", "OS_IDENTITY_API_VERSION": "3",
+                "OS_REGION_NAME": "RegionOne"})
+    return subprocess.run([str(BIN / "openstack"), *args], env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_the_pool_is_listed_and_a_volume_beyond_its_free_space_is_413(cloud):
+    proc = _openstack(cloud, "volume", "backend", "pool", "list", "--long", "-f", "json")
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    pools = json.loads(proc.stdout)
+    [pool] = pools
+    assert pool["Name"].startswith(cloud.state["volume_host"] + "@libvirt_pool#")
+    # The pool is a directory: its free space is what its filesystem leaves
+    # the service's user (not the root-reserved blocks libvirt counts).
+    fs = os.statvfs(os.path.join(str(cloud.root), "state", "volumes"))
+    free_gb = fs.f_bavail * fs.f_frsize / GIB
+    assert abs(pool["Capabilities"]["free_capacity_gb"] - free_gb) < 1, (pool, free_gb)
+    too_big = int(free_gb) + 2
+    proc = _openstack(cloud, "volume", "create", "--size", str(too_big), "big")
+    assert proc.returncode != 0, proc.stdout
+    assert "Insufficient free space" in proc.stderr and "413" in proc.stderr, \
+        proc.stderr
+    listed = _openstack(cloud, "volume", "list", "-f", "json")
+    assert listed.returncode == 0 and json.loads(listed.stdout) == [], listed.stdout
