@@ -17,6 +17,7 @@ from flotilla import states as st
 from flotilla.db import api as db
 from flotilla.db import migration_records as mig_db
 from tests.fixtures.scheduling import SchedulingCloud, events, faults
+from tests.fixtures.waiting import wait_until
 
 HOSTS = ["host1", "host2"]
 
@@ -95,10 +96,12 @@ def test_live_migration_moves_the_guest_and_swaps_the_claims(cloud):
     for node in db.compute_node_get_all():
         assert node.memory_mb_used == sum(
             a.memory_mb for a in db.allocation_get_all_by_host(node.host))
-    recorded = [(a, e, r) for a, e, r, _ in events(inst["uuid"])]
-    for step in ("choose_destination", "prepare_destination", "migrate_on_source",
-                 "finalize"):
-        assert ("live-migration", "conductor_" + step, "Success") in recorded
+    # The last step's event result is written once the step returned, just
+    # after it marked the migration completed.
+    wanted = {("live-migration", "conductor_" + step, "Success") for step in (
+        "choose_destination", "prepare_destination", "migrate_on_source", "finalize")}
+    wait_until(lambda: wanted <= {(a, e, r) for a, e, r, _ in events(inst["uuid"])},
+               timeout=10, what="every step's event recorded as Success")
 
 
 def test_progress_is_written_on_the_migration_record(cloud):
