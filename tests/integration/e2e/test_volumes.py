@@ -435,6 +435,9 @@ def check_volume_followed(cloud, walkthrough, server_id: str, volume_id: str,
     tenant.compute.delete_volume_attachment(server_id, volume_id)
     _wait(lambda: tenant.block_storage.get_volume(volume_id).status == "available", 60,
           "the volume detached on " + host)
+    # The guest looks once a second: it must see the disk go to see it come.
+    _wait(lambda: "FLOTILLA-PARTITIONS changed" in _console(cloud, host, server_id)[start:],
+          60, "the guest on %s seeing the disk go" % host)
     tenant.compute.create_volume_attachment(server_id, volume_id=volume_id)
     _wait(lambda: tenant.block_storage.get_volume(volume_id).status == "in-use", 60,
           "the volume attached again on " + host)
