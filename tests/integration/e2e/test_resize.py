@@ -187,8 +187,9 @@ def _fill_overlay(cloud, host: str, server_id: str, mib: int) -> None:
     uri = _rig(cloud, host)["uri"]
     # Its root disk's format node (libvirt names it after the source's index).
     root = etree.fromstring(virsh(uri, "dumpxml", server_id).stdout.encode())
-    node = "libvirt-%s-format" % root.find("devices/disk[target/@dev='vda']/source") \
-        .get("index")
+    [source] = [d.find("source") for d in root.findall("devices/disk")
+                if d.find("target").get("dev") == "vda"]
+    node = "libvirt-%s-format" % source.get("index")
     for offset in range(_FILLED_FROM_MIB, _FILLED_FROM_MIB + mib, 64):
         done = virsh(uri, "qemu-monitor-command", "--hmp", server_id,
                      'qemu-io %s "write -P 0x5a %dM 64M"' % (node, offset))

@@ -398,7 +398,17 @@ def delete_released_volume(walkthrough, volume_id: str) -> None:
     _wait(lambda: storage.get_volume(volume_id).status == "available", 60,
           "the volume released")
     storage.delete_volume(volume_id)
-    _wait(lambda: storage.find_volume(volume_id) is None, 60, "the volume deleted")
+    seen: list = []
+
+    def gone() -> bool:
+        found = storage.find_volume(volume_id)
+        seen.append(found and found.status)
+        return found is None
+    try:
+        _wait(gone, 60, "the volume deleted")
+    except AssertionError:
+        raise AssertionError("volume %s not deleted; statuses seen: %s"
+                             % (volume_id, sorted(set(map(str, seen)))))
 
 
 def _attachment_hosts(cloud, server_id: str) -> list[str | None]:
