@@ -180,31 +180,29 @@ _FILLED_FROM_MIB = 256      # the guest's FAT disk is a few MiB: this is past it
 
 
 def _fill_overlay(cloud, host: str, server_id: str, mib: int) -> None:
-    """Write ``mib`` MiB past the guest's filesystem through its QEMU
-    (HMP qemu-io, 64 MiB at a time), so its root overlay, which a cold move
-    copies whole, is that much bigger."""
-    from lxml import etree
-    uri = _rig(cloud, host)["uri"]
-    # Its root disk's format node (libvirt names it after the source's index).
-    root = etree.fromstring(virsh(uri, "dumpxml", server_id).stdout.encode())
-    [source] = [d.find("source") for d in root.findall("devices/disk")
-                if d.find("target").get("dev") == "vda"]
-    node = "libvirt-%s-format" % source.get("index")
+    """Write ``mib`` MiB past the stopped guest's filesystem into its root
+    overlay (qemu-io, 64 MiB a request), which a cold move copies whole."""
+    import subprocess
+    disk = pathlib.Path(_rig(cloud, host)["instances_path"]) / server_id / "disk"
+    writes = []
     for offset in range(_FILLED_FROM_MIB, _FILLED_FROM_MIB + mib, 64):
-        done = virsh(uri, "qemu-monitor-command", "--hmp", server_id,
-                     'qemu-io %s "write -P 0x5a %dM 64M"' % (node, offset))
-        assert done.returncode == 0 and "wrote" in done.stdout, (done.stdout, done.stderr)
+        writes += ["-c", "write -P 0x5a %dM 64M" % offset]
+    subprocess.run(["qemu-io", "-f", "qcow2", *writes, str(disk)], check=True,
+                   capture_output=True, timeout=300)
 
 
 def test_a_source_agent_killed_while_the_disk_is_copied(cloud, walkthrough, tiny):  # noqa: F811
     """A cold migration whose source agent is SIGKILLed mid-copy and started
-    again: the cloud settles with the guest running on one host, the one
-    the database names, the migration ended (not stuck), only that host's
-    claim, nothing of the guest on the other host."""
+    again: the cloud settles with the guest on one host, the one the
+    database names, the migration ended (not stuck), only that host's
+    claim, nothing of the guest on the other host; started, it runs there.
+    (The server is stopped to grow its overlay, so it moves stopped.)"""
     admin = walkthrough.admin
     server = _boot_on_host1(walkthrough, tiny, "crash-resized")
     try:
         _wait_ticks(cloud, "host1", server.id, 1, 180)
+        admin.compute.stop_server(server)
+        _wait_status(admin.compute, server.id, "SHUTOFF")
         _fill_overlay(cloud, "host1", server.id, 768)
         disk = pathlib.Path(_rig(cloud, "host1")["instances_path"]) / server.id / "disk"
         assert disk.stat().st_size > 768 * 1024 ** 2
@@ -231,15 +229,15 @@ def test_a_source_agent_killed_while_the_disk_is_copied(cloud, walkthrough, tiny
                                                             "host2")
             assert _claims(cloud, server.id) == [("host1", 128), ("host2", 128)]
             admin.compute.confirm_server_resize(server)
-            _wait_status(admin.compute, server.id, "ACTIVE")
+            _wait_status(admin.compute, server.id, "SHUTOFF")
         else:
-            assert (now.status, now.compute_host, host) == ("ACTIVE", "host1", "host1"), \
+            assert (now.status, now.compute_host, host) == ("SHUTOFF", "host1", "host1"), \
                 now.fault
             if migration["status"] == "error":
                 assert migration["error_reason"]
-        # One host runs the guest, the one the database names; nothing of it
+        # One host has the guest, the one the database names; nothing of it
         # on the other (no domain, no directory, no copy kept for a revert).
-        assert _state(cloud, host, server.id).startswith("running")
+        assert _state(cloud, host, server.id).startswith("shut off")
         assert not _defined(cloud, other, server.id)
         leftovers = [p.name for p in
                      pathlib.Path(_rig(cloud, other)["instances_path"]).iterdir()
@@ -249,7 +247,11 @@ def test_a_source_agent_killed_while_the_disk_is_copied(cloud, walkthrough, tiny
         assert wait_until(lambda: pool not in virsh(dest_uri, "pool-list", "--all",
                                                     "--name").stdout.split(), 10,
                           "no incoming pool left")
-        # The guest runs: its console counts on.
-        _wait_ticks(cloud, host, server.id, len(_ticks(cloud, host, server.id)) + 1, 60)
+        # Started, the guest runs there and only there: its console counts on.
+        admin.compute.start_server(server)
+        _wait_status(admin.compute, server.id, "ACTIVE")
+        assert _state(cloud, host, server.id).startswith("running")
+        assert not _defined(cloud, other, server.id)
+        _wait_ticks(cloud, host, server.id, len(_ticks(cloud, host, server.id)) + 1, 90)
     finally:
         _delete(walkthrough, [server.id])
