@@ -1,8 +1,9 @@
 """Host drain and evacuate on the demo's two-host cloud with the real tiny
 guest (real daemons, RabbitMQ, PostgreSQL, QEMU under two rig libvirtds).
 
-* drain: four guests on host1, ``flotilla-manage host drain host1`` (two at
-  once): all four run on host2 afterwards (virsh on both hosts), host1 is
+* drain: four guests on host1, one with a volume attached,
+  ``flotilla-manage host drain host1`` (two at once): all four run on host2
+  afterwards (virsh on both hosts), the volume with its guest, host1 is
   disabled with the reason (``openstack compute service set --enable``
   takes it back, with the unmodified CLI);
 * evacuate: host1's agent stopped and its service forced down with

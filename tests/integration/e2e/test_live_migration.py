@@ -9,7 +9,9 @@ running across the move keeps counting there, where the source left off.
 
 Crash recovery: a SIGKILL of the source agent, the destination agent or the
 conductor, and a restart of the destination's libvirtd, each in the middle
-of a migration held back by a bandwidth limit.
+of a migration held back by a bandwidth limit; those, abort and
+force-complete with a 1 GiB volume attached (hot-plugged), which must end
+with the server, its data readable there.
 """
 
 from __future__ import annotations
