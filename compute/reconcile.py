@@ -14,8 +14,10 @@ Three sources of drift, one set of rules:
   left to its flow on both hosts (the incoming domain is not an orphan, the
   source's guest that left has not vanished) but for its job, which the
   hypervisor ran on: the source watches what is left of it and reports how
-  it ended (compute/ops/live_migration.py), and any other interrupted task
-  is cleared with the reason recorded;
+  it ended (compute/ops/live_migration.py), a resize's disk copy (which
+  ran in this agent and died with it) is reported failed so its flow
+  reverts at once, and any other interrupted task is cleared with the
+  reason recorded;
 * lifecycle events from the driver, as they happen;
 * a periodic sync that catches what events missed.
 
@@ -139,6 +141,8 @@ class Reconciler:
                 return
             LOG.info("instance %s is live-migrating: left to its flow", uuid)
             return
+        if task == st.RESIZE_MIGRATING and self._resize_copy_lost(ctxt, record):
+            return
         if task == st.DELETING:
             LOG.info("finishing the interrupted delete of instance %s", uuid)
             self.conductor.instance_update(ctxt, uuid, {"task_state": None},
@@ -200,6 +204,43 @@ class Reconciler:
             self._set(ctxt, record, values, reason)
         if task in REBUILD_TASKS and self.rebuilds is not None:
             self.rebuilds.interrupted(ctxt, record)
+
+    def _resize_copy_lost(self, ctxt: RequestContext, record: dict) -> bool:
+        """An instance of this host in task ``resize_migrating`` whose
+        migration is sending its disk from here: the copy ran in this agent
+        (compute/ops/resize.py) and died with it, so report it failed as the
+        copy would have; the flow then reverts (the destination drops what
+        arrived, the guest boots here again) instead of the task being
+        cleared under it, which left the migration stuck and its claim and
+        the partial copy behind. The report goes once this agent serves
+        (the revert calls back here). A copy whose cast was still queued
+        finds the task over and its report is ignored. False when there is
+        no such copy (left to the other rules)."""
+        uuid = record["uuid"]
+        try:
+            migration = self.conductor.migration_get_in_progress(ctxt, uuid)
+        except exception.FlotillaException as exc:
+            LOG.info("migration of %s not known (%s): left to its flow", uuid, exc)
+            return False
+        if not migration or migration.get("source_host") != self.host \
+                or migration.get("status") != "migrating" \
+                or migration.get("migration_type") not in ("migration", "resize"):
+            return False
+        LOG.warning("instance %s: the copy of its disk to %s was interrupted by this "
+                    "agent's restart; reporting it failed", uuid, migration.get("dest_host"))
+        concurrency.spawn(self._report_lost_copy, ctxt, uuid, migration["uuid"])
+        return True
+
+    def _report_lost_copy(self, ctxt: RequestContext, uuid: str, migration_uuid: str) -> None:
+        try:
+            self.conductor.resize_disk_done(
+                ctxt, uuid, migration_uuid, self.host, migrate_data=None,
+                error="the disk copy was interrupted by a restart of the source's "
+                      "compute agent",
+                message="Sending the server's disk to its new host failed.")
+        except Exception as exc:
+            # The reaper ends the resize at its deadline (and reverts it).
+            LOG.warning("could not report the lost disk copy of %s: %s", uuid, exc)
 
     def _set(self, ctxt, record: dict, values: dict, reason: str | None) -> None:
         self.conductor.instance_update(

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator
 import libvirt
 from lxml import etree
 
+from compute.virt.libvirt.host import is_connection_error
 from volume.backend import Capacity, VolumeBackend
 
 LOG = logging.getLogger(__name__)
@@ -73,7 +74,19 @@ class LibvirtPoolBackend(VolumeBackend):
         return self._conn
 
     def _pool(self) -> libvirt.virStoragePool:
-        conn = self._connection()
+        try:
+            return self._pool_on(self._connection())
+        except libvirt.libvirtError as exc:
+            # A libvirtd that restarted: without an event loop the client
+            # only learns it when it next calls (isAlive() still said yes).
+            if not is_connection_error(exc):
+                raise
+            LOG.warning("connection to %s lost (%s): connecting again", self.uri,
+                        exc.get_error_message())
+            self._conn = None
+            return self._pool_on(self._connection())
+
+    def _pool_on(self, conn: libvirt.virConnect) -> libvirt.virStoragePool:
         try:
             pool = conn.storagePoolLookupByName(self.pool)
         except libvirt.libvirtError as exc:

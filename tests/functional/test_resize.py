@@ -301,3 +301,47 @@ def test_a_cold_migration_no_host_can_hold_ends_with_the_reason(cloud):
     assert "RamFilter" in faults(inst["uuid"])[0]
     assert "RamFilter" in migration.error_reason
     assert db.allocation_get_by_consumer(migration_uuid) == []
+
+
+def test_a_source_agent_killed_during_the_disk_copy_reports_it_when_back(cloud):
+    """The copy runs in the source agent: killed mid-copy (the guest off,
+    part of its disk on the destination, its report lost), the agent
+    started again reports the copy failed, so the flow reverts at once:
+    the guest runs on its source again, nothing is left on the destination,
+    the migration ends ``error`` and its claim is freed (before, the
+    restart cleared the task under the flow: the migration stayed
+    ``migrating`` with its claim, the guest off)."""
+    from tests.functional.test_live_migration import _DeadConductor
+    inst = _boot(cloud)
+    source, dest = inst["host"], _other(inst["host"])
+    driver = cloud.drivers[source]
+    cloud.conf.set_override("graceful_shutdown_timeout", 0)
+    old = cloud.compute_services[source].manager
+
+    def killed(instance, migrate_data, *args, **kwargs):
+        FakeDriver.migrate_disk_and_power_off(driver, instance, migrate_data)
+        old.resizes.conductor = _DeadConductor()
+        cloud.stop_host(source)
+        raise exception.MigrationError(instance_uuid=inst["uuid"], reason="killed")
+    driver.migrate_disk_and_power_off = killed
+    migration_uuid = _resize(cloud, inst, BIGGER)
+    deadline = time.monotonic() + 20
+    while source in cloud.compute_services:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert db.migration_get(migration_uuid).status == "migrating"
+    assert db.instance_get(inst["uuid"]).task_state == st.RESIZE_MIGRATING
+    del driver.migrate_disk_and_power_off
+    cloud.start_host(source, driver)
+    migration = _wait_migration(migration_uuid, ("error", "finished", "reverted"))
+    assert migration.status == "error", migration.status
+    assert "interrupted by a restart" in migration.error_reason
+    now = cloud.wait_idle(inst["uuid"])
+    assert (now["host"], now["vm_state"], now["flavor_id"]) == (source, st.ACTIVE, "1")
+    assert driver.guests[inst["uuid"]].power_state == power_state.RUNNING
+    assert inst["uuid"] not in cloud.drivers[dest].guests
+    assert inst["uuid"] not in cloud.drivers[dest]._staged
+    assert db.allocation_get_by_consumer(migration_uuid) == []
+    [claim] = db.allocation_get_by_consumer(inst["uuid"])
+    assert claim.host == source
+    _usage_matches_claims()

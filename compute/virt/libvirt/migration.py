@@ -267,7 +267,10 @@ class LibvirtMigrationMixin:
         if opts.live_migration_permit_post_copy:
             # Allowed only: the job stays pre-copy until force_complete.
             flags |= libvirt.VIR_MIGRATE_POSTCOPY
-        params: dict = {libvirt.VIR_MIGRATE_PARAM_DEST_XML: data.dest_config}
+        # The destination rendered its own XML; the guest keeps its addresses.
+        dest_xml = xml.keep_device_addresses(
+            data.dest_config, self.host.call(guest.domain.XMLDesc, 0))
+        params: dict = {libvirt.VIR_MIGRATE_PARAM_DEST_XML: dest_xml}
         if data.local_disks:
             params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = list(data.local_disks)
         else:

@@ -318,3 +318,43 @@ def parse_instance_metadata(xml: str) -> dict:
         "flavor": flavor.get("name", "") if flavor is not None else "",
         "metadata": {i.get("key", ""): i.text or "" for i in items},
     }
+
+
+def _device_key(device: etree._Element, seen: dict) -> tuple:
+    """What identifies a device across two definitions of one guest: a
+    disk its target, an interface its MAC, a controller its type and index,
+    anything else its kind and place among its kind."""
+    tag = device.tag
+    if tag == "disk" and device.find("target") is not None:
+        return (tag, device.find("target").get("dev"))
+    if tag == "interface" and device.find("mac") is not None:
+        return (tag, device.find("mac").get("address"))
+    if tag == "controller":
+        return (tag, device.get("type"), device.get("index"))
+    kind = (tag, device.get("type"), device.get("model"))
+    seen[kind] = seen.get(kind, -1) + 1
+    return (*kind, seen[kind])
+
+
+def keep_device_addresses(dest_xml: str, source_xml: str) -> str:
+    """``dest_xml`` (a destination's own rendering, without addresses) with
+    the guest addresses its devices have in the running ``source_xml``: a
+    live migration must keep the guest's hardware where it is, and a disk
+    hot-plugged on the source has an address a fresh rendering would give
+    another device (libvirt then refuses the job: "Target device PCI
+    address ... does not match source")."""
+    dest = etree.fromstring(dest_xml.encode(), _PARSER)
+    source = etree.fromstring(source_xml.encode(), _PARSER)
+    seen: dict = {}
+    addresses = {}
+    for device in source.find("devices") if source.find("devices") is not None else ():
+        address = device.find("address")
+        key = _device_key(device, seen)
+        if address is not None:
+            addresses[key] = address
+    seen = {}
+    for device in dest.find("devices") if dest.find("devices") is not None else ():
+        key = _device_key(device, seen)
+        if device.find("address") is None and key in addresses:
+            device.append(copy.deepcopy(addresses[key]))
+    return etree.tostring(dest, encoding="unicode")

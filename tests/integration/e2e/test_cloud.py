@@ -7,6 +7,7 @@ import sqlalchemy as sa
 
 from tests.fixtures.rig import domstate, empty_image, virsh
 from tests.fixtures.waiting import wait_until
+from tests.integration.e2e.test_live_migration import _admin_cli
 
 
 def _wait(predicate, timeout: float = 30, what: str = "condition"):
@@ -149,11 +150,25 @@ def _down_and_disabled(cloud, walkthrough, nano, admin, created: list) -> None:
                        .status == "SHUTOFF" and s, 60, "host2's guest reconciled")
     assert reconciled.power_state == 4
 
-    admin.compute.disable_service(service("host1"), disabled_reason="e2e maintenance")
+    # Disabled and enabled again with the unmodified openstack CLI.
+    _admin_cli(cloud, "compute", "service", "set", "--disable", "--disable-reason",
+               "e2e maintenance", "host1", "nova-compute")
     try:
         _wait(lambda: service("host1").status == "disabled", 10, "host1 disabled")
+        assert _service_row(cloud, "host1") == ("disabled", "e2e maintenance")
         while_disabled = _boot(walkthrough, nano, ["while-disabled"])
         created += while_disabled
         assert _host_of(walkthrough, while_disabled[0]) == "host2"
     finally:
-        admin.compute.enable_service(service("host1"))
+        _admin_cli(cloud, "compute", "service", "set", "--enable", "host1", "nova-compute")
+    assert _service_row(cloud, "host1")[0] == "enabled"
+    assert service("host1").status == "enabled"
+
+
+def _service_row(cloud, host: str) -> tuple[str, str | None]:
+    """(Status, Disabled Reason) of ``host``'s agent, as
+    ``openstack compute service list --long`` shows it."""
+    import json
+    rows = json.loads(_admin_cli(cloud, "compute", "service", "list", "--long", "--host",
+                                 host, "--service", "nova-compute", "-f", "json"))
+    return tuple((r["Status"], r["Disabled Reason"]) for r in rows)[0]

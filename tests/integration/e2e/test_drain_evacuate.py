@@ -1,8 +1,9 @@
 """Host drain and evacuate on the demo's two-host cloud with the real tiny
 guest (real daemons, RabbitMQ, PostgreSQL, QEMU under two rig libvirtds).
 
-* drain: four guests on host1, ``flotilla-manage host drain host1`` (two at
-  once): all four run on host2 afterwards (virsh on both hosts), host1 is
+* drain: four guests on host1, one with a volume attached,
+  ``flotilla-manage host drain host1`` (two at once): all four run on host2
+  afterwards (virsh on both hosts), the volume with its guest, host1 is
   disabled with the reason (``openstack compute service set --enable``
   takes it back, with the unmodified CLI);
 * evacuate: host1's agent stopped and its service forced down with
@@ -29,6 +30,11 @@ from tests.integration.e2e.test_live_migration import (
     _wait_ticks,
 )
 from tests.integration.e2e.test_snapshots import _delete, only_host
+from tests.integration.e2e.test_volumes import (
+    attach_marked_volume,
+    check_volume_followed,
+    delete_released_volume,
+)
 
 
 @pytest.fixture(scope="module")
@@ -83,10 +89,14 @@ def _uuids(uri: str) -> set[str]:
 
 
 def test_drain_moves_four_guests_to_the_other_host(cloud, walkthrough, tiny):
+    """One of the four has a volume attached: it moves with it."""
     servers = _boot_on_host1(walkthrough, tiny, 4, "drained")
     ids = [s.id for s in servers]
+    volume = None
     try:
         host1, host2 = _rig(cloud, "host1")["uri"], _rig(cloud, "host2")["uri"]
+        _wait_ticks(cloud, "host1", ids[0], 1, 180)
+        volume = attach_marked_volume(cloud, walkthrough, ids[0], "host1", "drained-volume")
         assert set(ids) <= _uuids(host1)
         started = time.monotonic()
         out = cloud.manage("host", "drain", "host1", "--reason", "e2e drain",
@@ -98,6 +108,7 @@ def test_drain_moves_four_guests_to_the_other_host(cloud, walkthrough, tiny):
             assert _db_host(cloud, server_id) == "host2"
             assert domstate(host2, server_id).startswith("running")
         assert not set(ids) & _uuids(host1)
+        check_volume_followed(cloud, walkthrough, ids[0], volume.id, "host2", "host1")
         assert "%" in out or "running" in out      # progress lines were printed
         services = json.loads(_admin_cli(cloud, "compute", "service", "list", "--long",
                                          "--host", "host1", "--service", "nova-compute",
@@ -107,6 +118,8 @@ def test_drain_moves_four_guests_to_the_other_host(cloud, walkthrough, tiny):
     finally:
         _admin_cli(cloud, "compute", "service", "set", "--enable", "host1", "nova-compute")
         _delete(walkthrough, ids)
+        if volume is not None:
+            delete_released_volume(walkthrough, volume.id)
 
 
 def _wait_console(cloud, host: str, server_id: str, text: str, timeout: float = 180) -> bool:

@@ -9,7 +9,9 @@ running across the move keeps counting there, where the source left off.
 
 Crash recovery: a SIGKILL of the source agent, the destination agent or the
 conductor, and a restart of the destination's libvirtd, each in the middle
-of a migration held back by a bandwidth limit.
+of a migration held back by a bandwidth limit; those, abort and
+force-complete with a 1 GiB volume attached (hot-plugged), which must end
+with the server, its data readable there.
 """
 
 from __future__ import annotations
@@ -28,6 +30,11 @@ import sqlalchemy as sa
 from tests.fixtures.rig import domstate, rig_module, virsh
 from tests.fixtures.waiting import wait_until
 from tests.integration.e2e.test_snapshots import _delete, only_host
+from tests.integration.e2e.test_volumes import (
+    attach_marked_volume,
+    check_volume_followed,
+    delete_released_volume,
+)
 
 TICK = re.compile(r"FLOTILLA-TICK (\d+)")
 
@@ -176,9 +183,11 @@ def test_live_migration_moves_a_running_guest_that_keeps_ticking(cloud, walkthro
 # the job takes when it starts), crashes one part of the cloud mid-job,
 # restarts it, lifts the limit so what goes on ends soon, and checks what
 # the cloud settled on: one host runs the guest and the database says which,
-# the migration ended with a reason, nothing is left behind.
+# the migration ended with a reason, nothing is left behind. The server has
+# a volume attached (VOLUMES), which must end with it, its data readable.
 
 HOSTS = ("host1", "host2")
+VOLUMES: dict[str, str] = {}     # server id -> the id of the volume attached to it
 _UNLIMITED_MIB = "8192"
 
 
@@ -266,8 +275,18 @@ def crash_server(cloud, walkthrough, tiny):
             flavor_id=tenant.compute.find_flavor("m1.tiny").id, networks="none")
         server = tenant.compute.wait_for_server(server, status="ACTIVE", wait=300)
     _wait_ticks(cloud, "host1", server.id, 1, 180)
+    volume = attach_marked_volume(cloud, walkthrough, server.id, "host1", "crash-volume")
+    VOLUMES[server.id] = volume.id
     yield server
     _delete(walkthrough, [server.id])
+    VOLUMES.pop(server.id)
+    delete_released_volume(walkthrough, volume.id)
+
+
+def _volume_followed(cloud, walkthrough, server_id: str, host: str) -> None:
+    if server_id in VOLUMES:
+        check_volume_followed(cloud, walkthrough, server_id, VOLUMES[server_id], host,
+                              next(h for h in HOSTS if h != host))
 
 
 def _crash_mid_migration(cloud, walkthrough, server, crash,
@@ -311,6 +330,7 @@ def _crash_mid_migration(cloud, walkthrough, server, crash,
     after = _wait_ticks(cloud, host, server.id,
                         len(_ticks(cloud, host, server.id)) + 1, 60)
     assert after[-1] > before[-1], (before, after)
+    _volume_followed(cloud, walkthrough, server.id, host)
     return host, migration
 
 
@@ -383,6 +403,7 @@ def _settled(cloud, walkthrough, server, status: str, host: str, uris: dict,
     assert _claims(cloud, server.id, migration["uuid"]) == [(server.id, host)]
     after = _wait_ticks(cloud, host, server.id, len(_ticks(cloud, host, server.id)) + 1, 60)
     assert after[-1] > before[-1], (before, after)
+    _volume_followed(cloud, walkthrough, server.id, host)
 
 
 def test_abort_with_the_cli_leaves_the_guest_on_its_source(cloud, walkthrough,

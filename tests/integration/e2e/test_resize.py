@@ -4,6 +4,9 @@ share no filesystem path): through the public API with openstacksdk, then
 with the unmodified ``openstack server resize --flavor --wait``, ``server
 resize revert``, ``server migrate --wait`` and ``server resize confirm``.
 
+Crash recovery: the source agent SIGKILLed while the disk is being copied
+(the guest's root overlay made big enough for the copy to take a while).
+
 Where the guest runs is checked with ``virsh`` on both hosts; that it
 booted from the disk that moved is seen on the destination's own console
 log (the guest prints ``FLOTILLA-TICK n`` every 5 s once booted).
@@ -18,10 +21,14 @@ import pytest
 import sqlalchemy as sa
 
 from tests.fixtures.rig import domstate, virsh
+from tests.fixtures.waiting import wait_until
 from tests.integration.e2e.test_live_migration import (
     _admin_cli,
     _db_host,
+    _migration,
+    _restart,
     _rig,
+    _ticks,
     _wait_ticks,
     tiny,  # noqa: F401 - the module's image fixture
 )
@@ -163,5 +170,88 @@ def test_resize_revert_and_migrate_confirm_with_the_openstack_cli(cloud, walkthr
         assert not _defined(cloud, "host1", server.id)
         assert not _files(cloud, "host1", server.id)
         _wait_ticks(cloud, "host2", server.id, 1, 180)
+    finally:
+        _delete(walkthrough, [server.id])
+
+
+# --- crash recovery --------------------------------------------------------------------
+
+_FILLED_FROM_MIB = 256      # the guest's FAT disk is a few MiB: this is past its end
+
+
+def _fill_overlay(cloud, host: str, server_id: str, mib: int) -> None:
+    """Write ``mib`` MiB past the stopped guest's filesystem into its root
+    overlay (qemu-io, 64 MiB a request), which a cold move copies whole."""
+    import subprocess
+    disk = pathlib.Path(_rig(cloud, host)["instances_path"]) / server_id / "disk"
+    writes = []
+    for offset in range(_FILLED_FROM_MIB, _FILLED_FROM_MIB + mib, 64):
+        writes += ["-c", "write -P 0x5a %dM 64M" % offset]
+    subprocess.run(["qemu-io", "-f", "qcow2", *writes, str(disk)], check=True,
+                   capture_output=True, timeout=300)
+
+
+def test_a_source_agent_killed_while_the_disk_is_copied(cloud, walkthrough, tiny):  # noqa: F811
+    """A cold migration whose source agent is SIGKILLed mid-copy and started
+    again: the cloud settles with the guest on one host, the one the
+    database names, the migration ended (not stuck), only that host's
+    claim, nothing of the guest on the other host; started, it runs there.
+    (The server is stopped to grow its overlay, so it moves stopped.)"""
+    admin = walkthrough.admin
+    server = _boot_on_host1(walkthrough, tiny, "crash-resized")
+    try:
+        _wait_ticks(cloud, "host1", server.id, 1, 180)
+        admin.compute.stop_server(server)
+        _wait_status(admin.compute, server.id, "SHUTOFF")
+        _fill_overlay(cloud, "host1", server.id, 768)
+        disk = pathlib.Path(_rig(cloud, "host1")["instances_path"]) / server.id / "disk"
+        assert disk.stat().st_size > 768 * 1024 ** 2
+        log = pathlib.Path(cloud.logs) / "flotilla-compute-host1.log"
+        dest_uri = _rig(cloud, "host2")["uri"]
+        pool = "flotilla-incoming-%s" % server.id
+        started = time.monotonic()
+        admin.compute.migrate_server(server)
+        # The destination's transient pool lives as long as the copy does.
+        wait_until(lambda: pool in virsh(dest_uri, "pool-list", "--name").stdout.split(),
+                   120, "the disk copy under way")
+        _restart(cloud, "flotilla-compute@host1")
+        assert "sent the disk of %s" % server.id not in log.read_text(errors="replace")
+        now = wait_until(lambda: (s := admin.compute.get_server(server.id)).task_state
+                         is None and s, 300, "the server idle again")
+        migration = _migration(cloud, server.id)
+        print("source agent killed mid-copy: migration %s (%s) after %.1fs" % (
+            migration["status"], migration["error_reason"], time.monotonic() - started))
+        assert migration["status"] in ("finished", "error", "reverted"), migration
+        host = _db_host(cloud, server.id)
+        other = next(h for h in ("host1", "host2") if h != host)
+        if migration["status"] == "finished":
+            assert (now.status, now.compute_host, host) == ("VERIFY_RESIZE", "host2",
+                                                            "host2")
+            assert _claims(cloud, server.id) == [("host1", 128), ("host2", 128)]
+            admin.compute.confirm_server_resize(server)
+            _wait_status(admin.compute, server.id, "SHUTOFF")
+        else:
+            assert (now.status, now.compute_host, host) == ("SHUTOFF", "host1", "host1"), \
+                now.fault
+            if migration["status"] == "error":
+                assert migration["error_reason"]
+        # One host has the guest, the one the database names; nothing of it
+        # on the other (no domain, no directory, no copy kept for a revert).
+        assert _state(cloud, host, server.id).startswith("shut off")
+        assert not _defined(cloud, other, server.id)
+        leftovers = [p.name for p in
+                     pathlib.Path(_rig(cloud, other)["instances_path"]).iterdir()
+                     if p.name.startswith(server.id)]
+        assert leftovers == []
+        assert _claims(cloud, server.id) == [(host, 128)]
+        assert wait_until(lambda: pool not in virsh(dest_uri, "pool-list", "--all",
+                                                    "--name").stdout.split(), 10,
+                          "no incoming pool left")
+        # Started, the guest runs there and only there: its console counts on.
+        admin.compute.start_server(server)
+        _wait_status(admin.compute, server.id, "ACTIVE")
+        assert _state(cloud, host, server.id).startswith("running")
+        assert not _defined(cloud, other, server.id)
+        _wait_ticks(cloud, host, server.id, len(_ticks(cloud, host, server.id)) + 1, 90)
     finally:
         _delete(walkthrough, [server.id])

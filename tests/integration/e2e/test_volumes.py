@@ -376,3 +376,83 @@ def test_volumes_at_boot_and_through_a_live_migration_with_the_sdk(
     assert _exports(cloud) == set()
     tenant.block_storage.delete_volume(extra)
     tenant.block_storage.wait_for_delete(extra, wait=60)
+
+
+# --- a volume that follows its server (the migration, drain and crash tests) ----------
+
+def attach_marked_volume(cloud, walkthrough, server_id: str, host: str, name: str):
+    """A new 1 GiB volume attached to ``server_id`` (running on ``host``),
+    once its guest has written its marker on it; the volume."""
+    tenant = walkthrough.tenant
+    volume = tenant.block_storage.create_volume(size=1, name=name)
+    tenant.block_storage.wait_for_status(volume, "available", wait=60)
+    tenant.compute.create_volume_attachment(server_id, volume_id=volume.id)
+    volume = tenant.block_storage.wait_for_status(volume, "in-use", wait=60)
+    _wait(lambda: ("written", server_id) in [m[1:] for m in _markers(cloud, host, server_id)],
+          60, "the marker written on " + host)
+    return volume
+
+
+def delete_released_volume(walkthrough, volume_id: str) -> None:
+    """Delete a volume once its server's deletion has released it."""
+    storage = walkthrough.tenant.block_storage
+    _wait(lambda: storage.get_volume(volume_id).status == "available", 60,
+          "the volume released")
+    storage.delete_volume(volume_id)
+    seen: list = []
+
+    def gone() -> bool:
+        found = storage.find_volume(volume_id)
+        seen.append(found and found.status)
+        return found is None
+    try:
+        _wait(gone, 60, "the volume deleted")
+    except AssertionError:
+        raise AssertionError("volume %s not deleted; statuses seen: %s"
+                             % (volume_id, sorted(set(map(str, seen)))))
+
+
+def _attachment_hosts(cloud, server_id: str) -> list[str | None]:
+    """The hosts of the server's volume attachments, as the database has
+    them (the table flotilla.db.volumes.attachments_of_instance reads)."""
+    import sqlalchemy as sa
+    engine = sa.create_engine(cloud.state["database_url"])
+    try:
+        with engine.connect() as conn:
+            return [r[0] for r in conn.execute(sa.text(
+                "select host from volume_attachments where instance_uuid = :u "
+                "order by id"), {"u": server_id})]
+    finally:
+        engine.dispose()
+
+
+def check_volume_followed(cloud, walkthrough, server_id: str, volume_id: str,
+                          host: str, other: str) -> None:
+    """The server, now on ``host``, still has the volume: in-use, in the
+    live definition there (in no definition on ``other``), exported, its
+    attachment on ``host`` as the instance is; detached and attached again,
+    the guest finds the marker it wrote before."""
+    tenant = walkthrough.tenant
+    volume = tenant.block_storage.get_volume(volume_id)
+    assert (volume.status, [a["server_id"] for a in volume.attachments]) == (
+        "in-use", [server_id]), (volume.status, volume.attachments)
+    assert volume_id in virsh(_rig_host(cloud, host)["uri"], "dumpxml", server_id).stdout
+    assert not (_domain_exists(cloud, other, server_id)
+                and _domain_has_volume(cloud, other, server_id, volume_id))
+    assert "e" + volume_id.replace("-", "") in _exports(cloud)
+    instance_host = walkthrough.admin.compute.get_server(server_id).compute_host
+    assert _attachment_hosts(cloud, server_id) == [host] == [instance_host]
+    start = len(_console(cloud, host, server_id))
+    tenant.compute.delete_volume_attachment(server_id, volume_id)
+    _wait(lambda: tenant.block_storage.get_volume(volume_id).status == "available", 60,
+          "the volume detached on " + host)
+    # The guest looks once a second: it must see the disk go to see it come.
+    _wait(lambda: "FLOTILLA-PARTITIONS changed" in _console(cloud, host, server_id)[start:],
+          60, "the guest on %s seeing the disk go" % host)
+    tenant.compute.create_volume_attachment(server_id, volume_id=volume_id)
+    _wait(lambda: tenant.block_storage.get_volume(volume_id).status == "in-use", 60,
+          "the volume attached again on " + host)
+    _wait(lambda: ("found", server_id) in [m[1:] for m in MARKER.findall(
+        _console(cloud, host, server_id)[start:])], 60,
+        "the guest on %s finding its marker" % host)
+    assert _attachment_hosts(cloud, server_id) == [host]

@@ -284,3 +284,32 @@ def test_template_missing_element_is_a_clear_error(tmp_path):
 def test_missing_template_dir(tmp_path):
     with pytest.raises(xml.TemplateError, match="domain.xml"):
         xml.DomainRenderer(str(tmp_path / "nope")).render(make_instance(), spec())
+
+
+def test_keep_device_addresses_gives_a_hot_plugged_disk_its_source_address():
+    """A disk hot-plugged on the source sits after the balloon (slot 4); a
+    fresh rendering would give it slot 3: the destination's XML takes the
+    source's addresses, device by device (disks by target, the rest by
+    kind and place), and keeps what it has itself."""
+    from compute.virt.libvirt.xml import keep_device_addresses
+    pci = "<address type='pci' domain='0x0000' bus='0x00' slot='%s' function='0x0'/>"
+    source = ("<domain><devices>"
+              "<disk type='file'><source file='/a/disk'/><target dev='vda'/>%s</disk>"
+              "<memballoon model='virtio'>%s</memballoon>"
+              "<disk type='network'><target dev='vdb'/>%s</disk>"
+              "<serial type='file'><target port='0'/></serial>"
+              "</devices></domain>") % (pci % "0x02", pci % "0x03", pci % "0x04")
+    dest = ("<domain><devices>"
+            "<disk type='file'><source file='/b/disk'/><target dev='vda'/></disk>"
+            "<disk type='network'><target dev='vdb'/></disk>"
+            "<memballoon model='virtio'/>"
+            "<serial type='file'><target port='0'/></serial>"
+            "<disk type='file'><target dev='vdc'/>%s</disk>"
+            "</devices></domain>") % (pci % "0x09")
+    kept = etree.fromstring(keep_device_addresses(dest, source).encode())
+    slots = {d.find("target").get("dev"): d.find("address").get("slot")
+             for d in kept.findall("devices/disk")}
+    assert slots == {"vda": "0x02", "vdb": "0x04", "vdc": "0x09"}
+    assert kept.find("devices/memballoon/address").get("slot") == "0x03"
+    assert kept.find("devices/serial/address") is None
+    assert kept.find("devices/disk/source").get("file") == "/b/disk"
