@@ -17,6 +17,8 @@ import threading
 import time
 
 from compute.lifecycle import Lifecycle
+from compute.ops.volume_io import IOErrorResumer
+from compute.ops.volume_io import extend as extend_volume
 from compute.virt import events
 from compute.virt.block_device import VolumeConnection
 from flotilla import exception
@@ -40,8 +42,14 @@ class VolumeOps:
         self._removed: dict[tuple[str, str], threading.Event] = {}
         self._guard = threading.Lock()
         reconciler.device_removed_handler = self.on_device_removed
+        # Guests a volume's I/O error paused (see compute/ops/volume_io.py).
+        self.io_errors = IOErrorResumer(lifecycle)
 
     def on_device_removed(self, event: events.Event) -> None:
+        """The driver's events other than lifecycle ones (the reconciler
+        hands them here)."""
+        if isinstance(event, events.VolumeIOErrorEvent):
+            self.io_errors.on_event(event)
         if isinstance(event, events.DeviceRemovedEvent):
             with self._guard:
                 waiter = self._removed.get((event.instance_uuid, event.volume_id))
@@ -130,3 +138,8 @@ class VolumeOps:
             finally:
                 with self._guard:
                     self._removed.pop(key, None)
+
+    def extend(self, ctxt: RequestContext, instance_uuid: str, volume_id: str,
+               new_size_bytes: int) -> None:
+        """The guest sees its volume at ``new_size_bytes`` (compute/ops/volume_io.py)."""
+        extend_volume(self.lifecycle, ctxt, instance_uuid, volume_id, new_size_bytes)
