@@ -64,6 +64,7 @@ class ComputeManager:
         self._wait_for_conductor()
         self.reconciler.init_host()
         self.volumes.remove_orphan_disks(get_admin_context())   # issue 11 faults
+        self.volumes.resume_io_error_paused(get_admin_context())   # online extend
         self.reconciler.start_event_worker()
         self.update_available_resource()
 

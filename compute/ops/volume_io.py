@@ -15,7 +15,9 @@ to resume the guest once its volumes answer again, trying again with a
 growing delay while they do not. It only ever resumes a guest the
 hypervisor paused for an I/O error (the driver checks the reason), whose
 server is ACTIVE with no task: a server its user paused is PAUSED and stays
-so.
+so. An agent that starts watches every paused guest of an ACTIVE server
+(VolumeOps.resume_io_error_paused): its event may have come while no agent
+listened.
 """
 
 from __future__ import annotations

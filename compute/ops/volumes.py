@@ -19,9 +19,10 @@ import time
 from compute.lifecycle import Lifecycle
 from compute.ops.volume_io import IOErrorResumer
 from compute.ops.volume_io import extend as extend_volume
-from compute.virt import events
+from compute.virt import events, power_state
 from compute.virt.block_device import VolumeConnection
 from flotilla import exception
+from flotilla import states as st
 from flotilla.context import RequestContext
 from flotilla.objects import Instance
 
@@ -143,3 +144,26 @@ class VolumeOps:
                new_size_bytes: int) -> None:
         """The guest sees its volume at ``new_size_bytes`` (compute/ops/volume_io.py)."""
         extend_volume(self.lifecycle, ctxt, instance_uuid, volume_id, new_size_bytes)
+
+    def resume_io_error_paused(self, ctxt: RequestContext) -> list[str]:
+        """At start: watch every guest of this host whose server is ACTIVE
+        but whose guest is paused (an I/O error event may have come while
+        the agent was down); the resumer leaves alone any paused for
+        another reason. The uuids watched; never raises."""
+        if not self.driver.capabilities.supports_volume_io_error_resume:
+            return []
+        watched = []
+        try:
+            for record in self.conductor.instance_get_all_by_host(ctxt, self.host):
+                if record["vm_state"] != st.ACTIVE or record["task_state"] is not None:
+                    continue
+                try:
+                    info = self.driver.get_info(Instance.from_record(record))
+                except exception.InstanceNotFound:
+                    continue
+                if info.power_state == power_state.PAUSED \
+                        and self.io_errors.watch(record["uuid"]):
+                    watched.append(record["uuid"])
+        except Exception:
+            LOG.exception("paused guests not checked at start")
+        return watched

@@ -56,6 +56,8 @@ GIB = 2 ** 30
 #: Seconds the compute agent may take (it tries up to a minute to make the
 #: guest's NBD client connect again; see compute/virt/libvirt/volume_extend.py).
 COMPUTE_TIMEOUT = 120
+#: Seconds the volume service may take (a sparse grow and a re-export).
+VOLUME_TIMEOUT = 60
 
 
 @dataclasses.dataclass
@@ -114,14 +116,13 @@ class GrowExport(Step):
     name = "grow_export"
     resumable = True
 
-    def __init__(self, conf, volumes) -> None:
-        self.conf = conf
+    def __init__(self, volumes) -> None:
         self.volumes = volumes
 
     def execute(self, state: ExtendState) -> None:
         state.new_size_bytes = int(self.volumes.extend_volume_online(
             state.ctxt, state.volume_host, state.volume_id, state.new_size_gb,
-            timeout=self.conf.volume.operation_timeout))
+            timeout=VOLUME_TIMEOUT))
 
     def details(self, state: ExtendState) -> str | None:
         return "served at %d GiB" % state.new_size_gb
@@ -178,7 +179,7 @@ class VolumeExtendFlow(Flow):
         self.volumes = volumes
 
     def steps(self) -> list[Step]:
-        return [Extending(self.compute, self.volumes), GrowExport(self.conf, self.volumes),
+        return [Extending(self.compute, self.volumes), GrowExport(self.volumes),
                 ExtendOnHost(self.compute), InUse()]
 
     def extend(self, ctxt: RequestContext, instance_uuid: str, volume_id: str,

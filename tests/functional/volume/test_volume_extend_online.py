@@ -183,3 +183,16 @@ def test_the_agent_never_resumes_a_guest_its_user_paused(cloud):
     db.instance_update(inst["uuid"], {"vm_state": st.ACTIVE})
     assert resumer.attempt(inst["uuid"]) is False
     assert driver.get_info(inst).power_state == power_state.PAUSED
+
+
+def test_an_agent_that_starts_resumes_a_guest_an_io_error_paused_meanwhile(cloud):
+    inst, vid, _att = _in_use(cloud)
+    driver = cloud.drivers["host1"]
+    cloud.stop_host("host1")
+    driver.volume_outage(vid)            # its event is lost: no agent listens
+    driver.volume_back(vid)
+    assert driver.get_info(inst).power_state == power_state.PAUSED
+    cloud.start_host("host1", driver)
+    cloud.wait_for(inst["uuid"], lambda i: driver.get_info(inst).power_state
+                   == power_state.RUNNING)
+    assert db.instance_get(inst["uuid"]).vm_state == st.ACTIVE
