@@ -2,8 +2,11 @@
 can do (the names of its DriverCapabilities flags that are set), which the
 API reads before it lets an in-use volume's extend through.
 
+(Assigned as 0015 revising 0013; 0014, volume capacities, landed on main
+meanwhile, so it revises 0014: one head.)
+
 Revision ID: 0015
-Revises: 0013
+Revises: 0014
 Create Date: 2026-11-30
 """
 
@@ -13,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0015"
-down_revision = "0013"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
