@@ -37,7 +37,7 @@ _REPORTED = ("vcpus", "memory_mb", "disk_gb", "hypervisor_type",
 
 
 class ComputeManager:
-    RPC_API_VERSION = "1.10"
+    RPC_API_VERSION = "1.11"
 
     def __init__(self, conf: cfg.ConfigOpts, driver: virt_driver.ComputeDriver,
                  conductor: ConductorAPI, host: str | None = None) -> None:
@@ -64,6 +64,7 @@ class ComputeManager:
         self._wait_for_conductor()
         self.reconciler.init_host()
         self.volumes.remove_orphan_disks(get_admin_context())   # issue 11 faults
+        self.volumes.resume_io_error_paused(get_admin_context())   # online extend
         self.reconciler.start_event_worker()
         self.update_available_resource()
 
@@ -162,6 +163,13 @@ class ComputeManager:
 
     def get_volume_devices(self, ctxt: RequestContext, instance_uuid: str) -> dict:
         return self.driver.get_volume_devices(self._local_instance(ctxt, instance_uuid))
+
+    def extend_volume(self, ctxt: RequestContext, instance_uuid: str, volume_id: str,
+                      new_size_bytes: int) -> None:
+        """1.11, a call from the conductor's extend flow: the running guest
+        sees its attached volume grown (the volume host serves it so)."""
+        self.volumes.extend(ctxt, instance_uuid, volume_id, new_size_bytes)
+
     # --- RPC: live migration (1.4; see compute/ops/live_migration.py) -------------
 
     def check_can_live_migrate_source(self, ctxt: RequestContext,
@@ -279,6 +287,9 @@ class ComputeManager:
         # test driver (or two rig hosts) would otherwise share a name.
         report["hypervisor_hostname"] = self.host
         report["running_vms"] = len(self.driver.list_instances())
+        if self.conductor.can_report_capabilities():
+            # What the API asks before it lets a feature through (1.11).
+            report["capabilities"] = virt_driver.capability_names(self.driver.capabilities)
         self.conductor.compute_node_update(get_admin_context(), self.host, report)
 
     @periodic_task(spacing=lambda self: self.conf.compute.sync_power_state_interval)

@@ -46,6 +46,8 @@ Version history:
   (the volume disks a resized or cold-migrated server keeps: the same NBD
   exports, defined again on the destination, or on the source after a
   revert; issue 12).
+* 1.11 - extend_volume (a call from the conductor's online extend flow: the
+  running guest sees its attached volume at the new size; issue 11).
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ TOPIC = "compute"
 
 
 class ComputeAPI:
-    VERSION = "1.10"
+    VERSION = "1.11"
 
     def __init__(self, transport, version_cap: VersionCap = None) -> None:
         self.client = rpc.RPCClient(transport, topic=TOPIC, version="1.0",
@@ -165,6 +167,19 @@ class ComputeAPI:
                            instance_uuid: str) -> dict:
         return self._host(host, "1.3").call(ctxt, "get_volume_devices",
                                             instance_uuid=instance_uuid)
+
+    def extend_volume(self, ctxt: RequestContext, host: str, instance_uuid: str,
+                      volume_id: str, new_size_bytes: int, timeout: float) -> None:
+        """Until the running guest sees the volume at ``new_size_bytes``
+        (the agent may take up to a minute to make its disk connect
+        again). Needs 1.11."""
+        self.client.prepare(server=host, version="1.11", timeout=timeout).call(
+            ctxt, "extend_volume", instance_uuid=instance_uuid, volume_id=volume_id,
+            new_size_bytes=new_size_bytes)
+
+    def can_extend_volume(self) -> bool:
+        """Whether agents may be sent extend_volume (1.11)."""
+        return self.client.can_send_version("1.11")
 
     # --- live migration (1.4) -------------------------------------------------------
 

@@ -29,6 +29,7 @@ from conductor.flows.rebuild import RebuildFlow
 from conductor.flows.resize import ResizeFlow
 from conductor.flows.snapshot import SnapshotFlow
 from conductor.flows.volume import VolumeFlow
+from conductor.flows.volume_extend import VolumeExtendFlow
 from conductor.reaper import Reaper
 from flotilla import actions, deadlines, exception
 from flotilla.context import RequestContext
@@ -51,7 +52,7 @@ _AGENT_WRITABLE = frozenset({
 
 
 class ConductorManager:
-    RPC_API_VERSION = "1.10"
+    RPC_API_VERSION = "1.11"
 
     def __init__(self, conf: cfg.ConfigOpts, transport=None) -> None:
         self.conf = conf
@@ -86,7 +87,9 @@ class ConductorManager:
                                  LiveMigrateFlow(self.conf, self.conf.host, scheduler,
                                                  compute),
                                  ResizeFlow(self.conf, self.conf.host, scheduler, compute),
-                                 EvacuateFlow(self.conf, self.conf.host, scheduler, compute)]
+                                 EvacuateFlow(self.conf, self.conf.host, scheduler, compute),
+                                 VolumeExtendFlow(self.conf, self.conf.host, compute,
+                                                  volumes)]
             self._flows = {flow.name: flow for flow in flows}
             # The attach and detach flows are saved under their own names.
             self._flows["volume_attach"] = self._flows["volume_detach"] = \
@@ -262,6 +265,13 @@ class ConductorManager:
                       attachment_id: str) -> None:
         agent_access.check_control_plane(ctxt, "detach volumes")
         self.flows["volume"].detach(ctxt, instance_uuid, volume_id, attachment_id)
+
+    def extend_volume(self, ctxt: RequestContext, instance_uuid: str, volume_id: str,
+                      attachment_id: str, new_size_gb: int, old_size_gb: int) -> None:
+        """1.11: the online extend flow of an in-use volume."""
+        agent_access.check_control_plane(ctxt, "extend volumes")
+        self.flows["volume_extend"].extend(ctxt, instance_uuid, volume_id, attachment_id,
+                                           new_size_gb, old_size_gb)
 
     def rebuild_done(self, ctxt: RequestContext, instance_uuid: str, host: str,
                      error: str | None = None, message: str | None = None) -> None:

@@ -40,6 +40,9 @@ Version history:
   migration it was the source of, to watch the job that outlived it).
 * 1.10 - volume_attachments_by_host (an agent's call at start: which
   volumes its instances should have, so it removes the disks of the others).
+* 1.11 - extend_volume (a cast from the API that starts the online extend
+  flow of an in-use volume); compute_node_update takes ``capabilities``
+  (the driver's flags) in its resources.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ TOPIC = "conductor"
 
 
 class ConductorAPI:
-    VERSION = "1.10"
+    VERSION = "1.11"
 
     def __init__(self, transport, version_cap: VersionCap = None,
                  timeout: float | None = None) -> None:
@@ -157,7 +160,14 @@ class ConductorAPI:
 
     def compute_node_update(self, ctxt: RequestContext, host: str,
                             resources: dict[str, Any]) -> None:
-        self._call(ctxt, "compute_node_update", host=host, resources=resources)
+        """``resources`` may hold ``capabilities`` only for a 1.11
+        conductor (see can_report_capabilities)."""
+        version = "1.11" if "capabilities" in resources else "1.0"
+        self._call(ctxt, "compute_node_update", version, host=host, resources=resources)
+
+    def can_report_capabilities(self) -> bool:
+        """Whether compute_node_update may carry ``capabilities`` (1.11)."""
+        return self.client.can_send_version("1.11")
 
     # --- flows ----------------------------------------------------------------------
 
@@ -249,6 +259,18 @@ class ConductorAPI:
         """Detach the volume (status detaching) from the server. Needs 1.4."""
         self._cast(ctxt, "detach_volume", "1.4", instance_uuid=instance_uuid,
                    volume_id=volume_id, attachment_id=attachment_id)
+
+    def extend_volume(self, ctxt: RequestContext, instance_uuid: str, volume_id: str,
+                      attachment_id: str, new_size_gb: int, old_size_gb: int) -> None:
+        """Extend the in-use volume the API marked extending (its record
+        holds the new size) while the server runs. Needs 1.11."""
+        self._cast(ctxt, "extend_volume", "1.11", instance_uuid=instance_uuid,
+                   volume_id=volume_id, attachment_id=attachment_id,
+                   new_size_gb=new_size_gb, old_size_gb=old_size_gb)
+
+    def can_extend_volume(self) -> bool:
+        """Whether the conductors take extend_volume (1.11)."""
+        return self.client.can_send_version("1.11")
 
     def rebuild_done(self, ctxt: RequestContext, instance_uuid: str, host: str,
                      error: str | None = None, message: str | None = None) -> None:

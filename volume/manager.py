@@ -33,7 +33,7 @@ LOG = logging.getLogger(__name__)
 
 
 class VolumeManager:
-    RPC_API_VERSION = "1.2"
+    RPC_API_VERSION = "1.3"
 
     def __init__(self, conf: cfg.ConfigOpts, host: str | None = None,
                  backend: backends.VolumeBackend | None = None,
@@ -168,6 +168,25 @@ class VolumeManager:
                           expected_status=st.VOLUME_EXTENDING)
         LOG.info("volume %s extended from %d to %d GiB", volume_id, old_size_gb,
                  new_size_gb)
+
+    def extend_volume_online(self, ctxt: RequestContext, volume_id: str,
+                             new_size_gb: int) -> int:
+        """1.3, a call from the conductor's extend flow for an attached
+        volume (status extending, its record holding the new size already):
+        grow the file and serve it at the new size (StorageDaemon.grow_export:
+        the export is removed and added again). Returns the size in bytes.
+        The status is the flow's to move on; errors propagate to it."""
+        volume = vdb.volume_get(volume_id)
+        if volume.status != st.VOLUME_EXTENDING:
+            raise vdb.VolumeStatusConflict(volume_id=volume_id, actual=volume.status,
+                                           expected=st.VOLUME_EXTENDING)
+        self.backend.extend(volume_id, new_size_gb)
+        path = volume.path or self.backend.path(volume_id)
+        size = new_size_gb * 2 ** 30
+        self._unexported.discard(volume_id)
+        self.daemon.grow_export(volume_id, path, size)
+        LOG.info("volume %s grown to %d GiB and exported again", volume_id, new_size_gb)
+        return size
 
     def export_volume(self, ctxt: RequestContext, volume_id: str) -> dict:
         volume = vdb.volume_get(volume_id)

@@ -426,6 +426,54 @@ class StorageDaemon:
                 qmp.close()
         LOG.info("volume %s no longer exported", volume_id)
 
+    def grow_export(self, volume_id: str, path: str, size_bytes: int,
+                    timeout: float = 10) -> dict[str, Any]:
+        """Serve the exported volume at ``size_bytes`` (its file grown
+        already, or grown here by the node): the export is removed, the node
+        resized and the export added again under the same name; the
+        connection (unchanged). An NBD client cannot learn a new size on an
+        open connection and an export forbids resizing its node, so clients
+        are cut off for those few milliseconds; QEMU's NBD client connects
+        again on a later request and takes the new size then (what the
+        compute host's extend_volume makes happen). A volume not exported
+        is exported at that size. Idempotent."""
+        self.ensure_running()
+        node = node_name(volume_id)
+        with self._lock:
+            qmp = self._session()
+            try:
+                sizes = {n.get("node-name"): n.get("image", {}).get("virtual-size")
+                         for n in qmp.execute("query-named-block-nodes", flat=True)}
+                if node in sizes and sizes[node] is not None \
+                        and int(sizes[node]) >= size_bytes:
+                    LOG.info("volume %s is served at %s bytes already", volume_id,
+                             sizes[node])
+                elif node in sizes:
+                    self._regrow(qmp, volume_id, size_bytes, timeout)
+            finally:
+                qmp.close()
+        # (Re-)adds the export (and a node over the grown file) when missing.
+        return self.export(volume_id, path)
+
+    @staticmethod
+    def _regrow(qmp: QMP, volume_id: str, size_bytes: int, timeout: float) -> None:
+        # Under self._lock. Whatever fails, the export is added back (by
+        # grow_export's export) at the size the node has then.
+        node = node_name(volume_id)
+        try:
+            qmp.execute("block-export-del", id=export_id(volume_id), mode="hard")
+        except QMPError as exc:
+            LOG.debug("no export of %s to remove: %s", volume_id, exc)
+        # The export goes away asynchronously; until then the node is busy.
+        deadline = time.monotonic() + timeout
+        while any(e["id"] == export_id(volume_id)
+                  for e in qmp.execute("query-block-exports")):
+            if time.monotonic() > deadline:
+                raise RuntimeError("export of volume %s did not go away" % volume_id)
+            time.sleep(0.01)
+        qmp.execute("block_resize", **{"node-name": node}, size=size_bytes)
+        LOG.info("volume %s: node grown to %d bytes", volume_id, size_bytes)
+
     # --- point-in-time copies -------------------------------------------------
 
     def backup(self, volume_id: str, source_path: str, target_path: str,

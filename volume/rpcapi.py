@@ -11,6 +11,8 @@ Version history:
 * 1.1 - extend_volume (a cast from the API for an available volume).
 * 1.2 - create_snapshot, delete_snapshot (casts); create_volume fills a
   volume recorded with a ``snapshot_id`` or ``image_id`` from that source.
+* 1.3 - extend_volume_online (a call from the conductor's extend flow for an
+  in-use volume: grow it and export it again at the new size).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ TOPIC = "volume"
 
 
 class VolumeAPI:
-    VERSION = "1.2"
+    VERSION = "1.3"
 
     def __init__(self, transport, version_cap: VersionCap = None) -> None:
         self.client = rpc.RPCClient(transport, topic=TOPIC, version="1.0",
@@ -71,3 +73,14 @@ class VolumeAPI:
         """Remove the snapshot (status deleting -> gone/error_deleting).
         Needs 1.2."""
         self._host(host, "1.2").cast(ctxt, "delete_snapshot", snapshot_id=snapshot_id)
+
+    def extend_volume_online(self, ctxt: RequestContext, host: str, volume_id: str,
+                             new_size_gb: int, timeout: float | None = None) -> int:
+        """Grow the attached (extending) volume and serve it at the new
+        size; the size in bytes. Needs 1.3."""
+        return self._host(host, "1.3", timeout).call(
+            ctxt, "extend_volume_online", volume_id=volume_id, new_size_gb=new_size_gb)
+
+    def can_extend_online(self) -> bool:
+        """Whether volume services may be sent extend_volume_online (1.3)."""
+        return self.client.can_send_version("1.3")

@@ -6,16 +6,22 @@ Only ``os-extend`` (``openstack volume set --size N``) is supported:
   most [volume] max_size_gb (400 naming ``new_size``), the growth within
   the project's ``gigabytes`` quota (413) and the free space of the
   volume's host (413 naming it, flotilla.volume_placement);
-* the volume must be ``available`` (400 otherwise, as Cinder). An
-  ``in-use`` volume is refused at every microversion, 3.42 included:
-  its NBD export cannot grow under a running guest (QEMU's NBD client
-  fixes an export's size at connection and refuses to grow the node,
-  "Cannot grow NBD nodes"; qemu-storage-daemon's NBD export unshares
-  resize too). Detach, extend, attach again;
+* the volume must be ``available``, or ``in-use`` from microversion 3.42
+  on (400 otherwise, as Cinder). An in-use volume is extended online only
+  when the host of the server it is attached to can do it: its compute
+  agent serves RPC 1.11 and reports the driver capability
+  ``supports_extend_volume``, and neither compute (1.11), conductor (1.11)
+  nor volume (1.3) RPC is capped below what the flow sends; otherwise 400
+  with the reason (detach, extend, attach again);
 * the status becomes ``extending`` and the size the new one in one
-  compare-and-swap within the quota lock, then the volume service is cast
-  ``extend_volume``; it grows the pool volume and makes it ``available``
-  (or ``error_extending`` with the old size back).
+  compare-and-swap within the quota lock. An available volume: the volume
+  service is cast ``extend_volume``; it grows the pool volume and makes it
+  ``available`` (or ``error_extending`` with the old size back). An in-use
+  one: the action ``extend_volume`` is recorded on the server and the
+  conductor cast ``extend_volume``, whose flow
+  (conductor/flows/volume_extend.py) grows and re-exports the volume, has
+  the guest see the new size and makes it ``in-use`` again (or
+  ``error_extending`` with the old size and the reason).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import falcon
 
 from api import errors, policy, validation
 from api.state import APIState, ctxt
-from api.volume import resources
+from api.volume import online_extend, resources, snapshots
 from flotilla import exception
 from flotilla import states as st
 from flotilla.db import volumes as vdb
@@ -36,6 +42,8 @@ LOG = logging.getLogger(__name__)
 
 ACTION = {"type": "object", "minProperties": 1, "maxProperties": 1,
           "additionalProperties": True}
+#: The microversion from which an in-use volume may be extended (Cinder's).
+ONLINE_EXTEND_VERSION = (3, 42)
 EXTEND = {"type": "object", "required": ["new_size"], "additionalProperties": False,
           "properties": {"new_size": {}}}
 
@@ -82,12 +90,15 @@ class VolumeAction:
                                      "New size for extend must be greater than current "
                                      "size. (current: %d, extended: %d)."
                                      % (new_size, row.size_gb, new_size))
+        attachment = None
         if row.status == st.VOLUME_IN_USE:
-            raise errors.bad_request(
-                "Invalid volume: Volume %s is in-use: an attached volume cannot be "
-                "extended online here (its NBD export cannot grow under a running "
-                "guest); detach it, extend it and attach it again." % row.id)
-        if row.status != st.VOLUME_AVAILABLE:
+            if snapshots.request_version(req) < ONLINE_EXTEND_VERSION:
+                raise errors.bad_request(
+                    "Invalid volume: Volume status must be available to extend, but "
+                    "current status is: in-use (an in-use volume needs microversion "
+                    "3.42 or later).")
+            attachment = online_extend.attachment_to_extend(self.state, row)
+        elif row.status != st.VOLUME_AVAILABLE:
             raise errors.bad_request("Invalid volume: Volume status must be available "
                                      "to extend, but current status is: %s." % row.status)
         try:
@@ -98,7 +109,7 @@ class VolumeAction:
                                   "%s" % exc, fault="overLimit") from None
         try:
             old = vdb.volume_extend_begin(
-                row.id, new_size, st.VOLUME_AVAILABLE, resources.volume_defaults(conf),
+                row.id, new_size, row.status, resources.volume_defaults(conf),
                 vdb.deadline(conf.volume.operation_timeout))
         except vdb.VolumeOverQuota as exc:
             raise errors.APIError(413, "VolumeSizeExceedsAvailableQuota: Requested volume "
@@ -107,6 +118,10 @@ class VolumeAction:
                                   fault="overLimit") from None
         except (vdb.VolumeStatusConflict, exception.Invalid) as exc:
             raise errors.bad_request("Invalid volume: %s." % str(exc)) from None
+        if attachment is not None:
+            online_extend.start(self.state, ctx, row, attachment, new_size, old)
+            resp.status = falcon.HTTP_202
+            return
         try:
             self.state.volume.extend_volume(ctx, row.host, row.id, new_size, old)
         except exception.MessagingException as exc:

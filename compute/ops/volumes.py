@@ -17,9 +17,12 @@ import threading
 import time
 
 from compute.lifecycle import Lifecycle
-from compute.virt import events
+from compute.ops.volume_io import IOErrorResumer
+from compute.ops.volume_io import extend as extend_volume
+from compute.virt import events, power_state
 from compute.virt.block_device import VolumeConnection
 from flotilla import exception
+from flotilla import states as st
 from flotilla.context import RequestContext
 from flotilla.objects import Instance
 
@@ -40,8 +43,14 @@ class VolumeOps:
         self._removed: dict[tuple[str, str], threading.Event] = {}
         self._guard = threading.Lock()
         reconciler.device_removed_handler = self.on_device_removed
+        # Guests a volume's I/O error paused (see compute/ops/volume_io.py).
+        self.io_errors = IOErrorResumer(lifecycle)
 
     def on_device_removed(self, event: events.Event) -> None:
+        """The driver's events other than lifecycle ones (the reconciler
+        hands them here)."""
+        if isinstance(event, events.VolumeIOErrorEvent):
+            self.io_errors.on_event(event)
         if isinstance(event, events.DeviceRemovedEvent):
             with self._guard:
                 waiter = self._removed.get((event.instance_uuid, event.volume_id))
@@ -130,3 +139,31 @@ class VolumeOps:
             finally:
                 with self._guard:
                     self._removed.pop(key, None)
+
+    def extend(self, ctxt: RequestContext, instance_uuid: str, volume_id: str,
+               new_size_bytes: int) -> None:
+        """The guest sees its volume at ``new_size_bytes`` (compute/ops/volume_io.py)."""
+        extend_volume(self.lifecycle, ctxt, instance_uuid, volume_id, new_size_bytes)
+
+    def resume_io_error_paused(self, ctxt: RequestContext) -> list[str]:
+        """At start: watch every guest of this host whose server is ACTIVE
+        but whose guest is paused (an I/O error event may have come while
+        the agent was down); the resumer leaves alone any paused for
+        another reason. The uuids watched; never raises."""
+        if not self.driver.capabilities.supports_volume_io_error_resume:
+            return []
+        watched = []
+        try:
+            for record in self.conductor.instance_get_all_by_host(ctxt, self.host):
+                if record["vm_state"] != st.ACTIVE or record["task_state"] is not None:
+                    continue
+                try:
+                    info = self.driver.get_info(Instance.from_record(record))
+                except exception.InstanceNotFound:
+                    continue
+                if info.power_state == power_state.PAUSED \
+                        and self.io_errors.watch(record["uuid"]):
+                    watched.append(record["uuid"])
+        except Exception:
+            LOG.exception("paused guests not checked at start")
+        return watched

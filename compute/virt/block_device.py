@@ -30,6 +30,14 @@ MAX_DISKS = 26
 ROOT_DEVICE = "vda"
 
 
+class VolumeUnreachable(exception.FlotillaException):
+    """A volume disk of a guest does not answer (its export is away)."""
+
+    msg_fmt = ("Volume %(volume_id)s of instance %(instance_uuid)s is unreachable: "
+               "%(reason)s")
+    code = 503
+
+
 @dataclasses.dataclass(frozen=True)
 class VolumeConnection:
     """How a compute host reaches one exported volume.

@@ -64,6 +64,9 @@ class DriverCapabilities:
     supports_attach: bool = False
     #: extend_volume: a guest sees an attached volume grow while it runs
     supports_extend_volume: bool = False
+    #: resume_after_io_error: a guest a volume's I/O error paused (the
+    #: volume's server went away) is resumed once the volume answers again
+    supports_volume_io_error_resume: bool = False
     #: snapshot of the root disk, the guest running or not
     supports_snapshots: bool = False
     #: the migration checks with live=True and the *live_migration* methods
@@ -82,6 +85,7 @@ CAPABILITY_METHODS: dict[str, tuple[str, ...]] = {
     "supports_console_log": ("get_console_output",),
     "supports_attach": ("attach_volume", "detach_volume", "get_volume_devices"),
     "supports_extend_volume": ("extend_volume",),
+    "supports_volume_io_error_resume": ("resume_after_io_error",),
     "supports_snapshots": ("snapshot", "recover_snapshot"),
     "supports_live_migration": (
         "pre_live_migration", "live_migration", "live_migration_progress",
@@ -92,6 +96,12 @@ CAPABILITY_METHODS: dict[str, tuple[str, ...]] = {
         "migrate_disk_and_power_off", "finish_migration", "confirm_migration",
         "finish_revert_migration"),
 }
+
+
+def capability_names(capabilities: DriverCapabilities) -> list[str]:
+    """The flags a driver has set (what a compute node reports)."""
+    return sorted(f.name for f in dataclasses.fields(capabilities)
+                  if getattr(capabilities, f.name) is True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -320,8 +330,24 @@ class ComputeDriver(abc.ABC):
         """Tell the running guest its volume grew to ``new_size_bytes`` (the
         volume service resized it first); the guest sees the new size when
         this returns. Idempotent. VolumeAttachFailed if the volume is not
-        attached; Invalid for a size below the current one."""
+        attached; Invalid for a size below the current one.
+
+        The volume host serves the new size on a new connection (see
+        volume.nbd.StorageDaemon.grow_export): the driver makes the guest's
+        disk connect again without the guest noticing, and resumes the
+        guest if a request it made meanwhile paused it (volume disks pause
+        the guest on an I/O error rather than fail the request)."""
         self._not_supported("volume extend")
+
+    def resume_after_io_error(self, instance: Instance) -> bool:
+        """Resume a guest that an I/O error of a volume disk paused, once
+        every volume disk of it answers again (its request is then
+        retried, the guest never sees the error). False when the guest is
+        not paused by an I/O error (running, or paused for another reason,
+        e.g. by its user: never resumed here); True when it was resumed.
+        Raises VolumeUnreachable (compute.virt.block_device) while a volume
+        still does not answer: the caller tries again later."""
+        self._not_supported("resume after an I/O error")
 
     # --- snapshot (supports_snapshots) ---------------------------------------
 

@@ -4,6 +4,9 @@
 * :class:`DeviceRemovedEvent`: a device the agent asked to detach is gone
   from the running guest (the guest let go of it), so whatever backed it
   (a volume's export) may be released.
+* :class:`VolumeIOErrorEvent`: an I/O error of a volume disk paused the
+  guest (its export went away); the agent resumes it once the volume
+  answers again (ComputeDriver.resume_after_io_error).
 
 Drivers call the registered listener with these from a thread of their
 own; a listener must return quickly (hand the event to the agent's work
@@ -63,5 +66,14 @@ class DeviceRemovedEvent:
     timestamp: float = dataclasses.field(default_factory=time.time)
 
 
-Event = LifecycleEvent | DeviceRemovedEvent
+@dataclasses.dataclass(frozen=True)
+class VolumeIOErrorEvent:
+    """A request to the volume's disk failed and paused the guest."""
+
+    instance_uuid: str
+    volume_id: str
+    timestamp: float = dataclasses.field(default_factory=time.time)
+
+
+Event = LifecycleEvent | DeviceRemovedEvent | VolumeIOErrorEvent
 EventListener = Callable[[Event], None]

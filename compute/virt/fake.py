@@ -69,6 +69,7 @@ class FakeGuest:
     migration: str = ""           # migration.OUTGOING while a job runs
     kept_for_revert: bool = False  # a cold migration's source copy
     resume_after_migration: bool = False  # paused by a forced completion
+    io_error_paused: bool = False  # paused by a volume's I/O error
 
     def devices(self) -> dict[str, str]:
         return {vid: dev for vid, (dev, _c) in self.volumes.items()}
@@ -88,6 +89,7 @@ class FakeDriver(FakeMigrationMixin, ComputeDriver):
     capabilities = DriverCapabilities(
         supports_console_log=True, supports_diagnostics=True,
         supports_attach=True, supports_extend_volume=True,
+        supports_volume_io_error_resume=True,
         supports_snapshots=True, supports_live_migration=True,
         supports_cold_migration=True)
 
@@ -108,6 +110,8 @@ class FakeDriver(FakeMigrationMixin, ComputeDriver):
         self._spawn_failures: dict[str | None, Exception] = {}
         self._failures: dict[tuple[str, str | None], Exception] = {}
         self._held_detaches: set[str] = set()
+        # Volumes whose export does not answer (volume_outage).
+        self.unreachable_volumes: set[str] = set()
         self._lock = threading.RLock()
         FakeMigrationMixin.__init__(self, fabric)
 
@@ -255,12 +259,14 @@ class FakeDriver(FakeMigrationMixin, ComputeDriver):
         guest = self._get(instance)
         self._record("pause", guest.instance.uuid)
         self._require(guest, power_state.RUNNING, "pause")
+        guest.io_error_paused = False
         self._set(guest, power_state.PAUSED, events.PAUSED)
 
     def unpause(self, instance) -> None:
         guest = self._get(instance)
         self._record("unpause", guest.instance.uuid)
         self._require(guest, power_state.PAUSED, "unpause")
+        guest.io_error_paused = False
         self._set(guest, power_state.RUNNING, events.RESUMED)
 
     def suspend(self, instance) -> None:
@@ -378,7 +384,54 @@ class FakeDriver(FakeMigrationMixin, ComputeDriver):
                 reason="not attached")
         if new_size_bytes < guest.volume_sizes.get(volume_id, 0):
             raise exception.Invalid(reason="volume %s cannot shrink" % volume_id)
+        if volume_id in self.unreachable_volumes:
+            raise block_device.VolumeUnreachable(
+                volume_id=volume_id, instance_uuid=guest.instance.uuid,
+                reason="its export does not answer")
         guest.volume_sizes[volume_id] = int(new_size_bytes)
+        # As the libvirt driver: a guest a request paused meanwhile goes on.
+        self.resume_after_io_error(guest.instance)
+
+    # What a volume host going away does to the guests of a hypervisor whose
+    # volume disks stop on errors (templates/nbd-disk.xml).
+
+    def volume_outage(self, volume_id: str) -> list[str]:
+        """The volume's export stops answering; every running guest it is
+        attached to makes a request, which pauses it (an I/O error pause,
+        with its events). The uuids paused."""
+        paused = []
+        with self._lock:
+            self.unreachable_volumes.add(volume_id)
+            guests = [g for g in self.guests.values() if volume_id in g.volumes
+                      and g.power_state == power_state.RUNNING]
+            for guest in guests:
+                guest.io_error_paused = True
+                guest.power_state = power_state.PAUSED
+                paused.append(guest.instance.uuid)
+        for uuid in paused:
+            self._emit_lifecycle(uuid, events.PAUSED)
+            self._emit(events.VolumeIOErrorEvent(uuid, volume_id))
+        return paused
+
+    def volume_back(self, volume_id: str) -> None:
+        """The volume's export answers again (nothing resumes by itself)."""
+        with self._lock:
+            self.unreachable_volumes.discard(volume_id)
+
+    def resume_after_io_error(self, instance) -> bool:
+        guest = self._get(instance)
+        self._record("resume_after_io_error", guest.instance.uuid)
+        with self._lock:
+            if not (guest.io_error_paused and guest.power_state == power_state.PAUSED):
+                return False
+            away = sorted(set(guest.volumes) & self.unreachable_volumes)
+            if away:
+                raise block_device.VolumeUnreachable(
+                    volume_id=away[0], instance_uuid=guest.instance.uuid,
+                    reason="its export does not answer")
+            guest.io_error_paused = False
+        self._set(guest, power_state.RUNNING, events.RESUMED)
+        return True
 
     # --- snapshot ------------------------------------------------------------------
 

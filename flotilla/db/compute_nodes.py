@@ -27,7 +27,7 @@ _INVENTORY = RESOURCES + ("cpu_allocation_ratio", "ram_allocation_ratio",
 # Reported by the compute agent; usage and generation belong to claims.
 _REPORTABLE = frozenset(_INVENTORY + (
     "hypervisor_type", "hypervisor_version", "hypervisor_hostname",
-    "cpu_arch", "availability_zone", "running_vms"))
+    "cpu_arch", "availability_zone", "running_vms", "capabilities"))
 
 
 def compute_node_update(host: str, values: Mapping[str, Any]) -> ComputeNode:

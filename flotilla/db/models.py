@@ -161,6 +161,10 @@ class ComputeNode(TimestampMixin, Base):
     availability_zone: Mapped[str | None] = mapped_column(sa.String(NAME_LEN))
     generation: Mapped[int] = mapped_column(default=0)
     running_vms: Mapped[int] = mapped_column(default=0)
+    # Added by 0015 (online extend): the driver's capability flags that are
+    # set (compute.virt.driver.capability_names); None before the agent's
+    # first report through a 1.11 conductor.
+    capabilities: Mapped[list | None] = mapped_column(sa.JSON, nullable=True)
 
 
 class Allocation(Base):

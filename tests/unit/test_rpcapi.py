@@ -53,6 +53,7 @@ SAMPLES = {
     "volume_id": str(uuid.uuid4()), "attachment_id": str(uuid.uuid4()),
     "connection": {"volume_id": "v", "export": "v", "host": "127.0.0.1", "port": 10809},
     "device_name": None, "timeout": 30, "new_size_gb": 2, "old_size_gb": 1,
+    "new_size_bytes": 2 << 30,
     "migration_uuid": str(uuid.uuid4()), "force": False,
     "migrate_data": {"live": True, "source_host": "host1"},
     "progress": {"memory_total_bytes": 1},

@@ -38,6 +38,7 @@ from compute.virt.libvirt.imagecache import ImageCache
 from compute.virt.libvirt.migration import LibvirtMigrationMixin
 from compute.virt.libvirt.resize import LibvirtResizeMixin
 from compute.virt.libvirt.snapshot import LibvirtSnapshotter
+from compute.virt.libvirt.volume_extend import LibvirtVolumeExtendMixin
 from compute.virt.libvirt.volumes import LibvirtVolumes
 from flotilla import concurrency, exception
 from flotilla.conf import CONF
@@ -53,7 +54,8 @@ CONSOLE_LOG = "console.log"
 QEMU_CAPABILITIES = driver.DriverCapabilities(
     supports_console_log=True, supports_diagnostics=True,
     supports_image_cache=True, supports_snapshots=True, supports_attach=True,
-    supports_live_migration=True, supports_cold_migration=True)
+    supports_live_migration=True, supports_cold_migration=True,
+    supports_extend_volume=True, supports_volume_io_error_resume=True)
 TEST_CAPABILITIES = driver.DriverCapabilities(
     supports_console_log=False, supports_diagnostics=True,
     supports_image_cache=False)
@@ -67,7 +69,8 @@ def _is_uuid(name: str) -> bool:
         return False
 
 
-class LibvirtDriver(LibvirtResizeMixin, LibvirtMigrationMixin, driver.ComputeDriver):
+class LibvirtDriver(LibvirtResizeMixin, LibvirtMigrationMixin, LibvirtVolumeExtendMixin,
+                    driver.ComputeDriver):
     """Guests of one host through libvirt."""
 
     def __init__(self, conf: cfg.ConfigOpts = CONF, connection_uri: str | None = None,

@@ -86,6 +86,15 @@ class EventDispatcher:
             device = self._removing.pop((uuid, volume_id), "")
             self._queue.append(events.DeviceRemovedEvent(uuid, volume_id, device))
 
+    def on_io_error(self, conn, dom, src_path, dev_alias, action, reason,
+                    opaque) -> None:
+        """virConnectDomainEventIOErrorReasonCallback (libvirt's loop
+        thread): a disk's request failed; for a volume disk (error policy
+        stop, see templates/nbd-disk.xml) the guest paused."""
+        volume_id = volume_id_of_alias(dev_alias or "")
+        if volume_id is not None and action == libvirt.VIR_DOMAIN_EVENT_IO_ERROR_PAUSE:
+            self._queue.append(events.VolumeIOErrorEvent(dom.UUIDString(), volume_id))
+
     def expect_removal(self, instance_uuid: str, volume_id: str, device: str) -> None:
         """A detach of ``volume_id`` (guest device ``device``) was asked for."""
         self._removing[(instance_uuid, volume_id)] = device

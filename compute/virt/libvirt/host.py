@@ -160,6 +160,8 @@ class Host:
                                     self.events.on_libvirt_event, None)
         conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED,
                                     self.events.on_device_removed, None)
+        conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_IO_ERROR_REASON,
+                                    self.events.on_io_error, None)
         self.connect_count += 1
         if self.connect_count > 1:
             LOG.info("reconnected to %s", self.uri)

@@ -285,7 +285,7 @@ def test_extend_refusals(cloud):
     assert r.status_code == 413 and "gigabytes" in r.text and "new_size" in r.text, r.text
     assert (vdb.volume_get(vid).status, vdb.volume_get(vid).size_gb) == \
         (st.VOLUME_AVAILABLE, 1)
-    # In use: refused at 3.42 too (an NBD export cannot grow under a guest).
+    # In use with no attachment a host could extend it on: refused (400).
     vdb.volume_update(vid, {"status": st.VOLUME_IN_USE})
     r = _extend(cloud, vid, 2)
     assert r.status_code == 400 and "in-use" in r.text and "detach" in r.text, r.text

@@ -186,9 +186,11 @@ def test_server_delete_releases_the_volume(cloud, walkthrough, guest, cli):  # n
 
 
 def test_extend_is_seen_by_the_guest(cloud, walkthrough, servers, cli):  # noqa: F811
-    """``openstack volume set --size``: refused while attached (an NBD
-    export cannot grow under a running guest), done while available; the
-    guest the volume is attached to again sees the new size and the data."""
+    """``openstack volume set --size``: an attached volume at microversion
+    3.42 grows online (the running guest prints the new size and saw no I/O
+    error); an available one grows too; the guest the volume is attached to
+    again sees the new size and the marker it wrote before the online
+    extend."""
     tenant = walkthrough.tenant
     (host_a, first), _ = sorted(servers.items())
 
@@ -196,6 +198,7 @@ def test_extend_is_seen_by_the_guest(cloud, walkthrough, servers, cli):  # noqa:
         return _console(cloud, host_a, first)[start:]
 
     volume = tenant.block_storage.create_volume(size=1, name="grow")
+    pool_file = pathlib.Path(cloud.root) / "state" / "volumes" / ("volume-%s" % volume.id)
     try:
         tenant.block_storage.wait_for_status(volume, "available", wait=60)
         start = len(_console(cloud, host_a, first))
@@ -204,29 +207,36 @@ def test_extend_is_seen_by_the_guest(cloud, walkthrough, servers, cli):  # noqa:
         assert _wait(lambda: "FLOTILLA-DISK-MARKER vdb written %s" % first in since(start),
                      60, "the marker written")
         assert "FLOTILLA-DISK-SIZE vdb %d" % GIB in since(start)
-        # In use: the CLI (at 3.42+) asks, the API refuses; nothing changes.
+        # In use at 3.42: extended online, the running guest sees it. (Below
+        # 3.42 the CLI refuses by itself; the API's 400 is a functional test.)
         proc = cli_plain(cloud, "--os-volume-api-version", "3.42", "volume", "set",
                          "--size", "2", volume.id)
-        assert proc.returncode != 0 and "in-use" in proc.stderr, proc.stderr
-        assert tenant.block_storage.get_volume(volume.id).size == 1
+        assert proc.returncode == 0, proc.stderr
+        assert _wait(lambda: (lambda v: (v.status, v.size) == ("in-use", 2))(
+            tenant.block_storage.get_volume(volume.id)), 120, "the volume extended online")
+        assert _wait(lambda: "FLOTILLA-DISK-SIZE vdb %d" % (2 * GIB) in since(start), 60,
+                     "the new size in the running guest")
+        assert pool_file.stat().st_size == 2 * GIB
+        assert "I/O error" not in since(start), since(start)
+        assert tenant.compute.get_server(first).status == "ACTIVE"
 
         tenant.compute.delete_volume_attachment(first, volume.id)
         tenant.block_storage.wait_for_status(volume, "available", wait=60)
-        proc = cli_plain(cloud, "volume", "set", "--size", "2", volume.id)
+        proc = cli_plain(cloud, "volume", "set", "--size", "3", volume.id)
         assert proc.returncode == 0, proc.stderr
         # (wait_for_status returns at once for a status the object has already.)
-        assert _wait(lambda: (lambda v: (v.status, v.size) == ("available", 2))(
+        assert _wait(lambda: (lambda v: (v.status, v.size) == ("available", 3))(
             tenant.block_storage.get_volume(volume.id)), 60, "the volume extended")
-        pool_file = pathlib.Path(cloud.root) / "state" / "volumes" / ("volume-%s" % volume.id)
-        assert pool_file.stat().st_size == 2 * GIB
+        assert pool_file.stat().st_size == 3 * GIB
         # Not larger: refused (the API's 400 names new_size).
-        assert cli_plain(cloud, "volume", "set", "--size", "2", volume.id).returncode != 0
+        assert cli_plain(cloud, "volume", "set", "--size", "3", volume.id).returncode != 0
 
         start = len(_console(cloud, host_a, first))
         tenant.compute.create_volume_attachment(first, volume_id=volume.id)
         tenant.block_storage.wait_for_status(volume, "in-use", wait=60)
-        assert _wait(lambda: "FLOTILLA-DISK-SIZE vdb %d" % (2 * GIB) in since(start), 60,
+        assert _wait(lambda: "FLOTILLA-DISK-SIZE vdb %d" % (3 * GIB) in since(start), 60,
                      "the new size in the guest")
+        # The marker written before the online extend is intact.
         assert _wait(lambda: "FLOTILLA-DISK-MARKER vdb found %s" % first in since(start),
                      60, "the data kept")
         tenant.compute.delete_volume_attachment(first, volume.id)

@@ -81,6 +81,88 @@ class TestRigLibvirtContract(DriverContract):
             daemon.unexport(volume_id)
         assert daemon.stop_if_idle()
 
+    @pytest.fixture
+    def volume_host(self, tmp_path):
+        """Volumes of a qemu-storage-daemon of the test's own, as the volume
+        service serves them (volume/nbd.py): grown with grow_export; out of
+        service by removing the export (the node stays)."""
+        import socket
+
+        from volume.nbd import QMP, StorageDaemon, export_id
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        daemon = StorageDaemon(_Conf(str(tmp_path / "qsd-x"), port))
+        made: dict[str, str] = {}
+
+        class Host:
+            def __init__(self, driver) -> None:
+                self.driver = driver
+
+            def connection(self) -> VolumeConnection:
+                volume_id = str(uuidlib.uuid4())
+                path = str(tmp_path / ("%s.raw" % volume_id))
+                with open(path, "wb") as f:
+                    f.truncate(64 << 20)
+                made[volume_id] = path
+                return VolumeConnection.from_dict(daemon.export(volume_id, path))
+
+            def grow(self, volume_id: str, size_bytes: int) -> None:
+                daemon.grow_export(volume_id, made[volume_id], size_bytes)
+
+            def stop_serving(self, volume_id: str) -> None:
+                qmp = QMP(daemon.socket_path)
+                try:
+                    qmp.execute("block-export-del", id=export_id(volume_id), mode="hard")
+                finally:
+                    qmp.close()
+
+            def serve_again(self, volume_id: str) -> None:
+                daemon.export(volume_id, made[volume_id])
+        yield Host
+        for volume_id in made:
+            daemon.unexport(volume_id)
+        assert daemon.stop_if_idle()
+
+    def _boot_real_guest(self, guest_image):
+        from tests.fixtures.waiting import wait_until
+        spawn = DriverContract.spawn
+
+        def booted_spawn(this, drv, img, **flavor):
+            inst = spawn(this, drv, img, memory_mb=guest_image["min_ram_mb"] + 16)
+            wait_until(lambda: guest_image["partitions_marker"] in
+                       drv.get_console_output(inst), 90, "the guest's boot")
+            self.booted = inst
+            return inst
+        self.spawn = booted_spawn.__get__(self)
+        return {"id": "flotilla-guest-%s" % guest_image["sha256"][:12],
+                "source": guest_image["image"], "sha256": guest_image["sha256"]}
+
+    def test_extend_volume(self, driver, guest_image, request):
+        """On the real guest: it prints the new size (its kernel saw the
+        capacity change) and no I/O error."""
+        from tests.fixtures.waiting import wait_until
+        image = self._boot_real_guest(guest_image)
+
+        def saw(drv, inst, volume, size_bytes):
+            wait_until(lambda: "%s vdb %d" % (guest_image["disk_size_marker"], size_bytes)
+                       in drv.get_console_output(inst), 30, "the guest's new size")
+        self.after_extend = saw
+        super().test_extend_volume(driver, image, request)
+        assert "I/O error" not in driver.get_console_output(self.booted)
+
+    def test_resume_after_io_error(self, driver, guest_image, event_log, request):
+        """The real guest's marker write on the new disk, made while the
+        export was away, paused it; resumed, the write completes: the
+        marker is written and the guest saw no I/O error."""
+        from tests.fixtures.waiting import wait_until
+        image = self._boot_real_guest(guest_image)
+        super().test_resume_after_io_error(driver, image, event_log, request)
+        inst = self.booted
+        wait_until(lambda: "%s vdb written %s" % (guest_image["disk_marker"], inst.uuid)
+                   in driver.get_console_output(inst), 30, "the guest's marker")
+        assert "I/O error" not in driver.get_console_output(inst)
+
     def test_attach_and_detach_volumes(self, driver, guest_image, event_log, request,
                                        conf):
         from tests.fixtures.waiting import wait_until

@@ -22,7 +22,14 @@ and, only for drivers whose capabilities say they do these:
 * ``volume_connection``: ``f() -> VolumeConnection`` of a fresh volume the
   driver can attach;
 * ``hold_migrations``: ``f(driver)``, a context manager in which live
-  migrations from ``driver`` copy without ever converging.
+  migrations from ``driver`` copy without ever converging;
+* ``volume_host``: ``f(driver)``, the server of the volumes a driver that
+  extends volumes or resumes guests after a volume's I/O error attaches:
+  ``connection()`` a fresh volume; ``grow(volume_id, size_bytes)`` serves
+  it at the larger size (what the volume host does before extend_volume);
+  ``stop_serving(volume_id)`` its export goes away, and a running guest it
+  was attached to just before makes a request (the tiny real guest writes
+  its marker on a new disk), which pauses it; ``serve_again(volume_id)``.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from collections.abc import Callable
 
 import pytest
 
-from compute.virt import events, migration, power_state
+from compute.virt import block_device, events, migration, power_state
 from compute.virt.block_device import VolumeConnection
 from compute.virt.driver import CAPABILITY_METHODS, ComputeDriver
 from compute.virt.migration import MigrateData
@@ -117,6 +124,7 @@ def _feature_calls(inst: Instance) -> dict[str, Callable[[ComputeDriver], object
         "detach_volume": lambda d: d.detach_volume(inst, "v"),
         "get_volume_devices": lambda d: d.get_volume_devices(inst),
         "extend_volume": lambda d: d.extend_volume(inst, "v", 2 ** 30),
+    "resume_after_io_error": lambda d: d.resume_after_io_error(inst),
         "snapshot": lambda d: d.snapshot(inst, "/nonexistent/snapshot.qcow2"),
         "recover_snapshot": lambda d: d.recover_snapshot(inst),
         "pre_live_migration": lambda d: d.pre_live_migration(inst, None, [], data),
@@ -293,6 +301,7 @@ class DriverContract:
             "supports_console_log": ["get_console_output"],
             "supports_attach": ["attach_volume", "detach_volume", "get_volume_devices"],
             "supports_extend_volume": ["extend_volume"],
+            "supports_volume_io_error_resume": ["resume_after_io_error"],
             "supports_snapshots": ["snapshot"],
             "supports_live_migration": ["check_can_migrate_source(live)", "live_migration",
                                         "post_live_migration_at_destination"],
@@ -387,15 +396,61 @@ class DriverContract:
     def test_extend_volume(self, driver, image, request):
         if self.unsupported(driver, "supports_extend_volume"):
             return
-        volume = request.getfixturevalue("volume_connection")()
+        host = request.getfixturevalue("volume_host")(driver)
+        volume = host.connection()
         inst = self.spawn(driver, image)
         with pytest.raises(exception.VolumeAttachFailed):
             driver.extend_volume(inst, volume.volume_id, 2 * 2 ** 30)
         driver.attach_volume(inst, volume)
+        host.grow(volume.volume_id, 2 * 2 ** 30)
         driver.extend_volume(inst, volume.volume_id, 2 * 2 ** 30)
+        self.after_extend(driver, inst, volume, 2 * 2 ** 30)
         driver.extend_volume(inst, volume.volume_id, 2 * 2 ** 30)   # idempotent
         with pytest.raises(exception.Invalid):
             driver.extend_volume(inst, volume.volume_id, 2 ** 30)
+        assert self.state(driver, inst) == power_state.RUNNING
+        # A stopped guest takes the size when it starts: nothing to do now.
+        driver.power_off(inst, timeout=0)
+        host.grow(volume.volume_id, 3 * 2 ** 30)
+        driver.extend_volume(inst, volume.volume_id, 3 * 2 ** 30)
+        with pytest.raises(exception.VolumeAttachFailed):
+            driver.extend_volume(inst, str(uuidlib.uuid4()), 3 * 2 ** 30)
+
+    def after_extend(self, driver, inst, volume, size_bytes) -> None:
+        """A runner whose guest has an OS checks here that it saw the size."""
+
+    def test_resume_after_io_error(self, driver, image, event_log, request):
+        if self.unsupported(driver, "supports_volume_io_error_resume"):
+            return
+        host = request.getfixturevalue("volume_host")(driver)
+        inst = self.spawn(driver, image)
+        assert driver.resume_after_io_error(inst) is False      # running
+        volume = host.connection()
+        driver.attach_volume(inst, volume)
+        host.stop_serving(volume.volume_id)
+        wait_until(lambda: self.state(driver, inst) == power_state.PAUSED, 60,
+                   "the guest's pause on the volume's I/O error")
+        event_log.wait_for(lambda log: any(
+            isinstance(e, events.VolumeIOErrorEvent) and e.instance_uuid == inst.uuid
+            and e.volume_id == volume.volume_id for e in log.received),
+            "the volume's I/O error event")
+        with pytest.raises(block_device.VolumeUnreachable):
+            driver.resume_after_io_error(inst)
+        assert self.state(driver, inst) == power_state.PAUSED
+        host.serve_again(volume.volume_id)
+
+        def resumed() -> bool:
+            try:
+                return driver.resume_after_io_error(inst)
+            except block_device.VolumeUnreachable:
+                return False       # its client connects on its own schedule
+        wait_until(resumed, 60, "a resume once the volume answers")
+        assert self.state(driver, inst) == power_state.RUNNING
+        # A guest its user paused is never resumed here.
+        driver.pause(inst)
+        assert driver.resume_after_io_error(inst) is False
+        assert self.state(driver, inst) == power_state.PAUSED
+        driver.unpause(inst)
 
     # --- snapshot -------------------------------------------------------------------
 

@@ -51,6 +51,25 @@ class TestFakeDriverContract(DriverContract):
         return a_volume
 
     @pytest.fixture
+    def volume_host(self):
+        class Host:
+            def __init__(self, driver) -> None:
+                self.driver = driver
+
+            def connection(self):
+                return a_volume()
+
+            def grow(self, volume_id, size_bytes):
+                pass            # the fake's guests read no export
+
+            def stop_serving(self, volume_id):
+                self.driver.volume_outage(volume_id)
+
+            def serve_again(self, volume_id):
+                self.driver.volume_back(volume_id)
+        return Host
+
+    @pytest.fixture
     def hold_migrations(self):
         @contextlib.contextmanager
         def hold(driver):
