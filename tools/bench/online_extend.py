@@ -34,7 +34,6 @@ import statistics
 import sys
 import tempfile
 import time
-import types
 import uuid as uuidlib
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -43,40 +42,17 @@ sys.path.insert(0, str(REPO))
 import libvirt  # noqa: E402
 
 from compute.virt.block_device import VolumeConnection  # noqa: E402
-from compute.virt.libvirt.driver import LibvirtDriver  # noqa: E402
-from flotilla.conf import CONF  # noqa: E402
 from flotilla.objects import Instance  # noqa: E402
 from tests.fixtures.rig import guest_image, running_rig  # noqa: E402
-from tools.bench.rigcloud import free_port, say  # noqa: E402
-from volume.nbd import StorageDaemon  # noqa: E402
+from tools.bench.rigcloud import rig_driver_and_storage_daemon, say, until  # noqa: E402
 
 GIB = 2 ** 30
-
-
-def until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise RuntimeError("timed out waiting for " + what)
-        time.sleep(0.05)
 
 
 class Bench:
     def __init__(self, host: dict, work: pathlib.Path) -> None:
         self.work = work
-        self.daemon = StorageDaemon(types.SimpleNamespace(volume=types.SimpleNamespace(
-            run_path=str(work / "qsd"), nbd_host="127.0.0.1", nbd_port=free_port(),
-            storage_daemon="qemu-storage-daemon", nbd_tls=False, nbd_tls_x509_dir="")))
-        CONF([], project="flotilla", default_config_files=[])
-        CONF.set_override("state_path", str(work / "state"))
-        CONF.set_override("connection_uri", host["uri"], "libvirt")
-        CONF.set_override("instances_path", host["instances_path"], "libvirt")
-        self.driver = LibvirtDriver(CONF)
-        self.driver.init_host(host["name"])
-        libvirt.virEventRegisterDefaultImpl()
-        import threading
-        threading.Thread(target=lambda: [libvirt.virEventRunDefaultImpl()
-                                         for _ in iter(int, 1)], daemon=True).start()
+        self.driver, self.daemon = rig_driver_and_storage_daemon(host, work)
         self.conn = libvirt.open(host["uri"])
         self.image = guest_image()
         self.instance: Instance | None = None

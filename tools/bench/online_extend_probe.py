@@ -44,9 +44,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import types
 import uuid as uuidlib
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -55,15 +53,12 @@ sys.path.insert(0, str(REPO))
 import libvirt  # noqa: E402
 
 from compute.virt.block_device import VolumeConnection  # noqa: E402
-from compute.virt.libvirt.driver import LibvirtDriver  # noqa: E402
-from flotilla.conf import CONF  # noqa: E402
 from flotilla.objects import Instance  # noqa: E402
 from tests.fixtures.rig import guest_image, running_rig  # noqa: E402
-from tools.bench.rigcloud import free_port, say  # noqa: E402
+from tools.bench.rigcloud import rig_driver_and_storage_daemon, say, until  # noqa: E402
 from volume.nbd import (  # noqa: E402
     QMP,
     QMPError,
-    StorageDaemon,  # noqa: E402
     node_name,
 )
 
@@ -75,46 +70,23 @@ JOB_STATUS = {libvirt.VIR_DOMAIN_BLOCK_JOB_COMPLETED: "completed",
               libvirt.VIR_DOMAIN_BLOCK_JOB_READY: "ready"}
 
 
-def until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise RuntimeError("timed out waiting for " + what)
-        time.sleep(0.2)
-
-
 class Probe:
     def __init__(self, host: dict, work: pathlib.Path, size: int) -> None:
         self.host = host
         self.work = work
         self.size = size
-        self.port = free_port()
-        self.daemon = StorageDaemon(types.SimpleNamespace(volume=types.SimpleNamespace(
-            run_path=str(work / "qsd"), nbd_host="127.0.0.1", nbd_port=self.port,
-            storage_daemon="qemu-storage-daemon", nbd_tls=False, nbd_tls_x509_dir="")))
-        CONF([], project="flotilla", default_config_files=[])
-        CONF.set_override("state_path", str(work / "state"))
-        CONF.set_override("connection_uri", host["uri"], "libvirt")
-        CONF.set_override("instances_path", host["instances_path"], "libvirt")
-        self.driver = LibvirtDriver(CONF)
-        self.driver.init_host(host["name"])
+        self.driver, self.daemon = rig_driver_and_storage_daemon(host, work)
+        self.port = self.daemon.port
         self.volume_id = str(uuidlib.uuid4())
         self.path = work / "volume.raw"
         self.extra_nodes: list[str] = []
         self.instance = None
         self.events: list[tuple[float, int]] = []
-        self._event_loop()
         self.conn = libvirt.open(host["uri"])
         self.admin = "libvirtd:///system?socket=%s/run/libvirt/libvirt-admin-sock" % host["dir"]
         self.log = pathlib.Path(host["dir"]) / "log" / "libvirtd.log"
 
     # --- set-up -----------------------------------------------------------------
-
-    @staticmethod
-    def _event_loop() -> None:
-        libvirt.virEventRegisterDefaultImpl()
-        threading.Thread(target=lambda: [libvirt.virEventRunDefaultImpl()
-                                         for _ in iter(int, 1)], daemon=True).start()
 
     def boot(self) -> None:
         image = guest_image()

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import pathlib
 import shutil
 import socket
 import tempfile
+import threading
+import time
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -34,3 +38,38 @@ def on_one_host_cloud(prefix: str, work: Callable[[Bringup], Any]) -> Any:
     finally:
         cloud.down(keep_logs=False)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def until(predicate: Callable[[], Any], timeout: float, what: str,
+          interval: float = 0.05) -> None:
+    """Poll ``predicate`` until it is true; RuntimeError naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError("timed out waiting for " + what)
+        time.sleep(interval)
+
+
+def rig_driver_and_storage_daemon(host: dict, work: pathlib.Path) -> tuple[Any, Any]:
+    """For the benchmarks that drive one rig host without a cloud: the
+    product's libvirt driver on ``host`` (the global CONF, state under
+    ``work``, a libvirt event loop running) and a qemu-storage-daemon of its
+    own on a free port (NBD plain)."""
+    import libvirt
+
+    from compute.virt.libvirt.driver import LibvirtDriver
+    from flotilla.conf import CONF
+    from volume.nbd import StorageDaemon
+    daemon = StorageDaemon(types.SimpleNamespace(volume=types.SimpleNamespace(
+        run_path=str(work / "qsd"), nbd_host="127.0.0.1", nbd_port=free_port(),
+        storage_daemon="qemu-storage-daemon", nbd_tls=False, nbd_tls_x509_dir="")))
+    CONF([], project="flotilla", default_config_files=[])
+    CONF.set_override("state_path", str(work / "state"))
+    CONF.set_override("connection_uri", host["uri"], "libvirt")
+    CONF.set_override("instances_path", host["instances_path"], "libvirt")
+    driver = LibvirtDriver(CONF)
+    driver.init_host(host["name"])
+    libvirt.virEventRegisterDefaultImpl()
+    threading.Thread(target=lambda: [libvirt.virEventRunDefaultImpl()
+                                     for _ in iter(int, 1)], daemon=True).start()
+    return driver, daemon
