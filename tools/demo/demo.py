@@ -267,6 +267,19 @@ class Walkthrough:
         self.wait_console(second, found)
         say("    %s on %s read the marker %s wrote on %s: the data came along"
             % (second.name, hosts[second.id], first.name, hosts[first.id]))
+        step("extend it to 3 GiB while %s runs with it attached (online)" % second.name)
+        started = time.monotonic()
+        storage.extend_volume(volume, 3)
+        while (lambda v: (v.status, v.size) != ("in-use", 3))(storage.get_volume(volume.id)):
+            now = storage.get_volume(volume.id)
+            if now.status.startswith("error") or time.monotonic() - started > 60:
+                raise RuntimeError("volume %s was not extended online: %s"
+                                   % (volume.id, now.status))
+            time.sleep(0.2)
+        self.wait_console(second, "FLOTILLA-DISK-SIZE vdb %d" % (3 * 1024 ** 3))
+        online = time.monotonic() - started
+        say("    the guest of %s sees vdb at 3 GiB, still in-use (%.1fs)"
+            % (second.name, online))
         snapshot_copy = self.volume_snapshot_copy(volume, first, hosts)
         self.tenant.compute.delete_volume_attachment(second, volume.id)
         storage.wait_for_status(volume, "available", interval=0.5, wait=60)
@@ -275,7 +288,7 @@ class Walkthrough:
         say("    volume detached and deleted")
         return {"volume": volume.id, "from": first.id, "to": second.id,
                 "from_host": hosts[first.id], "to_host": hosts[second.id],
-                "snapshot_copy": snapshot_copy}
+                "snapshot_copy": snapshot_copy, "online_extend_s": online}
 
     def volume_snapshot_copy(self, volume, first, hosts: dict[str, str]) -> dict:
         """Snapshot the in-use volume (crash-consistent, the guest keeps

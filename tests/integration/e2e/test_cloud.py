@@ -56,6 +56,7 @@ def test_the_demo_flow(cloud, walkthrough):
     # A volume written on one host was read on the other (the guest's marker).
     volume = summary["volume"]
     assert volume["from_host"] != volume["to_host"] and volume["from"] != volume["to"]
+    assert volume["online_extend_s"] > 0      # the guest saw 3 GiB while attached
     # Booted from a volume made from the image: an NBD root, no disk file;
     # deleted with the server.
     bfv = summary["boot_from_volume"]
