@@ -68,6 +68,11 @@ class ComputeManager:
         self.reconciler.start_event_worker()
         self.update_available_resource()
 
+    @private
+    def after_start(self) -> None:
+        """Called once this agent consumes its queue."""
+        self.reconciler.after_start()
+
     def _wait_for_conductor(self) -> None:
         # Agents often start before the conductor (or with it restarting):
         # wait for it, as long as it takes, rather than exit.

@@ -69,6 +69,9 @@ class Reconciler:
         self.driver = lifecycle.driver
         self.conductor = lifecycle.conductor
         self.host = lifecycle.host
+        # Reports start-up found to make once the agent consumes its queue
+        # (after_start): their handling calls back into this agent.
+        self._deferred: list[tuple] = []
         self._events: collections.deque[events.Event] = collections.deque()
         self._events_ready = concurrency.Event()
         self._stopping = False
@@ -228,8 +231,15 @@ class Reconciler:
             return False
         LOG.warning("instance %s: the copy of its disk to %s was interrupted by this "
                     "agent's restart; reporting it failed", uuid, migration.get("dest_host"))
-        concurrency.spawn(self._report_lost_copy, ctxt, uuid, migration["uuid"])
+        self._deferred.append((self._report_lost_copy, ctxt, uuid, migration["uuid"]))
         return True
+
+    def after_start(self) -> None:
+        """Make the reports start-up deferred (see _deferred), each in its
+        own thread: the conductor's handling calls back into this agent."""
+        deferred, self._deferred = self._deferred, []
+        for call, *args in deferred:
+            concurrency.spawn(call, *args)
 
     def _report_lost_copy(self, ctxt: RequestContext, uuid: str, migration_uuid: str) -> None:
         try:

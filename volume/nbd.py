@@ -439,26 +439,37 @@ class StorageDaemon:
         is exported at that size. Idempotent."""
         self.ensure_running()
         node = node_name(volume_id)
-        with self._lock:
-            qmp = self._session()
+        try:
+            with self._lock:
+                qmp = self._session()
+                try:
+                    sizes = {n.get("node-name"): n.get("image", {}).get("virtual-size")
+                             for n in qmp.execute("query-named-block-nodes", flat=True)}
+                    if node in sizes and sizes[node] is not None \
+                            and int(sizes[node]) >= size_bytes:
+                        LOG.info("volume %s is served at %s bytes already", volume_id,
+                                 sizes[node])
+                    elif node in sizes:
+                        self._regrow(qmp, volume_id, size_bytes, timeout)
+                finally:
+                    qmp.close()
+        except Exception:
+            # The export may be gone already (removed before the resize that
+            # failed): serve the volume again at the size its node has, so
+            # the guest is not left without its disk; then the failure.
             try:
-                sizes = {n.get("node-name"): n.get("image", {}).get("virtual-size")
-                         for n in qmp.execute("query-named-block-nodes", flat=True)}
-                if node in sizes and sizes[node] is not None \
-                        and int(sizes[node]) >= size_bytes:
-                    LOG.info("volume %s is served at %s bytes already", volume_id,
-                             sizes[node])
-                elif node in sizes:
-                    self._regrow(qmp, volume_id, size_bytes, timeout)
-            finally:
-                qmp.close()
+                self.export(volume_id, path)
+            except Exception:
+                LOG.exception("volume %s could not be exported again after a failed "
+                              "grow", volume_id)
+            raise
         # (Re-)adds the export (and a node over the grown file) when missing.
         return self.export(volume_id, path)
 
     @staticmethod
     def _regrow(qmp: QMP, volume_id: str, size_bytes: int, timeout: float) -> None:
-        # Under self._lock. Whatever fails, the export is added back (by
-        # grow_export's export) at the size the node has then.
+        # Under self._lock. Whatever fails, grow_export adds the export back
+        # at the size the node has then (success or not).
         node = node_name(volume_id)
         try:
             qmp.execute("block-export-del", id=export_id(volume_id), mode="hard")

@@ -194,3 +194,28 @@ def test_the_watch_never_waits_for_a_copy_job(conf, volume_host):
         release.set()
         worker.join()
     assert outcome == ["released"]
+
+
+def test_a_grow_that_fails_after_removing_the_export_serves_the_volume_again(
+        volume_host, monkeypatch):
+    """The export goes before the node's resize: a resize that then fails
+    must not leave the guest's disk without an export (its guest would
+    stay paused on I/O errors)."""
+    from volume.nbd import QMPError
+    daemon, backend, port = volume_host
+    vid = str(uuidlib.uuid4())
+    path = backend.create(vid, 1)
+    daemon.export(vid, path)
+    _nbd(port, vid, "-c", "write -P 0x5a 0 4k")
+
+    def export_removed_then_resize_refused(qmp, volume_id, size_bytes, timeout):
+        qmp.execute("block-export-del", id=export_id(volume_id), mode="hard")
+        raise QMPError("block_resize", {"class": "GenericError", "desc": "refused"})
+
+    monkeypatch.setattr(StorageDaemon, "_regrow", staticmethod(
+        export_removed_then_resize_refused))
+    with pytest.raises(QMPError):
+        daemon.grow_export(vid, path, 32 << 20)
+    assert export_id(vid) in daemon.exports()
+    assert "read 4096/4096" in _nbd(port, vid, "-c", "read -P 0x5a 0 4k")
+    daemon.unexport(vid)

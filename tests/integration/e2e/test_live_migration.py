@@ -147,6 +147,11 @@ def test_live_migration_moves_a_running_guest_that_keeps_ticking(cloud, walkthro
         assert after[1] == after[0] + 5
         shown = tenant.compute.get_server_console_output(server.id)["output"]
         assert "FLOTILLA-TICK %d" % after[-1] in shown or TICK.search(shown)
+        # The hypervisors' view (2.53 with_servers): it runs on host2 only.
+        hypervisors = admin.compute.get("/os-hypervisors/detail?with_servers=true",
+                                        microversion="2.53").json()["hypervisors"]
+        assert [h["service"]["host"] for h in hypervisors
+                if server.id in [s["uuid"] for s in h.get("servers", [])]] == ["host2"]
         # The migration record: completed, visible to admins.
         migrations = admin.compute.get("/os-migrations?instance_uuid=%s" % server.id,
                                        microversion="2.59").json()["migrations"]
@@ -375,8 +380,14 @@ def _held_migration(cloud, walkthrough, server) -> tuple[str, str, dict, int, li
     ``openstack server migration show`` sees it: (source, dest, rig URIs,
     the migration's API id, ticks before)."""
     source, dest, uris, before = _start_held_migration(cloud, walkthrough, server)
-    [listed] = [m for m in walkthrough.admin.compute.get(
-        "/servers/%s/migrations" % server.id, microversion="2.59").json()["migrations"]]
+
+    def listed_with_progress():
+        [one] = walkthrough.admin.compute.get(
+            "/servers/%s/migrations" % server.id, microversion="2.59").json()["migrations"]
+        return one if one["memory_processed_bytes"] else None
+    # Progress from libvirt's job statistics, on the record, through the API.
+    listed = wait_until(listed_with_progress, 60, "the migration's progress")
+    assert listed["memory_total_bytes"] >= listed["memory_processed_bytes"] > 0, listed
     # By UUID: given an integer, OSC 10.5 swaps the SDK's arguments (see
     # ../shared/OPENSTACK-CLIENTS.md) and fails against Nova too.
     shown = json.loads(_admin_cli(cloud, "--os-compute-api-version", "2.59", "server",
