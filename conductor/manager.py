@@ -95,6 +95,8 @@ class ConductorManager:
             self._flows["volume_attach"] = self._flows["volume_detach"] = \
                 self._flows["volume"]
             self._flows["delete"].on_deleted = self._release_volumes
+            self._flows["volume_extend"].release_if_gone = \
+                self._flows["volume"].release_if_gone
         return self._flows
 
     @private

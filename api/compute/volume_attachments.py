@@ -44,7 +44,7 @@ ATTACH = {"type": "object", "required": ["volumeAttachment"], "additionalPropert
                              "device": {"type": ["string", "null"], "maxLength": 255},
                              "tag": {"type": ["string", "null"], "maxLength": 60},
                              "delete_on_termination": {"type": "boolean"}}}}}
-DETACHABLE = (st.VOLUME_IN_USE, st.VOLUME_ERROR)
+DETACHABLE = (st.VOLUME_IN_USE, st.VOLUME_ERROR, st.VOLUME_ERROR_EXTENDING)
 
 
 def _attachment(server_uuid: str, volume_id: str):

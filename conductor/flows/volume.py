@@ -59,7 +59,7 @@ ATTACH = "attach_volume"
 DETACH = "detach_volume"
 # The statuses a server's delete releases; the other ones with an
 # attachment (reserved, attaching, detaching) belong to a flow in flight.
-RELEASABLE = (st.VOLUME_IN_USE, st.VOLUME_ERROR)
+RELEASABLE = (st.VOLUME_IN_USE, st.VOLUME_ERROR, st.VOLUME_ERROR_EXTENDING)
 
 
 def attached_volumes(instance_uuid: str) -> list[BlockDeviceMapping]:
@@ -289,7 +289,7 @@ class VolumeFlow(Flow):
             recorder.reporter.finish(ctxt, instance_uuid, failed=True)
             return
         # Deleted between the guest's attach and in-use: free the volume.
-        self._release_if_gone(ctxt, instance_uuid, volume_id)
+        self.release_if_gone(ctxt, instance_uuid, volume_id)
         recorder.reporter.finish(ctxt, instance_uuid)
 
     def _attach_failed(self, ctxt, instance_uuid, volume_id, attachment_id,
@@ -321,7 +321,7 @@ class VolumeFlow(Flow):
                 LOG.warning("volume %s: %s", volume_id, exc)
             # The server deleted meanwhile (its guest, and the disk, gone):
             # its release left the volume to this flow, which frees it.
-            self._release_if_gone(ctxt, instance_uuid, volume_id)
+            self.release_if_gone(ctxt, instance_uuid, volume_id)
             recorder.reporter.fault(ctxt, instance_uuid, failed.cause)
             recorder.reporter.finish(ctxt, instance_uuid, failed=True)
             LOG.warning("detach of volume %s from %s failed: %s", volume_id,
@@ -367,7 +367,7 @@ class VolumeFlow(Flow):
         change a compare-and-swap). One in ``reserved``, ``attaching`` or
         ``detaching`` belongs to a flow in flight: it is left to that flow,
         which ends it itself when it finds the server gone (an attach
-        reverts; a detach completes, see :meth:`_release_if_gone`) - making
+        reverts; a detach completes, see :meth:`release_if_gone`) - making
         it available under the flow would let a new attach be exported and
         then unexported by the old flow's next step."""
         released = 0
@@ -418,7 +418,7 @@ class VolumeFlow(Flow):
             delete_volume(self.conf, self.volumes, ctxt, volume.id)
         return True
 
-    def _release_if_gone(self, ctxt: RequestContext, instance_uuid: str,
+    def release_if_gone(self, ctxt: RequestContext, instance_uuid: str,
                          volume_id: str) -> bool:
         """After an attach or detach flow: when the server was deleted while
         it ran (its release left this volume to the flow), release the
@@ -440,6 +440,9 @@ class VolumeFlow(Flow):
         ended = 0
         for volume in vdb.volume_get_expired():
             to = st.VOLUME_ON_TIMEOUT[volume.status]
+            if volume.status == st.VOLUME_EXTENDING and \
+                    vdb.attachments_of_volume(volume.id):
+                to = st.VOLUME_IN_USE   # attached: usable again (see volume_extend)
             try:
                 vdb.volume_update(volume.id, {
                     "status": to, "status_reason": "%s timed out (deadline %s)"

@@ -26,10 +26,12 @@ Steps:
    have seen it; it is harmless).
 4. ``in_use``: extending -> in-use (the size is the new one already).
 
-A failure ends the volume ``error_extending`` with the old size and the
-reason (``status_reason``), as an extend of an available volume does, and
-the action failed; the server is untouched. The reaper ends a flow lost
-with its conductor past [volume] operation_timeout the same way.
+A failure ends the volume ``in-use`` again with the old size and the
+reason (``status_reason``; ``error_extending`` if it was detached
+meanwhile), and the action failed; the server is untouched. The reaper
+ends a flow lost with its conductor past [volume] operation_timeout the
+same way. A server deleted while its volume extended left the volume to
+this flow: the flow releases it at its end (``release_if_gone``).
 """
 
 from __future__ import annotations
@@ -157,9 +159,14 @@ class InUse(Step):
 
 
 def error_extending(volume_id: str, old_size_gb: int, reason: str | None) -> bool:
-    """extending -> error_extending with the old size (and ``reason`` when
-    given); whether it moved."""
-    values: dict = {"status": st.VOLUME_ERROR_EXTENDING, "size_gb": old_size_gb}
+    """End a failed extend: extending -> in-use with the old size and
+    ``reason`` while the volume is still attached (it must stay usable:
+    detached, extended again, released with its server; no API resets an
+    error_extending volume), else error_extending as an available volume's
+    failed extend ends; whether it moved."""
+    attached = bool(vdb.attachments_of_volume(volume_id))
+    values: dict = {"status": st.VOLUME_IN_USE if attached else st.VOLUME_ERROR_EXTENDING,
+                    "size_gb": old_size_gb}
     if reason is not None:
         values["status_reason"] = reason[:1000]
     try:
@@ -177,6 +184,19 @@ class VolumeExtendFlow(Flow):
         super().__init__(conf, host)
         self.compute = compute
         self.volumes = volumes
+        # (ctxt, instance_uuid, volume_id) -> whether the server was gone:
+        # the volume flow's release of a deleted server's volume (set by
+        # the conductor manager).
+        self.release_if_gone = None
+
+    def _release_if_gone(self, state: ExtendState) -> None:
+        if self.release_if_gone is None:
+            return
+        try:
+            self.release_if_gone(state.ctxt, state.instance_uuid, state.volume_id)
+        except Exception:
+            LOG.exception("volume %s of server %s not released", state.volume_id,
+                          state.instance_uuid)
 
     def steps(self) -> list[Step]:
         return [Extending(self.compute, self.volumes), GrowExport(self.volumes),
@@ -206,12 +226,14 @@ class VolumeExtendFlow(Flow):
             return
         LOG.info("volume %s extended online from %d to %d GiB (server %s)", volume_id,
                  old_size_gb, new_size_gb, instance_uuid)
+        self._release_if_gone(state)
         recorder.reporter.finish(ctxt, instance_uuid)
 
     def _failed(self, state: ExtendState, recorder, failed: FlowFailed) -> None:
         reason = "extend failed at %s: %s" % (failed.step, _reason(failed.cause))
         # Extending's revert, and the end of a flow whose check failed.
         error_extending(state.volume_id, state.old_size_gb, reason)
+        self._release_if_gone(state)
         recorder.reporter.finish(state.ctxt, state.instance_uuid, failed=True)
         LOG.warning("online extend of volume %s failed: %s", state.volume_id, failed)
 
@@ -223,6 +245,7 @@ class VolumeExtendFlow(Flow):
         except FlowFailed as failed:
             self._failed(state, recorder, failed)
             return
+        self._release_if_gone(state)
         recorder.reporter.finish(state.ctxt, state.instance_uuid)
 
     def cleanup(self, ctxt: RequestContext, instance,

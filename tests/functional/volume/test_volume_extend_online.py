@@ -76,6 +76,16 @@ def _extend(cloud, inst, vid, att, new_size: int = 2):
     return ctxt
 
 
+def _failed_back_in_use(vid: str, timeout: float = 10):
+    """The volume after a failed online extend: in-use again (still
+    attached, usable) with the old size and the reason."""
+    deadline = time.monotonic() + timeout
+    while (row := vdb.volume_get(vid)).status != st.VOLUME_IN_USE or not row.status_reason:
+        assert time.monotonic() < deadline, "volume %s is %s" % (vid, row.status)
+        time.sleep(0.02)
+    return row
+
+
 def _finished(inst, ctxt, timeout: float = 10):
     deadline = time.monotonic() + timeout
     while (action := db.action_get(inst["uuid"], ctxt.request_id)).finish_time is None:
@@ -107,7 +117,7 @@ def test_a_failed_grow_puts_the_old_size_back_with_the_reason(cloud):
     inst, vid, att = _in_use(cloud)
     cloud.daemon.fail_grow = True
     ctxt = _extend(cloud, inst, vid, att, 2)
-    row = _wait_status(vid, st.VOLUME_ERROR_EXTENDING)
+    row = _failed_back_in_use(vid)
     assert row.size_gb == 1
     assert "grow_export" in row.status_reason and "block_resize refused" in \
         row.status_reason, row.status_reason
@@ -123,7 +133,7 @@ def test_a_failed_extend_on_the_host_puts_the_old_size_back(cloud):
         "extend_volume", exception.VolumeAttachFailed(
             volume_id=vid, instance_uuid=inst["uuid"], reason="blockResize failed"))
     ctxt = _extend(cloud, inst, vid, att, 2)
-    row = _wait_status(vid, st.VOLUME_ERROR_EXTENDING)
+    row = _failed_back_in_use(vid)
     assert row.size_gb == 1 and "extend_on_host" in row.status_reason, row.status_reason
     assert _finished(inst, ctxt).message == "Error"
     events_seen = _events(inst["uuid"], ctxt.request_id)
@@ -136,7 +146,7 @@ def test_a_failed_check_ends_the_extend_without_touching_anything(cloud):
     # The server moved to another host since the attachment was recorded.
     db.instance_update(inst["uuid"], {"host": "host2"})
     ctxt = _extend(cloud, inst, vid, att, 2)
-    row = _wait_status(vid, st.VOLUME_ERROR_EXTENDING)
+    row = _failed_back_in_use(vid)
     assert row.size_gb == 1 and "extending" in row.status_reason, row.status_reason
     assert cloud.backend.volumes[vid] == 1 and vid not in cloud.daemon.sizes
     assert _finished(inst, ctxt).message == "Error"
@@ -196,3 +206,43 @@ def test_an_agent_that_starts_resumes_a_guest_an_io_error_paused_meanwhile(cloud
     cloud.wait_for(inst["uuid"], lambda i: driver.get_info(inst).power_state
                    == power_state.RUNNING)
     assert db.instance_get(inst["uuid"]).vm_state == st.ACTIVE
+
+
+def test_a_volume_whose_extend_failed_stays_usable(cloud):
+    """Nothing resets an error_extending volume: a failed online extend
+    leaves it in-use, so its server's delete releases it (and it could be
+    detached or extended again)."""
+    inst, vid, att = _in_use(cloud)
+    cloud.daemon.fail_grow = True
+    _extend(cloud, inst, vid, att, 2)
+    _failed_back_in_use(vid)
+    db.instance_update(inst["uuid"], {"task_state": st.DELETING})
+    cloud.conductor.delete_instance(cloud.ctxt, inst["uuid"])
+    row = _wait_status(vid, st.VOLUME_AVAILABLE)
+    assert vdb.attachments_of_volume(vid) == [] and cloud.daemon.exported == set()
+    assert row.size_gb == 1
+
+
+def test_a_server_deleted_during_the_extend_has_its_volume_released_by_the_flow(
+        cloud, monkeypatch):
+    """Its delete left the extending volume to the flow: the flow releases
+    it when it ends."""
+    inst, vid, att = _in_use(cloud)
+    real_grow = cloud.daemon.grow_export
+
+    def grow_while_the_server_goes(volume_id, path, size_bytes):
+        db.instance_update(inst["uuid"], {"task_state": st.DELETING})
+        cloud.conductor.delete_instance(cloud.ctxt, inst["uuid"])
+        deadline = time.monotonic() + 10
+        while any(i.uuid == inst["uuid"] for i in db.instance_get_all()):
+            assert time.monotonic() < deadline, "the server was not deleted"
+            time.sleep(0.02)
+        # Its delete left the extending volume (and its attachment) alone.
+        assert vdb.attachments_of_volume(volume_id)
+        return real_grow(volume_id, path, size_bytes)
+
+    monkeypatch.setattr(cloud.daemon, "grow_export", grow_while_the_server_goes)
+    _extend(cloud, inst, vid, att, 2)
+    row = _wait_status(vid, st.VOLUME_AVAILABLE)
+    assert vdb.attachments_of_volume(vid) == [] and cloud.daemon.exported == set()
+    assert row.status == st.VOLUME_AVAILABLE
