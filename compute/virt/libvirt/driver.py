@@ -36,7 +36,7 @@ from compute.virt.libvirt.guest import Guest
 from compute.virt.libvirt.host import Host
 from compute.virt.libvirt.imagecache import ImageCache
 from compute.virt.libvirt.migration import LibvirtMigrationMixin
-from compute.virt.libvirt.resize import LibvirtResizeMixin
+from compute.virt.libvirt.resize import KEPT_SUFFIX, LibvirtResizeMixin
 from compute.virt.libvirt.snapshot import LibvirtSnapshotter
 from compute.virt.libvirt.volume_extend import LibvirtVolumeExtendMixin
 from compute.virt.libvirt.volumes import LibvirtVolumes
@@ -236,6 +236,15 @@ class LibvirtDriver(LibvirtResizeMixin, LibvirtMigrationMixin, LibvirtVolumeExte
         LOG.info("spawned %s", instance.uuid)
 
     def destroy(self, instance) -> None:
+        self._destroy_guest(instance)
+        if self.real_disks:
+            # A server deleted during a same-host resize: the original kept
+            # for a revert goes with it.
+            shutil.rmtree(self.instance_dir(Instance.coerce(instance)) + KEPT_SUFFIX,
+                          ignore_errors=True)
+
+    def _destroy_guest(self, instance) -> None:
+        """The guest and its directory (not an original kept for a revert)."""
         instance = Instance.coerce(instance)
         domain = self.host.lookup(instance.uuid)
         if domain is not None:

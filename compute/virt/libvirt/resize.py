@@ -385,7 +385,7 @@ class LibvirtResizeMixin:
         if self._same_host(MigrateData.coerce(migrate_data)):
             if not os.path.isdir(self.instance_dir(instance) + KEPT_SUFFIX):
                 return      # the guest here is still the original: not ours to remove
-            self.destroy(instance)      # the resized one; the kept directory stays
+            self._destroy_guest(instance)   # the resized one; the kept directory stays
             return
         with contextlib.suppress(libvirt.libvirtError, exception.FlotillaException):
             self.host.with_connection(

@@ -767,6 +767,20 @@ class DriverContract:
         assert info.power_state == power_state.RUNNING and info.memory_mb == 64
         assert driver.check_can_migrate_source(inst, False).source_host
 
+    def test_a_server_deleted_during_a_same_host_resize_leaves_nothing(self, driver,
+                                                                        image):
+        """Deleted in VERIFY_RESIZE: the resized guest and the original kept
+        for a revert both go."""
+        if self.unsupported(driver, "supports_cold_migration"):
+            return
+        inst, bigger, _data = self.same_host_resize(driver, image)
+        driver.destroy(bigger)
+        assert inst.uuid not in driver.list_instances()
+        if getattr(driver, "real_disks", False):
+            directory = driver.instance_dir(inst)
+            assert not os.path.exists(directory)
+            assert not os.path.exists(directory + "_resize")
+
     def test_a_same_host_revert_before_the_copy_keeps_the_original(self, driver, image):
         """A failure before the original stepped aside: the destination's
         cleanup (the same host) must not remove it."""
