@@ -90,6 +90,8 @@ class AuthMiddleware:
                 LOG.error("No policy rule for %s %s: refused", req.method,
                           req.uri_template)
                 raise errors.forbidden("Policy doesn't allow this request.")
+            LOG.debug("no route for %s %s: a method the path lacks", req.method,
+                      req.uri_template)
             raise _no_such_method(req, resource)
         if rule == policy.PUBLIC:
             return

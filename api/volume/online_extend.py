@@ -29,9 +29,10 @@ LOG = logging.getLogger(__name__)
 COMPUTE_BINARY = "flotilla-compute"
 COMPUTE_VERSION = "1.11"
 CAPABILITY = "supports_extend_volume"
-#: Servers whose guest learns the size online (running or paused) or at
-#: its next start (stopped).
-VM_STATES = (st.ACTIVE, st.PAUSED, st.STOPPED)
+#: Servers whose guest learns the size online (running) or at its next
+#: start (stopped). Not a paused one: the extend resumes a guest an I/O
+#: error paused, which must never resume a server its user paused.
+VM_STATES = (st.ACTIVE, st.STOPPED)
 
 
 def _refuse(volume_id: str, reason: str) -> errors.APIError:

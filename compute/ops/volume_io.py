@@ -93,15 +93,14 @@ class IOErrorResumer:
         volume does not answer, or an operation holds the server)."""
         ctxt = get_admin_context()
         try:
-            record = self.conductor.instance_get(ctxt, instance_uuid)
-        except exception.InstanceNotFound:
-            return False
-        if record.get("host") != self.host or record["vm_state"] != st.ACTIVE:
-            return False       # e.g. PAUSED by its user: never resumed here
-        if record["task_state"] is not None:
-            return None        # its operation first (it may resume it itself)
-        try:
+            # Read under the instance's lock: a user's pause (which holds it)
+            # is either over, and seen, or not begun.
             with self.lifecycle.locks.hold(instance_uuid):
+                record = self.conductor.instance_get(ctxt, instance_uuid)
+                if record.get("host") != self.host or record["vm_state"] != st.ACTIVE:
+                    return False       # e.g. PAUSED by its user: never resumed here
+                if record["task_state"] is not None:
+                    return None        # its operation first (it may resume it itself)
                 return self.driver.resume_after_io_error(Instance.from_record(record))
         except VolumeUnreachable as exc:
             LOG.info("instance %s stays paused: %s", instance_uuid, exc)

@@ -140,30 +140,39 @@ def evacuate(walk, server, hosts: dict[str, str], say, step) -> dict:
     step("evacuate %s: %s's agent stopped, its service forced down" % (server.name, dead))
     walk.cloud.stop_daemon(daemon)
     service = _service(walk, dead)
-    walk.admin.compute.update_service_forced_down(service, dead, service.binary, True)
-    _wait_service(walk, dead, "down")
-    say("    %s: compute service down (forced)" % dead)
-    started = time.monotonic()
-    walk.admin.compute.evacuate_server(server)
-    deadline = time.monotonic() + 300
-    while True:
-        now = walk.admin.compute.get_server(server.id)
-        if now.status != "REBUILD" and not now.task_state:
-            break
-        if time.monotonic() > deadline:
-            raise RuntimeError("the evacuation of %s is still running" % server.name)
-        time.sleep(0.5)
-    if now.status != "ACTIVE":
-        raise RuntimeError("the evacuation of %s ended %s" % (server.name, now.status))
-    there = now.compute_host
-    on_dest = _domstate(walk, there, server.id)
-    say("    %s rebuilt from its image on %s in %.1fs; virsh there: %s"
-        % (server.name, there, time.monotonic() - started, on_dest))
-    stale = server.id in _domains(walk, dead)
-    say("    %s's libvirt still has its stale copy: %s" % (dead, "yes" if stale else "no"))
-    step("bring %s back: its agent removes the evacuated guest's stale copy" % dead)
-    walk.admin.compute.update_service_forced_down(service, dead, service.binary, False)
-    walk.cloud.start_compute(dead)
+    back = False
+    try:
+        walk.admin.compute.update_service_forced_down(service, dead, service.binary, True)
+        _wait_service(walk, dead, "down")
+        say("    %s: compute service down (forced)" % dead)
+        started = time.monotonic()
+        walk.admin.compute.evacuate_server(server)
+        deadline = time.monotonic() + 300
+        while True:
+            now = walk.admin.compute.get_server(server.id)
+            if now.status != "REBUILD" and not now.task_state:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("the evacuation of %s is still running" % server.name)
+            time.sleep(0.5)
+        if now.status != "ACTIVE":
+            raise RuntimeError("the evacuation of %s ended %s" % (server.name, now.status))
+        there = now.compute_host
+        on_dest = _domstate(walk, there, server.id)
+        say("    %s rebuilt from its image on %s in %.1fs; virsh there: %s"
+            % (server.name, there, time.monotonic() - started, on_dest))
+        stale = server.id in _domains(walk, dead)
+        say("    %s's libvirt still has its stale copy: %s"
+            % (dead, "yes" if stale else "no"))
+        step("bring %s back: its agent removes the evacuated guest's stale copy" % dead)
+        walk.admin.compute.update_service_forced_down(service, dead, service.binary, False)
+        walk.cloud.start_compute(dead)
+        back = True
+    finally:
+        if not back:      # the cloud stays usable (KEEP=1) whatever failed
+            walk.admin.compute.update_service_forced_down(service, dead, service.binary,
+                                                          False)
+            walk.cloud.start_compute(dead)
     _wait_service(walk, dead, "up")
     deadline = time.monotonic() + 120
     while server.id in _domains(walk, dead):

@@ -99,6 +99,10 @@ def test_a_server_in_a_task_is_409(cloud):
     db.instance_update(uuid, {"task_state": None, "vm_state": st.SUSPENDED})
     r = _extend(cloud, vid, 2)
     assert r.status_code == 409 and "suspended" in r.text, r.text
+    # Paused by its user: the extend would resume a guest an I/O error paused.
+    db.instance_update(uuid, {"vm_state": st.PAUSED})
+    r = _extend(cloud, vid, 2)
+    assert r.status_code == 409 and "paused" in r.text, r.text
     assert vdb.volume_get(vid).status == st.VOLUME_IN_USE
 
 
