@@ -36,7 +36,7 @@ from api.volume import online_extend, resources, snapshots
 from flotilla import exception
 from flotilla import states as st
 from flotilla.db import volumes as vdb
-from flotilla.volume_placement import NotEnoughSpace, check_host_space
+from flotilla.volume_placement import NotEnoughSpace, space_guard
 
 LOG = logging.getLogger(__name__)
 
@@ -102,15 +102,17 @@ class VolumeAction:
             raise errors.bad_request("Invalid volume: Volume status must be available "
                                      "to extend, but current status is: %s." % row.status)
         try:
-            # The growth takes space on the volume's host (413 naming it).
-            check_host_space(conf, row.host, new_size - row.size_gb, "where the volume is")
+            # The growth takes space on the volume's host (413 naming it),
+            # checked in the reservation's transaction, serialised per host
+            # with creates and other extends.
+            old = vdb.volume_extend_begin(
+                row.id, new_size, row.status, resources.volume_defaults(conf),
+                vdb.deadline(conf.volume.operation_timeout),
+                check=space_guard(conf, row.host, new_size - row.size_gb)
+                if row.host else None)
         except NotEnoughSpace as exc:
             raise errors.APIError(413, "Insufficient free space for volume extension: "
                                   "%s" % exc, fault="overLimit") from None
-        try:
-            old = vdb.volume_extend_begin(
-                row.id, new_size, row.status, resources.volume_defaults(conf),
-                vdb.deadline(conf.volume.operation_timeout))
         except vdb.VolumeOverQuota as exc:
             raise errors.APIError(413, "VolumeSizeExceedsAvailableQuota: Requested volume "
                                   "size for field/attribute new_size exceeds the "

@@ -188,14 +188,16 @@ def volume_create(values: Mapping[str, Any], defaults: Mapping[str, int],
 
 
 def volume_extend_begin(volume_id: str, new_size_gb: int, expected_status: str,
-                        defaults: Mapping[str, int], deadline_at: datetime.datetime
-                        ) -> int:
+                        defaults: Mapping[str, int], deadline_at: datetime.datetime,
+                        check: Callable[[Any], None] | None = None) -> int:
     """Reserve an extend: within the project's ``gigabytes`` quota (the
     growth counts; VolumeOverQuota otherwise), status ``expected_status`` ->
     extending and ``size_gb`` -> ``new_size_gb`` in one transaction, so a
     concurrent create or extend sees the gigabytes taken. The old size,
     which a failed extend puts back. VolumeStatusConflict when the status
-    moved; Invalid when the size is not larger any more."""
+    moved; Invalid when the size is not larger any more. ``check`` (given
+    the session, after the quota check) may refuse by raising, as
+    volume_create's (the host's space for the growth)."""
     with session_scope() as session:
         row = session.get(Volume, volume_id)
         if row is None or row.deleted:
@@ -214,6 +216,8 @@ def volume_extend_begin(volume_id: str, new_size_gb: int, expected_status: str,
             raise VolumeOverQuota(resources="gigabytes", detail=(
                 "gigabytes: requested %d, in use %d, limit %d"
                 % (growth, usage["gigabytes"], limit)))
+        if check is not None:
+            check(session)
         result = session.execute(
             sa.update(Volume).where(Volume.id == volume_id, Volume.deleted.is_(False),
                                     Volume.status == expected_status)

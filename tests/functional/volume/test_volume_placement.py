@@ -186,8 +186,8 @@ def test_a_snapshot_or_an_extend_needs_the_space_on_the_volumes_host(cloud):
     assert "vol2: 2.0 GiB free" in r.text and sdb.snapshot_get_all() == []
     r = cloud.request("POST", V + "/volumes/%s/action" % vid,
                       json={"os-extend": {"new_size": 7}})
-    assert r.status_code == 413 and "Requested 3 GiB" in r.text, r.text
-    assert "where the volume is" in r.text and vdb.volume_get(vid).size_gb == 4
+    assert r.status_code == 413 and "Requested size 3 GiB" in r.text, r.text
+    assert "volume host vol2: 2.0 GiB free" in r.text and vdb.volume_get(vid).size_gb == 4
     r = cloud.request("POST", V + "/volumes/%s/action" % vid,
                       json={"os-extend": {"new_size": 6}})
     assert r.status_code == 202, r.text
