@@ -167,8 +167,11 @@ def test_a_resize_of_a_stopped_server_stays_stopped(cloud):
     assert cloud.wait_idle(inst["uuid"])["vm_state"] == st.STOPPED
 
 
-def test_a_failure_on_the_destination_is_reverted(cloud):
-    inst = _boot(cloud)
+def _resize_failing_on_the_destination(cloud, inst):
+    """A resize of ``inst`` whose destination fails to finish it: the
+    migration errors, the server is ACTIVE on its source with its old
+    flavor, nothing stays on the destination: (the source's guest, the
+    migration's uuid)."""
     source, dest = inst["host"], _other(inst["host"])
     cloud.drivers[dest].inject_failure(
         "finish_migration", exception.MigrationError(instance_uuid=inst["uuid"],
@@ -182,6 +185,12 @@ def test_a_failure_on_the_destination_is_reverted(cloud):
     assert guest.power_state == power_state.RUNNING and not guest.kept_for_revert
     assert inst["uuid"] not in cloud.drivers[dest].guests
     assert inst["uuid"] not in cloud.drivers[dest]._staged
+    return guest, migration_uuid
+
+
+def test_a_failure_on_the_destination_is_reverted(cloud):
+    inst = _boot(cloud)
+    _guest, migration_uuid = _resize_failing_on_the_destination(cloud, inst)
     assert db.allocation_get_by_consumer(migration_uuid) == []
     assert faults(inst["uuid"])
     _usage_matches_claims()

@@ -28,6 +28,7 @@ from tests.functional.test_resize import (
     _other,
     _reap_a_lost_cast,
     _resize,
+    _resize_failing_on_the_destination,
     _second,
     _usage_matches_claims,
     _wait_migration,
@@ -130,20 +131,10 @@ def test_cold_migrate_with_volumes_then_revert(cloud):
 
 def test_a_failure_on_the_destination_gives_the_volumes_back_to_the_source(cloud):
     inst = _boot(cloud)
-    source, dest = inst["host"], _other(inst["host"])
+    source = inst["host"]
     vid, device, _connection = _attach(cloud, inst)
-    cloud.drivers[dest].inject_failure(
-        "finish_migration", exception.MigrationError(instance_uuid=inst["uuid"],
-                                                     reason="injected"))
-    migration_uuid = _resize(cloud, inst, BIGGER)
-    migration = _wait_migration(migration_uuid, ("error", "finished"))
-    assert migration.status == "error" and "injected" in migration.error_reason
-    now = cloud.wait_idle(inst["uuid"])
-    assert (now["host"], now["vm_state"], now["flavor_id"]) == (source, st.ACTIVE, "1")
-    guest = cloud.drivers[source].guests[inst["uuid"]]
-    assert guest.power_state == power_state.RUNNING and not guest.kept_for_revert
+    guest, migration_uuid = _resize_failing_on_the_destination(cloud, inst)
     assert guest.devices() == {vid: device}
-    assert inst["uuid"] not in cloud.drivers[dest].guests
     assert _attachment_hosts(inst["uuid"]) == [source]
     assert vdb.volume_get(vid).status == st.VOLUME_IN_USE
     assert db.allocation_get_by_consumer(migration_uuid) == []
@@ -256,13 +247,20 @@ def test_same_host_resize_with_a_volume_confirmed(one_host):
     _usage_matches_claims()
 
 
-def test_same_host_resize_reverted(one_host):
+def _resized_on_its_host(one_host) -> tuple[dict, str, str, str]:
+    """A server with a volume resized to BIGGER on its own host, waiting
+    in VERIFY_RESIZE: (instance, volume id, its device, migration uuid)."""
     one_host.conf.set_override("allow_resize_to_same_host", True)
     inst = _boot(one_host)
     vid, device, _connection = _attach(one_host, inst)
     migration_uuid = _resize(one_host, inst, BIGGER)
     assert _wait_migration(migration_uuid, ("finished", "error")).status == "finished"
     one_host.wait_idle(inst["uuid"])
+    return inst, vid, device, migration_uuid
+
+
+def test_same_host_resize_reverted(one_host):
+    inst, vid, device, migration_uuid = _resized_on_its_host(one_host)
     _second(one_host, inst["uuid"], "revertResize", st.RESIZE_REVERTING, "reverting",
             "revert_resize", migration_uuid)
     assert _wait_migration(migration_uuid, ("reverted", "finished")).status == "reverted"
@@ -327,12 +325,7 @@ def test_the_reaper_finishes_a_lost_revert_with_the_volumes_back_on_the_source(c
 
 
 def test_the_reaper_finishes_a_lost_same_host_revert(one_host):
-    one_host.conf.set_override("allow_resize_to_same_host", True)
-    inst = _boot(one_host)
-    vid, device, _connection = _attach(one_host, inst)
-    migration_uuid = _resize(one_host, inst, BIGGER)
-    assert _wait_migration(migration_uuid, ("finished", "error")).status == "finished"
-    one_host.wait_idle(inst["uuid"])
+    inst, vid, device, migration_uuid = _resized_on_its_host(one_host)
     assert _reap_a_lost_cast(one_host, inst["uuid"], migration_uuid, st.RESIZE_REVERTING,
                              "reverting") == 1
     assert db.migration_get(migration_uuid).status == "reverted"
