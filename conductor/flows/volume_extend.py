@@ -13,7 +13,7 @@ Steps:
    to the server, on the server's host, and that the volume service and the
    compute agent can be sent the calls (volume 1.3, compute 1.11). Revert
    (by the flow's failure handler, which knows the reason): extending ->
-   error_extending with the old size back and the reason.
+   in-use with the old size back and the reason (end_failed_extend).
 2. ``grow_export``: the volume host grows the file and serves it at the new
    size, removing the NBD export and adding it again (volume RPC 1.3
    ``extend_volume_online``). Resumable (idempotent). No revert: a file is
@@ -74,8 +74,8 @@ class ExtendState(FlowState):
 
 
 class Extending(Step):
-    """Checks everything the extend needs. Revert: error_extending with the
-    old size and the reason (done by VolumeExtendFlow._failed)."""
+    """Checks everything the extend needs. Revert: in-use with the old size
+    and the reason (done by VolumeExtendFlow._failed: end_failed_extend)."""
 
     name = "extending"
 
@@ -106,8 +106,8 @@ class Extending(Step):
         pass     # the API made the volume extending
 
     def revert(self, state: ExtendState) -> None:
-        # VolumeExtendFlow._failed ends the volume error_extending with the
-        # old size and the reason in one write (the runner gives a revert no
+        # VolumeExtendFlow._failed ends the failed extend (end_failed_extend)
+        # with the old size and the reason in one write (the runner gives a revert no
         # cause); a revert without a failure handler (none here) would too.
         pass
 
@@ -158,7 +158,7 @@ class InUse(Step):
                           expected_status=st.VOLUME_EXTENDING)
 
 
-def error_extending(volume_id: str, old_size_gb: int, reason: str | None) -> bool:
+def end_failed_extend(volume_id: str, old_size_gb: int, reason: str | None) -> bool:
     """End a failed extend: extending -> in-use with the old size and
     ``reason`` while the volume is still attached (it must stay usable:
     detached, extended again, released with its server; no API resets an
@@ -173,7 +173,7 @@ def error_extending(volume_id: str, old_size_gb: int, reason: str | None) -> boo
         vdb.volume_update(volume_id, values, expected_status=st.VOLUME_EXTENDING)
         return True
     except exception.FlotillaException as exc:
-        LOG.info("volume %s not made error_extending: %s", volume_id, exc)
+        LOG.info("failed extend of volume %s not ended: %s", volume_id, exc)
         return False
 
 
@@ -221,7 +221,7 @@ class VolumeExtendFlow(Flow):
             return
         except exception.NotFound as exc:
             LOG.warning("extend of volume %s: %s", volume_id, exc)
-            error_extending(volume_id, old_size_gb, "extend failed: %s" % exc)
+            end_failed_extend(volume_id, old_size_gb, "extend failed: %s" % exc)
             recorder.reporter.finish(ctxt, instance_uuid, failed=True)
             return
         LOG.info("volume %s extended online from %d to %d GiB (server %s)", volume_id,
@@ -232,7 +232,7 @@ class VolumeExtendFlow(Flow):
     def _failed(self, state: ExtendState, recorder, failed: FlowFailed) -> None:
         reason = "extend failed at %s: %s" % (failed.step, _reason(failed.cause))
         # Extending's revert, and the end of a flow whose check failed.
-        error_extending(state.volume_id, state.old_size_gb, reason)
+        end_failed_extend(state.volume_id, state.old_size_gb, reason)
         self._release_if_gone(state)
         recorder.reporter.finish(state.ctxt, state.instance_uuid, failed=True)
         LOG.warning("online extend of volume %s failed: %s", state.volume_id, failed)

@@ -127,3 +127,20 @@ def test_capped_rpc_apis_refuse_with_the_reason():
         online_extend.host_can_extend(state(volume=False), "host1")
     assert "compute agents are capped below RPC 1.11" in \
         online_extend.host_can_extend(state(compute=False), "host1")
+
+
+def test_a_conductor_that_cannot_be_reached_leaves_the_volume_in_use(cloud, monkeypatch):
+    """The cast refused: the attached volume is in-use again with its old
+    size and the reason (error_extending would leave it stuck: nothing
+    resets that), the server's action ended in Error."""
+    from flotilla import exception
+    vid, uuid, _att = _in_use(cloud)
+
+    def unreachable(*args, **kwargs):
+        raise exception.MessagingUnavailable(reason="broker down")
+    monkeypatch.setattr("conductor.rpcapi.ConductorAPI.extend_volume", unreachable)
+    r = _extend(cloud, vid, 3)
+    assert r.status_code == 202, r.text
+    row = vdb.volume_get(vid)
+    assert (row.status, row.size_gb) == (st.VOLUME_IN_USE, 1)
+    assert "conductor could not be reached" in row.status_reason
