@@ -16,6 +16,7 @@ from flotilla import binaries, exception, service
 from flotilla import states as st
 from flotilla.db import api as db
 from flotilla.db import volumes as vdb
+from tests.fixtures.waiting import wait_until
 from tests.functional.volume.test_volume_flows import (
     MemoryBackend,
     MemoryDaemon,
@@ -169,10 +170,10 @@ def test_the_agent_resumes_a_guest_paused_by_a_volumes_io_error(cloud):
     inst, vid, _att = _in_use(cloud)
     driver = cloud.drivers["host1"]
     driver.volume_outage(vid)        # a request of the guest failed: paused
-    # While the export is away the agent keeps it paused (and tries again).
-    time.sleep(1.5)
+    # While the export is away the agent keeps it paused, and tries again.
+    wait_until(lambda: driver.calls.count(("resume_after_io_error", inst["uuid"])) >= 2,
+               timeout=15, what="the agent trying twice")
     assert driver.get_info(inst).power_state == power_state.PAUSED
-    assert ("resume_after_io_error", inst["uuid"]) in driver.calls
     driver.volume_back(vid)
     cloud.wait_for(inst["uuid"], lambda i: i["power_state"] == power_state.RUNNING)
     assert driver.get_info(inst).power_state == power_state.RUNNING
