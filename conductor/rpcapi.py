@@ -80,18 +80,27 @@ class ConductorAPI:
     # --- on behalf of compute agents -------------------------------------------------
 
     def service_heartbeat(self, ctxt: RequestContext, host: str, binary: str,
-                          topic: str, rpc_version: str | None = None) -> None:
+                          topic: str, rpc_version: str | None = None,
+                          timeout: float | None = None) -> None:
+        """``timeout``: seconds to wait for the answer instead of the
+        client's (see :func:`flotilla.service.heartbeat_timeout`)."""
         if self.client.can_send_version("1.2"):
-            self._call(ctxt, "service_heartbeat", "1.2", host=host, binary=binary,
-                       topic=topic, rpc_version=rpc_version)
+            version, kwargs = "1.2", {"rpc_version": rpc_version}
         else:
-            self._call(ctxt, "service_heartbeat", host=host, binary=binary, topic=topic)
+            version, kwargs = "1.0", {}
+        client = self._prepare(version)
+        if timeout is not None:
+            client = client.prepare(timeout=timeout)
+        client.call(ctxt, "service_heartbeat", host=host, binary=binary, topic=topic,
+                    **kwargs)
 
     def report_heartbeat(self, host: str, binary: str, topic: str,
-                         rpc_version: str | None = None) -> None:
+                         rpc_version: str | None = None,
+                         timeout: float | None = None) -> None:
         """The heartbeat of a service without database access (a compute
-        agent): fits :class:`flotilla.service.Heartbeat`."""
-        self.service_heartbeat(get_admin_context(), host, binary, topic, rpc_version)
+        agent): fits :class:`flotilla.service.Heartbeat` (bind ``timeout``)."""
+        self.service_heartbeat(get_admin_context(), host, binary, topic, rpc_version,
+                               timeout=timeout)
 
     def volume_attachments_by_host(self, ctxt: RequestContext, host: str
                                    ) -> dict[str, list[str]] | None:

@@ -44,6 +44,20 @@ def db_heartbeat(host: str, binary: str, topic: str, rpc_version: str | None) ->
     db.service_heartbeat(host, binary, topic, rpc_version)
 
 
+def heartbeat_timeout(conf: cfg.ConfigOpts) -> float:
+    """Seconds one heartbeat sent over RPC waits for its answer.
+
+    RPC is at most once: a heartbeat the conductor took and then died with
+    gets no answer. Waiting the whole ``[rpc] call_timeout`` for it would hold
+    the next heartbeat back past ``service_down_time`` and the host would look
+    down (the scheduler skipping it) though nothing is wrong. So a heartbeat
+    gives up after a third of ``service_down_time`` (at least
+    ``report_interval``, at most ``call_timeout``), leaving room for the next.
+    """
+    return min(float(conf.rpc.call_timeout),
+               max(float(conf.report_interval), conf.service_down_time / 3))
+
+
 class Service:
     """One RPC server plus its heartbeat and periodic tasks.
 

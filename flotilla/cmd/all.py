@@ -11,6 +11,7 @@ in ``[all] admin_password_file``; it prints how to reach the cloud.
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import sys
@@ -66,7 +67,9 @@ def make_services(conf) -> list:
         services.append(service.Service(
             conf, binaries.COMPUTE, "compute",
             ComputeManager(conf, driver, conductor, host=host),
-            transport=transport, heartbeat=conductor.report_heartbeat,
+            transport=transport,
+            heartbeat=functools.partial(conductor.report_heartbeat,
+                                        timeout=service.heartbeat_timeout(conf)),
             per_host=True, host=host))
     if conf.all.volume_host:
         from volume.manager import VolumeManager

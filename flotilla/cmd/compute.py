@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 
@@ -26,7 +27,9 @@ def make_services(conf) -> list:
     conductor = ConductorAPI(transport, version_cap(conf, "conductor", has_database=False))
     manager = ComputeManager(conf, load_driver(conf), conductor)
     return [service.Service(conf, binaries.COMPUTE, "compute", manager,
-                            transport=transport, heartbeat=conductor.report_heartbeat,
+                            transport=transport, heartbeat=functools.partial(
+                                conductor.report_heartbeat,
+                                timeout=service.heartbeat_timeout(conf)),
                             per_host=True,
                             close_transport=True)]
 

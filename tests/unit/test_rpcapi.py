@@ -10,6 +10,7 @@ manager class (tests/fixtures/recording_endpoint.py).
 from __future__ import annotations
 
 import inspect
+import types
 import uuid
 
 import pytest
@@ -18,7 +19,7 @@ from compute.manager import ComputeManager
 from compute.rpcapi import ComputeAPI
 from conductor.manager import ConductorManager
 from conductor.rpcapi import ConductorAPI
-from flotilla import exception
+from flotilla import exception, service
 from flotilla.context import RequestContext
 from flotilla.objects import BlockDeviceMapping, Flavor, ImageMeta, RequestSpec
 from flotilla.rpc import envelope, transport, versioning
@@ -77,6 +78,7 @@ class DispatchingDriver:
         self.dispatcher = Dispatcher([endpoint], topic)
         self.options = options
         self.sent: list[tuple[str, str]] = []
+        self.timeouts: list[float] = []
 
     def _dispatch(self, body: bytes):
         request = envelope.decode_request(body, key=None,
@@ -88,6 +90,7 @@ class DispatchingDriver:
         self._dispatch(body)
 
     def call(self, target, body, correlation_id, method, timeout) -> bytes:
+        self.timeouts.append(timeout)
         request, result = self._dispatch(body)
         return envelope.encode(envelope.build_reply(request.msg_id, result=result), None)
 
@@ -154,3 +157,27 @@ def test_every_manager_method_has_an_rpcapi_method(api_class, manager_class, top
     # Forms kept for older senders are served without a client method.
     legacy = {"build_failed"}
     assert set(rpc_methods(manager_class)) - legacy <= api_methods
+
+
+def test_a_heartbeat_waits_for_its_answer_only_as_long_as_it_is_given():
+    # RPC is at most once: a heartbeat a dying conductor took is never
+    # answered, and waiting call_timeout for it would make the host look down.
+    api, driver = _client(ConductorAPI, ConductorManager, "conductor", None)
+    api.report_heartbeat("host1", "flotilla-compute", "compute", "1.11", timeout=3.5)
+    api.report_heartbeat("host1", "flotilla-compute", "compute", "1.11")
+    assert driver.sent == [("service_heartbeat", "1.2")] * 2
+    assert driver.timeouts == [3.5, 5]     # given; else the client's call_timeout
+
+
+@pytest.mark.parametrize("report_interval, service_down_time, call_timeout, expected", [
+    (10, 60, 60, 20.0),     # the defaults: a third of service_down_time
+    (2, 10, 60, 2 + 4 / 3),  # the rig's
+    (30, 60, 60, 30.0),     # never shorter than the interval between two
+    (10, 600, 60, 60.0),    # never longer than any call
+])
+def test_heartbeat_timeout_leaves_room_for_the_next_heartbeat(
+        report_interval, service_down_time, call_timeout, expected):
+    conf = types.SimpleNamespace(report_interval=report_interval,
+                                 service_down_time=service_down_time,
+                                 rpc=types.SimpleNamespace(call_timeout=call_timeout))
+    assert service.heartbeat_timeout(conf) == pytest.approx(expected)

@@ -266,8 +266,13 @@ def _start_held_migration(cloud, walkthrough, server) -> tuple[str, str, dict, l
     limited = virsh(uris[source], "migrate-setspeed", server.id, "1")
     assert limited.returncode == 0, limited.stderr
     walkthrough.admin.compute.live_migrate_server(server, host=None, block_migration="auto")
-    wait_until(lambda: _migration(cloud, server.id)["status"] == "running"
-               and _outgoing(uris[source], server.id), 60, "the migration's job")
+
+    def job_running() -> bool:
+        migration = _migration(cloud, server.id)
+        # Ended before its job ran: say why at once, not after the wait.
+        assert migration["status"] not in ("error", "cancelled", "completed"), migration
+        return migration["status"] == "running" and _outgoing(uris[source], server.id)
+    wait_until(job_running, 60, "the migration's job")
     return source, dest, uris, before
 
 
