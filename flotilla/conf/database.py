@@ -36,6 +36,15 @@ database_opts = [
              "holding the write lock before failing with 'database is "
              "locked'."),
     cfg.IntOpt(
+        "connect_retry_timeout",
+        default=30,
+        min=0,
+        help="Seconds a unit of work keeps trying to open its PostgreSQL "
+             "connection while the database cannot be reached (a restart, a "
+             "failover) before it fails; 0 fails at once. Only opening the "
+             "connection is retried, never a statement, and never a refused "
+             "login or a missing database."),
+    cfg.IntOpt(
         "pool_timeout",
         default=30,
         min=1,

@@ -10,13 +10,19 @@ Rules:
 * ``postgresql://`` means psycopg 3 (``postgresql+psycopg://``);
 * SQLite runs in WAL mode (readers never block the writer) with a busy
   timeout (writers queue instead of failing) and foreign keys enforced;
-* URLs are only ever shown with the password masked (:func:`mask_url`).
+* URLs are only ever shown with the password masked (:func:`mask_url`);
+* a session opens its connection first; while PostgreSQL cannot be reached
+  that is retried for ``[database] connect_retry_timeout`` seconds (through
+  the one reconnect policy, :mod:`flotilla.rpc.retry`), so a database
+  restart delays work instead of failing it. Nothing has run yet, so
+  nothing is done twice; a statement that fails is never retried.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import threading
 from collections.abc import Iterator
 
@@ -25,10 +31,16 @@ from oslo_config import cfg
 from sqlalchemy import event, orm
 
 from flotilla import exception
+from flotilla.rpc import retry
 
 _lock = threading.Lock()
 _engine: sa.Engine | None = None
 _maker: orm.sessionmaker | None = None
+_connect_retry_timeout = 0
+
+# Errors opening a connection that waiting will not cure: never retried.
+_NOT_TRANSIENT = re.compile(r"authentication failed|password|does not exist|"
+                            r"permission denied|no pg_hba\.conf entry", re.IGNORECASE)
 
 
 def build_url(conf: cfg.ConfigOpts) -> sa.URL:
@@ -121,11 +133,14 @@ def configure(conf: cfg.ConfigOpts) -> sa.Engine:
 
     Calling it again replaces (and disposes) the previous engine.
     """
-    global _engine, _maker
+    global _engine, _maker, _connect_retry_timeout
     engine = create_engine(conf)
     with _lock:
         old, _engine = _engine, engine
         _maker = orm.sessionmaker(bind=engine, expire_on_commit=False)
+        # An SQLite file is there or not: nothing to wait for.
+        _connect_retry_timeout = 0 if engine.url.get_backend_name() == "sqlite" \
+            else conf.database.connect_retry_timeout
     if old is not None:
         old.dispose()
     return engine
@@ -156,16 +171,54 @@ def session_scope() -> Iterator[orm.Session]:
     Objects loaded inside stay usable after the block (they are detached
     and not expired), so they can be returned to callers.
     """
-    get_engine()
-    maker = _maker
+    engine = get_engine()
+    maker, retry_for = _maker, _connect_retry_timeout
     try:
-        with maker() as session, session.begin():
+        if retry_for:
+            session, trans = retry.call_with_retry(
+                lambda: _begin(maker), retry_on=(DatabaseUnreachable,), max_delay=2.0,
+                deadline=retry_for, what="opening a database connection",
+                where=mask_url(engine.url), give_up=exception.DBError)
+        else:
+            session, trans = _begin(maker)
+    except DatabaseUnreachable as exc:
+        raise exception.DBError(reason=str(exc)) from exc
+    try:
+        with session, trans:
             yield session
     except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
         # Connectivity and locking problems: one clear line, never the URL.
-        orig = getattr(exc, "orig", None) or exc
-        reason = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
-        raise exception.DBError(reason=reason) from exc
+        raise exception.DBError(reason=_first_line(exc)) from exc
+
+
+class DatabaseUnreachable(Exception):
+    """Opening a connection failed in a way waiting may cure (its first line)."""
+
+
+def _first_line(exc: sa.exc.DBAPIError) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    return (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+
+
+def _begin(maker: orm.sessionmaker) -> tuple[orm.Session, orm.SessionTransaction]:
+    """A new session, its transaction begun and its connection open (opened
+    here, not at the first statement, so failing to open it can be retried).
+    Raises :class:`DatabaseUnreachable`, or DBError for what waiting will not cure
+    (a refused login, a missing database)."""
+    session = maker()
+    try:
+        trans = session.begin()
+        session.connection()
+    except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        session.close()
+        reason = _first_line(exc)
+        if _NOT_TRANSIENT.search(reason):
+            raise exception.DBError(reason=reason) from exc
+        raise DatabaseUnreachable(reason) from exc
+    except BaseException:
+        session.close()
+        raise
+    return session, trans
 
 
 transaction = session_scope

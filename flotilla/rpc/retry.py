@@ -1,6 +1,7 @@
 """The one reconnect policy: tenacity, exponential backoff with jitter.
 
-Every place that (re)connects to the broker goes through
+Every place that (re)connects to the broker, and the database sessions
+(:func:`flotilla.db.engine.session_scope`), go through
 :func:`call_with_retry`, so clients and servers behave alike:
 
 * only errors in ``retry_on`` (the broker is unreachable or dropped us)
@@ -9,9 +10,10 @@ Every place that (re)connects to the broker goes through
   a hundred agents do not reconnect in lockstep after a broker restart),
   never above ``[rpc] reconnect_max_delay``;
 * ``deadline`` seconds (a client's ``[rpc] reconnect_timeout``) bounds the
-  whole effort and ends in :class:`~flotilla.exception.MessagingUnavailable`;
-  ``None`` (servers) retries until ``should_stop()`` says so;
-* each failed attempt is logged with the masked broker address, never the
+  whole effort and ends in ``give_up`` (by default
+  :class:`~flotilla.exception.MessagingUnavailable`); ``None`` (servers)
+  retries until ``should_stop()`` says so;
+* each failed attempt is logged with the masked address, never the
   password; sleeping uses :func:`flotilla.concurrency.sleep` so it is green
   under eventlet.
 """
@@ -35,11 +37,13 @@ def call_with_retry(fn: Callable[[], T], *, retry_on: tuple,
                     max_delay: float, deadline: float | None,
                     what: str, where: str,
                     should_stop: Callable[[], bool] | None = None,
-                    initial_delay: float = 0.1) -> T:
+                    initial_delay: float = 0.1,
+                    give_up: type[exception.FlotillaException]
+                    = exception.MessagingUnavailable) -> T:
     """Run ``fn`` until it succeeds; see the module rules.
 
     ``what`` says what is being attempted and ``where`` is the masked broker
-    address, both for log lines.
+    (or database) address, both for log lines.
     """
     stops = [tenacity.stop_after_delay(deadline)] if deadline is not None \
         else []
@@ -64,6 +68,5 @@ def call_with_retry(fn: Callable[[], T], *, retry_on: tuple,
         return retrying(fn)
     except tenacity.RetryError as err:
         last = err.last_attempt.exception()
-        raise exception.MessagingUnavailable(
-            reason="%s on %s: %s: %s" % (what, where, type(last).__name__,
-                                        last)) from None
+        raise give_up(reason="%s on %s: %s: %s" % (what, where, type(last).__name__,
+                                                  last)) from None

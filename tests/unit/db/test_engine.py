@@ -55,14 +55,34 @@ def test_timestamps_round_trip_as_aware_utc(db):
         assert got.utcoffset() == datetime.timedelta(0)
 
 
-def test_unreachable_database_is_db_error(conf):
+def test_unreachable_database_is_db_error(conf, caplog):
     conf.set_override("connection",
-                      "postgresql://u:pw@127.0.0.1:1/none", "database")
+                      "postgresql://u:Secret-pw@127.0.0.1:1/none", "database")
+    conf.set_override("connect_retry_timeout", 1, "database")
     api.configure(conf)
     try:
         with pytest.raises(exception.DBError) as info:
             api.service_get_all()
-        assert "pw" not in str(info.value)
+        assert "opening a database connection" in str(info.value)
+        assert "Secret-pw" not in str(info.value)
+        # Retried (the connection was refused: a database restarting), and
+        # logged each time with the password masked.
+        retries = [r.getMessage() for r in caplog.records
+                   if "opening a database connection" in r.getMessage()]
+        assert retries and all("u:***@127.0.0.1:1" in m for m in retries), retries
+        assert "Secret-pw" not in caplog.text
+    finally:
+        api.dispose()
+
+
+def test_no_retry_means_fail_at_once(conf, caplog):
+    conf.set_override("connection", "postgresql://u:pw@127.0.0.1:1/none", "database")
+    conf.set_override("connect_retry_timeout", 0, "database")
+    api.configure(conf)
+    try:
+        with pytest.raises(exception.DBError):
+            api.service_get_all()
+        assert "opening a database connection" not in caplog.text
     finally:
         api.dispose()
 
