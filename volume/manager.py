@@ -157,11 +157,8 @@ class VolumeManager:
             self.backend.extend(volume_id, new_size_gb)
         except Exception as exc:
             LOG.exception("extending volume %s failed", volume_id)
-            vdb.volume_update(volume_id, {"status": st.VOLUME_ERROR_EXTENDING,
-                                          "size_gb": old_size_gb,
-                                          "status_reason": "extend failed: %s"
-                                          % type(exc).__name__},
-                              expected_status=st.VOLUME_EXTENDING)
+            vdb.volume_extend_failed(volume_id, old_size_gb,
+                                     "extend failed: %s" % type(exc).__name__)
             return
         vdb.volume_update(volume_id, {"status": st.VOLUME_AVAILABLE, "size_gb": new_size_gb,
                                       "status_reason": None},

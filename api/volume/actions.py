@@ -128,9 +128,6 @@ class VolumeAction:
             self.state.volume.extend_volume(ctx, row.host, row.id, new_size, old)
         except exception.MessagingException as exc:
             LOG.error("could not cast extend_volume for %s: %s", row.id, exc)
-            vdb.volume_update(row.id, {"status": st.VOLUME_ERROR_EXTENDING,
-                                       "size_gb": old, "status_reason":
-                                       "the volume service could not be reached"},
-                              expected_status=st.VOLUME_EXTENDING)
+            vdb.volume_extend_failed(row.id, old, "the volume service could not be reached")
         LOG.info("volume %s extending from %d to %d GiB", row.id, old, new_size)
         resp.status = falcon.HTTP_202

@@ -91,8 +91,8 @@ def attachment_to_extend(state: APIState, row):
 def start(state: APIState, ctx, row, attachment, new_size: int, old: int) -> None:
     """The volume is extending (new size): record the server's action and
     cast the flow; a conductor that cannot be reached ends it in-use again
-    (it is attached: see conductor.flows.volume_extend.end_failed_extend)
-    with the old size and the reason."""
+    (it is attached) with the old size and the reason
+    (:func:`flotilla.db.volumes.volume_extend_failed`)."""
     db.action_start(attachment.instance_uuid, "extend_volume", ctx.request_id,
                     ctx.user_id, ctx.project_id)
     try:
@@ -100,9 +100,7 @@ def start(state: APIState, ctx, row, attachment, new_size: int, old: int) -> Non
                                       attachment.uuid, new_size, old)
     except exception.MessagingException as exc:
         LOG.error("could not cast extend_volume for %s: %s", row.id, exc)
-        vdb.volume_update(row.id, {"status": st.VOLUME_IN_USE, "size_gb": old,
-                                   "status_reason": "the conductor could not be reached"},
-                          expected_status=st.VOLUME_EXTENDING)
+        vdb.volume_extend_failed(row.id, old, "the conductor could not be reached")
         db.action_finish(attachment.instance_uuid, ctx.request_id, message="Error")
         return
     LOG.info("volume %s extending online from %d to %d GiB (server %s)", row.id, old,

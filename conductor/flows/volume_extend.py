@@ -158,23 +158,11 @@ class InUse(Step):
                           expected_status=st.VOLUME_EXTENDING)
 
 
-def end_failed_extend(volume_id: str, old_size_gb: int, reason: str | None) -> bool:
-    """End a failed extend: extending -> in-use with the old size and
-    ``reason`` while the volume is still attached (it must stay usable:
-    detached, extended again, released with its server; no API resets an
-    error_extending volume), else error_extending as an available volume's
-    failed extend ends; whether it moved."""
-    attached = bool(vdb.attachments_of_volume(volume_id))
-    values: dict = {"status": st.VOLUME_IN_USE if attached else st.VOLUME_ERROR_EXTENDING,
-                    "size_gb": old_size_gb}
-    if reason is not None:
-        values["status_reason"] = reason[:1000]
-    try:
-        vdb.volume_update(volume_id, values, expected_status=st.VOLUME_EXTENDING)
-        return True
-    except exception.FlotillaException as exc:
-        LOG.info("failed extend of volume %s not ended: %s", volume_id, exc)
-        return False
+def end_failed_extend(volume_id: str, old_size_gb: int, reason: str) -> None:
+    """:func:`flotilla.db.volumes.volume_extend_failed`, logged when the
+    volume was no longer extending."""
+    if not vdb.volume_extend_failed(volume_id, old_size_gb, reason):
+        LOG.info("failed extend of volume %s not ended: no longer extending", volume_id)
 
 
 class VolumeExtendFlow(Flow):

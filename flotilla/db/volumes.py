@@ -231,6 +231,21 @@ def volume_extend_begin(volume_id: str, new_size_gb: int, expected_status: str,
         return old
 
 
+def volume_extend_failed(volume_id: str, old_size_gb: int, reason: str) -> bool:
+    """End a failed extend (the reverse of :func:`volume_extend_begin`):
+    extending -> in-use while the volume is attached (it must stay usable:
+    detached, extended again, released with its server; nothing resets an
+    error_extending volume), else error_extending, with the old size back and
+    ``reason``. Whether it moved (False: no longer extending)."""
+    attached = bool(attachments_of_volume(volume_id))
+    values = {"status": st.VOLUME_IN_USE if attached else st.VOLUME_ERROR_EXTENDING,
+              "size_gb": old_size_gb, "status_reason": reason[:1000]}
+    try:
+        volume_update(volume_id, values, expected_status=st.VOLUME_EXTENDING)
+    except (VolumeStatusConflict, VolumeNotFound):
+        return False
+    return True
+
 # --- attachments ----------------------------------------------------------------
 
 def attachment_create(volume_id: str, instance_uuid: str, host: str | None,

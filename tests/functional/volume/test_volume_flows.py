@@ -285,6 +285,10 @@ def test_extend_grows_an_available_volume_and_a_failure_puts_the_size_back(cloud
     VolumeAPI(cloud.transport).extend_volume(cloud.ctxt, "vol1", vid, 5, 3)
     row = _wait_status(vid, st.VOLUME_ERROR_EXTENDING)
     assert row.size_gb == 3 and "FileNotFoundError" in row.status_reason
+    # Ended once: a second end finds it no longer extending and moves nothing.
+    assert vdb.volume_extend_failed(vid, 1, "late") is False
+    assert (vdb.volume_get(vid).size_gb, vdb.volume_get(vid).status_reason) == \
+        (3, row.status_reason)
 
 
 def test_extend_is_a_compare_and_swap_within_the_quota(cloud):
