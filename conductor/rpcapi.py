@@ -49,9 +49,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from flotilla import rpc
+from flotilla import exception, rpc
 from flotilla.context import RequestContext, get_admin_context
 from flotilla.objects import ImageMeta, RequestSpec
+from flotilla.rpc import retry
 from flotilla.rpc.upgrade import VersionCap
 
 TOPIC = "conductor"
@@ -123,9 +124,43 @@ class ConductorAPI:
                         values: dict[str, Any], expected: dict | None = None) -> dict:
         """Set ``values``; ``expected`` maps vm_state/task_state to a value or
         a list of values (None means NULL); a key left out is not checked.
-        Raises InstanceStateConflict when the state is not as expected."""
-        return self._call(ctxt, "instance_update", instance_uuid=instance_uuid,
-                          values=values, expected=expected or {})
+        Raises InstanceStateConflict when the state is not as expected.
+
+        A reply lost with the broker connection (MessagingUnavailable: the
+        update may or may not have run) is no answer: the update is sent
+        again, with the reconnect policy, for up to ``[rpc]
+        reconnect_timeout`` (what a client gives one message to get through;
+        the first attempt may have waited a whole broker outage already).
+        If the first one ran, the compare-and-swap conflicts the second
+        time; a record whose vm_state and task_state are then the ones
+        ``values`` set is taken as that first one's answer. Without this an
+        agent's state change cut off by a broker blip ended its whole
+        operation, to be found by the reaper minutes later."""
+        lost = False
+
+        def attempt() -> dict:
+            nonlocal lost
+            try:
+                return self._call(ctxt, "instance_update", instance_uuid=instance_uuid,
+                                  values=values, expected=expected or {})
+            except exception.MessagingUnavailable:
+                lost = True
+                raise
+            except exception.InstanceStateConflict:
+                states = [k for k in ("vm_state", "task_state") if k in values]
+                if not (lost and states):
+                    raise
+                record = self.instance_get(ctxt, instance_uuid)
+                if any(record.get(k) != values[k] for k in states):
+                    raise
+                return record
+
+        options = self.client.transport.options
+        return retry.call_with_retry(
+            attempt, retry_on=(exception.MessagingUnavailable,),
+            max_delay=options.reconnect_max_delay,
+            deadline=options.reconnect_timeout,
+            what="instance_update of %s" % instance_uuid, where="topic conductor")
 
     def instance_destroy(self, ctxt: RequestContext, instance_uuid: str,
                          expected: dict | None = None) -> dict:
