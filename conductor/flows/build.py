@@ -33,9 +33,10 @@ Broker faults. ``select_destinations`` is a call; while the broker is
 unreachable it raises MessagingUnavailable (after the transport's own
 reconnect attempts, or at once when the connection died while the reply
 was awaited). A short outage must not end a boot in ERROR, so the call is
-retried through :func:`flotilla.rpc.retry.call_with_retry` (the one
-tenacity policy: exponential backoff with jitter) until the scheduling
-task's deadline; only then does the build fail. An attempt whose reply was
+retried (after a timeout too: a cut the connection did not notice loses
+the request or its reply) through
+:func:`flotilla.rpc.retry.call_with_retry` (the one tenacity policy:
+exponential backoff with jitter) until the scheduling task's deadline; only then does the build fail. An attempt whose reply was
 lost may still have claimed, so the claims of the request's instances are
 freed before each new attempt (a claim belongs to the instance uuid; the
 repeated request claims afresh).
@@ -53,7 +54,7 @@ from oslo_config import cfg
 from conductor.flows import build_volumes, runner
 from conductor.flows.base import Flow
 from conductor.flows.runner import FlowFailed, FlowState, Step
-from flotilla import deadlines, exception
+from flotilla import binaries, concurrency, deadlines, exception
 from flotilla import states as st
 from flotilla.context import RequestContext
 from flotilla.db import api as db
@@ -148,12 +149,53 @@ def select_destinations(conf: cfg.ConfigOpts, scheduler, ctxt: RequestContext,
                         excluded_hosts: list[str] | None = None) -> list[dict]:
     """The scheduler's answer, retried while the broker is unavailable.
 
-    MessagingUnavailable is retried with the RPC layer's backoff until
-    ``deadline`` (the scheduling task's, UTC; naive means UTC), then
-    raised; every other error (NoValidHost, a timeout, a remote failure)
-    at once. Before each retry the instances' claims are freed: an attempt
-    whose reply was lost may have claimed already.
+    MessagingUnavailable and MessagingTimeout are retried with the RPC
+    layer's backoff until ``deadline`` (the scheduling task's, UTC; naive
+    means UTC), then raised; every other error (a remote failure) at once.
+    A timeout is retried because a request or reply lost in a network cut
+    of the broker looks like one (the connection seemed alive); the
+    request expired with it (its ttl is the timeout), so no scheduler takes
+    it afterwards. Before each retry the instances' claims are freed: an
+    attempt whose reply was lost may have claimed already.
+
+    NoValidHost is raised at once, unless an enabled compute host went
+    quiet only lately (see :func:`hosts_gone_quiet`): then it is asked
+    again every ``report_interval`` until ``deadline``. A broker outage as
+    long as ``service_down_time`` silences every host at once, and the
+    boots it held back reach the scheduler before the hosts' next
+    heartbeats do.
     """
+    remaining = _seconds_until(deadline)
+    while True:
+        try:
+            return _select_through_outages(conf, scheduler, ctxt, spec, instance_uuids,
+                                           remaining, excluded_hosts)
+        except exception.NoValidHost as exc:
+            remaining = _seconds_until(deadline)
+            quiet = [h for h in hosts_gone_quiet(conf) if h not in (excluded_hosts or ())]
+            if not quiet or remaining <= conf.report_interval:
+                raise
+            LOG.warning("no host for %s yet (%s); %s stopped reporting lately: asking "
+                        "again in %ss", ", ".join(instance_uuids), exc, ", ".join(quiet),
+                        conf.report_interval)
+            concurrency.sleep(conf.report_interval)
+            remaining = _seconds_until(deadline)
+
+
+def hosts_gone_quiet(conf: cfg.ConfigOpts) -> list[str]:
+    """Enabled compute hosts whose last heartbeat is older than
+    ``service_down_time`` by less than another ``service_down_time``
+    (forced-down ones are down for good). Such a host counts as down but
+    may be back in a moment; one silent for longer is taken as gone."""
+    down_time = conf.service_down_time
+    return [s.host for s in db.service_get_all(binary=binaries.COMPUTE,
+                                               include_disabled=False)
+            if not db.service_is_up(s, down_time) and db.service_is_up(s, 2 * down_time)]
+
+
+def _select_through_outages(conf: cfg.ConfigOpts, scheduler, ctxt: RequestContext,
+                            spec: RequestSpec, instance_uuids: list[str], remaining: float,
+                            excluded_hosts: list[str] | None) -> list[dict]:
     attempts = 0
 
     def attempt() -> list[dict]:
@@ -165,11 +207,10 @@ def select_destinations(conf: cfg.ConfigOpts, scheduler, ctxt: RequestContext,
         return scheduler.select_destinations(ctxt, spec, instance_uuids,
                                              excluded_hosts=excluded_hosts)
 
-    remaining = _seconds_until(deadline)
     if remaining <= 0:
         return attempt()
     return retry.call_with_retry(
-        attempt, retry_on=(exception.MessagingUnavailable,),
+        attempt, retry_on=(exception.MessagingUnavailable, exception.MessagingTimeout),
         max_delay=conf.rpc.reconnect_max_delay, deadline=remaining,
         what="select_destinations for %s" % ", ".join(instance_uuids),
         where="the scheduler")

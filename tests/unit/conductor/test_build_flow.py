@@ -1,17 +1,22 @@
 """The build flow during a broker fault: select_destinations is retried
-while the broker is unavailable, within the scheduling task's deadline
-(SQLite, recording RPC clients)."""
+while the broker is unavailable, and NoValidHost while a compute host that
+went quiet only lately may report again, within the scheduling task's
+deadline (SQLite, recording RPC clients)."""
 
 from __future__ import annotations
 
+import datetime
 import uuid as uuidlib
 
 import pytest
+import sqlalchemy as sa
 
 from conductor.flows.build import BuildFlow, BuildState
 from flotilla import deadlines, exception
 from flotilla import states as st
 from flotilla.context import RequestContext
+from flotilla.db import models
+from flotilla.db.engine import session_scope
 from flotilla.objects import Flavor, RequestSpec
 
 
@@ -77,6 +82,18 @@ def test_a_short_broker_outage_does_not_fail_the_build(db, db_conf):
     assert inst.vm_state == st.BUILDING and inst.host == "host1"
 
 
+def test_a_request_lost_in_a_cut_the_connection_did_not_notice_is_sent_again(db, db_conf):
+    # The call timed out: its request or reply was dropped on the way.
+    timeout = exception.MessagingTimeout(timeout=30, method="select_destinations",
+                                         topic="scheduler")
+    scheduler = FlakyScheduler([timeout])
+    compute = Compute()
+    ctxt, uuid = _boot(db, db_conf)
+    BuildFlow(db_conf, "c1", scheduler, compute).build_instances(ctxt, [uuid], _spec(), None)
+    assert len(scheduler.calls) == 2
+    assert compute.builds == [("host1", uuid)]
+
+
 def test_a_reschedule_retries_through_an_outage_too(db, db_conf):
     scheduler = FlakyScheduler([_unavailable()])
     compute = Compute()
@@ -122,3 +139,54 @@ def test_no_valid_host_is_not_retried(db, db_conf):
     BuildFlow(db_conf, "c1", scheduler, compute).build_instances(ctxt, [uuid], _spec(), None)
     assert len(scheduler.calls) == 1
     assert db.instance_get(uuid).vm_state == st.ERROR
+
+
+def _compute_last_seen(db, host: str, seconds_ago: float) -> None:
+    db.service_heartbeat(host, "flotilla-compute", "compute")
+    with session_scope() as session:
+        session.execute(sa.update(models.Service).where(models.Service.host == host).values(
+            last_seen_at=datetime.datetime.now(datetime.UTC)
+            - datetime.timedelta(seconds=seconds_ago)))
+
+
+def _no_valid_host():
+    return exception.NoValidHost(reason="ComputeFilter eliminated 1 of 1 hosts.")
+
+
+def test_a_boot_waits_for_a_host_that_went_quiet_lately(db, db_conf):
+    # A broker outage as long as service_down_time (60 s) silenced the host.
+    db_conf.set_override("report_interval", 1)
+    _compute_last_seen(db, "host1", 65)
+    scheduler = FlakyScheduler([_no_valid_host()])
+    compute = Compute()
+    ctxt, uuid = _boot(db, db_conf)
+    BuildFlow(db_conf, "c1", scheduler, compute).build_instances(ctxt, [uuid], _spec(), None)
+    assert len(scheduler.calls) == 2
+    assert compute.builds == [("host1", uuid)]
+
+
+@pytest.mark.parametrize("seconds_ago, disabled", [(125, False), (65, True)])
+def test_no_valid_host_with_hosts_gone_for_good_or_disabled_ends_at_once(
+        db, db_conf, seconds_ago, disabled):
+    db_conf.set_override("report_interval", 1)
+    _compute_last_seen(db, "host1", seconds_ago)
+    if disabled:
+        db.service_set_disabled("host1", "flotilla-compute", True, "maintenance")
+    scheduler = FlakyScheduler([_no_valid_host()])
+    ctxt, uuid = _boot(db, db_conf)
+    BuildFlow(db_conf, "c1", scheduler, Compute()).build_instances(ctxt, [uuid], _spec(), None)
+    assert len(scheduler.calls) == 1
+    assert db.instance_get(uuid).vm_state == st.ERROR
+
+
+def test_waiting_for_a_quiet_host_ends_at_the_scheduling_deadline(db, db_conf):
+    db_conf.set_override("report_interval", 1)
+    db_conf.set_override("task_timeouts", {"scheduling": "3"}, group="conductor")
+    _compute_last_seen(db, "host1", 65)
+    scheduler = FlakyScheduler([_no_valid_host()], forever=True)
+    ctxt, uuid = _boot(db, db_conf)
+    BuildFlow(db_conf, "c1", scheduler, Compute()).build_instances(ctxt, [uuid], _spec(), None)
+    assert 2 <= len(scheduler.calls) <= 4
+    inst = db.instance_get(uuid)
+    assert inst.vm_state == st.ERROR
+    assert "ComputeFilter" in db.instance_fault_get_all(uuid)[0].message
