@@ -37,11 +37,17 @@ writes without a flush on either side. What each side measures:
 * **cold reads**, both sides again, each run one pass over the volume
   after ``posix_fadvise(DONTNEED)`` dropped the file from the page cache:
   data the host has not cached, read from the device (with the kernel's
-  readahead on both sides).
+  readahead on both sides);
+* **the NBD path alone**: the same client and daemon, the same shape, on an
+  export of a ``null-co`` node (reads leave the buffer untouched, writes
+  are dropped): the protocol, the daemon's one main loop and TCP loopback,
+  no storage. Its ratio to local is the most any volume file behind this
+  daemon could reach.
 
 The goal is NBD >= 0.8x local. Against a copy from the page cache a path
-that copies three times and crosses TCP cannot reach it (the figures say by
-how much); on cold reads the device sets the pace on both sides. Prints
+that copies three times and crosses TCP cannot reach it: the null export's
+ratio says by how much; on cold reads the device sets the pace on both
+sides. Prints
 the medians and the ratios; asserts nothing; everything it started is
 stopped at the end.
 """
@@ -71,6 +77,7 @@ from volume.nbd import StorageDaemon  # noqa: E402
 
 GOAL_THROUGHPUT = 0.8
 MIB = 2 ** 20
+CEILING_EXPORT = "bench-null"
 
 
 
@@ -222,8 +229,14 @@ class Bench:
                 ("local", path, ("read", "write"), self.size_mib, None)] * self.rounds
         runs += [("nbd_cold", url, ("read",), volume.size * 1024, path),
                  ("local_cold", path, ("read",), volume.size * 1024, path)] * self.rounds
+        # The same daemon's NBD path with no storage behind it: a null-co
+        # node (reads leave the buffer as it is, writes are dropped). What
+        # it gives is the most any volume file behind this daemon could.
+        ceiling = "nbd://127.0.0.1:%d/%s" % (self.nbd_port, CEILING_EXPORT)
+        runs += [("nbd_null", ceiling, ("read", "write"), self.size_mib, None)] * self.rounds
         results: dict[str, list[float]] = {}
         self.daemon.export(volume.id, path)
+        self._export_null(volume.size * 1024 * MIB)
         try:
             for where, target, modes, count, cold in runs:
                 for mode in modes:
@@ -233,8 +246,35 @@ class Bench:
                     results.setdefault(key + "_cpu", []).append(cpu)
                     results.setdefault(key + "_daemon_cpu", []).append(daemon)
         finally:
+            self._unexport_null()
             self.daemon.unexport(volume.id)
         return {k: statistics.median(v) for k, v in results.items()}
+
+    def _export_null(self, size: int) -> None:
+        qmp = self.daemon._session()
+        try:
+            qmp.execute("blockdev-add", **{"driver": "null-co", "node-name": CEILING_EXPORT,
+                                           "size": size, "read-zeroes": False})
+            qmp.execute("block-export-add", type="nbd", id=CEILING_EXPORT,
+                        **{"node-name": CEILING_EXPORT}, name=CEILING_EXPORT, writable=True)
+        finally:
+            qmp.close()
+
+    def _unexport_null(self) -> None:
+        qmp = self.daemon._session()
+        try:
+            qmp.execute("block-export-del", id=CEILING_EXPORT, mode="hard")
+            deadline = time.monotonic() + 10
+            while True:     # the export goes away asynchronously
+                try:
+                    qmp.execute("blockdev-del", **{"node-name": CEILING_EXPORT})
+                    return
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+        finally:
+            qmp.close()
 
     def run(self) -> dict:
         image, server, volume = self.prepare()
@@ -287,6 +327,14 @@ def main(argv: list[str] | None = None) -> int:
             % (label, nbd, r[nbd_key + "_cpu"], r[nbd_key + "_daemon_cpu"], local,
                r[local_key + "_cpu"], nbd / local, GOAL_THROUGHPUT,
                "met" if nbd / local >= GOAL_THROUGHPUT else "NOT met"))
+    say("")
+    say("the NBD path alone (same daemon and client, a null-co export: no data read or"
+        " stored):")
+    for label, null_key, local_key in (("read", "nbd_null_read", "local_read"),
+                                       ("write", "nbd_null_write", "local_write")):
+        say("%-9s NBD, null  %5.0f MiB/s (CPU %.2f + %.2f): %.2fx local, the ceiling of"
+            " the ratio above" % (label, r[null_key], r[null_key + "_cpu"],
+                                  r[null_key + "_daemon_cpu"], r[null_key] / r[local_key]))
     return 0
 
 
