@@ -36,17 +36,23 @@ was awaited). A short outage must not end a boot in ERROR, so the call is
 retried (after a timeout too: a cut the connection did not notice loses
 the request or its reply) through
 :func:`flotilla.rpc.retry.call_with_retry` (the one tenacity policy:
-exponential backoff with jitter) until the scheduling task's deadline; only then does the build fail. An attempt whose reply was
-lost may still have claimed, so the claims of the request's instances are
-freed before each new attempt (a claim belongs to the instance uuid; the
-repeated request claims afresh).
+exponential backoff with jitter) until the scheduling task's deadline;
+only then does the build fail. An attempt whose reply was lost may still
+have claimed, so the claims of the request's instances are freed before
+each new attempt (a claim belongs to the instance uuid; the repeated
+request claims afresh). NoValidHost right after an outage is asked again
+too, while a host that went quiet only lately may report
+(:func:`select_destinations`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import logging
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 from oslo_config import cfg
@@ -160,10 +166,10 @@ def select_destinations(conf: cfg.ConfigOpts, scheduler, ctxt: RequestContext,
 
     NoValidHost is raised at once, unless an enabled compute host went
     quiet only lately (see :func:`hosts_gone_quiet`): then it is asked
-    again every ``report_interval`` until ``deadline``. A broker outage as
-    long as ``service_down_time`` silences every host at once, and the
-    boots it held back reach the scheduler before the hosts' next
-    heartbeats do.
+    again every ``report_interval`` until ``deadline`` (by a bounded number
+    of builds at once: :class:`_QuietWaits`). A broker outage as long as
+    ``service_down_time`` silences every host at once, and the boots it
+    held back reach the scheduler before the hosts' next heartbeats do.
     """
     remaining = _seconds_until(deadline)
     while True:
@@ -171,15 +177,44 @@ def select_destinations(conf: cfg.ConfigOpts, scheduler, ctxt: RequestContext,
             return _select_through_outages(conf, scheduler, ctxt, spec, instance_uuids,
                                            remaining, excluded_hosts)
         except exception.NoValidHost as exc:
-            remaining = _seconds_until(deadline)
             quiet = [h for h in hosts_gone_quiet(conf) if h not in (excluded_hosts or ())]
-            if not quiet or remaining <= conf.report_interval:
+            if not quiet or _seconds_until(deadline) <= conf.report_interval:
                 raise
-            LOG.warning("no host for %s yet (%s); %s stopped reporting lately: asking "
-                        "again in %ss", ", ".join(instance_uuids), exc, ", ".join(quiet),
-                        conf.report_interval)
-            concurrency.sleep(conf.report_interval)
+            with _QUIET_WAITS.slot(conf) as waiting:
+                if not waiting:
+                    raise
+                LOG.warning("no host for %s yet (%s); %s stopped reporting lately: asking "
+                            "again in %ss", ", ".join(instance_uuids), exc,
+                            ", ".join(quiet), conf.report_interval)
+                concurrency.sleep(conf.report_interval)
             remaining = _seconds_until(deadline)
+
+
+class _QuietWaits:
+    """Builds waiting for quiet hosts hold an RPC worker each; at most a
+    quarter of ``[rpc] executor_pool_size`` wait at once (the rest get
+    NoValidHost at once), so the heartbeats that end the wait, on the same
+    queue, still find workers."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.waiting = 0
+
+    @contextlib.contextmanager
+    def slot(self, conf: cfg.ConfigOpts) -> Iterator[bool]:
+        with self._lock:
+            taken = self.waiting < max(1, conf.rpc.executor_pool_size // 4)
+            if taken:
+                self.waiting += 1
+        try:
+            yield taken
+        finally:
+            if taken:
+                with self._lock:
+                    self.waiting -= 1
+
+
+_QUIET_WAITS = _QuietWaits()
 
 
 def hosts_gone_quiet(conf: cfg.ConfigOpts) -> list[str]:

@@ -190,3 +190,20 @@ def test_waiting_for_a_quiet_host_ends_at_the_scheduling_deadline(db, db_conf):
     inst = db.instance_get(uuid)
     assert inst.vm_state == st.ERROR
     assert "ComputeFilter" in db.instance_fault_get_all(uuid)[0].message
+
+
+def test_at_most_a_quarter_of_the_rpc_workers_wait_for_quiet_hosts(db, db_conf):
+    # The heartbeats that end the wait come in on the same queue.
+    from conductor.flows import build
+    db_conf.set_override("report_interval", 1)
+    db_conf.set_override("executor_pool_size", 4, group="rpc")
+    _compute_last_seen(db, "host1", 65)
+    with build._QUIET_WAITS.slot(db_conf) as waiting:
+        assert waiting
+        scheduler = FlakyScheduler([_no_valid_host()])
+        ctxt, uuid = _boot(db, db_conf)
+        BuildFlow(db_conf, "c1", scheduler, Compute()).build_instances(ctxt, [uuid], _spec(),
+                                                                       None)
+    assert len(scheduler.calls) == 1
+    assert db.instance_get(uuid).vm_state == st.ERROR
+    assert build._QUIET_WAITS.waiting == 0
