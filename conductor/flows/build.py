@@ -177,7 +177,10 @@ def select_destinations(conf: cfg.ConfigOpts, scheduler, ctxt: RequestContext,
             return _select_through_outages(conf, scheduler, ctxt, spec, instance_uuids,
                                            remaining, excluded_hosts)
         except exception.NoValidHost as exc:
-            quiet = [h for h in hosts_gone_quiet(conf) if h not in (excluded_hosts or ())]
+            try:
+                quiet = [h for h in hosts_gone_quiet(conf) if h not in (excluded_hosts or ())]
+            except exception.DBError:
+                quiet = []      # cannot tell: the scheduler's answer stands
             if not quiet or _seconds_until(deadline) <= conf.report_interval:
                 raise
             with _QUIET_WAITS.slot(conf) as waiting:
