@@ -127,10 +127,12 @@ class ConductorAPI:
         Raises InstanceStateConflict when the state is not as expected.
 
         A reply lost with the broker connection (MessagingUnavailable: the
-        update may or may not have run) is no answer: the update is sent
-        again, with the reconnect policy, for up to ``[rpc]
-        reconnect_timeout`` (what a client gives one message to get through;
-        the first attempt may have waited a whole broker outage already).
+        update may or may not have run) or in a cut the connection did not
+        notice (MessagingTimeout; the request expired with it) is no
+        answer: the update is sent again, with the reconnect policy, for up
+        to ``[rpc] reconnect_timeout`` (what a client gives one message to
+        get through; the first attempt may have waited a whole broker
+        outage already).
         If the first one ran, the compare-and-swap conflicts the second
         time; a record whose vm_state and task_state are then the ones
         ``values`` set is taken as that first one's answer. Without this an
@@ -143,7 +145,7 @@ class ConductorAPI:
             try:
                 return self._call(ctxt, "instance_update", instance_uuid=instance_uuid,
                                   values=values, expected=expected or {})
-            except exception.MessagingUnavailable:
+            except (exception.MessagingUnavailable, exception.MessagingTimeout):
                 lost = True
                 raise
             except exception.InstanceStateConflict:
@@ -157,7 +159,7 @@ class ConductorAPI:
 
         options = self.client.transport.options
         return retry.call_with_retry(
-            attempt, retry_on=(exception.MessagingUnavailable,),
+            attempt, retry_on=(exception.MessagingUnavailable, exception.MessagingTimeout),
             max_delay=options.reconnect_max_delay,
             deadline=options.reconnect_timeout,
             what="instance_update of %s" % instance_uuid, where="topic conductor")

@@ -1,6 +1,7 @@
-"""ConductorAPI.instance_update when the broker connection drops while the
-reply is awaited (the chaos tier's 30 s broker cut: an agent's
-build, cut off at its first state change, was left to the reaper).
+"""ConductorAPI.instance_update when the broker connection drops, or a cut
+it does not notice loses the message, while the reply is awaited (the
+chaos tier's 30 s broker cut: an agent's build, cut off at its first state
+change, was left to the reaper).
 
 The messages go through the real client, envelope and dispatcher to a small
 conductor holding one instance record with the real compare-and-swap rule;
@@ -50,8 +51,9 @@ class OneInstanceConductor:
 
 class LossyWire:
     """Dispatches each call at once; ``plan`` says, call by call, whether the
-    reply is lost after the call ran ("ran") or the request before it did
-    ("unsent"); anything else is answered."""
+    reply is lost after the call ran ("ran"), the request before it did
+    ("unsent") or silently, the connection not noticing ("timeout");
+    anything else is answered."""
 
     reply_to = "reply-queue"
 
@@ -66,6 +68,9 @@ class LossyWire:
         fate = self.plan.pop(0) if self.plan else "answer"
         if fate == "unsent":
             raise exception.MessagingUnavailable(reason="the broker went away")
+        if fate == "timeout":
+            raise exception.MessagingTimeout(timeout=timeout, method=method,
+                                             topic="conductor")
         request = envelope.decode_request(body, key=None,
                                           max_size=self.options.max_message_size)
         try:
@@ -131,6 +136,14 @@ def test_an_update_that_ran_and_then_conflicts_answers_with_the_record():
     assert (record["vm_state"], record["task_state"]) == ("active", None)
     assert conductor2.updates == 1     # once: the repeat found it done
     assert wire.methods == ["instance_update", "instance_update", "instance_get"]
+
+
+def test_a_request_lost_in_a_cut_the_connection_did_not_notice_is_sent_again():
+    api, conductor, wire = _api(["timeout"])
+    record = _take_spawning(api)
+    assert record["task_state"] == "spawning"
+    assert conductor.updates == 1
+    assert wire.methods == ["instance_update"] * 2
 
 
 def test_a_conflict_with_another_state_after_a_lost_reply_is_raised():
