@@ -73,7 +73,7 @@ sys.path.insert(0, str(REPO))
 from tools.bench.rigcloud import on_one_host_cloud, say  # noqa: E402
 from tools.demo.bringup import GUEST_BUILDER, Bringup, _run  # noqa: E402
 from tools.demo.demo import Walkthrough  # noqa: E402
-from volume.nbd import StorageDaemon  # noqa: E402
+from volume.nbd import QMP, QMPError, StorageDaemon  # noqa: E402
 
 GOAL_THROUGHPUT = 0.8
 MIB = 2 ** 20
@@ -251,7 +251,7 @@ class Bench:
         return {k: statistics.median(v) for k, v in results.items()}
 
     def _export_null(self, size: int) -> None:
-        qmp = self.daemon._session()
+        qmp = QMP(self.daemon.socket_path)
         try:
             qmp.execute("blockdev-add", **{"driver": "null-co", "node-name": CEILING_EXPORT,
                                            "size": size, "read-zeroes": False})
@@ -261,7 +261,7 @@ class Bench:
             qmp.close()
 
     def _unexport_null(self) -> None:
-        qmp = self.daemon._session()
+        qmp = QMP(self.daemon.socket_path)
         try:
             qmp.execute("block-export-del", id=CEILING_EXPORT, mode="hard")
             deadline = time.monotonic() + 10
@@ -269,7 +269,7 @@ class Bench:
                 try:
                     qmp.execute("blockdev-del", **{"node-name": CEILING_EXPORT})
                     return
-                except Exception:
+                except QMPError:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.1)
