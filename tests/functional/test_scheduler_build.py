@@ -10,6 +10,7 @@ from compute.virt.fake import FakeDriver
 from flotilla import states as st
 from flotilla.db import api as db
 from tests.fixtures.scheduling import SchedulingCloud, events, fault_details, faults
+from tests.fixtures.waiting import wait_until
 
 HOSTS = ["host1", "host2", "host3"]
 
@@ -52,11 +53,14 @@ def test_build_one_server(cloud):
     assert uuid in cloud.drivers[inst["host"]].guests
     [alloc] = db.allocation_get_by_consumer(uuid)
     assert alloc.host == inst["host"] and alloc.memory_mb == 64
+    # build_on_host ends when its cast returned, which a fake agent can
+    # outrun to ACTIVE: wait for it rather than assume.
+    steps = {("create", e, "Success") for e in ("conductor_select_destinations",
+                                                "conductor_schedule_instance",
+                                                "conductor_build_on_host")}
+    wait_until(lambda: steps <= {(a, e, r) for a, e, r, _ in events(uuid)}, timeout=5,
+               what="the build's conductor steps recorded as done")
     recorded = events(uuid)
-    for event in ("conductor_select_destinations", "conductor_schedule_instance",
-                  "conductor_build_on_host"):
-        assert ("create", event, "Success", "conductor-host") in [
-            (a, e, r, "conductor-host") for a, e, r, _ in recorded]
     assert ("create", "compute_create_instance", "Success", inst["host"]) in recorded
     action = db.action_get(uuid, ctxt.request_id)
     assert action.finish_time is not None and action.message is None
