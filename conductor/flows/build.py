@@ -41,7 +41,8 @@ only then does the build fail. An attempt whose reply was lost may still
 have claimed, so the claims of the request's instances are freed before
 each new attempt (a claim belongs to the instance uuid; the repeated
 request claims afresh). NoValidHost right after an outage is asked again
-too, while a host that went quiet only lately may report
+too, while a host that went quiet only lately may report, and once at
+once when a host reported while the scheduler was deciding
 (:func:`select_destinations`).
 """
 
@@ -170,17 +171,33 @@ def select_destinations(conf: cfg.ConfigOpts, scheduler, ctxt: RequestContext,
     of builds at once: :class:`_QuietWaits`). A broker outage as long as
     ``service_down_time`` silences every host at once, and the boots it
     held back reach the scheduler before the hosts' next heartbeats do.
+    A host whose heartbeat came after the question was asked (see
+    :func:`hosts_back_since`) may have been down when the scheduler looked
+    and up by the time of the answer: the scheduler is asked once more at
+    once (once: a host that was up all along and merely reported meanwhile
+    looks the same).
     """
     remaining = _seconds_until(deadline)
+    asked_again = False
     while True:
+        asked_at = datetime.datetime.now(datetime.UTC)
         try:
             return _select_through_outages(conf, scheduler, ctxt, spec, instance_uuids,
                                            remaining, excluded_hosts)
         except exception.NoValidHost as exc:
+            excluded = set(excluded_hosts or ())
             try:
-                quiet = [h for h in hosts_gone_quiet(conf) if h not in (excluded_hosts or ())]
+                quiet = [h for h in hosts_gone_quiet(conf) if h not in excluded]
+                back = [] if asked_again or quiet else \
+                    [h for h in hosts_back_since(conf, asked_at) if h not in excluded]
             except exception.DBError:
-                quiet = []      # cannot tell: the scheduler's answer stands
+                quiet = back = []   # cannot tell: the scheduler's answer stands
+            if back and _seconds_until(deadline) > 0:
+                asked_again = True
+                LOG.info("no host for %s (%s); %s reported since it was asked: asking again",
+                         ", ".join(instance_uuids), exc, ", ".join(back))
+                remaining = _seconds_until(deadline)
+                continue
             if not quiet or _seconds_until(deadline) <= conf.report_interval:
                 raise
             with _QUIET_WAITS.slot(conf) as waiting:
@@ -229,6 +246,15 @@ def hosts_gone_quiet(conf: cfg.ConfigOpts) -> list[str]:
     return [s.host for s in db.service_get_all(binary=binaries.COMPUTE,
                                                include_disabled=False)
             if not db.service_is_up(s, down_time) and db.service_is_up(s, 2 * down_time)]
+
+
+def hosts_back_since(conf: cfg.ConfigOpts, since: datetime.datetime) -> list[str]:
+    """Enabled compute hosts up now whose last heartbeat came after
+    ``since`` (forced-down ones never count)."""
+    elapsed = (datetime.datetime.now(datetime.UTC) - since).total_seconds()
+    return [s.host for s in db.service_get_all(binary=binaries.COMPUTE,
+                                               include_disabled=False)
+            if db.service_is_up(s, elapsed)]
 
 
 def _select_through_outages(conf: cfg.ConfigOpts, scheduler, ctxt: RequestContext,

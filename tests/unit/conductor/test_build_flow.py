@@ -207,3 +207,44 @@ def test_at_most_a_quarter_of_the_rpc_workers_wait_for_quiet_hosts(db, db_conf):
     assert len(scheduler.calls) == 1
     assert db.instance_get(uuid).vm_state == st.ERROR
     assert build._QUIET_WAITS.waiting == 0
+
+
+class HostReturnsWhileDeciding(FlakyScheduler):
+    """NoValidHost from a view in which host1 was down, while host1's first
+    heartbeat after a broker cut lands before the answer does."""
+
+    def __init__(self, db, errors, forever=False):
+        super().__init__(errors, forever)
+        self.db = db
+
+    def select_destinations(self, ctxt, spec, instance_uuids, excluded_hosts=None):
+        if len(self.calls) == 0:
+            _compute_last_seen(self.db, "host1", 0)
+        return super().select_destinations(ctxt, spec, instance_uuids, excluded_hosts)
+
+
+def test_a_host_that_reported_while_the_scheduler_decided_is_asked_about_again(db, db_conf):
+    db_conf.set_override("report_interval", 1)
+    _compute_last_seen(db, "host1", 65)
+    scheduler = HostReturnsWhileDeciding(db, [_no_valid_host()])
+    compute = Compute()
+    ctxt, uuid = _boot(db, db_conf)
+    BuildFlow(db_conf, "c1", scheduler, compute).build_instances(ctxt, [uuid], _spec(), None)
+    assert len(scheduler.calls) == 2
+    assert compute.builds == [("host1", uuid)]
+
+
+@pytest.mark.parametrize("reported", ["before", "during"])
+def test_a_host_that_reported_is_asked_about_again_only_once(db, db_conf, reported):
+    # Up all along: its heartbeats before the question change nothing; one
+    # that lands during the decision costs one more question, not a loop.
+    db_conf.set_override("report_interval", 1)
+    _compute_last_seen(db, "host1", 1)
+    if reported == "during":
+        scheduler = HostReturnsWhileDeciding(db, [_no_valid_host()], forever=True)
+    else:
+        scheduler = FlakyScheduler([_no_valid_host()], forever=True)
+    ctxt, uuid = _boot(db, db_conf)
+    BuildFlow(db_conf, "c1", scheduler, Compute()).build_instances(ctxt, [uuid], _spec(), None)
+    assert len(scheduler.calls) == (2 if reported == "during" else 1)
+    assert db.instance_get(uuid).vm_state == st.ERROR
