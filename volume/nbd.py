@@ -1,5 +1,5 @@
 """NBD exports of volumes: one qemu-storage-daemon per volume host, driven
-through its QMP socket.
+through its QMP socket (:mod:`volume.qmp`).
 
 The daemon is started once with an NBD server on ``[volume] nbd_host``:
 ``nbd_port`` and a QMP monitor on a UNIX socket under ``[volume] run_path``.
@@ -33,11 +33,8 @@ the device's speed instead of the page cache's, unlike local guest disks).
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import os
-import socket
 import subprocess
 import threading
 import time
@@ -46,15 +43,9 @@ from collections.abc import Callable
 from typing import Any
 
 from flotilla.conf.loader import ConfigError
+from volume.qmp import QMP, QMPError, wait_job
 
 LOG = logging.getLogger(__name__)
-
-
-class QMPError(Exception):
-    def __init__(self, command: str, error: dict) -> None:
-        super().__init__("QMP %s failed: %s: %s" % (command, error.get("class"),
-                                                      error.get("desc")))
-        self.error_class = error.get("class")
 
 
 def node_name(volume_id: str) -> str:
@@ -166,44 +157,6 @@ def daemon_args(binary: str, socket_path: str, pid_path: str, host: str, port: i
                  % (TLS_OBJECT_ID, _qemu_opt(tls))]
         nbd += ",tls-creds=%s" % TLS_OBJECT_ID
     return args + ["--nbd-server", nbd, "--pidfile", pid_path]
-
-
-class QMP:
-    """One QMP session on a UNIX socket (line-delimited JSON)."""
-
-    def __init__(self, path: str, timeout: float = 10) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        self.sock.connect(path)
-        self.file = self.sock.makefile("rwb")
-        self._read()                      # the greeting
-        self.execute("qmp_capabilities")
-
-    def _read(self) -> dict:
-        while True:
-            line = self.file.readline()
-            if not line:
-                raise ConnectionError("QMP socket closed")
-            message = json.loads(line)
-            if "event" not in message:    # events are not answers
-                return message
-
-    def execute(self, command: str, **arguments: Any) -> Any:
-        request: dict[str, Any] = {"execute": command}
-        if arguments:
-            request["arguments"] = arguments
-        self.file.write(json.dumps(request).encode() + b"\n")
-        self.file.flush()
-        reply = self._read()
-        if "error" in reply:
-            raise QMPError(command, reply["error"])
-        return reply.get("return")
-
-    def close(self) -> None:
-        try:
-            self.file.close()
-        finally:
-            self.sock.close()
 
 
 class StorageDaemon:
@@ -526,7 +479,7 @@ class StorageDaemon:
                         qmp.execute("blockdev-backup", **{
                             "job-id": job, "device": source, "target": target,
                             "sync": "full", "auto-dismiss": False})
-                        self._wait_job(qmp, job, timeout)
+                        wait_job(qmp, job, timeout)
                     finally:
                         qmp.execute("blockdev-del", **{"node-name": target})
                 finally:
@@ -535,23 +488,3 @@ class StorageDaemon:
             finally:
                 qmp.close()
         LOG.info("volume %s copied to %s (point in time)", volume_id, target_path)
-
-    @staticmethod
-    def _wait_job(qmp: QMP, job: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            found = [j for j in qmp.execute("query-jobs") if j.get("id") == job]
-            if found and found[0].get("status") == "concluded":
-                error = found[0].get("error")
-                qmp.execute("job-dismiss", id=job)
-                if error:
-                    raise RuntimeError("backup of %s failed: %s" % (job, error))
-                return
-            if not found:
-                raise RuntimeError("backup job %s vanished" % job)
-            if time.monotonic() > deadline:
-                qmp.execute("job-cancel", id=job, force=True)
-                with contextlib.suppress(QMPError):
-                    qmp.execute("job-dismiss", id=job)
-                raise RuntimeError("backup job %s did not end in %ds" % (job, timeout))
-            time.sleep(0.05)

@@ -56,11 +56,8 @@ from compute.virt.block_device import VolumeConnection  # noqa: E402
 from flotilla.objects import Instance  # noqa: E402
 from tests.fixtures.rig import guest_image, running_rig  # noqa: E402
 from tools.bench.rigcloud import rig_driver_and_storage_daemon, say, until  # noqa: E402
-from volume.nbd import (  # noqa: E402
-    QMP,
-    QMPError,
-    node_name,
-)
+from volume.nbd import node_name  # noqa: E402
+from volume.qmp import QMP, QMPError  # noqa: E402
 
 GIB = 2 ** 30
 COPY = libvirt.VIR_DOMAIN_BLOCK_COPY_REUSE_EXT | libvirt.VIR_DOMAIN_BLOCK_COPY_TRANSIENT_JOB

@@ -73,7 +73,8 @@ sys.path.insert(0, str(REPO))
 from tools.bench.rigcloud import on_one_host_cloud, say  # noqa: E402
 from tools.demo.bringup import GUEST_BUILDER, Bringup, _run  # noqa: E402
 from tools.demo.demo import Walkthrough  # noqa: E402
-from volume.nbd import QMP, QMPError, StorageDaemon  # noqa: E402
+from volume.nbd import StorageDaemon  # noqa: E402
+from volume.qmp import QMP, QMPError  # noqa: E402
 
 GOAL_THROUGHPUT = 0.8
 MIB = 2 ** 20

@@ -201,7 +201,7 @@ def test_a_grow_that_fails_after_removing_the_export_serves_the_volume_again(
     """The export goes before the node's resize: a resize that then fails
     must not leave the guest's disk without an export (its guest would
     stay paused on I/O errors)."""
-    from volume.nbd import QMPError
+    from volume.qmp import QMPError
     daemon, backend, port = volume_host
     vid = str(uuidlib.uuid4())
     path = backend.create(vid, 1)

@@ -26,7 +26,7 @@ from tests.integration.e2e.test_snapshots import (  # noqa: F401 - fixtures
     cli,
     guest,
 )
-from volume.nbd import QMP
+from volume.qmp import QMP
 
 GIB = 1024 ** 3
 MARKER = re.compile(r"FLOTILLA-DISK-MARKER (vd[a-z]) (written|found) ([0-9a-f-]+|none)")

@@ -88,7 +88,8 @@ class TestRigLibvirtContract(DriverContract):
         service by removing the export (the node stays)."""
         import socket
 
-        from volume.nbd import QMP, StorageDaemon, export_id
+        from volume.nbd import StorageDaemon, export_id
+        from volume.qmp import QMP
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
