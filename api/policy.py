@@ -82,6 +82,7 @@ RULES: dict[tuple[str, str], str] = {
     ("POST", C + "/servers/{server_id}/os-volume_attachments"): MEMBER,
     ("GET", C + "/servers/{server_id}/os-volume_attachments/{volume_id}"): READER,
     ("DELETE", C + "/servers/{server_id}/os-volume_attachments/{volume_id}"): MEMBER,
+    ("PUT", C + "/servers/{server_id}/os-volume_attachments/{volume_id}"): MEMBER,
     ("GET", C + "/servers/{server_id}/os-instance-actions/{request_id}"): READER,
     # flavors
     ("GET", C + "/flavors"): READER,

@@ -136,6 +136,8 @@ _BODIES = {
     ("PUT", VOL + "/snapshots/{snapshot_id}"): volume_snapshots.UPDATE,
     ("POST", "/compute/v2.1/servers/{server_id}/os-volume_attachments"):
         volume_attachments.ATTACH,
+    ("PUT", "/compute/v2.1/servers/{server_id}/os-volume_attachments/{volume_id}"):
+        volume_attachments.UPDATE,
 }
 _STATUS = {"POST": "202", "DELETE": "204", "PUT": "200", "GET": "200", "HEAD": "200",
            "PATCH": "200"}

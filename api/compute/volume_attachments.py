@@ -6,12 +6,18 @@ Rules:
   is not attached to this server);
 * attach: ``volumeId`` a UUID (400 naming it), a volume of the server's
   project (404), ``available`` (409: in use or busy), the server active or
-  stopped with no task and a host (409), not locked. The volume is
+  stopped with no task and a host (409), not locked; ``tag`` from 2.49 (no
+  comma or slash) and ``delete_on_termination`` from 2.79 are kept on the
+  attachment (400 naming either before its version). The volume is
   reserved (available -> reserved, by compare-and-swap), an attachment row
   made, the action ``attach_volume`` recorded and the conductor cast
   ``attach_volume``; the agent chooses the device (a requested ``device``
   is ignored, as Nova does on libvirt), so the answer's device is null
-  until the flow is done (the list shows it then);
+  until the flow is done (the list shows it then, as ``/dev/vdb``);
+* update (PUT, 2.85): only ``delete_on_termination`` changes; a
+  ``volumeId`` other than the attached volume asks for a volume swap,
+  which Flotilla does not do (400 naming the field), and before 2.85 the
+  request is that swap (400 too); 202;
 * detach: the volume must be attached to this server (404), not the
   volume it boots from (400, as Nova), ``in-use`` or ``error`` after a
   failed detach (409 otherwise); it becomes detaching and the conductor is
@@ -27,7 +33,7 @@ import falcon
 from api import errors, validation
 from api.compute import locks
 from api.compute.servers import get_server
-from api.state import APIState, ctxt
+from api.state import APIState, ctxt, version
 from api.volume import views
 from api.volume.resources import get_volume
 from flotilla import exception
@@ -44,7 +50,36 @@ ATTACH = {"type": "object", "required": ["volumeAttachment"], "additionalPropert
                              "device": {"type": ["string", "null"], "maxLength": 255},
                              "tag": {"type": ["string", "null"], "maxLength": 60},
                              "delete_on_termination": {"type": "boolean"}}}}}
+UPDATE = {"type": "object", "required": ["volumeAttachment"], "additionalProperties": False,
+          "properties": {"volumeAttachment": {
+              "type": "object", "required": ["volumeId"], "additionalProperties": False,
+              "properties": {"volumeId": {"type": "string"},
+                             "delete_on_termination": {"type": "boolean"},
+                             # 2.85 lets these through unchanged (Nova: must match).
+                             "id": {"type": "string"}, "serverId": {"type": "string"},
+                             "device": {"type": ["string", "null"]},
+                             "tag": {"type": ["string", "null"]}}}}}
 DETACHABLE = (st.VOLUME_IN_USE, st.VOLUME_ERROR, st.VOLUME_ERROR_EXTENDING)
+# Since 2.N, key: what the attach request may carry.
+ATTACH_KEYS_SINCE = {"tag": (2, 49), "delete_on_termination": (2, 79)}
+
+
+def _attach_options(req, request: dict) -> dict:
+    """The attachment's ``tag`` and ``delete_on_termination`` as the
+    request's microversion allows them (400 naming the field otherwise)."""
+    ver = version(req)
+    for key, since in ATTACH_KEYS_SINCE.items():
+        if key in request and ver < since:
+            raise errors.bad_request(
+                "Invalid input for field/attribute volumeAttachment. Additional "
+                "properties are not allowed (%s needs microversion %d.%d or later)"
+                % (key, since[0], since[1]))
+    tag = request.get("tag")
+    if tag is not None and ("," in tag or "/" in tag):
+        raise errors.bad_request("Invalid input for field/attribute volumeAttachment.tag: "
+                                 "a tag cannot hold ',' or '/'")
+    return {"tag": tag,
+            "delete_on_termination": bool(request.get("delete_on_termination", False))}
 
 
 def _attachment(server_uuid: str, volume_id: str):
@@ -71,6 +106,7 @@ class VolumeAttachments:
             validation.read_json(req, conf.api.max_request_body_size), ATTACH)
         volume_id = validation.check_uuid(body["volumeAttachment"]["volumeId"],
                                           "volumeAttachment.volumeId")
+        options = _attach_options(req, body["volumeAttachment"])
         locks.check_not_locked(ctx, inst)
         volume = get_volume(ctx, volume_id)
         if volume.project_id != inst.project_id:
@@ -89,7 +125,7 @@ class VolumeAttachments:
             raise errors.conflict("Volume %s status must be available to attach, but "
                                   "it is %s" % (volume_id, exc.kwargs.get("actual"))
                                   ) from None
-        attachment = vdb.attachment_create(volume_id, inst.uuid, inst.host)
+        attachment = vdb.attachment_create(volume_id, inst.uuid, inst.host, **options)
         db.action_start(inst.uuid, "attach_volume", ctx.request_id, ctx.user_id,
                         ctx.project_id)
         try:
@@ -113,6 +149,26 @@ class VolumeAttachment:
         inst = get_server(ctxt(req), server_id)
         resp.media = {"volumeAttachment": views.server_attachment(
             _attachment(inst.uuid, volume_id))}
+
+    def on_put(self, req, resp, server_id: str, volume_id: str) -> None:
+        ctx = ctxt(req)
+        inst = get_server(ctx, server_id)
+        attachment = _attachment(inst.uuid, volume_id)
+        body = validation.validate(validation.read_json(
+            req, self.state.conf.api.max_request_body_size), UPDATE)["volumeAttachment"]
+        if body["volumeId"] != volume_id or version(req) < (2, 85):
+            raise errors.bad_request(
+                "Invalid input for field/attribute volumeAttachment.volumeId: swapping "
+                "the volume of an attachment is not supported; from microversion 2.85 "
+                "an update with the attached volume's id may change "
+                "delete_on_termination")
+        locks.check_not_locked(ctx, inst)
+        if "delete_on_termination" in body:
+            vdb.attachment_update(attachment.uuid, {
+                "delete_on_termination": body["delete_on_termination"]})
+            LOG.info("volume %s of %s: delete_on_termination %s", volume_id, inst.uuid,
+                     body["delete_on_termination"])
+        resp.status = falcon.HTTP_202
 
     def on_delete(self, req, resp, server_id: str, volume_id: str) -> None:
         ctx = ctxt(req)

@@ -34,7 +34,16 @@ def version_doc(base: str) -> dict:
 def attachment(row) -> dict:
     return {"id": row.volume_id, "attachment_id": row.uuid, "volume_id": row.volume_id,
             "server_id": row.instance_uuid, "host_name": None,
-            "device": row.device or "", "attached_at": isotime(row.created_at, micro=True)}
+            "device": device_path(row.device) or "",
+            "attached_at": isotime(row.created_at, micro=True)}
+
+
+def device_path(device: str | None) -> str | None:
+    """The guest device as Nova and Cinder show it (``/dev/vdb``); the
+    agent records the bare name libvirt uses (``vdb``)."""
+    if not device or device.startswith("/"):
+        return device
+    return "/dev/" + device
 
 
 def volume(row, attachments, url: str, admin: bool, detail: bool = True) -> dict:
@@ -72,7 +81,7 @@ def volume(row, attachments, url: str, admin: bool, detail: bool = True) -> dict
 def server_attachment(row) -> dict:
     """Nova's volumeAttachment (all microversions' keys)."""
     return {"id": row.volume_id, "volumeId": row.volume_id,
-            "serverId": row.instance_uuid, "device": row.device,
-            "tag": None,
+            "serverId": row.instance_uuid, "device": device_path(row.device),
+            "tag": getattr(row, "tag", None),
             "delete_on_termination": bool(getattr(row, "delete_on_termination", False)),
             "attachment_id": row.uuid, "bdm_uuid": None}

@@ -184,7 +184,7 @@ class ReserveVolumes(Step):
             attachment = vdb.attachment_create(
                 bdm.volume_id, state.instance_uuid, state.host,
                 delete_on_termination=bdm.delete_on_termination,
-                boot_index=bdm.boot_index)
+                boot_index=bdm.boot_index, tag=bdm.tag)
             _replace(state, index, attachment_id=attachment.uuid)
             # Recorded at once: a conductor that dies here leaves a revert
             # that finds the reservation (the runner saves between steps).

@@ -496,6 +496,8 @@ class VolumeAttachment(TimestampMixin, Base):
     delete_on_termination: Mapped[bool] = mapped_column(default=False,
                                                         server_default=sa.false())
     boot_index: Mapped[int | None]
+    # Added by 0016: the device role tag given at attach or in the BDM.
+    tag: Mapped[str | None] = mapped_column(sa.String(60))
 
 
 class VolumeCapacity(Base):

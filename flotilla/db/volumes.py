@@ -250,13 +250,14 @@ def volume_extend_failed(volume_id: str, old_size_gb: int, reason: str) -> bool:
 
 def attachment_create(volume_id: str, instance_uuid: str, host: str | None,
                       delete_on_termination: bool = False,
-                      boot_index: int | None = None) -> VolumeAttachment:
+                      boot_index: int | None = None,
+                      tag: str | None = None) -> VolumeAttachment:
     with session_scope() as session:
         row = VolumeAttachment(volume_id=volume_id, instance_uuid=instance_uuid,
                                host=host, status=st.VOLUME_ATTACHING,
                                uuid=str(uuidlib.uuid4()),
                                delete_on_termination=delete_on_termination,
-                               boot_index=boot_index)
+                               boot_index=boot_index, tag=tag)
         session.add(row)
         session.flush()
         return row

@@ -245,7 +245,7 @@ class Walkthrough:
         started = time.monotonic()
         self.tenant.compute.create_volume_attachment(first, volume_id=volume.id)
         volume = storage.wait_for_status(volume, "in-use", interval=0.5, wait=60)
-        say("    in-use as /dev/%s of %s (%.1fs)" % (volume.attachments[0]["device"],
+        say("    in-use as %s of %s (%.1fs)" % (volume.attachments[0]["device"],
                                                    first.name, time.monotonic() - started))
         self.wait_console(first, "FLOTILLA-DISK-MARKER vdb written %s" % first.id)
         step("detach it from %s, extend it to 2 GiB and attach it to %s (on %s)"

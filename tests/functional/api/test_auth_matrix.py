@@ -54,6 +54,12 @@ def _server_attached(cloud):
     att = vdb.attachment_create(volume_id, values["server_id"], "host1")
     vdb.attachment_update(att.uuid, {"status": "attached", "device": "vdb"})
     return dict(values, volume_id=volume_id)
+
+
+def _server_attached_update(cloud):
+    values = _server_attached(cloud)
+    return dict(values, _version="2.85", _body={"volumeAttachment": {
+        "volumeId": values["volume_id"], "delete_on_termination": True}})
 def _server_259(cloud):
     return {"server_id": _server(cloud)["server_id"], "_version": "2.59"}
 
@@ -256,6 +262,8 @@ ROUTES = [
      None, "own"),
     ("DELETE", C + "/servers/{server_id}/os-volume_attachments/{volume_id}",
      _server_attached, None, "own-write"),
+    ("PUT", C + "/servers/{server_id}/os-volume_attachments/{volume_id}",
+     _server_attached_update, None, "own-write"),
     ("GET", C + "/servers/{server_id}/os-instance-actions/{request_id}", _server, None,
      "own"),
     ("GET", C + "/flavors", None, None, "collection"),

@@ -82,7 +82,7 @@ def _existing(cloud, bootable: bool = False) -> str:
 def test_boot_from_a_new_volume_with_an_extra_volume_then_delete(cloud):
     extra = _existing(cloud)
     _ctxt, uuid = _boot(cloud, [_from_image(), objects.BlockDeviceMapping(
-        source_type="volume", destination_type="volume", volume_id=extra)])
+        source_type="volume", destination_type="volume", volume_id=extra, tag="data")])
     [inst] = cloud.wait_settled([uuid])
     assert inst["vm_state"] == st.ACTIVE, inst
     attachments = {a.volume_id: a for a in vdb.attachments_of_instance(uuid)}
@@ -95,6 +95,7 @@ def test_boot_from_a_new_volume_with_an_extra_volume_then_delete(cloud):
             attachments[boot].delete_on_termination) == ("vda", 0, True)
     assert (attachments[extra].device, attachments[extra].boot_index,
             attachments[extra].delete_on_termination) == ("vdb", None, False)
+    assert (attachments[boot].tag, attachments[extra].tag) == (None, "data")
     assert vdb.volume_get(extra).status == st.VOLUME_IN_USE
     guest = cloud.drivers[inst["host"]].guests[uuid]
     assert guest.devices() == {boot: "vda", extra: "vdb"} and guest.disk == b""
@@ -143,7 +144,7 @@ def test_a_failure_undoes_the_volumes_in_reverse(cloud, failing_step):
         for driver in cloud.drivers.values():
             driver.inject_spawn_failure()
     _ctxt, uuid = _boot(cloud, [_from_image(), objects.BlockDeviceMapping(
-        source_type="volume", destination_type="volume", volume_id=extra)])
+        source_type="volume", destination_type="volume", volume_id=extra, tag="data")])
     [inst] = cloud.wait_settled([uuid])
     assert inst["vm_state"] == st.ERROR
     wait_until(lambda: set(cloud.backend.volumes) == {extra}, timeout=15,
@@ -188,7 +189,7 @@ def test_agents_capped_below_1_7_refuse_a_volume_boot_before_any_volume(cloud):
     extra = _existing(cloud)
     cloud.conductor_manager.flows["build"].compute.client.version_cap = "1.6"
     _ctxt, uuid = _boot(cloud, [_from_image(), objects.BlockDeviceMapping(
-        source_type="volume", destination_type="volume", volume_id=extra)])
+        source_type="volume", destination_type="volume", volume_id=extra, tag="data")])
     [inst] = cloud.wait_settled([uuid])
     assert inst["vm_state"] == st.ERROR
     assert cloud.written == [] and set(cloud.backend.volumes) == {extra}

@@ -89,7 +89,7 @@ def _volume_attached(cloud, walkthrough, server_id: str, host: str):
     tenant.block_storage.wait_for_status(volume, "available", wait=60)
     _cli_ok(cloud, "server", "add", "volume", server_id, volume.id)
     volume = tenant.block_storage.wait_for_status(volume, "in-use", wait=60)
-    assert volume.attachments[0]["device"] == "vdb"
+    assert volume.attachments[0]["device"] == "/dev/vdb"
     _wait_console(cloud, host, server_id, "FLOTILLA-DISK-MARKER vdb written %s" % server_id)
     return volume
 

@@ -128,12 +128,12 @@ def test_data_written_on_one_host_is_read_on_the_other(cloud, walkthrough, serve
     volume = tenant.block_storage.wait_for_status(volume, "in-use", wait=60)
     assert [a["server_id"] for a in volume.attachments] == [first]
     device = volume.attachments[0]["device"]
-    assert device == "vdb"
+    assert device == "/dev/vdb"
     assert _wait(lambda: ("vdb", "written", first) in _markers(cloud, host_a, first), 60,
                  "the marker written on " + host_a)
     assert _exports(cloud) == {"e" + volume.id.replace("-", "")}
     listed = cli("server", "volume", "list", first)
-    assert [(a["Volume ID"], a["Device"]) for a in listed] == [(volume.id, "vdb")]
+    assert [(a["Volume ID"], a["Device"]) for a in listed] == [(volume.id, "/dev/vdb")]
     # Attached: it cannot be deleted.
     import openstack
     with pytest.raises(openstack.exceptions.BadRequestException):
@@ -166,9 +166,15 @@ def test_data_written_on_one_host_is_read_on_the_other(cloud, walkthrough, serve
 
 
 def test_server_delete_releases_the_volume(cloud, walkthrough, guest, cli):  # noqa: F811
+    """A server's delete detaches its volumes and deletes those marked
+    delete_on_termination: at attach (CLI, 2.79, with a tag) or changed
+    afterwards (CLI ``server volume set``, 2.85)."""
     tenant = walkthrough.tenant
     volume = tenant.block_storage.create_volume(size=1, name="orphan")
-    tenant.block_storage.wait_for_status(volume, "available", wait=60)
+    scratch = tenant.block_storage.create_volume(size=1, name="scratch")
+    kept = tenant.block_storage.create_volume(size=1, name="kept")
+    for v in (volume, scratch, kept):
+        tenant.block_storage.wait_for_status(v, "available", wait=60)
     server = cli("server", "create", "--image", guest.id, "--flavor", "m1.tiny",
                  "--nic", "none", "--wait", "vol-delete")
     try:
@@ -177,12 +183,30 @@ def test_server_delete_releases_the_volume(cloud, walkthrough, guest, cli):  # n
               120, "guest boot")
         tenant.compute.create_volume_attachment(server["id"], volume_id=volume.id)
         tenant.block_storage.wait_for_status(volume, "in-use", wait=60)
+        for v, tag in ((scratch, "scratch"), (kept, "kept")):
+            shown = cli("--os-compute-api-version", "2.79", "server", "add", "volume",
+                        "--tag", tag, "--enable-delete-on-termination", server["id"], v.id)
+            assert (shown["Tag"], shown["Delete On Termination"]) == (tag, True)
+            tenant.block_storage.wait_for_status(v, "in-use", wait=60)
+        proc = cli_plain(cloud, "--os-compute-api-version", "2.85", "server", "volume", "set",
+                         "--preserve-on-termination", server["id"], kept.id)
+        assert proc.returncode == 0, proc.stderr
+        listed = cli("server", "volume", "list", server["id"])
+        assert sorted((a["Volume ID"], a["Tag"], a["Delete On Termination?"], a["Device"])
+                      for a in listed) == sorted([
+                          (volume.id, None, False, "/dev/vdb"),
+                          (scratch.id, "scratch", True, "/dev/vdc"),
+                          (kept.id, "kept", False, "/dev/vdd")])
     finally:
         _delete(walkthrough, [server["id"]])
-    volume = tenant.block_storage.wait_for_status(volume, "available", wait=60)
-    assert volume.attachments == [] and _exports(cloud) == set()
-    tenant.block_storage.delete_volume(volume)
-    tenant.block_storage.wait_for_delete(volume, wait=60)
+    tenant.block_storage.wait_for_delete(scratch, wait=60)
+    for v in (volume, kept):
+        v = tenant.block_storage.wait_for_status(v, "available", wait=60)
+        assert v.attachments == []
+        tenant.block_storage.delete_volume(v)
+    assert _exports(cloud) == set()
+    for v in (volume, kept):
+        tenant.block_storage.wait_for_delete(v, wait=60)
 
 
 def test_extend_is_seen_by_the_guest(cloud, walkthrough, servers, cli):  # noqa: F811
@@ -315,9 +339,9 @@ def test_boot_from_volume_with_the_cli(cloud, walkthrough, guest, cli):  # noqa:
         assert "booted from volume" in cli("server", "show", server["id"])["image"]
         volume = tenant.block_storage.get_volume(attached["id"])
         assert (volume.status, volume.is_bootable, volume.size) == ("in-use", True, 1)
-        assert [a["device"] for a in volume.attachments] == ["vda"]
+        assert [a["device"] for a in volume.attachments] == ["/dev/vda"]
         listed = cli("server", "volume", "list", server["id"])
-        assert [(a["Volume ID"], a["Device"]) for a in listed] == [(volume.id, "vda")]
+        assert [(a["Volume ID"], a["Device"]) for a in listed] == [(volume.id, "/dev/vda")]
     finally:
         _delete(walkthrough, [server["id"]])
     volume = tenant.block_storage.wait_for_status(volume, "available", wait=60)
