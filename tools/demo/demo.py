@@ -41,6 +41,17 @@ SERVERS = 4
 COMPUTE_BINARIES = ("nova-compute", "flotilla-compute")
 POWER = {0: "NOSTATE", 1: "Running", 3: "Paused", 4: "Shutdown", 6: "Crashed", 7: "Suspended"}
 
+# Printed by --keep: a first session with the kept cloud (the openstack
+# CLI in the venv; the guest image is kept).
+TRY_IT = (
+    ".venv/bin/openstack server create --image flotilla-guest --flavor m1.tiny "
+    "--no-network --wait vm1",
+    ".venv/bin/openstack volume create --size 1 vol1",
+    ".venv/bin/openstack server add volume vm1 vol1",
+    ".venv/bin/openstack console log show vm1 | tail   # the guest lists vdb",
+)
+
+
 def say(text: str) -> None:
     print(text, flush=True)
 
@@ -103,8 +114,9 @@ class Walkthrough:
                                             POWER.get(server.power_state, "?")))
         return hosts
 
-    def run(self) -> dict:
-        """The walk-through; returns what it saw (for the e2e test)."""
+    def run(self, keep_image: bool = False) -> dict:
+        """The walk-through; returns what it saw (for the e2e test).
+        ``keep_image`` leaves the guest image for whoever tries the cloud."""
         summary: dict = {}
         step("upload the tiny Linux guest image (tools/guest-image)")
         meta = json.loads(_run([sys.executable, GUEST_BUILDER, "--json"]).stdout)
@@ -172,9 +184,12 @@ class Walkthrough:
         for server in servers:
             self.tenant.compute.wait_for_delete(server, interval=0.5, wait=120)
             say("    %s deleted" % server.name)
-        self.tenant.image.delete_image(image)
         self.tenant.image.delete_image(summary["snapshot"]["image"])
-        say("    images deleted")
+        if keep_image:
+            say("    snapshot image deleted; %s kept to boot from" % image.name)
+        else:
+            self.tenant.image.delete_image(image)
+            say("    images deleted")
         summary["servers"] = ids
         summary["boot_marker"] = meta["boot_marker"]
         return summary
@@ -424,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     cloud.up()
     failed = False
     try:
-        Walkthrough(cloud).run()
+        Walkthrough(cloud).run(keep_image=args.keep)
     except Exception as exc:
         failed = True
         say("\nDEMO FAILED: %s" % exc)
@@ -447,9 +462,12 @@ def main(argv: list[str] | None = None) -> int:
                 % (cloud.auth_url, creds["admin"]))
             os.chmod(admin_env, 0o600)
             say("The cloud is still running. To use it:\n"
-                "    source %s\n    .venv/bin/flotilla server list\n"
-                "As admin: %s (OpenStack's API tests: make tempest CLOUD=%s)\n"
-                "Stop it with: make demo-stop" % (env, admin_env, admin_env))
+                "    source %s\n%s\n"
+                "As admin (live migration, host maintenance): source %s, then e.g.\n"
+                "    .venv/bin/openstack server migrate --live-migration --wait <server id>\n"
+                "OpenStack's API tests against it: make tempest CLOUD=%s\n"
+                "Stop it with: make demo-stop"
+                % (env, "\n".join("    " + c for c in TRY_IT), admin_env, admin_env))
         else:
             statuses = cloud.down()
             say("Everything stopped (%s); nothing is left running." % ", ".join(
