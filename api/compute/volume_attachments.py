@@ -14,7 +14,9 @@ Rules:
   ``attach_volume``; the agent chooses the device (a requested ``device``
   is ignored, as Nova does on libvirt), so the answer's device is null
   until the flow is done (the list shows it then, as ``/dev/vdb``);
-* update (PUT, 2.85): only ``delete_on_termination`` changes; a
+* update (PUT, 2.85): only ``delete_on_termination`` changes (``id``,
+  ``serverId``, ``device`` and ``tag`` may be sent back as shown, any other
+  value is a 400 naming it); a
   ``volumeId`` other than the attached volume asks for a volume swap,
   which Flotilla does not do (400 naming the field), and before 2.85 the
   request is that swap (400 too); 202;
@@ -55,10 +57,11 @@ UPDATE = {"type": "object", "required": ["volumeAttachment"], "additionalPropert
               "type": "object", "required": ["volumeId"], "additionalProperties": False,
               "properties": {"volumeId": {"type": "string"},
                              "delete_on_termination": {"type": "boolean"},
-                             # 2.85 lets these through unchanged (Nova: must match).
+                             # 2.85 takes these back as shown; never changed.
                              "id": {"type": "string"}, "serverId": {"type": "string"},
                              "device": {"type": ["string", "null"]},
                              "tag": {"type": ["string", "null"]}}}}}
+UNCHANGEABLE = ("id", "serverId", "device", "tag")
 DETACHABLE = (st.VOLUME_IN_USE, st.VOLUME_ERROR, st.VOLUME_ERROR_EXTENDING)
 # Since 2.N, key: what the attach request may carry.
 ATTACH_KEYS_SINCE = {"tag": (2, 49), "delete_on_termination": (2, 79)}
@@ -162,6 +165,12 @@ class VolumeAttachment:
                 "the volume of an attachment is not supported; from microversion 2.85 "
                 "an update with the attached volume's id may change "
                 "delete_on_termination")
+        shown = views.server_attachment(attachment)
+        for key in UNCHANGEABLE:
+            if key in body and body[key] != shown[key]:
+                raise errors.bad_request(
+                    "Invalid input for field/attribute volumeAttachment.%s: it cannot be "
+                    "changed (it is %r); only delete_on_termination can" % (key, shown[key]))
         locks.check_not_locked(ctx, inst)
         if "delete_on_termination" in body:
             vdb.attachment_update(attachment.uuid, {

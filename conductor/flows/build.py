@@ -189,7 +189,7 @@ def select_destinations(conf: cfg.ConfigOpts, scheduler, ctxt: RequestContext,
             try:
                 quiet = [h for h in hosts_gone_quiet(conf) if h not in excluded]
                 back = [] if asked_again or quiet else \
-                    [h for h in hosts_back_since(conf, asked_at) if h not in excluded]
+                    [h for h in hosts_back_since(asked_at) if h not in excluded]
             except exception.DBError:
                 quiet = back = []   # cannot tell: the scheduler's answer stands
             if back and _seconds_until(deadline) > 0:
@@ -248,7 +248,7 @@ def hosts_gone_quiet(conf: cfg.ConfigOpts) -> list[str]:
             if not db.service_is_up(s, down_time) and db.service_is_up(s, 2 * down_time)]
 
 
-def hosts_back_since(conf: cfg.ConfigOpts, since: datetime.datetime) -> list[str]:
+def hosts_back_since(since: datetime.datetime) -> list[str]:
     """Enabled compute hosts up now whose last heartbeat came after
     ``since`` (forced-down ones never count)."""
     elapsed = (datetime.datetime.now(datetime.UTC) - since).total_seconds()

@@ -339,7 +339,13 @@ def test_update_changes_delete_on_termination_only(cloud):
         "volumeId": vid, "delete_on_termination": "yes"}})
     assert r.status_code == 400 and "delete_on_termination" in r.text
     assert vdb.attachment_get(att.uuid).delete_on_termination is False
-    r = cloud.request("PUT", url, version="2.85", json=body)
+    r = cloud.request("PUT", url, version="2.85", json={"volumeAttachment": {
+        "volumeId": vid, "tag": "changed", "delete_on_termination": True}})
+    assert r.status_code == 400 and "volumeAttachment.tag" in r.text
+    assert vdb.attachment_get(att.uuid).delete_on_termination is False
+    # Sent back as shown (the CLI sends only volumeId and the flag):
+    r = cloud.request("PUT", url, version="2.85", json={"volumeAttachment": dict(
+        body["volumeAttachment"], serverId=uuid, device="/dev/vdb", tag=None)})
     assert r.status_code == 202, r.text
     assert vdb.attachment_get(att.uuid).delete_on_termination is True
     shown = cloud.request("GET", url, version="2.89").json["volumeAttachment"]
