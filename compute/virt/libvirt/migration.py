@@ -373,11 +373,25 @@ class LibvirtMigrationMixin:
                     limit = wanted
                 except libvirt.libvirtError as exc:
                     LOG.debug("downtime of %s not set yet: %s", uuid, exc)
+            if job.forced:
+                self._keep_uncapped(guest, uuid)
             timeout = opts.live_migration_completion_timeout
             if timeout and time.monotonic() - started > timeout and not job.aborted:
                 LOG.warning("live migration of %s ran over %ss: aborted", uuid, timeout)
                 self._abort(guest, uuid, job)
             concurrency.sleep(_POLL)
+
+    def _keep_uncapped(self, guest: Guest, uuid: str) -> None:
+        """A forced job goes at full speed. libvirt sets the job's own
+        bandwidth cap again when the memory copy starts after the local
+        disks' copy, undoing a force-complete that came during the disks':
+        lift it again."""
+        try:
+            if self.host.call(guest.domain.migrateGetMaxSpeed, 0) < _UNLIMITED_MIB:
+                self.host.call(guest.domain.migrateSetMaxSpeed, _UNLIMITED_MIB, 0)
+                LOG.info("live migration of %s: bandwidth cap lifted again (forced)", uuid)
+        except libvirt.libvirtError as exc:
+            LOG.debug("bandwidth of %s not lifted yet: %s", uuid, exc)
 
     def _abort(self, guest: Guest, uuid: str, job: _Job) -> None:
         job.aborted = True

@@ -623,6 +623,8 @@ class DriverContract:
         inst = self.spawn(driver, image)
         with hold(driver):
             data, thread, outcome = self.start_migration(driver, peer, inst, image)
+            progress = driver.live_migration_progress(inst)
+            print("held migration before %s: %s" % (signal, progress))
             getattr(driver, signal)(inst)
             thread.join(TIMEOUT)
         assert not thread.is_alive()

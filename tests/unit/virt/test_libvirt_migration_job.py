@@ -101,3 +101,72 @@ def test_a_failed_job_is_a_migration_error_with_libvirt_reason(conf):
         drv.live_migration(INSTANCE, _data())
     # The job is forgotten: another one may start.
     assert drv._migration_jobs == {}
+
+
+class CappingDomain(StubDomain):
+    """A job under a bandwidth cap whose disks are copied first: as
+    libvirt does, the job's own cap is set again when the memory copy
+    starts, i.e. right after a force-complete that came during the disks'
+    copy. The job ends only once it runs uncapped."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.speed = 0
+        self.speeds: list[int] = []
+        self.suspended = False
+
+    def migrateToURI3(self, uri: str, params: dict, flags: int) -> int:
+        self.speed = params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH]
+        self.migrations.append((uri, dict(params), flags))
+        self.job_running.set()
+        if not self.release.wait(10):
+            raise error(libvirt.VIR_ERR_OPERATION_FAILED, "still capped")
+        return 0
+
+    def migrateSetMaxDowntime(self, ms: int, flags: int = 0) -> int:
+        self.downtimes.append(ms)
+        return 0
+
+    def migrateGetMaxSpeed(self, flags: int = 0) -> int:
+        return self.speed
+
+    def migrateSetMaxSpeed(self, speed: int, flags: int = 0) -> int:
+        self.speeds.append(speed)
+        if len(self.speeds) == 1:
+            return 0        # the memory copy starts: the job's cap again
+        self.speed = speed
+        self.release.set()
+        return 0
+
+    def state(self, flags: int = 0):
+        return [libvirt.VIR_DOMAIN_PAUSED if self.suspended else libvirt.VIR_DOMAIN_RUNNING, 1]
+
+    def suspend(self) -> int:
+        self.suspended = True
+        return 0
+
+    def resume(self) -> int:
+        self.suspended = False
+        return 0
+
+
+def test_a_force_complete_during_the_disk_copy_stays_uncapped(conf):
+    import threading
+    conf.set_override("live_migration_bandwidth", 1, "libvirt")
+    domain = CappingDomain(UUID, domain_xml())
+    drv = stub_driver(conf, "host1", StubConnection(), {UUID: domain})
+    outcome = {}
+
+    def migrate():
+        try:
+            drv.live_migration(INSTANCE, _data())
+            outcome["result"] = "completed"
+        except exception.MigrationError as exc:
+            outcome["error"] = exc
+    job = threading.Thread(target=migrate)
+    job.start()
+    assert domain.job_running.wait(5)
+    drv.live_migration_force_complete(INSTANCE)
+    job.join(15)
+    assert outcome == {"result": "completed"}, outcome
+    assert domain.speeds[:2] == [8192, 8192] and domain.speed == 8192
