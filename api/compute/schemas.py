@@ -17,11 +17,17 @@ _NETWORKS = {"oneOf": [
     {"type": "array", "maxItems": 0},
 ]}
 
+TAG = {"type": "string", "minLength": 1, "maxLength": 60,
+       "pattern": r"^[^,/]*$"}
+TAGS = {"type": "array", "items": TAG, "maxItems": 50}
+# A device role tag (a BDM's, a volume attachment's); the clients may send null.
+DEVICE_TAG = {"anyOf": [TAG, {"type": "null"}]}
+
 _BDM = {"type": "object", "properties": {
     "uuid": UUID, "boot_index": {"type": ["integer", "string", "null"]},
     "source_type": {"type": "string", "enum": ["image", "volume", "snapshot", "blank"]},
     "destination_type": {"type": "string", "enum": ["local", "volume"]},
-    "tag": {"type": ["string", "null"], "maxLength": 60},
+    "tag": DEVICE_TAG,
     "volume_type": {"type": ["string", "null"], "maxLength": 255},
     "delete_on_termination": {"type": ["boolean", "string"]},
     "device_name": {"type": ["string", "null"], "maxLength": 255},
@@ -44,9 +50,6 @@ ADMIN_PASS = {"type": "string", "maxLength": 255}
 # RFC 952/1123 host names (Nova 2.90/2.94: one label, or an FQDN at 2.94).
 HOSTNAME = {"type": "string", "minLength": 2, "maxLength": 255,
             "pattern": r"^[a-zA-Z0-9]([a-zA-Z0-9.-]*[a-zA-Z0-9])?$"}
-TAG = {"type": "string", "minLength": 1, "maxLength": 60,
-       "pattern": r"^[^,/]*$"}
-TAGS = {"type": "array", "items": TAG, "maxItems": 50}
 
 SERVER_CREATE = {
     "type": "object",

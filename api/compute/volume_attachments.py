@@ -6,9 +6,10 @@ Rules:
   is not attached to this server);
 * attach: ``volumeId`` a UUID (400 naming it), a volume of the server's
   project (404), ``available`` (409: in use or busy), the server active or
-  stopped with no task and a host (409), not locked; ``tag`` from 2.49 (no
-  comma or slash) and ``delete_on_termination`` from 2.79 are kept on the
-  attachment (400 naming either before its version). The volume is
+  stopped with no task and a host (409), not locked; ``tag`` from 2.49
+  (schemas.DEVICE_TAG: no comma or slash) and ``delete_on_termination``
+  from 2.79 are kept on the attachment (400 naming either before its
+  version). The volume is
   reserved (available -> reserved, by compare-and-swap), an attachment row
   made, the action ``attach_volume`` recorded and the conductor cast
   ``attach_volume``; the agent chooses the device (a requested ``device``
@@ -33,7 +34,7 @@ import logging
 import falcon
 
 from api import errors, validation
-from api.compute import locks
+from api.compute import locks, schemas
 from api.compute.servers import get_server
 from api.state import APIState, ctxt, version
 from api.volume import views
@@ -50,7 +51,7 @@ ATTACH = {"type": "object", "required": ["volumeAttachment"], "additionalPropert
               "type": "object", "required": ["volumeId"], "additionalProperties": False,
               "properties": {"volumeId": {"type": "string"},
                              "device": {"type": ["string", "null"], "maxLength": 255},
-                             "tag": {"type": ["string", "null"], "maxLength": 60},
+                             "tag": schemas.DEVICE_TAG,
                              "delete_on_termination": {"type": "boolean"}}}}}
 UPDATE = {"type": "object", "required": ["volumeAttachment"], "additionalProperties": False,
           "properties": {"volumeAttachment": {
@@ -77,11 +78,7 @@ def _attach_options(req, request: dict) -> dict:
                 "Invalid input for field/attribute volumeAttachment. Additional "
                 "properties are not allowed (%s needs microversion %d.%d or later)"
                 % (key, since[0], since[1]))
-    tag = request.get("tag")
-    if tag is not None and ("," in tag or "/" in tag):
-        raise errors.bad_request("Invalid input for field/attribute volumeAttachment.tag: "
-                                 "a tag cannot hold ',' or '/'")
-    return {"tag": tag,
+    return {"tag": request.get("tag"),
             "delete_on_termination": bool(request.get("delete_on_termination", False))}
 
 

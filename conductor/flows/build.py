@@ -166,16 +166,16 @@ def select_destinations(conf: cfg.ConfigOpts, scheduler, ctxt: RequestContext,
     attempt whose reply was lost may have claimed already.
 
     NoValidHost is raised at once, unless an enabled compute host went
-    quiet only lately (see :func:`hosts_gone_quiet`): then it is asked
+    quiet only lately (see :func:`compute_hosts_lately`): then it is asked
     again every ``report_interval`` until ``deadline`` (by a bounded number
     of builds at once: :class:`_QuietWaits`). A broker outage as long as
     ``service_down_time`` silences every host at once, and the boots it
     held back reach the scheduler before the hosts' next heartbeats do.
-    A host whose heartbeat came after the question was asked (see
-    :func:`hosts_back_since`) may have been down when the scheduler looked
-    and up by the time of the answer: the scheduler is asked once more at
-    once (once: a host that was up all along and merely reported meanwhile
-    looks the same).
+    A host whose heartbeat came after the question was asked (back, in
+    the same function's terms) may have been down when the scheduler
+    looked and up by the time of the answer: with no host quiet, the
+    scheduler is asked once more at once (once: a host that was up all
+    along and merely reported meanwhile looks the same).
     """
     remaining = _seconds_until(deadline)
     asked_again = False
@@ -185,14 +185,11 @@ def select_destinations(conf: cfg.ConfigOpts, scheduler, ctxt: RequestContext,
             return _select_through_outages(conf, scheduler, ctxt, spec, instance_uuids,
                                            remaining, excluded_hosts)
         except exception.NoValidHost as exc:
-            excluded = set(excluded_hosts or ())
             try:
-                quiet = [h for h in hosts_gone_quiet(conf) if h not in excluded]
-                back = [] if asked_again or quiet else \
-                    [h for h in hosts_back_since(asked_at) if h not in excluded]
+                quiet, back = compute_hosts_lately(conf, asked_at, excluded_hosts)
             except exception.DBError:
                 quiet = back = []   # cannot tell: the scheduler's answer stands
-            if back and _seconds_until(deadline) > 0:
+            if back and not quiet and not asked_again and _seconds_until(deadline) > 0:
                 asked_again = True
                 LOG.info("no host for %s (%s); %s reported since it was asked: asking again",
                          ", ".join(instance_uuids), exc, ", ".join(back))
@@ -237,24 +234,24 @@ class _QuietWaits:
 _QUIET_WAITS = _QuietWaits()
 
 
-def hosts_gone_quiet(conf: cfg.ConfigOpts) -> list[str]:
-    """Enabled compute hosts whose last heartbeat is older than
-    ``service_down_time`` by less than another ``service_down_time``
-    (forced-down ones are down for good). Such a host counts as down but
-    may be back in a moment; one silent for longer is taken as gone."""
+def compute_hosts_lately(conf: cfg.ConfigOpts, since: datetime.datetime,
+                         excluded_hosts: list[str] | None = None
+                         ) -> tuple[list[str], list[str]]:
+    """From one read of the enabled compute services (excluded hosts left
+    out): the hosts gone quiet lately, whose last heartbeat is older than
+    ``service_down_time`` by less than another ``service_down_time`` (such
+    a host counts as down but may be back in a moment; one silent for
+    longer is taken as gone), and the hosts back since ``since``, up now
+    with a heartbeat after it. Forced-down hosts are in neither."""
     down_time = conf.service_down_time
-    return [s.host for s in db.service_get_all(binary=binaries.COMPUTE,
-                                               include_disabled=False)
-            if not db.service_is_up(s, down_time) and db.service_is_up(s, 2 * down_time)]
-
-
-def hosts_back_since(since: datetime.datetime) -> list[str]:
-    """Enabled compute hosts up now whose last heartbeat came after
-    ``since`` (forced-down ones never count)."""
-    elapsed = (datetime.datetime.now(datetime.UTC) - since).total_seconds()
-    return [s.host for s in db.service_get_all(binary=binaries.COMPUTE,
-                                               include_disabled=False)
-            if db.service_is_up(s, elapsed)]
+    now = datetime.datetime.now(datetime.UTC)
+    elapsed = (now - since).total_seconds()
+    services = [s for s in db.service_get_all(binary=binaries.COMPUTE, include_disabled=False)
+                if s.host not in (excluded_hosts or ())]
+    quiet = [s.host for s in services if not db.service_is_up(s, down_time, now)
+             and db.service_is_up(s, 2 * down_time, now)]
+    back = [s.host for s in services if db.service_is_up(s, elapsed, now)]
+    return quiet, back
 
 
 def _select_through_outages(conf: cfg.ConfigOpts, scheduler, ctxt: RequestContext,

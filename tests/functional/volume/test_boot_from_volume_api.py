@@ -61,6 +61,7 @@ def test_delete_on_termination_defaults_to_false_as_nova(cloud):  # noqa: F811
     ({"source_type": "blank"}, "source_type"),
     ({"boot_index": "first"}, "boot_index"),
     ({"destination_type": "local", "boot_index": 1}, "boot_index"),
+    ({"tag": "a/b"}, "tag"),
 ])
 def test_bad_mappings_are_400_naming_the_field(cloud, change, field):  # noqa: F811
     r = _create(cloud, [_image_bdm(**change)])

@@ -7,6 +7,8 @@ on a stub domain that records them."""
 
 from __future__ import annotations
 
+import threading
+
 import libvirt
 import pytest
 from lxml import etree
@@ -151,7 +153,6 @@ class CappingDomain(StubDomain):
 
 
 def test_a_force_complete_during_the_disk_copy_stays_uncapped(conf):
-    import threading
     conf.set_override("live_migration_bandwidth", 1, "libvirt")
     domain = CappingDomain(UUID, domain_xml())
     drv = stub_driver(conf, "host1", StubConnection(), {UUID: domain})
