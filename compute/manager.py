@@ -37,7 +37,7 @@ _REPORTED = ("vcpus", "memory_mb", "disk_gb", "hypervisor_type",
 
 
 class ComputeManager:
-    RPC_API_VERSION = "1.11"
+    RPC_API_VERSION = "1.12"
 
     def __init__(self, conf: cfg.ConfigOpts, driver: virt_driver.ComputeDriver,
                  conductor: ConductorAPI, host: str | None = None) -> None:
@@ -165,6 +165,12 @@ class ComputeManager:
     def detach_volume(self, ctxt: RequestContext, instance_uuid: str, volume_id: str,
                       timeout: float = 30) -> str | None:
         return self.volumes.detach(ctxt, instance_uuid, volume_id, timeout)
+
+    def reserve_volume_device(self, ctxt: RequestContext, instance_uuid: str,
+                              volume_id: str) -> str:
+        """1.12, a call from the API before an attach: the device the
+        volume will take (the attach flow then asks for it)."""
+        return self.volumes.reserve_device(ctxt, instance_uuid, volume_id)
 
     def get_volume_devices(self, ctxt: RequestContext, instance_uuid: str) -> dict:
         return self.driver.get_volume_devices(self._local_instance(ctxt, instance_uuid))

@@ -48,6 +48,8 @@ Version history:
   revert; issue 12).
 * 1.11 - extend_volume (a call from the conductor's online extend flow: the
   running guest sees its attached volume at the new size; issue 11).
+* 1.12 - reserve_volume_device (a call from the API's attach: the device
+  the agent sets aside for the volume, shown in the attach's answer).
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ TOPIC = "compute"
 
 
 class ComputeAPI:
-    VERSION = "1.11"
+    VERSION = "1.12"
 
     def __init__(self, transport, version_cap: VersionCap = None) -> None:
         self.client = rpc.RPCClient(transport, topic=TOPIC, version="1.0",
@@ -162,6 +164,17 @@ class ComputeAPI:
         return self.client.prepare(server=host, version="1.3", timeout=timeout + 30).call(
             ctxt, "detach_volume", instance_uuid=instance_uuid, volume_id=volume_id,
             timeout=timeout)
+
+    def reserve_volume_device(self, ctxt: RequestContext, host: str,
+                              instance_uuid: str, volume_id: str) -> str | None:
+        """The device the agent sets aside for ``volume_id`` in the guest
+        (DeviceNameUnavailable when none is free); None when agents may
+        not be sent 1.12 (the attach flow then lets the agent choose)."""
+        if not self.client.can_send_version("1.12"):
+            return None
+        return self._host(host, "1.12").call(ctxt, "reserve_volume_device",
+                                             instance_uuid=instance_uuid,
+                                             volume_id=volume_id)
 
     def get_volume_devices(self, ctxt: RequestContext, host: str,
                            instance_uuid: str) -> dict:

@@ -11,10 +11,12 @@ Rules:
   from 2.79 are kept on the attachment (400 naming either before its
   version). The volume is
   reserved (available -> reserved, by compare-and-swap), an attachment row
-  made, the action ``attach_volume`` recorded and the conductor cast
-  ``attach_volume``; the agent chooses the device (a requested ``device``
-  is ignored, as Nova does on libvirt), so the answer's device is null
-  until the flow is done (the list shows it then, as ``/dev/vdb``);
+  made, the server's agent asked which device the volume will take (a
+  call, as Nova's reserve_block_device_name: the answer shows it, as
+  ``/dev/vdb``; a requested ``device`` is ignored, as Nova does on libvirt;
+  503 when the agent does not answer, 409 when no name is free; nothing
+  stays reserved then), the action ``attach_volume`` recorded and the
+  conductor cast ``attach_volume``;
 * update (PUT, 2.85): only ``delete_on_termination`` changes (``id``,
   ``serverId``, ``device`` and ``tag`` may be sent back as shown, any other
   value is a 400 naming it); a
@@ -126,19 +128,49 @@ class VolumeAttachments:
                                   "it is %s" % (volume_id, exc.kwargs.get("actual"))
                                   ) from None
         attachment = vdb.attachment_create(volume_id, inst.uuid, inst.host, **options)
+        try:
+            device = self._reserve_device(ctx, inst, volume_id)
+        except BaseException:
+            _release(attachment.uuid, volume_id)
+            raise
+        if device:
+            vdb.attachment_update(attachment.uuid, {"device": device})
+            attachment = vdb.attachment_get(attachment.uuid)
         db.action_start(inst.uuid, "attach_volume", ctx.request_id, ctx.user_id,
                         ctx.project_id)
         try:
             self.state.conductor.attach_volume(ctx, inst.uuid, volume_id, attachment.uuid)
         except exception.MessagingException as exc:
             LOG.error("could not cast attach_volume for %s: %s", inst.uuid, exc)
-            vdb.attachment_delete(attachment.uuid)
-            vdb.volume_update(volume_id, {"status": st.VOLUME_AVAILABLE},
-                              expected_status=st.VOLUME_RESERVED)
+            _release(attachment.uuid, volume_id)
             db.action_finish(inst.uuid, ctx.request_id, message="Error")
             raise errors.APIError(503, "The conductor could not be reached") from None
         LOG.info("attaching volume %s to %s", volume_id, inst.uuid)
         resp.media = {"volumeAttachment": views.server_attachment(attachment)}
+
+
+    def _reserve_device(self, ctx, inst, volume_id: str) -> str | None:
+        """The device the server's agent sets aside for the volume (as
+        Nova's reserve_block_device_name); None from an agent too old to
+        be asked (the flow then lets it choose)."""
+        try:
+            return self.state.compute.reserve_volume_device(ctx, inst.host, inst.uuid,
+                                                            volume_id)
+        except exception.MessagingException as exc:
+            raise errors.APIError(503, "The compute host %s is unavailable: %s"
+                                  % (inst.host, exc)) from None
+        except exception.DeviceNameUnavailable as exc:
+            raise errors.conflict("Server %s cannot take another volume: %s"
+                                  % (inst.uuid, exc)) from None
+        except exception.InstanceNotFound:
+            raise errors.conflict("Server %s is not on its host %s any more (moving?)"
+                                  % (inst.uuid, inst.host)) from None
+
+
+def _release(attachment_uuid: str, volume_id: str) -> None:
+    """Undo an attach's reservation: no attachment, the volume available."""
+    vdb.attachment_release(attachment_uuid, volume_id, {"status": st.VOLUME_AVAILABLE},
+                           expected_status=st.VOLUME_RESERVED)
 
 
 class VolumeAttachment:

@@ -1,7 +1,12 @@
 """Attaching and detaching volumes on this host (conductor flows call these).
 
+Before an attach the API asks which device the volume will take
+(:meth:`VolumeOps.reserve_device`, as Nova's reserve_block_device_name): the
+first name free in the guest and not reserved for another volume on its
+way; the reservation lasts until that volume's attach, or RESERVATION_TTL.
 Attach plugs the export the volume service made into the guest, live and
-persistent, under the instance's lock. Detach asks the guest to let go,
+persistent, under the instance's lock, at the reserved name (the next free
+one if it was taken meanwhile). Detach asks the guest to let go,
 waits for the driver's DeviceRemovedEvent (libvirt's device-removed event),
 asks again every ``retry`` seconds, and gives up at the deadline with
 VolumeDetachFailed naming the reason; the disk stays attached then, and the
@@ -19,7 +24,7 @@ import time
 from compute.lifecycle import Lifecycle
 from compute.ops.volume_io import IOErrorResumer
 from compute.ops.volume_io import extend as extend_volume
-from compute.virt import events, power_state
+from compute.virt import block_device, events, power_state
 from compute.virt.block_device import VolumeConnection
 from flotilla import exception
 from flotilla import states as st
@@ -27,6 +32,10 @@ from flotilla.context import RequestContext
 from flotilla.objects import Instance
 
 LOG = logging.getLogger(__name__)
+
+#: Seconds a reserved device name stays set aside for its volume when no
+#: attach comes (the attach flow failed before reaching this host).
+RESERVATION_TTL = 600.0
 
 
 class VolumeDetachFailed(exception.FlotillaException):
@@ -42,6 +51,9 @@ class VolumeOps:
         self.host = lifecycle.host
         self._removed: dict[tuple[str, str], threading.Event] = {}
         self._guard = threading.Lock()
+        # {instance_uuid: {volume_id: (device, expires at)}}, under _reserving.
+        self._reserved: dict[str, dict[str, tuple[str, float]]] = {}
+        self._reserving = threading.Lock()
         reconciler.device_removed_handler = self.on_device_removed
         # Guests a volume's I/O error paused (see compute/ops/volume_io.py).
         self.io_errors = IOErrorResumer(lifecycle)
@@ -97,12 +109,59 @@ class VolumeOps:
                 LOG.exception("volume disks of %s not checked", instance.uuid)
         return removed
 
+    def reserve_device(self, ctxt: RequestContext, instance_uuid: str,
+                       volume_id: str) -> str:
+        """The device name ``volume_id`` will take in the guest, set aside
+        for it until its attach. Not under the instance's lock (a detach
+        may hold that for minutes); the disks are read under
+        ``_reserving``, which an attach takes to drop its reservation only
+        after its disk is in the definition. DeviceNameUnavailable when
+        every name is taken."""
+        instance = self._instance(ctxt, instance_uuid)
+        with self._reserving:
+            now = time.monotonic()
+            pending = {vid: entry for vid, entry in
+                       self._reserved.get(instance_uuid, {}).items() if entry[1] > now}
+            attached = self.driver.get_volume_devices(instance).get(volume_id)
+            if attached:
+                return attached
+            if volume_id in pending:
+                device = pending[volume_id][0]
+            else:
+                taken = self.driver.get_disk_devices(instance) | \
+                    {entry[0] for entry in pending.values()}
+                device = block_device.next_device_name(taken)
+            pending[volume_id] = (device, now + RESERVATION_TTL)
+            self._reserved[instance_uuid] = pending
+        LOG.info("device %s reserved for volume %s on %s", device, volume_id,
+                 instance_uuid)
+        return device
+
+    def _release_reservation(self, instance_uuid: str, volume_id: str) -> None:
+        with self._reserving:
+            pending = self._reserved.get(instance_uuid, {})
+            pending.pop(volume_id, None)
+            if not pending:
+                self._reserved.pop(instance_uuid, None)
+
     def attach(self, ctxt: RequestContext, instance_uuid: str, connection: dict,
                device_name: str | None = None) -> str:
+        """The device the volume took: ``device_name`` (its reservation)
+        when still free, else the first free name."""
         instance = self._instance(ctxt, instance_uuid)
-        with self.lifecycle.locks.hold(instance_uuid):
-            return self.driver.attach_volume(instance, VolumeConnection.coerce(connection),
-                                             device_name)
+        connection = VolumeConnection.coerce(connection)
+        try:
+            with self.lifecycle.locks.hold(instance_uuid):
+                try:
+                    return self.driver.attach_volume(instance, connection, device_name)
+                except exception.DeviceNameUnavailable as exc:
+                    if device_name is None:
+                        raise
+                    LOG.warning("volume %s: %s; taking the next free name",
+                                connection.volume_id, exc)
+                    return self.driver.attach_volume(instance, connection, None)
+        finally:
+            self._release_reservation(instance_uuid, connection.volume_id)
 
     def detach(self, ctxt: RequestContext, instance_uuid: str, volume_id: str,
                timeout: float, retry: float = 5.0) -> str | None:

@@ -325,6 +325,12 @@ class ComputeDriver(abc.ABC):
         What a detach whose event was lost, or a reconciliation, reads."""
         self._not_supported("volume listing")
 
+    def get_disk_devices(self, instance: Instance) -> set[str]:
+        """Every device name the guest's disks take (local disks and
+        volumes, in the running guest and in its definition): what a name
+        reserved for a coming attach must avoid."""
+        self._not_supported("volume listing")
+
     def extend_volume(self, instance: Instance, volume_id: str,
                       new_size_bytes: int) -> None:
         """Tell the running guest its volume grew to ``new_size_bytes`` (the

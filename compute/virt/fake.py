@@ -375,6 +375,9 @@ class FakeDriver(FakeMigrationMixin, ComputeDriver):
     def get_volume_devices(self, instance) -> dict[str, str]:
         return self._get(instance).devices()
 
+    def get_disk_devices(self, instance) -> set[str]:
+        return {ROOT_DEVICE, *self._get(instance).devices().values()}
+
     def extend_volume(self, instance, volume_id: str, new_size_bytes: int) -> None:
         guest = self._get(instance)
         self._record("extend_volume", guest.instance.uuid)

@@ -13,7 +13,8 @@ Attach steps (each reverted in reverse on failure):
 2. ``export``: the volume host exports the volume over NBD (a call).
    Revert: unexport.
 3. ``attach_on_host``: the compute host plugs the export into the guest,
-   live and persistent, and says which device it chose (a call). Revert:
+   live and persistent, at the device the API had it reserve (the next
+   free one if that was taken since), and says which it took (a call). Revert:
    detach it again (waiting for the guest up to [volume] detach_timeout).
 4. ``in_use``: attaching -> in-use, the attachment attached with its
    device and connection.
@@ -180,8 +181,9 @@ class AttachOnHost(Step):
         self.compute = compute
 
     def execute(self, state: VolumeState) -> None:
+        # The device the API had the agent reserve (None: let it choose).
         state.device = self.compute.attach_volume(state.ctxt, state.host, state.instance_uuid,
-                                                  state.connection)
+                                                  state.connection, state.device)
 
     def revert(self, state: VolumeState) -> None:
         self.compute.detach_volume(state.ctxt, state.host, state.instance_uuid,

@@ -184,6 +184,11 @@ class LibvirtDriver(LibvirtResizeMixin, LibvirtMigrationMixin, LibvirtVolumeExte
             self._not_supported("volume listing")
         return self.volumes.devices(self._guest(instance))
 
+    def get_disk_devices(self, instance) -> set[str]:
+        if not self.capabilities.supports_attach:
+            self._not_supported("volume listing")
+        return self.volumes.disk_targets(self._guest(instance))
+
     # --- spawn and destroy ---------------------------------------------------
 
     def spawn(self, instance, image_meta, network_info=None,

@@ -43,6 +43,11 @@ def volume_disks(root: etree._Element) -> dict[str, etree._Element]:
     return result
 
 
+def disk_targets(*documents: etree._Element) -> set[str]:
+    """The target names of every disk in ``documents``."""
+    return {disk_target(d) for doc in documents for d in doc.findall("devices/disk")} - {""}
+
+
 def disk_target(disk: etree._Element) -> str:
     target = disk.find("target")
     return target.get("dev", "") if target is not None else ""
@@ -67,8 +72,7 @@ class LibvirtVolumes:
             existing = volume_disks(document).get(connection.volume_id)
             if existing is not None:
                 return disk_target(existing)
-        in_use = {disk_target(d) for doc in (live, persistent)
-                  for d in doc.findall("devices/disk")} - {""}
+        in_use = disk_targets(live, persistent)
         device = (block_device.check_device_name(device_name, in_use) if device_name
                   else block_device.next_device_name(in_use))
         element = self.renderer.render_disk(xml.DiskSpec.for_volume(connection, device))
@@ -111,6 +115,10 @@ class LibvirtVolumes:
             return True
         emit(events.DeviceRemovedEvent(instance_uuid, volume_id, disk_target(in_config)))
         return True
+
+    def disk_targets(self, guest: Guest) -> set[str]:
+        """Every disk's target name, live and persistent."""
+        return disk_targets(*self._documents(guest))
 
     def devices(self, guest: Guest) -> dict[str, str]:
         live, _persistent = self._documents(guest)

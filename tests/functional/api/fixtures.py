@@ -109,6 +109,7 @@ class APICloud:
                 "disks": {"vda": {"read_bytes": 1, "read_requests": 2, "write_bytes": 3,
                                   "write_requests": 4, "errors": 0}},
                 "interfaces": {}, "memory": {"rss": 2048}},
+            "reserve_volume_device": lambda kw: "vdb",
             "get_host_uptime": lambda kw: " 10:00:00 up 1 day,  2:03,  1 user,  "
                                           "load average: 0.10, 0.20, 0.30"})
         self._servers = []

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from flotilla import rpc
+from flotilla import exception, rpc
 from flotilla import states as st
 from flotilla.db import api as db
 from flotilla.db import volumes as vdb
@@ -156,7 +156,10 @@ def test_attach_reserves_and_casts_and_attached_volume_cannot_be_deleted(cloud):
                                                                  "device": None}})
     assert r.status_code == 200, r.text
     att = r.json["volumeAttachment"]
-    assert (att["volumeId"], att["serverId"], att["device"]) == (vid, uuid, None)
+    # The device is the one the server's agent reserved, asked before the cast.
+    assert (att["volumeId"], att["serverId"], att["device"]) == (vid, uuid, "/dev/vdb")
+    asked = cloud.compute.wait_for("reserve_volume_device")[0]
+    assert (asked["instance_uuid"], asked["volume_id"]) == (uuid, vid)
     assert vdb.volume_get(vid).status == st.VOLUME_RESERVED
     cast = cloud.conductor.wait_for("attach_volume")[0]
     assert (cast["instance_uuid"], cast["volume_id"], cast["attachment_id"]) == \
@@ -187,6 +190,27 @@ def test_attach_refusals(cloud):
     db.instance_update(uuid, {"vm_state": st.ACTIVE})
     r = cloud.request("POST", url, json={"volumeAttachment": {"volumeId": other}})
     assert r.status_code == 404
+
+
+def test_an_attach_the_agent_cannot_reserve_for_leaves_nothing_reserved(cloud):
+    vid, uuid = _available(cloud), _server(cloud)
+    url = C + "/servers/%s/os-volume_attachments" % uuid
+
+    def full(kwargs):
+        raise exception.DeviceNameUnavailable(device="vd*", reason="all 26 in use")
+
+    cloud.compute._results["reserve_volume_device"] = full
+    r = cloud.request("POST", url, json={"volumeAttachment": {"volumeId": vid}})
+    assert r.status_code == 409 and "all 26 in use" in r.text, r.text
+    assert vdb.volume_get(vid).status == st.VOLUME_AVAILABLE
+    assert vdb.attachments_of_instance(uuid) == []
+    # A host whose agent is gone: 503 naming it, at once (no queue).
+    db.instance_update(uuid, {"host": "host9"})
+    r = cloud.request("POST", url, json={"volumeAttachment": {"volumeId": vid}})
+    assert r.status_code == 503 and "host9" in r.text, r.text
+    assert vdb.volume_get(vid).status == st.VOLUME_AVAILABLE
+    assert vdb.attachments_of_instance(uuid) == []
+    assert [n for n, _kw in cloud.conductor.calls if n == "attach_volume"] == []
 
 
 def test_detach(cloud):

@@ -119,11 +119,15 @@ def _volume(cloud) -> str:
     return row.id
 
 
-def _attach(cloud, uuid: str, volume_id: str):
+def _attach(cloud, uuid: str, volume_id: str, device: str | None = None):
+    """As the API does: reserved, an attachment (with the ``device`` the
+    agent reserved), the action, the cast."""
     ctxt = cloud.ctxt
     vdb.volume_update(volume_id, {"status": st.VOLUME_RESERVED},
                       expected_status=st.VOLUME_AVAILABLE)
     att = vdb.attachment_create(volume_id, uuid, db.instance_get(uuid).host)
+    if device:
+        vdb.attachment_update(att.uuid, {"device": device})
     db.action_start(uuid, "attach_volume", ctxt.request_id, ctxt.user_id, ctxt.project_id)
     cloud.conductor.attach_volume(ctxt, uuid, volume_id, att.uuid)
     return att, ctxt
@@ -169,6 +173,31 @@ def test_attach_then_detach(cloud):
         time.sleep(0.02)
     assert [e for e, _ in _events(inst["uuid"], ctxt.request_id)] == [
         "conductor_detach_on_host", "conductor_unexport", "conductor_available"]
+
+
+def test_reserved_devices_are_the_ones_the_volumes_take(cloud):
+    from compute.rpcapi import ComputeAPI
+    compute = ComputeAPI(cloud.transport)
+    inst = cloud.boot("host1")
+    first, second, third = _volume(cloud), _volume(cloud), _volume(cloud)
+    # Two attaches on their way: each gets its own name, asked again the same.
+    assert compute.reserve_volume_device(cloud.ctxt, "host1", inst["uuid"], first) == "vdb"
+    assert compute.reserve_volume_device(cloud.ctxt, "host1", inst["uuid"], second) == "vdc"
+    assert compute.reserve_volume_device(cloud.ctxt, "host1", inst["uuid"], first) == "vdb"
+    # The second attaches first and still takes vdc; then the first takes vdb.
+    for vid, device in ((second, "vdc"), (first, "vdb")):
+        att, _ctxt = _attach(cloud, inst["uuid"], vid, device)
+        _wait_status(vid, st.VOLUME_IN_USE)
+        assert vdb.attachment_get(att.uuid).device == device
+    # An attached volume is answered with its device; a name taken since it
+    # was reserved (here: by a disk plugged behind the agent's back) gives way.
+    assert compute.reserve_volume_device(cloud.ctxt, "host1", inst["uuid"], second) == "vdc"
+    assert compute.reserve_volume_device(cloud.ctxt, "host1", inst["uuid"], third) == "vdd"
+    cloud.drivers["host1"].attach_volume(inst, {"volume_id": "stray", "export": "stray",
+                                                "host": "127.0.0.1", "port": 1}, "vdd")
+    att, _ctxt = _attach(cloud, inst["uuid"], third, "vdd")
+    _wait_status(third, st.VOLUME_IN_USE)
+    assert vdb.attachment_get(att.uuid).device == "vde"
 
 
 def test_a_failed_export_reverts_the_reservation(cloud):

@@ -124,7 +124,8 @@ def test_data_written_on_one_host_is_read_on_the_other(cloud, walkthrough, serve
     (host_a, first), (host_b, second) = sorted(servers.items())
 
     # Attach to the first server (CLI): the guest sees a blank disk and marks it.
-    cli("server", "add", "volume", first, volume.id)
+    added = cli("server", "add", "volume", first, volume.id)
+    assert (added["Volume ID"], added["Device"]) == (volume.id, "/dev/vdb")
     volume = tenant.block_storage.wait_for_status(volume, "in-use", wait=60)
     assert [a["server_id"] for a in volume.attachments] == [first]
     device = volume.attachments[0]["device"]
@@ -148,7 +149,8 @@ def test_data_written_on_one_host_is_read_on_the_other(cloud, walkthrough, serve
 
     # Attach to the server on the other host (SDK): its guest finds the first
     # server's marker.
-    tenant.compute.create_volume_attachment(second, volume_id=volume.id)
+    attachment = tenant.compute.create_volume_attachment(second, volume_id=volume.id)
+    assert attachment.device == "/dev/vdb"
     tenant.block_storage.wait_for_status(volume, "in-use", wait=60)
     assert _wait(lambda: ("vdb", "found", first) in _markers(cloud, host_b, second), 60,
                  "the first server's marker read on " + host_b)

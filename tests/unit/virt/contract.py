@@ -123,6 +123,7 @@ def _feature_calls(inst: Instance) -> dict[str, Callable[[ComputeDriver], object
         "attach_volume": lambda d: d.attach_volume(inst, a_volume()),
         "detach_volume": lambda d: d.detach_volume(inst, "v"),
         "get_volume_devices": lambda d: d.get_volume_devices(inst),
+        "get_disk_devices": lambda d: d.get_disk_devices(inst),
         "extend_volume": lambda d: d.extend_volume(inst, "v", 2 ** 30),
     "resume_after_io_error": lambda d: d.resume_after_io_error(inst),
         "snapshot": lambda d: d.snapshot(inst, "/nonexistent/snapshot.qcow2"),
@@ -299,7 +300,8 @@ class DriverContract:
             "supports_pause": ["pause", "unpause"],
             "supports_suspend": ["suspend", "resume"],
             "supports_console_log": ["get_console_output"],
-            "supports_attach": ["attach_volume", "detach_volume", "get_volume_devices"],
+            "supports_attach": ["attach_volume", "detach_volume", "get_volume_devices",
+                                "get_disk_devices"],
             "supports_extend_volume": ["extend_volume"],
             "supports_volume_io_error_resume": ["resume_after_io_error"],
             "supports_snapshots": ["snapshot"],
@@ -374,6 +376,9 @@ class DriverContract:
             driver.attach_volume(inst, make_volume(), "vdb")
         assert driver.get_volume_devices(inst) == {
             v1.volume_id: "vdb", v2.volume_id: "vdd", v3.volume_id: "vdc"}
+        # Every disk's name, the root's too: what a reserved name avoids.
+        taken = driver.get_disk_devices(inst)
+        assert {"vda", "vdb", "vdc", "vdd"} <= taken and "vde" not in taken
 
         assert driver.detach_volume(inst, v1.volume_id) is True
         event_log.wait_for(lambda log: (v1.volume_id, "vdb") in log.removed(inst.uuid),
