@@ -110,7 +110,7 @@ def _no_space(size_gb: int, spaces: list[HostSpace]) -> NotEnoughSpace:
 
 def pick_volume_host(conf: cfg.ConfigOpts, size_gb: int = 0) -> str | None:
     """The up volume host with the most free space that can hold
-    ``size_gb`` GiB; None when no volume service is up; NotEnoughSpace
+    ``size_gb`` GiB; None when no enabled volume service is up; NotEnoughSpace
     (naming the largest free space) when none can hold it."""
     hosts = up_volume_hosts(conf)
     if not hosts:

@@ -21,6 +21,7 @@ from api.state import APIState
 from api.volume import actions as volume_actions
 from api.volume import quotas as volume_quotas
 from api.volume import resources as volume_resources
+from api.volume import services as volume_services
 from api.volume import snapshots as volume_snapshots
 
 IMG = "/image/v2"
@@ -74,6 +75,7 @@ _QUERY = {
     ("GET", "/compute/v2.1/os-hypervisors"): {"limit": _INT, "marker": _STR},
     ("GET", "/compute/v2.1/os-hypervisors/detail"): {"limit": _INT, "marker": _STR},
     ("GET", "/compute/v2.1/os-services"): {"host": _STR, "binary": _STR},
+    ("GET", "/volume/v3/os-services"): {"host": _STR, "binary": _STR},
     ("GET", IMG + "/images"): _IMAGE_LIST,
     ("GET", IMG + "/images/{image_id}/file"): {"expires": _INT, "signature": _STR},
 }
@@ -106,6 +108,8 @@ VOLUME_ROUTES = {
     ("PUT", VOL + "/snapshots/{snapshot_id}"): policy.MEMBER,
     ("DELETE", VOL + "/snapshots/{snapshot_id}"): policy.MEMBER,
     ("GET", VOL + "/scheduler-stats/get_pools"): policy.ADMIN,
+    ("GET", VOL + "/os-services"): policy.ADMIN,
+    ("PUT", VOL + "/os-services/{action}"): policy.ADMIN,
 }
 
 _BODIES = {
@@ -134,6 +138,7 @@ _BODIES = {
     ("PUT", VOL + "/os-quota-sets/{project_id}"): volume_quotas.UPDATE,
     ("POST", VOL + "/snapshots"): volume_snapshots.CREATE,
     ("PUT", VOL + "/snapshots/{snapshot_id}"): volume_snapshots.UPDATE,
+    ("PUT", VOL + "/os-services/{action}"): volume_services.UPDATE,
     ("POST", "/compute/v2.1/servers/{server_id}/os-volume_attachments"):
         volume_attachments.ATTACH,
     ("PUT", "/compute/v2.1/servers/{server_id}/os-volume_attachments/{volume_id}"):

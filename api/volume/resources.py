@@ -129,7 +129,7 @@ def _no_space(exc: NotEnoughSpace) -> errors.APIError:
 
 
 def _place(conf, source: sources.Source, size: int) -> str | None:
-    """The volume host of a new volume (None: no volume service is up);
+    """The volume host of a new volume (None: no enabled volume service is up);
     413 when none can hold it."""
     try:
         if source.snapshot_id:
@@ -229,7 +229,7 @@ class Volumes:
                 row = vdb.volume_create({
                     **values, "host": host,
                     "status": st.VOLUME_CREATING if host else st.VOLUME_ERROR,
-                    "status_reason": None if host else "no volume service is up",
+                    "status_reason": None if host else "no enabled volume service is up",
                     "status_deadline": vdb.deadline(conf.volume.operation_timeout)
                     if host else None},
                     volume_defaults(conf),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from api.state import APIState
-from api.volume import actions, pools, quotas, resources, snapshots
+from api.volume import actions, pools, quotas, resources, services, snapshots
 
 V3 = resources.V3
 
@@ -25,3 +25,5 @@ def add_routes(app, state: APIState) -> None:
     add(V3 + "/snapshots/detail", snapshots.Snapshots(state, detail=True))
     add(V3 + "/snapshots/{snapshot_id}", snapshots.Snapshot(state))
     add(V3 + "/scheduler-stats/get_pools", pools.Pools(state))
+    add(V3 + "/os-services", services.Services(state))
+    add(V3 + "/os-services/{action}", services.Service(state))

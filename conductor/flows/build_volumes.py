@@ -117,10 +117,10 @@ class CreateVolumes(Step):
     def _create(self, inst, bdm, image, defaults: dict):
         """The boot volume's row on the volume host with the most free
         space that holds it (NotEnoughSpace when none; VolumeCreateFailed
-        when no volume service is up)."""
+        when no enabled volume service is up)."""
         host = pick_volume_host(self.conf, bdm.volume_size)
         if host is None:
-            raise VolumeCreateFailed(volume_id="(none)", reason="no volume service is up")
+            raise VolumeCreateFailed(volume_id="(none)", reason="no enabled volume service is up")
         return vdb.volume_create({
             "name": "", "description": "boot volume of server %s" % inst.uuid,
             "size_gb": bdm.volume_size, "host": host, "status": st.VOLUME_CREATING,

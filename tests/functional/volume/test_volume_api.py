@@ -122,7 +122,7 @@ def test_no_volume_service_leaves_the_volume_in_error_and_it_can_be_deleted(clou
     db.service_set_disabled("vol1", "flotilla-volume", True, "test")
     r = _create(cloud)
     assert r.status_code == 202 and r.json["volume"]["status"] == "error", r.text
-    assert vdb.volume_get(r.json["volume"]["id"]).status_reason == "no volume service is up"
+    assert vdb.volume_get(r.json["volume"]["id"]).status_reason == "no enabled volume service is up"
     assert cloud.volume.calls == []
     r = cloud.request("DELETE", V + "/volumes/%s" % r.json["volume"]["id"])
     assert r.status_code == 202

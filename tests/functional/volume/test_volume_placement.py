@@ -208,3 +208,52 @@ def test_the_pools_as_cinder_lists_them_for_admins(cloud):
     assert (caps["vol1"]["free_capacity_gb"], caps["vol1"]["provisioned_capacity_gb"],
             caps["vol1"]["max_over_subscription_ratio"]) == (5, 0, 1.0)
     assert caps["vol1"]["updated"].endswith("Z")
+
+
+def test_volume_services_as_cinder_lists_and_sets_them_for_admins(cloud):
+    url = V + "/os-services"
+    assert cloud.request("GET", url).status_code == 403
+    r = cloud.request("GET", url, "admin")
+    assert r.status_code == 200, r.text
+    assert [(s["binary"], s["host"], s["status"], s["state"], s["zone"])
+            for s in r.json["services"]] == [
+        ("cinder-volume", "vol1@libvirt_pool", "enabled", "up", "nova"),
+        ("cinder-volume", "vol2@libvirt_pool", "enabled", "up", "nova")]
+    # Filters take Cinder's names or Flotilla's; compute daemons are not here.
+    for query in ("?host=vol2@libvirt_pool", "?host=vol2&binary=flotilla-volume",
+                  "?binary=cinder-volume&host=vol2"):
+        listed = cloud.request("GET", url + query, "admin").json["services"]
+        assert [s["host"] for s in listed] == ["vol2@libvirt_pool"], query
+    assert cloud.request("GET", url + "?binary=nova-compute", "admin").json == \
+        {"services": []}
+
+    # Disabled with a reason: vol2 (the most free space) gets no new volume.
+    assert cloud.request("PUT", url + "/disable-log-reason", "member", json={
+        "host": "vol2@libvirt_pool", "binary": "cinder-volume"}).status_code == 403
+    r = cloud.request("PUT", url + "/disable-log-reason", "admin", json={
+        "host": "vol2@libvirt_pool", "binary": "cinder-volume",
+        "disabled_reason": "disk swap"})
+    assert r.status_code == 200, r.text
+    assert (r.json["status"], r.json["disabled"], r.json["disabled_reason"]) == \
+        ("disabled", True, "disk swap")
+    shown = cloud.request("GET", url + "?host=vol2", "admin").json["services"][0]
+    assert (shown["status"], shown["disabled_reason"]) == ("disabled", "disk swap")
+    assert _host_of(cloud, 1) == "vol1"
+    r = cloud.request("PUT", url + "/enable", "admin",
+                      json={"host": "vol2", "binary": "cinder-volume"})
+    assert (r.status_code, r.json["status"], r.json["disabled_reason"]) == \
+        (200, "enabled", None)
+    assert _host_of(cloud, 1) == "vol2"
+
+    # Bad input: 400 naming the field, 404 for no such service or action.
+    r = cloud.request("PUT", url + "/disable", "admin", json={"host": "vol2"})
+    assert r.status_code == 400 and "binary" in r.text
+    r = cloud.request("PUT", url + "/disable", "admin",
+                      json={"host": "vol2", "binary": "cinder-backup"})
+    assert r.status_code == 400 and "binary" in r.text
+    r = cloud.request("PUT", url + "/disable", "admin",
+                      json={"host": "vol9", "binary": "cinder-volume"})
+    assert r.status_code == 404 and "vol9" in r.text
+    r = cloud.request("PUT", url + "/freeze", "admin",
+                      json={"host": "vol2", "binary": "cinder-volume"})
+    assert r.status_code == 404

@@ -44,3 +44,37 @@ def test_the_pool_is_listed_and_a_volume_beyond_its_free_space_is_413(cloud):
         proc.stderr
     listed = _openstack(cloud, "volume", "list", "-f", "json")
     assert listed.returncode == 0 and json.loads(listed.stdout) == [], listed.stdout
+
+
+def test_the_volume_service_is_listed_and_a_disabled_one_gets_no_volume(cloud):
+    """``openstack volume service list`` shows flotilla-volume as Cinder's
+    cinder-volume, up; ``volume service set --disable`` keeps new volumes
+    off it (the only volume host: a create is refused) until ``--enable``."""
+    proc = _openstack(cloud, "volume", "service", "list", "--long", "-f", "json")
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    host = cloud.state["volume_host"] + "@libvirt_pool"
+    assert [(s["Binary"], s["Host"], s["Status"], s["State"]) for s in
+            json.loads(proc.stdout)] == [("cinder-volume", host, "enabled", "up")]
+    proc = _openstack(cloud, "volume", "service", "set", "--disable",
+                      "--disable-reason", "maintenance", host, "cinder-volume")
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    try:
+        shown = json.loads(_openstack(cloud, "volume", "service", "list", "--long",
+                                      "-f", "json").stdout)
+        assert [(s["Status"], s["Disabled Reason"]) for s in shown] == \
+            [("disabled", "maintenance")]
+        # As Cinder with no backend to take it: accepted, then in error.
+        nowhere = json.loads(_openstack(cloud, "volume", "create", "--size", "1",
+                                        "nowhere", "-f", "json").stdout)
+        shown = json.loads(_openstack(cloud, "volume", "show", nowhere["id"],
+                                      "-f", "json").stdout)
+        assert shown["status"] == "error", shown
+        assert _openstack(cloud, "volume", "delete", nowhere["id"]).returncode == 0
+    finally:
+        proc = _openstack(cloud, "volume", "service", "set", "--enable", host,
+                          "cinder-volume")
+        assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    created = json.loads(_openstack(cloud, "volume", "create", "--size", "1", "back",
+                                    "-f", "json").stdout)
+    assert created["name"] == "back"
+    assert _openstack(cloud, "volume", "delete", created["id"]).returncode == 0
