@@ -19,6 +19,7 @@ from api.identity import tokens
 from api.image import validation as image_validation
 from api.state import APIState
 from api.volume import actions as volume_actions
+from api.volume import metadata as volume_metadata
 from api.volume import quotas as volume_quotas
 from api.volume import resources as volume_resources
 from api.volume import services as volume_services
@@ -108,8 +109,21 @@ VOLUME_ROUTES = {
     ("PUT", VOL + "/snapshots/{snapshot_id}"): policy.MEMBER,
     ("DELETE", VOL + "/snapshots/{snapshot_id}"): policy.MEMBER,
     ("GET", VOL + "/scheduler-stats/get_pools"): policy.ADMIN,
+    ("GET", VOL + "/volumes/summary"): policy.READER,
     ("GET", VOL + "/os-services"): policy.ADMIN,
     ("PUT", VOL + "/os-services/{action}"): policy.ADMIN,
+    ("GET", VOL + "/volumes/{volume_id}/metadata"): policy.READER,
+    ("POST", VOL + "/volumes/{volume_id}/metadata"): policy.MEMBER,
+    ("PUT", VOL + "/volumes/{volume_id}/metadata"): policy.MEMBER,
+    ("GET", VOL + "/volumes/{volume_id}/metadata/{key}"): policy.READER,
+    ("PUT", VOL + "/volumes/{volume_id}/metadata/{key}"): policy.MEMBER,
+    ("DELETE", VOL + "/volumes/{volume_id}/metadata/{key}"): policy.MEMBER,
+    ("GET", VOL + "/snapshots/{snapshot_id}/metadata"): policy.READER,
+    ("POST", VOL + "/snapshots/{snapshot_id}/metadata"): policy.MEMBER,
+    ("PUT", VOL + "/snapshots/{snapshot_id}/metadata"): policy.MEMBER,
+    ("GET", VOL + "/snapshots/{snapshot_id}/metadata/{key}"): policy.READER,
+    ("PUT", VOL + "/snapshots/{snapshot_id}/metadata/{key}"): policy.MEMBER,
+    ("DELETE", VOL + "/snapshots/{snapshot_id}/metadata/{key}"): policy.MEMBER,
 }
 
 _BODIES = {
@@ -139,6 +153,12 @@ _BODIES = {
     ("POST", VOL + "/snapshots"): volume_snapshots.CREATE,
     ("PUT", VOL + "/snapshots/{snapshot_id}"): volume_snapshots.UPDATE,
     ("PUT", VOL + "/os-services/{action}"): volume_services.UPDATE,
+    ("POST", VOL + "/volumes/{volume_id}/metadata"): volume_metadata.BODY,
+    ("PUT", VOL + "/volumes/{volume_id}/metadata"): volume_metadata.BODY,
+    ("PUT", VOL + "/volumes/{volume_id}/metadata/{key}"): volume_metadata.ITEM,
+    ("POST", VOL + "/snapshots/{snapshot_id}/metadata"): volume_metadata.BODY,
+    ("PUT", VOL + "/snapshots/{snapshot_id}/metadata"): volume_metadata.BODY,
+    ("PUT", VOL + "/snapshots/{snapshot_id}/metadata/{key}"): volume_metadata.ITEM,
     ("POST", "/compute/v2.1/servers/{server_id}/os-volume_attachments"):
         volume_attachments.ATTACH,
     ("PUT", "/compute/v2.1/servers/{server_id}/os-volume_attachments/{volume_id}"):

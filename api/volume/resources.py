@@ -172,6 +172,35 @@ class Version:
         resp.media = {"version": views.version_doc(self.state.base_url(req))}
 
 
+def _listed_project(req, ctx) -> str | None:
+    """Whose volumes a list shows: the token's project, every project's
+    for an admin asking ``all_tenants``."""
+    project = policy.project_filter(ctx)
+    if project is None and not validation.to_bool(req.get_param("all_tenants") or "0"):
+        project = ctx.project_id
+    return project
+
+
+class Summary:
+    """``GET /volumes/summary`` (3.12; ``metadata`` 3.36): the count and
+    total GiB of the listed volumes (``openstack volume summary``)."""
+
+    policy_rules = {"GET": policy.READER}
+
+    def __init__(self, state: APIState) -> None:
+        self.state = state
+
+    def on_get(self, req, resp) -> None:
+        rows = vdb.volume_get_all(project_id=_listed_project(req, ctxt(req)))
+        metadata: dict[str, set[str]] = {}
+        for row in rows:
+            for key, value in (row.metadata_ or {}).items():
+                metadata.setdefault(key, set()).add(value)
+        resp.media = {"volume-summary": {
+            "total_count": len(rows), "total_size": sum(r.size_gb for r in rows),
+            "metadata": {key: sorted(values) for key, values in sorted(metadata.items())}}}
+
+
 class Volumes:
     policy_rules = {"GET": policy.READER, "POST": policy.MEMBER}
 
@@ -181,10 +210,7 @@ class Volumes:
 
     def on_get(self, req, resp) -> None:
         ctx = ctxt(req)
-        project = policy.project_filter(ctx)
-        if project is None and not validation.to_bool(req.get_param("all_tenants") or "0"):
-            project = ctx.project_id
-        rows = vdb.volume_get_all(project_id=project)
+        rows = vdb.volume_get_all(project_id=_listed_project(req, ctx))
         name, status = req.get_param("name"), req.get_param("status")
         rows = [r for r in rows if (name is None or r.name == name)
                 and (status is None or r.status == status)]

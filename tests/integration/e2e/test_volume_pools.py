@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 
 from tests.fixtures.daemons import BIN
 
@@ -78,3 +79,34 @@ def test_the_volume_service_is_listed_and_a_disabled_one_gets_no_volume(cloud):
                                     "-f", "json").stdout)
     assert created["name"] == "back"
     assert _openstack(cloud, "volume", "delete", created["id"]).returncode == 0
+
+
+def test_properties_and_the_summary_with_the_cli(cloud):
+    """``volume set/unset --property``, ``volume snapshot set --property``
+    and ``volume summary`` through the unmodified CLI."""
+    def ok(*args: str):
+        proc = _openstack(cloud, *args)
+        assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
+        return json.loads(proc.stdout) if "json" in args else None
+
+    vol = ok("volume", "create", "--size", "1", "--property", "tier=gold", "props",
+             "-f", "json")
+    ok("volume", "set", "--property", "owner=ops", "--property", "tier=silver", vol["id"])
+    ok("volume", "unset", "--property", "owner", vol["id"])
+    shown = ok("volume", "show", vol["id"], "-f", "json")
+    assert shown["properties"] == {"tier": "silver"}, shown
+    deadline = time.monotonic() + 60
+    while shown["status"] != "available":
+        assert time.monotonic() < deadline, shown
+        shown = ok("volume", "show", vol["id"], "-f", "json")
+    snap = ok("volume", "snapshot", "create", "--volume", vol["id"], "snap", "-f", "json")
+    ok("volume", "snapshot", "set", "--property", "kept=yes", snap["id"])
+    assert ok("volume", "snapshot", "show", snap["id"], "-f", "json")["properties"] == \
+        {"kept": "yes"}
+    summary = ok("volume", "summary", "-f", "json")
+    assert (summary["Total Count"], summary["Total Size"]) == (1, 1), summary
+    ok("volume", "snapshot", "delete", snap["id"])
+    deadline = time.monotonic() + 60
+    while _openstack(cloud, "volume", "delete", vol["id"]).returncode != 0:
+        assert time.monotonic() < deadline, "the volume was not deleted"
+        time.sleep(1)
