@@ -43,6 +43,7 @@ from oslo_config import cfg
 from flotilla import binaries, exception
 from flotilla.db import api as db
 from flotilla.db import volume_capacity as capdb
+from flotilla.db.images import INTERNAL_PROPERTIES
 
 LOG = logging.getLogger(__name__)
 GIB = 1024 ** 3
@@ -167,5 +168,7 @@ def image_metadata(image: Any) -> dict[str, str]:
             or "", "disk_format": image.disk_format or "", "min_disk": str(image.min_disk),
             "min_ram": str(image.min_ram), "size": str(image.size or 0)}
     for key, value in (image.properties or {}).items():
+        if key in INTERNAL_PROPERTIES:
+            continue    # Flotilla's own bookkeeping, not the image's properties
         meta.setdefault(str(key), value if isinstance(value, str) else str(value))
     return meta

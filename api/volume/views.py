@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from api.state import isotime
+from flotilla.db.images import INTERNAL_PROPERTIES
 
 MIN_VERSION = "3.0"
 # The highest microversion the clients may send (they negotiate down to
@@ -70,7 +71,10 @@ def volume(row, attachments, url: str, admin: bool, detail: bool = True) -> dict
         "cluster_name": None, "consumes_quota": True,
     }
     if getattr(row, "image_metadata", None):
-        doc["volume_image_metadata"] = dict(row.image_metadata)
+        # Volumes made before the copy left Flotilla's image bookkeeping out
+        # may hold it (flotilla.volume_placement.image_metadata).
+        doc["volume_image_metadata"] = {k: v for k, v in row.image_metadata.items()
+                                        if k not in INTERNAL_PROPERTIES}
     if admin:
         doc["os-vol-host-attr:host"] = row.host
         doc["os-vol-mig-status-attr:migstat"] = None

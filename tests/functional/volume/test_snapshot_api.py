@@ -11,6 +11,7 @@ import pytest
 
 from conductor.flows import snapshot_reaper
 from flotilla import states as st
+from flotilla.db import images as images_db
 from flotilla.db import volume_snapshots as sdb
 from flotilla.db import volumes as vdb
 from tests.functional.api.fixtures import IMAGE_ID, api_cloud  # noqa: F401
@@ -188,6 +189,10 @@ def test_volume_from_a_snapshot(cloud):  # noqa: F811
 def test_volume_from_an_image_is_bootable_and_shows_its_metadata(cloud):  # noqa: F811
     r = _create(cloud, size=None, imageRef=IMAGE_ID)
     assert r.status_code == 400 and "size" in r.text, r.text
+    # The image's own properties come along; Flotilla's bookkeeping does not.
+    images_db.image_update(IMAGE_ID, {"properties": {"hw_disk_bus": "virtio",
+                                                     images_db.MD5_KEY: "0" * 32,
+                                                     images_db.TAGS_KEY: "[]"}})
     r = _create(cloud, size=1, imageRef=IMAGE_ID)
     assert r.status_code == 202, r.text
     vol = r.json["volume"]
@@ -196,6 +201,8 @@ def test_volume_from_an_image_is_bootable_and_shows_its_metadata(cloud):  # noqa
     meta = vol["volume_image_metadata"]
     assert (meta["image_id"], meta["image_name"], meta["disk_format"]) == \
         (IMAGE_ID, "cirros", "qcow2")
+    assert meta["hw_disk_bus"] == "virtio"
+    assert not [key for key in meta if key.startswith("_")], meta
     assert cloud.volume.wait_for("create_volume")[0]["volume_id"] == vol["id"]
     # The volume service sets bootable when the image is written.
     vdb.volume_update(vol["id"], {"status": st.VOLUME_AVAILABLE, "bootable": True})
