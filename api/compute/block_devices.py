@@ -22,7 +22,12 @@ Rules (as Nova answers; every refusal is a 400 naming the field,
   false;
 * ``boot_index`` is an integer (integer strings too); 0 boots, None or a
   negative one does not; one disk boots; a volume appears once;
-* ``snapshot`` and ``blank`` sources are not supported yet;
+* ``source_type`` blank with ``destination_type`` volume is a new blank
+  volume of ``volume_size`` GiB the build makes for each server (Nova's
+  ``--block-device source_type=blank,destination_type=volume,volume_size=N``),
+  within the same quotas; it cannot boot; ``delete_on_termination``
+  defaults to false;
+* ``snapshot`` sources and local blank disks are not supported yet;
 * with no disk booting, ``imageRef`` is required; a server that boots from
   a volume has no local root disk (root_gb 0) and shows ``image`` "".
 """
@@ -86,7 +91,7 @@ def _boot_index(index: int, value: Any) -> int | None:
 
 def _volume_size(index: int, value: Any, conf) -> int:
     if value is None or value == "":
-        raise _bad(index, "volume_size", "It is required to boot from a new volume.")
+        raise _bad(index, "volume_size", "It is required for a new volume.")
     size = _integer(index, "volume_size", value, " number of GiB")
     if not 1 <= size <= conf.volume.max_size_gb:
         raise _bad(index, "volume_size", "Value: %d. It must be from 1 to %d (GiB)."
@@ -111,8 +116,11 @@ def parse(ctx, conf, spec: dict, memory_mb: int, count: int, usable_image) -> Bo
         if boots > 1:
             raise _bad(index, "boot_index", "Only one disk may boot (boot_index 0).")
         uuid = (bdm.get("uuid") or "").lower()
-        if source in ("snapshot", "blank"):
+        if source == "snapshot":
             raise _bad(index, "source_type", "Source type %s is not supported yet." % source)
+        if source == "blank":
+            result.volumes.append(_blank_volume(conf, index, bdm, dest, uuid, boot_index))
+            continue
         if source == "image" and dest in (None, "local"):
             if boot_index != 0:
                 raise _bad(index, "boot_index", "A local image disk must boot (0).")
@@ -175,6 +183,21 @@ def _image_volume(ctx, conf, index, bdm, image_id, boot_index, memory_mb, count,
         delete_on_termination=False if delete is None else validation.to_bool(delete))
 
 
+def _blank_volume(conf, index, bdm, dest, uuid, boot_index) -> BlockDeviceMapping:
+    if dest != "volume":
+        raise _bad(index, "destination_type", "A blank disk needs destination_type "
+                   "volume (local disks beyond the image's are not supported yet).")
+    if uuid:
+        raise _bad(index, "uuid", "A blank volume has no source to name.")
+    if boot_index == 0:
+        raise _bad(index, "boot_index", "A blank volume cannot boot.")
+    delete = bdm.get("delete_on_termination")
+    return BlockDeviceMapping(
+        source_type="blank", destination_type="volume", boot_index=boot_index,
+        volume_size=_volume_size(index, bdm.get("volume_size"), conf), tag=bdm.get("tag"),
+        delete_on_termination=False if delete is None else validation.to_bool(delete))
+
+
 def _existing_volume(ctx, index, volume_id, boot_index, memory_mb, delete,
                      result: BootDisks) -> BlockDeviceMapping:
     try:
@@ -213,7 +236,7 @@ def check_action(inst, action: str) -> None:
 
 
 def _check_quota(ctx, conf, volumes: list[BlockDeviceMapping], count: int) -> None:
-    new = [b for b in volumes if b.source_type == "image"]
+    new = [b for b in volumes if b.makes_volume]
     if not new:
         return
     wanted = {"volumes": len(new) * count,

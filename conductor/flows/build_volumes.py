@@ -7,10 +7,11 @@ api.compute.block_devices). Around ``build_on_host`` the build flow runs,
 after ``schedule_instance``:
 
 1. ``create_volumes``: for a disk made from an image (``source_type``
-   image), a volume is recorded (creating, within the project's volume
-   quotas, on the volume host with the fewest GiB allocated, bootable, its
-   image's metadata kept) and flotilla-volume is cast ``create_volume``,
-   which writes the image into it; the step waits until every such volume
+   image) or blank, a volume is recorded (creating, within the project's
+   volume quotas, on the volume host with the most free space that holds
+   it; from an image bootable, its image's metadata kept) and
+   flotilla-volume is cast ``create_volume``, which writes the image into
+   it (or leaves it blank); the step waits until every such volume
    is ``available`` (``error``, or ``[volume] operation_timeout``, fails the
    build). Revert: the volumes it created are deleted.
 2. ``reserve_volumes``: each volume available -> reserved -> attaching
@@ -85,7 +86,8 @@ def _replace(state: Any, index: int, **changes: Any) -> None:
 
 
 class CreateVolumes(Step):
-    """Make the volumes that come from an image and wait for them.
+    """Make the volumes that come from an image or are blank, and wait for
+    them.
 
     Revert: each volume it made goes (deleting, then flotilla-volume
     removes it; one never made on a host is removed at once).
@@ -100,9 +102,10 @@ class CreateVolumes(Step):
     def execute(self, state: Any) -> None:
         defaults = {r: getattr(self.conf.quota, r) for r in VOLUME_RESOURCES}
         for index, bdm in enumerate(state.block_devices):
-            if bdm.source_type != "image" or bdm.volume_id:
+            if not bdm.makes_volume or bdm.volume_id:
                 continue
-            image = images.check_image_usable(state.ctxt, bdm.image_id)
+            image = images.check_image_usable(state.ctxt, bdm.image_id) \
+                if bdm.source_type == "image" else None
             inst = db.instance_get(state.instance_uuid)
             try:
                 row = self._create(inst, bdm, image, defaults)
@@ -111,28 +114,31 @@ class CreateVolumes(Step):
             # Recorded before the cast: a revert finds what to remove.
             _replace(state, index, volume_id=row.id)
             state.recorder.save(flow_data=state.to_data())
-            self.volumes.create_volume(state.ctxt, row.host, row.id, from_source=True)
+            self.volumes.create_volume(state.ctxt, row.host, row.id,
+                                       from_source=image is not None)
         self._wait(state)
 
     def _create(self, inst, bdm, image, defaults: dict):
-        """The boot volume's row on the volume host with the most free
-        space that holds it (NotEnoughSpace when none; VolumeCreateFailed
-        when no enabled volume service is up)."""
+        """The volume's row (from ``image``, or blank when None) on the
+        volume host with the most free space that holds it (NotEnoughSpace
+        when none; VolumeCreateFailed when no enabled volume service is up)."""
         host = pick_volume_host(self.conf, bdm.volume_size)
         if host is None:
             raise VolumeCreateFailed(volume_id="(none)", reason="no enabled volume service is up")
         return vdb.volume_create({
-            "name": "", "description": "boot volume of server %s" % inst.uuid,
+            "name": "", "description": "%s volume of server %s"
+            % ("boot" if bdm.boot_index == 0 else "blank", inst.uuid),
             "size_gb": bdm.volume_size, "host": host, "status": st.VOLUME_CREATING,
             "project_id": inst.project_id, "user_id": inst.user_id,
-            "image_id": image.id, "image_metadata": image_metadata(image),
+            "image_id": image.id if image else None,
+            "image_metadata": image_metadata(image) if image else None,
             "volume_type": "__DEFAULT__", "availability_zone": "nova",
             "metadata": {},
             "status_deadline": vdb.deadline(self.conf.volume.operation_timeout)},
             defaults, check=space_guard(self.conf, host, bdm.volume_size))
 
     def _wait(self, state: Any) -> None:
-        waiting = {b.volume_id for b in state.block_devices if b.source_type == "image"}
+        waiting = {b.volume_id for b in state.block_devices if b.makes_volume}
         deadline = time.monotonic() + self.conf.volume.operation_timeout
         while waiting:
             for volume_id in sorted(waiting):
@@ -153,13 +159,13 @@ class CreateVolumes(Step):
 
     def revert(self, state: Any) -> None:
         for index, bdm in enumerate(state.block_devices):
-            if bdm.source_type != "image" or not bdm.volume_id:
+            if not bdm.makes_volume or not bdm.volume_id:
                 continue
             delete_volume(self.conf, self.volumes, state.ctxt, bdm.volume_id)
             _replace(state, index, volume_id=None)
 
     def details(self, state: Any) -> str | None:
-        made = [b.volume_id for b in state.block_devices if b.source_type == "image"]
+        made = [b.volume_id for b in state.block_devices if b.makes_volume]
         return "volumes made: %s" % ", ".join(made) if made else None
 
 
@@ -263,6 +269,6 @@ def steps(conf: cfg.ConfigOpts, volumes, compute) -> tuple[list[Step], list[Step
 
 def reset(disks: list[BlockDeviceMapping]) -> list[BlockDeviceMapping]:
     """The request's disks as a new attempt starts them (nothing made)."""
-    return [b.replace(volume_id=None if b.source_type == "image" else b.volume_id,
+    return [b.replace(volume_id=None if b.makes_volume else b.volume_id,
                       attachment_id=None, connection_info=None, device_name=None)
             for b in disks]

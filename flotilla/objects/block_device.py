@@ -63,3 +63,9 @@ class BlockDeviceMapping(FlotillaObject):
     @property
     def is_volume(self) -> bool:
         return self.destination_type == "volume"
+
+    @property
+    def makes_volume(self) -> bool:
+        """Whether the build makes this disk's volume (from an image, or
+        blank) rather than attach an existing one."""
+        return self.is_volume and self.source_type in ("image", "blank")

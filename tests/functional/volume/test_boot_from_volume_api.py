@@ -58,7 +58,7 @@ def test_delete_on_termination_defaults_to_false_as_nova(cloud):  # noqa: F811
     ({"volume_size": None}, "volume_size"),
     ({"volume_size": 0}, "volume_size"),
     ({"volume_size": "x"}, "volume_size"),
-    ({"source_type": "blank"}, "source_type"),
+    ({"source_type": "snapshot"}, "source_type"),
     ({"boot_index": "first"}, "boot_index"),
     ({"destination_type": "local", "boot_index": 1}, "boot_index"),
     ({"tag": "a/b"}, "tag"),
@@ -79,6 +79,46 @@ def test_volume_size_must_hold_the_image_and_fit_the_quota(cloud):  # noqa: F811
     r = _create(cloud, [_image_bdm(volume_size=3)])
     assert r.status_code == 400 and "volume_size" in r.text and "quota" in r.text, r.text
     r = _create(cloud, [_image_bdm(volume_size=2)], min_count=2, max_count=2)
+    assert r.status_code == 400 and "gigabytes" in r.text, r.text
+    assert cloud.conductor.calls == []
+
+
+def _blank(**changes) -> dict:
+    # What `--block-device source_type=blank,destination_type=volume,volume_size=2` sends.
+    bdm = {"source_type": "blank", "destination_type": "volume", "volume_size": "2"}
+    bdm.update(changes)
+    return bdm
+
+
+def test_blank_volumes_at_boot_for_each_server(cloud):  # noqa: F811
+    r = _create(cloud, [_blank(delete_on_termination=True, tag="scratch"), _blank()],
+                image_ref=IMAGE_ID, min_count=2, max_count=2)
+    assert r.status_code == 202, r.text
+    call = _cast(cloud)
+    assert call["image"] is not None
+    assert [(b.source_type, b.destination_type, b.boot_index, b.volume_size,
+             b.delete_on_termination, b.tag, b.makes_volume)
+            for b in call["block_device_mapping"]] == [
+        ("blank", "volume", None, 2, True, "scratch", True),
+        ("blank", "volume", None, 2, False, None, True)]
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"destination_type": "local"}, "destination_type"),
+    ({"uuid": IMAGE_ID}, "uuid"),
+    ({"boot_index": 0}, "boot_index"),
+    ({"volume_size": None}, "volume_size"),
+    ({"volume_size": "-1"}, "volume_size"),
+])
+def test_bad_blank_mappings_are_400_naming_the_field(cloud, change, field):  # noqa: F811
+    r = _create(cloud, [_blank(**change)], image_ref=IMAGE_ID)
+    assert r.status_code == 400 and "[0].%s" % field in r.text, r.text
+    assert cloud.conductor.calls == []
+
+
+def test_blank_volumes_count_in_the_quota(cloud):  # noqa: F811
+    vdb.set_volume_limits("p1", {"gigabytes": 3})
+    r = _create(cloud, [_blank()], image_ref=IMAGE_ID, min_count=2, max_count=2)
     assert r.status_code == 400 and "gigabytes" in r.text, r.text
     assert cloud.conductor.calls == []
 

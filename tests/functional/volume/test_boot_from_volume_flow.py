@@ -114,8 +114,32 @@ def test_boot_from_a_new_volume_with_an_extra_volume_then_delete(cloud):
                what="the boot volume deleted with its server")
     wait_until(lambda: boot not in {v.id for v in vdb.volume_get_all()}, timeout=5,
                what="the boot volume's row gone")
-    assert vdb.volume_get(extra).status == st.VOLUME_AVAILABLE
+    # Released one by one in attachment order: the boot volume may go first.
+    wait_until(lambda: vdb.volume_get(extra).status == st.VOLUME_AVAILABLE, timeout=5,
+               what="the extra volume available again")
     assert vdb.attachments_of_volume(extra) == [] and cloud.daemon.exported == set()
+
+
+def test_a_blank_volume_is_made_attached_and_deleted_with_its_server(cloud):
+    _ctxt, uuid = _boot(cloud, [_from_image(), objects.BlockDeviceMapping(
+        source_type="blank", destination_type="volume", volume_size=1,
+        delete_on_termination=True)])
+    [inst] = cloud.wait_settled([uuid])
+    assert inst["vm_state"] == st.ACTIVE, inst
+    attachments = {a.boot_index: a for a in vdb.attachments_of_instance(uuid)}
+    blank = attachments[None].volume_id
+    # Made empty: only the boot volume had an image written into it.
+    assert cloud.written == [(IMAGE, "/memory/" + attachments[0].volume_id)]
+    volume = vdb.volume_get(blank)
+    assert (volume.status, volume.bootable, volume.image_id, volume.size_gb) == \
+        (st.VOLUME_IN_USE, False, None, 1)
+    assert cloud.backend.volumes[blank] == 1
+    assert cloud.drivers[inst["host"]].guests[uuid].devices()[blank] == "vdb"
+
+    db.instance_update(uuid, {"task_state": st.DELETING})
+    cloud.conductor.delete_instance(cloud.ctxt, uuid)
+    wait_until(lambda: not {blank, attachments[0].volume_id} & set(cloud.backend.volumes),
+               timeout=15, what="both volumes deleted with their server")
 
 
 def test_boot_from_an_existing_volume_keeps_it_after_delete(cloud):

@@ -352,6 +352,33 @@ def test_boot_from_volume_with_the_cli(cloud, walkthrough, guest, cli):  # noqa:
     tenant.block_storage.wait_for_delete(volume, wait=60)
 
 
+def test_a_blank_volume_at_boot_with_the_cli(cloud, walkthrough, guest, cli):  # noqa: F811
+    """``server create --block-device source_type=blank,destination_type=volume,
+    volume_size=1,delete_on_termination=true``: the build makes a blank
+    volume, the guest finds it blank at vdb and marks it; the server's
+    delete deletes the volume."""
+    tenant = walkthrough.tenant
+    server = cli("server", "create", "--image", guest.id, "--flavor", "m1.tiny",
+                 "--nic", "none", "--block-device",
+                 "source_type=blank,destination_type=volume,volume_size=1,"
+                 "delete_on_termination=true", "--wait", "blank-cli")
+    try:
+        assert server["status"] == "ACTIVE", server
+        host = _host_of(walkthrough, server["id"])
+        [attached] = tenant.compute.get_server(server["id"]).attached_volumes
+        volume = tenant.block_storage.get_volume(attached["id"])
+        assert (volume.status, volume.is_bootable, volume.size,
+                attached["delete_on_termination"]) == ("in-use", False, 1, True)
+        assert [a["device"] for a in volume.attachments] == ["/dev/vdb"]
+        assert _wait(lambda: ("vdb", "written", server["id"])
+                     in _markers(cloud, host, server["id"]), 120,
+                     "the guest's marker on its blank volume")
+    finally:
+        _delete(walkthrough, [server["id"]])
+    tenant.block_storage.wait_for_delete(volume, wait=60)
+    assert _exports(cloud) == set()
+
+
 def test_volumes_at_boot_and_through_a_live_migration_with_the_sdk(
         cloud, walkthrough, guest):  # noqa: F811
     """openstacksdk: a boot volume made from the image (delete_on_termination
