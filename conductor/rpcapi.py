@@ -43,6 +43,8 @@ Version history:
 * 1.11 - extend_volume (a cast from the API that starts the online extend
   flow of an in-use volume); compute_node_update takes ``capabilities``
   (the driver's flags) in its resources.
+* 1.12 - build_instances takes blank volume mappings (``source_type``
+  blank: the build makes an empty volume for each server).
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ TOPIC = "conductor"
 
 
 class ConductorAPI:
-    VERSION = "1.11"
+    VERSION = "1.12"
 
     def __init__(self, transport, version_cap: VersionCap = None,
                  timeout: float | None = None) -> None:
@@ -224,9 +226,12 @@ class ConductorAPI:
         scheduling, with their create action under ``ctxt.request_id``);
         ``image`` is what agents fetch (a signed URL) or None (a server
         that boots from a volume); ``block_device_mapping`` the volume disks
-        (needs 1.8: an older conductor cannot build them)."""
+        (needs 1.8: an older conductor cannot build them; 1.12 for a blank
+        one)."""
         if block_device_mapping:
-            self._cast(ctxt, "build_instances", "1.8", instance_uuids=list(instance_uuids),
+            version = "1.12" if any(b.source_type == "blank" for b in block_device_mapping) \
+                else "1.8"
+            self._cast(ctxt, "build_instances", version, instance_uuids=list(instance_uuids),
                        request_spec=request_spec, image=image,
                        block_device_mapping=list(block_device_mapping))
             return
@@ -313,6 +318,11 @@ class ConductorAPI:
         self._cast(ctxt, "extend_volume", "1.11", instance_uuid=instance_uuid,
                    volume_id=volume_id, attachment_id=attachment_id,
                    new_size_gb=new_size_gb, old_size_gb=old_size_gb)
+
+    def can_build_volumes(self, blank: bool = False) -> bool:
+        """Whether conductors may be sent volume mappings at build (1.8),
+        blank ones among them (1.12)."""
+        return self.client.can_send_version("1.12" if blank else "1.8")
 
     def can_extend_volume(self) -> bool:
         """Whether the conductors take extend_volume (1.11)."""

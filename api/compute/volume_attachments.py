@@ -148,7 +148,6 @@ class VolumeAttachments:
         LOG.info("attaching volume %s to %s", volume_id, inst.uuid)
         resp.media = {"volumeAttachment": views.server_attachment(attachment)}
 
-
     def _reserve_device(self, ctx, inst, volume_id: str) -> str | None:
         """The device the server's agent sets aside for the volume (as
         Nova's reserve_block_device_name); None from an agent too old to

@@ -212,6 +212,18 @@ def test_an_older_conductor_is_refused_before_anything_is_written(cloud):  # noq
                    "block_device_mapping_v2": [_image_bdm()]}})
     assert r.status_code == 409 and "upgrade" in r.text, r.text
     assert db.instance_get_all() == [] and cloud.conductor.calls == []
+    # A blank volume needs 1.12; at 1.11 an image volume still goes through.
+    cloud.conf.set_override("conductor", "1.11", group="upgrade_levels")
+    client = falcon.testing.TestClient(create_app(cloud.conf, cloud.transport))
+    r = client.simulate_post(C + "/servers", headers=cloud.headers("member"), json={
+        "server": {"name": "bfv", "flavorRef": "1", "imageRef": "", "networks": "none",
+                   "block_device_mapping_v2": [_image_bdm(), _blank()]}})
+    assert r.status_code == 409 and "upgrade" in r.text, r.text
+    assert db.instance_get_all() == [] and cloud.conductor.calls == []
+    r = client.simulate_post(C + "/servers", headers=cloud.headers("member"), json={
+        "server": {"name": "bfv", "flavorRef": "1", "imageRef": "", "networks": "none",
+                   "block_device_mapping_v2": [_image_bdm()]}})
+    assert r.status_code == 202, r.text
 
 
 @pytest.mark.parametrize("body", [
