@@ -97,7 +97,8 @@ class VolumeAttachments:
 
     def on_get(self, req, resp, server_id: str) -> None:
         inst = get_server(ctxt(req), server_id)
-        resp.media = {"volumeAttachments": [views.server_attachment(a) for a in
+        ver = version(req)
+        resp.media = {"volumeAttachments": [views.server_attachment(a, ver) for a in
                                             vdb.attachments_of_instance(inst.uuid)]}
 
     def on_post(self, req, resp, server_id: str) -> None:
@@ -146,7 +147,7 @@ class VolumeAttachments:
             db.action_finish(inst.uuid, ctx.request_id, message="Error")
             raise errors.APIError(503, "The conductor could not be reached") from None
         LOG.info("attaching volume %s to %s", volume_id, inst.uuid)
-        resp.media = {"volumeAttachment": views.server_attachment(attachment)}
+        resp.media = {"volumeAttachment": views.server_attachment(attachment, version(req))}
 
     def _reserve_device(self, ctx, inst, volume_id: str) -> str | None:
         """The device the server's agent sets aside for the volume (as
@@ -179,7 +180,7 @@ class VolumeAttachment:
     def on_get(self, req, resp, server_id: str, volume_id: str) -> None:
         inst = get_server(ctxt(req), server_id)
         resp.media = {"volumeAttachment": views.server_attachment(
-            _attachment(inst.uuid, volume_id))}
+            _attachment(inst.uuid, volume_id), version(req))}
 
     def on_put(self, req, resp, server_id: str, volume_id: str) -> None:
         ctx = ctxt(req)
@@ -193,7 +194,9 @@ class VolumeAttachment:
                 "the volume of an attachment is not supported; from microversion 2.85 "
                 "an update with the attached volume's id may change "
                 "delete_on_termination")
-        shown = views.server_attachment(attachment)
+        # ``id`` (the volume's, not shown from 2.89) may still come back.
+        shown = dict(views.server_attachment(attachment, version(req)),
+                     id=attachment.volume_id)
         for key in UNCHANGEABLE:
             if key in body and body[key] != shown[key]:
                 raise errors.bad_request(

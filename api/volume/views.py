@@ -82,10 +82,19 @@ def volume(row, attachments, url: str, admin: bool, detail: bool = True) -> dict
     return doc
 
 
-def server_attachment(row) -> dict:
-    """Nova's volumeAttachment (all microversions' keys)."""
-    return {"id": row.volume_id, "volumeId": row.volume_id,
-            "serverId": row.instance_uuid, "device": device_path(row.device),
-            "tag": getattr(row, "tag", None),
-            "delete_on_termination": bool(getattr(row, "delete_on_termination", False)),
-            "attachment_id": row.uuid, "bdm_uuid": None}
+def server_attachment(row, ver: tuple[int, int] = (2, 1)) -> dict:
+    """Nova's volumeAttachment as microversion ``ver`` shows it: ``tag``
+    from 2.70, ``delete_on_termination`` from 2.79, ``attachment_id`` and
+    ``bdm_uuid`` instead of ``id`` from 2.89 (Flotilla's attachment is its
+    block device mapping: it has no other id to show there)."""
+    doc = {"volumeId": row.volume_id, "serverId": row.instance_uuid,
+           "device": device_path(row.device)}
+    if ver >= (2, 70):
+        doc["tag"] = getattr(row, "tag", None)
+    if ver >= (2, 79):
+        doc["delete_on_termination"] = bool(getattr(row, "delete_on_termination", False))
+    if ver >= (2, 89):
+        doc.update(attachment_id=row.uuid, bdm_uuid=None)
+    else:
+        doc["id"] = row.volume_id
+    return doc

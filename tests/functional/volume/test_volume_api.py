@@ -341,6 +341,17 @@ def test_attach_keeps_the_tag_and_delete_on_termination_from_their_versions(clou
     assert (att["tag"], att["delete_on_termination"]) == ("data", True)
     row = vdb.attachments_of_instance(uuid)[0]
     assert (row.tag, row.delete_on_termination) == ("data", True)
+    # Each key from the microversion that shows it, as Nova.
+    shown = {ver: cloud.request("GET", url + "/" + vid, version=ver).json["volumeAttachment"]
+             for ver in ("2.1", "2.70", "2.79", "2.89")}
+    base = {"volumeId", "serverId", "device"}
+    assert set(shown["2.1"]) == base | {"id"}
+    assert set(shown["2.70"]) == base | {"id", "tag"}
+    assert set(shown["2.79"]) == base | {"id", "tag", "delete_on_termination"}
+    assert set(shown["2.89"]) == base | {"tag", "delete_on_termination", "attachment_id",
+                                         "bdm_uuid"}
+    listed = cloud.request("GET", url, version="2.1").json["volumeAttachments"]
+    assert listed == [shown["2.1"]]
 
 
 def test_update_changes_delete_on_termination_only(cloud):
@@ -374,6 +385,13 @@ def test_update_changes_delete_on_termination_only(cloud):
     assert vdb.attachment_get(att.uuid).delete_on_termination is True
     shown = cloud.request("GET", url, version="2.89").json["volumeAttachment"]
     assert (shown["delete_on_termination"], shown["device"]) == (True, "/dev/vdb")
+    # At 2.89 ``id`` is no longer shown; sent back, it is still the volume's.
+    r = cloud.request("PUT", url, version="2.89", json={"volumeAttachment": dict(
+        body["volumeAttachment"], id=vid)})
+    assert r.status_code == 202, r.text
+    r = cloud.request("PUT", url, version="2.89", json={"volumeAttachment": dict(
+        body["volumeAttachment"], id=other)})
+    assert r.status_code == 400 and "volumeAttachment.id" in r.text, r.text
     server = cloud.request("GET", C + "/servers/%s" % uuid, version="2.3").json["server"]
     assert server["os-extended-volumes:volumes_attached"] == [
         {"id": vid, "delete_on_termination": True}]
