@@ -7,7 +7,9 @@ Rules (as Cinder answers the clients):
 * ``snapshot_id``: a snapshot of the caller's project (404 otherwise),
   ``available`` (400 naming ``snapshot_id``); the volume is made on the
   snapshot's volume host (the file is there); the size defaults to the
-  snapshot's and may not be smaller (400 naming ``size``);
+  snapshot's and may not be smaller (400 naming ``size``); it is
+  ``bootable`` and shows ``volume_image_metadata`` as the snapshot's volume
+  does (so a snapshot of a boot volume gives a volume that boots);
 * ``imageRef``: an active image the project may use (400 naming
   ``imageRef`` otherwise, as Cinder); ``size`` is required and must hold the
   image: at least its ``min_disk`` and its virtual size, rounded up to GiB
@@ -24,6 +26,7 @@ from api import errors, policy
 from flotilla import binaries, exception, images
 from flotilla.db import api as db
 from flotilla.db import volume_snapshots as sdb
+from flotilla.db import volumes as vdb
 from flotilla.volume_placement import image_metadata
 
 GIB = 1024 ** 3
@@ -39,6 +42,8 @@ class Source:
     #: the smallest size that holds the source
     needs_gb: int = 0
     image_metadata: dict[str, str] | None = None
+    #: a volume from a snapshot boots as the snapshot's volume did
+    bootable: bool = False
 
     @property
     def is_set(self) -> bool:
@@ -48,8 +53,12 @@ class Source:
         """The volume row's columns naming the source."""
         if not self.is_set:
             return {}
-        return {"snapshot_id": self.snapshot_id, "image_id": self.image_id,
-                "image_metadata": self.image_metadata}
+        columns = {"snapshot_id": self.snapshot_id, "image_id": self.image_id,
+                   "image_metadata": self.image_metadata}
+        if self.snapshot_id:
+            # From an image the volume service sets it once the image is in.
+            columns["bootable"] = self.bootable
+        return columns
 
 
 def resolve(ctx, conf, args: dict) -> Source:
@@ -70,8 +79,15 @@ def resolve(ctx, conf, args: dict) -> Source:
             raise errors.bad_request("Invalid input for field/attribute snapshot_id. "
                                      "Snapshot %s status must be available, but "
                                      "current status is: %s." % (snap.id, snap.status))
+        try:
+            origin = vdb.volume_get(snap.volume_id)
+        except vdb.VolumeNotFound:
+            origin = None    # cannot happen while the snapshot lives; be plain
         return Source(snapshot_id=snap.id, host=snap.host, min_size_gb=snap.size_gb,
-                      needs_gb=snap.size_gb)
+                      needs_gb=snap.size_gb,
+                      image_metadata=dict(origin.image_metadata)
+                      if origin is not None and origin.image_metadata else None,
+                      bootable=bool(origin is not None and origin.bootable))
     if image_id not in (None, ""):
         if not isinstance(image_id, str):
             raise errors.bad_request("Invalid input for field/attribute imageRef. "

@@ -186,6 +186,24 @@ def test_volume_from_a_snapshot(cloud):  # noqa: F811
     assert r.status_code == 400 and "imageRef" in r.text, r.text
 
 
+def test_a_volume_from_a_boot_volumes_snapshot_boots_too(cloud):  # noqa: F811
+    """As Cinder: bootable and the image's metadata come along, so a
+    snapshot of a boot volume gives a volume a server can boot from."""
+    r = _create(cloud, size=1, imageRef=IMAGE_ID)
+    assert r.status_code == 202, r.text
+    vid = r.json["volume"]["id"]
+    vdb.volume_update(vid, {"status": st.VOLUME_AVAILABLE, "bootable": True,
+                            "path": "/pool/" + vid})
+    sid = _available_snapshot(cloud, vid)
+    r = _create(cloud, size=None, snapshot_id=sid)
+    assert r.status_code == 202, r.text
+    new = r.json["volume"]
+    assert (new["bootable"], new["volume_image_metadata"]["image_id"]) == \
+        ("true", IMAGE_ID)
+    row = vdb.volume_get(new["id"])
+    assert (row.bootable, row.image_id, row.snapshot_id) == (True, None, sid)
+
+
 def test_volume_from_an_image_is_bootable_and_shows_its_metadata(cloud):  # noqa: F811
     r = _create(cloud, size=None, imageRef=IMAGE_ID)
     assert r.status_code == 400 and "size" in r.text, r.text

@@ -324,7 +324,8 @@ def test_boot_from_volume_with_the_cli(cloud, walkthrough, guest, cli):  # noqa:
     """``server create --boot-from-volume 1 --image``: the image is written
     into a new volume, the guest boots from its NBD export (its boot
     counter lives on that disk), no local root disk; the CLI asked
-    delete_on_termination false, so the volume outlives the server."""
+    delete_on_termination false, so the volume outlives the server. A
+    volume made from its snapshot is bootable and boots the same disk."""
     tenant = walkthrough.tenant
     server = cli("server", "create", "--boot-from-volume", "1", "--image", guest.id,
                  "--flavor", "m1.tiny", "--nic", "none", "--wait", "bfv-cli")
@@ -348,6 +349,31 @@ def test_boot_from_volume_with_the_cli(cloud, walkthrough, guest, cli):  # noqa:
         _delete(walkthrough, [server["id"]])
     volume = tenant.block_storage.wait_for_status(volume, "available", wait=60)
     assert _exports(cloud) == set()
+
+    # Its snapshot gives a volume that boots as it did: the boot counter on
+    # the copied disk goes on from the original's 1.
+    snap = cli("volume", "snapshot", "create", "--volume", volume.id, "bfv-snap")
+    tenant.block_storage.wait_for_status(tenant.block_storage.get_snapshot(snap["id"]),
+                                         "available", wait=60)
+    copy = cli("volume", "create", "--snapshot", snap["id"], "bfv-copy")
+    copy = tenant.block_storage.wait_for_status(tenant.block_storage.get_volume(copy["id"]),
+                                                "available", wait=60)
+    assert copy.is_bootable and copy.volume_image_metadata["image_id"] == guest.id
+    again = cli("server", "create", "--volume", copy.id, "--flavor", "m1.tiny",
+                "--nic", "none", "--wait", "bfv-copy")
+    try:
+        assert again["status"] == "ACTIVE", again
+        host = _host_of(walkthrough, again["id"])
+        assert _wait(lambda: "FLOTILLA-BOOT-COUNT 2" in _console(cloud, host, again["id"]),
+                     120, "the copy booted, counting on from the original's boots")
+    finally:
+        _delete(walkthrough, [again["id"]])
+    tenant.block_storage.wait_for_status(copy, "available", wait=60)
+    tenant.block_storage.delete_volume(copy)
+    tenant.block_storage.wait_for_delete(copy, wait=60)
+    tenant.block_storage.delete_snapshot(snap["id"])
+    tenant.block_storage.wait_for_delete(tenant.block_storage.get_snapshot(snap["id"]),
+                                         wait=60)
     tenant.block_storage.delete_volume(volume)
     tenant.block_storage.wait_for_delete(volume, wait=60)
 
