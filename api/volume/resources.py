@@ -172,7 +172,7 @@ class Version:
         resp.media = {"version": views.version_doc(self.state.base_url(req))}
 
 
-def _listed_project(req, ctx) -> str | None:
+def listed_project(req, ctx) -> str | None:
     """Whose volumes a list shows: the token's project, every project's
     for an admin asking ``all_tenants``."""
     project = policy.project_filter(ctx)
@@ -191,7 +191,7 @@ class Summary:
         self.state = state
 
     def on_get(self, req, resp) -> None:
-        rows = vdb.volume_get_all(project_id=_listed_project(req, ctxt(req)))
+        rows = vdb.volume_get_all(project_id=listed_project(req, ctxt(req)))
         metadata: dict[str, set[str]] = {}
         for row in rows:
             for key, value in (row.metadata_ or {}).items():
@@ -210,7 +210,7 @@ class Volumes:
 
     def on_get(self, req, resp) -> None:
         ctx = ctxt(req)
-        rows = vdb.volume_get_all(project_id=_listed_project(req, ctx))
+        rows = vdb.volume_get_all(project_id=listed_project(req, ctx))
         name, status = req.get_param("name"), req.get_param("status")
         rows = [r for r in rows if (name is None or r.name == name)
                 and (status is None or r.status == status)]

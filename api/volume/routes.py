@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from api.state import APIState
-from api.volume import actions, metadata, pools, quotas, resources, services, snapshots
+from api.volume import (
+    actions,
+    attachments,
+    metadata,
+    pools,
+    quotas,
+    resources,
+    services,
+    snapshots,
+)
 
 V3 = resources.V3
 
@@ -32,4 +41,7 @@ def add_routes(app, state: APIState) -> None:
         metadata.MetadataItem(state, "snapshot"))
     add(V3 + "/scheduler-stats/get_pools", pools.Pools(state))
     add(V3 + "/os-services", services.Services(state))
+    add(V3 + "/attachments", attachments.Attachments(state))
+    add(V3 + "/attachments/detail", attachments.Attachments(state, detail=True))
+    add(V3 + "/attachments/{attachment_id}", attachments.Attachment(state))
     add(V3 + "/os-services/{action}", services.Service(state))

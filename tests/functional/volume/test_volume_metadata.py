@@ -1,5 +1,5 @@
-"""Volume and snapshot metadata (``volume set --property`` and friends) and
-the volume summary, at the API."""
+"""Volume and snapshot metadata (``volume set --property`` and friends),
+the volume summary and the attachments as Cinder lists them, at the API."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import pytest
 
 from flotilla import states as st
 from flotilla.db import volume_snapshots as sdb
+from flotilla.db import volumes as vdb
 from tests.functional.api.fixtures import api_cloud  # noqa: F401
 from tests.functional.volume.test_volume_api import V, _available, cloud  # noqa: F401
 
@@ -89,3 +90,37 @@ def test_summary_counts_the_projects_volumes(cloud):  # noqa: F811
                                          "metadata": {"tier": ["gold", "silver"]}}}
     everyone = cloud.request("GET", V + "/volumes/summary?all_tenants=1", "admin")
     assert everyone.json["volume-summary"]["total_count"] == 3
+
+
+def test_attachments_are_read_from_3_27(cloud):  # noqa: F811
+    from tests.functional.volume.test_volume_api import _server
+    vid, uuid = _available(cloud), _server(cloud)
+    other_vid = _available(cloud, "other")
+    att = vdb.attachment_create(vid, uuid, "host1")
+    vdb.attachment_update(att.uuid, {"status": "attached", "device": "vdb",
+                                     "connection_info": {"host": "127.0.0.1"}})
+    new = {"OpenStack-API-Version": "volume 3.27"}
+    assert cloud.request("GET", V + "/attachments").status_code == 404   # 3.0
+    r = cloud.request("GET", V + "/attachments", headers=new)
+    assert r.status_code == 200, r.text
+    assert r.json == {"attachments": [{"id": att.uuid, "status": "attached",
+                                       "instance": uuid, "volume_id": vid}]}
+    shown = cloud.request("GET", V + "/attachments/" + att.uuid, headers=new).json
+    assert (shown["attachment"]["attach_mode"], shown["attachment"]["connection_info"]) \
+        == ("rw", None)
+    admin = cloud.request("GET", V + "/attachments/detail?all_tenants=1", "admin",
+                          headers=new).json["attachments"]
+    assert [a["connection_info"] for a in admin] == [{"host": "127.0.0.1"}]
+    # Filters; another project's is not there.
+    for status, count in (("attached", 1), ("detached", 0)):
+        listed = cloud.request("GET", V + "/attachments?status=" + status, headers=new)
+        assert len(listed.json["attachments"]) == count, status
+    assert cloud.request("GET", V + "/attachments?volume_id=" + other_vid,
+                         headers=new).json == {"attachments": []}
+    assert cloud.request("GET", V + "/attachments/" + att.uuid, "other",
+                         headers=new).status_code == 404
+    assert cloud.request("GET", V + "/attachments?instance_id=" + uuid, "other",
+                         headers=new).json == {"attachments": []}
+    # Made and removed through the compute API only.
+    assert cloud.request("DELETE", V + "/attachments/" + att.uuid,
+                         headers=new).status_code == 404

@@ -135,6 +135,9 @@ def test_data_written_on_one_host_is_read_on_the_other(cloud, walkthrough, serve
     assert _exports(cloud) == {"e" + volume.id.replace("-", "")}
     listed = cli("server", "volume", "list", first)
     assert [(a["Volume ID"], a["Device"]) for a in listed] == [(volume.id, "/dev/vdb")]
+    listed = cli("volume", "attachment", "list")
+    assert [(a["Volume ID"], a["Server ID"], a["Status"]) for a in listed] == \
+        [(volume.id, first, "attached")]
     # Attached: it cannot be deleted.
     import openstack
     with pytest.raises(openstack.exceptions.BadRequestException):
