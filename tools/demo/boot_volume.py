@@ -1,8 +1,10 @@
 """The demo's boot from volume: a server whose root disk is a new volume the
 cloud makes from the image (``block_device_mapping_v2``, as ``openstack
 server create --boot-from-volume 1`` asks), served over NBD by the volume
-host's storage daemon, with no disk file on its compute host; deleting the
-server deletes the volume (``delete_on_termination``).
+host's storage daemon, with no disk file on its compute host, and a blank
+scratch volume the cloud makes at boot (``source_type`` blank), which the
+guest finds empty and marks; deleting the server deletes both volumes
+(``delete_on_termination``).
 
 Takes the :class:`tools.demo.demo.Walkthrough` it runs in, prints its
 progress and returns what it saw for the e2e test.
@@ -16,19 +18,27 @@ import time
 
 def boot_from_volume(walk, image, flavor, meta: dict, say, step) -> dict:
     compute, storage = walk.tenant.compute, walk.tenant.block_storage
-    step("boot demo-bfv from a new 1 GiB volume made from the image (boot from volume)")
+    step("boot demo-bfv from a new 1 GiB volume made from the image (boot from volume), "
+         "with a blank 1 GiB scratch volume")
     started = time.monotonic()
     server = compute.create_server(
         name="demo-bfv", flavor_id=flavor.id, networks="none",
         block_device_mapping=[{"boot_index": 0, "uuid": image.id, "source_type": "image",
                                "destination_type": "volume", "volume_size": 1,
-                               "delete_on_termination": True}])
+                               "delete_on_termination": True},
+                              {"source_type": "blank", "destination_type": "volume",
+                               "volume_size": 1, "delete_on_termination": True}])
     server = walk.wait(server, "ACTIVE")
     walk.wait_console(server, meta["boot_count_marker"])
-    volume_id = server.attached_volumes[0]["id"]
+    volumes = {a.volume_id: a.device for a in walk.tenant.compute.volume_attachments(server)}
+    volume_id = next(v for v, device in volumes.items() if device == "/dev/vda")
+    scratch = next(v for v, device in volumes.items() if device == "/dev/vdb")
     host = walk.admin.compute.get_server(server.id).compute_host   # admins see hosts
     say("    ACTIVE on %s in %.1fs; its root disk is volume %s"
         % (host, time.monotonic() - started, volume_id))
+    walk.wait_console(server, "FLOTILLA-DISK-MARKER vdb written %s" % server.id)
+    say("    its guest found the scratch volume %s blank at vdb and wrote its marker"
+        % scratch)
     rig = {h["name"]: h["uri"] for h in walk.cloud.state["rig_hosts"]}
     disks = subprocess.run(["virsh", "-q", "-c", rig[host], "domblklist",
                             "--details", server.id], capture_output=True, text=True).stdout
@@ -38,16 +48,18 @@ def boot_from_volume(walk, image, flavor, meta: dict, say, step) -> dict:
     say("    its console: %s %d (a fresh disk made from the image)"
         % (meta["boot_count_marker"], boot_count))
     moved_to, disks_after = _live_migrate(walk, server, host, rig, say, step)
-    step("delete demo-bfv: its volume goes with it (delete_on_termination)")
+    step("delete demo-bfv: its volumes go with it (delete_on_termination)")
     compute.delete_server(server)
     compute.wait_for_delete(server, interval=0.5, wait=120)
     deadline = time.monotonic() + 60
-    while (kept := storage.find_volume(volume_id, ignore_missing=True)) is not None \
-            and time.monotonic() < deadline:
+    kept = list(volumes)
+    while kept and time.monotonic() < deadline:
+        kept = [v for v in volumes if storage.find_volume(v, ignore_missing=True)]
         time.sleep(0.5)
-    say("    server deleted; volume %s %s" % (volume_id, "KEPT" if kept else "deleted"))
-    return {"server": server.id, "host": host, "volume": volume_id,
-            "disks": disks, "volume_deleted": kept is None, "boot_count": boot_count,
+    say("    server deleted; its volumes %s" % (
+        "KEPT: %s" % ", ".join(kept) if kept else "deleted with it"))
+    return {"server": server.id, "host": host, "volume": volume_id, "scratch": scratch,
+            "disks": disks, "volume_deleted": not kept, "boot_count": boot_count,
             "moved_to": moved_to, "disks_after": disks_after}
 
 

@@ -63,6 +63,9 @@ def test_the_demo_flow(cloud, walkthrough):
     assert bfv["boot_count"] == 1 and bfv["volume_deleted"]
     vda = next(line.split() for line in bfv["disks"].splitlines() if " vda " in line)
     assert vda[0] == "network" and bfv["volume"] in vda[3], bfv["disks"]
+    # ... with a blank scratch volume made at boot as vdb, deleted with it too.
+    vdb = next(line.split() for line in bfv["disks"].splitlines() if " vdb " in line)
+    assert vdb[0] == "network" and bfv["scratch"] in vdb[3], bfv["disks"]
     # ... and live-migrated with it: the same export on the other host.
     assert bfv["moved_to"] != bfv["host"]
     assert bfv["disks_after"].split() == bfv["disks"].split(), bfv["disks_after"]
