@@ -21,6 +21,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.fixtures.rig import virsh
+from tests.fixtures.waiting import wait_for_fresh_status
 from tests.integration.e2e.test_drain_evacuate import (
     _boot_from_volume_on_host1,
     _wait_console,
@@ -86,9 +87,9 @@ def _volume_attached(cloud, walkthrough, server_id: str, host: str):
     tenant = walkthrough.tenant
     _wait_console(cloud, host, server_id, "FLOTILLA-PARTITIONS")
     volume = tenant.block_storage.create_volume(size=1, name="moving-%s" % server_id[:8])
-    tenant.block_storage.wait_for_status(volume, "available", wait=60)
+    wait_for_fresh_status(tenant.block_storage, volume, "available", wait=60)
     _cli_ok(cloud, "server", "add", "volume", server_id, volume.id)
-    volume = tenant.block_storage.wait_for_status(volume, "in-use", wait=60)
+    volume = wait_for_fresh_status(tenant.block_storage, volume, "in-use", wait=60)
     assert volume.attachments[0]["device"] == "/dev/vdb"
     _wait_console(cloud, host, server_id, "FLOTILLA-DISK-MARKER vdb written %s" % server_id)
     return volume
@@ -98,7 +99,7 @@ def _drop_volume(walkthrough, server_id: str, volume) -> None:
     storage = walkthrough.tenant.block_storage
     if walkthrough.tenant.compute.find_server(server_id, ignore_missing=True) is not None:
         walkthrough.tenant.compute.delete_volume_attachment(server_id, volume.id)
-    storage.wait_for_status(volume, "available", wait=120)
+    wait_for_fresh_status(storage, volume, "available", wait=120)
     storage.delete_volume(volume)
     storage.wait_for_delete(volume, wait=60)
 

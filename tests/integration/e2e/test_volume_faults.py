@@ -37,6 +37,7 @@ import subprocess
 import pytest
 
 from tests.fixtures.rig import virsh
+from tests.fixtures.waiting import wait_for_fresh_status
 from tests.integration.e2e.test_snapshots import (  # noqa: F401 - fixtures
     _delete,
     _host_of,
@@ -209,7 +210,7 @@ def server(fault_cloud, walkthrough, guest, cli):  # noqa: F811
 def volume(fault_cloud, walkthrough):
     storage = walkthrough.tenant.block_storage
     made = storage.create_volume(size=1, name="fault")
-    storage.wait_for_status(made, "available", wait=60)
+    wait_for_fresh_status(storage, made, "available", wait=60)
     yield made
     made = storage.get_volume(made.id)
     if made.attachments:
@@ -287,7 +288,7 @@ def test_agent_killed_during_detach(fault_cloud, walkthrough, server, volume):
     host, server_id = server
     storage, uri = walkthrough.tenant.block_storage, _rig_host(cloud, host)["uri"]
     walkthrough.tenant.compute.create_volume_attachment(server_id, volume_id=volume.id)
-    storage.wait_for_status(volume, "in-use", wait=60)
+    wait_for_fresh_status(storage, volume, "in-use", wait=60)
     assert virsh(uri, "suspend", server_id).returncode == 0
     try:
         walkthrough.tenant.compute.delete_volume_attachment(server_id, volume.id)
@@ -308,7 +309,7 @@ def test_storage_daemon_killed_under_an_attached_volume(fault_cloud, walkthrough
     cloud = fault_cloud
     host, server_id = server
     walkthrough.tenant.compute.create_volume_attachment(server_id, volume_id=volume.id)
-    walkthrough.tenant.block_storage.wait_for_status(volume, "in-use", wait=60)
+    wait_for_fresh_status(walkthrough.tenant.block_storage, volume, "in-use", wait=60)
     _wait(lambda: "FLOTILLA-DISK-MARKER vdb written %s" % server_id
           in _console(cloud, host, server_id), 60, "the guest's marker")
     assert "FLOTILLA" in _guest_reads(cloud, host, server_id, volume.id)

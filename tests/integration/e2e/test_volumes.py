@@ -17,6 +17,7 @@ import re
 import pytest
 
 from tests.fixtures.rig import virsh
+from tests.fixtures.waiting import wait_for_fresh_status
 from tests.integration.e2e.test_snapshots import (  # noqa: F401 - fixtures
     _delete,
     _host_of,
@@ -126,7 +127,7 @@ def test_data_written_on_one_host_is_read_on_the_other(cloud, walkthrough, serve
     # Attach to the first server (CLI): the guest sees a blank disk and marks it.
     added = cli("server", "add", "volume", first, volume.id)
     assert (added["Volume ID"], added["Device"]) == (volume.id, "/dev/vdb")
-    volume = tenant.block_storage.wait_for_status(volume, "in-use", wait=60)
+    volume = wait_for_fresh_status(tenant.block_storage, volume, "in-use", wait=60)
     assert [a["server_id"] for a in volume.attachments] == [first]
     device = volume.attachments[0]["device"]
     assert device == "/dev/vdb"
@@ -145,7 +146,7 @@ def test_data_written_on_one_host_is_read_on_the_other(cloud, walkthrough, serve
 
     # Detach (SDK): the guest lets go, the export goes, the volume is available.
     tenant.compute.delete_volume_attachment(first, volume.id)
-    volume = tenant.block_storage.wait_for_status(volume, "available", wait=60)
+    volume = wait_for_fresh_status(tenant.block_storage, volume, "available", wait=60)
     assert volume.attachments == []
     assert not _domain_has_volume(cloud, host_a, first, volume.id)
     assert _exports(cloud) == set()
@@ -154,14 +155,14 @@ def test_data_written_on_one_host_is_read_on_the_other(cloud, walkthrough, serve
     # server's marker.
     attachment = tenant.compute.create_volume_attachment(second, volume_id=volume.id)
     assert attachment.device == "/dev/vdb"
-    tenant.block_storage.wait_for_status(volume, "in-use", wait=60)
+    wait_for_fresh_status(tenant.block_storage, volume, "in-use", wait=60)
     assert _wait(lambda: ("vdb", "found", first) in _markers(cloud, host_b, second), 60,
                  "the first server's marker read on " + host_b)
     assert not any(m[1] == "written" for m in _markers(cloud, host_b, second))
 
     # Detach, delete the volume (both through the CLI): its file goes from the pool.
     cli_remove(cloud, second, volume.id)
-    tenant.block_storage.wait_for_status(volume, "available", wait=60)
+    wait_for_fresh_status(tenant.block_storage, volume, "available", wait=60)
     proc = cli_plain(cloud, "volume", "delete", volume.id)
     assert proc.returncode == 0, proc.stderr
     tenant.block_storage.wait_for_delete(volume, wait=60)
@@ -179,7 +180,7 @@ def test_server_delete_releases_the_volume(cloud, walkthrough, guest, cli):  # n
     scratch = tenant.block_storage.create_volume(size=1, name="scratch")
     kept = tenant.block_storage.create_volume(size=1, name="kept")
     for v in (volume, scratch, kept):
-        tenant.block_storage.wait_for_status(v, "available", wait=60)
+        wait_for_fresh_status(tenant.block_storage, v, "available", wait=60)
     server = cli("server", "create", "--image", guest.id, "--flavor", "m1.tiny",
                  "--nic", "none", "--wait", "vol-delete")
     try:
@@ -187,12 +188,12 @@ def test_server_delete_releases_the_volume(cloud, walkthrough, guest, cli):  # n
         _wait(lambda: "FLOTILLA-PARTITIONS" in _console(cloud, host, server["id"]),
               120, "guest boot")
         tenant.compute.create_volume_attachment(server["id"], volume_id=volume.id)
-        tenant.block_storage.wait_for_status(volume, "in-use", wait=60)
+        wait_for_fresh_status(tenant.block_storage, volume, "in-use", wait=60)
         for v, tag in ((scratch, "scratch"), (kept, "kept")):
             shown = cli("--os-compute-api-version", "2.79", "server", "add", "volume",
                         "--tag", tag, "--enable-delete-on-termination", server["id"], v.id)
             assert (shown["Tag"], shown["Delete On Termination"]) == (tag, True)
-            tenant.block_storage.wait_for_status(v, "in-use", wait=60)
+            wait_for_fresh_status(tenant.block_storage, v, "in-use", wait=60)
         proc = cli_plain(cloud, "--os-compute-api-version", "2.85", "server", "volume", "set",
                          "--preserve-on-termination", server["id"], kept.id)
         assert proc.returncode == 0, proc.stderr
@@ -206,7 +207,7 @@ def test_server_delete_releases_the_volume(cloud, walkthrough, guest, cli):  # n
         _delete(walkthrough, [server["id"]])
     tenant.block_storage.wait_for_delete(scratch, wait=60)
     for v in (volume, kept):
-        v = tenant.block_storage.wait_for_status(v, "available", wait=60)
+        v = wait_for_fresh_status(tenant.block_storage, v, "available", wait=60)
         assert v.attachments == []
         tenant.block_storage.delete_volume(v)
     assert _exports(cloud) == set()
@@ -229,10 +230,10 @@ def test_extend_is_seen_by_the_guest(cloud, walkthrough, servers, cli):  # noqa:
     volume = tenant.block_storage.create_volume(size=1, name="grow")
     pool_file = pathlib.Path(cloud.root) / "state" / "volumes" / ("volume-%s" % volume.id)
     try:
-        tenant.block_storage.wait_for_status(volume, "available", wait=60)
+        wait_for_fresh_status(tenant.block_storage, volume, "available", wait=60)
         start = len(_console(cloud, host_a, first))
         tenant.compute.create_volume_attachment(first, volume_id=volume.id)
-        tenant.block_storage.wait_for_status(volume, "in-use", wait=60)
+        wait_for_fresh_status(tenant.block_storage, volume, "in-use", wait=60)
         assert _wait(lambda: "FLOTILLA-DISK-MARKER vdb written %s" % first in since(start),
                      60, "the marker written")
         assert "FLOTILLA-DISK-SIZE vdb %d" % GIB in since(start)
@@ -250,7 +251,7 @@ def test_extend_is_seen_by_the_guest(cloud, walkthrough, servers, cli):  # noqa:
         assert tenant.compute.get_server(first).status == "ACTIVE"
 
         tenant.compute.delete_volume_attachment(first, volume.id)
-        tenant.block_storage.wait_for_status(volume, "available", wait=60)
+        wait_for_fresh_status(tenant.block_storage, volume, "available", wait=60)
         proc = cli_plain(cloud, "volume", "set", "--size", "3", volume.id)
         assert proc.returncode == 0, proc.stderr
         # (wait_for_status returns at once for a status the object has already.)
@@ -262,14 +263,14 @@ def test_extend_is_seen_by_the_guest(cloud, walkthrough, servers, cli):  # noqa:
 
         start = len(_console(cloud, host_a, first))
         tenant.compute.create_volume_attachment(first, volume_id=volume.id)
-        tenant.block_storage.wait_for_status(volume, "in-use", wait=60)
+        wait_for_fresh_status(tenant.block_storage, volume, "in-use", wait=60)
         assert _wait(lambda: "FLOTILLA-DISK-SIZE vdb %d" % (3 * GIB) in since(start), 60,
                      "the new size in the guest")
         # The marker written before the online extend is intact.
         assert _wait(lambda: "FLOTILLA-DISK-MARKER vdb found %s" % first in since(start),
                      60, "the data kept")
         tenant.compute.delete_volume_attachment(first, volume.id)
-        tenant.block_storage.wait_for_status(volume, "available", wait=60)
+        wait_for_fresh_status(tenant.block_storage, volume, "available", wait=60)
     finally:
         tenant.block_storage.delete_volume(volume, ignore_missing=True)
         tenant.block_storage.wait_for_delete(volume, wait=60)
@@ -284,10 +285,10 @@ def test_a_rebuild_keeps_the_attached_volume(cloud, walkthrough, servers,  # noq
     (host_a, first), _ = sorted(servers.items())
     volume = tenant.block_storage.create_volume(size=1, name="kept")
     try:
-        tenant.block_storage.wait_for_status(volume, "available", wait=60)
+        wait_for_fresh_status(tenant.block_storage, volume, "available", wait=60)
         start = len(_console(cloud, host_a, first))
         tenant.compute.create_volume_attachment(first, volume_id=volume.id)
-        tenant.block_storage.wait_for_status(volume, "in-use", wait=60)
+        wait_for_fresh_status(tenant.block_storage, volume, "in-use", wait=60)
         assert _wait(lambda: "FLOTILLA-DISK-MARKER vdb written %s" % first
                      in _console(cloud, host_a, first)[start:], 60, "the marker written")
         start = len(_console(cloud, host_a, first))
@@ -350,7 +351,7 @@ def test_boot_from_volume_with_the_cli(cloud, walkthrough, guest, cli):  # noqa:
         assert [(a["Volume ID"], a["Device"]) for a in listed] == [(volume.id, "/dev/vda")]
     finally:
         _delete(walkthrough, [server["id"]])
-    volume = tenant.block_storage.wait_for_status(volume, "available", wait=60)
+    volume = wait_for_fresh_status(tenant.block_storage, volume, "available", wait=60)
     assert _exports(cloud) == set()
 
     # Its snapshot gives a volume that boots as it did: the boot counter on
@@ -371,7 +372,7 @@ def test_boot_from_volume_with_the_cli(cloud, walkthrough, guest, cli):  # noqa:
                      120, "the copy booted, counting on from the original's boots")
     finally:
         _delete(walkthrough, [again["id"]])
-    tenant.block_storage.wait_for_status(copy, "available", wait=60)
+    wait_for_fresh_status(tenant.block_storage, copy, "available", wait=60)
     tenant.block_storage.delete_volume(copy)
     tenant.block_storage.wait_for_delete(copy, wait=60)
     tenant.block_storage.delete_snapshot(snap["id"])
@@ -419,7 +420,7 @@ def test_volumes_at_boot_and_through_a_live_migration_with_the_sdk(
     server deletes the first volume, frees the second."""
     tenant = walkthrough.tenant
     extra = tenant.block_storage.create_volume(size=1, name="at-boot")
-    tenant.block_storage.wait_for_status(extra, "available", wait=60)
+    wait_for_fresh_status(tenant.block_storage, extra, "available", wait=60)
     flavor = tenant.compute.find_flavor("m1.tiny", ignore_missing=False)
     server = tenant.compute.create_server(
         name="bfv-sdk", flavor_id=flavor.id, networks="none", block_device_mapping=[
@@ -454,14 +455,14 @@ def test_volumes_at_boot_and_through_a_live_migration_with_the_sdk(
         assert not (_instance_dir(cloud, there, server.id) / "disk").exists()
         # Detached on its new host, attached again: the marker written before.
         tenant.compute.delete_volume_attachment(server, extra.id)
-        tenant.block_storage.wait_for_status(extra, "available", wait=60)
+        wait_for_fresh_status(tenant.block_storage, extra, "available", wait=60)
         tenant.compute.create_volume_attachment(server, volume_id=extra.id)
-        tenant.block_storage.wait_for_status(extra, "in-use", wait=60)
+        wait_for_fresh_status(tenant.block_storage, extra, "in-use", wait=60)
         assert _wait(lambda: ("vdb", "found", server.id) in _markers(cloud, there, server.id),
                      60, "the guest on %s found its marker" % there)
     finally:
         _delete(walkthrough, [server.id])
-    tenant.block_storage.wait_for_status(extra, "available", wait=60)
+    wait_for_fresh_status(tenant.block_storage, extra, "available", wait=60)
     if boot_id:
         _wait(lambda: tenant.block_storage.find_volume(boot_id) is None, 60,
               "the boot volume deleted with its server")
@@ -477,9 +478,9 @@ def attach_marked_volume(cloud, walkthrough, server_id: str, host: str, name: st
     once its guest has written its marker on it; the volume."""
     tenant = walkthrough.tenant
     volume = tenant.block_storage.create_volume(size=1, name=name)
-    tenant.block_storage.wait_for_status(volume, "available", wait=60)
+    wait_for_fresh_status(tenant.block_storage, volume, "available", wait=60)
     tenant.compute.create_volume_attachment(server_id, volume_id=volume.id)
-    volume = tenant.block_storage.wait_for_status(volume, "in-use", wait=60)
+    volume = wait_for_fresh_status(tenant.block_storage, volume, "in-use", wait=60)
     _wait(lambda: ("written", server_id) in [m[1:] for m in _markers(cloud, host, server_id)],
           60, "the marker written on " + host)
     return volume
