@@ -219,21 +219,32 @@ class Bringup:
                      "--config-file", self.state["controller_config"], *args],
                     env=env).stdout
 
+    def manage_many(self, *commands: tuple[tuple[str, ...], str | None]) -> str:
+        """Several ``manage`` commands (arguments, password) in one process;
+        the first failure raises."""
+        config = ["--config-file", self.state["config"],
+                  "--config-file", self.state["controller_config"]]
+        batch = [{"argv": config + list(args), "password": password}
+                 for args, password in commands]
+        return _run([sys.executable, "-m", "tools.demo.manage_batch"], cwd=REPO,
+                    input=json.dumps(batch)).stdout
+
     def _prepare_database(self) -> None:
-        self.manage("db", "sync")
         creds = {"admin": secrets.token_urlsafe(12), "demo": secrets.token_urlsafe(12)}
-        self.manage("project", "create", "admin")
-        self.manage("project", "create", "demo", "--description", "the demo tenant")
-        self.manage("user", "create", "admin", "--project", "admin", password=creds["admin"])
-        self.manage("role", "add", "admin", "admin", "admin")
-        self.manage("user", "create", "demo", "--project", "demo", password=creds["demo"])
-        self.manage("role", "add", "demo", "demo", "member")
-        # The tiny real guest needs at least 80 MiB of RAM.
-        self.manage("flavor", "create", "m1.tiny", "--ram", "128", "--vcpus", "1",
-                    "--disk", "1")
-        # What the demo's resize grows a server to.
-        self.manage("flavor", "create", "m1.small", "--ram", "160", "--vcpus", "1",
-                    "--disk", "2")
+        self.manage_many(
+            (("db", "sync"), None),
+            (("project", "create", "admin"), None),
+            (("project", "create", "demo", "--description", "the demo tenant"), None),
+            (("user", "create", "admin", "--project", "admin"), creds["admin"]),
+            (("role", "add", "admin", "admin", "admin"), None),
+            (("user", "create", "demo", "--project", "demo"), creds["demo"]),
+            (("role", "add", "demo", "demo", "member"), None),
+            # The tiny real guest needs at least 80 MiB of RAM.
+            (("flavor", "create", "m1.tiny", "--ram", "128", "--vcpus", "1", "--disk", "1"),
+             None),
+            # What the demo's resize grows a server to.
+            (("flavor", "create", "m1.small", "--ram", "160", "--vcpus", "1", "--disk", "2"),
+             None))
         self.state["credentials"] = creds
         self._save()
         os.chmod(self.root / STATE, 0o600)

@@ -12,6 +12,13 @@ qemu.conf points ``nbd_tls_x509_cert_dir`` at ``<host dir>/pki/nbd``
 client's ca-cert.pem, client-cert.pem and client-key.pem there first; NBD
 disks without ``tls`` are plain (qemu.conf's nbd_tls stays off).
 
+A new host's libvirtd would spend seconds probing QEMU for its capabilities;
+the rig keeps the probe's result in ``CAPABILITIES_CACHE`` (machine-wide, as
+/var/cache/libvirt is on a real host) and seeds each new host's cache with
+it. libvirtd checks each cached file against the QEMU binary, libvirt and
+the kernel it runs with and probes again when one changed, so a stale copy
+costs only the probe.
+
 Commands (as root)::
 
     rig start N [--base-port P] [--root DIR]   # N hosts, idempotent
@@ -56,6 +63,7 @@ PACKAGES = ["libvirt-daemon", "libvirt-daemon-driver-qemu", "libvirt-clients",
 BIND_MOUNTS = {"run": "/run", "lib": "/var/lib/libvirt", "etc": "/etc/libvirt",
                "log": "/var/log/libvirt", "cache": "/var/cache/libvirt"}
 START_TIMEOUT = 30
+CAPABILITIES_CACHE = "/var/cache/flotilla-rig/qemu-capabilities"
 
 
 def log(msg: str) -> None:
@@ -176,6 +184,7 @@ def start_host(host: dict) -> None:
     for target in BIND_MOUNTS.values():
         os.makedirs(target, exist_ok=True)  # mount points must exist
     write_configs(host)
+    _seed_capabilities(host)
     mounts = "\n".join("mount --bind '%s' '%s'" % (os.path.join(host["dir"], src),
                                                    dst)
                        for src, dst in BIND_MOUNTS.items())
@@ -190,11 +199,41 @@ def start_host(host: dict) -> None:
             host["libvirtd_pid"] = pid
             host["virtlogd_pid"] = read_pid(os.path.join(run, "virtlogd.pid"))
             host["mnt_ns"] = mnt_ns(pid)
+            _keep_capabilities(host)
             return
         time.sleep(0.1)
     raise RuntimeError("libvirtd of %s did not answer on %s within %ds; see %s"
                        % (host["name"], host["uri"], START_TIMEOUT,
                           os.path.join(host["dir"], "log", "libvirtd.log")))
+
+
+def _host_capabilities(host: dict) -> str:
+    return os.path.join(host["dir"], "cache", "qemu", "capabilities")
+
+
+def _seed_capabilities(host: dict) -> None:
+    if not os.path.isdir(CAPABILITIES_CACHE):
+        return
+    target = _host_capabilities(host)
+    os.makedirs(target, exist_ok=True)
+    for name in os.listdir(CAPABILITIES_CACHE):
+        if name.endswith(".xml"):
+            shutil.copy2(os.path.join(CAPABILITIES_CACHE, name), target)
+
+
+def _keep_capabilities(host: dict) -> None:
+    """Copy what this host's libvirtd probed (or kept) to the shared cache,
+    each file replaced whole (rigs may start side by side)."""
+    source = _host_capabilities(host)
+    if not os.path.isdir(source):
+        return
+    os.makedirs(CAPABILITIES_CACHE, exist_ok=True)
+    for name in os.listdir(source):
+        if not name.endswith(".xml"):
+            continue
+        partial = os.path.join(CAPABILITIES_CACHE, ".%s.%d" % (name, os.getpid()))
+        shutil.copy2(os.path.join(source, name), partial)
+        os.replace(partial, os.path.join(CAPABILITIES_CACHE, name))
 
 
 def start(count: int, base_port: int, root: str) -> dict:
