@@ -240,3 +240,17 @@ def test_conductors_below_1_13_refuse_snapshot_mappings_first(cloud):  # noqa: F
                        {"source_type": "blank", "destination_type": "volume",
                         "volume_size": 1}]}})
     assert r.status_code == 202, r.text
+
+
+def test_an_image_whose_snapshots_are_still_being_taken_boots(cloud):  # noqa: F811
+    """The image is active before its snapshots (as Nova's): a server from
+    it is accepted and its build waits for them (build_volumes)."""
+    uuid, _boot, _other = _volume_backed(cloud)
+    image_id = _create_image(cloud, uuid).json["image_id"]
+    assert {s.status for s in sdb.snapshot_get_all(project_id="p1")} == \
+        {st.SNAPSHOT_CREATING}
+    cloud.conductor.calls.clear()
+    r = _create(cloud, [], image_ref=image_id)
+    assert r.status_code == 202, r.text
+    assert [b.source_type for b in _cast(cloud)["block_device_mapping"]] == \
+        ["snapshot", "snapshot"]
