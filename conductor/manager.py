@@ -52,7 +52,7 @@ _AGENT_WRITABLE = frozenset({
 
 
 class ConductorManager:
-    RPC_API_VERSION = "1.12"
+    RPC_API_VERSION = "1.13"
 
     def __init__(self, conf: cfg.ConfigOpts, transport=None) -> None:
         self.conf = conf

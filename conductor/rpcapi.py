@@ -45,6 +45,9 @@ Version history:
   (the driver's flags) in its resources.
 * 1.12 - build_instances takes blank volume mappings (``source_type``
   blank: the build makes an empty volume for each server).
+* 1.13 - build_instances takes snapshot volume mappings (``source_type``
+  snapshot: the build makes a volume from a volume snapshot for each
+  server).
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ TOPIC = "conductor"
 
 
 class ConductorAPI:
-    VERSION = "1.12"
+    VERSION = "1.13"
 
     def __init__(self, transport, version_cap: VersionCap = None,
                  timeout: float | None = None) -> None:
@@ -227,9 +230,11 @@ class ConductorAPI:
         ``image`` is what agents fetch (a signed URL) or None (a server
         that boots from a volume); ``block_device_mapping`` the volume disks
         (needs 1.8: an older conductor cannot build them; 1.12 for a blank
-        one)."""
+        one; 1.13 for one made from a volume snapshot, which an older
+        conductor would take for an existing volume)."""
         if block_device_mapping:
-            version = "1.12" if any(b.source_type == "blank" for b in block_device_mapping) \
+            sources = {b.source_type for b in block_device_mapping}
+            version = "1.13" if "snapshot" in sources else "1.12" if "blank" in sources \
                 else "1.8"
             self._cast(ctxt, "build_instances", version, instance_uuids=list(instance_uuids),
                        request_spec=request_spec, image=image,
@@ -319,10 +324,11 @@ class ConductorAPI:
                    volume_id=volume_id, attachment_id=attachment_id,
                    new_size_gb=new_size_gb, old_size_gb=old_size_gb)
 
-    def can_build_volumes(self, blank: bool = False) -> bool:
+    def can_build_volumes(self, blank: bool = False, snapshot: bool = False) -> bool:
         """Whether conductors may be sent volume mappings at build (1.8),
-        blank ones among them (1.12)."""
-        return self.client.can_send_version("1.12" if blank else "1.8")
+        blank ones among them (1.12), ones from a volume snapshot (1.13)."""
+        return self.client.can_send_version("1.13" if snapshot else "1.12" if blank
+                                            else "1.8")
 
     def can_extend_volume(self) -> bool:
         """Whether the conductors take extend_volume (1.11)."""

@@ -27,7 +27,23 @@ Rules (as Nova answers; every refusal is a 400 naming the field,
   ``--block-device source_type=blank,destination_type=volume,volume_size=N``),
   within the same quotas; it cannot boot; ``delete_on_termination``
   defaults to false;
-* ``snapshot`` sources and local blank disks are not supported yet;
+* ``source_type`` snapshot with ``destination_type`` volume names a volume
+  snapshot (``uuid``) of the caller's project (another project's is not
+  found), ``available``; the build makes a new volume from it for each
+  server (on the snapshot's volume host), within the same quotas;
+  ``volume_size`` defaults to the snapshot's and may not be smaller; to
+  boot, the snapshot's volume must have been bootable, and its image
+  metadata is the server's (min_ram); ``delete_on_termination`` defaults
+  to false;
+* ``imageRef`` naming an image with ``bdm_v2`` mappings in its
+  ``block_device_mapping`` property (the image of a volume-backed server's
+  createImage, api.compute.volume_snapshot) adds the image's mappings
+  before the request's, as Nova's _get_image_defined_bdms; when one of them
+  boots, the server boots from a volume made from that snapshot and the
+  request's own image boot disk is dropped. A refusal of such a mapping
+  names ``imageRef``; its snapshot may still be ``creating`` (the image is
+  active at once, as Nova's; the build waits for the snapshot);
+* local blank disks are not supported yet;
 * with no disk booting, ``imageRef`` is required; a server that boots from
   a volume has no local root disk (root_gb 0) and shows ``image`` "".
 """
@@ -35,17 +51,25 @@ Rules (as Nova answers; every refusal is a 400 naming the field,
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any
 
 from api import errors, policy, validation
+from flotilla import exception, images
 from flotilla import states as st
 from flotilla.conf.quota import VOLUME_RESOURCES
+from flotilla.db import volume_snapshots as sdb
 from flotilla.db import volumes as vdb
 from flotilla.objects import BlockDeviceMapping
 from flotilla.volume_placement import image_metadata
 
 GIB = 1024 ** 3
 FIELD = "block_device_mapping_v2"
+IMAGE_LABEL = "imageRef block_device_mapping[%d]"
+#: snapshot statuses a mapping may name: the request's own, and the image's
+#: (whose snapshots may still be being taken; the build waits for them)
+SNAPSHOT_READY = ("available",)
+SNAPSHOT_COMING = ("available", "creating")
 
 
 @dataclasses.dataclass
@@ -67,12 +91,17 @@ class BootDisks:
         return any(b.boot_index == 0 for b in self.volumes)
 
 
-def _bad(index: int, key: str, why: str) -> errors.APIError:
-    return errors.bad_request("Invalid input for field/attribute %s[%d].%s. %s"
-                              % (FIELD, index, key, why))
+def _bad(index: str, key: str, why: str) -> errors.APIError:
+    # ``index`` labels the mapping: "block_device_mapping_v2[i]", or for a
+    # mapping the image of imageRef defines, IMAGE_LABEL (names imageRef).
+    if index.startswith("imageRef"):
+        return errors.bad_request("Invalid input for field/attribute imageRef. The "
+                                  "image's %s.%s: %s" % (index[len("imageRef "):], key, why))
+    return errors.bad_request("Invalid input for field/attribute %s.%s. %s"
+                              % (index, key, why))
 
 
-def _integer(index: int, key: str, value: Any, unit: str = "") -> int:
+def _integer(index: str, key: str, value: Any, unit: str = "") -> int:
     # JSON integers or integer strings (the SDK sends strings); no booleans.
     try:
         if isinstance(value, bool):
@@ -82,14 +111,14 @@ def _integer(index: int, key: str, value: Any, unit: str = "") -> int:
         raise _bad(index, key, "It must be an integer%s." % unit) from None
 
 
-def _boot_index(index: int, value: Any) -> int | None:
+def _boot_index(index: str, value: Any) -> int | None:
     if value is None or value == "":
         return None
     number = _integer(index, "boot_index", value)
     return None if number < 0 else number
 
 
-def _volume_size(index: int, value: Any, conf) -> int:
+def _volume_size(index: str, value: Any, conf) -> int:
     if value is None or value == "":
         raise _bad(index, "volume_size", "It is required for a new volume.")
     size = _integer(index, "volume_size", value, " number of GiB")
@@ -99,6 +128,26 @@ def _volume_size(index: int, value: Any, conf) -> int:
     return size
 
 
+def image_mappings(image) -> list[dict]:
+    """The ``bdm_v2`` mappings an image's ``block_device_mapping`` property
+    defines (a JSON list, as Nova stores it in Glance); [] when none."""
+    props = dict(getattr(image, "properties", None) or {})
+    raw = props.get("block_device_mapping")
+    if not raw or not validation.to_bool(str(props.get("bdm_v2", "false"))):
+        return []
+    try:
+        mappings = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError:
+        mappings = None
+    if not isinstance(mappings, list) or not all(isinstance(m, dict) for m in mappings):
+        raise errors.bad_request("Invalid input for field/attribute imageRef. Image %s has "
+                                 "an unreadable block_device_mapping." % image.id)
+    # As the request gives them: the source's id is ``uuid``.
+    return [dict({k: v for k, v in m.items() if k != "tag"},
+                 uuid=m.get("snapshot_id") or m.get("volume_id") or m.get("image_id"))
+            for m in mappings]
+
+
 def parse(ctx, conf, spec: dict, memory_mb: int, count: int, usable_image) -> BootDisks:
     """The boot disks of a create request ``spec`` for ``count`` servers.
 
@@ -106,18 +155,31 @@ def parse(ctx, conf, spec: dict, memory_mb: int, count: int, usable_image) -> Bo
     raises the API's 400 (servers.bootable_image).
     """
     image_ref = (spec.get("imageRef") or "").lower()
+    requested = [(FIELD + "[%d]" % i, b, SNAPSHOT_READY)
+                 for i, b in enumerate(spec.get("block_device_mapping_v2") or [])]
+    mappings_image = None
+    if image_ref and images.is_valid_id(image_ref):
+        defined = image_mappings(_image_or_none(ctx, image_ref))
+        if any(_boot_index(IMAGE_LABEL % i, m.get("boot_index")) == 0
+               for i, m in enumerate(defined)):
+            mappings_image = image_ref
+            usable_image(ctx, image_ref, memory_mb)   # active, min_ram (400)
+            # Nova drops the image boot disk the clients add (the image's
+            # mapping boots instead).
+            requested = [r for r in requested if not (
+                r[1]["source_type"] == "image" and str(r[1].get("boot_index")) == "0")]
+        requested = [(IMAGE_LABEL % i, m, SNAPSHOT_COMING)
+                     for i, m in enumerate(defined)] + requested
     result = BootDisks()
     seen: set[str] = set()
     boots = 0
-    for index, bdm in enumerate(spec.get("block_device_mapping_v2") or []):
-        source, dest = bdm["source_type"], bdm.get("destination_type")
+    for index, bdm, snapshot_ok in requested:
+        source, dest = bdm.get("source_type"), bdm.get("destination_type")
         boot_index = _boot_index(index, bdm.get("boot_index"))
         boots += boot_index == 0
         if boots > 1:
             raise _bad(index, "boot_index", "Only one disk may boot (boot_index 0).")
-        uuid = (bdm.get("uuid") or "").lower()
-        if source == "snapshot":
-            raise _bad(index, "source_type", "Source type %s is not supported yet." % source)
+        uuid = str(bdm.get("uuid") or "").lower()
         if source == "blank":
             result.volumes.append(_blank_volume(conf, index, bdm, dest, uuid, boot_index))
             continue
@@ -128,17 +190,23 @@ def parse(ctx, conf, spec: dict, memory_mb: int, count: int, usable_image) -> Bo
                 raise _bad(index, "uuid", "It differs from imageRef.")
             result.image_id = image_ref or uuid or None
             continue
+        if source not in ("image", "volume", "snapshot"):
+            raise _bad(index, "source_type", "Source type %s is not supported." % source)
         if dest != "volume":
             raise _bad(index, "destination_type", "A %s source needs destination_type "
                        "volume." % source)
         if not uuid:
             raise _bad(index, "uuid", "It is required.")
-        validation.check_uuid(uuid, "%s[%d].uuid" % (FIELD, index))
+        validation.check_uuid(uuid, "%s.uuid" % index)
         delete = bdm.get("delete_on_termination")
         if source == "image":
             result.volumes.append(_image_volume(ctx, conf, index, bdm, uuid, boot_index,
                                                 memory_mb, count, delete, result,
                                                 usable_image))
+            continue
+        if source == "snapshot":
+            result.volumes.append(_snapshot_volume(ctx, conf, index, bdm, uuid, boot_index,
+                                                   memory_mb, delete, result, snapshot_ok))
             continue
         if uuid in seen:
             raise _bad(index, "uuid", "Volume %s appears twice." % uuid)
@@ -149,8 +217,8 @@ def parse(ctx, conf, spec: dict, memory_mb: int, count: int, usable_image) -> Bo
         result.volumes.append(_existing_volume(ctx, index, uuid, boot_index, memory_mb,
                                                delete, result))
     if result.volume_backed:
-        if image_ref and image_ref != (result.volume_image.id if result.volume_image
-                                       else None):
+        if image_ref and image_ref not in (
+                result.volume_image.id if result.volume_image else None, mappings_image):
             raise errors.bad_request("Invalid input for field/attribute imageRef. "
                                      "The server boots from a volume.")
         result.image_id = None
@@ -161,6 +229,14 @@ def parse(ctx, conf, spec: dict, memory_mb: int, count: int, usable_image) -> Bo
         result.image_id = image_ref
     _check_quota(ctx, conf, result.volumes, count)
     return result
+
+
+def _image_or_none(ctx, image_id: str):
+    # Whether it may be booted is servers.bootable_image's to say (400).
+    try:
+        return images.get_visible(ctx, image_id)
+    except exception.NotFound:
+        return None
 
 
 def _image_volume(ctx, conf, index, bdm, image_id, boot_index, memory_mb, count, delete,
@@ -180,6 +256,42 @@ def _image_volume(ctx, conf, index, bdm, image_id, boot_index, memory_mb, count,
         source_type="image", destination_type="volume", boot_index=0, image_id=image.id,
         volume_size=size, tag=bdm.get("tag"),
         # Nova's default: the volume outlives the server unless asked.
+        delete_on_termination=False if delete is None else validation.to_bool(delete))
+
+
+def _snapshot_volume(ctx, conf, index, bdm, snapshot_id, boot_index, memory_mb, delete,
+                     result: BootDisks, statuses) -> BlockDeviceMapping:
+    try:
+        snap = sdb.snapshot_get(snapshot_id, project_id=policy.project_filter(ctx)
+                                or ctx.project_id)
+    except sdb.SnapshotNotFound:
+        raise _bad(index, "uuid", "Snapshot %s could not be found." % snapshot_id) from None
+    if snap.status not in statuses:
+        raise _bad(index, "uuid", "Snapshot %s status must be available, but it is %s."
+                   % (snapshot_id, snap.status))
+    size = snap.size_gb
+    if bdm.get("volume_size") not in (None, ""):
+        size = _volume_size(index, bdm.get("volume_size"), conf)
+        if size < snap.size_gb:
+            raise _bad(index, "volume_size", "Value: %d. It cannot be smaller than the "
+                       "snapshot's size %d GiB." % (size, snap.size_gb))
+    if boot_index == 0:
+        # A volume from a snapshot boots as the snapshot's volume did, with
+        # its image metadata (Nova's get_bdm_image_metadata reads it there).
+        try:
+            origin = vdb.volume_get(snap.volume_id)
+        except vdb.VolumeNotFound:
+            origin = None
+        if origin is None or not origin.bootable:
+            raise _bad(index, "uuid", "Snapshot %s is not of a bootable volume."
+                       % snapshot_id)
+        meta = dict(origin.image_metadata or {})
+        if int(meta.get("min_ram") or 0) > memory_mb:
+            raise errors.bad_request("Flavor's memory is too small for requested image.")
+        result.image_meta = meta
+    return BlockDeviceMapping(
+        source_type="snapshot", destination_type="volume", boot_index=boot_index,
+        snapshot_id=snap.id, volume_size=size, tag=bdm.get("tag"),
         delete_on_termination=False if delete is None else validation.to_bool(delete))
 
 
@@ -221,16 +333,22 @@ def _existing_volume(ctx, index, volume_id, boot_index, memory_mb, delete,
         delete_on_termination=validation.to_bool(delete) if delete is not None else False)
 
 
-#: actions that still assume a local root disk (snapshots copy it, a
-#: rebuild re-images it): 409 for a volume-backed server. A live migration,
-#: an evacuation, a resize and a cold migration keep the volume.
-NOT_FROM_VOLUME = ("createImage", "createBackup", "rebuild")
+#: actions that still assume a local root disk (a rebuild re-images it): 409
+#: for a volume-backed server. A live migration, an evacuation, a resize and
+#: a cold migration keep the volume; createImage snapshots its volumes
+#: (api.compute.volume_snapshot).
+NOT_FROM_VOLUME = ("rebuild",)
 
 
 def check_action(inst, action: str) -> None:
-    """409 for an action not supported yet on a server that boots from a
-    volume (its ``image_ref`` is empty, as Nova's)."""
-    if action in NOT_FROM_VOLUME and inst.image_ref == "":
+    """Refuse an action a server that boots from a volume (its
+    ``image_ref`` is empty, as Nova's) cannot take: createBackup is 400 as
+    Nova's (its InvalidRequest), a rebuild 409 (not supported yet)."""
+    if inst.image_ref != "":
+        return
+    if action == "createBackup":
+        raise errors.bad_request("Backup is not supported for volume-backed instances.")
+    if action in NOT_FROM_VOLUME:
         raise errors.conflict("Cannot '%s' instance %s: not supported yet for a "
                               "server booted from a volume" % (action, inst.uuid))
 

@@ -190,7 +190,8 @@ class Servers:
             ctx, conf, spec, flavor.memory_mb, max_count,
             lambda c, image_id, memory_mb: bootable_image(c, image_id, memory_mb, 0))
         if disks.volumes and not self.state.conductor.can_build_volumes(
-                blank=any(b.source_type == "blank" for b in disks.volumes)):
+                blank=any(b.source_type == "blank" for b in disks.volumes),
+                snapshot=any(b.source_type == "snapshot" for b in disks.volumes)):
             raise errors.conflict("Volumes at server create need every conductor "
                                   "upgraded ([upgrade_levels] conductor)")
         if disks.volume_backed:

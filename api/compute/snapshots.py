@@ -20,7 +20,10 @@ Rules:
   its ``backup_type`` the server keeps: once the new one is active the
   oldest beyond that are deleted (the conductor's flow does it);
 * 202, with the image's URL in ``Location``, and from 2.45 ``{"image_id"}``
-  in the body (Nova's forms; the SDK and the CLI read either).
+  in the body (Nova's forms; the SDK and the CLI read either);
+* createImage of a server that boots from a volume snapshots its volumes
+  instead (api.compute.volume_snapshot); createBackup of one is refused
+  (api.compute.block_devices.check_action).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import logging
 import falcon
 
 from api import errors
+from api.compute import volume_snapshot
 from api.state import APIState, version
 from flotilla import exception, images
 from flotilla import states as st
@@ -66,6 +70,10 @@ def snapshot(state: APIState, req: falcon.Request, resp: falcon.Response,
              ctx: RequestContext, inst, name: str, args: dict) -> None:
     """Handle ``createImage`` or ``createBackup`` (``args`` passed the
     action's schema)."""
+    if name == "createImage" and inst.image_ref == "":
+        # A volume-backed server: its volumes are snapshotted instead.
+        volume_snapshot.snapshot_volume_backed(state, req, resp, ctx, inst, args)
+        return
     conf = state.conf
     if inst.vm_state not in OPERATION.from_vm_states or inst.task_state is not None:
         raise _refuse_state(name, inst)

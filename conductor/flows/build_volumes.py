@@ -11,9 +11,17 @@ after ``schedule_instance``:
    volume quotas, on the volume host with the most free space that holds
    it; from an image bootable, its image's metadata kept) and
    flotilla-volume is cast ``create_volume``, which writes the image into
-   it (or leaves it blank); the step waits until every such volume
-   is ``available`` (``error``, or ``[volume] operation_timeout``, fails the
-   build). Revert: the volumes it created are deleted.
+   it (or leaves it blank). For a disk from a volume snapshot (``source_type``
+   snapshot) the step first waits for the snapshot to be ``available`` (an
+   image of a volume-backed server is active before its snapshots are;
+   another status, a snapshot gone or the timeout fails the build), then
+   records the volume on the snapshot's volume host (where its file is;
+   that host's volume service must be up), bootable and with the image
+   metadata as the snapshot's volume, naming the snapshot, and casts
+   ``create_volume`` (1.2: a copy of the snapshot). The step waits until
+   every such volume is ``available`` (``error``, or ``[volume]
+   operation_timeout``, fails the build). Revert: the volumes it created are
+   deleted.
 2. ``reserve_volumes``: each volume available -> reserved -> attaching
    (the attach flow's Reserve), with an attachment naming the server, its
    host, ``delete_on_termination`` and ``boot_index``. Revert: the attach
@@ -47,6 +55,7 @@ from flotilla import exception, images
 from flotilla import states as st
 from flotilla.conf.quota import VOLUME_RESOURCES
 from flotilla.db import api as db
+from flotilla.db import volume_snapshots as sdb
 from flotilla.db import volumes as vdb
 from flotilla.objects import BlockDeviceMapping
 from flotilla.volume_placement import (
@@ -54,6 +63,7 @@ from flotilla.volume_placement import (
     image_metadata,
     pick_volume_host,
     space_guard,
+    up_volume_hosts,
 )
 
 LOG = logging.getLogger(__name__)
@@ -86,8 +96,8 @@ def _replace(state: Any, index: int, **changes: Any) -> None:
 
 
 class CreateVolumes(Step):
-    """Make the volumes that come from an image or are blank, and wait for
-    them.
+    """Make the volumes that come from an image or a volume snapshot or are
+    blank, and wait for them.
 
     Revert: each volume it made goes (deleting, then flotilla-volume
     removes it; one never made on a host is removed at once).
@@ -106,32 +116,67 @@ class CreateVolumes(Step):
                 continue
             image = images.check_image_usable(state.ctxt, bdm.image_id) \
                 if bdm.source_type == "image" else None
+            snapshot = self._wait_snapshot(state, bdm.snapshot_id) \
+                if bdm.source_type == "snapshot" else None
             inst = db.instance_get(state.instance_uuid)
             try:
-                row = self._create(inst, bdm, image, defaults)
+                row = self._create(inst, bdm, image, defaults, snapshot)
             except NotEnoughSpace as exc:
                 raise VolumeCreateFailed(volume_id="(none)", reason=str(exc)) from None
             # Recorded before the cast: a revert finds what to remove.
             _replace(state, index, volume_id=row.id)
             state.recorder.save(flow_data=state.to_data())
             self.volumes.create_volume(state.ctxt, row.host, row.id,
-                                       from_source=image is not None)
+                                       from_source=image is not None or snapshot is not None)
         self._wait(state)
 
-    def _create(self, inst, bdm, image, defaults: dict):
-        """The volume's row (from ``image``, or blank when None) on the
-        volume host with the most free space that holds it (NotEnoughSpace
-        when none; VolumeCreateFailed when no enabled volume service is up)."""
-        host = pick_volume_host(self.conf, bdm.volume_size)
+    def _wait_snapshot(self, state: Any, snapshot_id: str):
+        """The snapshot once ``available`` (VolumeCreateFailed when it ends
+        otherwise, goes, or is still being taken at the timeout)."""
+        deadline = time.monotonic() + self.conf.volume.operation_timeout
+        while True:
+            try:
+                snap = sdb.snapshot_get(snapshot_id)
+            except sdb.SnapshotNotFound:
+                raise VolumeCreateFailed(volume_id="(none)", reason="snapshot %s is gone"
+                                         % snapshot_id) from None
+            if snap.status == st.SNAPSHOT_AVAILABLE:
+                return snap
+            if snap.status != st.SNAPSHOT_CREATING:
+                raise VolumeCreateFailed(volume_id="(none)", reason="snapshot %s is %s"
+                                         % (snapshot_id, snap.status))
+            if time.monotonic() > deadline:
+                raise VolumeCreateFailed(volume_id="(none)", reason="snapshot %s still "
+                                         "being taken after %d s" % (
+                                             snapshot_id, self.conf.volume.operation_timeout))
+            state.check_abort(self.name)
+            time.sleep(POLL_INTERVAL)
+
+    def _create(self, inst, bdm, image, defaults: dict, snapshot=None):
+        """The volume's row (from ``image``, from ``snapshot`` on its host,
+        or blank when both are None) on the volume host with the most free
+        space that holds it (NotEnoughSpace when none; VolumeCreateFailed
+        when no enabled volume service is up)."""
+        source: dict[str, Any] = {"image_id": image.id if image else None,
+                                  "image_metadata": image_metadata(image) if image else None}
+        if snapshot is not None:
+            host = snapshot.host if snapshot.host in up_volume_hosts(self.conf) else None
+            origin = vdb.volume_get(snapshot.volume_id)
+            source = {"snapshot_id": snapshot.id, "bootable": bool(origin.bootable),
+                      "image_metadata": dict(origin.image_metadata)
+                      if origin.image_metadata else None}
+            what = "snapshot %s's" % snapshot.id
+        else:
+            host = pick_volume_host(self.conf, bdm.volume_size)
+            what = "boot" if bdm.boot_index == 0 else "blank"
         if host is None:
-            raise VolumeCreateFailed(volume_id="(none)", reason="no enabled volume service is up")
+            raise VolumeCreateFailed(volume_id="(none)", reason="no enabled volume service "
+                                     "is up%s" % (" on the snapshot's host %s" % snapshot.host
+                                                  if snapshot is not None else ""))
         return vdb.volume_create({
-            "name": "", "description": "%s volume of server %s"
-            % ("boot" if bdm.boot_index == 0 else "blank", inst.uuid),
+            "name": "", "description": "%s volume of server %s" % (what, inst.uuid),
             "size_gb": bdm.volume_size, "host": host, "status": st.VOLUME_CREATING,
-            "project_id": inst.project_id, "user_id": inst.user_id,
-            "image_id": image.id if image else None,
-            "image_metadata": image_metadata(image) if image else None,
+            "project_id": inst.project_id, "user_id": inst.user_id, **source,
             "volume_type": "__DEFAULT__", "availability_zone": "nova",
             "metadata": {},
             "status_deadline": vdb.deadline(self.conf.volume.operation_timeout)},

@@ -66,6 +66,6 @@ class BlockDeviceMapping(FlotillaObject):
 
     @property
     def makes_volume(self) -> bool:
-        """Whether the build makes this disk's volume (from an image, or
-        blank) rather than attach an existing one."""
-        return self.is_volume and self.source_type in ("image", "blank")
+        """Whether the build makes this disk's volume (from an image, from a
+        volume snapshot, or blank) rather than attach an existing one."""
+        return self.is_volume and self.source_type in ("image", "snapshot", "blank")

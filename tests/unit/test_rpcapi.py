@@ -59,7 +59,7 @@ SAMPLES = {
     "migrate_data": {"live": True, "source_host": "host1"},
     "progress": {"memory_total_bytes": 1},
     "flavor": {"flavorid": "2", "name": "bigger", "memory_mb": 128, "vcpus": 1, "root_gb": 2},
-    "snapshot_id": str(uuid.uuid4()), "from_source": True, "blank": True,
+    "snapshot_id": str(uuid.uuid4()), "from_source": True, "blank": True, "snapshot": True,
     "block_device_mapping": [BlockDeviceMapping(
         source_type="image", destination_type="volume", boot_index=0, volume_size=1,
         image_id="i", volume_id="v", connection_info={

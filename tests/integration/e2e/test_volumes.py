@@ -11,6 +11,7 @@ attached to a server on the other host shows the first server's uuid there.
 
 from __future__ import annotations
 
+import json
 import pathlib
 import re
 
@@ -380,6 +381,86 @@ def test_boot_from_volume_with_the_cli(cloud, walkthrough, guest, cli):  # noqa:
                                          wait=60)
     tenant.block_storage.delete_volume(volume)
     tenant.block_storage.wait_for_delete(volume, wait=60)
+
+
+def test_an_image_of_a_volume_backed_server_boots_a_copy_with_the_cli(
+        cloud, walkthrough, guest, cli):  # noqa: F811
+    """``server image create --wait`` of a server booted from a volume: its
+    volume is snapshotted while the guest runs (crash-consistent) and the
+    image, active with size 0, maps the snapshot (Nova's bdm_v2 image).
+    ``server create --image`` of it boots from a new volume made from the
+    snapshot: the guest counts on from the original's boot."""
+    tenant = walkthrough.tenant
+    storage = tenant.block_storage
+    servers: list[str] = []
+    volumes: list[str] = []
+    snapshots: list[str] = []
+    image_id = None
+    try:
+        origin = cli("server", "create", "--boot-from-volume", "1", "--image", guest.id,
+                     "--flavor", "m1.tiny", "--nic", "none", "--wait", "bfv-origin")
+        servers.append(origin["id"])
+        assert origin["status"] == "ACTIVE", origin
+        host = _host_of(walkthrough, origin["id"])
+        assert _wait(lambda: "FLOTILLA-BOOT-COUNT 1" in _console(cloud, host, origin["id"]),
+                     120, "the original booted from its volume")
+        [attached] = tenant.compute.get_server(origin["id"]).attached_volumes
+        volumes.append(attached["id"])
+
+        image = cli("server", "image", "create", "--name", "bfv-origin-image", "--wait",
+                    origin["id"])
+        image_id = image["id"]
+        assert (image["status"], image["size"]) == ("active", 0), image
+        shown = tenant.image.get("/images/%s" % image_id).json()
+        [mapping] = json.loads(shown["block_device_mapping"])
+        snapshots.append(mapping["snapshot_id"])
+        assert (shown["bdm_v2"], shown["root_device_name"], shown["instance_uuid"]) == \
+            ("True", "/dev/vda", origin["id"])
+        assert (mapping["source_type"], mapping["destination_type"], mapping["boot_index"],
+                mapping["volume_size"]) == ("snapshot", "volume", 0, 1), mapping
+        snap = storage.get_snapshot(mapping["snapshot_id"])
+        assert snap.volume_id == attached["id"]
+        # The guest kept running.
+        server = tenant.compute.get_server(origin["id"])
+        assert (server.status, server.task_state) == ("ACTIVE", None)
+
+        copy = cli("server", "create", "--image", image_id, "--flavor", "m1.tiny",
+                   "--nic", "none", "--wait", "bfv-from-image")
+        servers.append(copy["id"])
+        assert copy["status"] == "ACTIVE", copy
+        copy_host = _host_of(walkthrough, copy["id"])
+        assert _wait(lambda: "FLOTILLA-BOOT-COUNT 2" in _console(cloud, copy_host,
+                                                                 copy["id"]),
+                     120, "the copy booted, counting on from the original's boot")
+        assert _nbd_boot_disk(cloud, copy_host, copy["id"]) == ("network", "nbd", "vda")
+        [made] = tenant.compute.get_server(copy["id"]).attached_volumes
+        volumes.append(made["id"])
+        volume = storage.get_volume(made["id"])
+        assert (volume.snapshot_id, volume.is_bootable, volume.size, volume.status) == \
+            (snap.id, True, 1, "in-use")
+        assert volume.volume_image_metadata["image_id"] == guest.id
+    finally:
+        _delete(walkthrough, servers)
+        # The CLI's --boot-from-volume asked delete_on_termination false, and
+        # the image's mapping keeps it: both volumes outlive their servers.
+        kept = {}
+        for volume_id in volumes:
+            kept[volume_id] = wait_for_fresh_status(storage, storage.get_volume(volume_id),
+                                                    "available", wait=60)
+        for volume_id in volumes[1:]:
+            storage.delete_volume(kept[volume_id])
+            storage.wait_for_delete(kept[volume_id], wait=60)
+        if image_id:
+            tenant.image.delete_image(image_id, ignore_missing=True)
+        for snapshot_id in snapshots:
+            snap = wait_for_fresh_status(storage, storage.get_snapshot(snapshot_id),
+                                         "available", wait=60)
+            storage.delete_snapshot(snap)
+            storage.wait_for_delete(snap, wait=60)
+        if volumes:     # the original's, once its snapshot is gone
+            storage.delete_volume(kept[volumes[0]])
+            storage.wait_for_delete(kept[volumes[0]], wait=60)
+    assert _exports(cloud) == set()
 
 
 def test_a_blank_volume_at_boot_with_the_cli(cloud, walkthrough, guest, cli):  # noqa: F811
