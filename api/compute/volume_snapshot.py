@@ -12,9 +12,9 @@ Rules:
 * every volume attached to the server must be one a snapshot may be taken
   of (available or in-use; otherwise 409 as the volume API's "Invalid
   volume"), and the project's ``snapshots`` and ``gigabytes`` quotas must
-  hold a snapshot of each (413 SnapshotLimitExceeded, as the volume API;
-  checked for all before any is taken, as Nova checks the limits first),
-  and each volume's host its copy (413);
+  hold a snapshot of each, and each volume's host its copy (403, as Nova
+  answers the volume service's over-limit; checked for all before any is
+  taken, as Nova checks the limits first);
 * the image is created first within the image quotas (403 overLimit / 400
   naming ``createImage.metadata``, as for any snapshot), then a snapshot
   row per volume (``snapshot for <image name>``) and its volume host cast
@@ -85,8 +85,8 @@ def _check_volumes(conf, project_id: str, pairs: list[tuple]) -> None:
     over = ["%s: requested %d, in use %d, limit %d" % (r, n, usage[r], limits[r])
             for r, n in wanted.items() if limits.get(r, -1) >= 0 and usage[r] + n > limits[r]]
     if over:
-        raise errors.APIError(413, "SnapshotLimitExceeded: Maximum number of snapshots or "
-                              "gigabytes exceeded: %s" % "; ".join(over), fault="overLimit")
+        raise errors.forbidden("SnapshotLimitExceeded: Maximum number of snapshots or "
+                               "gigabytes exceeded: %s" % "; ".join(over))
 
 
 def _image_values(inst, name: str, metadata: dict, user_id: str | None,
@@ -119,11 +119,11 @@ def _take_snapshot(state: APIState, ctx: RequestContext, image_name: str, attach
             volume_defaults(conf), st.SNAPSHOT_VOLUME_STATUSES,
             check=space_guard(conf, volume.host, volume.size_gb) if volume.host else None)
     except NotEnoughSpace as exc:
-        raise errors.APIError(413, "Insufficient free space for snapshot creation: %s"
-                              % exc, fault="overLimit") from None
+        raise errors.forbidden("Insufficient free space for snapshot creation: %s"
+                               % exc) from None
     except vdb.VolumeOverQuota as exc:
-        raise errors.APIError(413, "SnapshotLimitExceeded: Maximum number of snapshots or "
-                              "gigabytes exceeded: %s" % str(exc), fault="overLimit") from None
+        raise errors.forbidden("SnapshotLimitExceeded: Maximum number of snapshots or "
+                               "gigabytes exceeded: %s" % str(exc)) from None
     except (vdb.VolumeStatusConflict, vdb.VolumeNotFound) as exc:
         raise errors.conflict("Invalid volume: %s." % str(exc)) from None
     try:

@@ -112,7 +112,7 @@ def test_create_image_counts_the_snapshots_in_the_quota(cloud):  # noqa: F811
     uuid, _boot, _other = _volume_backed(cloud)
     vdb.set_volume_limits("p1", {"snapshots": 1})
     r = _create_image(cloud, uuid)
-    assert r.status_code == 413 and "snapshots" in r.text, r.text
+    assert r.status_code == 403 and "snapshots" in r.text, r.text
     assert sdb.snapshot_get_all(project_id="p1") == []
     assert cloud.volume.calls == []
     assert [i for i in images_db.image_get_all(images_db.ImageQuery(all_projects=True))
