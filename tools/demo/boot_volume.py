@@ -3,7 +3,10 @@ cloud makes from the image (``block_device_mapping_v2``, as ``openstack
 server create --boot-from-volume 1`` asks), served over NBD by the volume
 host's storage daemon, with no disk file on its compute host, and a blank
 scratch volume the cloud makes at boot (``source_type`` blank), which the
-guest finds empty and marks; deleting the server deletes both volumes
+guest finds empty and marks; an image of that server (``server image
+create``: a snapshot of each volume, named by the image's
+``block_device_mapping``) from which a second server boots on copies of
+both disks; deleting each server deletes its volumes
 (``delete_on_termination``).
 
 Takes the :class:`tools.demo.demo.Walkthrough` it runs in, prints its
@@ -12,6 +15,7 @@ progress and returns what it saw for the e2e test.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 
@@ -48,19 +52,70 @@ def boot_from_volume(walk, image, flavor, meta: dict, say, step) -> dict:
     say("    its console: %s %d (a fresh disk made from the image)"
         % (meta["boot_count_marker"], boot_count))
     moved_to, disks_after = _live_migrate(walk, server, host, rig, say, step)
+    image_copy = _image_copy(walk, server, flavor, meta, say, step)
     step("delete demo-bfv: its volumes go with it (delete_on_termination)")
     compute.delete_server(server)
     compute.wait_for_delete(server, interval=0.5, wait=120)
-    deadline = time.monotonic() + 60
-    kept = list(volumes)
-    while kept and time.monotonic() < deadline:
-        kept = [v for v in volumes if storage.find_volume(v, ignore_missing=True)]
-        time.sleep(0.5)
+    kept = _kept(storage, list(volumes))
     say("    server deleted; its volumes %s" % (
         "KEPT: %s" % ", ".join(kept) if kept else "deleted with it"))
     return {"server": server.id, "host": host, "volume": volume_id, "scratch": scratch,
             "disks": disks, "volume_deleted": not kept, "boot_count": boot_count,
-            "moved_to": moved_to, "disks_after": disks_after}
+            "moved_to": moved_to, "disks_after": disks_after, "image_copy": image_copy}
+
+
+def _image_copy(walk, server, flavor, meta: dict, say, step) -> dict:
+    """``server image create`` of the volume-backed server, then a server
+    booted from that image: its guest counts on from the original's boots
+    and finds the original's marker on its copy of the scratch volume."""
+    compute, storage = walk.tenant.compute, walk.tenant.block_storage
+    step("image demo-bfv while it runs (server image create): its volumes are snapshotted "
+         "and the image names the snapshots")
+    started = time.monotonic()
+    image = compute.create_server_image(server, "demo-bfv-image")
+    image = walk.tenant.image.get_image(image.id)
+    mappings = json.loads(image.properties["block_device_mapping"])
+    snapshots = [storage.wait_for_status(storage.get_snapshot(m["snapshot_id"]), "available",
+                                         interval=0.5, wait=120) for m in mappings]
+    say("    image %s (%s, %d bytes) names %d volume snapshots, all available (%.1fs)"
+        % (image.id, image.status, image.size or 0, len(snapshots), time.monotonic() - started))
+    for m in mappings:
+        say("      %s: snapshot %s, %d GiB, boot_index %s" % (
+            m["device_name"], m["snapshot_id"], m["volume_size"], m.get("boot_index")))
+    step("boot demo-bfv-copy from that image: new volumes made from the snapshots")
+    started = time.monotonic()
+    copy = compute.create_server(name="demo-bfv-copy", image_id=image.id,
+                                 flavor_id=flavor.id, networks="none")
+    copy = walk.wait(copy, "ACTIVE")
+    walk.wait_console(copy, meta["boot_count_marker"])
+    walk.wait_console(copy, "FLOTILLA-DISK-MARKER vdb found %s" % server.id)
+    boot_count = walk.boot_count(copy, meta["boot_count_marker"])
+    volumes = [a.volume_id for a in compute.volume_attachments(copy)]
+    say("    ACTIVE in %.1fs on volumes %s; its console: %s %d, and it found demo-bfv's "
+        "marker on vdb" % (time.monotonic() - started, ", ".join(volumes),
+                           meta["boot_count_marker"], boot_count))
+    compute.delete_server(copy)
+    compute.wait_for_delete(copy, interval=0.5, wait=120)
+    kept = _kept(storage, volumes)
+    walk.tenant.image.delete_image(image)
+    for snapshot in snapshots:
+        storage.delete_snapshot(snapshot)
+    for snapshot in snapshots:
+        storage.wait_for_delete(snapshot, interval=0.5, wait=60)
+    say("    demo-bfv-copy deleted with its volumes%s; the image and its snapshots deleted"
+        % (" (KEPT: %s)" % ", ".join(kept) if kept else ""))
+    return {"server": copy.id, "boot_count": boot_count, "snapshots": len(snapshots),
+            "volumes": volumes, "volumes_deleted": not kept}
+
+
+def _kept(storage, volume_ids: list[str], timeout: float = 60) -> list[str]:
+    """Which of the volumes are still there after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    kept = list(volume_ids)
+    while kept and time.monotonic() < deadline:
+        kept = [v for v in volume_ids if storage.find_volume(v, ignore_missing=True)]
+        time.sleep(0.5)
+    return kept
 
 
 def _live_migrate(walk, server, host: str, rig: dict, say, step) -> tuple[str, str]:

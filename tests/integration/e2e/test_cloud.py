@@ -69,6 +69,9 @@ def test_the_demo_flow(cloud, walkthrough):
     # ... and live-migrated with it: the same export on the other host.
     assert bfv["moved_to"] != bfv["host"]
     assert bfv["disks_after"].split() == bfv["disks"].split(), bfv["disks_after"]
+    copy = bfv["image_copy"]
+    assert (copy["snapshots"], copy["boot_count"]) == (2, 2), copy
+    assert len(copy["volumes"]) == 2 and copy["volumes_deleted"], copy
     # A running server live-migrated to the other host, still counting.
     migration = summary["migration"]
     assert migration["status"] == "completed" and migration["dest"] != migration["source"]
