@@ -33,7 +33,7 @@ LOG = logging.getLogger(__name__)
 
 
 class VolumeManager:
-    RPC_API_VERSION = "1.3"
+    RPC_API_VERSION = "1.4"
 
     def __init__(self, conf: cfg.ConfigOpts, host: str | None = None,
                  backend: backends.VolumeBackend | None = None,
@@ -110,8 +110,8 @@ class VolumeManager:
             LOG.info("volume %s is %s: create skipped", volume_id, volume.status)
             return
         try:
-            if volume.snapshot_id or volume.image_id:
-                path = snapshots.fill_volume(self.conf, self.backend, volume)
+            if volume.snapshot_id or volume.image_id or volume.source_volid:
+                path = snapshots.fill_volume(self.conf, self.backend, volume, self.daemon)
             else:
                 path = self.backend.create(volume_id, volume.size_gb)
         except Exception as exc:

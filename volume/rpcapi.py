@@ -13,6 +13,8 @@ Version history:
   volume recorded with a ``snapshot_id`` or ``image_id`` from that source.
 * 1.3 - extend_volume_online (a call from the conductor's extend flow for an
   in-use volume: grow it and export it again at the new size).
+* 1.4 - create_volume fills a volume recorded with a ``source_volid`` from
+  that volume (a point-in-time copy, on the source's volume host).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ TOPIC = "volume"
 
 
 class VolumeAPI:
-    VERSION = "1.3"
+    VERSION = "1.4"
 
     def __init__(self, transport, version_cap: VersionCap = None) -> None:
         self.client = rpc.RPCClient(transport, topic=TOPIC, version="1.0",
@@ -37,12 +39,14 @@ class VolumeAPI:
         return self.client.prepare(server=host, version=version, timeout=timeout)
 
     def create_volume(self, ctxt: RequestContext, host: str, volume_id: str,
-                      from_source: bool = False) -> None:
+                      from_source: bool = False, from_volume: bool = False) -> None:
         """Create the recorded volume (status creating -> available/error).
         ``from_source``: the row names a snapshot or an image to fill it
-        from, which only a 1.2 service does (so the call needs 1.2)."""
-        self._host(host, "1.2" if from_source else "1.0").cast(
-            ctxt, "create_volume", volume_id=volume_id)
+        from, which only a 1.2 service does (so the call needs 1.2);
+        ``from_volume``: it names a source volume (a clone), which only a
+        1.4 service copies (an older one would make it blank: needs 1.4)."""
+        version = "1.4" if from_volume else "1.2" if from_source else "1.0"
+        self._host(host, version).cast(ctxt, "create_volume", volume_id=volume_id)
 
     def delete_volume(self, ctxt: RequestContext, host: str, volume_id: str) -> None:
         """Delete the volume (status deleting -> gone/error_deleting)."""
@@ -80,6 +84,10 @@ class VolumeAPI:
         size; the size in bytes. Needs 1.3."""
         return self._host(host, "1.3", timeout).call(
             ctxt, "extend_volume_online", volume_id=volume_id, new_size_gb=new_size_gb)
+
+    def can_clone_volumes(self) -> bool:
+        """Whether volume services may be sent clones to fill (1.4)."""
+        return self.client.can_send_version("1.4")
 
     def can_extend_online(self) -> bool:
         """Whether volume services may be sent extend_volume_online (1.3)."""

@@ -12,8 +12,8 @@ Rules (issue 11):
   (flotilla.volume_placement; 413 naming the largest free space when none
   can), then the volume service is cast ``create_volume``; with no volume
   service up it is recorded in ``error`` with that reason (as Cinder's
-  scheduler leaves it). Source
-  volumes and backups as sources are not supported yet (400);
+  scheduler leaves it). Backups, consistency groups and groups as
+  sources are not supported yet (400);
 * create from a snapshot (``snapshot_id``, see :mod:`api.volume.sources`):
   an ``available`` snapshot of the project (404 unknown, 400 naming
   ``snapshot_id`` in another status), the size at least the snapshot's
@@ -21,9 +21,15 @@ Rules (issue 11):
   volume host (413 when it cannot hold the size); from an image (``imageRef``): an active image the project
   may use (404/400 naming ``imageRef``), the size at least its virtual size
   and ``min_disk``; the volume is ``bootable`` and shows the image's
-  ``volume_image_metadata``;
+  ``volume_image_metadata``; a clone (``source_volid``): an ``available``
+  or ``in-use`` volume of the project (404 unknown, 400 naming
+  ``source_volid`` in another status), the size at least the source's,
+  on the source's volume host, bootable and image metadata inherited;
+  409 while the volume services are capped below RPC 1.4 (an older
+  service would make the clone blank);
 * delete: only ``available``, ``error`` or ``error_deleting`` volumes with
-  no attachment and no snapshot (else 400, as Cinder); the status becomes
+  no attachment, no snapshot and no clone being made from it (else 400,
+  as Cinder); the status becomes
   ``deleting`` by compare-and-swap (which also checks there is no
   snapshot) and the volume service removes it;
 * update: name, description, metadata.
@@ -73,7 +79,7 @@ UPDATE = {"type": "object", "required": ["volume"], "additionalProperties": Fals
               "properties": {"name": _TEXT, "description": _DESCRIPTION,
                              "display_name": _TEXT, "display_description": _DESCRIPTION,
                              "metadata": _METADATA}}}}
-UNSUPPORTED_SOURCES = ("source_volid", "backup_id", "consistencygroup_id", "group_id")
+UNSUPPORTED_SOURCES = ("backup_id", "consistencygroup_id", "group_id")
 # Picks of a volume host when other creates took the space meanwhile.
 PLACEMENT_ATTEMPTS = 3
 DELETABLE = (st.VOLUME_AVAILABLE, st.VOLUME_ERROR, st.VOLUME_ERROR_DELETING,
@@ -132,7 +138,7 @@ def _place(conf, source: sources.Source, size: int) -> str | None:
     """The volume host of a new volume (None: no enabled volume service is up);
     413 when none can hold it."""
     try:
-        if source.snapshot_id:
+        if source.snapshot_id or source.source_volid:
             host = source.host if sources.host_is_up(conf, source.host) else None
             if host:
                 check_host_space(conf, host, size)
@@ -140,6 +146,18 @@ def _place(conf, source: sources.Source, size: int) -> str | None:
         return pick_volume_host(conf, size)
     except NotEnoughSpace as exc:
         raise _no_space(exc) from None
+
+
+def _checks(*checks):
+    """One volume_create ``check`` running every given one (None: none)."""
+    given = [c for c in checks if c is not None]
+    if not given:
+        return None
+
+    def check(session) -> None:
+        for one in given:
+            one(session)
+    return check
 
 
 def _check_type(value) -> None:
@@ -230,6 +248,10 @@ class Volumes:
                                          "from another source are not supported yet; "
                                          "only blank volumes." % key)
         source = sources.resolve(ctx, conf, args)
+        if source.source_volid and not self.state.volume.can_clone_volumes():
+            raise errors.conflict("Volume clones (source_volid) need every volume "
+                                  "service upgraded to RPC 1.4 ([upgrade_levels] "
+                                  "volume): an older one would make the volume blank.")
         if args.get("size") is None and source.min_size_gb is None:
             raise errors.bad_request("Invalid input for field/attribute size. "
                                      "'size' is a required property")
@@ -259,13 +281,19 @@ class Volumes:
                     "status_deadline": vdb.deadline(conf.volume.operation_timeout)
                     if host else None},
                     volume_defaults(conf),
-                    check=space_guard(conf, host, size) if host else None)
+                    check=_checks(space_guard(conf, host, size) if host else None,
+                                  sources.source_guard(source)))
                 break
             except NotEnoughSpace as exc:
                 # Another create took the space between the pick and the
-                # insert: pick again (a snapshot's host is the only one).
-                if source.snapshot_id or attempt + 1 == PLACEMENT_ATTEMPTS:
+                # insert: pick again (a snapshot's or a source volume's host
+                # is the only one).
+                if source.host or attempt + 1 == PLACEMENT_ATTEMPTS:
                     raise _no_space(exc) from None
+            except vdb.VolumeStatusConflict as exc:
+                # The source volume moved on since it was read (source_guard).
+                raise errors.bad_request("Invalid input for field/attribute "
+                                         "source_volid. %s." % exc) from None
             except vdb.VolumeOverQuota as exc:
                 raise errors.APIError(413, "VolumeLimitExceeded: Maximum number of volumes "
                                       "or gigabytes exceeded: %s" % str(exc),
@@ -273,7 +301,8 @@ class Volumes:
         try:
             if host:
                 self.state.volume.create_volume(ctx, host, row.id,
-                                                from_source=source.is_set)
+                                                from_source=source.is_set,
+                                                from_volume=bool(source.source_volid))
         except exception.MessagingException as exc:
             LOG.error("could not cast create_volume for %s: %s", row.id, exc)
             try:
@@ -333,6 +362,11 @@ class Volume:
         if row.status not in DELETABLE:
             raise errors.bad_request("Invalid volume: Volume status must be available "
                                      "or error, but current status is: %s." % row.status)
+        cloning = [v.id for v in vdb.volume_get_all(statuses=(st.VOLUME_CREATING,))
+                   if v.source_volid == row.id]
+        if cloning:
+            raise errors.bad_request("Invalid volume: volume %s is being created from "
+                                     "volume %s." % (cloning[0], row.id))
         try:
             sdb.volume_delete_begin(row.id, DELETABLE,
                                     vdb.deadline(self.state.conf.volume.operation_timeout))

@@ -453,6 +453,8 @@ class Volume(TimestampMixin, SoftDeleteMixin, Base):
     image_id: Mapped[str | None] = mapped_column(sa.String(UUID_LEN))
     image_metadata: Mapped[dict | None] = mapped_column(sa.JSON)
     bootable: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    # Added by 0017_volume_source_volid: the volume a clone was copied from.
+    source_volid: Mapped[str | None] = mapped_column(sa.String(UUID_LEN))
 
 
 class VolumeSnapshot(TimestampMixin, SoftDeleteMixin, Base):

@@ -60,6 +60,7 @@ SAMPLES = {
     "progress": {"memory_total_bytes": 1},
     "flavor": {"flavorid": "2", "name": "bigger", "memory_mb": 128, "vcpus": 1, "root_gb": 2},
     "snapshot_id": str(uuid.uuid4()), "from_source": True, "blank": True, "snapshot": True,
+    "from_volume": True,
     "block_device_mapping": [BlockDeviceMapping(
         source_type="image", destination_type="volume", boot_index=0, volume_size=1,
         image_id="i", volume_id="v", connection_info={

@@ -26,7 +26,7 @@ from tests.functional.volume.test_volume_flows import (  # noqa: F401
 
 def test_a_failed_create_cast_leaves_a_status_that_moved_meanwhile(api_volume_cloud,  # noqa: F811
                                                                   monkeypatch):
-    def cast_lost(self, ctxt, host, volume_id, from_source=False):
+    def cast_lost(self, ctxt, host, volume_id, from_source=False, from_volume=False):
         # The reaper ended the create before the failure came back.
         vdb.volume_update(volume_id, {"status": st.VOLUME_ERROR,
                                       "status_reason": "creating timed out"},
@@ -42,7 +42,7 @@ def test_a_failed_create_cast_leaves_a_status_that_moved_meanwhile(api_volume_cl
 
 def test_a_failed_create_cast_puts_a_creating_volume_in_error(api_volume_cloud,  # noqa: F811
                                                              monkeypatch):
-    def cast_lost(self, ctxt, host, volume_id, from_source=False):
+    def cast_lost(self, ctxt, host, volume_id, from_source=False, from_volume=False):
         raise exception.MessagingException(reason="broker gone")
 
     monkeypatch.setattr("volume.rpcapi.VolumeAPI.create_volume", cast_lost)

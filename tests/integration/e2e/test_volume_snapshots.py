@@ -8,7 +8,10 @@ snapshotted and overwritten, and a volume made from the snapshot holds the
 marker (the copy is the volume as it was). A volume attached to a running
 guest is snapshotted while in use and the copy holds the marker the guest
 wrote. A volume made from the tiny guest image holds the image's bytes,
-converted to raw, and is bootable with the image's metadata shown.
+converted to raw, and is bootable with the image's metadata shown. A
+clone (``openstack volume create --source``) of a volume in use by a
+running guest, attached to another server, shows that guest the first
+one's marker.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import pathlib
 import subprocess
 import uuid
 
+from tests.fixtures.waiting import wait_for_fresh_status
 from tests.integration.e2e.test_snapshots import (  # noqa: F401 - fixtures
     _delete,
     _host_of,
@@ -199,4 +203,57 @@ def test_a_volume_from_the_guest_image_holds_it_raw(  # noqa: F811
                               timeout=300)
         assert proc.returncode == 0, (proc.stdout, proc.stderr)
     finally:
+        _cleanup(walkthrough, [], volumes)
+
+
+def test_a_clone_of_an_in_use_volume_shows_another_guest_the_marker(  # noqa: F811
+        cloud, walkthrough, guest, cli):  # noqa: F811
+    """``openstack volume create --source``: a point-in-time copy of a
+    volume a running guest wrote its marker on, made larger; attached to
+    another server, its guest finds the first one's marker and the size."""
+    storage = walkthrough.tenant.block_storage
+    compute = walkthrough.tenant.compute
+    servers: list[str] = []
+    volumes: list[str] = []
+    try:
+        for name in ("clone-writer", "clone-reader"):
+            servers.append(cli("server", "create", "--image", guest.id, "--flavor",
+                               "m1.tiny", "--nic", "none", "--wait", name)["id"])
+        writer, reader = servers
+        hosts = {s: _host_of(walkthrough, s) for s in servers}
+        for server_id in servers:
+            _wait(lambda s=server_id: "FLOTILLA-PARTITIONS" in _console(cloud, hosts[s], s),
+                  180, "guest boot")
+        volume = cli("volume", "create", "--size", "1", "clone-source")
+        volumes.append(volume["id"])
+        _available_volume(walkthrough, volume["id"])
+        compute.create_volume_attachment(writer, volume_id=volume["id"])
+        wait_for_fresh_status(storage, storage.get_volume(volume["id"]), "in-use", wait=60)
+        _wait(lambda: "FLOTILLA-DISK-MARKER vdb written %s" % writer
+              in _console(cloud, hosts[writer], writer), 60, "the writer's marker")
+
+        clone = cli("volume", "create", "--source", volume["id"], "--size", "2",
+                    "clone-copy")
+        volumes.append(clone["id"])
+        assert clone["source_volid"] == volume["id"]
+        made = _available_volume(walkthrough, clone["id"])
+        assert (made.size, made.source_volume_id) == (2, volume["id"])
+        assert _volume_file(cloud, made.id).stat().st_size == 2 * GIB
+        assert storage.get_volume(volume["id"]).status == "in-use"
+
+        start = len(_console(cloud, hosts[reader], reader))
+        compute.create_volume_attachment(reader, volume_id=made.id)
+        wait_for_fresh_status(storage, made, "in-use", wait=60)
+        wanted = ("FLOTILLA-DISK-MARKER vdb found %s" % writer,
+                  "FLOTILLA-DISK-SIZE vdb %d" % (2 * GIB))
+        _wait(lambda: all(line in _console(cloud, hosts[reader], reader)[start:]
+                          for line in wanted), 60, "the writer's marker in the clone")
+
+        for server_id, volume_id in ((writer, volume["id"]), (reader, made.id)):
+            compute.delete_volume_attachment(server_id, volume_id)
+        for volume_id in volumes:
+            wait_for_fresh_status(storage, storage.get_volume(volume_id), "available",
+                                  wait=60)
+    finally:
+        _delete(walkthrough, servers)
         _cleanup(walkthrough, [], volumes)
