@@ -306,31 +306,38 @@ class Walkthrough:
                 "snapshot_copy": snapshot_copy, "online_extend_s": online}
 
     def volume_snapshot_copy(self, volume, first, hosts: dict[str, str]) -> dict:
-        """Snapshot the in-use volume (crash-consistent, the guest keeps
-        running), make a volume from the snapshot and attach it to
-        ``first``, whose guest finds its own marker on the copy."""
+        """Snapshot the in-use volume and clone it (both crash-consistent,
+        the guest keeps running), make a volume from the snapshot, and
+        attach both to ``first``, whose guest finds its own marker on each."""
         storage = self.tenant.block_storage
-        step("snapshot the in-use volume and attach a volume made from the "
-             "snapshot to %s" % first.name)
+        step("snapshot the in-use volume and clone it; attach the volume made from the "
+             "snapshot and the clone to %s" % first.name)
         started = time.monotonic()
         snapshot = storage.create_snapshot(volume_id=volume.id, name="demo-snapshot")
         snapshot = storage.wait_for_status(snapshot, "available", interval=0.5, wait=120)
         copy = storage.create_volume(snapshot_id=snapshot.id, name="demo-volume-copy")
+        clone = storage.create_volume(source_volume_id=volume.id, name="demo-volume-clone")
         copy = storage.wait_for_status(copy, "available", interval=0.5, wait=120)
-        say("    snapshot %s and volume %s from it (%.1fs)"
-            % (snapshot.id, copy.id, time.monotonic() - started))
-        self.tenant.compute.create_volume_attachment(first, volume_id=copy.id)
-        storage.wait_for_status(copy, "in-use", interval=0.5, wait=60)
-        self.wait_console(first, "FLOTILLA-DISK-MARKER vdb found %s" % first.id)
-        say("    %s on %s found its own marker on the copy" % (first.name, hosts[first.id]))
-        self.tenant.compute.delete_volume_attachment(first, copy.id)
-        storage.wait_for_status(copy, "available", interval=0.5, wait=60)
-        storage.delete_volume(copy)
-        storage.wait_for_delete(copy, interval=0.5, wait=60)
+        clone = storage.wait_for_status(clone, "available", interval=0.5, wait=120)
+        say("    snapshot %s, volume %s from it and clone %s (%.1fs)"
+            % (snapshot.id, copy.id, clone.id, time.monotonic() - started))
+        # Both at once (vdb, vdc): the guest reports a disk when it appears.
+        for made, what, device in [(copy, "copy", "vdb"), (clone, "clone", "vdc")]:
+            self.tenant.compute.create_volume_attachment(first, volume_id=made.id)
+            storage.wait_for_status(made, "in-use", interval=0.5, wait=60)
+            self.wait_console(first, "FLOTILLA-DISK-MARKER %s found %s" % (device, first.id))
+            say("    %s on %s found its own marker on the %s (%s)"
+                % (first.name, hosts[first.id], what, device))
+        for made in (copy, clone):
+            self.tenant.compute.delete_volume_attachment(first, made.id)
+            storage.wait_for_status(made, "available", interval=0.5, wait=60)
+            storage.delete_volume(made)
+        for made in (copy, clone):
+            storage.wait_for_delete(made, interval=0.5, wait=60)
         storage.delete_snapshot(snapshot)
         storage.wait_for_delete(snapshot, interval=0.5, wait=60)
-        say("    copy and snapshot deleted")
-        return {"snapshot": snapshot.id, "copy": copy.id}
+        say("    copy, clone and snapshot deleted")
+        return {"snapshot": snapshot.id, "copy": copy.id, "clone": clone.id}
 
     def ticks(self, server, marker: str) -> list[int]:
         output = self.tenant.compute.get_server_console_output(server).get("output", "")
