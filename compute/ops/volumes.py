@@ -105,6 +105,8 @@ class VolumeOps:
                                     devices[volume_id])
                         self.driver.detach_volume(instance, volume_id)
                         removed.append((instance.uuid, volume_id))
+            except exception.InstanceNotFound:
+                continue    # no domain (never spawned, or gone): no disk plugged
             except Exception:
                 LOG.exception("volume disks of %s not checked", instance.uuid)
         return removed

@@ -98,6 +98,16 @@ def test_an_agent_removes_at_start_the_volume_disks_without_an_attachment(cloud)
     assert ops.remove_orphan_disks(cloud.ctxt) == []
 
 
+def test_an_instance_with_no_domain_has_no_volume_disk_to_check(cloud, caplog):  # noqa: F811
+    """A server of the host whose guest never started (an agent killed
+    mid-spawn) or is gone: nothing to detach, and no error logged."""
+    inst = cloud.boot("host1")
+    cloud.drivers["host1"].destroy(inst)
+    ops = cloud.compute_services["host1"].manager.volumes
+    assert ops.remove_orphan_disks(cloud.ctxt) == []
+    assert not [r for r in caplog.records if "not checked" in r.getMessage()], caplog.text
+
+
 def test_a_detach_whose_guest_let_go_late_completes(cloud, monkeypatch):  # noqa: F811
     """The agent gave up (as one killed while waiting does: the call fails)
     but the guest let go meanwhile: the flow asks again and finishes."""
