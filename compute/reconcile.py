@@ -253,12 +253,14 @@ class Reconciler:
             LOG.warning("could not report the lost disk copy of %s: %s", uuid, exc)
 
     def _set(self, ctxt, record: dict, values: dict, reason: str | None) -> None:
-        self.conductor.instance_update(
-            ctxt, record["uuid"], values,
-            expected={"vm_state": record["vm_state"], "task_state": record["task_state"]})
+        # The fault first, as Nova records it: whoever sees the new state
+        # (an ERROR) finds the reason beside it.
         if reason:
             LOG.warning("instance %s: %s", record["uuid"], reason)
             self.lifecycle.reporter.fault(ctxt, record["uuid"], reason)
+        self.conductor.instance_update(
+            ctxt, record["uuid"], values,
+            expected={"vm_state": record["vm_state"], "task_state": record["task_state"]})
 
     def _fail(self, ctxt, record: dict, reason: str) -> None:
         self._set(ctxt, record, {"vm_state": st.ERROR, "task_state": None,

@@ -94,6 +94,10 @@ class _Updates(_Conductor):
     def instance_update(self, ctxt, uuid, values, expected=None):
         self.updates.append((uuid, values))
 
+    def instance_fault_create(self, ctxt, instance_uuid, code, message, details=None,
+                              host=None):
+        self.updates.append((instance_uuid, {"fault": message}))
+
 
 def test_a_resize_without_a_domain_here_is_left_to_its_flow():
     """A resize to this same host whose original stepped aside (undefined,
@@ -108,7 +112,9 @@ def test_a_resize_without_a_domain_here_is_left_to_its_flow():
     # Without a task the guest did vanish: ERROR, as before.
     conductor = _Updates({MINE: _record(MINE, "host1")})
     Reconciler(Lifecycle("host1", _Driver(files=[MINE], domains=[]), conductor)).init_host()
-    assert [v["vm_state"] for _u, v in conductor.updates] == [st.ERROR]
+    # The fault first: whoever sees the ERROR finds its reason.
+    assert [next(iter(v)) for _u, v in conductor.updates] == ["fault", "vm_state"]
+    assert conductor.updates[1][1]["vm_state"] == st.ERROR
 
 
 class _Reports(_Conductor):
