@@ -48,6 +48,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -216,24 +217,39 @@ def _seed_capabilities(host: dict) -> None:
         return
     target = _host_capabilities(host)
     os.makedirs(target, exist_ok=True)
-    for name in os.listdir(CAPABILITIES_CACHE):
-        if name.endswith(".xml"):
-            shutil.copy2(os.path.join(CAPABILITIES_CACHE, name), target)
+    try:
+        for name in os.listdir(CAPABILITIES_CACHE):
+            if name.endswith(".xml"):
+                shutil.copy2(os.path.join(CAPABILITIES_CACHE, name), target)
+    except OSError as exc:   # libvirtd probes what is missing
+        log("capabilities cache not used for %s: %s" % (host["name"], exc))
 
 
 def _keep_capabilities(host: dict) -> None:
     """Copy what this host's libvirtd probed (or kept) to the shared cache,
-    each file replaced whole (rigs may start side by side)."""
+    each file replaced whole through a temporary file of its own (hosts
+    start side by side, in threads and in other rigs). A cache that cannot
+    be written costs the next start its probe, never this one."""
     source = _host_capabilities(host)
     if not os.path.isdir(source):
         return
-    os.makedirs(CAPABILITIES_CACHE, exist_ok=True)
-    for name in os.listdir(source):
-        if not name.endswith(".xml"):
-            continue
-        partial = os.path.join(CAPABILITIES_CACHE, ".%s.%d" % (name, os.getpid()))
-        shutil.copy2(os.path.join(source, name), partial)
-        os.replace(partial, os.path.join(CAPABILITIES_CACHE, name))
+    try:
+        os.makedirs(CAPABILITIES_CACHE, exist_ok=True)
+        for name in os.listdir(source):
+            if not name.endswith(".xml"):
+                continue
+            fd, partial = tempfile.mkstemp(dir=CAPABILITIES_CACHE, prefix="." + name)
+            try:
+                with os.fdopen(fd, "wb") as out, \
+                        open(os.path.join(source, name), "rb") as cached:
+                    shutil.copyfileobj(cached, out)
+                os.replace(partial, os.path.join(CAPABILITIES_CACHE, name))
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(partial)
+                raise
+    except OSError as exc:
+        log("capabilities of %s not kept: %s" % (host["name"], exc))
 
 
 def start(count: int, base_port: int, root: str) -> dict:
