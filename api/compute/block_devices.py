@@ -285,14 +285,20 @@ def _snapshot_volume(ctx, conf, index, bdm, snapshot_id, boot_index, memory_mb, 
         if origin is None or not origin.bootable:
             raise _bad(index, "uuid", "Snapshot %s is not of a bootable volume."
                        % snapshot_id)
-        meta = dict(origin.image_metadata or {})
-        if int(meta.get("min_ram") or 0) > memory_mb:
-            raise errors.bad_request("Flavor's memory is too small for requested image.")
-        result.image_meta = meta
+        _boot_from(origin, memory_mb, result)
     return BlockDeviceMapping(
         source_type="snapshot", destination_type="volume", boot_index=boot_index,
         snapshot_id=snap.id, volume_size=size, tag=bdm.get("tag"),
         delete_on_termination=False if delete is None else validation.to_bool(delete))
+
+
+def _boot_from(volume, memory_mb: int, result: BootDisks) -> None:
+    """The server boots from (a copy of) bootable ``volume``: its image
+    metadata is the server's, and the flavor must hold its min_ram."""
+    meta = dict(volume.image_metadata or {})
+    if int(meta.get("min_ram") or 0) > memory_mb:
+        raise errors.bad_request("Flavor's memory is too small for requested image.")
+    result.image_meta = meta
 
 
 def _blank_volume(conf, index, bdm, dest, uuid, boot_index) -> BlockDeviceMapping:
@@ -323,10 +329,7 @@ def _existing_volume(ctx, index, volume_id, boot_index, memory_mb, delete,
     if boot_index == 0:
         if not volume.bootable:
             raise _bad(index, "uuid", "Volume %s is not bootable." % volume_id)
-        meta = dict(volume.image_metadata or {})
-        if int(meta.get("min_ram") or 0) > memory_mb:
-            raise errors.bad_request("Flavor's memory is too small for requested image.")
-        result.image_meta = meta
+        _boot_from(volume, memory_mb, result)
     return BlockDeviceMapping(
         source_type="volume", destination_type="volume", boot_index=boot_index,
         volume_id=volume_id, volume_size=volume.size_gb,

@@ -45,8 +45,9 @@ from flotilla.db.types import utcnow
 from flotilla.volume_placement import image_metadata
 
 GIB = 1024 ** 3
-#: The statuses a volume may be cloned in (Cinder's SRC_VOL_PROCEED_STATUS).
-CLONE_SOURCE_STATUSES = (st.VOLUME_AVAILABLE, st.VOLUME_IN_USE)
+#: The statuses a volume may be cloned in (Cinder's SRC_VOL_PROCEED_STATUS):
+#: a point-in-time copy, as a snapshot, so a snapshot's statuses.
+CLONE_SOURCE_STATUSES = st.SNAPSHOT_VOLUME_STATUSES
 #: The create's keys naming a source, in the order a conflict names them.
 SOURCE_KEYS = ("snapshot_id", "source_volid", "imageRef")
 
