@@ -1,6 +1,9 @@
 """Block Storage v3 volume actions (``POST /volume/v3/{project}/volumes/{id}/action``).
 
-Only ``os-extend`` (``openstack volume set --size N``) is supported:
+Each action is one handler in :attr:`VolumeAction.handlers`, keyed by the
+action's name (the body's only key); an unknown name is 400 naming it.
+
+``os-extend`` (``openstack volume set --size N``):
 
 * ``new_size`` a whole number of GiB, larger than the volume's size and at
   most [volume] max_size_gb (400 naming ``new_size``), the growth within
@@ -27,6 +30,7 @@ Only ``os-extend`` (``openstack volume set --size N``) is supported:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import falcon
 
@@ -70,6 +74,10 @@ class VolumeAction:
 
     def __init__(self, state: APIState) -> None:
         self.state = state
+        #: action name -> handler(req, resp, ctx, volume row, action arguments)
+        self.handlers: dict[str, Callable] = {
+            "os-extend": self.os_extend,
+        }
 
     def on_post(self, req, resp, volume_id: str) -> None:
         ctx = ctxt(req)
@@ -77,9 +85,13 @@ class VolumeAction:
         body = validation.validate(
             validation.read_json(req, self.state.conf.api.max_request_body_size), ACTION)
         (name, args), = body.items()
-        if name != "os-extend":
+        handler = self.handlers.get(name)
+        if handler is None:
             raise errors.bad_request("Invalid input for field/attribute %s. This volume "
                                      "action is not supported." % str(name)[:64])
+        handler(req, resp, ctx, row, args)
+
+    def os_extend(self, req, resp, ctx, row, args) -> None:
         args = validation.validate(args, EXTEND)
         self.extend(req, resp, ctx, row, _new_size(args["new_size"], self.state.conf))
 
