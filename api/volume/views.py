@@ -33,8 +33,10 @@ def version_doc(base: str) -> dict:
 
 
 def attachment(row) -> dict:
+    # host_name is the compute host the volume is plugged on, as Cinder
+    # shows its connector's host (a live migration moves it).
     return {"id": row.volume_id, "attachment_id": row.uuid, "volume_id": row.volume_id,
-            "server_id": row.instance_uuid, "host_name": None,
+            "server_id": row.instance_uuid, "host_name": row.host,
             "device": device_path(row.device) or "",
             "attached_at": isotime(row.created_at, micro=True)}
 

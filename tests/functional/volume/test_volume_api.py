@@ -229,7 +229,8 @@ def test_detach(cloud):
     server = cloud.request("GET", C + "/servers/%s" % uuid).json["server"]
     assert server["os-extended-volumes:volumes_attached"] == [{"id": vid}]
     vol = cloud.request("GET", V + "/volumes/%s" % vid).json["volume"]
-    assert [(a["server_id"], a["device"]) for a in vol["attachments"]] == [(uuid, "/dev/vdb")]
+    assert [(a["server_id"], a["device"], a["host_name"]) for a in vol["attachments"]] == [
+        (uuid, "/dev/vdb", "host1")]
     r = cloud.request("DELETE", url)
     assert r.status_code == 202, r.text
     assert vdb.volume_get(vid).status == st.VOLUME_DETACHING
