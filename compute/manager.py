@@ -37,7 +37,7 @@ _REPORTED = ("vcpus", "memory_mb", "disk_gb", "hypervisor_type",
 
 
 class ComputeManager:
-    RPC_API_VERSION = "1.12"
+    RPC_API_VERSION = "1.14"
 
     def __init__(self, conf: cfg.ConfigOpts, driver: virt_driver.ComputeDriver,
                  conductor: ConductorAPI, host: str | None = None) -> None:
@@ -151,10 +151,16 @@ class ComputeManager:
 
     def rebuild_instance(self, ctxt: RequestContext, instance_uuid: str,
                          image: ImageMeta | dict | None, power_on: bool = True,
-                         block_device_mapping: list | None = None) -> None:
+                         block_device_mapping: list | None = None,
+                         volume_backed: bool = False) -> None:
         # A rebuild fetches an image and boots: it shares the build slots.
         self._build_slots.submit(self.rebuilds.rebuild, ctxt, instance_uuid, image,
-                                 power_on, block_device_mapping).result()
+                                 power_on, block_device_mapping, volume_backed).result()
+
+    def set_guest_power(self, ctxt: RequestContext, instance_uuid: str,
+                        power_on: bool) -> int:
+        """1.14, a call from the rebuild flow of a volume-backed server."""
+        return self.rebuilds.set_power(ctxt, instance_uuid, power_on)
 
     # --- RPC: volumes (calls from the conductor's attach and detach flows) ----
 

@@ -50,6 +50,11 @@ Version history:
   running guest sees its attached volume at the new size; issue 11).
 * 1.12 - reserve_volume_device (a call from the API's attach: the device
   the agent sets aside for the volume, shown in the attach's answer).
+* 1.14 - set_guest_power (a call from the rebuild flow of a volume-backed
+  server: the guest off while its root volume is re-imaged, or on again
+  when that fails untouched); rebuild_instance takes ``volume_backed``
+  (``image`` None: the guest is defined again around its root volume, the
+  domain kept; compute 2.93).
 """
 
 from __future__ import annotations
@@ -64,7 +69,7 @@ TOPIC = "compute"
 
 
 class ComputeAPI:
-    VERSION = "1.12"
+    VERSION = "1.14"
 
     def __init__(self, transport, version_cap: VersionCap = None) -> None:
         self.client = rpc.RPCClient(transport, topic=TOPIC, version="1.0",
@@ -132,13 +137,23 @@ class ComputeAPI:
 
     def rebuild_instance(self, ctxt: RequestContext, host: str, instance_uuid: str,
                          image: ImageMeta | None, power_on: bool = True,
-                         block_device_mapping: list | None = None) -> None:
+                         block_device_mapping: list | None = None,
+                         volume_backed: bool = False) -> None:
         """Replace the server's root disk with one from ``image`` (what to
         fetch) and start it when ``power_on``; a guest the host does not
         have (an evacuation) is spawned with the volume disks of
         ``block_device_mapping`` (needs 1.9; ``image`` None for a server
-        booted from a volume). The agent reports with conductor
+        booted from a volume). ``volume_backed``: a server booted from a
+        volume keeps its guest, defined again around its (re-imaged) root
+        volume; needs 1.14. The agent reports with conductor
         rebuild_done. Needs 1.2."""
+        if volume_backed:
+            self._host(host, "1.14").cast(ctxt, "rebuild_instance",
+                                          instance_uuid=instance_uuid, image=None,
+                                          power_on=power_on,
+                                          block_device_mapping=list(block_device_mapping or ()),
+                                          volume_backed=True)
+            return
         if block_device_mapping:
             self._host(host, "1.9").cast(ctxt, "rebuild_instance",
                                          instance_uuid=instance_uuid, image=image,
@@ -148,6 +163,18 @@ class ComputeAPI:
         self._host(host, "1.2").cast(ctxt, "rebuild_instance",
                                      instance_uuid=instance_uuid, image=image,
                                      power_on=power_on)
+
+    def set_guest_power(self, ctxt: RequestContext, host: str, instance_uuid: str,
+                        power_on: bool, timeout: float | None = None) -> int:
+        """Power the rebuilding server's guest off (a clean shutdown, then
+        destroyed) or on; its power state after. Needs 1.14."""
+        return self.client.prepare(server=host, version="1.14", timeout=timeout).call(
+            ctxt, "set_guest_power", instance_uuid=instance_uuid, power_on=power_on)
+
+    def can_rebuild_volume_backed(self) -> bool:
+        """Whether agents may be sent set_guest_power and a volume-backed
+        rebuild_instance (1.14)."""
+        return self.client.can_send_version("1.14")
 
     def attach_volume(self, ctxt: RequestContext, host: str, instance_uuid: str,
                       connection: dict, device_name: str | None = None) -> str:

@@ -52,7 +52,7 @@ _AGENT_WRITABLE = frozenset({
 
 
 class ConductorManager:
-    RPC_API_VERSION = "1.13"
+    RPC_API_VERSION = "1.14"
 
     def __init__(self, conf: cfg.ConfigOpts, transport=None) -> None:
         self.conf = conf
@@ -82,7 +82,7 @@ class ConductorManager:
                                            volumes),
                                  DeleteFlow(self.conf, self.conf.host, compute),
                                  SnapshotFlow(self.conf, self.conf.host, compute),
-                                 RebuildFlow(self.conf, self.conf.host, compute),
+                                 RebuildFlow(self.conf, self.conf.host, compute, volumes),
                                  VolumeFlow(self.conf, self.conf.host, compute, volumes),
                                  LiveMigrateFlow(self.conf, self.conf.host, scheduler,
                                                  compute),
@@ -254,9 +254,12 @@ class ConductorManager:
                                       {"error": error, "message": message})
 
     def rebuild_instance(self, ctxt: RequestContext, instance_uuid: str,
-                         image_id: str) -> None:
+                         image_id: str, volume_backed: bool = False,
+                         reimage_boot_volume: bool = False) -> None:
         agent_access.check_control_plane(ctxt, "start rebuilds")
-        self.flows["rebuild"].start(ctxt, instance_uuid, image_id)
+        self.flows["rebuild"].start(ctxt, instance_uuid, image_id,
+                                    volume_backed=volume_backed,
+                                    reimage_boot_volume=reimage_boot_volume)
 
     def attach_volume(self, ctxt: RequestContext, instance_uuid: str, volume_id: str,
                       attachment_id: str) -> None:

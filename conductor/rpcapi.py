@@ -48,6 +48,9 @@ Version history:
 * 1.13 - build_instances takes snapshot volume mappings (``source_type``
   snapshot: the build makes a volume from a volume snapshot for each
   server).
+* 1.14 - rebuild_instance takes ``volume_backed`` and ``reimage_boot_volume``
+  (a server booted from a volume: its guest defined again around its root
+  volume, re-imaged in place first when asked; compute 2.93).
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ TOPIC = "conductor"
 
 
 class ConductorAPI:
-    VERSION = "1.13"
+    VERSION = "1.14"
 
     def __init__(self, transport, version_cap: VersionCap = None,
                  timeout: float | None = None) -> None:
@@ -297,9 +300,17 @@ class ConductorAPI:
                    image_id=image_id, error=error, message=message)
 
     def rebuild_instance(self, ctxt: RequestContext, instance_uuid: str,
-                         image_id: str) -> None:
+                         image_id: str, volume_backed: bool = False,
+                         reimage_boot_volume: bool = False) -> None:
         """Rebuild the server (in task rebuilding, its action recorded under
-        ``ctxt.request_id``) from ``image_id``. Needs 1.3."""
+        ``ctxt.request_id``) from ``image_id``. Needs 1.3; a server booted
+        from a volume (``volume_backed``; its root volume re-imaged from
+        ``image_id`` when ``reimage_boot_volume``) needs 1.14."""
+        if volume_backed:
+            self._cast(ctxt, "rebuild_instance", "1.14", instance_uuid=instance_uuid,
+                       image_id=image_id, volume_backed=True,
+                       reimage_boot_volume=bool(reimage_boot_volume))
+            return
         self._cast(ctxt, "rebuild_instance", "1.3", instance_uuid=instance_uuid,
                    image_id=image_id)
 
@@ -329,6 +340,10 @@ class ConductorAPI:
         blank ones among them (1.12), ones from a volume snapshot (1.13)."""
         return self.client.can_send_version("1.13" if snapshot else "1.12" if blank
                                             else "1.8")
+
+    def can_rebuild_volume_backed(self) -> bool:
+        """Whether the conductors take a volume-backed rebuild_instance (1.14)."""
+        return self.client.can_send_version("1.14")
 
     def can_extend_volume(self) -> bool:
         """Whether the conductors take extend_volume (1.11)."""

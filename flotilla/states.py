@@ -226,6 +226,12 @@ VOLUME_ON_TIMEOUT = {VOLUME_CREATING: VOLUME_ERROR, VOLUME_RESERVED: VOLUME_ERRO
                      VOLUME_ATTACHING: VOLUME_ERROR, VOLUME_DETACHING: VOLUME_ERROR,
                      VOLUME_DELETING: VOLUME_ERROR_DELETING,
                      VOLUME_EXTENDING: VOLUME_ERROR_EXTENDING}
+# Re-imaging a server's root volume in place (a rebuild from compute 2.93,
+# Cinder's reimage status): in-use -> downloading -> in-use; a re-image that
+# timed out may have half written the volume: error.
+VOLUME_DOWNLOADING = "downloading"
+VOLUME_TRANSITIONAL = VOLUME_TRANSITIONAL + (VOLUME_DOWNLOADING,)
+VOLUME_ON_TIMEOUT[VOLUME_DOWNLOADING] = VOLUME_ERROR
 # A server can have volumes attached or detached while in these vm_states.
 VOLUME_ATTACH_VM_STATES = (ACTIVE, STOPPED)
 

@@ -26,14 +26,14 @@ from flotilla.db import volumes as vdb
 from flotilla.periodic import periodic_task
 from flotilla.rpc import private
 from volume import backend as backends
-from volume import capacity, recovery, snapshots
+from volume import capacity, recovery, reimage, snapshots
 from volume.nbd import StorageDaemon
 
 LOG = logging.getLogger(__name__)
 
 
 class VolumeManager:
-    RPC_API_VERSION = "1.4"
+    RPC_API_VERSION = "1.6"
 
     def __init__(self, conf: cfg.ConfigOpts, host: str | None = None,
                  backend: backends.VolumeBackend | None = None,
@@ -196,6 +196,13 @@ class VolumeManager:
     def unexport_volume(self, ctxt: RequestContext, volume_id: str) -> None:
         self._unexported.add(volume_id)     # before: see restore_exports
         self.daemon.unexport(volume_id)
+
+    def reimage_volume(self, ctxt: RequestContext, volume_id: str, image_id: str) -> dict:
+        """1.6, a call from the conductor's rebuild flow of a volume-backed
+        server: write ``image_id`` over the (downloading, unexported) volume;
+        ``{"error", "written"}`` (volume.reimage)."""
+        self._unexported.add(volume_id)   # no restore may serve it meanwhile
+        return reimage.reimage(self.conf, self.backend, volume_id, image_id)
 
     def create_snapshot(self, ctxt: RequestContext, snapshot_id: str) -> None:
         """Copy the snapshot's volume, point in time (see

@@ -10,6 +10,11 @@ exports are in place), for the volumes of this host:
   user deletes it. A create request still queued for this service finds the
   volume no longer ``creating`` and does nothing.
 * ``deleting``: the delete is done again (every part of it is idempotent).
+* ``downloading``: a re-image (a volume-backed server's rebuild,
+  volume.reimage) was interrupted and may have half written the volume: it
+  ends in ``error`` with the reason (as Cinder's failed reimage); its
+  attachment and export stay (the server's rebuild flow fails and leaves the
+  server in ERROR; the user rebuilds again or deletes).
 * Exports: every NBD export of the storage daemon whose volume has no
   attachment is removed (an attach flow reverted while this service was
   down could not unexport it). A volume that has an attachment stays
@@ -34,6 +39,7 @@ from flotilla.db import volumes as vdb
 LOG = logging.getLogger(__name__)
 
 INTERRUPTED_CREATE = "create interrupted: the volume service restarted"
+INTERRUPTED_REIMAGE = "re-image interrupted: the volume service restarted"
 
 
 def recover_host(manager) -> dict[str, list[str]]:
@@ -53,6 +59,16 @@ def recover_host(manager) -> dict[str, list[str]]:
             LOG.info("volume %s moved on meanwhile: %s", volume.id, exc)
             continue
         LOG.warning("volume %s: %s", volume.id, INTERRUPTED_CREATE)
+        done["errored"].append(volume.id)
+    for volume in vdb.volume_get_all(host=manager.host, statuses=(st.VOLUME_DOWNLOADING,)):
+        try:
+            vdb.volume_update(volume.id, {"status": st.VOLUME_ERROR,
+                                          "status_reason": INTERRUPTED_REIMAGE},
+                              expected_status=st.VOLUME_DOWNLOADING)
+        except exception.FlotillaException as exc:
+            LOG.info("volume %s moved on meanwhile: %s", volume.id, exc)
+            continue
+        LOG.warning("volume %s: %s", volume.id, INTERRUPTED_REIMAGE)
         done["errored"].append(volume.id)
     for volume in vdb.volume_get_all(host=manager.host, statuses=(st.VOLUME_DELETING,)):
         LOG.warning("volume %s: its delete was interrupted; deleting again", volume.id)

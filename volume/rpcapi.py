@@ -15,6 +15,9 @@ Version history:
   in-use volume: grow it and export it again at the new size).
 * 1.4 - create_volume fills a volume recorded with a ``source_volid`` from
   that volume (a point-in-time copy, on the source's volume host).
+* 1.6 - reimage_volume (a call from the conductor's rebuild flow of a
+  volume-backed server: write an image over the unexported, downloading
+  volume; compute 2.93).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ TOPIC = "volume"
 
 
 class VolumeAPI:
-    VERSION = "1.4"
+    VERSION = "1.6"
 
     def __init__(self, transport, version_cap: VersionCap = None) -> None:
         self.client = rpc.RPCClient(transport, topic=TOPIC, version="1.0",
@@ -92,3 +95,14 @@ class VolumeAPI:
     def can_extend_online(self) -> bool:
         """Whether volume services may be sent extend_volume_online (1.3)."""
         return self.client.can_send_version("1.3")
+
+    def reimage_volume(self, ctxt: RequestContext, host: str, volume_id: str,
+                       image_id: str, timeout: float | None = None) -> dict[str, Any]:
+        """Write ``image_id`` over the volume (downloading, unexported);
+        ``{"error": reason or None, "written": bool}``. Needs 1.6."""
+        return self._host(host, "1.6", timeout).call(ctxt, "reimage_volume",
+                                                     volume_id=volume_id, image_id=image_id)
+
+    def can_reimage(self) -> bool:
+        """Whether volume services may be sent reimage_volume (1.6)."""
+        return self.client.can_send_version("1.6")

@@ -336,17 +336,18 @@ def _existing_volume(ctx, index, volume_id, boot_index, memory_mb, delete,
         delete_on_termination=validation.to_bool(delete) if delete is not None else False)
 
 
-#: actions that still assume a local root disk (a rebuild re-images it): 409
-#: for a volume-backed server. A live migration, an evacuation, a resize and
-#: a cold migration keep the volume; createImage snapshots its volumes
-#: (api.compute.volume_snapshot).
-NOT_FROM_VOLUME = ("rebuild",)
+#: actions that still assume a local root disk: 409 for a volume-backed
+#: server. None left: a live migration, an evacuation, a resize and a cold
+#: migration keep the volume; createImage snapshots its volumes
+#: (api.compute.volume_snapshot); a rebuild re-images the root volume
+#: (api.compute.rebuild_volume).
+NOT_FROM_VOLUME: tuple[str, ...] = ()
 
 
 def check_action(inst, action: str) -> None:
     """Refuse an action a server that boots from a volume (its
     ``image_ref`` is empty, as Nova's) cannot take: createBackup is 400 as
-    Nova's (its InvalidRequest), a rebuild 409 (not supported yet)."""
+    Nova's (its InvalidRequest), any of NOT_FROM_VOLUME 409."""
     if inst.image_ref != "":
         return
     if action == "createBackup":

@@ -17,6 +17,11 @@ Rules:
   ``rebuilding``; ``adminPass`` (answered, as Nova), ``preserve_ephemeral``, the access IPs and
   ``OS-DCF:diskConfig`` are accepted and have no effect (Flotilla sets no
   passwords, and root disks hold no ephemeral data);
+* a server booted from a volume (``image_ref`` ""): its root volume is
+  re-imaged in place from 2.93, below only its own image is accepted (the
+  guest restarted); the image is checked against the volume, not the
+  flavor's disk (api.compute.rebuild_volume states those rules); the answer
+  shows ``image`` "" as for any volume-backed server;
 * the conductor is cast ``rebuild_instance``; a cast the bus refuses puts
   the task back and is 503;
 * 202 with the server (status REBUILD), as Nova answers.
@@ -32,7 +37,7 @@ import secrets
 import falcon
 
 from api import errors
-from api.compute import locks, servers, views
+from api.compute import locks, rebuild_volume, servers, views
 from api.state import APIState, version
 from flotilla import exception
 from flotilla import states as st
@@ -68,8 +73,13 @@ def rebuild(state: APIState, req: falcon.Request, resp: falcon.Response,
         except (binascii.Error, ValueError):
             raise errors.bad_request("Invalid input for field/attribute user_data: "
                                      "not Base64") from None
-    image = servers.bootable_image(ctx, args["imageRef"].lower(), inst.memory_mb or 0,
-                                   inst.root_gb or 0)
+    from_volume = None
+    if inst.image_ref == "":
+        from_volume = rebuild_volume.check(state, ctx, inst, args["imageRef"].lower(), ver)
+        image = from_volume.image
+    else:
+        image = servers.bootable_image(ctx, args["imageRef"].lower(),
+                                       inst.memory_mb or 0, inst.root_gb or 0)
     if inst.vm_state not in OPERATION.from_vm_states or inst.task_state is not None:
         raise errors.conflict("Cannot 'rebuild' instance %s while it is in vm_state %s%s"
                               % (inst.uuid, inst.vm_state,
@@ -106,7 +116,11 @@ def rebuild(state: APIState, req: falcon.Request, resp: falcon.Response,
     db.action_start(inst.uuid, OPERATION.action, ctx.request_id, ctx.user_id,
                     ctx.project_id)
     try:
-        state.conductor.rebuild_instance(ctx, inst.uuid, image.id)
+        if from_volume is not None:
+            state.conductor.rebuild_instance(ctx, inst.uuid, image.id, volume_backed=True,
+                                             reimage_boot_volume=from_volume.reimage)
+        else:
+            state.conductor.rebuild_instance(ctx, inst.uuid, image.id)
     except exception.MessagingException as exc:
         LOG.error("Could not cast rebuild_instance for %s: %s", inst.uuid, exc)
         try:
@@ -123,7 +137,8 @@ def rebuild(state: APIState, req: falcon.Request, resp: falcon.Response,
                                  groups.get(inst.uuid), full=ver >= (2, 75), rebuild=True)
     # The answer names the new image, as Nova's (the record changes when the
     # agent is done: a rebuild that fails keeps the old one).
-    server["image"] = views.embedded_image(image.id, state.compute_url(req))
+    server["image"] = views.embedded_image(image.id, state.compute_url(req)) \
+        if from_volume is None else ""
     # As Nova: the password asked for (or one made up), answered once;
     # Flotilla has no guest agent to set it.
     server["adminPass"] = args.get("adminPass") or secrets.token_urlsafe(9)

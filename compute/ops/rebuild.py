@@ -12,7 +12,13 @@ Rules:
   active (or stopped) with no task;
 * failure: the server goes back to its vm_state when the guest is still in
   the power state it had (its old disk survived), else to ERROR; then the
-  failure is reported, with a reason its owner may read.
+  failure is reported, with a reason its owner may read;
+* a server booted from a volume (``volume_backed``, compute 1.14): the
+  conductor has powered its guest off (:meth:`RebuildOps.set_power`) and
+  re-imaged the root volume; there is no image to fetch, the guest keeps
+  its domain, defined again around its volumes (the same NBD exports) and
+  started unless the server was stopped; its ``image_ref`` stays "".
+  ``set_power`` acts only on a server of this host in task ``rebuilding``.
 """
 
 from __future__ import annotations
@@ -42,9 +48,13 @@ class RebuildOps:
 
     def rebuild(self, ctxt: RequestContext, instance_uuid: str,
                 image: ImageMeta | dict | None, power_on: bool = True,
-                block_device_mapping: list | None = None) -> bool:
+                block_device_mapping: list | None = None,
+                volume_backed: bool = False) -> bool:
         """Rebuild and report; True when the guest has its new disk (or,
-        evacuated from a volume, its volumes back)."""
+        evacuated from a volume, its volumes back; ``volume_backed``: its
+        re-imaged root volume)."""
+        if volume_backed:
+            image = None     # the root volume holds the image already
         image = ImageMeta.coerce(image)
         volumes = [BlockDeviceMapping.coerce(b) for b in block_device_mapping or ()]
         with self.lifecycle.locks.hold(instance_uuid):
@@ -84,6 +94,28 @@ class RebuildOps:
                                            expected={"task_state": st.REBUILD_SPAWNING})
             LOG.info("rebuilt %s from image %s", instance_uuid, image.id if image else None)
             return True
+
+    def set_power(self, ctxt: RequestContext, instance_uuid: str, power_on: bool) -> int:
+        """Power the guest of a rebuilding server of this host off (a clean
+        shutdown first, as a stop) or on; its power state after (1.14)."""
+        with self.lifecycle.locks.hold(instance_uuid):
+            record = self.conductor.instance_get(ctxt, instance_uuid)
+            if record.get("host") != self.host:
+                raise exception.InstanceNotFound(instance_uuid=instance_uuid)
+            if record.get("task_state") != st.REBUILDING:
+                raise exception.InstanceStateConflict(
+                    instance_uuid=instance_uuid, actual_vm_state=record.get("vm_state"),
+                    actual_task_state=record.get("task_state"), expected_vm_state="any",
+                    expected_task_state=st.REBUILDING)
+            instance = Instance.from_record(record)
+            if power_on:
+                self.driver.power_on(instance)
+            elif self._power(instance) != power_state.NOSTATE:
+                self.driver.power_off(instance)
+            now = self._power(instance)
+            LOG.info("guest of rebuilding %s powered %s (power state %s)", instance_uuid,
+                     "on" if power_on else "off", now)
+            return now
 
     def _failed(self, ctxt: RequestContext, record: dict, before: int,
                 exc: Exception) -> None:

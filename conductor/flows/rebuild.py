@@ -7,6 +7,11 @@ state.
 
 Steps (conductor/flows/runner.py):
 
+0. a server booted from a volume, rebuilt from compute 2.93 (conductor
+   1.14 ``reimage_boot_volume``), first has its root volume re-imaged in
+   place: ``stop_guest``, ``unexport_root``, ``reimage_root``,
+   ``export_root`` (conductor/flows/rebuild_volume.py states them and
+   their reverts);
 1. ``rebuild_on_host``: cast ``rebuild_instance`` to the server's host with
    what to fetch (a signed download URL of the image), whether to start
    the guest (a stopped server stays stopped) and the volumes attached to
@@ -15,11 +20,16 @@ Steps (conductor/flows/runner.py):
    disk, and after its report leaves the server active (or stopped) with no
    task; on a failure it leaves it as it was when its old disk survived,
    else in ERROR, and reports why. A lost report is found by the poll: the
-   task over means done, unless the server is in ERROR.
-2. ``record_image``: the server's ``image_ref`` becomes the new image.
+   task over means done, unless the server is in ERROR. A server booted
+   from a volume is cast with ``volume_backed`` (compute 1.14): no image to
+   fetch, the guest defined again around its volumes.
+2. ``record_image``: the server's ``image_ref`` becomes the new image (a
+   server booted from a volume keeps "", as Nova's; its root volume's
+   image metadata names the image).
 
 A failure ends the action in Error with a fault; a task the agent could not
-clear (the cast found no agent) is cleared here. The reaper ends a rebuild
+clear (the cast found no agent) is cleared here; a server whose root volume
+was written by a failed re-image ends in ERROR. The reaper ends a rebuild
 past its deadline in ERROR: the disk may be half replaced.
 """
 
@@ -33,12 +43,14 @@ from oslo_config import cfg
 
 from conductor.flows import runner
 from conductor.flows.base import Flow
+from conductor.flows.rebuild_volume import reimage_steps, root_attachment
 from conductor.flows.runner import FlowFailed, FlowState, Step
 from conductor.flows.volume import attached_volumes
 from flotilla import exception, images
 from flotilla import states as st
 from flotilla.context import RequestContext
 from flotilla.db import api as db
+from flotilla.db import volumes as vdb
 from flotilla.objects import ImageMeta
 
 LOG = logging.getLogger(__name__)
@@ -64,6 +76,16 @@ class RebuildState(FlowState):
     image_id: str = ""
     host: str = ""
     power_on: bool = True
+    #: a server booted from a volume (compute 1.14: no image to fetch)
+    volume_backed: bool = False
+    #: its root volume is re-imaged first (compute 2.93)
+    reimage: bool = False
+    root_volume_id: str = ""
+    volume_host: str = ""
+    #: the re-image may have changed the root volume's bytes
+    written: bool = False
+    reimage_error: str = ""
+    image_meta: dict = dataclasses.field(default_factory=dict)
 
 
 def clear_task(instance_uuid: str, values: dict | None = None) -> bool:
@@ -101,6 +123,12 @@ class RebuildOnHost(Step):
                 actual_task_state=inst.task_state, expected_vm_state="any",
                 expected_task_state=st.REBUILDING)
 
+        if state.volume_backed and not self.compute.client.can_send_version("1.14"):
+            raise RebuildNotDone(
+                public="The server's host cannot rebuild a server booted from a volume "
+                       "yet.", image_id=state.image_id,
+                reason="the compute agents are capped below RPC 1.14 "
+                       "([upgrade_levels] compute)")
         if attached_volumes(state.instance_uuid) and \
                 not self.compute.client.can_send_version("1.9"):
             raise RebuildNotDone(
@@ -115,6 +143,11 @@ class RebuildOnHost(Step):
         # volumes it has now, on the same NBD exports.
         volumes = attached_volumes(state.instance_uuid)
         extra = {"block_device_mapping": volumes} if volumes else {}
+        if state.volume_backed:
+            self.compute.rebuild_instance(state.ctxt, state.host, state.instance_uuid, None,
+                                          state.power_on, block_device_mapping=volumes,
+                                          volume_backed=True)
+            return
         self.compute.rebuild_instance(state.ctxt, state.host, state.instance_uuid, image,
                                       state.power_on, **extra)
 
@@ -146,6 +179,8 @@ class RecordImage(Step):
     resumable = True
 
     def execute(self, state: RebuildState) -> None:
+        if state.volume_backed:
+            return   # image_ref stays "": the root volume's metadata names the image
         try:
             db.instance_update(state.instance_uuid, {"image_ref": state.image_id})
         except exception.InstanceNotFound:
@@ -158,23 +193,37 @@ class RecordImage(Step):
 class RebuildFlow(Flow):
     name = "rebuild"
 
-    def __init__(self, conf: cfg.ConfigOpts, host: str, compute) -> None:
+    def __init__(self, conf: cfg.ConfigOpts, host: str, compute, volumes=None) -> None:
         super().__init__(conf, host)
         self.compute = compute
+        self.volumes = volumes
 
-    def steps(self) -> list[Step]:
-        return [RebuildOnHost(self.conf, self.compute), RecordImage()]
+    def steps(self, state: RebuildState | None = None) -> list[Step]:
+        first = reimage_steps(self.conf, self.compute, self.volumes) \
+            if state is not None and state.reimage else []
+        return [*first, RebuildOnHost(self.conf, self.compute), RecordImage()]
 
-    def start(self, ctxt: RequestContext, instance_uuid: str, image_id: str) -> None:
+    def start(self, ctxt: RequestContext, instance_uuid: str, image_id: str,
+              volume_backed: bool = False, reimage_boot_volume: bool = False) -> None:
         try:
             inst = db.instance_get(instance_uuid)
         except exception.InstanceNotFound:
             return
         state = RebuildState(ctxt, instance_uuid, image_id=image_id, host=inst.host or "",
-                             power_on=inst.vm_state != st.STOPPED)
+                             power_on=inst.vm_state != st.STOPPED,
+                             volume_backed=bool(volume_backed),
+                             reimage=bool(volume_backed and reimage_boot_volume))
+        if state.reimage:
+            root = root_attachment(instance_uuid)
+            if root is not None:
+                state.root_volume_id = root.volume_id
+                try:
+                    state.volume_host = vdb.volume_get(root.volume_id).host or ""
+                except vdb.VolumeNotFound:
+                    pass   # stop_guest's check fails the flow with the reason
         recorder = self.recorder(instance_uuid, ctxt.request_id, OPERATION.action)
         try:
-            status = runner.run_flow(self.name, self.steps(), state, recorder)
+            status = runner.run_flow(self.name, self.steps(state), state, recorder)
         except FlowFailed as failed:
             self._failed(state, failed)
             return
@@ -194,7 +243,7 @@ class RebuildFlow(Flow):
         state = RebuildState.from_data(record.flow_data or {})
         recorder = self.recorder(instance_uuid, record.ref.key[1], OPERATION.action)
         try:
-            status = runner.continue_flow(self.steps(), state, recorder, report)
+            status = runner.continue_flow(self.steps(state), state, recorder, report)
         except FlowFailed as failed:
             self._failed(state, failed)
             return
@@ -204,7 +253,7 @@ class RebuildFlow(Flow):
         state = RebuildState.from_data(record.flow_data or {})
         recorder = self.recorder(record.instance_uuid, record.ref.key[1], OPERATION.action)
         try:
-            status = runner.resume_flow(self.steps(), state, recorder, record)
+            status = runner.resume_flow(self.steps(state), state, recorder, record)
         except FlowFailed as failed:
             self._failed(state, failed)
             return
@@ -250,7 +299,10 @@ class RebuildFlow(Flow):
             recorder.reporter.finish(state.ctxt, state.instance_uuid)
 
     def _failed(self, state: RebuildState, failed: FlowFailed) -> None:
-        clear_task(state.instance_uuid)   # a check that failed reverted nothing
+        # A check that failed reverted nothing; a root volume a failed
+        # re-image may have half written must not boot: ERROR.
+        damaged = state.written and failed.step in ("reimage_root", "export_root")
+        clear_task(state.instance_uuid, {"vm_state": st.ERROR} if damaged else None)
         reporter = self.recorder(state.instance_uuid, state.ctxt.request_id,
                                  OPERATION.action).reporter
         reporter.fault(state.ctxt, state.instance_uuid, failed.cause)

@@ -61,6 +61,7 @@ SAMPLES = {
     "flavor": {"flavorid": "2", "name": "bigger", "memory_mb": 128, "vcpus": 1, "root_gb": 2},
     "snapshot_id": str(uuid.uuid4()), "from_source": True, "blank": True, "snapshot": True,
     "from_volume": True,
+    "volume_backed": True, "reimage_boot_volume": True,
     "block_device_mapping": [BlockDeviceMapping(
         source_type="image", destination_type="volume", boot_index=0, volume_size=1,
         image_id="i", volume_id="v", connection_info={

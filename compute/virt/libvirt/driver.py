@@ -279,12 +279,14 @@ class LibvirtDriver(LibvirtResizeMixin, LibvirtMigrationMixin, LibvirtVolumeExte
         guest = Guest(self.host, domain)
         if image is not None:
             instance = dataclasses.replace(instance, image_ref=image.id)
-        # The new definition keeps the volumes attached now (data volumes:
-        # a server booted from a volume is not rebuilt, the API refuses it).
+        # The new definition keeps the volumes attached now; a server booted
+        # from a volume has its root volume re-imaged already (the rebuild
+        # flow did it with the guest off): no local disk to make or replace.
+        from_volume = block_device.boots_from_volume(block_device_info)
         spec = self._domain_spec(instance, block_device_info)
         new_disk = os.path.join(self.instance_dir(instance), REBUILD_DISK_NAME)
         try:
-            if self.real_disks:
+            if self.real_disks and not from_volume:
                 if image is None:
                     raise exception.InstanceDeployFailure(
                         instance_uuid=instance.uuid, reason="no image given")
@@ -305,7 +307,7 @@ class LibvirtDriver(LibvirtResizeMixin, LibvirtMigrationMixin, LibvirtVolumeExte
             if guest.has_managed_save():
                 # Memory saved against the old disk must never resume.
                 self.host.call(guest.domain.managedSaveRemove, 0)
-            if self.real_disks:
+            if self.real_disks and not from_volume:
                 os.replace(new_disk, spec.root_disk.path)
             domain = self.host.with_connection(lambda conn: conn.defineXML(document),
                                                retry=False)

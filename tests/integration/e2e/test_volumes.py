@@ -383,6 +383,63 @@ def test_boot_from_volume_with_the_cli(cloud, walkthrough, guest, cli):  # noqa:
     tenant.block_storage.wait_for_delete(volume, wait=60)
 
 
+def test_a_volume_backed_rebuild_reimages_the_root_volume_with_the_cli(
+        cloud, walkthrough, guest, cli):  # noqa: F811
+    """``openstack --os-compute-api-version 2.93 server rebuild
+    --reimage-boot-volume --wait`` of a server booted from a volume with a
+    blank data volume: the guest counts its boots on its root disk (2 after
+    a hard reboot); after the rebuild it counts 1 again (the root volume
+    was written afresh from the image, same volume id), while the data
+    volume kept the marker the guest wrote on it."""
+    tenant = walkthrough.tenant
+    storage = tenant.block_storage
+    server = cli("server", "create", "--boot-from-volume", "1", "--image", guest.id,
+                 "--flavor", "m1.tiny", "--nic", "none", "--block-device",
+                 "source_type=blank,destination_type=volume,volume_size=1,"
+                 "delete_on_termination=true", "--wait", "bfv-rebuild")
+    root_id = None
+    try:
+        assert server["status"] == "ACTIVE", server
+        host = _host_of(walkthrough, server["id"])
+        attached = tenant.compute.get_server(server["id"]).attached_volumes
+        [root_id] = [a["id"] for a in attached if not a["delete_on_termination"]]
+        [data_id] = [a["id"] for a in attached if a["delete_on_termination"]]
+        assert _wait(lambda: ("vdb", "written", server["id"])
+                     in _markers(cloud, host, server["id"]), 120,
+                     "the guest's marker on its data volume")
+        proc = cli_plain(cloud, "server", "reboot", "--hard", "--wait", server["id"])
+        assert proc.returncode == 0, proc.stderr
+        assert _wait(lambda: "FLOTILLA-BOOT-COUNT 2" in _console(cloud, host, server["id"]),
+                     120, "the second boot counted on the root volume")
+        start = len(_console(cloud, host, server["id"]))
+
+        cli("--os-compute-api-version", "2.93", "server", "rebuild", "--image", guest.id,
+            "--reimage-boot-volume", "--wait", server["id"])
+        shown = tenant.compute.get_server(server["id"])
+        assert (shown.status, shown.task_state) == ("ACTIVE", None)
+        assert sorted(a["id"] for a in shown.attached_volumes) == sorted([root_id, data_id])
+        assert _wait(lambda: "FLOTILLA-BOOT-COUNT 1"
+                     in _console(cloud, host, server["id"])[start:], 120,
+                     "the rebuilt guest booting from a fresh root disk")
+        assert _wait(lambda: ("vdb", "found", server["id"])
+                     in MARKER.findall(_console(cloud, host, server["id"])[start:]), 120,
+                     "the rebuilt guest finding its data volume's marker")
+        root = storage.get_volume(root_id)
+        assert (root.status, root.size, root.volume_image_metadata["image_id"]) == \
+            ("in-use", 1, guest.id)
+        assert _nbd_boot_disk(cloud, host, server["id"]) == ("network", "nbd", "vda")
+        assert {"e" + v.replace("-", "") for v in (root_id, data_id)} <= _exports(cloud)
+        assert "booted from volume" in cli("server", "show", server["id"])["image"]
+    finally:
+        _delete(walkthrough, [server["id"]])
+        if root_id:
+            root = wait_for_fresh_status(storage, storage.get_volume(root_id), "available",
+                                         wait=60)
+            storage.delete_volume(root)
+            storage.wait_for_delete(root, wait=60)
+    assert _exports(cloud) == set()
+
+
 def test_an_image_of_a_volume_backed_server_boots_a_copy_with_the_cli(
         cloud, walkthrough, guest, cli):  # noqa: F811
     """``server image create --wait`` of a server booted from a volume: its

@@ -534,6 +534,27 @@ class DriverContract:
         driver.rebuild(ghost, image)
         assert self.state(driver, ghost) == power_state.RUNNING
 
+    def test_rebuild_of_a_guest_booted_from_a_volume(self, driver, image, request):
+        """A volume-backed rebuild (its root volume re-imaged by the volume
+        host while the guest was off): no image, the same domain defined
+        again around the same volumes, started unless asked not to."""
+        if self.unsupported(driver, "supports_attach"):
+            return
+        make_volume = request.getfixturevalue("volume_connection")
+        root = make_volume()
+        bdm = [BlockDeviceMapping(source_type="volume", destination_type="volume",
+                                  boot_index=0, volume_id=root.volume_id,
+                                  device_name="vda", connection_info=root.to_dict())]
+        inst = new_instance(root_gb=0)
+        driver.spawn(inst, None, block_device_info=bdm)
+        driver.power_off(inst, timeout=0)
+        driver.rebuild(inst, None, power_on=True, block_device_info=bdm)
+        assert self.state(driver, inst) == power_state.RUNNING
+        assert driver.get_volume_devices(inst) == {root.volume_id: "vda"}
+        driver.rebuild(inst, None, power_on=False, block_device_info=bdm)
+        assert self.state(driver, inst) == power_state.SHUTDOWN
+        assert driver.list_instances().count(inst.uuid) == 1
+
     # --- live migration -------------------------------------------------------------
 
     def migrate_checks(self, source, dest, inst, live: bool) -> MigrateData:
