@@ -37,7 +37,7 @@ _REPORTED = ("vcpus", "memory_mb", "disk_gb", "hypervisor_type",
 
 
 class ComputeManager:
-    RPC_API_VERSION = "1.12"
+    RPC_API_VERSION = "1.13"
 
     def __init__(self, conf: cfg.ConfigOpts, driver: virt_driver.ComputeDriver,
                  conductor: ConductorAPI, host: str | None = None) -> None:
