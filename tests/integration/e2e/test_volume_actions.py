@@ -60,9 +60,9 @@ def test_volume_flags_with_the_cli(cloud, walkthrough, guest, cli):  # noqa: F81
     try:
         # --bootable: the CLI waited for available and sent os-set_bootable.
         shown = _show(cloud, volume_id)
-        assert (shown["status"], shown["bootable"]) == ("available", "true"), shown
+        assert (shown["status"], shown["bootable"]) == ("available", True), shown
         _ok(cloud, "volume", "set", "--non-bootable", volume_id)
-        assert _show(cloud, volume_id)["bootable"] == "false"
+        assert _show(cloud, volume_id)["bootable"] is False
 
         _ok(cloud, "volume", "set", "--image-property", "hw_disk_bus=virtio",
             "--image-property", "os_distro=cirros", volume_id)
