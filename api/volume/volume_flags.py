@@ -26,7 +26,8 @@ Rules (Cinder's; a volume of another project is a 404 before any of them):
   volume is exported to hosts with ``read_only`` in its connection: the
   compute agent (RPC 1.13) gives its disk ``<readonly/>`` and the
   attachment's ``attach_mode`` is ``ro``; its attach is refused (409) while
-  compute RPC is capped below 1.13 or the server's agent serves less.
+  compute RPC is capped below 1.13 or the server's agent serves less, and
+  so is a server create given it (409, while capped).
 * ``os-reset_status {"status", "attach_status", "migration_status"}``
   (``volume set --state``): admin only (403); at least one of them (400);
   ``status`` one of Flotilla's volume statuses (400 naming ``status``), a
@@ -154,6 +155,25 @@ def check_read_only_attach(state: APIState, volume, host: str) -> None:
     if reason is not None:
         raise errors.conflict("Volume %s is read-only and cannot be attached read-only "
                               "now: %s" % (volume.id, reason))
+
+
+def check_read_only_build(state: APIState, volumes) -> None:
+    """409 when an existing volume given at server create (block device
+    mappings) is read-only and compute RPC is capped below 1.13 (its host
+    is not chosen yet: the cap is what can be checked)."""
+    if state.compute.can_attach_read_only():
+        return
+    for bdm in volumes:
+        if bdm.source_type != "volume" or not bdm.volume_id:
+            continue
+        try:
+            volume = vdb.volume_get(bdm.volume_id)
+        except vdb.VolumeNotFound:
+            continue    # block_devices.parse found it; gone since: the build says so
+        if volume.readonly:
+            raise errors.conflict("Volume %s is read-only and cannot be attached "
+                                  "read-only now: the compute agents are capped below "
+                                  "RPC %s" % (volume.id, READ_ONLY_COMPUTE_VERSION))
 
 
 class VolumeFlags:

@@ -15,7 +15,7 @@ from flotilla import states as st
 from flotilla.db import api as db
 from flotilla.db import volumes as vdb
 from tests.fixtures.recording_endpoint import recording_endpoint
-from tests.functional.api.fixtures import C, api_cloud  # noqa: F401
+from tests.functional.api.fixtures import IMAGE_ID, C, api_cloud  # noqa: F401
 from tests.functional.volume.test_volume_api import V, _available, _server
 from volume.manager import VolumeManager
 
@@ -285,3 +285,25 @@ def test_retype(cloud):
     other = _available(cloud, "other")
     assert _act(cloud, other, "os-retype", {"new_type": "__DEFAULT__"}).status_code == 404
     assert _show(cloud, vid)["volume_type"] == "__DEFAULT__"
+
+
+def test_a_server_create_with_a_read_only_volume_is_409_while_capped(cloud):
+    vid = _available(cloud)
+    vdb.volume_update(vid, {"readonly": True})
+    cloud.conf.set_override("compute", "1.12", group="upgrade_levels")
+    client = falcon.testing.TestClient(create_app(cloud.conf, cloud.transport))
+
+    def create(volume_id):
+        return client.simulate_post(C + "/servers", headers=cloud.headers("member"), json={
+            "server": {"name": "ro", "flavorRef": "1", "imageRef": IMAGE_ID,
+                       "networks": "none", "block_device_mapping_v2": [
+                           {"uuid": IMAGE_ID, "boot_index": 0, "source_type": "image",
+                            "destination_type": "local"},
+                           {"uuid": volume_id, "boot_index": None, "source_type": "volume",
+                            "destination_type": "volume"}]}})
+
+    r = create(vid)
+    assert r.status_code == 409 and "read-only" in r.text and "capped" in r.text, r.text
+    assert db.instance_get_all() == []
+    # A writable volume goes through at the same cap.
+    assert create(_available(cloud)).status_code == 202
