@@ -113,7 +113,7 @@ def _flag(args, field: str) -> bool:
     value = args.get(field) if isinstance(args, dict) else None
     if isinstance(args, dict) and set(args) - {field}:
         raise errors.bad_request("Invalid input for field/attribute %s: unexpected "
-                                 "keys %s" % (field, sorted(set(args) - {field})[:4]))
+                                 "keys %s" % (field, str(sorted(set(args) - {field})[:4])[:128]))
     # Booleans and the strings only: 1 == True, but Cinder's enum refuses 1.
     if value is True or isinstance(value, str) and value in TRUE:
         return True
