@@ -50,6 +50,10 @@ Version history:
   running guest sees its attached volume at the new size; issue 11).
 * 1.12 - reserve_volume_device (a call from the API's attach: the device
   the agent sets aside for the volume, shown in the attach's answer).
+* 1.13 - attach_volume (and the block device mappings of the 1.7+ calls)
+  honour the connection's ``read_only``: the disk gets ``<readonly/>`` (a
+  volume made read-only with os-update_readonly_flag). An attach of a
+  read-only connection is sent 1.13, so an older agent refuses it.
 * 1.14 - set_guest_power (a call from the rebuild flow of a volume-backed
   server: the guest off while its root volume is re-imaged, or on again
   when that fails untouched); rebuild_instance takes ``volume_backed``
@@ -179,8 +183,10 @@ class ComputeAPI:
     def attach_volume(self, ctxt: RequestContext, host: str, instance_uuid: str,
                       connection: dict, device_name: str | None = None) -> str:
         """Plug the export ``connection`` into the guest (live and
-        persistent); the device name the agent chose."""
-        return self._host(host, "1.3").call(ctxt, "attach_volume",
+        persistent); the device name the agent chose. A read-only
+        connection needs 1.13 (an older agent would plug it writable)."""
+        version = "1.13" if connection.get("read_only") else "1.3"
+        return self._host(host, version).call(ctxt, "attach_volume",
                                             instance_uuid=instance_uuid,
                                             connection=connection, device_name=device_name)
 
@@ -220,6 +226,10 @@ class ComputeAPI:
     def can_extend_volume(self) -> bool:
         """Whether agents may be sent extend_volume (1.11)."""
         return self.client.can_send_version("1.11")
+
+    def can_attach_read_only(self) -> bool:
+        """Whether agents may be sent a read-only volume connection (1.13)."""
+        return self.client.can_send_version("1.13")
 
     # --- live migration (1.4) -------------------------------------------------------
 

@@ -191,7 +191,13 @@ class VolumeManager:
         if not path:
             raise vdb.VolumeNotFound(volume_id=volume_id)
         self._unexported.discard(volume_id)
-        return self.daemon.export(volume_id, path)
+        connection = self.daemon.export(volume_id, path)
+        if volume.readonly:
+            # os-update_readonly_flag: every host plugs it read-only (the
+            # compute agent honours it from RPC 1.13; the API refuses the
+            # attach while agents are capped below).
+            connection = dict(connection, read_only=True)
+        return connection
 
     def unexport_volume(self, ctxt: RequestContext, volume_id: str) -> None:
         self._unexported.add(volume_id)     # before: see restore_exports

@@ -50,6 +50,7 @@ import falcon
 from api import errors, policy, validation
 from api.compute import block_devices, flavor_access, locks, schemas, usage, views, zones
 from api.state import APIState, ctxt, version
+from api.volume import volume_flags
 from flotilla import exception, images, objects
 from flotilla import states as st
 from flotilla.db import api as db
@@ -194,6 +195,8 @@ class Servers:
                 snapshot=any(b.source_type == "snapshot" for b in disks.volumes)):
             raise errors.conflict("Volumes at server create need every conductor "
                                   "upgraded ([upgrade_levels] conductor)")
+        # A read-only volume needs agents that plug it read-only (409).
+        volume_flags.check_read_only_build(self.state, disks.volumes)
         if disks.volume_backed:
             image, root_gb = disks.volume_image, 0   # no local root disk
         else:

@@ -16,7 +16,9 @@ Rules:
   ``/dev/vdb``; a requested ``device`` is ignored, as Nova does on libvirt;
   503 when the agent does not answer, 409 when no name is free; nothing
   stays reserved then), the action ``attach_volume`` recorded and the
-  conductor cast ``attach_volume``;
+  conductor cast ``attach_volume``; a read-only volume
+  (os-update_readonly_flag) is refused (409) while compute RPC is capped
+  below 1.13 or the server's agent serves less (it would plug it writable);
 * update (PUT, 2.85): only ``delete_on_termination`` changes (``id``,
   ``serverId``, ``device`` and ``tag`` may be sent back as shown, any other
   value is a 400 naming it); a
@@ -39,7 +41,7 @@ from api import errors, validation
 from api.compute import locks, schemas
 from api.compute.servers import get_server
 from api.state import APIState, ctxt, version
-from api.volume import views
+from api.volume import views, volume_flags
 from api.volume.resources import get_volume
 from flotilla import exception
 from flotilla import states as st
@@ -120,6 +122,8 @@ class VolumeAttachments:
                                   "vm_state %s%s" % (inst.uuid, inst.vm_state,
                                                      ", task_state %s" % inst.task_state
                                                      if inst.task_state else ""))
+        # A read-only volume needs agents that plug it read-only (409).
+        volume_flags.check_read_only_attach(self.state, volume, inst.host)
         try:
             vdb.volume_update(volume_id, {"status": st.VOLUME_RESERVED, "status_deadline":
                                           vdb.deadline(conf.volume.operation_timeout)},

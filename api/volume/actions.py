@@ -25,6 +25,10 @@ action's name (the body's only key); an unknown name is 400 naming it.
   (conductor/flows/volume_extend.py) grows and re-exports the volume, has
   the guest see the new size and makes it ``in-use`` again (or
   ``error_extending`` with the old size and the reason).
+
+``os-set_bootable``, ``os-set_image_metadata``, ``os-unset_image_metadata``,
+``os-show_image_metadata``, ``os-update_readonly_flag``, ``os-reset_status``
+and ``os-retype``: api/volume/volume_flags.py states their rules.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import falcon
 
 from api import errors, policy, validation
 from api.state import APIState, ctxt
-from api.volume import online_extend, resources, snapshots
+from api.volume import online_extend, resources, snapshots, volume_flags
 from flotilla import exception
 from flotilla import states as st
 from flotilla.db import volumes as vdb
@@ -78,6 +82,8 @@ class VolumeAction:
         self.handlers: dict[str, Callable] = {
             "os-extend": self.os_extend,
         }
+        # os-set_bootable, image metadata, read-only flag, reset status, retype
+        self.handlers.update(volume_flags.VolumeFlags(state).handlers())
 
     def on_post(self, req, resp, volume_id: str) -> None:
         ctx = ctxt(req)

@@ -8,7 +8,8 @@ Rules (Cinder's, for reading):
   ``all_tenants`` (one project's with ``project_id``); ``volume_id``,
   ``instance_id`` and ``status`` filter the list;
 * list: ``id``, ``status``, ``instance``, ``volume_id``; detail and show add
-  ``attach_mode`` (always ``rw``), ``attached_at``, ``detached_at`` and, for
+  ``attach_mode`` (``ro`` when its connection is read-only, a volume
+  made read-only by os-update_readonly_flag; ``rw`` otherwise), ``attached_at``, ``detached_at`` and, for
   admins only, ``connection_info`` (the NBD export's address);
 * an attachment is made and removed by the compute API's attach and detach
   (os-volume_attachments), whose flows also drive the volume side: these
@@ -33,7 +34,8 @@ def view(row, detail: bool, admin: bool) -> dict:
     doc = {"id": row.uuid, "status": _STATUS.get(row.status, "attaching"),
            "instance": row.instance_uuid, "volume_id": row.volume_id}
     if detail:
-        doc.update(attach_mode="rw",
+        doc.update(attach_mode="ro" if (row.connection_info or {}).get("read_only")
+                   else "rw",
                    attached_at=isotime(row.created_at, micro=True)
                    if row.status == "attached" else None,
                    detached_at=None,

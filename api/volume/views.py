@@ -73,11 +73,17 @@ def volume(row, attachments, url: str, admin: bool, detail: bool = True) -> dict
         "provider_id": None, "service_uuid": None, "shared_targets": False,
         "cluster_name": None, "consumes_quota": True,
     }
+    if getattr(row, "readonly", None) is not None:
+        # Cinder's visible admin metadata (os-update_readonly_flag).
+        doc["metadata"]["readonly"] = str(bool(row.readonly))
+        if doc["attachments"]:
+            doc["metadata"]["attached_mode"] = "ro" if row.readonly else "rw"
     if getattr(row, "image_metadata", None):
         # Volumes made before the copy left Flotilla's image bookkeeping out
         # may hold it (flotilla.volume_placement.image_metadata).
         doc["volume_image_metadata"] = {k: v for k, v in row.image_metadata.items()
-                                        if k not in INTERNAL_PROPERTIES}
+                                        if k not in INTERNAL_PROPERTIES
+                                        and not k.startswith("_")}
     if admin:
         doc["os-vol-host-attr:host"] = row.host
         doc["os-vol-mig-status-attr:migstat"] = None

@@ -57,6 +57,9 @@ class VolumeConnection:
     protocol: str = NBD
     format: str = "raw"
     tls: bool = False
+    # The volume is read-only (os-update_readonly_flag): the guest's disk
+    # gets <readonly/> and QEMU opens the export read-only (RPC 1.13).
+    read_only: bool = False
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -77,7 +80,8 @@ class VolumeConnection:
                    host=str(data["host"]), port=int(data["port"]),
                    protocol=str(data.get("protocol") or NBD),
                    format=str(data.get("format") or "raw"),
-                   tls=data.get("tls") is True)
+                   tls=data.get("tls") is True,
+                   read_only=data.get("read_only") is True)
 
     @classmethod
     def coerce(cls, value: VolumeConnection | Mapping[str, Any]) -> VolumeConnection:

@@ -455,6 +455,9 @@ class Volume(TimestampMixin, SoftDeleteMixin, Base):
     bootable: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
     # Added by 0017_volume_source_volid: the volume a clone was copied from.
     source_volid: Mapped[str | None] = mapped_column(sa.String(UUID_LEN))
+    # Added by 0018_volume_readonly: os-update_readonly_flag's flag (None:
+    # never set); a read-only volume is attached read-only.
+    readonly: Mapped[bool | None]
 
 
 class VolumeSnapshot(TimestampMixin, SoftDeleteMixin, Base):

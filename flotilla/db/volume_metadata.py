@@ -47,3 +47,26 @@ def metadata_change(kind: str, row_id: str, updates: Mapping[str, str | None],
         row.updated_at = utcnow()
         session.flush()
         return dict(metadata)
+
+
+def image_metadata_change(volume_id: str, updates: Mapping[str, str | None]
+                          ) -> dict | None:
+    """A live volume's image metadata (``volume_image_metadata``) after
+    merging ``updates`` into it (None removes a key), read and written
+    under the row's lock as :func:`metadata_change`; None when there is no
+    such live volume."""
+    with session_scope() as session:
+        row = session.scalars(sa.select(Volume).where(
+            Volume.id == volume_id, Volume.deleted.is_(False)).with_for_update()).first()
+        if row is None:
+            return None
+        metadata = dict(row.image_metadata or {})
+        for key, value in updates.items():
+            if value is None:
+                metadata.pop(key, None)
+            else:
+                metadata[key] = value
+        row.image_metadata = metadata
+        row.updated_at = utcnow()
+        session.flush()
+        return dict(metadata)

@@ -112,7 +112,8 @@ class DiskSpec:
                    nbd=NbdSource(connection.export, connection.host,
                                  connection.port, connection.tls),
                    format=connection.format, serial=connection.volume_id,
-                   alias=volume_alias(connection.volume_id))
+                   alias=volume_alias(connection.volume_id),
+                   read_only=connection.read_only)
 
 
 def volume_alias(volume_id: str) -> str:

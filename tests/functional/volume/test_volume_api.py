@@ -298,8 +298,8 @@ def test_extend_refusals(cloud):
     # Missing new_size, unknown keys and unknown actions name the field.
     r = cloud.request("POST", V + "/volumes/%s/action" % vid, json={"os-extend": {}})
     assert r.status_code == 400 and "new_size" in r.text, r.text
-    r = cloud.request("POST", V + "/volumes/%s/action" % vid, json={"os-reset_status": {}})
-    assert r.status_code == 400 and "os-reset_status" in r.text, r.text
+    r = cloud.request("POST", V + "/volumes/%s/action" % vid, json={"os-migrate_volume": {}})
+    assert r.status_code == 400 and "os-migrate_volume" in r.text, r.text
     assert _extend(cloud, vid, 2, who="reader").status_code == 403
     assert cloud.request("POST", V + "/volumes/%s/action" % ("0" * 32),
                          json={"os-extend": {"new_size": 2}}).status_code == 404

@@ -313,3 +313,20 @@ def test_keep_device_addresses_gives_a_hot_plugged_disk_its_source_address():
     assert kept.find("devices/memballoon/address").get("slot") == "0x03"
     assert kept.find("devices/serial/address") is None
     assert kept.find("devices/disk/source").get("file") == "/b/disk"
+
+
+def test_a_read_only_connection_renders_a_read_only_disk(renderer, assert_valid):
+    """os-update_readonly_flag: the volume service's connection carries
+    ``read_only``; the disk (at boot or attach) gets ``<readonly/>``. An
+    attachment recorded before the key existed is writable."""
+    data = {"volume_id": "00000001-1111-4222-8333-444444444444", "export": "e",
+            "host": "192.0.2.1", "port": 10809}
+    assert block_device.VolumeConnection.from_dict(data).read_only is False
+    connection = block_device.VolumeConnection.from_dict({**data, "read_only": True})
+    assert block_device.VolumeConnection.from_dict(connection.to_dict()) == connection
+    disk = xml.DiskSpec.for_volume(connection, "vdb")
+    root = assert_valid(renderer.render(make_instance(), spec(disks=(ROOT, disk))))
+    assert root.findall("devices/disk")[1].find("readonly") is not None
+    assert renderer.render_disk(disk).find("readonly") is not None
+    plain = xml.DiskSpec.for_volume(block_device.VolumeConnection.from_dict(data), "vdb")
+    assert renderer.render_disk(plain).find("readonly") is None
