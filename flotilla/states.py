@@ -215,10 +215,14 @@ VOLUME_ERROR = "error"
 VOLUME_ERROR_DELETING = "error_deleting"
 VOLUME_EXTENDING = "extending"
 VOLUME_ERROR_EXTENDING = "error_extending"
+# Being copied into an image (os-volume_upload_image); back to available or
+# in-use (as its attachments say) when the copy ends, whatever its outcome.
+VOLUME_UPLOADING = "uploading"
 # Statuses an operation holds; each has a deadline ([volume]
 # operation_timeout) after which the reaper ends it (see conductor.reaper).
 VOLUME_TRANSITIONAL = (VOLUME_CREATING, VOLUME_RESERVED, VOLUME_ATTACHING,
                        VOLUME_DETACHING, VOLUME_DELETING, VOLUME_EXTENDING)
+VOLUME_TRANSITIONAL += (VOLUME_UPLOADING,)
 # Where the reaper leaves a volume whose transitional status timed out:
 # a volume that may be half attached or half detached is in error (an
 # operator looks); one that was being deleted is error_deleting.
@@ -226,6 +230,9 @@ VOLUME_ON_TIMEOUT = {VOLUME_CREATING: VOLUME_ERROR, VOLUME_RESERVED: VOLUME_ERRO
                      VOLUME_ATTACHING: VOLUME_ERROR, VOLUME_DETACHING: VOLUME_ERROR,
                      VOLUME_DELETING: VOLUME_ERROR_DELETING,
                      VOLUME_EXTENDING: VOLUME_ERROR_EXTENDING}
+# An upload that timed out: the volume is usable again (in-use when it is
+# attached, see conductor.flows.volume reap) and its image is discarded.
+VOLUME_ON_TIMEOUT[VOLUME_UPLOADING] = VOLUME_AVAILABLE
 # A server can have volumes attached or detached while in these vm_states.
 VOLUME_ATTACH_VM_STATES = (ACTIVE, STOPPED)
 

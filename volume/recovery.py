@@ -10,6 +10,9 @@ exports are in place), for the volumes of this host:
   user deletes it. A create request still queued for this service finds the
   volume no longer ``creating`` and does nothing.
 * ``deleting``: the delete is done again (every part of it is idempotent).
+* ``uploading``: an upload to an image was interrupted. Its unfinished
+  image is discarded, its temporary copy removed and the volume put back to
+  ``available`` or ``in-use`` (as Cinder does; volume.upload.recover).
 * Exports: every NBD export of the storage daemon whose volume has no
   attachment is removed (an attach flow reverted while this service was
   down could not unexport it). A volume that has an attachment stays
@@ -30,6 +33,7 @@ from flotilla import exception
 from flotilla import states as st
 from flotilla.context import get_admin_context
 from flotilla.db import volumes as vdb
+from volume import upload
 
 LOG = logging.getLogger(__name__)
 
@@ -38,7 +42,8 @@ INTERRUPTED_CREATE = "create interrupted: the volume service restarted"
 
 def recover_host(manager) -> dict[str, list[str]]:
     """Repair what a killed volume service left on ``manager.host`` (see
-    the module rules); ``{"errored": ids, "deleted": ids, "unexported": ids}``."""
+    the module rules); ``{"errored": ids, "deleted": ids, "unexported": ids,
+    "uploads_ended": ids}``."""
     done: dict[str, list[str]] = {"errored": [], "deleted": [], "unexported": []}
     for volume in vdb.volume_get_all(host=manager.host, statuses=(st.VOLUME_CREATING,)):
         try:
@@ -58,6 +63,7 @@ def recover_host(manager) -> dict[str, list[str]]:
         LOG.warning("volume %s: its delete was interrupted; deleting again", volume.id)
         manager.delete_volume(get_admin_context(), volume.id)
         done["deleted"].append(volume.id)
+    done["uploads_ended"] = upload.recover(manager)
     keep = {v.id for v in vdb.exported_volumes(manager.host)}
     try:
         done["unexported"] = manager.daemon.remove_orphans(keep)

@@ -25,10 +25,16 @@ action's name (the body's only key); an unknown name is 400 naming it.
   (conductor/flows/volume_extend.py) grows and re-exports the volume, has
   the guest see the new size and makes it ``in-use`` again (or
   ``error_extending`` with the old size and the reason).
+
+``os-volume_upload_image`` (``openstack image create --volume V NAME``):
+the volume (``available``, or ``in-use`` with ``force``) is copied into a
+new image by its volume service, status ``uploading`` meanwhile
+(api.volume.upload states the rules).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 
@@ -36,7 +42,7 @@ import falcon
 
 from api import errors, policy, validation
 from api.state import APIState, ctxt
-from api.volume import online_extend, resources, snapshots
+from api.volume import online_extend, resources, snapshots, upload
 from flotilla import exception
 from flotilla import states as st
 from flotilla.db import volumes as vdb
@@ -78,6 +84,7 @@ class VolumeAction:
         self.handlers: dict[str, Callable] = {
             "os-extend": self.os_extend,
         }
+        self.handlers[upload.NAME] = functools.partial(upload.upload_image, state)
 
     def on_post(self, req, resp, volume_id: str) -> None:
         ctx = ctxt(req)

@@ -47,7 +47,7 @@ from oslo_config import cfg
 from conductor.flows import runner, snapshot_reaper
 from conductor.flows.base import Flow
 from conductor.flows.runner import FlowFailed, FlowState, Step
-from flotilla import exception
+from flotilla import exception, volume_upload
 from flotilla import states as st
 from flotilla.context import RequestContext
 from flotilla.db import api as db
@@ -445,6 +445,8 @@ class VolumeFlow(Flow):
             if volume.status == st.VOLUME_EXTENDING and \
                     vdb.attachments_of_volume(volume.id):
                 to = st.VOLUME_IN_USE   # attached: usable again (see volume_extend)
+            if volume.status == st.VOLUME_UPLOADING:
+                to = volume_upload.settled_status(volume.id)
             try:
                 vdb.volume_update(volume.id, {
                     "status": to, "status_reason": "%s timed out (deadline %s)"
@@ -453,6 +455,8 @@ class VolumeFlow(Flow):
             except exception.FlotillaException:
                 continue   # it moved on by itself
             LOG.warning("volume %s: %s timed out, now %s", volume.id, volume.status, to)
+            if volume.status == st.VOLUME_UPLOADING:
+                volume_upload.discard_pending(self.conf, volume.id, "the upload timed out")
             ended += 1
         return ended + snapshot_reaper.reap()
 
