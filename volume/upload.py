@@ -4,8 +4,9 @@ into an image (RPC 1.5, ``upload_to_image``).
 Rules:
 
 * the volume must still be ``uploading`` and the image ``queued``; else the
-  upload ended already (the reaper, a restart) and nothing is done but
-  discarding the image if it is still unfinished;
+  upload ended already (the reaper, a restart, the image deleted): the
+  image is discarded if it is still unfinished and an uploading volume put
+  back, unless it is uploading to another image (a stale cast);
 * what is read: a volume with no attachment is read as it is (its status
   keeps anyone from attaching it meanwhile); an attached one (``in-use``
   with force) is first copied point in time into a temporary pool volume
@@ -216,15 +217,25 @@ def upload_to_image(manager, volume_id: str, image_id: str) -> bool:
     conf = manager.conf
     try:
         volume = vdb.volume_get(volume_id)
-        image = db_images.image_get(image_id)
-    except exception.NotFound as exc:
-        LOG.warning("upload of volume %s to image %s skipped: %s", volume_id, image_id, exc)
+    except vdb.VolumeNotFound:
+        LOG.warning("upload of volume %s to image %s skipped: the volume is gone",
+                    volume_id, image_id)
         _discard(conf, image_id, "the volume is gone")
         return False
-    if volume.status != st.VOLUME_UPLOADING or image.status != "queued":
-        LOG.warning("upload of volume %s to image %s skipped: the volume is %s, the "
-                    "image %s", volume_id, image_id, volume.status, image.status)
+    try:
+        image = db_images.image_get(image_id)
+    except exception.ImageNotFound:
+        image = None
+    if volume.status != st.VOLUME_UPLOADING or image is None or image.status != "queued":
+        why = "the image is %s" % (image.status if image is not None else "gone")
+        LOG.warning("upload of volume %s to image %s skipped: the volume is %s, %s",
+                    volume_id, image_id, volume.status, why)
         _discard(conf, image_id, "the upload ended before it started")
+        # Put the volume back unless it is uploading to another image (this
+        # cast is a stale one, whose upload the reaper ended).
+        if volume.status == st.VOLUME_UPLOADING and not [
+                i for i in vup.pending_images(volume_id) if i.id != image_id]:
+            vup.end_upload(volume_id, "upload to image %s ended: %s" % (image_id, why))
         return False
     try:
         _copy(manager, volume, image)
