@@ -33,7 +33,6 @@ from __future__ import annotations
 import logging
 
 import falcon
-from oslo_utils import strutils
 
 from api import errors, validation
 from api.state import APIState, isotime
@@ -63,13 +62,20 @@ SCHEMA_31 = {**SCHEMA, "properties": {
                    "enum": ["community", "public", "private", "shared"]}}}
 
 
+# The strings Cinder accepts for a boolean (oslo strutils.bool_from_string, strict).
+_TRUE = ("1", "t", "true", "on", "y", "yes")
+_FALSE = ("0", "f", "false", "off", "n", "no")
+
+
 def _boolean(args: dict, field: str) -> bool:
-    try:
-        return strutils.bool_from_string(args.get(field, False), strict=True)
-    except ValueError:
-        raise errors.bad_request("Invalid input for field/attribute %s. Value: %s. "
-                                 "It must be a boolean." % (field, str(args[field])[:32])
-                                 ) from None
+    value = args.get(field, False)
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise errors.bad_request("Invalid input for field/attribute %s. Value: %s. "
+                             "It must be a boolean." % (field, str(value)[:32]))
 
 
 def _invalid_status(row, force: bool) -> errors.APIError:

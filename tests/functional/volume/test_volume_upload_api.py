@@ -346,3 +346,15 @@ def test_a_cast_the_bus_refuses_is_503_and_puts_everything_back(stack, monkeypat
     assert vdb.volume_get(vid).status == st.VOLUME_AVAILABLE
     assert images_db.image_count("p1") == 1
     assert _create(stack).status_code == 202      # the API still works
+
+
+def test_what_the_openstack_cli_sends_is_accepted(stack):
+    """``openstack image create --volume V NAME`` through openstacksdk: the
+    negotiated microversion (3.71 here) and every field, with the defaults."""
+    vid = _volume(stack)
+    r = _upload(stack, vid, version="3.71", force=False, disk_format="raw",
+                container_format="bare", visibility="private", protected=False)
+    assert r.status_code == 202, r.text
+    answer = r.json[UPLOAD]
+    assert (answer["visibility"], answer["protected"], answer["volume_type"]["name"]) == \
+        ("private", False, "__DEFAULT__")
