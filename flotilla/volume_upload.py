@@ -14,7 +14,10 @@ Rules:
   with a deadline); it always ends back in ``in-use`` when it has an
   attachment, else ``available`` (as Cinder's
   volume_update_status_based_on_attachment), by compare-and-swap from
-  ``uploading``, whatever the upload's outcome;
+  ``uploading``, whatever the upload's outcome. A server deleted meanwhile
+  releases its volume (``uploading`` is releasable, conductor.flows.volume:
+  what is read is a point-in-time copy, and Cinder lets a detach end an
+  upload too); the upload then finds it released and leaves it so;
 * an image whose copy failed, timed out or was interrupted is discarded
   (deleted with its data, or ``killed`` with the reason when deleting
   fails: flotilla.images.discard_image). Only images still ``queued`` or

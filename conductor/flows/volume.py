@@ -61,6 +61,10 @@ DETACH = "detach_volume"
 # The statuses a server's delete releases; the other ones with an
 # attachment (reserved, attaching, detaching) belong to a flow in flight.
 RELEASABLE = (st.VOLUME_IN_USE, st.VOLUME_ERROR, st.VOLUME_ERROR_EXTENDING)
+# An upload to an image reads an attached volume through a point-in-time
+# copy, so its server may go (as Cinder lets a detach end an upload); the
+# upload then finds the volume released and leaves it so.
+RELEASABLE += (st.VOLUME_UPLOADING,)
 
 
 def attached_volumes(instance_uuid: str) -> list[BlockDeviceMapping]:

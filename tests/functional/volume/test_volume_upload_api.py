@@ -358,3 +358,41 @@ def test_what_the_openstack_cli_sends_is_accepted(stack):
     answer = r.json[UPLOAD]
     assert (answer["visibility"], answer["protected"], answer["volume_type"]["name"]) == \
         ("private", False, "__DEFAULT__")
+
+
+def test_a_server_deleted_during_an_upload_releases_its_volume(stack, monkeypatch):
+    """The server's delete releases the forced upload's volume (what is read
+    is the point-in-time copy); the upload still ends, the image active and
+    the volume left available. Released before the copy began, the upload
+    does not start and its image goes."""
+    from conductor.flows.volume import VolumeFlow
+    from flotilla.db import api as db
+    flow = VolumeFlow(stack.conf, "conductor", None, VolumeAPI(stack.transport))
+    daemon = stack.manager.daemon
+    for during in (True, False):
+        vid = _volume(stack)
+        server = _server(stack)
+        vdb.attachment_create(vid, server, "host1")
+        vdb.volume_update(vid, {"status": st.VOLUME_IN_USE})
+        image_id = _upload(stack, vid, force=True).json[UPLOAD]["image_id"]
+        db.instance_destroy(server)
+
+        def release(server=server, vid=vid):
+            assert flow.release_if_gone(RequestContext(), server, vid)
+            assert vdb.volume_get(vid).status == st.VOLUME_AVAILABLE
+            assert vdb.attachments_of_volume(vid) == []
+
+        if during:
+            def backup(volume_id, source, target, release=release):
+                CopyDaemon.backup(daemon, volume_id, source, target)
+                release()
+            monkeypatch.setattr(daemon, "backup", backup)
+        else:
+            release()
+        _run_volume_service(stack, vid)
+        assert vdb.volume_get(vid).status == st.VOLUME_AVAILABLE
+        if during:
+            assert images_db.image_get(image_id).status == "active"
+        else:
+            with pytest.raises(exception.ImageNotFound):
+                images_db.image_get(image_id)
