@@ -215,23 +215,29 @@ VOLUME_ERROR = "error"
 VOLUME_ERROR_DELETING = "error_deleting"
 VOLUME_EXTENDING = "extending"
 VOLUME_ERROR_EXTENDING = "error_extending"
+# Being copied into an image (os-volume_upload_image); back to available or
+# in-use (as its attachments say) when the copy ends, whatever its outcome.
+VOLUME_UPLOADING = "uploading"
+# Re-imaging a server's root volume in place (a rebuild from compute 2.93,
+# Cinder's reimage status): in-use -> downloading -> in-use.
+VOLUME_DOWNLOADING = "downloading"
 # Statuses an operation holds; each has a deadline ([volume]
 # operation_timeout) after which the reaper ends it (see conductor.reaper).
 VOLUME_TRANSITIONAL = (VOLUME_CREATING, VOLUME_RESERVED, VOLUME_ATTACHING,
-                       VOLUME_DETACHING, VOLUME_DELETING, VOLUME_EXTENDING)
+                       VOLUME_DETACHING, VOLUME_DELETING, VOLUME_EXTENDING,
+                       VOLUME_UPLOADING, VOLUME_DOWNLOADING)
 # Where the reaper leaves a volume whose transitional status timed out:
 # a volume that may be half attached or half detached is in error (an
-# operator looks); one that was being deleted is error_deleting.
+# operator looks); one that was being deleted is error_deleting. An upload
+# that timed out leaves the volume usable again (in-use when it is attached,
+# see conductor.flows.volume reap) and its image is discarded; a re-image
+# that timed out may have half written the volume: error.
 VOLUME_ON_TIMEOUT = {VOLUME_CREATING: VOLUME_ERROR, VOLUME_RESERVED: VOLUME_ERROR,
                      VOLUME_ATTACHING: VOLUME_ERROR, VOLUME_DETACHING: VOLUME_ERROR,
                      VOLUME_DELETING: VOLUME_ERROR_DELETING,
-                     VOLUME_EXTENDING: VOLUME_ERROR_EXTENDING}
-# Re-imaging a server's root volume in place (a rebuild from compute 2.93,
-# Cinder's reimage status): in-use -> downloading -> in-use; a re-image that
-# timed out may have half written the volume: error.
-VOLUME_DOWNLOADING = "downloading"
-VOLUME_TRANSITIONAL = VOLUME_TRANSITIONAL + (VOLUME_DOWNLOADING,)
-VOLUME_ON_TIMEOUT[VOLUME_DOWNLOADING] = VOLUME_ERROR
+                     VOLUME_EXTENDING: VOLUME_ERROR_EXTENDING,
+                     VOLUME_UPLOADING: VOLUME_AVAILABLE,
+                     VOLUME_DOWNLOADING: VOLUME_ERROR}
 # A server can have volumes attached or detached while in these vm_states.
 VOLUME_ATTACH_VM_STATES = (ACTIVE, STOPPED)
 

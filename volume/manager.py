@@ -27,6 +27,7 @@ from flotilla.periodic import periodic_task
 from flotilla.rpc import private
 from volume import backend as backends
 from volume import capacity, recovery, reimage, snapshots
+from volume import upload as uploads
 from volume.nbd import StorageDaemon
 
 LOG = logging.getLogger(__name__)
@@ -218,3 +219,8 @@ class VolumeManager:
     def delete_snapshot(self, ctxt: RequestContext, snapshot_id: str) -> None:
         """deleting -> gone, or error_deleting."""
         snapshots.delete_snapshot(self.backend, snapshot_id)
+
+    def upload_to_image(self, ctxt: RequestContext, volume_id: str, image_id: str) -> None:
+        """1.5: copy the uploading volume into the queued image, then put the
+        volume back (volume.upload states the rules)."""
+        uploads.upload_to_image(self, volume_id, image_id)

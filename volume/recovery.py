@@ -15,6 +15,9 @@ exports are in place), for the volumes of this host:
   ends in ``error`` with the reason (as Cinder's failed reimage); its
   attachment and export stay (the server's rebuild flow fails and leaves the
   server in ERROR; the user rebuilds again or deletes).
+* ``uploading``: an upload to an image was interrupted. Its unfinished
+  image is discarded, its temporary copy removed and the volume put back to
+  ``available`` or ``in-use`` (as Cinder does; volume.upload.recover).
 * Exports: every NBD export of the storage daemon whose volume has no
   attachment is removed (an attach flow reverted while this service was
   down could not unexport it). A volume that has an attachment stays
@@ -35,6 +38,7 @@ from flotilla import exception
 from flotilla import states as st
 from flotilla.context import get_admin_context
 from flotilla.db import volumes as vdb
+from volume import upload
 
 LOG = logging.getLogger(__name__)
 
@@ -44,7 +48,8 @@ INTERRUPTED_REIMAGE = "re-image interrupted: the volume service restarted"
 
 def recover_host(manager) -> dict[str, list[str]]:
     """Repair what a killed volume service left on ``manager.host`` (see
-    the module rules); ``{"errored": ids, "deleted": ids, "unexported": ids}``."""
+    the module rules); ``{"errored": ids, "deleted": ids, "unexported": ids,
+    "uploads_ended": ids}``."""
     done: dict[str, list[str]] = {"errored": [], "deleted": [], "unexported": []}
     for volume in vdb.volume_get_all(host=manager.host, statuses=(st.VOLUME_CREATING,)):
         try:
@@ -74,6 +79,7 @@ def recover_host(manager) -> dict[str, list[str]]:
         LOG.warning("volume %s: its delete was interrupted; deleting again", volume.id)
         manager.delete_volume(get_admin_context(), volume.id)
         done["deleted"].append(volume.id)
+    done["uploads_ended"] = upload.recover(manager)
     keep = {v.id for v in vdb.exported_volumes(manager.host)}
     try:
         done["unexported"] = manager.daemon.remove_orphans(keep)

@@ -15,6 +15,8 @@ Version history:
   in-use volume: grow it and export it again at the new size).
 * 1.4 - create_volume fills a volume recorded with a ``source_volid`` from
   that volume (a point-in-time copy, on the source's volume host).
+* 1.5 - upload_to_image (a cast from the API: copy the uploading volume into
+  the queued image, then put the volume back).
 * 1.6 - reimage_volume (a call from the conductor's rebuild flow of a
   volume-backed server: write an image over the unexported, downloading
   volume; compute 2.93).
@@ -87,6 +89,17 @@ class VolumeAPI:
         size; the size in bytes. Needs 1.3."""
         return self._host(host, "1.3", timeout).call(
             ctxt, "extend_volume_online", volume_id=volume_id, new_size_gb=new_size_gb)
+
+    def upload_to_image(self, ctxt: RequestContext, host: str, volume_id: str,
+                        image_id: str) -> None:
+        """Copy the (uploading) volume into the queued image ``image_id``,
+        then put the volume back (available or in-use). Needs 1.5."""
+        self._host(host, "1.5").cast(ctxt, "upload_to_image", volume_id=volume_id,
+                                     image_id=image_id)
+
+    def can_upload_to_image(self) -> bool:
+        """Whether volume services may be sent upload_to_image (1.5)."""
+        return self.client.can_send_version("1.5")
 
     def can_clone_volumes(self) -> bool:
         """Whether volume services may be sent clones to fill (1.4)."""

@@ -29,10 +29,15 @@ action's name (the body's only key); an unknown name is 400 naming it.
 ``os-set_bootable``, ``os-set_image_metadata``, ``os-unset_image_metadata``,
 ``os-show_image_metadata``, ``os-update_readonly_flag``, ``os-reset_status``
 and ``os-retype``: api/volume/volume_flags.py states their rules.
+``os-volume_upload_image`` (``openstack image create --volume V NAME``):
+the volume (``available``, or ``in-use`` with ``force``) is copied into a
+new image by its volume service, status ``uploading`` meanwhile
+(api.volume.upload states the rules).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 
@@ -40,7 +45,7 @@ import falcon
 
 from api import errors, policy, validation
 from api.state import APIState, ctxt
-from api.volume import online_extend, resources, snapshots, volume_flags
+from api.volume import online_extend, resources, snapshots, upload, volume_flags
 from flotilla import exception
 from flotilla import states as st
 from flotilla.db import volumes as vdb
@@ -84,6 +89,7 @@ class VolumeAction:
         }
         # os-set_bootable, image metadata, read-only flag, reset status, retype
         self.handlers.update(volume_flags.VolumeFlags(state).handlers())
+        self.handlers[upload.NAME] = functools.partial(upload.upload_image, state)
 
     def on_post(self, req, resp, volume_id: str) -> None:
         ctx = ctxt(req)

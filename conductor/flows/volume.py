@@ -47,7 +47,7 @@ from oslo_config import cfg
 from conductor.flows import runner, snapshot_reaper
 from conductor.flows.base import Flow
 from conductor.flows.runner import FlowFailed, FlowState, Step
-from flotilla import exception
+from flotilla import exception, volume_upload
 from flotilla import states as st
 from flotilla.context import RequestContext
 from flotilla.db import api as db
@@ -61,6 +61,10 @@ DETACH = "detach_volume"
 # The statuses a server's delete releases; the other ones with an
 # attachment (reserved, attaching, detaching) belong to a flow in flight.
 RELEASABLE = (st.VOLUME_IN_USE, st.VOLUME_ERROR, st.VOLUME_ERROR_EXTENDING)
+# An upload to an image reads an attached volume through a point-in-time
+# copy, so its server may go (as Cinder lets a detach end an upload); the
+# upload then finds the volume released and leaves it so.
+RELEASABLE += (st.VOLUME_UPLOADING,)
 
 
 def attached_volumes(instance_uuid: str) -> list[BlockDeviceMapping]:
@@ -445,6 +449,8 @@ class VolumeFlow(Flow):
             if volume.status == st.VOLUME_EXTENDING and \
                     vdb.attachments_of_volume(volume.id):
                 to = st.VOLUME_IN_USE   # attached: usable again (see volume_extend)
+            if volume.status == st.VOLUME_UPLOADING:
+                to = volume_upload.settled_status(volume.id)
             try:
                 vdb.volume_update(volume.id, {
                     "status": to, "status_reason": "%s timed out (deadline %s)"
@@ -453,6 +459,8 @@ class VolumeFlow(Flow):
             except exception.FlotillaException:
                 continue   # it moved on by itself
             LOG.warning("volume %s: %s timed out, now %s", volume.id, volume.status, to)
+            if volume.status == st.VOLUME_UPLOADING:
+                volume_upload.discard_pending(self.conf, volume.id, "the upload timed out")
             ended += 1
         return ended + snapshot_reaper.reap()
 

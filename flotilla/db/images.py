@@ -45,6 +45,10 @@ UPLOAD_KEY = "_upload"  # which API process is receiving the data (saving)
 KILLED_REASON_KEY = "_killed_reason"   # why an image was killed
 INTERNAL_PROPERTIES = frozenset({MD5_KEY, PROTECTED_KEY, TAGS_KEY, HIDDEN_KEY,
                                  UPLOAD_KEY, KILLED_REASON_KEY})
+# The volume an image is being copied from (os-volume_upload_image), so that
+# the reaper and a restarted volume service find the image of an upload.
+VOLUME_UPLOAD_KEY = "_volume_upload"
+INTERNAL_PROPERTIES = INTERNAL_PROPERTIES | {VOLUME_UPLOAD_KEY}
 
 _SETTABLE = frozenset({"id", "name", "owner", "status", "disk_format",
                        "container_format", "size", "virtual_size", "checksum", "min_ram",

@@ -257,3 +257,86 @@ def test_a_clone_of_an_in_use_volume_shows_another_guest_the_marker(  # noqa: F8
     finally:
         _delete(walkthrough, servers)
         _cleanup(walkthrough, [], volumes)
+
+
+def test_images_of_a_volume_in_use_and_available_with_the_cli(  # noqa: F811
+        cloud, walkthrough, guest, cli, tmp_path):  # noqa: F811
+    """``openstack image create --volume`` (os-volume_upload_image): a volume
+    a running guest wrote its marker on, uploaded in use (``--force``: a
+    point-in-time copy) as raw; a volume made from that image, attached to
+    the guest, shows it its own marker. Detached, the volume uploaded again
+    as qcow2 is the same disk."""
+    tenant = walkthrough.tenant
+    storage = tenant.block_storage
+    servers: list[str] = []
+    volumes: list[str] = []
+    images: list[str] = []
+    try:
+        writer = cli("server", "create", "--image", guest.id, "--flavor", "m1.tiny",
+                     "--nic", "none", "--wait", "upload-writer")["id"]
+        servers.append(writer)
+        host = _host_of(walkthrough, writer)
+        _wait(lambda: "FLOTILLA-PARTITIONS" in _console(cloud, host, writer), 180,
+              "guest boot")
+        volume = cli("volume", "create", "--size", "1", "upload-source")
+        volumes.append(volume["id"])
+        _available_volume(walkthrough, volume["id"])
+        tenant.compute.create_volume_attachment(writer, volume_id=volume["id"])
+        wait_for_fresh_status(storage, storage.get_volume(volume["id"]), "in-use", wait=60)
+        _wait(lambda: "FLOTILLA-DISK-MARKER vdb written %s" % writer
+              in _console(cloud, host, writer), 60, "the guest's marker")
+
+        # In use without --force: Cinder's 400.
+        proc = cli_plain(cloud, "image", "create", "--volume", volume["id"], "refused")
+        assert proc.returncode != 0 and "in-use" in proc.stderr, proc.stderr
+        made = cli("image", "create", "--volume", volume["id"], "--force", "upload-live")
+        images.append(made["image_id"])
+        assert (made["status"], made["disk_format"], made["container_format"],
+                made["image_name"], made["volume_type"]) == \
+            ("uploading", "raw", "bare", "upload-live", "__DEFAULT__")
+        _wait(lambda: tenant.image.get_image(made["image_id"]).status == "active", 300,
+              "the image active")
+        image = tenant.image.get_image(made["image_id"])
+        assert (image.size, image.disk_format, image.visibility) == (GIB, "raw", "private")
+        wait_for_fresh_status(storage, storage.get_volume(volume["id"]), "in-use", wait=60)
+
+        # A volume made from the image holds the guest's marker; attached to
+        # the guest, it finds it there.
+        copy = cli("volume", "create", "--image", image.id, "--size", "1", "from-upload")
+        volumes.append(copy["id"])
+        _available_volume(walkthrough, copy["id"])
+        assert writer.encode() in _volume_file(cloud, copy["id"]).read_bytes()[:OFFSET]
+        start = len(_console(cloud, host, writer))
+        tenant.compute.create_volume_attachment(writer, volume_id=copy["id"])
+        wait_for_fresh_status(storage, storage.get_volume(copy["id"]), "in-use", wait=60)
+        _wait(lambda: "FLOTILLA-DISK-MARKER vdc found %s" % writer
+              in _console(cloud, host, writer)[start:], 60, "the marker in the copy")
+
+        for volume_id in volumes:
+            tenant.compute.delete_volume_attachment(writer, volume_id)
+        for volume_id in volumes:
+            wait_for_fresh_status(storage, storage.get_volume(volume_id), "available",
+                                  wait=60)
+
+        # Available: uploaded as qcow2, the same disk.
+        cold = cli("image", "create", "--volume", volume["id"], "--disk-format", "qcow2",
+                   "upload-cold")
+        images.append(cold["image_id"])
+        _wait(lambda: tenant.image.get_image(cold["image_id"]).status == "active", 300,
+              "the qcow2 image active")
+        wait_for_fresh_status(storage, storage.get_volume(volume["id"]), "available",
+                              wait=60)
+        downloaded = tmp_path / "cold.qcow2"
+        with open(downloaded, "wb") as f:
+            for chunk in tenant.image.download_image(cold["image_id"], stream=True
+                                                     ).iter_content(1 << 20):
+                f.write(chunk)
+        proc = subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "qcow2",
+                               str(_volume_file(cloud, volume["id"])), str(downloaded)],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    finally:
+        _delete(walkthrough, servers)
+        for image_id in images:
+            tenant.image.delete_image(image_id, ignore_missing=True)
+        _cleanup(walkthrough, [], volumes)
