@@ -6,7 +6,9 @@ scratch volume the cloud makes at boot (``source_type`` blank), which the
 guest finds empty and marks; an image of that server (``server image
 create``: a snapshot of each volume, named by the image's
 ``block_device_mapping``) from which a second server boots on copies of
-both disks; deleting each server deletes its volumes
+both disks; its rebuild, which writes the image afresh over its root
+volume, and an upload of that volume to an image another server boots from
+(tools/demo/volume_images.py); deleting each server deletes its volumes
 (``delete_on_termination``).
 
 Takes the :class:`tools.demo.demo.Walkthrough` it runs in, prints its
@@ -18,6 +20,8 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+
+from tools.demo import volume_images
 
 
 def boot_from_volume(walk, image, flavor, meta: dict, say, step) -> dict:
@@ -53,6 +57,8 @@ def boot_from_volume(walk, image, flavor, meta: dict, say, step) -> dict:
         % (meta["boot_count_marker"], boot_count))
     moved_to, disks_after = _live_migrate(walk, server, host, rig, say, step)
     image_copy = _image_copy(walk, server, flavor, meta, say, step)
+    rebuilt = volume_images.rebuild(walk, server, image, volume_id, meta, say, step)
+    uploaded = volume_images.upload(walk, server, flavor, volume_id, meta, say, step)
     step("delete demo-bfv: its volumes go with it (delete_on_termination)")
     compute.delete_server(server)
     compute.wait_for_delete(server, interval=0.5, wait=120)
@@ -61,7 +67,8 @@ def boot_from_volume(walk, image, flavor, meta: dict, say, step) -> dict:
         "KEPT: %s" % ", ".join(kept) if kept else "deleted with it"))
     return {"server": server.id, "host": host, "volume": volume_id, "scratch": scratch,
             "disks": disks, "volume_deleted": not kept, "boot_count": boot_count,
-            "moved_to": moved_to, "disks_after": disks_after, "image_copy": image_copy}
+            "moved_to": moved_to, "disks_after": disks_after, "image_copy": image_copy,
+            "rebuilt": rebuilt, "uploaded": uploaded}
 
 
 def _image_copy(walk, server, flavor, meta: dict, say, step) -> dict:

@@ -72,6 +72,15 @@ def test_the_demo_flow(cloud, walkthrough):
     copy = bfv["image_copy"]
     assert (copy["snapshots"], copy["boot_count"]) == (2, 2), copy
     assert len(copy["volumes"]) == 2 and copy["volumes_deleted"], copy
+    # Rebuilt (2.93): the same root volume written afresh from the image, so
+    # the guest counts 1 again.
+    rebuilt = bfv["rebuilt"]
+    assert rebuilt["root_kept"] and rebuilt["boot_count"] == 1, rebuilt
+    # Its root volume uploaded to a qcow2 image while in use; a server booted
+    # from that image counts on from demo-bfv's boots.
+    uploaded = bfv["uploaded"]
+    assert uploaded["volume_status"] == "in-use" and uploaded["disk_format"] == "qcow2"
+    assert uploaded["boot_count"] == uploaded["source_boot_count"] + 1, uploaded
     # A running server live-migrated to the other host, still counting.
     migration = summary["migration"]
     assert migration["status"] == "completed" and migration["dest"] != migration["source"]
