@@ -56,7 +56,9 @@ def upload(walk, server, flavor, root_volume: str, meta: dict, say, step) -> dic
                                             disk_format="qcow2", container_format="bare")
     image = images.wait_for_status(images.get_image(answer["image_id"]), "active",
                                    interval=0.5, wait=300)
-    volume = storage.get_volume(root_volume)
+    # The volume service puts the volume back just after the image goes
+    # active: wait for that from fresh reads.
+    volume = _wait_status(storage, root_volume, "in-use")
     say("    image %s active in %.1fs: %s, %d bytes for a %d GiB disk; the volume is %s again"
         % (image.id, time.monotonic() - started, image.disk_format, image.size or 0,
            (image.virtual_size or 0) >> 30, volume.status))
@@ -81,3 +83,14 @@ def _printed(walk, server, marker: str) -> int:
     """How many times the guest's console shows ``marker``."""
     output = walk.tenant.compute.get_server_console_output(server).get("output", "")
     return output.count(marker)
+
+
+def _wait_status(storage, volume_id: str, status: str, timeout: float = 60):
+    """The volume once a fresh read shows ``status`` (openstacksdk's wait
+    returns at once on an object that already shows it, however old)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        volume = storage.get_volume(volume_id)
+        if volume.status == status or time.monotonic() > deadline:
+            return volume
+        time.sleep(0.5)
