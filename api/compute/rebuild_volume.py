@@ -5,7 +5,8 @@ Rules:
 
 * the root volume (the attachment with boot_index 0) must be ``in-use``:
   409 otherwise (an extend or a re-image under way; a failed re-image leaves
-  it ``error``: an administrator resets its status first); a root volume
+  it ``error``: from 2.93 a rebuild re-images it again, below an
+  administrator resets its status first); a root volume
   gone meanwhile is 409 too; from 2.93 a read-only root volume is 409
   "volume is read-only" (a re-image would write it);
 * the image is checked as for any rebuild (visible, active, the flavor's
@@ -32,6 +33,7 @@ from typing import Any
 from api import errors
 from api.compute import servers
 from api.state import APIState
+from conductor.flows.rebuild_volume import left_by_failed_reimage
 from flotilla import states as st
 from flotilla.db import volumes as vdb
 
@@ -83,7 +85,8 @@ def check(state: APIState, ctx, inst, image_ref: str, ver: tuple[int, int]
             "Invalid input for field/attribute imageRef. Image %s is %d bytes, larger "
             "than the server's root volume (%d GiB)." % (image.id, image_bytes,
                                                          volume.size_gb))
-    if volume.status != st.VOLUME_IN_USE:
+    if volume.status != st.VOLUME_IN_USE and not (reimage and
+                                                  left_by_failed_reimage(volume)):
         raise _refused("its root volume %s is %s" % (volume.id, volume.status))
     if reimage and volume.readonly:
         raise _refused("its root volume %s: volume is read-only" % volume.id)

@@ -95,6 +95,9 @@ class RebuildState(FlowState):
     #: the re-image answered success: the root volume holds the new image
     reimaged: bool = False
     reimage_error: str = ""
+    #: the root volume's status and reason when a failed re-image had left
+    #: it in error (unexport_root's revert puts it back)
+    root_was: dict = dataclasses.field(default_factory=dict)
     image_meta: dict = dataclasses.field(default_factory=dict)
 
     @property

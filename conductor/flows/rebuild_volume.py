@@ -6,17 +6,19 @@ volume, min_ram/min_disk) and the RPC caps (conductor and compute 1.14,
 volume 1.6). Before ``rebuild_on_host`` (conductor/flows/rebuild.py), the
 rebuild flow of such a server runs, when it re-images:
 
-1. ``stop_guest``: checks the root volume (boot_index 0) is in-use and
-   attached to the server, then has the agent power the guest off (compute
+1. ``stop_guest``: checks the root volume (boot_index 0) is in-use (or in
+   ``error`` left by a failed re-image, see below) and attached to the
+   server, then has the agent power the guest off (compute
    1.14 ``set_guest_power``: a clean shutdown, then destroyed), so nothing
    writes the volume. Revert: the guest on again when the server was
    active and the volume was not written.
-2. ``unexport_root``: the volume in-use -> ``downloading`` (with a deadline
+2. ``unexport_root``: the volume in-use (or error) -> ``downloading`` (with a deadline
    the reaper reads; on timeout: error), and its NBD export removed (volume
    1.0 ``unexport_volume``), so the storage daemon neither serves nor
    caches the old bytes while they change. Revert: exported again (the
-   guest and its agent can reach the disk), and the volume in-use again,
-   or ``error`` with the reason when the re-image may have written it.
+   guest and its agent can reach the disk), and the volume as it was
+   (in-use, or error with its reason), or ``error`` with the reason when
+   the re-image may have written it.
 3. ``reimage_root``: right before the call, the ``downloading`` deadline is
    pushed to the call's timeout plus :data:`DEADLINE_MARGIN` (the reaper
    must not end a re-image its call still waits for); the volume host
@@ -38,10 +40,11 @@ defined again and restarted, the volume untouched.
 A failure whose volume was written leaves the server in ERROR with a fault
 saying so (the root volume holds the new image, or part of it); a failed
 or lost re-image leaves the volume in ``error`` with the reason, exported
-again and still attached. A rebuild needs the root volume in-use (409
-otherwise): the administrator resets its status (``os-reset_status``) or
-the server is deleted. A failure before the write leaves both as they
-were.
+again and still attached. A new 2.93 rebuild may start from that volume
+(:func:`left_by_failed_reimage`: ``error`` with a re-image's reason) and
+writes it afresh; otherwise an administrator resets its status
+(``os-reset_status``) or the server is deleted. A failure before the write
+leaves both as they were.
 
 A server deleted during the rebuild leaves its root volume to this flow
 (``downloading`` is not released by the delete): the flow releases it at
@@ -70,6 +73,18 @@ POWER_TIMEOUT = 180
 #: Seconds the ``downloading`` deadline outlasts the re-image call's
 #: timeout: the call's answer travels and ``export_root`` follows it.
 DEADLINE_MARGIN = 120
+
+
+#: The status_reason starts of a root volume a failed or lost re-image
+#: left in error (this flow's revert, volume.recovery, the reaper).
+REIMAGE_ERROR_REASONS = ("re-image", "downloading timed out")
+
+
+def left_by_failed_reimage(volume) -> bool:
+    """The volume is in error because a re-image failed (a new re-image
+    may start from it)."""
+    return volume.status == st.VOLUME_ERROR and \
+        (volume.status_reason or "").startswith(REIMAGE_ERROR_REASONS)
 
 
 class ReimageFailed(exception.FlotillaException):
@@ -108,7 +123,7 @@ class StopGuest(Step):
         volume = vdb.volume_get(state.root_volume_id)
         if volume.readonly:
             raise exception.Conflict(reason="its root volume %s is read-only" % volume.id)
-        if volume.status != st.VOLUME_IN_USE:
+        if volume.status != st.VOLUME_IN_USE and not left_by_failed_reimage(volume):
             raise vdb.VolumeStatusConflict(volume_id=volume.id, actual=volume.status,
                                            expected=st.VOLUME_IN_USE)
 
@@ -133,13 +148,19 @@ class UnexportRoot(Step):
         self.volumes = volumes
 
     def execute(self, state) -> None:
-        _status(self.conf, state.root_volume_id, st.VOLUME_DOWNLOADING, st.VOLUME_IN_USE,
+        volume = vdb.volume_get(state.root_volume_id)
+        # A failed re-image's error is re-imaged again; kept for the revert.
+        state.root_was = {"status": volume.status, "status_reason": volume.status_reason} \
+            if left_by_failed_reimage(volume) else {}
+        _status(self.conf, state.root_volume_id, st.VOLUME_DOWNLOADING,
+                st.VOLUME_ERROR if state.root_was else st.VOLUME_IN_USE,
                 status_reason=None)
         self.volumes.unexport_volume(state.ctxt, state.volume_host, state.root_volume_id)
 
     def revert(self, state) -> None:
         self.volumes.export_volume(state.ctxt, state.volume_host, state.root_volume_id)
-        values = {"status": st.VOLUME_IN_USE, "status_reason": None}
+        values = dict(state.root_was or {"status": st.VOLUME_IN_USE,
+                                         "status_reason": None})
         if state.may_be_written:
             what = ("re-imaged from image %s, then not exported again" % state.image_id
                     if state.reimaged else "re-image from image %s failed: %s"

@@ -182,3 +182,24 @@ def test_image_metadata_is_not_changed_during_a_reimage(cloud):  # noqa: F811
                       headers={"OpenStack-API-Version": "volume 3.71"})
     assert r.status_code == 400 and "downloading" in r.text, r.text
     assert "k" not in (vdb.volume_get(vid).image_metadata or {})
+
+
+def test_a_root_volume_a_failed_reimage_left_in_error_may_be_reimaged(cloud):  # noqa: F811
+    uuid, vid = _volume_backed(cloud)
+    vdb.volume_update(vid, {"status": st.VOLUME_ERROR,
+                            "status_reason": "re-image from image x failed: died"})
+    db.instance_update(uuid, {"vm_state": st.ERROR})
+    r = _rebuild(cloud, uuid, IMAGE_ID, version="2.92")
+    assert r.status_code == 409 and "is error" in r.text, r.text
+    r = _rebuild(cloud, uuid, _image())
+    assert r.status_code == 202, r.text
+    [call] = cloud.conductor.wait_for("rebuild_instance")
+    assert call["reimage_boot_volume"] is True
+
+
+def test_a_root_volume_in_error_for_another_reason_is_409(cloud):  # noqa: F811
+    uuid, vid = _volume_backed(cloud)
+    vdb.volume_update(vid, {"status": st.VOLUME_ERROR, "status_reason": None})
+    r = _rebuild(cloud, uuid, _image())
+    assert r.status_code == 409 and "is error" in r.text, r.text
+    assert _rebuilds(cloud) == []

@@ -288,3 +288,31 @@ def test_an_agent_failure_after_the_reimage_is_error_not_unchanged(bfv, monkeypa
     assert not any("unchanged" in m for m in _faults(b["uuid"])), _faults(b["uuid"])
     volume = vdb.volume_get(b["boot"])
     assert (volume.status, volume.image_id) == (st.VOLUME_IN_USE, NEW_IMAGE)
+
+
+def test_a_new_rebuild_repairs_a_root_volume_a_failed_reimage_left_in_error(bfv):
+    b = bfv.bfv
+    bfv.fail_write = RuntimeError("qemu-img convert died")
+    assert _rebuild(bfv)["vm_state"] == st.ERROR
+    assert vdb.volume_get(b["boot"]).status == st.VOLUME_ERROR
+    bfv.fail_write = None
+    done = _rebuild(bfv)
+    assert done["vm_state"] == st.ACTIVE, _faults(b["uuid"])
+    volume = vdb.volume_get(b["boot"])
+    assert (volume.status, volume.status_reason, volume.image_id) == \
+        (st.VOLUME_IN_USE, None, NEW_IMAGE)
+    assert b["driver"].guests[b["uuid"]].power_state == power_state.RUNNING
+    assert bfv.daemon.exported == {b["boot"], b["extra"]}
+
+
+def test_a_refused_reimage_of_an_errored_root_volume_leaves_it_in_error(bfv):
+    b = bfv.bfv
+    vdb.volume_update(b["boot"], {"status": st.VOLUME_ERROR,
+                                  "status_reason": "re-image interrupted: test"})
+    bfv.fail_write = volume_images.ImageTooLarge(image_id=NEW_IMAGE, size=2 * 2 ** 30,
+                                                 volume_size=2 ** 30)
+    _rebuild(bfv)
+    volume = vdb.volume_get(b["boot"])
+    assert (volume.status, volume.status_reason) == \
+        (st.VOLUME_ERROR, "re-image interrupted: test")
+    assert bfv.daemon.exported == {b["boot"], b["extra"]}
