@@ -97,6 +97,8 @@ class ConductorManager:
             self._flows["delete"].on_deleted = self._release_volumes
             self._flows["volume_extend"].release_if_gone = \
                 self._flows["volume"].release_if_gone
+            self._flows["rebuild"].release_if_gone = \
+                self._flows["volume"].release_if_gone
         return self._flows
 
     @private

@@ -13,8 +13,12 @@ exports are in place), for the volumes of this host:
 * ``downloading``: a re-image (a volume-backed server's rebuild,
   volume.reimage) was interrupted and may have half written the volume: it
   ends in ``error`` with the reason (as Cinder's failed reimage); its
-  attachment and export stay (the server's rebuild flow fails and leaves the
-  server in ERROR; the user rebuilds again or deletes).
+  attachment stays and it is exported again with the attached volumes
+  before this runs (the server's rebuild flow fails, exports it again too,
+  and leaves the server in ERROR). A new rebuild at 2.93 re-images it
+  again (conductor/flows/rebuild_volume.py); otherwise an administrator
+  resets its status (``os-reset_status``), or the server is deleted (which
+  releases it).
 * ``uploading``: an upload to an image was interrupted. Its unfinished
   image is discarded, its temporary copy removed and the volume put back to
   ``available`` or ``in-use`` (as Cinder does; volume.upload.recover).

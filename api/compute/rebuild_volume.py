@@ -4,7 +4,11 @@ as Nova answers it (api.compute.rebuild calls :func:`check`).
 Rules:
 
 * the root volume (the attachment with boot_index 0) must be ``in-use``:
-  409 otherwise (an extend or a re-image under way);
+  409 otherwise (an extend or a re-image under way; a failed re-image leaves
+  it ``error``: from 2.93 a rebuild re-images it again, below an
+  administrator resets its status first); a root volume
+  gone meanwhile is 409 too; from 2.93 a read-only root volume is 409
+  "volume is read-only" (a re-image would write it);
 * the image is checked as for any rebuild (visible, active, the flavor's
   memory: 400 naming imageRef) and against the root volume instead of the
   flavor's disk: its ``min_disk`` and its (virtual) size must fit the
@@ -29,6 +33,7 @@ from typing import Any
 from api import errors
 from api.compute import servers
 from api.state import APIState
+from conductor.flows.rebuild_volume import left_by_failed_reimage
 from flotilla import states as st
 from flotilla.db import volumes as vdb
 
@@ -55,7 +60,10 @@ def check(state: APIState, ctx, inst, image_ref: str, ver: tuple[int, int]
                 None)
     if root is None:
         raise _refused("it has no root volume attached")
-    volume = vdb.volume_get(root.volume_id)
+    try:
+        volume = vdb.volume_get(root.volume_id)
+    except vdb.VolumeNotFound:
+        raise _refused("its root volume %s is gone" % root.volume_id) from None
     image = servers.bootable_image(ctx, image_ref, inst.memory_mb or 0, 0)
     reimage = ver >= REIMAGE_VERSION
     if not reimage:
@@ -77,8 +85,11 @@ def check(state: APIState, ctx, inst, image_ref: str, ver: tuple[int, int]
             "Invalid input for field/attribute imageRef. Image %s is %d bytes, larger "
             "than the server's root volume (%d GiB)." % (image.id, image_bytes,
                                                          volume.size_gb))
-    if volume.status != st.VOLUME_IN_USE:
+    if volume.status != st.VOLUME_IN_USE and not (reimage and
+                                                  left_by_failed_reimage(volume)):
         raise _refused("its root volume %s is %s" % (volume.id, volume.status))
+    if reimage and volume.readonly:
+        raise _refused("its root volume %s: volume is read-only" % volume.id)
     if not state.conductor.can_rebuild_volume_backed():
         raise _refused("the conductors are capped below RPC 1.14 ([upgrade_levels] "
                        "conductor)")

@@ -68,6 +68,9 @@ FALSE = (False, "False", "FALSE", "false", "0", "OFF", "Off", "off", "NO", "No",
          "n", "f")
 #: Statuses in which Cinder refuses an image metadata change.
 NO_METADATA_CHANGE = ("uploading", "maintenance")
+#: downloading: a re-image (a volume-backed server's rebuild) sets the
+#: image metadata at its end; a change meanwhile would be overwritten.
+NO_METADATA_CHANGE += ("downloading",)
 VOLUME_STATUSES = (st.VOLUME_CREATING, st.VOLUME_AVAILABLE, st.VOLUME_RESERVED,
                    st.VOLUME_ATTACHING, st.VOLUME_IN_USE, st.VOLUME_DETACHING,
                    st.VOLUME_DELETING, st.VOLUME_ERROR, st.VOLUME_ERROR_DELETING,

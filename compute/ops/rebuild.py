@@ -19,6 +19,9 @@ Rules:
   its domain, defined again around its volumes (the same NBD exports) and
   started unless the server was stopped; its ``image_ref`` stays "".
   ``set_power`` acts only on a server of this host in task ``rebuilding``.
+  Its failure never says the server is unchanged (the root volume may hold
+  the new image already: the conductor's flow knows and says so); a server
+  that should run and whose guest does not goes to ERROR.
 """
 
 from __future__ import annotations
@@ -79,7 +82,8 @@ class RebuildOps:
                     else:
                         self.driver.rebuild(instance, image, power_on)
             except Exception as exc:
-                self._failed(ctxt, record, before, exc)
+                self._failed(ctxt, record, before, exc,
+                             volume_backed=volume_backed, power_on=power_on)
                 return False
             # The flow ends the action on the report; the report is a cast,
             # so the server names its new image in the same update that shows
@@ -118,10 +122,15 @@ class RebuildOps:
             return now
 
     def _failed(self, ctxt: RequestContext, record: dict, before: int,
-                exc: Exception) -> None:
+                exc: Exception, volume_backed: bool = False,
+                power_on: bool = True) -> None:
         instance = Instance.from_record(record)
         now = self._power(instance)
         untouched = now == before and now != power_state.NOSTATE
+        if volume_backed and power_on and now != power_state.RUNNING:
+            # Its guest was powered off for a re-image: off still is not
+            # "as it was" for a server that should run.
+            untouched = False
         vm_state = record["vm_state"] if untouched else st.ERROR
         LOG.error("rebuild of %s failed (%s): %s", instance.uuid,
                   "guest untouched" if untouched else "guest lost its disk", exc)
@@ -136,6 +145,10 @@ class RebuildOps:
         public = ("The new disk could not be made from the image; the server is "
                   "unchanged." if untouched else
                   "The server's new disk could not be started.")
+        if volume_backed:
+            public = ("The server's guest could not be defined again around its "
+                      "volumes." if untouched else
+                      "The server's guest could not be started again on its volumes.")
         self._report(ctxt, instance.uuid, actions.admin_details(exc, False), public)
 
     def _report(self, ctxt: RequestContext, instance_uuid: str, error: str | None,

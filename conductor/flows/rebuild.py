@@ -28,9 +28,14 @@ Steps (conductor/flows/runner.py):
    image metadata names the image).
 
 A failure ends the action in Error with a fault; a task the agent could not
-clear (the cast found no agent) is cleared here; a server whose root volume
-was written by a failed re-image ends in ERROR. The reaper ends a rebuild
-past its deadline in ERROR: the disk may be half replaced.
+clear (the cast found no agent) is cleared here. A failure once the root
+volume may have been written (a re-image answered written, or lost), at
+whatever step, ends the server in ERROR (even one the agent left active or
+stopped) with a fault saying the root volume holds the new image (or may be
+half written): never "unchanged". A server deleted during a rebuild that
+re-images has its root volume released at the flow's end (the delete left
+it to this flow). The reaper ends a rebuild past its deadline in ERROR:
+the disk may be half replaced.
 """
 
 from __future__ import annotations
@@ -82,10 +87,22 @@ class RebuildState(FlowState):
     reimage: bool = False
     root_volume_id: str = ""
     volume_host: str = ""
-    #: the re-image may have changed the root volume's bytes
+    #: the re-image may have changed the root volume's bytes (its answer)
     written: bool = False
+    #: the re-image call was sent and not answered yet (saved before it:
+    #: a conductor restarted during the call counts the volume as written)
+    reimage_pending: bool = False
+    #: the re-image answered success: the root volume holds the new image
+    reimaged: bool = False
     reimage_error: str = ""
+    #: the root volume's status and reason when a failed re-image had left
+    #: it in error (unexport_root's revert puts it back)
+    root_was: dict = dataclasses.field(default_factory=dict)
     image_meta: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def may_be_written(self) -> bool:
+        return self.written or self.reimage_pending
 
 
 def clear_task(instance_uuid: str, values: dict | None = None) -> bool:
@@ -99,6 +116,16 @@ def clear_task(instance_uuid: str, values: dict | None = None) -> bool:
     except (exception.InstanceStateConflict, exception.InstanceNotFound) as exc:
         LOG.info("rebuild task of %s not cleared: %s", instance_uuid, exc)
         return False
+
+
+class RootVolumeWritten(exception.FlotillaException):
+    msg_fmt = "Rebuild from image %(image_id)s failed after its root volume was %(how)s: " \
+              "%(reason)s"
+    public_msg = None
+
+    def __init__(self, public: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.public_msg = public
 
 
 class RebuildOnHost(Step):
@@ -138,16 +165,18 @@ class RebuildOnHost(Step):
                        "below RPC 1.9 ([upgrade_levels] compute)")
 
     def execute(self, state: RebuildState) -> None:
-        image = ImageMeta.from_record(images.compute_image_ref(self.conf, state.image_id))
         # The guest is defined anew around its new root disk: with the
         # volumes it has now, on the same NBD exports.
         volumes = attached_volumes(state.instance_uuid)
         extra = {"block_device_mapping": volumes} if volumes else {}
         if state.volume_backed:
+            # No image to fetch (its root volume holds it): the image may
+            # even be deleted by now.
             self.compute.rebuild_instance(state.ctxt, state.host, state.instance_uuid, None,
                                           state.power_on, block_device_mapping=volumes,
                                           volume_backed=True)
             return
+        image = ImageMeta.from_record(images.compute_image_ref(self.conf, state.image_id))
         self.compute.rebuild_instance(state.ctxt, state.host, state.instance_uuid, image,
                                       state.power_on, **extra)
 
@@ -197,6 +226,10 @@ class RebuildFlow(Flow):
         super().__init__(conf, host)
         self.compute = compute
         self.volumes = volumes
+        # (ctxt, instance_uuid, volume_id) -> whether the server was gone:
+        # the volume flow's release of a deleted server's volume (set by
+        # the conductor manager).
+        self.release_if_gone = None
 
     def steps(self, state: RebuildState | None = None) -> list[Step]:
         first = reimage_steps(self.conf, self.compute, self.volumes) \
@@ -292,19 +325,51 @@ class RebuildFlow(Flow):
             found.append(newest)
         return found
 
+    def _release_root_if_gone(self, state: RebuildState) -> None:
+        # The delete of a server left its downloading root volume to this
+        # flow: released now (delete_on_termination honoured).
+        if not state.reimage or not state.root_volume_id or self.release_if_gone is None:
+            return
+        try:
+            self.release_if_gone(state.ctxt, state.instance_uuid, state.root_volume_id)
+        except Exception:
+            LOG.exception("root volume %s of server %s not released",
+                          state.root_volume_id, state.instance_uuid)
+
     def _finish_if_completed(self, state: RebuildState, status: str) -> None:
         if status == runner.COMPLETED:
+            self._release_root_if_gone(state)
             recorder = self.recorder(state.instance_uuid, state.ctxt.request_id,
                                      OPERATION.action)
             recorder.reporter.finish(state.ctxt, state.instance_uuid)
 
     def _failed(self, state: RebuildState, failed: FlowFailed) -> None:
-        # A check that failed reverted nothing; a root volume a failed
-        # re-image may have half written must not boot: ERROR.
-        damaged = state.written and failed.step in ("reimage_root", "export_root")
-        clear_task(state.instance_uuid, {"vm_state": st.ERROR} if damaged else None)
+        # A check that failed reverted nothing; once the root volume may
+        # have been written the server is not as it was, whatever the step
+        # and whatever the agent left: ERROR, and a fault saying so.
+        cause: exception.FlotillaException | BaseException = failed.cause
+        if state.reimage and state.may_be_written:
+            how = "re-imaged" if state.reimaged else "partly written"
+            public = ("The rebuild failed after the server's root volume was re-imaged: "
+                      "it now holds image %s." % state.image_id if state.reimaged else
+                      "The server's root volume could not be re-imaged: it may be "
+                      "partly written.")
+            cause = RootVolumeWritten(public, image_id=state.image_id, how=how,
+                                      reason="%s at %s" % (failed.cause, failed.step))
+        # The fault first: a client that sees the task over sees why.
         reporter = self.recorder(state.instance_uuid, state.ctxt.request_id,
                                  OPERATION.action).reporter
-        reporter.fault(state.ctxt, state.instance_uuid, failed.cause)
+        reporter.fault(state.ctxt, state.instance_uuid, cause)
+        if state.reimage and state.may_be_written:
+            try:
+                db.instance_update(state.instance_uuid,
+                                   {"vm_state": st.ERROR, "task_state": None,
+                                    "task_deadline": None},
+                                   expected_task_state=(None, *REBUILD_TASKS))
+            except (exception.InstanceStateConflict, exception.InstanceNotFound) as exc:
+                LOG.info("rebuilt %s not put in ERROR: %s", state.instance_uuid, exc)
+        else:
+            clear_task(state.instance_uuid)
+        self._release_root_if_gone(state)
         reporter.finish(state.ctxt, state.instance_uuid, failed=True)
         LOG.warning("rebuild of %s failed: %s", state.instance_uuid, failed)

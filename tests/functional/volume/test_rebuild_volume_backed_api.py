@@ -13,7 +13,7 @@ from flotilla.db import api as db
 from flotilla.db import images as images_db
 from flotilla.db import volumes as vdb
 from tests.functional.api.fixtures import IMAGE_ID, C, api_cloud  # noqa: F401
-from tests.functional.volume.test_volume_api import _available, cloud  # noqa: F401
+from tests.functional.volume.test_volume_api import V, _available, cloud  # noqa: F401
 from volume.rpcapi import VolumeAPI
 
 OTHER = "3c4b0a52-2f1e-4a8e-9d59-0d5f3f1f0a21"
@@ -144,4 +144,62 @@ def test_a_root_volume_not_in_use_or_a_locked_server_is_409(cloud):  # noqa: F81
     db.instance_update(uuid, {"task_state": None, "locked": True, "locked_by": "admin"})
     r = _rebuild(cloud, uuid, OTHER)
     assert r.status_code == 409 and "locked" in r.text.lower(), r.text
+    assert _rebuilds(cloud) == []
+
+
+def test_a_vanished_root_volume_is_409_not_500(cloud, monkeypatch):  # noqa: F811
+    uuid, vid = _volume_backed(cloud)
+    real = vdb.volume_get
+
+    def gone(volume_id, *a, **k):
+        if volume_id == vid:
+            raise vdb.VolumeNotFound(volume_id=vid)
+        return real(volume_id, *a, **k)
+
+    monkeypatch.setattr(vdb, "volume_get", gone)
+    r = _rebuild(cloud, uuid, _image())
+    assert r.status_code == 409, r.text
+    assert "root volume %s is gone" % vid in r.text
+    assert _rebuilds(cloud) == []
+
+
+def test_2_93_refuses_a_read_only_root_volume(cloud):  # noqa: F811
+    uuid, vid = _volume_backed(cloud)
+    vdb.volume_update(vid, {"readonly": True})
+    r = _rebuild(cloud, uuid, _image())
+    assert r.status_code == 409, r.text
+    assert "volume is read-only" in r.text
+    assert db.instance_get(uuid).task_state is None and _rebuilds(cloud) == []
+
+
+def test_image_metadata_is_not_changed_during_a_reimage(cloud):  # noqa: F811
+    """export_root sets the volume's image metadata at the re-image's end:
+    a change meanwhile is refused, not silently overwritten."""
+    _uuid, vid = _volume_backed(cloud)
+    vdb.volume_update(vid, {"status": st.VOLUME_DOWNLOADING})
+    r = cloud.request("POST", V + "/volumes/%s/action" % vid,
+                      json={"os-set_image_metadata": {"metadata": {"k": "v"}}},
+                      headers={"OpenStack-API-Version": "volume 3.71"})
+    assert r.status_code == 400 and "downloading" in r.text, r.text
+    assert "k" not in (vdb.volume_get(vid).image_metadata or {})
+
+
+def test_a_root_volume_a_failed_reimage_left_in_error_may_be_reimaged(cloud):  # noqa: F811
+    uuid, vid = _volume_backed(cloud)
+    vdb.volume_update(vid, {"status": st.VOLUME_ERROR,
+                            "status_reason": "re-image from image x failed: died"})
+    db.instance_update(uuid, {"vm_state": st.ERROR})
+    r = _rebuild(cloud, uuid, IMAGE_ID, version="2.92")
+    assert r.status_code == 409 and "is error" in r.text, r.text
+    r = _rebuild(cloud, uuid, _image())
+    assert r.status_code == 202, r.text
+    [call] = cloud.conductor.wait_for("rebuild_instance")
+    assert call["reimage_boot_volume"] is True
+
+
+def test_a_root_volume_in_error_for_another_reason_is_409(cloud):  # noqa: F811
+    uuid, vid = _volume_backed(cloud)
+    vdb.volume_update(vid, {"status": st.VOLUME_ERROR, "status_reason": None})
+    r = _rebuild(cloud, uuid, _image())
+    assert r.status_code == 409 and "is error" in r.text, r.text
     assert _rebuilds(cloud) == []

@@ -190,3 +190,129 @@ def test_the_reaper_and_a_restarted_volume_service_end_a_stuck_reimage(bfv):
     volume = vdb.volume_get(b["boot"])
     assert volume.status == st.VOLUME_ERROR and "re-image interrupted" in \
         volume.status_reason
+
+
+def _faults(uuid: str) -> list[str]:
+    return [f.message for f in instances_db.instance_fault_get_all(uuid)]
+
+
+def test_a_server_deleted_during_the_reimage_has_its_root_volume_released(bfv, monkeypatch):
+    """Its delete leaves the downloading root volume to the flow, which
+    releases it at its end: delete_on_termination honoured, no export or
+    attachment left."""
+    b = bfv.bfv
+    [att] = [a for a in vdb.attachments_of_instance(b["uuid"]) if a.volume_id == b["boot"]]
+    vdb.attachment_update(att.uuid, {"delete_on_termination": True})
+    real_write = volume_images.write_image
+
+    def write_while_the_server_goes(conf, image_id, path, volume_bytes):
+        db.instance_update(b["uuid"], {"task_state": st.DELETING})
+        bfv.conductor.delete_instance(bfv.ctxt, b["uuid"])
+        wait_until(lambda: all(i.uuid != b["uuid"] for i in db.instance_get_all()),
+                   timeout=10, what="the server deleted")
+        # Its delete left the downloading volume (and its attachment) alone.
+        assert vdb.attachments_of_volume(b["boot"])
+        return real_write(conf, image_id, path, volume_bytes)
+
+    monkeypatch.setattr("volume.images.write_image", write_while_the_server_goes)
+    _start_rebuild(bfv)
+    wait_until(lambda: b["boot"] not in bfv.backend.volumes, timeout=20,
+               what="the root volume deleted (delete_on_termination)")
+    wait_until(lambda: b["boot"] not in {v.id for v in vdb.volume_get_all()}, timeout=10,
+               what="the root volume's row gone")
+    wait_until(lambda: vdb.volume_get(b["extra"]).status == st.VOLUME_AVAILABLE,
+               timeout=10, what="the data volume released")
+    assert bfv.daemon.exported == set()
+
+
+def _start_rebuild(cloud, image: str = NEW_IMAGE) -> None:  # noqa: F811
+    uuid, ctxt = cloud.bfv["uuid"], cloud.ctxt
+    db.instance_update(uuid, {"task_state": st.REBUILDING})
+    db.action_start(uuid, "rebuild", ctxt.request_id, ctxt.user_id, ctxt.project_id)
+    cloud.conductor.rebuild_instance(ctxt, uuid, image, volume_backed=True,
+                                     reimage_boot_volume=True)
+
+
+def test_the_downloading_deadline_covers_the_reimage_call(bfv, monkeypatch):
+    """Set right before the call: at least the call's timeout ahead, so the
+    reaper cannot end a re-image its call still waits for."""
+    from conductor.flows.rebuild_volume import DEADLINE_MARGIN
+    b = bfv.bfv
+    ahead = []
+    real_write = volume_images.write_image
+
+    def write(conf, image_id, path, volume_bytes):
+        ahead.append((vdb.volume_get(b["boot"]).status_deadline - vdb.deadline(0))
+                     .total_seconds())
+        return real_write(conf, image_id, path, volume_bytes)
+
+    monkeypatch.setattr("volume.images.write_image", write)
+    done = _rebuild(bfv)
+    assert done["vm_state"] == st.ACTIVE
+    [seconds] = ahead
+    assert seconds >= bfv.conf.volume.operation_timeout + DEADLINE_MARGIN / 2, seconds
+
+
+def test_an_image_deleted_after_the_reimage_does_not_fail_the_rebuild(bfv, monkeypatch):
+    """The volume-backed guest needs no image from the image service."""
+    b = bfv.bfv
+    real_write = volume_images.write_image
+
+    def write_then_delete_the_image(conf, image_id, path, volume_bytes):
+        info = real_write(conf, image_id, path, volume_bytes)
+        images_db.image_update(NEW_IMAGE, {"status": "deleted"})
+        return info
+
+    monkeypatch.setattr("volume.images.write_image", write_then_delete_the_image)
+    done = _rebuild(bfv)
+    assert done["vm_state"] == st.ACTIVE, _faults(b["uuid"])
+    assert b["driver"].guests[b["uuid"]].power_state == power_state.RUNNING
+    volume = vdb.volume_get(b["boot"])
+    assert (volume.status, volume.image_id) == (st.VOLUME_IN_USE, NEW_IMAGE)
+
+
+def test_an_agent_failure_after_the_reimage_is_error_not_unchanged(bfv, monkeypatch):
+    """The root volume holds the new image: the server ends in ERROR with a
+    fault saying so, never "unchanged" and active with its guest off."""
+    b = bfv.bfv
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("define failed")
+
+    monkeypatch.setattr(b["driver"], "rebuild", refuse)
+    _start_rebuild(bfv)
+    wait_until(lambda: db.instance_get(b["uuid"]).vm_state == st.ERROR and
+               any("now holds image %s" % NEW_IMAGE in m for m in _faults(b["uuid"])),
+               timeout=15, what="the server in ERROR with a fault naming the new image")
+    assert db.instance_get(b["uuid"]).task_state is None
+    assert not any("unchanged" in m for m in _faults(b["uuid"])), _faults(b["uuid"])
+    volume = vdb.volume_get(b["boot"])
+    assert (volume.status, volume.image_id) == (st.VOLUME_IN_USE, NEW_IMAGE)
+
+
+def test_a_new_rebuild_repairs_a_root_volume_a_failed_reimage_left_in_error(bfv):
+    b = bfv.bfv
+    bfv.fail_write = RuntimeError("qemu-img convert died")
+    assert _rebuild(bfv)["vm_state"] == st.ERROR
+    assert vdb.volume_get(b["boot"]).status == st.VOLUME_ERROR
+    bfv.fail_write = None
+    done = _rebuild(bfv)
+    assert done["vm_state"] == st.ACTIVE, _faults(b["uuid"])
+    volume = vdb.volume_get(b["boot"])
+    assert (volume.status, volume.status_reason, volume.image_id) == \
+        (st.VOLUME_IN_USE, None, NEW_IMAGE)
+    assert b["driver"].guests[b["uuid"]].power_state == power_state.RUNNING
+    assert bfv.daemon.exported == {b["boot"], b["extra"]}
+
+
+def test_a_refused_reimage_of_an_errored_root_volume_leaves_it_in_error(bfv):
+    b = bfv.bfv
+    vdb.volume_update(b["boot"], {"status": st.VOLUME_ERROR,
+                                  "status_reason": "re-image interrupted: test"})
+    bfv.fail_write = volume_images.ImageTooLarge(image_id=NEW_IMAGE, size=2 * 2 ** 30,
+                                                 volume_size=2 ** 30)
+    _rebuild(bfv)
+    volume = vdb.volume_get(b["boot"])
+    assert (volume.status, volume.status_reason) == \
+        (st.VOLUME_ERROR, "re-image interrupted: test")
+    assert bfv.daemon.exported == {b["boot"], b["extra"]}
