@@ -51,11 +51,10 @@ import http.client
 import logging
 import os
 import subprocess
-import threading
 import urllib.parse
 from collections.abc import Iterable, Iterator
 
-from flotilla import exception, image_store, images
+from flotilla import concurrency, exception, image_store, images
 from flotilla import states as st
 from flotilla import volume_upload as vup
 from flotilla.db import images as db_images
@@ -183,9 +182,8 @@ class _Heartbeat:
 
     def __init__(self, conf, volume_id: str, image_id: str) -> None:
         self._args = (conf, volume_id, image_id)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True,
-                                        name="upload-heartbeat-%s" % image_id)
+        self._stop = concurrency.Event()
+        self._handle: concurrency.Handle | None = None
 
     def _beat(self) -> None:
         try:
@@ -199,12 +197,15 @@ class _Heartbeat:
 
     def __enter__(self) -> _Heartbeat:
         self._beat()
-        self._thread.start()
+        # flotilla.concurrency: a green thread under eventlet (the copy's
+        # I/O yields to it), a native one otherwise.
+        self._handle = concurrency.spawn(self._run)
         return self
 
     def __exit__(self, *exc_info) -> None:
         self._stop.set()
-        self._thread.join()
+        if self._handle is not None:
+            self._handle.wait()
 
 
 def _copy(manager, volume, image: Image) -> None:
