@@ -235,6 +235,25 @@ def to_bool(value) -> bool:
     return str(value).lower() in ("true", "1", "yes", "t", "on", "y")
 
 
+#: Cinder's parameter_types.boolean spellings (a strict enum: no other case
+#: nor spacing, and 1 as a number is not one).
+TRUE = (True, "True", "TRUE", "true", "1", "ON", "On", "on", "YES", "Yes", "yes",
+        "y", "t")
+FALSE = (False, "False", "FALSE", "false", "0", "OFF", "Off", "off", "NO", "No", "no",
+         "n", "f")
+
+
+def strict_bool(value) -> bool | None:
+    """A JSON boolean or one of Cinder's string spellings (:data:`TRUE`,
+    :data:`FALSE`) as a bool; None for anything else (the caller answers
+    400 naming its field)."""
+    if value is True or isinstance(value, str) and value in TRUE:
+        return True
+    if value is False or isinstance(value, str) and value in FALSE:
+        return False
+    return None
+
+
 def only_query_params(req: falcon.Request, allowed: tuple[str, ...]) -> None:
     """400 naming any query parameter not in ``allowed`` (Nova refuses
     unknown ones from 2.75 on the routes that say so)."""

@@ -49,6 +49,11 @@ class VolumeBackend(abc.ABC):
     def path(self, volume_id: str) -> str | None:
         """The volume's file, None when it does not exist."""
 
+    def volume_ids(self) -> list[str]:
+        """The ids of the volumes in the pool (what ``create`` was given),
+        so leftovers can be found; by default none are known."""
+        return []
+
     @abc.abstractmethod
     def free_bytes(self) -> int:
         """Bytes still available for new volumes."""

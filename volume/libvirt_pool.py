@@ -194,6 +194,14 @@ class LibvirtPoolBackend(VolumeBackend):
             vol = self._lookup(pool, volume_id)
             return vol.path() if vol is not None else None
 
+    def volume_ids(self) -> list[str]:
+        prefix = volume_name("")
+        with self._lock:
+            pool = self._pool()
+            pool.refresh(0)
+            return sorted(v.name()[len(prefix):] for v in pool.listAllVolumes(0)
+                          if v.name().startswith(prefix))
+
     def free_bytes(self) -> int:
         return self.capacity().free_bytes
 

@@ -22,6 +22,9 @@ exports are in place), for the volumes of this host:
 * ``uploading``: an upload to an image was interrupted. Its unfinished
   image is discarded, its temporary copy removed and the volume put back to
   ``available`` or ``in-use`` (as Cinder does; volume.upload.recover).
+  The unfinished images of this host's uploads whose volume was released
+  meanwhile are discarded too, and leftover ``upload-*`` temporary copies
+  removed.
 * Exports: every NBD export of the storage daemon whose volume has no
   attachment is removed (an attach flow reverted while this service was
   down could not unexport it). A volume that has an attachment stays

@@ -3,15 +3,23 @@ into an image (RPC 1.5, ``upload_to_image``).
 
 Rules:
 
-* the volume must still be ``uploading`` and the image ``queued``; else the
-  upload ended already (the reaper, a restart, the image deleted): the
-  image is discarded if it is still unfinished and an uploading volume put
-  back, unless it is uploading to another image (a stale cast);
-* what is read: a volume with no attachment is read as it is (its status
-  keeps anyone from attaching it meanwhile); an attached one (``in-use``
-  with force) is first copied point in time into a temporary pool volume
-  ``upload-<image id>`` by the storage daemon, as snapshots and clones are
-  (volume.snapshots.copy_volume: crash consistent), and that is read;
+* the volume must still be ``uploading`` to this image (its owner,
+  flotilla.volume_upload.owner_reason) and the image ``queued``; else the
+  upload ended already (the reaper, a restart, a release, the image
+  deleted): the image is discarded if it is still unfinished and the volume
+  put back only if this upload still owns it (never another upload's);
+* while it runs, a heartbeat thread extends the volume's deadline and
+  touches the image every flotilla.volume_upload.heartbeat_interval
+  (first when it starts), so the reaper ends only an upload whose service
+  stopped;
+* what is read: a volume that was ``available`` when the upload began and
+  has no attachment is read as it is (its status keeps anyone from
+  attaching it meanwhile); one that was ``in-use`` when the upload began
+  (recorded by the API in the owner reason, so a release landing before we
+  look changes nothing) or has an attachment is first copied point in time
+  into a temporary pool volume ``upload-<image id>`` by the storage
+  daemon, as snapshots and clones are (volume.snapshots.copy_volume: crash
+  consistent), and that is read;
 * ``raw``: the bytes come through the backend's ``download`` stream;
   ``qcow2``: ``qemu-img convert -O qcow2`` of the volume's file into
   ``[volume] run_path``/uploads/<image id>.qcow2 (format given, never
@@ -30,7 +38,10 @@ Rules:
   upload URL is a secret: never logged nor put in an error;
 * a service killed during an upload leaves the volume ``uploading``: at
   start (:func:`recover`) its unfinished images are discarded, the
-  temporary volume and file removed and the volume put back.
+  temporary volume and file removed and the volume put back; the
+  unfinished images of this host's volumes no longer uploading to them (a
+  release came first) are discarded too, and every leftover ``upload-*``
+  temporary pool volume is removed (backend.volume_ids).
 """
 
 from __future__ import annotations
@@ -43,7 +54,7 @@ import subprocess
 import urllib.parse
 from collections.abc import Iterable, Iterator
 
-from flotilla import exception, image_store, images
+from flotilla import concurrency, exception, image_store, images
 from flotilla import states as st
 from flotilla import volume_upload as vup
 from flotilla.db import images as db_images
@@ -166,14 +177,46 @@ def _convert(source: str, target: str) -> None:
                                 % (proc.stderr or "").strip()[:200])
 
 
+class _Heartbeat:
+    """Extends the upload's deadline while it runs (see the module rules)."""
+
+    def __init__(self, conf, volume_id: str, image_id: str) -> None:
+        self._args = (conf, volume_id, image_id)
+        self._stop = concurrency.Event()
+        self._handle: concurrency.Handle | None = None
+
+    def _beat(self) -> None:
+        try:
+            vup.extend_deadline(*self._args)
+        except Exception:
+            LOG.exception("upload to image %s: deadline not extended", self._args[2])
+
+    def _run(self) -> None:
+        while not self._stop.wait(vup.heartbeat_interval(self._args[0])):
+            self._beat()
+
+    def __enter__(self) -> _Heartbeat:
+        self._beat()
+        # flotilla.concurrency: a green thread under eventlet (the copy's
+        # I/O yields to it), a native one otherwise.
+        self._handle = concurrency.spawn(self._run)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        if self._handle is not None:
+            self._handle.wait()
+
+
 def _copy(manager, volume, image: Image) -> None:
     backend, conf = manager.backend, manager.conf
     source_id = volume.id
     temp = None
     qcow2 = _qcow2_path(conf, image.id)
     try:
-        if vdb.attachments_of_volume(volume.id):
-            # Attached (forced): a guest may write while we read.
+        if vup.began_in_use(volume) or vdb.attachments_of_volume(volume.id):
+            # In use when the upload began (forced): a guest may write while
+            # we read, and a release may have landed since the status check.
             temp = temp_volume_id(image.id)
             target = backend.create(temp, volume.size_gb)
             snapshots.copy_volume(backend, manager.daemon, volume, target)
@@ -226,27 +269,30 @@ def upload_to_image(manager, volume_id: str, image_id: str) -> bool:
         image = db_images.image_get(image_id)
     except exception.ImageNotFound:
         image = None
-    if volume.status != st.VOLUME_UPLOADING or image is None or image.status != "queued":
+    if volume.status == st.VOLUME_UPLOADING and volume.status_reason is None and \
+            vup.claim_unowned(volume_id, image_id, bool(vdb.attachments_of_volume(volume_id))):
+        volume = vdb.volume_get(volume_id)
+    if vup.owner_of(volume) != image_id or image is None or image.status != "queued":
         why = "the image is %s" % (image.status if image is not None else "gone")
-        LOG.warning("upload of volume %s to image %s skipped: the volume is %s, %s",
-                    volume_id, image_id, volume.status, why)
+        LOG.warning("upload of volume %s to image %s skipped: the volume is %s (%s), %s",
+                    volume_id, image_id, volume.status, volume.status_reason, why)
         _discard(conf, image_id, "the upload ended before it started")
-        # Put the volume back unless it is uploading to another image (this
-        # cast is a stale one, whose upload the reaper ended).
-        if volume.status == st.VOLUME_UPLOADING and not [
-                i for i in vup.pending_images(volume_id) if i.id != image_id]:
-            vup.end_upload(volume_id, "upload to image %s ended: %s" % (image_id, why))
+        # Put the volume back only if this upload owns it (a stale cast
+        # must not end another upload of the volume).
+        vup.end_upload(volume_id, image_id, "upload to image %s ended: %s" % (image_id, why))
         return False
     try:
-        _copy(manager, volume, image)
+        with _Heartbeat(conf, volume_id, image_id):
+            _copy(manager, volume, image)
     except Exception as exc:
         why = "upload to image %s failed: %s" % (image_id, snapshots.reason(exc))
         LOG.exception("uploading volume %s to image %s failed", volume_id, image_id)
         _discard(conf, image_id, why)
-        LOG.error("volume %s: %s; back to %s", volume_id, why, vup.end_upload(volume_id, why))
+        LOG.error("volume %s: %s; back to %s", volume_id, why,
+                  vup.end_upload(volume_id, image_id, why))
         return False
     vup.forget_volume(image_id)
-    ended = vup.end_upload(volume_id)
+    ended = vup.end_upload(volume_id, image_id)
     LOG.info("volume %s uploaded to image %s (%s); volume %s", volume_id, image_id,
              image.disk_format, ended)
     return True
@@ -254,7 +300,9 @@ def upload_to_image(manager, volume_id: str, image_id: str) -> bool:
 
 def recover(manager) -> list[str]:
     """At start: end the uploads of this host's volumes left ``uploading``
-    (images discarded, temporary copies removed, volumes put back); their ids."""
+    (images discarded, temporary copies removed, volumes put back), discard
+    the unfinished images of this host's released uploads and remove every
+    leftover temporary copy; the ids of the volumes put back."""
     ended = []
     for volume in vdb.volume_get_all(host=manager.host, statuses=(st.VOLUME_UPLOADING,)):
         for image in vup.pending_images(volume.id):
@@ -262,8 +310,26 @@ def recover(manager) -> list[str]:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(_qcow2_path(manager.conf, image.id))
         vup.discard_pending(manager.conf, volume.id, INTERRUPTED)
-        to = vup.end_upload(volume.id, INTERRUPTED)
+        owner = vup.owner_of(volume)
+        if owner is not None:
+            to = vup.end_upload(volume.id, owner, INTERRUPTED)
+        else:     # an upload begun before owners were recorded
+            to = vup.settled_status(volume.id)
+            try:
+                vdb.volume_update(volume.id, {"status": to, "status_reason": INTERRUPTED},
+                                  expected_status=st.VOLUME_UPLOADING)
+            except exception.FlotillaException:
+                to = None
         if to is not None:
             LOG.warning("volume %s: %s; back to %s", volume.id, INTERRUPTED, to)
             ended.append(volume.id)
+    # Released during the upload, then the service died: nothing owns them.
+    for image_id in vup.discard_orphans(manager.conf, host=manager.host):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(_qcow2_path(manager.conf, image_id))
+    # No upload runs yet: every temporary copy left in the pool is stale.
+    for name in manager.backend.volume_ids():
+        if name.startswith(temp_volume_id("")):
+            LOG.warning("removing the leftover temporary upload copy %s", name)
+            _remove_temp(manager.backend, name)
     return ended

@@ -4,7 +4,8 @@
 Rules:
 
 * arguments (Cinder's schema): ``image_name`` (1-255 characters, required),
-  ``force`` (a boolean or its string form), ``disk_format`` (``raw``, the
+  ``force`` (a boolean or one of Cinder's string spellings,
+  api.validation.strict_bool), ``disk_format`` (``raw``, the
   default, or ``qcow2``: what the image service stores), ``container_format``
   (``bare``, the default); from microversion 3.1 ``visibility`` (private,
   the default, shared, community, or public: admins only, 403) and
@@ -17,8 +18,10 @@ Rules:
   the volume's project, within its image quota, 403 overLimit, and
   property quota, 400 naming ``os-volume_upload_image``), then the volume
   becomes ``uploading`` by compare-and-swap from the status read, with a
-  deadline ([volume] operation_timeout); a volume that moved meanwhile is
-  400 and the image is discarded again;
+  deadline ([volume] operation_timeout, which the volume service extends
+  while it copies) and its owner recorded (the image id and whether it was
+  ``in-use``: flotilla.volume_upload.owner_reason); a volume that moved
+  meanwhile is 400 and the image is discarded again;
 * the volume service is cast ``upload_to_image`` (RPC 1.5): it copies the
   volume into the image and puts the volume back (volume.upload). A cast
   the bus refuses puts the volume back, discards the image and is 503;
@@ -62,18 +65,12 @@ SCHEMA_31 = {**SCHEMA, "properties": {
                    "enum": ["community", "public", "private", "shared"]}}}
 
 
-# The strings Cinder accepts for a boolean (oslo strutils.bool_from_string, strict).
-_TRUE = ("1", "t", "true", "on", "y", "yes")
-_FALSE = ("0", "f", "false", "off", "n", "no")
-
-
 def _boolean(args: dict, field: str) -> bool:
-    value = args.get(field, False)
-    if isinstance(value, bool):
+    # Cinder's parameter_types.boolean: the same strict spellings as the
+    # other volume actions' flags (api.validation.strict_bool).
+    value = validation.strict_bool(args.get(field, False))
+    if value is not None:
         return value
-    text = str(value).strip().lower()
-    if text in _TRUE or text in _FALSE:
-        return text in _TRUE
     raise errors.bad_request("Invalid input for field/attribute %s. Value: %s. "
                              "It must be a boolean." % (field, str(value)[:32]))
 
@@ -116,7 +113,10 @@ def upload_image(state: APIState, req: falcon.Request, resp: falcon.Response,
                                  % (NAME, exc.kwargs.get("reason", exc))) from None
     try:
         row = vdb.volume_update(row.id, {
-            "status": st.VOLUME_UPLOADING, "status_reason": None,
+            "status": st.VOLUME_UPLOADING,
+            # Which upload owns the volume, and whether it was in use (what
+            # the volume service copies point in time): flotilla.volume_upload.
+            "status_reason": vup.owner_reason(image.id, row.status == st.VOLUME_IN_USE),
             "status_deadline": vdb.deadline(conf.volume.operation_timeout)},
             expected_status=row.status)
     except vdb.VolumeStatusConflict:
@@ -129,7 +129,7 @@ def upload_image(state: APIState, req: falcon.Request, resp: falcon.Response,
         state.volume.upload_to_image(ctx, row.host, row.id, image.id)
     except exception.MessagingException as exc:
         LOG.error("could not cast upload_to_image for volume %s: %s", row.id, exc)
-        vup.end_upload(row.id)
+        vup.end_upload(row.id, image.id)
         images.discard_image(conf, image.id, "the volume service could not be reached")
         raise errors.APIError(503, "The volume service could not be reached") from None
     LOG.info("volume %s uploading to image %s (%s)", row.id, image.id, image.disk_format)

@@ -61,11 +61,8 @@ from flotilla.db import volumes as vdb
 from flotilla.db.images import INTERNAL_PROPERTIES
 from flotilla.rpc import versioning
 
-#: Cinder's parameter_types.boolean spellings.
-TRUE = (True, "True", "TRUE", "true", "1", "ON", "On", "on", "YES", "Yes", "yes",
-        "y", "t")
-FALSE = (False, "False", "FALSE", "false", "0", "OFF", "Off", "off", "NO", "No", "no",
-         "n", "f")
+#: Cinder's parameter_types.boolean spellings (shared: api.validation.strict_bool).
+TRUE, FALSE = validation.TRUE, validation.FALSE
 #: Statuses in which Cinder refuses an image metadata change.
 NO_METADATA_CHANGE = ("uploading", "maintenance")
 #: downloading: a re-image (a volume-backed server's rebuild) sets the

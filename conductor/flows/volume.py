@@ -445,12 +445,19 @@ class VolumeFlow(Flow):
         """End every transitional volume status past its deadline."""
         ended = 0
         for volume in vdb.volume_get_expired():
+            if volume.status == st.VOLUME_UPLOADING:
+                # Only the upload that is still past its deadline and still
+                # owns the volume (flotilla.volume_upload: a heartbeat or a
+                # later upload of the same volume wins).
+                to = volume_upload.reap_upload(self.conf, volume)
+                if to is not None:
+                    LOG.warning("volume %s: uploading timed out, now %s", volume.id, to)
+                    ended += 1
+                continue
             to = st.VOLUME_ON_TIMEOUT[volume.status]
             if volume.status == st.VOLUME_EXTENDING and \
                     vdb.attachments_of_volume(volume.id):
                 to = st.VOLUME_IN_USE   # attached: usable again (see volume_extend)
-            if volume.status == st.VOLUME_UPLOADING:
-                to = volume_upload.settled_status(volume.id)
             try:
                 vdb.volume_update(volume.id, {
                     "status": to, "status_reason": "%s timed out (deadline %s)"
@@ -459,9 +466,9 @@ class VolumeFlow(Flow):
             except exception.FlotillaException:
                 continue   # it moved on by itself
             LOG.warning("volume %s: %s timed out, now %s", volume.id, volume.status, to)
-            if volume.status == st.VOLUME_UPLOADING:
-                volume_upload.discard_pending(self.conf, volume.id, "the upload timed out")
             ended += 1
+        # Images of uploads released and then abandoned (their service died).
+        volume_upload.discard_orphans(self.conf, older_than=self.conf.volume.operation_timeout)
         return ended + snapshot_reaper.reap()
 
     def resume(self, record: db.FlowRecord) -> None:

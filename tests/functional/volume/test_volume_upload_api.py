@@ -48,6 +48,9 @@ class DownloadBackend(SizedFileBackend):
             while chunk := f.read(chunk_size):
                 yield chunk
 
+    def volume_ids(self) -> list[str]:
+        return sorted(n for n in os.listdir(self.directory) if not n.startswith("snapshot-"))
+
 
 class CopyDaemon:
     """The storage daemon's point-in-time copy, as a plain file copy (the
