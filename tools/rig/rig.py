@@ -191,7 +191,7 @@ def start_host(host: dict) -> None:
                        for src, dst in BIND_MOUNTS.items())
     script = "set -e\n%s\nvirtlogd -d\nexec libvirtd --listen -d\n" % mounts
     subprocess.run(["unshare", "-m", "--propagation", "private",
-                    "sh", "-c", script], check=True)
+                    "sh", "-c", script], check=True, preexec_fn=_on_first_cpu)
     run = os.path.join(host["dir"], "run")
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
@@ -200,12 +200,38 @@ def start_host(host: dict) -> None:
             host["libvirtd_pid"] = pid
             host["virtlogd_pid"] = read_pid(os.path.join(run, "virtlogd.pid"))
             host["mnt_ns"] = mnt_ns(pid)
+            _on_every_cpu(pid, host["virtlogd_pid"])
             _keep_capabilities(host)
             return
         time.sleep(0.1)
     raise RuntimeError("libvirtd of %s did not answer on %s within %ds; see %s"
                        % (host["name"], host["uri"], START_TIMEOUT,
                           os.path.join(host["dir"], "log", "libvirtd.log")))
+
+
+def _on_first_cpu() -> None:
+    """Run on one CPU while libvirtd starts. libvirtd keeps its QEMU
+    capabilities only while the host's CPUID reads the same, and CPUID
+    differs from one CPU to the next (the APIC id): started on any CPU, a
+    new libvirtd found the kept capabilities outdated half the time ("host
+    cpuid changed") and probed QEMU again, about 7 s."""
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+
+
+def _on_every_cpu(*pids: int | None) -> None:
+    """Once libvirtd has read its capabilities: every thread of these
+    processes back on every CPU, so the guests it starts are not pinned."""
+    cpus = set(range(os.cpu_count() or 1))
+    for pid in pids:
+        if not pid:
+            continue
+        try:
+            threads = os.listdir("/proc/%d/task" % pid)
+        except OSError:
+            continue
+        for tid in threads:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(int(tid), cpus)
 
 
 def _host_capabilities(host: dict) -> str:
@@ -384,11 +410,12 @@ def start_libvirtd(root: str, name: str) -> dict:
     it answers. Returns the updated host."""
     state, host = _host(root, name)
     subprocess.run(["nsenter", "-t", str(host["virtlogd_pid"]), "-m",
-                    "libvirtd", "--listen", "-d"], check=True)
+                    "libvirtd", "--listen", "-d"], check=True, preexec_fn=_on_first_cpu)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         pid = read_pid(os.path.join(host["dir"], "run", "libvirtd.pid"))
         if pid and host_alive(host):
+            _on_every_cpu(pid)
             host["libvirtd_pid"] = pid
             write_state(os.path.abspath(root), state)
             return host
