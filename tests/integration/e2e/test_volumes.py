@@ -683,7 +683,11 @@ def check_volume_followed(cloud, walkthrough, server_id: str, volume_id: str,
     tenant.compute.create_volume_attachment(server_id, volume_id=volume_id)
     _wait(lambda: tenant.block_storage.get_volume(volume_id).status == "in-use", 60,
           "the volume attached again on " + host)
-    _wait(lambda: ("found", server_id) in [m[1:] for m in MARKER.findall(
-        _console(cloud, host, server_id)[start:])], 60,
-        "the guest on %s finding its marker" % host)
+    try:
+        _wait(lambda: ("found", server_id) in [m[1:] for m in MARKER.findall(
+            _console(cloud, host, server_id)[start:])], 60,
+            "the guest on %s finding its marker" % host)
+    except AssertionError as exc:
+        raise AssertionError("%s; its console since the detach:\n%s" % (
+            exc, _console(cloud, host, server_id)[start:][-3000:])) from None
     assert _attachment_hosts(cloud, server_id) == [host]
