@@ -63,25 +63,11 @@ def recover_host(manager) -> dict[str, list[str]]:
             manager.backend.delete(volume.id)
         except Exception:
             LOG.exception("half-made volume %s not removed", volume.id)
-        try:
-            vdb.volume_update(volume.id, {"status": st.VOLUME_ERROR,
-                                          "status_reason": INTERRUPTED_CREATE},
-                              expected_status=st.VOLUME_CREATING)
-        except exception.FlotillaException as exc:
-            LOG.info("volume %s moved on meanwhile: %s", volume.id, exc)
-            continue
-        LOG.warning("volume %s: %s", volume.id, INTERRUPTED_CREATE)
-        done["errored"].append(volume.id)
+        if _interrupted(volume, st.VOLUME_CREATING, INTERRUPTED_CREATE):
+            done["errored"].append(volume.id)
     for volume in vdb.volume_get_all(host=manager.host, statuses=(st.VOLUME_DOWNLOADING,)):
-        try:
-            vdb.volume_update(volume.id, {"status": st.VOLUME_ERROR,
-                                          "status_reason": INTERRUPTED_REIMAGE},
-                              expected_status=st.VOLUME_DOWNLOADING)
-        except exception.FlotillaException as exc:
-            LOG.info("volume %s moved on meanwhile: %s", volume.id, exc)
-            continue
-        LOG.warning("volume %s: %s", volume.id, INTERRUPTED_REIMAGE)
-        done["errored"].append(volume.id)
+        if _interrupted(volume, st.VOLUME_DOWNLOADING, INTERRUPTED_REIMAGE):
+            done["errored"].append(volume.id)
     for volume in vdb.volume_get_all(host=manager.host, statuses=(st.VOLUME_DELETING,)):
         LOG.warning("volume %s: its delete was interrupted; deleting again", volume.id)
         manager.delete_volume(get_admin_context(), volume.id)
@@ -95,6 +81,19 @@ def recover_host(manager) -> dict[str, list[str]]:
     for volume_id in done["unexported"]:
         LOG.warning("export of volume %s had no attachment: removed", volume_id)
     return done
+
+
+def _interrupted(volume, status: str, reason: str) -> bool:
+    """``volume`` from ``status`` to ``error`` with ``reason``, if it is
+    still in ``status`` (compare-and-swap); False when it moved on."""
+    try:
+        vdb.volume_update(volume.id, {"status": st.VOLUME_ERROR, "status_reason": reason},
+                          expected_status=status)
+    except exception.FlotillaException as exc:
+        LOG.info("volume %s moved on meanwhile: %s", volume.id, exc)
+        return False
+    LOG.warning("volume %s: %s", volume.id, reason)
+    return True
 
 
 def watch_storage_daemon(manager) -> bool:

@@ -22,11 +22,10 @@ from flotilla import exception
 from flotilla import states as st
 from flotilla.db import api as db
 from flotilla.db import volumes as vdb
-from flotilla.rpc import versioning
+from flotilla.rpc import upgrade
 
 LOG = logging.getLogger(__name__)
 
-COMPUTE_BINARY = "flotilla-compute"
 COMPUTE_VERSION = "1.11"
 CAPABILITY = "supports_extend_volume"
 #: Servers whose guest learns the size online (running) or at its next
@@ -49,14 +48,9 @@ def host_can_extend(state: APIState, host: str) -> str | None:
         return "the volume services are capped below RPC 1.3"
     if not state.compute.can_extend_volume():
         return "the compute agents are capped below RPC 1.11"
-    try:
-        service = db.service_get(host, COMPUTE_BINARY)
-    except exception.NotFound:
-        return "the server's host has no compute service"
-    version = service.rpc_version or "1.0"
-    if versioning.parse(version) < versioning.parse(COMPUTE_VERSION):
-        return "the compute service of the server's host serves RPC %s (needs %s)" % (
-            version, COMPUTE_VERSION)
+    refusal = upgrade.compute_host_refusal(host, COMPUTE_VERSION)
+    if refusal is not None:
+        return refusal
     try:
         node = db.compute_node_get(host)
     except exception.NotFound:

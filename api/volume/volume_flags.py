@@ -53,13 +53,11 @@ import falcon
 from api import errors, validation
 from api.state import APIState
 from api.volume import views
-from flotilla import exception
 from flotilla import states as st
-from flotilla.db import api as db
 from flotilla.db import volume_metadata as mdb
 from flotilla.db import volumes as vdb
 from flotilla.db.images import INTERNAL_PROPERTIES
-from flotilla.rpc import versioning
+from flotilla.rpc import upgrade
 
 #: Cinder's parameter_types.boolean spellings (shared: api.validation.strict_bool).
 TRUE, FALSE = validation.TRUE, validation.FALSE
@@ -76,7 +74,6 @@ ATTACH_STATUSES = ("attached", "detached")
 MIGRATION_STATUSES = ("migrating", "error", "success", "completing", "none", "starting")
 MIGRATION_POLICIES = ("never", "on-demand")
 READ_ONLY_COMPUTE_VERSION = "1.13"
-COMPUTE_BINARY = "flotilla-compute"
 
 _KEY = {"type": "string", "minLength": 1, "maxLength": 255}
 SET_IMAGE_METADATA = {
@@ -138,15 +135,7 @@ def read_only_attach_refusal(state: APIState, volume, host: str) -> str | None:
         return None
     if not state.compute.can_attach_read_only():
         return "the compute agents are capped below RPC %s" % READ_ONLY_COMPUTE_VERSION
-    try:
-        service = db.service_get(host, COMPUTE_BINARY)
-    except exception.NotFound:
-        return "the server's host has no compute service"
-    version = service.rpc_version or "1.0"
-    if versioning.parse(version) < versioning.parse(READ_ONLY_COMPUTE_VERSION):
-        return "the compute service of the server's host serves RPC %s (needs %s)" % (
-            version, READ_ONLY_COMPUTE_VERSION)
-    return None
+    return upgrade.compute_host_refusal(host, READ_ONLY_COMPUTE_VERSION)
 
 
 def check_read_only_attach(state: APIState, volume, host: str) -> None:

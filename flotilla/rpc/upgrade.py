@@ -75,3 +75,20 @@ def minimum_version(service: str, down_time: int) -> str | None:
                 for s in db.service_get_all(binary=BINARY[service])
                 if db.service_is_up(s, down_time)]
     return min(versions, key=versioning.parse) if versions else None
+
+
+def compute_host_refusal(host: str, needed: str) -> str | None:
+    """None when the compute service of ``host`` serves RPC ``needed`` or
+    newer, else why not (no such service, or the older version it serves).
+    A service that reports no version counts as :data:`UNREPORTED`."""
+    from flotilla import exception
+    from flotilla.db import api as db
+    try:
+        service = db.service_get(host, binaries.COMPUTE)
+    except exception.NotFound:
+        return "the server's host has no compute service"
+    version = service.rpc_version or UNREPORTED["compute"]
+    if versioning.parse(version) < versioning.parse(needed):
+        return "the compute service of the server's host serves RPC %s (needs %s)" % (
+            version, needed)
+    return None
