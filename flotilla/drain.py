@@ -1,4 +1,5 @@
-"""Host drain: disable a compute host, then live-migrate every guest off it,
+"""Host drain: disable a compute host, then move every guest off it (a
+running or paused one by live migration, a stopped one by cold migration),
 several at once, printing each guest's progress; the end names every guest
 that could not be moved and why.
 
@@ -9,9 +10,11 @@ What an operator needs to survive the client's death does survive it:
 
 * the host is disabled first, in the database, so nothing new lands on it
   whatever happens to the client;
-* each guest's move is a live migration flow on the conductor, which keeps
-  its state on the migration record and finishes (or reverts) without the
-  client;
+* each guest's move is a live or cold migration flow on the conductor,
+  which keeps its state on the migration record and finishes (or reverts)
+  without the client (a cold migration the client did not live to confirm
+  waits in VERIFY_RESIZE, already on the other host, for an operator to
+  confirm it);
 * a drain run again after the client died finds the guests still on the
   host and migrates those: draining is idempotent, its state is the host's
   content, so there is no second record of it to keep consistent.
@@ -25,8 +28,10 @@ more: the live migration flow already is the unit that must survive.
 Rules of :class:`Drainer`:
 
 * the host's compute service is disabled with the reason given;
-* only ACTIVE and PAUSED servers without a task can live-migrate: any
-  other (stopped, in error, busy) is named with its state as the reason;
+* ACTIVE and PAUSED servers without a task are live-migrated; SHUTOFF
+  ones without a task are cold-migrated (they stay stopped) and the drain
+  confirms each once it waits in VERIFY_RESIZE; any other (in error,
+  suspended, busy) is named with its state as the reason;
 * at most ``max_concurrent`` migrations run at once; a migration the cloud
   refuses or that ends in error names its reason (the cloud's message);
 * each running migration's progress is printed when it changes; every
@@ -43,7 +48,8 @@ import time
 from collections.abc import Callable
 from typing import Protocol, TextIO
 
-MOVABLE = ("ACTIVE", "PAUSED")
+LIVE_MOVABLE = ("ACTIVE", "PAUSED")
+COLD_MOVABLE = ("SHUTOFF",)
 
 
 class DrainRefused(Exception):
@@ -70,6 +76,8 @@ class Outcome:
     moved: bool = False
     reason: str | None = None
     progress: str | None = None
+    #: A cold migration that waits in VERIFY_RESIZE for its confirmation.
+    verify: bool = False
 
 
 class DrainBackend(Protocol):
@@ -83,8 +91,17 @@ class DrainBackend(Protocol):
         """Start the guest's live migration (the scheduler chooses where);
         DrainRefused with the cloud's reason if refused."""
 
+    def cold_migrate(self, guest: Guest) -> None:
+        """Start the stopped guest's cold migration (the scheduler chooses
+        where); DrainRefused with the cloud's reason if refused."""
+
+    def confirm_migration(self, guest: Guest) -> None:
+        """Confirm the guest's cold migration that waits in VERIFY_RESIZE;
+        DrainRefused with the cloud's reason if refused."""
+
     def outcome(self, guest: Guest, host: str) -> Outcome:
-        """Where the guest's migration stands."""
+        """Where the guest's migration stands (``guest.status`` is the
+        status it had when the drain started it: SHUTOFF for a cold one)."""
 
 
 @dataclasses.dataclass
@@ -117,6 +134,16 @@ def format_progress(migration: dict) -> str | None:
     return " ".join(([status] if status else []) + parts) or None
 
 
+@dataclasses.dataclass
+class _Move:
+    """A migration the drain started: the progress last printed, and
+    whether its confirmation was asked (cold migrations)."""
+
+    guest: Guest
+    shown: str | None = None
+    confirmed: bool = False
+
+
 class Drainer:
     def __init__(self, backend: DrainBackend, max_concurrent: int = 2,
                  poll_interval: float = 2.0, out: TextIO | None = None,
@@ -140,35 +167,59 @@ class Drainer:
         self._say("host %s disabled (%s)" % (host, reason))
         pending: list[Guest] = []
         for guest in self.backend.guests(host):
-            if guest.status not in MOVABLE or guest.task_state:
-                why = "status %s%s: only an idle ACTIVE or PAUSED server can be " \
-                      "live-migrated" % (guest.status, ", task %s" % guest.task_state
-                                         if guest.task_state else "")
+            if guest.status not in LIVE_MOVABLE + COLD_MOVABLE or guest.task_state:
+                why = "status %s%s: only an idle ACTIVE, PAUSED or SHUTOFF server can " \
+                      "be migrated" % (guest.status, ", task %s" % guest.task_state
+                                       if guest.task_state else "")
                 self._fail(result, guest, why)
             else:
                 pending.append(guest)
         self._say("%d guest(s) to move, at most %d at once"
                   % (len(pending), self.max_concurrent))
-        running: dict[str, tuple[Guest, str | None]] = {}
+        running: dict[str, _Move] = {}
         while pending or running:
             while pending and len(running) < self.max_concurrent:
                 guest = pending.pop(0)
+                cold = guest.status in COLD_MOVABLE
                 try:
-                    self.backend.live_migrate(guest)
+                    if cold:
+                        self.backend.cold_migrate(guest)
+                    else:
+                        self.backend.live_migrate(guest)
                 except DrainRefused as exc:
                     self._fail(result, guest, "refused: %s" % exc)
                     continue
-                running[guest.id] = (guest, None)
-                self._say("%s (%s): migration started" % (guest.name, guest.id))
+                running[guest.id] = _Move(guest)
+                self._say("%s (%s): %s started" % (
+                    guest.name, guest.id, "cold migration (stopped)" if cold
+                    else "live migration"))
             if not running:
                 break
             self.sleep(self.poll_interval)
-            for guest_id, (guest, shown) in list(running.items()):
+            for guest_id, move in list(running.items()):
+                guest = move.guest
                 outcome = self.backend.outcome(guest, host)
+                if outcome.verify and not move.confirmed:
+                    move.confirmed = True
+                    try:
+                        self.backend.confirm_migration(guest)
+                    except DrainRefused as exc:
+                        del running[guest_id]
+                        self._fail(result, guest, "its cold migration waits in "
+                                   "VERIFY_RESIZE; confirm refused: %s" % exc)
+                        continue
+                    self._say("%s (%s): confirming its cold migration" % (
+                        guest.name, guest.id))
+                    continue
+                if outcome.verify:
+                    del running[guest_id]
+                    self._fail(result, guest, "its cold migration still waits in "
+                               "VERIFY_RESIZE after the confirm: confirm or revert it")
+                    continue
                 if not outcome.done:
-                    if outcome.progress and outcome.progress != shown:
+                    if outcome.progress and outcome.progress != move.shown:
                         self._say("%s (%s): %s" % (guest.name, guest.id, outcome.progress))
-                        running[guest_id] = (guest, outcome.progress)
+                        move.shown = outcome.progress
                     continue
                 del running[guest_id]
                 if outcome.moved:

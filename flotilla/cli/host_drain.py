@@ -4,9 +4,11 @@ tools do. Exit status 1 when a guest could not be moved.
 
 What it sends: ``PUT /os-services/{id}`` (disable with a reason, 2.53),
 ``GET /servers/detail?all_tenants=1&host=HOST``, ``os-migrateLive`` with
-no host (the scheduler chooses), ``GET /servers/{id}`` and ``GET
-/servers/{id}/migrations`` for the progress, and the failed migration's
-instance action (2.84: its events' details) for the reason.
+no host (the scheduler chooses) for a running or paused server, ``migrate``
+then ``confirmResize`` for a stopped one, ``GET /servers/{id}`` and ``GET
+/servers/{id}/migrations`` (``GET /os-migrations`` for a cold one) for the
+progress, and the failed migration's instance action (2.84: its events'
+details) for the reason.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import Any
 
 from flotilla import binaries
 from flotilla.cli import resources
-from flotilla.drain import Drainer, DrainRefused, Guest, Outcome, format_progress
+from flotilla.db.instances import MIGRATION_ENDED
+from flotilla.drain import COLD_MOVABLE, Drainer, DrainRefused, Guest, Outcome, format_progress
 
 MICROVERSION = "2.84"
 DEFAULT_MAX_CONCURRENT = 2
@@ -63,32 +66,52 @@ class APIBackend:
                 for s in body.get("servers", [])
                 if s.get("OS-EXT-SRV-ATTR:host") == host]
 
-    def live_migrate(self, guest: Guest) -> None:
-        response = self.compute.post(
-            "/servers/%s/action" % guest.id, microversion=MICROVERSION, raise_exc=False,
-            json={"os-migrateLive": {"host": None, "block_migration": "auto"}})
+    def _action(self, guest: Guest, body: dict) -> None:
+        response = self.compute.post("/servers/%s/action" % guest.id, json=body,
+                                     microversion=MICROVERSION, raise_exc=False)
         if response.status_code >= 400:
             raise DrainRefused(_message(response))
 
+    def live_migrate(self, guest: Guest) -> None:
+        self._action(guest, {"os-migrateLive": {"host": None, "block_migration": "auto"}})
+
+    def cold_migrate(self, guest: Guest) -> None:
+        self._action(guest, {"migrate": None})
+
+    def confirm_migration(self, guest: Guest) -> None:
+        self._action(guest, {"confirmResize": None})
+
     def outcome(self, guest: Guest, host: str) -> Outcome:
         server = self._get("/servers/%s" % guest.id)["server"]
-        if server.get("OS-EXT-STS:task_state"):
+        task = server.get("OS-EXT-STS:task_state")
+        cold = guest.status in COLD_MOVABLE
+        if server.get("status") == "VERIFY_RESIZE" and not task:
+            return Outcome(done=False, verify=True)
+        if task:
+            if cold:
+                return Outcome(done=False, progress=task)
             migrations = self._get("/servers/%s/migrations" % guest.id).get("migrations", [])
             return Outcome(done=False,
                            progress=format_progress(migrations[0]) if migrations else None)
         now = server.get("OS-EXT-SRV-ATTR:host")
         if now != host:
             return Outcome(done=True, moved=True)
-        if self._get("/servers/%s/migrations" % guest.id).get("migrations"):
-            # The flow clears the task before it ends the migration record.
+        # The flows clear the task before they end the migration record.
+        if cold:
+            newest = self._get("/os-migrations?instance_uuid=%s&migration_type=migration"
+                               % guest.id).get("migrations", [])[:1]
+            if newest and newest[0].get("status") not in MIGRATION_ENDED:
+                return Outcome(done=False)
+        elif self._get("/servers/%s/migrations" % guest.id).get("migrations"):
             return Outcome(done=False)
-        return Outcome(done=True, reason=self._reason(guest.id))
+        return Outcome(done=True, reason=self._reason(
+            guest.id, "migrate" if cold else "live-migration"))
 
-    def _reason(self, server_id: str) -> str:
-        """The failed live migration's reason, from its instance action."""
+    def _reason(self, server_id: str, action_name: str) -> str:
+        """The failed migration's reason, from its instance action."""
         actions = self._get("/servers/%s/os-instance-actions" % server_id)
         for action in actions.get("instanceActions", []):
-            if action.get("action") != "live-migration":
+            if action.get("action") != action_name:
                 continue
             detail = self._get("/servers/%s/os-instance-actions/%s"
                                % (server_id, action["request_id"]))["instanceAction"]
@@ -99,8 +122,8 @@ class APIBackend:
                     if isinstance(why, list):
                         why = why[0] if why else ""
                     return "%s failed%s" % (event.get("event"), ": %s" % why if why else "")
-            return "the live migration ended in %s" % (action.get("message") or "error")
-        return "the live migration ended and the server is still on the host"
+            return "the migration ended in %s" % (action.get("message") or "error")
+        return "the migration ended and the server is still on the host"
 
 
 def host_drain(conn, args) -> None:
@@ -116,7 +139,8 @@ def host_drain(conn, args) -> None:
 def register(host_subparsers) -> None:
     """Add ``drain`` to the ``host`` command's actions."""
     p = host_subparsers.add_parser(
-        "drain", help="Disable a host and live-migrate every guest off it (admin)")
+        "drain", help="Disable a host and migrate every guest off it (admin): live "
+        "for running ones, cold (then confirmed) for stopped ones")
     p.add_argument("host")
     p.add_argument("--reason", default="drained", help="Why (shown in service list)")
     p.add_argument("--max-concurrent", type=int, default=DEFAULT_MAX_CONCURRENT,

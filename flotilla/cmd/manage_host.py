@@ -4,9 +4,10 @@
 
 ``drain`` is flotilla.drain run from the control plane: the database for
 reads and the service's disable, the conductor (RPC) for each guest's live
-migration, started as the API starts one (the server's task ``migrating``,
-an accepted migration record, the action ``live-migration`` under its own
-request id). At most ``[DEFAULT] max_concurrent_live_migrations`` at once
+migration (a running or paused one) or cold migration and its confirmation
+(a stopped one), each started as the API starts it (the server's task, an
+accepted migration record, the action ``live-migration``, ``migrate`` or
+``confirmResize`` under its own request id). At most ``[DEFAULT] max_concurrent_live_migrations`` at once
 (or ``--max-concurrent``); exit status 1 when a guest could not be moved,
 each named with the migration's recorded reason.
 """
@@ -14,24 +15,29 @@ each named with the migration's recorded reason.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 from oslo_config import cfg
 
 from flotilla import exception
 from flotilla import states as st
-from flotilla.context import get_admin_context
+from flotilla.context import RequestContext, get_admin_context
 from flotilla.db import api as db_api
 from flotilla.db import migration_records as mig_db
+from flotilla.db import resizes as rs_db
 from flotilla.db import schema
 from flotilla.db.instances import MIGRATION_ENDED
 from flotilla.deadlines import task_deadline
-from flotilla.drain import Drainer, DrainRefused, Guest, Outcome, format_progress
+from flotilla.drain import COLD_MOVABLE, Drainer, DrainRefused, Guest, Outcome, format_progress
 
-HELP = "hosts: drain HOST (disable it, live-migrate every guest off it)"
+HELP = "hosts: drain HOST (disable it, migrate every guest off it)"
 
 COMPUTE = "flotilla-compute"
 LIVE = "live-migration"
 OPERATION = st.operation("live_migrate")
+COLD = st.operation("resize")
+COLD_ACTION = "migrate"    # a cold migration is a resize recorded as "migrate"
+CONFIRM = st.operation("confirm_resize")
 
 # vm_state to the API's status name, for the drain's messages.
 _STATUS = {st.ACTIVE: "ACTIVE", st.PAUSED: "PAUSED", st.STOPPED: "SHUTOFF",
@@ -39,8 +45,8 @@ _STATUS = {st.ACTIVE: "ACTIVE", st.PAUSED: "PAUSED", st.STOPPED: "SHUTOFF",
 
 
 def add_parsers(actions) -> None:
-    parser = actions.add_parser("drain", help="disable a compute host and live-migrate "
-                                "every guest off it")
+    parser = actions.add_parser("drain", help="disable a compute host and migrate every "
+                                "guest off it (live, or cold for a stopped one)")
     # dests are prefixed: SubCommandAttr refuses names of config options.
     parser.add_argument("drain_host", metavar="HOST")
     parser.add_argument("--reason", dest="drain_reason", default="drained",
@@ -67,35 +73,86 @@ class DirectBackend:
                       task_state=i.task_state)
                 for i in db_api.instance_get_all_by_host(host)]
 
-    def live_migrate(self, guest: Guest) -> None:
+    def _start(self, guest: Guest, operation: st.Operation, expected_vm_state,
+               start: Callable[[RequestContext], None],
+               undo: Callable[[str], None], action: str | None = None) -> None:
+        """Put the server's task on as the API does, record the action and
+        call the conductor; everything undone when it cannot be reached."""
         ctxt = get_admin_context()
         try:
             db_api.instance_update(guest.id, {
-                "task_state": OPERATION.task_state,
-                "task_deadline": task_deadline(self.conf, OPERATION.task_state)},
-                expected_vm_state=OPERATION.from_vm_states, expected_task_state=None)
+                "task_state": operation.task_state,
+                "task_deadline": task_deadline(self.conf, operation.task_state)},
+                expected_vm_state=expected_vm_state, expected_task_state=None)
         except (exception.InstanceStateConflict, exception.InstanceNotFound) as exc:
             raise DrainRefused(str(exc)) from None
-        migration = mig_db.migration_create(guest.id, guest.host, None, LIVE)
-        db_api.action_start(guest.id, OPERATION.action, ctxt.request_id, ctxt.user_id,
-                            ctxt.project_id)
+        db_api.action_start(guest.id, action or operation.action, ctxt.request_id,
+                            ctxt.user_id, ctxt.project_id)
         try:
-            self.conductor.live_migrate_instance(ctxt, guest.id, migration.uuid, None, False)
+            start(ctxt)
         except exception.MessagingException as exc:
-            mig_db.migration_update(migration.uuid, {"status": mig_db.ERROR,
-                                                     "error_reason": str(exc)})
+            undo(str(exc))
             db_api.instance_update(guest.id, {"task_state": None, "task_deadline": None},
-                                   expected_task_state=OPERATION.task_state)
+                                   expected_task_state=operation.task_state)
             db_api.action_finish(guest.id, ctxt.request_id, message="Error")
             raise DrainRefused("the conductor could not be reached: %s" % exc) from None
+
+    def live_migrate(self, guest: Guest) -> None:
+        migration = None
+
+        def start(ctxt: RequestContext) -> None:
+            nonlocal migration
+            migration = mig_db.migration_create(guest.id, guest.host, None, LIVE)
+            self.conductor.live_migrate_instance(ctxt, guest.id, migration.uuid, None,
+                                                 False)
+
+        def undo(why: str) -> None:
+            mig_db.migration_update(migration.uuid, {"status": mig_db.ERROR,
+                                                     "error_reason": why})
+        self._start(guest, OPERATION, OPERATION.from_vm_states, start, undo)
+
+    def cold_migrate(self, guest: Guest) -> None:
+        migration = None
+
+        def start(ctxt: RequestContext) -> None:
+            nonlocal migration
+            inst = db_api.instance_get(guest.id)
+            migration = mig_db.migration_create(guest.id, guest.host, None, rs_db.COLD)
+            self.conductor.resize_instance(ctxt, guest.id, migration.uuid,
+                                           dict(inst.flavor or {}), None, COLD_ACTION)
+
+        def undo(why: str) -> None:
+            mig_db.migration_update(migration.uuid, {"status": rs_db.ERROR,
+                                                     "error_reason": why})
+        self._start(guest, COLD, (st.STOPPED,), start, undo, COLD_ACTION)
+
+    def confirm_migration(self, guest: Guest) -> None:
+        migration = next((m for m in mig_db.migration_list(guest.id, status=rs_db.FINISHED)
+                          if m.migration_type == rs_db.COLD), None)
+        if migration is None:
+            raise DrainRefused("no cold migration of it waits for confirmation")
+
+        def start(ctxt: RequestContext) -> None:
+            mig_db.migration_update(migration.uuid, {"status": rs_db.CONFIRMING})
+            self.conductor.confirm_resize(ctxt, guest.id, migration.uuid)
+
+        def undo(why: str) -> None:
+            mig_db.migration_update(migration.uuid, {"status": rs_db.FINISHED})
+        self._start(guest, CONFIRM, (st.RESIZED,), start, undo)
 
     def outcome(self, guest: Guest, host: str) -> Outcome:
         try:
             inst = db_api.instance_get(guest.id)
         except exception.InstanceNotFound:
             return Outcome(done=True, reason="the server was deleted during the drain")
-        migrations = mig_db.migration_list(guest.id, migration_type=LIVE)
+        cold = guest.status in COLD_MOVABLE
+        migrations = mig_db.migration_list(guest.id,
+                                           migration_type=rs_db.COLD if cold else LIVE)
         newest = migrations[0] if migrations else None
+        if inst.vm_state == st.RESIZED and inst.task_state is None:
+            return Outcome(done=False, verify=True)
+        if cold and inst.task_state is not None:
+            return Outcome(done=False, progress=inst.task_state)
         if inst.task_state == st.MIGRATING:
             progress = None
             if newest is not None:
@@ -108,7 +165,7 @@ class DirectBackend:
         if newest is not None and newest.status not in MIGRATION_ENDED:
             # The flow clears the task before it writes the record's end.
             return Outcome(done=False)
-        reason = "the live migration ended and the server is still on the host"
+        reason = "the migration ended and the server is still on the host"
         if newest is not None and newest.status in (mig_db.ERROR, mig_db.CANCELLED):
             reason = "migration %s: %s" % (newest.status, newest.error_reason or "no reason")
         return Outcome(done=True, reason=reason)

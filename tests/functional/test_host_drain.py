@@ -63,33 +63,58 @@ def _boot_api(conn, count: int) -> list[str]:
     return [s.id for s in servers]
 
 
-def test_flotilla_host_drain_moves_four_guests_and_names_the_stopped_one(stack):
+def _wait_stopped(uuid: str) -> None:
+    deadline = time.monotonic() + 30
+    while db.instance_get(uuid).vm_state != st.STOPPED or db.instance_get(uuid).task_state:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_flotilla_host_drain_moves_running_and_stopped_guests(stack):
     conn = stack.connect()
     uuids = _on_host1(5, lambda n: _boot_api(conn, n))
     stopped = uuids[-1]
     conn.compute.stop_server(stopped)
-    deadline = time.monotonic() + 30
-    while db.instance_get(stopped).vm_state != st.STOPPED \
-            or db.instance_get(stopped).task_state:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    _wait_stopped(stopped)
     out = io.StringIO()
     with redirect_stdout(out):
         status = cli_main.main(["--poll-interval", "0.1", "host", "drain", "host1",
                                 "--reason", "kernel update", "--max-concurrent", "2"],
                                connector=lambda args: conn)
     text = out.getvalue()
-    assert status == 1, text
-    for uuid in uuids[:4]:
+    assert status == 0, text
+    for uuid in uuids:
         assert db.instance_get(uuid).host == "host2"
         assert uuid in stack.drivers["host2"].guests
+        assert uuid not in stack.drivers["host1"].guests
         assert "(%s): moved" % uuid in text
-    assert db.instance_get(stopped).host == "host1"
-    assert "not moved: vm4 (%s): status SHUTOFF" % stopped in text
-    assert "4 moved, 1 not moved" in text
+    # Cold-migrated and confirmed: still stopped, no resize left to confirm.
+    now = db.instance_get(stopped)
+    assert (now.vm_state, now.task_state) == (st.STOPPED, None)
+    assert conn.compute.get_server(stopped).status == "SHUTOFF"
+    assert "vm4 (%s): cold migration (stopped) started" % stopped in text
+    assert "vm4 (%s): confirming its cold migration" % stopped in text
+    assert "vm0 (%s): live migration started" % uuids[0] in text
+    assert "5 moved, 0 not moved" in text
     service = db.service_get("host1", "flotilla-compute")
     assert (service.disabled, service.disabled_reason) == (True, "kernel update")
-    assert "migration started" in text
+
+
+def test_flotilla_host_drain_names_a_guest_in_error(stack):
+    conn = stack.connect()
+    uuids = _on_host1(2, lambda n: _boot_api(conn, n))
+    broken = uuids[1]
+    db.instance_update(broken, {"vm_state": st.ERROR})
+    out = io.StringIO()
+    with redirect_stdout(out):
+        status = cli_main.main(["--poll-interval", "0.1", "host", "drain", "host1"],
+                               connector=lambda args: conn)
+    text = out.getvalue()
+    assert status == 1, text
+    assert db.instance_get(uuids[0]).host == "host2"
+    assert db.instance_get(broken).host == "host1"
+    assert "not moved: vm1 (%s): status ERROR" % broken in text
+    assert "1 moved, 1 not moved" in text
 
 
 @pytest.fixture
@@ -146,3 +171,27 @@ def test_drain_never_runs_more_than_the_limit_at_once(cloud, conf):
     assert result.ok, result.failed
     assert max(most) <= 2
     assert {db.instance_get(u).host for u in uuids} == {"host2"}
+
+
+
+def test_manage_drain_cold_migrates_and_confirms_a_stopped_guest(cloud, conf):
+    uuids = _on_host1(2, lambda n: _boot_direct(cloud, n))
+    stopped = uuids[0]
+    ctxt = cloud.ctxt
+    db.action_start(stopped, "stop", ctxt.request_id)
+    db.instance_update(stopped, {"task_state": st.POWERING_OFF})
+    cloud.compute.stop_instance(ctxt, "host1", stopped)
+    _wait_stopped(stopped)
+    out = io.StringIO()
+    result = Drainer(DirectBackend(conf, cloud.conductor), max_concurrent=2,
+                     poll_interval=0.05, out=out).drain("host1")
+    text = out.getvalue()
+    assert result.ok, (result.failed, text)
+    assert sorted(g.id for g in result.moved) == sorted(uuids)
+    now = db.instance_get(stopped)
+    assert (now.host, now.vm_state, now.task_state) == ("host2", st.STOPPED, None)
+    assert stopped in cloud.drivers["host2"].guests
+    assert stopped not in cloud.drivers["host1"].guests
+    assert "confirming its cold migration" in text
+    actions = [a.action for a in db.action_get_all(stopped)]
+    assert "migrate" in actions and "confirmResize" in actions, actions

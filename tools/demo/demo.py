@@ -13,8 +13,9 @@ disk; live-migrate a running one to the other host, printing the
 migration's progress, and show with virsh that it runs there only and with
 its console that it kept counting; resize another to a bigger flavor (it
 moves to the other host cold, waits in VERIFY_RESIZE, is confirmed); drain
-host1 as an operator would (disabled, every guest live-migrated off it two
-at a time); delete them all. Every step prints its progress. Without --keep it
+host1 as an operator would (disabled, one of its guests stopped first, every
+guest migrated off it two at a time: live, or cold and confirmed for the
+stopped one); delete them all. Every step prints its progress. Without --keep it
 ends by stopping everything it started.
 """
 
@@ -175,7 +176,8 @@ class Walkthrough:
         summary["migration"] = self.live_migrate(servers[2], hosts, meta)
         hosts[servers[2].id] = summary["migration"]["dest"]
         summary["resize"] = moves.resize(self, servers[3], hosts, say, step)
-        summary["drain"] = moves.drain(self, "host1", hosts, say, step)
+        summary["drain"] = moves.drain(self, "host1", hosts, say, step,
+                                       keep_running=frozenset({servers[0].id}))
         summary["evacuate"] = moves.evacuate(self, servers[0], hosts, say, step)
 
         step("delete every server")

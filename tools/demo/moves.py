@@ -82,11 +82,21 @@ def resize(walk, server, hosts: dict[str, str], say, step) -> dict:
             "source_after": after}
 
 
-def drain(walk, host: str, hosts: dict[str, str], say, step) -> dict:
+def drain(walk, host: str, hosts: dict[str, str], say, step,
+          keep_running: frozenset[str] = frozenset()) -> dict:
     """Drain ``host`` as an operator would (``flotilla host drain``): disable
-    it, live-migrate its guests off two at a time with their progress, then
-    enable it again."""
-    step("drain %s: disable it and live-migrate every guest off it, two at once" % host)
+    it, migrate its guests off two at a time with their progress (live, or
+    cold and confirmed for a stopped one), then enable it again. One of its
+    guests not in ``keep_running`` is stopped first, so the drain moves a
+    stopped guest too; it stays stopped."""
+    stopped = next((s for s, h in sorted(hosts.items())
+                    if h == host and s not in keep_running), None)
+    if stopped is not None:
+        server = walk.tenant.compute.get_server(stopped)
+        step("stop %s on %s: a drain moves stopped guests too" % (server.name, host))
+        walk.tenant.compute.stop_server(server)
+        walk.wait(server, "SHUTOFF")
+    step("drain %s: disable it and migrate every guest off it, two at once" % host)
     started = time.monotonic()
     drainer = Drainer(APIBackend(walk.admin), max_concurrent=2, poll_interval=0.5,
                       out=_Printer(say))
@@ -102,11 +112,15 @@ def drain(walk, host: str, hosts: dict[str, str], say, step) -> dict:
     moved = [s for s, h in hosts.items() if h == host]
     for server_id in moved:
         hosts[server_id] = walk.admin.compute.get_server(server_id).compute_host
+    if stopped is not None:
+        server = walk.tenant.compute.get_server(stopped)
+        say("    %s: %s on %s (cold-migrated and confirmed)"
+            % (server.name, server.status, hosts[stopped]))
     service = next(s for s in walk.admin.compute.services()
                    if s.binary in ("nova-compute", "flotilla-compute") and s.host == host)
     walk.admin.compute.enable_service(service)
     say("    %s enabled again" % host)
-    return {"host": host, "moved": len(moved), "left": len(running),
+    return {"host": host, "moved": len(moved), "left": len(running), "stopped": stopped,
             "hosts_after": sorted(set(hosts[s] for s in moved))}
 
 

@@ -89,12 +89,17 @@ def _uuids(uri: str) -> set[str]:
 
 
 def test_drain_moves_four_guests_to_the_other_host(cloud, walkthrough, tiny):
-    """One of the four has a volume attached: it moves with it."""
+    """One of the four has a volume attached: it moves with it. One is
+    stopped: it is cold-migrated, confirmed, and stays stopped."""
     servers = _boot_on_host1(walkthrough, tiny, 4, "drained")
     ids = [s.id for s in servers]
+    stopped = ids[3]
     volume = None
     try:
         host1, host2 = _rig(cloud, "host1")["uri"], _rig(cloud, "host2")["uri"]
+        walkthrough.tenant.compute.stop_server(stopped)
+        walkthrough.tenant.compute.wait_for_server(
+            walkthrough.tenant.compute.get_server(stopped), status="SHUTOFF", wait=120)
         _wait_ticks(cloud, "host1", ids[0], 1, 180)
         volume = attach_marked_volume(cloud, walkthrough, ids[0], "host1", "drained-volume")
         assert set(ids) <= _uuids(host1)
@@ -106,7 +111,10 @@ def test_drain_moves_four_guests_to_the_other_host(cloud, walkthrough, tiny):
         for server_id in ids:
             assert "(%s): moved" % server_id in out
             assert _db_host(cloud, server_id) == "host2"
-            assert domstate(host2, server_id).startswith("running")
+            assert domstate(host2, server_id).startswith(
+                "shut off" if server_id == stopped else "running")
+        assert "(%s): confirming its cold migration" % stopped in out
+        assert walkthrough.tenant.compute.get_server(stopped).status == "SHUTOFF"
         assert not set(ids) & _uuids(host1)
         check_volume_followed(cloud, walkthrough, ids[0], volume.id, "host2", "host1")
         assert "%" in out or "running" in out      # progress lines were printed
