@@ -81,12 +81,10 @@ def check_volumes_settled(name: str, inst) -> None:
     attached or detached: its volumes move with it (resize, cold and live
     migration, evacuation), with the connection their attachment records,
     and one whose attach or detach is under way has none settled."""
-    for attachment in volumes_db.attachments_of_instance(inst.uuid):
-        volume = volumes_db.volume_get(attachment.volume_id)
-        if attachment.status != "attached" or not attachment.connection_info \
-                or volume.status != st.VOLUME_IN_USE:
-            raise errors.conflict("Cannot '%s' instance %s while volume %s is %s"
-                                  % (name, inst.uuid, volume.id, volume.status))
+    volume = volumes_db.unsettled_volume(inst.uuid)
+    if volume is not None:
+        raise errors.conflict("Cannot '%s' instance %s while volume %s is %s"
+                              % (name, inst.uuid, volume.id, volume.status))
 
 
 def live_migrate(state: APIState, req: falcon.Request, resp: falcon.Response, ctx,

@@ -26,6 +26,7 @@ from flotilla.db import api as db_api
 from flotilla.db import migration_records as mig_db
 from flotilla.db import resizes as rs_db
 from flotilla.db import schema
+from flotilla.db import volumes as vdb
 from flotilla.db.instances import MIGRATION_ENDED
 from flotilla.deadlines import task_deadline
 from flotilla.drain import COLD_MOVABLE, Drainer, DrainRefused, Guest, Outcome, format_progress
@@ -79,6 +80,9 @@ class DirectBackend:
         """Put the server's task on as the API does, record the action and
         call the conductor; everything undone when it cannot be reached."""
         ctxt = get_admin_context()
+        volume = vdb.unsettled_volume(guest.id)
+        if volume is not None:
+            raise DrainRefused("its volume %s is %s" % (volume.id, volume.status))
         try:
             db_api.instance_update(guest.id, {
                 "task_state": operation.task_state,

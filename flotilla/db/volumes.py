@@ -296,6 +296,20 @@ def attachments_of_instance(instance_uuid: str) -> list[VolumeAttachment]:
             VolumeAttachment.instance_uuid == instance_uuid).order_by(VolumeAttachment.id)))
 
 
+def unsettled_volume(instance_uuid: str) -> Volume | None:
+    """The first of the server's volumes whose attach or detach is under
+    way (its attachment not ``attached`` with a connection, or the volume
+    not ``in-use``), else None. A server moving to another host takes its
+    volumes with the connections their attachments record: none may be
+    unsettled when a move starts."""
+    for attachment in attachments_of_instance(instance_uuid):
+        volume = volume_get(attachment.volume_id)
+        if attachment.status != "attached" or not attachment.connection_info \
+                or volume.status != st.VOLUME_IN_USE:
+            return volume
+    return None
+
+
 def attachment_update(attachment_uuid: str, values: Mapping[str, Any]) -> None:
     with session_scope() as session:
         session.execute(sa.update(VolumeAttachment).where(

@@ -195,3 +195,20 @@ def test_manage_drain_cold_migrates_and_confirms_a_stopped_guest(cloud, conf):
     assert "confirming its cold migration" in text
     actions = [a.action for a in db.action_get_all(stopped)]
     assert "migrate" in actions and "confirmResize" in actions, actions
+
+
+def test_manage_drain_leaves_a_guest_whose_volume_is_being_attached(cloud, conf):
+    from flotilla.db import volumes as vdb
+    uuids = _on_host1(2, lambda n: _boot_direct(cloud, n))
+    busy = uuids[1]
+    volume = vdb.volume_create({"size_gb": 1, "status": st.VOLUME_ATTACHING,
+                                "project_id": "p1", "host": "vol1"},
+                               {"volumes": -1, "gigabytes": -1})
+    vdb.attachment_create(volume.id, busy, "host1")
+    result = Drainer(DirectBackend(conf, cloud.conductor), max_concurrent=2,
+                     poll_interval=0.05).drain("host1")
+    assert [g.id for g in result.moved] == [uuids[0]]
+    assert result.failed[busy][1] == "refused: its volume %s is attaching" % volume.id
+    now = db.instance_get(busy)
+    assert (now.host, now.vm_state, now.task_state) == ("host1", st.ACTIVE, None)
+    assert db.action_get_all(busy)[0].action == "create"    # nothing was started
