@@ -270,7 +270,11 @@ class LibvirtMigrationMixin:
         # The destination rendered its own XML; the guest keeps its addresses.
         dest_xml = xml.keep_device_addresses(
             data.dest_config, self.host.call(guest.domain.XMLDesc, 0))
-        params: dict = {libvirt.VIR_MIGRATE_PARAM_DEST_XML: dest_xml}
+        # The same XML for the definition PERSIST_DEST leaves: without it
+        # libvirt keeps the source's, whose paths (disk, console log) are the
+        # source host's, and the guest could not start there once stopped.
+        params: dict = {libvirt.VIR_MIGRATE_PARAM_DEST_XML: dest_xml,
+                        libvirt.VIR_MIGRATE_PARAM_PERSIST_XML: dest_xml}
         if data.local_disks:
             params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = list(data.local_disks)
         else:

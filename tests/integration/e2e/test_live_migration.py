@@ -141,6 +141,11 @@ def test_live_migration_moves_a_running_guest_that_keeps_ticking(cloud, walkthro
         assert "yes" in [line.split()[-1] for line in
                          virsh(host2, "dominfo", server.id).stdout.splitlines()
                          if line.startswith("Persistent")]
+        # host2's definition (what starts it once stopped, what a cold
+        # migration reads) names host2's files, not host1's.
+        inactive = virsh(host2, "dumpxml", "--inactive", server.id).stdout
+        assert str(_rig(cloud, "host1")["instances_path"]) not in inactive, inactive
+        assert str(_rig(cloud, "host2")["instances_path"]) in inactive, inactive
         # The console kept going: host2's log counts on from where host1's stopped.
         after = _wait_ticks(cloud, "host2", server.id, 2, 90)
         assert after[0] > before[-1], (before, after)

@@ -52,6 +52,9 @@ def test_defaults_a_live_incremental_copy_of_the_local_disks(conf):
     sent = dict(params)
     assert etree.tostring(etree.fromstring(sent.pop(libvirt.VIR_MIGRATE_PARAM_DEST_XML))) \
         == etree.tostring(etree.fromstring(DEST_XML))
+    # The definition left on the destination is that XML too, not the source's.
+    assert etree.tostring(etree.fromstring(sent.pop(libvirt.VIR_MIGRATE_PARAM_PERSIST_XML))) \
+        == etree.tostring(etree.fromstring(DEST_XML))
     assert sent == {libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS: ["vda"]}
     # The first downtime limit: a tenth of live_migration_downtime (500 ms).
     assert domain.downtimes[0] == 50
