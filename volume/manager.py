@@ -83,7 +83,7 @@ class VolumeManager:
                 LOG.error("volume %s is attached but its file is gone", volume.id)
                 continue
             try:
-                self.daemon.export(volume.id, path)
+                self.daemon.export(volume.id, path, writable=not volume.readonly)
             except Exception:
                 LOG.exception("could not export volume %s again", volume.id)
                 continue
@@ -182,7 +182,7 @@ class VolumeManager:
         path = volume.path or self.backend.path(volume_id)
         size = new_size_gb * 2 ** 30
         self._unexported.discard(volume_id)
-        self.daemon.grow_export(volume_id, path, size)
+        self.daemon.grow_export(volume_id, path, size, writable=not volume.readonly)
         LOG.info("volume %s grown to %d GiB and exported again", volume_id, new_size_gb)
         return size
 
@@ -192,11 +192,13 @@ class VolumeManager:
         if not path:
             raise vdb.VolumeNotFound(volume_id=volume_id)
         self._unexported.discard(volume_id)
-        connection = self.daemon.export(volume_id, path)
+        connection = self.daemon.export(volume_id, path, writable=not volume.readonly)
         if volume.readonly:
             # os-update_readonly_flag: every host plugs it read-only (the
             # compute agent honours it from RPC 1.13; the API refuses the
-            # attach while agents are capped below).
+            # attach while agents are capped below). The export itself is
+            # read-only too: an agent older than 1.13 (reached by a move in
+            # an uncapped mixed cloud) cannot plug it writable.
             connection = dict(connection, read_only=True)
         return connection
 

@@ -4,7 +4,8 @@ through its QMP socket (:mod:`volume.qmp`).
 The daemon is started once with an NBD server on ``[volume] nbd_host``:
 ``nbd_port`` and a QMP monitor on a UNIX socket under ``[volume] run_path``.
 Exporting a volume adds a raw block node over its file and an NBD export
-named after the volume id (writable); unexporting removes both. The daemon
+named after the volume id, writable unless the volume is read-only (then no
+client can write it, whatever its disk XML says); unexporting removes both. The daemon
 runs in its own session: it outlives a restart of the volume service, so
 attached volumes stay served; the service re-adds, from the database,
 whatever exports a crashed daemon lost (VolumeManager.restore_exports), at
@@ -324,9 +325,12 @@ class StorageDaemon:
                 "port": self.port, "protocol": "nbd", "format": "raw",
                 "tls": self.tls_dir is not None}
 
-    def export(self, volume_id: str, path: str) -> dict[str, Any]:
+    def export(self, volume_id: str, path: str, writable: bool = True) -> dict[str, Any]:
         """Export the volume file at ``path`` (idempotent); the connection
-        a compute host uses (block_device.VolumeConnection's fields)."""
+        a compute host uses (block_device.VolumeConnection's fields). An
+        export is writable or not from when it is added: an export already
+        there is kept as it is (a volume's read-only flag changes only while
+        it is available, so unexported)."""
         self.ensure_running()
         with self._lock:
             qmp = self._session()
@@ -342,10 +346,11 @@ class StorageDaemon:
                                      "cache": {"direct": False}}})
                     qmp.execute("block-export-add", type="nbd", id=export_id(volume_id),
                                 **{"node-name": node_name(volume_id)},
-                                name=volume_id, writable=True)
+                                name=volume_id, writable=writable)
             finally:
                 qmp.close()
-        LOG.info("volume %s exported over NBD", volume_id)
+        LOG.info("volume %s exported over NBD%s", volume_id,
+                 "" if writable else " (read-only)")
         return self.connection(volume_id)
 
     def unexport(self, volume_id: str, timeout: float = 10) -> None:
@@ -380,7 +385,7 @@ class StorageDaemon:
         LOG.info("volume %s no longer exported", volume_id)
 
     def grow_export(self, volume_id: str, path: str, size_bytes: int,
-                    timeout: float = 10) -> dict[str, Any]:
+                    timeout: float = 10, writable: bool = True) -> dict[str, Any]:
         """Serve the exported volume at ``size_bytes`` (its file grown
         already, or grown here by the node): the export is removed, the node
         resized and the export added again under the same name; the
@@ -411,13 +416,13 @@ class StorageDaemon:
             # failed): serve the volume again at the size its node has, so
             # the guest is not left without its disk; then the failure.
             try:
-                self.export(volume_id, path)
+                self.export(volume_id, path, writable)
             except Exception:
                 LOG.exception("volume %s could not be exported again after a failed "
                               "grow", volume_id)
             raise
         # (Re-)adds the export (and a node over the grown file) when missing.
-        return self.export(volume_id, path)
+        return self.export(volume_id, path, writable)
 
     @staticmethod
     def _regrow(qmp: QMP, volume_id: str, size_bytes: int, timeout: float) -> None:

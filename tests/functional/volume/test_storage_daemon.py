@@ -72,12 +72,13 @@ def _attached_volume(backend, host: str) -> str:
     return row.id
 
 
-def _nbd(port: int, volume_id: str, *command: str) -> str:
+def _nbd(port: int, volume_id: str, *command: str, ok: bool = True) -> str:
     proc = subprocess.run(["qemu-io", "-f", "raw", *command,
                            "nbd://127.0.0.1:%d/%s" % (port, volume_id)],
                           capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
+    if ok:
+        assert proc.returncode == 0, proc.stderr
+    return proc.stdout + proc.stderr
 
 
 def test_a_killed_daemon_is_replaced_and_the_exports_restored(conf, volume_host):
@@ -219,3 +220,38 @@ def test_a_grow_that_fails_after_removing_the_export_serves_the_volume_again(
     assert export_id(vid) in daemon.exports()
     assert "read 4096/4096" in _nbd(port, vid, "-c", "read -P 0x5a 0 4k")
     daemon.unexport(vid)
+
+
+def test_a_read_only_volume_is_exported_read_only_and_stays_so(conf, volume_host):
+    """A read-only volume's export refuses writes, whatever the client asks
+    (an agent older than RPC 1.13 would plug it writable): when exported for
+    an attach, restored after the daemon died, and served again grown."""
+    daemon, backend, port = volume_host
+    ro = _attached_volume(backend, "vol1")
+    rw = _attached_volume(backend, "vol1")
+    with open(vdb.volume_get(ro).path, "r+b") as f:
+        f.write(b"\x5a" * 4096)
+    vdb.volume_update(ro, {"readonly": True})
+    manager = VolumeManager(conf, host="vol1", backend=backend, daemon=daemon)
+
+    def refuses_writes() -> bool:
+        out = _nbd(port, ro, "-c", "write -P 0x77 0 4k", ok=False)
+        assert "read 4096/4096" in _nbd(port, ro, "-r", "-c", "read -P 0x5a 0 4k")
+        # QEMU's client refuses to open a read-only export for writing.
+        return "wrote 4096/4096" not in out and "Permission denied" in out
+
+    assert manager.export_volume(None, ro)["read_only"] is True
+    assert refuses_writes()
+    _nbd(port, rw, "-c", "write -P 0x5a 0 4k")       # not every export: rw writes
+
+    _kill_daemon(conf, daemon)
+    assert set(VolumeManager(conf, host="vol1", backend=backend,
+                             daemon=StorageDaemon(conf)).restore_exports()) == {ro, rw}
+    assert refuses_writes()
+    assert "wrote 4096/4096" in _nbd(port, rw, "-c", "write -P 0x5a 0 4k")
+
+    vdb.volume_update(ro, {"status": st.VOLUME_EXTENDING, "size_gb": 2})
+    manager.extend_volume_online(None, ro, 2)
+    assert refuses_writes()
+    with open(vdb.volume_get(ro).path, "rb") as f:
+        assert f.read(4096) == b"\x5a" * 4096

@@ -38,11 +38,12 @@ class GrowingDaemon(MemoryDaemon):
         self.sizes: dict[str, int] = {}
         self.fail_grow = False
 
-    def grow_export(self, volume_id: str, path: str, size_bytes: int) -> dict:
+    def grow_export(self, volume_id: str, path: str, size_bytes: int,
+                    writable: bool = True) -> dict:
         if self.fail_grow:
             raise RuntimeError("block_resize refused")
         self.sizes[volume_id] = size_bytes
-        return self.export(volume_id, path)
+        return self.export(volume_id, path, writable)
 
 
 @pytest.fixture

@@ -48,6 +48,7 @@ class MemoryBackend(VolumeBackend):
 class MemoryDaemon:
     def __init__(self) -> None:
         self.exported: set[str] = set()
+        self.read_only: set[str] = set()     # exported with writable=False
         self.fail_export = False
         self.dead = False
         self.on_restart = None
@@ -68,15 +69,18 @@ class MemoryDaemon:
     def stop_if_idle(self) -> bool:
         return not self.exported
 
-    def export(self, volume_id: str, path: str) -> dict:
+    def export(self, volume_id: str, path: str, writable: bool = True) -> dict:
         if self.fail_export:
             raise RuntimeError("export refused")
+        if volume_id not in self.exported and not writable:
+            self.read_only.add(volume_id)    # kept as added, as the daemon's
         self.exported.add(volume_id)
         return {"volume_id": volume_id, "export": volume_id, "host": "127.0.0.1",
                 "port": 10809}
 
     def unexport(self, volume_id: str) -> None:
         self.exported.discard(volume_id)
+        self.read_only.discard(volume_id)
 
 
 def start_volume_service(conf, cloud) -> service.Service:

@@ -1,7 +1,7 @@
 """A read-only volume (os-update_readonly_flag) through the attach flow in
 one process (conductor, compute agents on the fake driver, the volume
-service on in-memory stand-ins): the volume service exports it with
-``read_only``, the conductor sends the attach at compute RPC 1.13, the
+service on in-memory stand-ins): the volume service exports it read-only
+(the export itself, not only the connection's ``read_only``), the conductor sends the attach at compute RPC 1.13, the
 agent gets the read-only connection, whose libvirt disk (what the libvirt
 driver's attach sends; libvirt's test:///default driver cannot attach
 volumes) has ``<readonly/>``; the attachment keeps the connection and
@@ -52,6 +52,7 @@ def test_a_read_only_volume_is_attached_read_only(cloud):
     assert attached[ro].connection_info["read_only"] is True
     assert attachment_views.view(attached[ro], True, False)["attach_mode"] == "ro"
     assert attachment_views.view(attached[rw], True, False)["attach_mode"] == "rw"
+    assert cloud.daemon.read_only == {ro}
 
 
 def test_an_agent_capped_below_1_13_is_not_sent_a_read_only_attach(cloud, conf):
