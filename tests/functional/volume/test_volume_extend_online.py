@@ -232,7 +232,7 @@ def test_a_server_deleted_during_the_extend_has_its_volume_released_by_the_flow(
     inst, vid, att = _in_use(cloud)
     real_grow = cloud.daemon.grow_export
 
-    def grow_while_the_server_goes(volume_id, path, size_bytes):
+    def grow_while_the_server_goes(volume_id, path, size_bytes, writable=True):
         db.instance_update(inst["uuid"], {"task_state": st.DELETING})
         cloud.conductor.delete_instance(cloud.ctxt, inst["uuid"])
         deadline = time.monotonic() + 10
@@ -241,7 +241,7 @@ def test_a_server_deleted_during_the_extend_has_its_volume_released_by_the_flow(
             time.sleep(0.02)
         # Its delete left the extending volume (and its attachment) alone.
         assert vdb.attachments_of_volume(volume_id)
-        return real_grow(volume_id, path, size_bytes)
+        return real_grow(volume_id, path, size_bytes, writable)
 
     monkeypatch.setattr(cloud.daemon, "grow_export", grow_while_the_server_goes)
     _extend(cloud, inst, vid, att, 2)

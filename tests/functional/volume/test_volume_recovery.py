@@ -165,9 +165,9 @@ def test_a_restore_racing_a_detach_leaves_no_export(manager, fake_cloud):
     # 1. The unexport lands between the restore's read and its export.
     real_export = manager.daemon.export
 
-    def export_after_unexport(volume_id, path):
+    def export_after_unexport(volume_id, path, writable=True):
         manager.unexport_volume(None, volume_id)
-        return real_export(volume_id, path)
+        return real_export(volume_id, path, writable)
 
     manager.daemon.export = export_after_unexport
     assert manager.restore_exports() == []
