@@ -31,7 +31,14 @@ Rules of :class:`Drainer`:
 * ACTIVE and PAUSED servers without a task are live-migrated; SHUTOFF
   ones without a task are cold-migrated (they stay stopped) and the drain
   confirms each once it waits in VERIFY_RESIZE; any other (in error,
-  suspended, busy) is named with its state as the reason;
+  suspended, busy) is named with its state as the reason. Which move is
+  decided from the server as it is when its move starts (it may have been
+  started or stopped while it waited for a free slot): a running guest is
+  never cold-migrated;
+* a server that left the host by a cold migration still waiting in
+  VERIFY_RESIZE elsewhere (one a dead drain did not confirm) still has its
+  source copy on the host: the drain confirms it; a resize off the host
+  that waits so is its owner's to confirm or revert, and is named;
 * at most ``max_concurrent`` migrations run at once; a migration the cloud
   refuses or that ends in error names its reason (the cloud's message);
 * each running migration's progress is printed when it changes; every
@@ -65,6 +72,11 @@ class Guest:
     status: str
     host: str | None
     task_state: str | None = None
+    #: Set by the drain when it starts the guest's move: a cold migration.
+    cold: bool = False
+    #: For a server found by DrainBackend.awaiting_confirmation: the kind
+    #: of its move off the drained host ("migration" or "resize").
+    awaiting: str | None = None
 
 
 @dataclasses.dataclass
@@ -87,6 +99,13 @@ class DrainBackend(Protocol):
 
     def guests(self, host: str) -> list[Guest]: ...
 
+    def guest(self, guest_id: str) -> Guest | None:
+        """The server as it is now; None once it is deleted."""
+
+    def awaiting_confirmation(self, host: str) -> list[Guest]:
+        """The servers moved off ``host`` (a cold migration or a resize,
+        ``Guest.awaiting``) that wait in VERIFY_RESIZE on another host."""
+
     def live_migrate(self, guest: Guest) -> None:
         """Start the guest's live migration (the scheduler chooses where);
         DrainRefused with the cloud's reason if refused."""
@@ -100,8 +119,8 @@ class DrainBackend(Protocol):
         DrainRefused with the cloud's reason if refused."""
 
     def outcome(self, guest: Guest, host: str) -> Outcome:
-        """Where the guest's migration stands (``guest.status`` is the
-        status it had when the drain started it: SHUTOFF for a cold one)."""
+        """Where the guest's migration stands (``guest.cold``: the drain
+        started, or confirms, a cold migration of it)."""
 
 
 @dataclasses.dataclass
@@ -132,6 +151,11 @@ def format_progress(migration: dict) -> str | None:
                                             _size(total)))
     status = migration.get("status")
     return " ".join(([status] if status else []) + parts) or None
+
+
+def _unmovable(guest: Guest) -> str:
+    return "status %s%s: only an idle ACTIVE, PAUSED or SHUTOFF server can be migrated" \
+        % (guest.status, ", task %s" % guest.task_state if guest.task_state else "")
 
 
 @dataclasses.dataclass
@@ -168,19 +192,27 @@ class Drainer:
         pending: list[Guest] = []
         for guest in self.backend.guests(host):
             if guest.status not in LIVE_MOVABLE + COLD_MOVABLE or guest.task_state:
-                why = "status %s%s: only an idle ACTIVE, PAUSED or SHUTOFF server can " \
-                      "be migrated" % (guest.status, ", task %s" % guest.task_state
-                                       if guest.task_state else "")
-                self._fail(result, guest, why)
+                self._fail(result, guest, _unmovable(guest))
             else:
                 pending.append(guest)
         self._say("%d guest(s) to move, at most %d at once"
                   % (len(pending), self.max_concurrent))
         running: dict[str, _Move] = {}
+        for guest in self.backend.awaiting_confirmation(host):
+            if guest.awaiting == "migration":
+                running[guest.id] = _Move(dataclasses.replace(guest, cold=True))
+                self._say("%s (%s): its cold migration off the host waits in "
+                          "VERIFY_RESIZE" % (guest.name, guest.id))
+            else:
+                self._fail(result, guest, "its resize off the host waits in VERIFY_RESIZE "
+                           "(the source copy is still here): its owner confirms or "
+                           "reverts it")
         while pending or running:
             while pending and len(running) < self.max_concurrent:
-                guest = pending.pop(0)
-                cold = guest.status in COLD_MOVABLE
+                guest = self._current(result, pending.pop(0), host)
+                if guest is None:
+                    continue
+                cold = guest.cold
                 try:
                     if cold:
                         self.backend.cold_migrate(guest)
@@ -239,6 +271,22 @@ class Drainer:
         for guest, why in result.failed.values():
             self._say("  not moved: %s (%s): %s" % (guest.name, guest.id, why))
         return result
+
+    def _current(self, result: DrainResult, listed: Guest, host: str) -> Guest | None:
+        """The guest as it is now, marked for its move; None (said or named)
+        when there is nothing to move."""
+        guest = self.backend.guest(listed.id)
+        if guest is None:
+            self._say("%s (%s): deleted meanwhile" % (listed.name, listed.id))
+            return None
+        if guest.host != host:
+            self._say("%s (%s): no longer on the host (now on %s)"
+                      % (guest.name, guest.id, guest.host))
+            return None
+        if guest.status not in LIVE_MOVABLE + COLD_MOVABLE or guest.task_state:
+            self._fail(result, guest, _unmovable(guest))
+            return None
+        return dataclasses.replace(guest, cold=guest.status in COLD_MOVABLE)
 
     def _fail(self, result: DrainResult, guest: Guest, why: str) -> None:
         result.failed[guest.id] = (guest, why)

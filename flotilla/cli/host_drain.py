@@ -5,21 +5,24 @@ tools do. Exit status 1 when a guest could not be moved.
 What it sends: ``PUT /os-services/{id}`` (disable with a reason, 2.53),
 ``GET /servers/detail?all_tenants=1&host=HOST``, ``os-migrateLive`` with
 no host (the scheduler chooses) for a running or paused server, ``migrate``
-then ``confirmResize`` for a stopped one, ``GET /servers/{id}`` and ``GET
-/servers/{id}/migrations`` (``GET /os-migrations`` for a cold one) for the
-progress, and the failed migration's instance action (2.84: its events'
-details) for the reason.
+then ``confirmResize`` for a stopped one, ``GET /servers/{id}`` (before
+each move, and for its progress with ``GET /servers/{id}/migrations``,
+``GET /os-migrations`` for a cold one), ``GET
+/os-migrations?source_compute=HOST&status=finished`` for the moves off the
+host that wait in VERIFY_RESIZE, and the failed migration's instance
+action (2.84: its events' details) for the reason.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from typing import Any
 
 from flotilla import binaries
 from flotilla.cli import resources
 from flotilla.db.instances import MIGRATION_ENDED
-from flotilla.drain import COLD_MOVABLE, Drainer, DrainRefused, Guest, Outcome, format_progress
+from flotilla.drain import Drainer, DrainRefused, Guest, Outcome, format_progress
 
 MICROVERSION = "2.84"
 DEFAULT_MAX_CONCURRENT = 2
@@ -27,6 +30,12 @@ DEFAULT_MAX_CONCURRENT = 2
 
 class DrainFailed(Exception):
     """Some guests are still on the host (the reasons were printed)."""
+
+
+def _guest(server: dict) -> Guest:
+    return Guest(id=server["id"], name=server.get("name") or server["id"],
+                 status=server["status"], host=server.get("OS-EXT-SRV-ATTR:host"),
+                 task_state=server.get("OS-EXT-STS:task_state"))
 
 
 def _message(response) -> str:
@@ -60,11 +69,36 @@ class APIBackend:
 
     def guests(self, host: str) -> list[Guest]:
         body = self._get("/servers/detail?all_tenants=1&host=%s" % host)
-        return [Guest(id=s["id"], name=s.get("name") or s["id"], status=s["status"],
-                      host=s.get("OS-EXT-SRV-ATTR:host"),
-                      task_state=s.get("OS-EXT-STS:task_state"))
-                for s in body.get("servers", [])
+        return [_guest(s) for s in body.get("servers", [])
                 if s.get("OS-EXT-SRV-ATTR:host") == host]
+
+    def guest(self, guest_id: str) -> Guest | None:
+        response = self.compute.get("/servers/%s" % guest_id, microversion=MICROVERSION,
+                                    raise_exc=False)
+        if response.status_code == 404:
+            return None
+        if response.status_code >= 400:
+            raise RuntimeError("GET /servers/%s: %s" % (guest_id, _message(response)))
+        return _guest(response.json()["server"])
+
+    def awaiting_confirmation(self, host: str) -> list[Guest]:
+        found: dict[str, Guest] = {}
+        path = "/os-migrations?source_compute=%s&status=finished" % host
+        page = self._get(path)
+        while True:
+            for migration in page.get("migrations", []):
+                kind = migration.get("migration_type")
+                uuid = migration.get("instance_uuid")
+                if kind not in ("migration", "resize") or uuid in found \
+                        or migration.get("source_compute") != host:
+                    continue
+                guest = self.guest(uuid)
+                if guest is not None and guest.status == "VERIFY_RESIZE" \
+                        and guest.host != host and not guest.task_state:
+                    found[uuid] = dataclasses.replace(guest, awaiting=kind)
+            if not page.get("migrations_links") or not page.get("migrations"):
+                return list(found.values())
+            page = self._get(path + "&marker=%s" % page["migrations"][-1]["uuid"])
 
     def _action(self, guest: Guest, body: dict) -> None:
         response = self.compute.post("/servers/%s/action" % guest.id, json=body,
@@ -84,7 +118,7 @@ class APIBackend:
     def outcome(self, guest: Guest, host: str) -> Outcome:
         server = self._get("/servers/%s" % guest.id)["server"]
         task = server.get("OS-EXT-STS:task_state")
-        cold = guest.status in COLD_MOVABLE
+        cold = guest.cold
         if server.get("status") == "VERIFY_RESIZE" and not task:
             return Outcome(done=False, verify=True)
         if task:

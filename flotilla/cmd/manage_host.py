@@ -7,13 +7,16 @@ reads and the service's disable, the conductor (RPC) for each guest's live
 migration (a running or paused one) or cold migration and its confirmation
 (a stopped one), each started as the API starts it (the server's task, an
 accepted migration record, the action ``live-migration``, ``migrate`` or
-``confirmResize`` under its own request id). At most ``[DEFAULT] max_concurrent_live_migrations`` at once
-(or ``--max-concurrent``); exit status 1 when a guest could not be moved,
-each named with the migration's recorded reason.
+``confirmResize`` under its own request id; a move, not a confirm, is
+refused while a volume of the guest is being attached or detached). At
+most ``[DEFAULT] max_concurrent_live_migrations`` at once (or
+``--max-concurrent``); exit status 1 when a guest could not be moved, each
+named with the migration's recorded reason.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable
 
@@ -29,7 +32,7 @@ from flotilla.db import schema
 from flotilla.db import volumes as vdb
 from flotilla.db.instances import MIGRATION_ENDED
 from flotilla.deadlines import task_deadline
-from flotilla.drain import COLD_MOVABLE, Drainer, DrainRefused, Guest, Outcome, format_progress
+from flotilla.drain import Drainer, DrainRefused, Guest, Outcome, format_progress
 
 HELP = "hosts: drain HOST (disable it, migrate every guest off it)"
 
@@ -42,7 +45,14 @@ CONFIRM = st.operation("confirm_resize")
 
 # vm_state to the API's status name, for the drain's messages.
 _STATUS = {st.ACTIVE: "ACTIVE", st.PAUSED: "PAUSED", st.STOPPED: "SHUTOFF",
-           st.SUSPENDED: "SUSPENDED", st.ERROR: "ERROR", st.BUILDING: "BUILD"}
+           st.SUSPENDED: "SUSPENDED", st.ERROR: "ERROR", st.BUILDING: "BUILD",
+           st.RESIZED: "VERIFY_RESIZE"}
+
+
+def _guest(inst) -> Guest:
+    return Guest(id=inst.uuid, name=inst.name or inst.uuid,
+                 status=_STATUS.get(inst.vm_state, inst.vm_state.upper()), host=inst.host,
+                 task_state=inst.task_state)
 
 
 def add_parsers(actions) -> None:
@@ -69,18 +79,37 @@ class DirectBackend:
         db_api.service_set_disabled(host, COMPUTE, True, reason)
 
     def guests(self, host: str) -> list[Guest]:
-        return [Guest(id=i.uuid, name=i.name or i.uuid,
-                      status=_STATUS.get(i.vm_state, i.vm_state.upper()), host=i.host,
-                      task_state=i.task_state)
-                for i in db_api.instance_get_all_by_host(host)]
+        return [_guest(i) for i in db_api.instance_get_all_by_host(host)]
+
+    def guest(self, guest_id: str) -> Guest | None:
+        try:
+            return _guest(db_api.instance_get(guest_id))
+        except exception.InstanceNotFound:
+            return None
+
+    def awaiting_confirmation(self, host: str) -> list[Guest]:
+        found: dict[str, Guest] = {}
+        for migration in mig_db.migration_list(host=host, status=rs_db.FINISHED):
+            if migration.source_host != host or migration.instance_uuid in found \
+                    or migration.migration_type not in (rs_db.COLD, rs_db.RESIZE):
+                continue
+            guest = self.guest(migration.instance_uuid)
+            if guest is not None and guest.status == _STATUS[st.RESIZED] \
+                    and guest.host != host and not guest.task_state:
+                found[guest.id] = dataclasses.replace(guest,
+                                                      awaiting=migration.migration_type)
+        return list(found.values())
 
     def _start(self, guest: Guest, operation: st.Operation, expected_vm_state,
                start: Callable[[RequestContext], None],
-               undo: Callable[[str], None], action: str | None = None) -> None:
+               undo: Callable[[str], None], action: str | None = None,
+               volumes_settled: bool = True) -> None:
         """Put the server's task on as the API does, record the action and
-        call the conductor; everything undone when it cannot be reached."""
+        call the conductor; everything undone when it cannot be reached.
+        ``volumes_settled``: refuse while a volume of it is being attached
+        or detached (a move; the API's confirmResize does not ask)."""
         ctxt = get_admin_context()
-        volume = vdb.unsettled_volume(guest.id)
+        volume = vdb.unsettled_volume(guest.id) if volumes_settled else None
         if volume is not None:
             raise DrainRefused("its volume %s is %s" % (volume.id, volume.status))
         try:
@@ -142,14 +171,14 @@ class DirectBackend:
 
         def undo(why: str) -> None:
             mig_db.migration_update(migration.uuid, {"status": rs_db.FINISHED})
-        self._start(guest, CONFIRM, (st.RESIZED,), start, undo)
+        self._start(guest, CONFIRM, (st.RESIZED,), start, undo, volumes_settled=False)
 
     def outcome(self, guest: Guest, host: str) -> Outcome:
         try:
             inst = db_api.instance_get(guest.id)
         except exception.InstanceNotFound:
             return Outcome(done=True, reason="the server was deleted during the drain")
-        cold = guest.status in COLD_MOVABLE
+        cold = guest.cold
         migrations = mig_db.migration_list(guest.id,
                                            migration_type=rs_db.COLD if cold else LIVE)
         newest = migrations[0] if migrations else None

@@ -212,3 +212,62 @@ def test_manage_drain_leaves_a_guest_whose_volume_is_being_attached(cloud, conf)
     now = db.instance_get(busy)
     assert (now.host, now.vm_state, now.task_state) == ("host1", st.ACTIVE, None)
     assert db.action_get_all(busy)[0].action == "create"    # nothing was started
+
+
+def _wait_verify_resize(uuid: str) -> None:
+    deadline = time.monotonic() + 30
+    while (db.instance_get(uuid).vm_state, db.instance_get(uuid).task_state) \
+            != (st.RESIZED, None):
+        assert time.monotonic() < deadline, db.instance_get(uuid).vm_state
+        time.sleep(0.05)
+
+
+def test_flotilla_host_drain_confirms_a_cold_migration_left_unconfirmed(stack):
+    """A cold migration off host1 waiting in VERIFY_RESIZE (a drain died
+    before its confirm) keeps its source copy on host1: the next drain
+    finds it through os-migrations and confirms it."""
+    conn = stack.connect()
+    [left] = _on_host1(1, lambda n: _boot_api(conn, n))
+    conn.compute.stop_server(left)
+    _wait_stopped(left)
+    conn.compute.migrate_server(left)
+    _wait_verify_resize(left)
+    assert left in stack.drivers["host1"].guests          # the source copy
+    out = io.StringIO()
+    with redirect_stdout(out):
+        status = cli_main.main(["--poll-interval", "0.1", "host", "drain", "host1"],
+                               connector=lambda args: conn)
+    text = out.getvalue()
+    assert status == 0, text
+    assert "vm0 (%s): its cold migration off the host waits in VERIFY_RESIZE" % left in text
+    assert "1 moved, 0 not moved" in text
+    now = db.instance_get(left)
+    assert (now.host, now.vm_state, now.task_state) == ("host2", st.STOPPED, None)
+    assert left not in stack.drivers["host1"].guests
+
+
+def test_manage_drain_confirms_a_cold_migration_left_unconfirmed(cloud, conf):
+    """As above through the control plane; the confirm is not refused for
+    a volume being uploaded (a move would be: the confirm moves nothing)."""
+    from flotilla.db import volumes as vdb
+    [left] = _on_host1(1, lambda n: _boot_direct(cloud, n))
+    ctxt = cloud.ctxt
+    db.action_start(left, "stop", ctxt.request_id)
+    db.instance_update(left, {"task_state": st.POWERING_OFF})
+    cloud.compute.stop_instance(ctxt, "host1", left)
+    _wait_stopped(left)
+    backend = DirectBackend(conf, cloud.conductor)
+    [listed] = backend.guests("host1")
+    backend.cold_migrate(listed)
+    _wait_verify_resize(left)
+    volume = vdb.volume_create({"size_gb": 1, "status": st.VOLUME_UPLOADING,
+                                "project_id": "p1", "host": "vol1"},
+                               {"volumes": -1, "gigabytes": -1})
+    vdb.attachment_create(volume.id, left, "host2")
+    out = io.StringIO()
+    result = Drainer(backend, max_concurrent=2, poll_interval=0.05, out=out).drain("host1")
+    assert result.ok, (result.failed, out.getvalue())
+    assert [g.id for g in result.moved] == [left]
+    now = db.instance_get(left)
+    assert (now.host, now.vm_state, now.task_state) == ("host2", st.STOPPED, None)
+    assert left not in cloud.drivers["host1"].guests
