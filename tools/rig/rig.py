@@ -190,8 +190,8 @@ def start_host(host: dict) -> None:
                                                    dst)
                        for src, dst in BIND_MOUNTS.items())
     script = "set -e\n%s\nvirtlogd -d\nexec libvirtd --listen -d\n" % mounts
-    subprocess.run(["unshare", "-m", "--propagation", "private",
-                    "sh", "-c", script], check=True, preexec_fn=_on_first_cpu)
+    subprocess.run([*_on_first_cpu(), "unshare", "-m", "--propagation", "private",
+                    "sh", "-c", script], check=True)
     run = os.path.join(host["dir"], "run")
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
@@ -209,19 +209,21 @@ def start_host(host: dict) -> None:
                           os.path.join(host["dir"], "log", "libvirtd.log")))
 
 
-def _on_first_cpu() -> None:
-    """Run on one CPU while libvirtd starts. libvirtd keeps its QEMU
-    capabilities only while the host's CPUID reads the same, and CPUID
-    differs from one CPU to the next (the APIC id): started on any CPU, a
-    new libvirtd found the kept capabilities outdated half the time ("host
-    cpuid changed") and probed QEMU again, about 7 s."""
-    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+def _on_first_cpu() -> list[str]:
+    """The command prefix that runs on one CPU while libvirtd starts.
+    libvirtd keeps its QEMU capabilities only while the host's CPUID reads
+    the same, and CPUID differs from one CPU to the next (the APIC id):
+    started on any CPU, a new libvirtd found the kept capabilities outdated
+    half the time ("host cpuid changed") and probed QEMU again, about 7 s.
+    (taskset, not a preexec_fn: hosts start from several threads.)"""
+    return ["taskset", "-c", str(min(os.sched_getaffinity(0)))]
 
 
 def _on_every_cpu(*pids: int | None) -> None:
     """Once libvirtd has read its capabilities: every thread of these
-    processes back on every CPU, so the guests it starts are not pinned."""
-    cpus = set(range(os.cpu_count() or 1))
+    processes back on every CPU the rig may use (its own affinity), so the
+    guests it starts are not pinned."""
+    cpus = os.sched_getaffinity(0)
     for pid in pids:
         if not pid:
             continue
@@ -409,8 +411,8 @@ def start_libvirtd(root: str, name: str) -> dict:
     """Start a killed libvirtd again in its host's namespace and wait until
     it answers. Returns the updated host."""
     state, host = _host(root, name)
-    subprocess.run(["nsenter", "-t", str(host["virtlogd_pid"]), "-m",
-                    "libvirtd", "--listen", "-d"], check=True, preexec_fn=_on_first_cpu)
+    subprocess.run([*_on_first_cpu(), "nsenter", "-t", str(host["virtlogd_pid"]), "-m",
+                    "libvirtd", "--listen", "-d"], check=True)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         pid = read_pid(os.path.join(host["dir"], "run", "libvirtd.pid"))
