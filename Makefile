@@ -6,6 +6,7 @@ PIP := $(VENV)/bin/pip
 PYTEST := $(VENV)/bin/pytest
 
 .PHONY: venv services test test-unit test-functional test-integration test-systemd \
+	test-integration-parallel \
 	test-containers containers-up containers-down tempest lint genconfig bench demo \
 	demo-stop clean
 
@@ -22,12 +23,14 @@ services:
 
 # Every tier on this machine's services, then the RPC and fault tests against
 # RabbitMQ and PostgreSQL in containers.
-# The in-process tiers run on two workers (pytest-xdist); the tiers with
-# rig hosts, QEMU guests and real daemons one test at a time.
+# The in-process tiers run on two workers (pytest-xdist), and so does the
+# integration tier, a module's tests kept together on one worker (each with
+# its own rig, clouds, vhosts and databases; the tier mostly waits on
+# guests); the systemd tier, one container at a time, runs alone.
 test: services venv
 	$(PYTEST) -q -p no:cacheprovider -n 2 tests/unit tests/functional
-	$(PYTEST) -q -p no:cacheprovider --durations=25 tests/integration tests/systemd \
-		--ignore=tests/integration/chaos
+	$(MAKE) --no-print-directory test-integration-parallel
+	$(PYTEST) -q -p no:cacheprovider --durations=10 tests/systemd
 	$(MAKE) --no-print-directory test-containers
 	$(MAKE) --no-print-directory tempest
 
@@ -43,6 +46,14 @@ test-functional: venv
 #     FLOTILLA_TEST_POSTGRES=postgresql://postgres@host:5432/postgres
 test-integration: services venv
 	$(PYTEST) -q tests/integration --ignore=tests/integration/chaos
+
+# The same tier with its modules shared between two workers (a module's tests
+# stay together), as `make test` runs it; the guest image is built (or found
+# cached) first, once.
+test-integration-parallel: services venv
+	$(PY) tools/guest-image/build.py >/dev/null
+	$(PYTEST) -q -p no:cacheprovider -n 2 --dist loadfile --durations=25 tests/integration \
+		--ignore=tests/integration/chaos
 
 # RabbitMQ and PostgreSQL in containers (tools/containers/, built from Debian
 # packages on a dockerd of the project's own), the RPC tests and the fault

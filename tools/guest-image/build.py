@@ -36,6 +36,7 @@ dosfstools, qemu-utils. The guest needs at least MIN_RAM_MB of RAM and
 from __future__ import annotations
 
 import argparse
+import fcntl
 import gzip
 import hashlib
 import json
@@ -355,16 +356,21 @@ def recipe_digest() -> str:
 def ensure(output: str = DEFAULT_OUTPUT, force: bool = False) -> dict:
     """The image's metadata, building the image when missing or made from
     another recipe."""
-    meta_path = os.path.join(os.path.dirname(os.path.abspath(output)),
-                             "guest.json")
-    if not force and os.path.exists(output) and os.path.exists(meta_path):
-        with open(meta_path) as f:
-            meta = json.load(f)
-        if meta.get("image") == os.path.abspath(output) \
-                and meta.get("recipe") == recipe_digest():
-            return meta
-    log("building %s" % output)
-    return build(output)
+    out_dir = os.path.dirname(os.path.abspath(output))
+    meta_path = os.path.join(out_dir, "guest.json")
+    os.makedirs(out_dir, exist_ok=True)
+    # One build at a time (test workers may ask at once): the others wait,
+    # then find it built.
+    with open(os.path.join(out_dir, ".build.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not force and os.path.exists(output) and os.path.exists(meta_path):
+            with open(meta_path) as f:
+                meta = json.load(f)
+            if meta.get("image") == os.path.abspath(output) \
+                    and meta.get("recipe") == recipe_digest():
+                return meta
+        log("building %s" % output)
+        return build(output)
 
 
 def main(argv: list[str] | None = None) -> int:
