@@ -103,8 +103,9 @@ class DrainBackend(Protocol):
         """The server as it is now; None once it is deleted."""
 
     def awaiting_confirmation(self, host: str) -> list[Guest]:
-        """The servers moved off ``host`` (a cold migration or a resize,
-        ``Guest.awaiting``) that wait in VERIFY_RESIZE on another host."""
+        """The servers of the cold migrations and resizes off ``host`` that
+        are ``finished`` (``Guest.awaiting``: which), each once; the drain
+        keeps those that wait, idle, in VERIFY_RESIZE on another host."""
 
     def live_migrate(self, guest: Guest) -> None:
         """Start the guest's live migration (the scheduler chooses where);
@@ -199,6 +200,8 @@ class Drainer:
                   % (len(pending), self.max_concurrent))
         running: dict[str, _Move] = {}
         for guest in self.backend.awaiting_confirmation(host):
+            if guest.status != "VERIFY_RESIZE" or guest.host == host or guest.task_state:
+                continue
             if guest.awaiting == "migration":
                 running[guest.id] = _Move(dataclasses.replace(guest, cold=True))
                 self._say("%s (%s): its cold migration off the host waits in "

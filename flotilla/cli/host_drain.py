@@ -89,12 +89,10 @@ class APIBackend:
             for migration in page.get("migrations", []):
                 kind = migration.get("migration_type")
                 uuid = migration.get("instance_uuid")
-                if kind not in ("migration", "resize") or uuid in found \
-                        or migration.get("source_compute") != host:
+                if kind not in ("migration", "resize") or uuid in found:
                     continue
                 guest = self.guest(uuid)
-                if guest is not None and guest.status == "VERIFY_RESIZE" \
-                        and guest.host != host and not guest.task_state:
+                if guest is not None:
                     found[uuid] = dataclasses.replace(guest, awaiting=kind)
             if not page.get("migrations_links") or not page.get("migrations"):
                 return list(found.values())

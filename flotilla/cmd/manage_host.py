@@ -94,8 +94,7 @@ class DirectBackend:
                     or migration.migration_type not in (rs_db.COLD, rs_db.RESIZE):
                 continue
             guest = self.guest(migration.instance_uuid)
-            if guest is not None and guest.status == _STATUS[st.RESIZED] \
-                    and guest.host != host and not guest.task_state:
+            if guest is not None:
                 found[guest.id] = dataclasses.replace(guest,
                                                       awaiting=migration.migration_type)
         return list(found.values())

@@ -70,18 +70,23 @@ def _wait_stopped(uuid: str) -> None:
         time.sleep(0.05)
 
 
+def _cli_drain(conn, *args: str) -> tuple[int, str]:
+    """``flotilla host drain host1 ARGS`` through the SDK connection: its exit
+    status and output."""
+    out = io.StringIO()
+    with redirect_stdout(out):
+        status = cli_main.main(["--poll-interval", "0.1", "host", "drain", "host1", *args],
+                               connector=lambda args: conn)
+    return status, out.getvalue()
+
+
 def test_flotilla_host_drain_moves_running_and_stopped_guests(stack):
     conn = stack.connect()
     uuids = _on_host1(5, lambda n: _boot_api(conn, n))
     stopped = uuids[-1]
     conn.compute.stop_server(stopped)
     _wait_stopped(stopped)
-    out = io.StringIO()
-    with redirect_stdout(out):
-        status = cli_main.main(["--poll-interval", "0.1", "host", "drain", "host1",
-                                "--reason", "kernel update", "--max-concurrent", "2"],
-                               connector=lambda args: conn)
-    text = out.getvalue()
+    status, text = _cli_drain(conn, "--reason", "kernel update", "--max-concurrent", "2")
     assert status == 0, text
     for uuid in uuids:
         assert db.instance_get(uuid).host == "host2"
@@ -105,11 +110,7 @@ def test_flotilla_host_drain_names_a_guest_in_error(stack):
     uuids = _on_host1(2, lambda n: _boot_api(conn, n))
     broken = uuids[1]
     db.instance_update(broken, {"vm_state": st.ERROR})
-    out = io.StringIO()
-    with redirect_stdout(out):
-        status = cli_main.main(["--poll-interval", "0.1", "host", "drain", "host1"],
-                               connector=lambda args: conn)
-    text = out.getvalue()
+    status, text = _cli_drain(conn)
     assert status == 1, text
     assert db.instance_get(uuids[0]).host == "host2"
     assert db.instance_get(broken).host == "host1"
@@ -233,11 +234,7 @@ def test_flotilla_host_drain_confirms_a_cold_migration_left_unconfirmed(stack):
     conn.compute.migrate_server(left)
     _wait_verify_resize(left)
     assert left in stack.drivers["host1"].guests          # the source copy
-    out = io.StringIO()
-    with redirect_stdout(out):
-        status = cli_main.main(["--poll-interval", "0.1", "host", "drain", "host1"],
-                               connector=lambda args: conn)
-    text = out.getvalue()
+    status, text = _cli_drain(conn)
     assert status == 0, text
     assert "vm0 (%s): its cold migration off the host waits in VERIFY_RESIZE" % left in text
     assert "1 moved, 0 not moved" in text

@@ -150,10 +150,15 @@ def test_a_cold_migration_off_the_host_left_unconfirmed_is_confirmed():
     new drain confirms it; a resize waiting so is its owner's, named."""
     left = Guest("c", "vm-c", "VERIFY_RESIZE", "host2", awaiting="migration")
     resized = Guest("r", "vm-r", "VERIFY_RESIZE", "host2", awaiting="resize")
+    # Finished once, confirmed or reverted since, or busy: not waiting.
+    settled = [Guest("x", "vm-x", "SHUTOFF", "host2", awaiting="migration"),
+               Guest("b", "vm-b", "VERIFY_RESIZE", "host1", awaiting="migration"),
+               Guest("t", "vm-t", "VERIFY_RESIZE", "host2", task_state="resize_reverting",
+                     awaiting="migration")]
     backend = ScriptedBackend([], {"c": [Outcome(done=False, verify=True),
                                          Outcome(done=False, progress="resize_confirming"),
                                          Outcome(done=True, moved=True)]},
-                              awaiting=[left, resized])
+                              awaiting=[left, resized, *settled])
     result, text = _drain(backend)
     assert backend.calls == [("confirm", "c")]
     assert [g.id for g in result.moved] == ["c"]
