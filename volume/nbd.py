@@ -237,9 +237,12 @@ class StorageDaemon:
         deadline = time.monotonic() + timeout
         while not self.running():
             if proc.poll() is not None:
-                raise RuntimeError("qemu-storage-daemon exited with %s; see %s"
-                                   % (proc.returncode,
-                                      os.path.join(self.run_path, "qsd.log")))
+                log_path = os.path.join(self.run_path, "qsd.log")
+                with open(log_path, errors="replace") as f:
+                    said = " | ".join(f.read().strip().splitlines()[-3:])
+                raise RuntimeError("qemu-storage-daemon exited with %s: %s (in %s)"
+                                   % (proc.returncode, said or "it said nothing",
+                                      log_path))
             if time.monotonic() > deadline:
                 proc.kill()
                 raise RuntimeError("qemu-storage-daemon did not answer on %s"

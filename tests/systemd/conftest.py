@@ -21,7 +21,6 @@ import logging
 import pathlib
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -29,7 +28,8 @@ import uuid
 
 import pytest
 
-from tests.fixtures.rig import RIG, free_port_block
+from tests.fixtures.ports import free_port, free_port_block
+from tests.fixtures.rig import RIG
 from tests.fixtures.services import postgresql_database, rabbit_vhost
 from tests.systemd import nspawn
 
@@ -110,11 +110,6 @@ def _step(what: str):
     LOG.info("%s: %.1f s", what, time.monotonic() - started)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _config(transport_url: str, database_url: str, port: int, host: str) -> str:
     return "\n".join([
@@ -138,7 +133,7 @@ def _config(transport_url: str, database_url: str, port: int, host: str) -> str:
         # The pool in libvirt's test driver; its qemu-storage-daemon is real.
         "[volume]",
         "connection_uri = test:///default",
-        "nbd_port = %d" % _free_port(),
+        "nbd_port = %d" % free_port(),
         ""])
 
 
@@ -225,7 +220,7 @@ def deployed(tmp_path_factory):
                                  "flotilla-" + suffix)
     except nspawn.Unavailable as exc:
         pytest.fail("the systemd tier cannot run here: %s" % exc, pytrace=False)
-    port = _free_port()
+    port = free_port()
     with rabbit_vhost("flotilla-systemd") as transport_url, \
             postgresql_database() as database_url:
         database_url = database_url.replace("postgresql://", "postgresql+psycopg://", 1)

@@ -12,7 +12,7 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-from tests.fixtures.rig import free_port_block
+from tests.fixtures.ports import free_port_block
 from tools.demo.bringup import Bringup
 
 

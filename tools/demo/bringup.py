@@ -56,11 +56,17 @@ def _run(cmd: list, **kwargs) -> subprocess.CompletedProcess:
 
 class Bringup:
     def __init__(self, root: str | os.PathLike, hosts: int = 2, api_port: int = 18774,
-                 rig_base_port: int = 16610, say: Callable[[str], None] = print) -> None:
+                 rig_base_port: int = 16610, say: Callable[[str], None] = print,
+                 nbd_port: int | None = None) -> None:
         self.root = pathlib.Path(root).resolve()
         self.hosts = hosts
         self.api_port = api_port
         self.rig_base_port = rig_base_port
+        # By default the port after the rig hosts' libvirtd ports: callers
+        # pick the rig's block with room for it (tests: free_port_block(4)
+        # for two hosts), never from the ephemeral range, where an outgoing
+        # connection may take it before qemu-storage-daemon binds it.
+        self.nbd_port = nbd_port or rig_base_port + hosts
         self.say = say
         self.state: dict = {}
 
@@ -193,9 +199,16 @@ class Bringup:
         # pool on that host's libvirtd, in a directory both it and the
         # storage daemon (started by flotilla-volume, here) see.
         volume_host = self.state["rig_hosts"][0]
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            nbd_port = s.getsockname()[1]
+        nbd_port = self.nbd_port
+        try:
+            with socket.socket() as s:
+                # As the storage daemon binds: a last run's connections in
+                # TIME_WAIT do not make the port taken.
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind(("127.0.0.1", nbd_port))
+        except OSError as exc:
+            raise RuntimeError("the volume host's NBD port %d is taken (%s)"
+                               % (nbd_port, exc)) from None
         volume_conf = etc / "volume.conf"
         volume_conf.write_text("\n".join([
             "[DEFAULT]", "host = %s" % volume_host["name"],

@@ -19,6 +19,7 @@ from flotilla import states as st
 from flotilla.db import api as db
 from flotilla.db import schema
 from flotilla.db import volumes as vdb
+from tests.fixtures.ports import free_port
 from tests.functional.volume.test_volume_flows import MemoryBackend
 from volume.manager import VolumeManager
 from volume.nbd import StorageDaemon, export_id
@@ -43,9 +44,7 @@ class FileBackend(MemoryBackend):
 
 @pytest.fixture
 def volume_host(conf, tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     conf.set_override("run_path", str(tmp_path / "run"), group="volume")
     conf.set_override("nbd_port", port, group="volume")
     db.configure(conf)
@@ -151,6 +150,18 @@ def test_a_stopped_daemon_is_not_replaced(conf, volume_host):
     finally:
         os.kill(pid, signal.SIGCONT)
     assert daemon.running()
+
+
+def test_a_daemon_that_cannot_bind_its_port_fails_the_start_saying_why(volume_host):
+    """The start's error carries what the daemon said, not only where its
+    log is: a CI run once lost the reason with the log's directory."""
+    daemon, _backend, port = volume_host
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        with pytest.raises(RuntimeError, match=r"exited with 1: .*[Aa]ddress already in use"):
+            daemon.ensure_running()
+    assert not daemon.running()
 
 
 def test_a_daemon_started_again_by_an_export_serves_the_other_volumes_too(conf,

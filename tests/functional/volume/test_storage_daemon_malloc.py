@@ -7,13 +7,13 @@ while parsing it."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import types
 import uuid as uuidlib
 
 import pytest
 
+from tests.fixtures.ports import free_port
 from volume.nbd import MALLOC_TUNABLES, StorageDaemon, daemon_env
 
 REQUESTS = 256
@@ -31,11 +31,6 @@ def test_daemon_env_adds_the_tunables_and_keeps_the_operators():
     assert daemon_env({})["GLIBC_TUNABLES"].split(":") == list(MALLOC_TUNABLES)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _minor_faults(pid: int) -> int:
     with open("/proc/%d/stat" % pid) as f:
@@ -45,7 +40,7 @@ def _minor_faults(pid: int) -> int:
 @pytest.fixture
 def daemon(tmp_path):
     conf = types.SimpleNamespace(volume=types.SimpleNamespace(
-        run_path=str(tmp_path / "run"), nbd_host="127.0.0.1", nbd_port=_free_port(),
+        run_path=str(tmp_path / "run"), nbd_host="127.0.0.1", nbd_port=free_port(),
         storage_daemon="qemu-storage-daemon", nbd_tls=False))
     daemon = StorageDaemon(conf)
     yield daemon

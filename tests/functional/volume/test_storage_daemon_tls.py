@@ -7,13 +7,13 @@ compute host gets, and the start-up config errors naming the option."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 
 import pytest
 
 from flotilla.conf.loader import ConfigError
 from tests.fixtures.nbd_tls import make_pki, qemu_client_object
+from tests.fixtures.ports import free_port
 from volume.nbd import TLS_OBJECT_ID, TLS_SERVER_FILES, StorageDaemon, daemon_args
 
 VOLUME = "3f1c1a52-7c55-4e0e-9d53-2a1b7a0c9e11"
@@ -66,9 +66,7 @@ def test_tls_on_with_an_unreadable_file_is_a_config_error(conf, tmp_path):
 @pytest.fixture
 def tls_daemon(conf, tmp_path):
     pki = make_pki(tmp_path / "pki")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     conf.set_override("run_path", str(tmp_path / "run"), group="volume")
     conf.set_override("nbd_port", port, group="volume")
     conf.set_override("nbd_tls", True, group="volume")
@@ -136,9 +134,7 @@ def test_the_volume_service_does_not_start_without_the_files(conf, tmp_path):
 
 def test_a_plain_daemon_holds_no_tls_object_and_a_tls_service_says_so(
         conf, tmp_path, caplog):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     conf.set_override("run_path", str(tmp_path / "run"), group="volume")
     conf.set_override("nbd_port", port, group="volume")
     daemon = StorageDaemon(conf)

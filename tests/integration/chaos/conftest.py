@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ import uuid as uuidlib
 import pytest
 
 from tests.fixtures.daemons import BIN, Daemon, write_config
+from tests.fixtures.ports import free_port
 from tests.fixtures.services import RPC_KEY, postgresql_database, rabbit_vhost
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
@@ -58,16 +58,11 @@ def containers():
     return ctl
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 class ChaosCloud:
     def __init__(self, root: pathlib.Path, rabbit_url: str, db_url: str) -> None:
         self.root = root
-        self.api_port = _free_port()
+        self.api_port = free_port()
         self.endpoint = "http://127.0.0.1:%d" % self.api_port
         self.daemons: list[Daemon] = []
         self.base = self.config("base", "chaos-ctl", rabbit_url, db_url)

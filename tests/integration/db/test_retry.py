@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from flotilla import exception
 from flotilla.db import api
+from tests.fixtures.ports import free_port
 
 
 class LateDatabase:
@@ -23,9 +24,7 @@ class LateDatabase:
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        self.port = free_port()
         self._server: socket.socket | None = None
 
     def open(self) -> None:

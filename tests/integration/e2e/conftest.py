@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 import pathlib
-import socket
 
 import pytest
 import sqlalchemy as sa
 
-from tests.fixtures.rig import free_port_block, virsh
+from tests.fixtures.ports import free_port, free_port_block
+from tests.fixtures.rig import virsh
 from tests.fixtures.services import rabbitmqctl
 from tools.demo.bringup import Bringup
 from tools.demo.demo import Walkthrough
@@ -23,16 +23,11 @@ from tools.demo.demo import Walkthrough
 LOG = logging.getLogger("e2e")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
-    bringup = Bringup(root, hosts=2, api_port=_free_port(),
+    bringup = Bringup(root, hosts=2, api_port=free_port(),
                       rig_base_port=free_port_block(4, start=18100, end=19000),
                       say=LOG.info)
     bringup.up()

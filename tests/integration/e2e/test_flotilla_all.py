@@ -10,24 +10,18 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 
 import pytest
 
 from tests.fixtures.daemons import BIN
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.fixtures.ports import free_port
 
 
 @pytest.fixture
 def all_in_one(tmp_path):
-    port = _free_port()
+    port = free_port()
     config = tmp_path / "flotilla.conf"
     config.write_text("[DEFAULT]\nstate_path = %s\n[api]\nbind_port = %d\n"
                       "[identity]\nscrypt_n = 1024\n" % (tmp_path / "state", port))

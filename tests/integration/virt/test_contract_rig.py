@@ -21,6 +21,7 @@ import pytest
 
 from compute.virt.block_device import VolumeConnection
 from compute.virt.libvirt.driver import LibvirtDriver
+from tests.fixtures.ports import free_port
 from tests.unit.virt.contract import DriverContract
 
 
@@ -60,12 +61,8 @@ class TestRigLibvirtContract(DriverContract):
     def volume_connection(self, tmp_path):
         """Fresh 64 MiB raw volumes exported by a qemu-storage-daemon of the
         test's own (volume/nbd.py), stopped afterwards."""
-        import socket
-
         from volume.nbd import StorageDaemon
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         daemon = StorageDaemon(_Conf(str(tmp_path / "qsd"), port))
         made: list[str] = []
 
@@ -86,13 +83,9 @@ class TestRigLibvirtContract(DriverContract):
         """Volumes of a qemu-storage-daemon of the test's own, as the volume
         service serves them (volume/nbd.py): grown with grow_export; out of
         service by removing the export (the node stays)."""
-        import socket
-
         from volume.nbd import StorageDaemon, export_id
         from volume.qmp import QMP
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         daemon = StorageDaemon(_Conf(str(tmp_path / "qsd-x"), port))
         made: dict[str, str] = {}
 

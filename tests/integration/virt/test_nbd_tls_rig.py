@@ -9,13 +9,13 @@ tls-creds) is refused by the same daemon. No cloud is brought up."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import types
 import uuid as uuidlib
 
 from compute.virt.block_device import VolumeConnection
 from tests.fixtures.nbd_tls import copy_client_files, make_pki, qemu_client_object
+from tests.fixtures.ports import free_port
 from tests.fixtures.rig import virsh
 from tests.fixtures.waiting import wait_until
 from tests.unit.virt.contract import new_instance
@@ -31,9 +31,7 @@ def test_a_tls_export_reaches_the_guest_and_refuses_a_plain_client(
         driver, rig_host, guest_image, tmp_path):
     pki = make_pki(tmp_path / "pki")
     copy_client_files(pki, rig_host["nbd_tls_x509_cert_dir"])
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     daemon = StorageDaemon(types.SimpleNamespace(volume=types.SimpleNamespace(
         run_path=str(tmp_path / "qsd"), nbd_host="127.0.0.1", nbd_port=port,
         storage_daemon="qemu-storage-daemon", nbd_tls=True,
