@@ -37,7 +37,7 @@ import secrets
 import falcon
 
 from api import errors
-from api.compute import locks, rebuild_volume, servers, views
+from api.compute import locks, rebuild_volume, servers, views, zones
 from api.state import APIState, version
 from flotilla import exception
 from flotilla import states as st
@@ -133,8 +133,9 @@ def rebuild(state: APIState, req: falcon.Request, resp: falcon.Response,
     LOG.info("rebuild of %s from image %s started", inst.uuid, image.id)
     groups = servers_db.group_uuids_for([inst.uuid])
     resp.status = falcon.HTTP_202
-    server = views.server_detail(inst, ctx, ver, state.compute_url(req), None,
-                                 groups.get(inst.uuid), full=ver >= (2, 75), rebuild=True)
+    server = views.server_detail(inst, ctx, ver, state.compute_url(req),
+                                 zones.HostFacts(state.conf), None, groups.get(inst.uuid),
+                                 full=ver >= (2, 75), rebuild=True)
     # The answer names the new image, as Nova's (the record changes when the
     # agent is done: a rebuild that fails keeps the old one).
     server["image"] = views.embedded_image(image.id, state.compute_url(req)) \

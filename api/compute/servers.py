@@ -153,7 +153,8 @@ class Servers:
         if self.detail:
             faults = servers_db.latest_faults(
                 [r.uuid for r in rows if r.vm_state == st.ERROR])
-            servers = [views.server_detail(r, ctx, ver, url, faults.get(r.uuid),
+            hosts = zones.HostFacts(self.state.conf)
+            servers = [views.server_detail(r, ctx, ver, url, hosts, faults.get(r.uuid),
                                            listing=True) for r in rows]
         else:
             servers = [views.server_brief(r, url) for r in rows]
@@ -408,7 +409,8 @@ class Server:
             fault = faults[0] if faults else None
         groups = servers_db.group_uuids_for([inst.uuid])
         return views.server_detail(inst, ctx, version(req), self.state.compute_url(req),
-                                   fault, groups.get(inst.uuid), full=full)
+                                   zones.HostFacts(self.state.conf), fault, groups.get(inst.uuid),
+                                   full=full)
 
     def on_put(self, req, resp, server_id: str) -> None:
         ctx = ctxt(req)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from api.compute.zones import HostFacts
 from api.state import isotime
 from flotilla import states as st
 from flotilla.context import RequestContext
@@ -88,7 +89,7 @@ def embedded_image(image_id: str, url: str) -> dict:
         {"rel": "bookmark", "href": "%s/images/%s" % (base, image_id)}]}
 
 
-def server_detail(inst, ctxt: RequestContext, version, url: str,
+def server_detail(inst, ctxt: RequestContext, version, url: str, hosts: HostFacts,
                   fault=None, group_ids: list[str] | None = None,
                   full: bool = True, listing: bool = False,
                   rebuild: bool = False) -> dict:
@@ -118,7 +119,7 @@ def server_detail(inst, ctxt: RequestContext, version, url: str,
     if full:
         server.update({
             "key_name": inst.key_name, "config_drive": "",
-            "OS-EXT-AZ:availability_zone": inst.availability_zone or "",
+            "OS-EXT-AZ:availability_zone": hosts.zone(inst),
             "OS-EXT-STS:power_state": inst.power_state or 0,
             "OS-EXT-STS:vm_state": inst.vm_state,
             "OS-EXT-STS:task_state": task_state,
@@ -148,7 +149,7 @@ def server_detail(inst, ctxt: RequestContext, version, url: str,
     if version >= (2, 9):
         server["locked"] = bool(inst.locked)
     if full and version >= (2, 16) and ctxt.is_admin:
-        server["host_status"] = "UP" if inst.host else ""
+        server["host_status"] = hosts.status(inst.host)
     if version >= (2, 19):
         server["description"] = inst.display_description
     if version >= (2, 26):

@@ -34,6 +34,44 @@ def service_zone(conf, service, zones: dict[str, str]) -> str:
     return INTERNAL
 
 
+class HostFacts:
+    """What a server's view says of the host it is on, read once per
+    request: its zone (every user sees it, as Nova's
+    ``OS-EXT-AZ:availability_zone``: the host's zone once the server has
+    one, else the zone it asked for) and, for admins from 2.16, its compute
+    service's status (``host_status``, Nova's rules)."""
+
+    def __init__(self, conf) -> None:
+        self.conf = conf
+        self._zones: dict[str, str] | None = None
+        self._services: dict | None = None
+
+    def zone(self, inst) -> str:
+        if not inst.host:
+            return inst.availability_zone or ""
+        if self._zones is None:
+            self._zones = host_zones(self.conf)
+        return self._zones.get(inst.host, self.conf.api.default_availability_zone)
+
+    def status(self, host: str | None) -> str:
+        """UP, DOWN (forced down), MAINTENANCE (disabled), UNKNOWN (no
+        heartbeat lately), or "" when there is no host or no such service."""
+        if not host:
+            return ""
+        if self._services is None:
+            self._services = {s.host: s for s in db.service_get_all()
+                              if s.binary == binaries.COMPUTE}
+        service = self._services.get(host)
+        if service is None:
+            return ""
+        if service.forced_down:
+            return "DOWN"
+        if service.disabled:
+            return "MAINTENANCE"
+        return "UP" if db.service_is_up(service, self.conf.service_down_time) \
+            else "UNKNOWN"
+
+
 class AvailabilityZones:
     """GET /os-availability-zone and (admin) /os-availability-zone/detail."""
 
