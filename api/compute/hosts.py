@@ -60,11 +60,13 @@ class Hosts:
         wanted = req.get_param("zone")
         hosts = []
         for service in db.service_get_all():
+            if service.binary not in _KIND:
+                continue          # the volume service is Block Storage's, as in os-services
             zone = zones.service_zone(conf, service, host_zones)
             if wanted and zone != wanted:
                 continue
             hosts.append({"host_name": service.host,
-                          "service": _KIND.get(service.binary, service.binary),
+                          "service": _KIND[service.binary],
                           "zone": zone})
         resp.media = {"hosts": hosts}
 
