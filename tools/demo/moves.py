@@ -159,6 +159,8 @@ def evacuate(walk, server, hosts: dict[str, str], say, step) -> dict:
         walk.admin.compute.update_service_forced_down(service, dead, service.binary, True)
         _wait_service(walk, dead, "down")
         say("    %s: compute service down (forced)" % dead)
+        fenced = walk.admin.compute.get_server(server.id).host_status
+        say("    %s's host_status, as an admin sees it: %s" % (server.name, fenced))
         started = time.monotonic()
         walk.admin.compute.evacuate_server(server)
         deadline = time.monotonic() + 300
@@ -195,5 +197,5 @@ def evacuate(walk, server, hosts: dict[str, str], say, step) -> dict:
         time.sleep(0.5)
     say("    %s is up; virsh on it no longer lists %s" % (dead, server.name))
     hosts[server.id] = there
-    return {"source": dead, "dest": there, "dest_state": on_dest, "stale_before": stale,
-            "stale_after": server.id in _domains(walk, dead)}
+    return {"source": dead, "dest": there, "dest_state": on_dest, "host_status": fenced,
+            "stale_before": stale, "stale_after": server.id in _domains(walk, dead)}

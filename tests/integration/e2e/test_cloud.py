@@ -99,6 +99,7 @@ def test_the_demo_flow(cloud, walkthrough):
     evacuate = summary["evacuate"]
     assert (evacuate["source"], evacuate["dest"]) == ("host2", "host1")
     assert evacuate["dest_state"] == "running"
+    assert evacuate["host_status"] == "DOWN"
     assert evacuate["stale_before"] and not evacuate["stale_after"]
 
 
