@@ -58,6 +58,10 @@ _FLAGS = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER
 # virDomainJobOperation (libvirt >= 3.3): what a domain's job does.
 _OPERATION_IN = getattr(libvirt, "VIR_DOMAIN_JOB_OPERATION_MIGRATION_IN", 2)
 _OPERATION_OUT = getattr(libvirt, "VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT", 3)
+# An agent that restarts mid-migration takes the job as over once libvirt
+# shows none for this long, or cannot say for this long.
+_JOB_ENDED_FOR = 2.0
+_JOB_UNREADABLE_FOR = 30.0
 _POLL = 0.2
 _UNLIMITED_MIB = 8192   # what "no limit" means when lifting a bandwidth cap
 
@@ -116,6 +120,23 @@ class LibvirtMigrationMixin:
         if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
             return None
         return stats.get("operation", 0)
+
+    def _outgoing_job_runs(self, domain, uuid: str) -> bool | None:
+        """Whether an outgoing migration job runs on ``domain``: None when
+        libvirt could not say (the job may well run on)."""
+        try:
+            stats = self.host.call(domain.jobStats, 0)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return False              # gone meanwhile: the guest left
+            LOG.info("the job of %s could not be read: %s", uuid, exc)
+            return None
+        except exception.HypervisorUnavailable as exc:
+            LOG.info("the job of %s could not be read: %s", uuid, exc)
+            return None
+        if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
+            return False
+        return stats.get("operation", 0) == _OPERATION_OUT
 
     def _require_live(self) -> None:
         if not self.capabilities.supports_live_migration:
@@ -333,8 +354,22 @@ class LibvirtMigrationMixin:
         try:
             domain = self.host.lookup(uuid)
             # libvirtd runs the job to its end without the agent that
-            # started it: watch it as live_migration would have.
-            while domain is not None and self._job_operation(domain) == _OPERATION_OUT:
+            # started it: watch it as live_migration would have. One reading
+            # is not its end: a query that failed proves nothing, and the
+            # end is final, so it must hold for _JOB_ENDED_FOR.
+            reading, reading_since = True, time.monotonic()
+            while domain is not None:
+                runs = self._outgoing_job_runs(domain, uuid)
+                if runs is not reading:
+                    reading, reading_since = runs, time.monotonic()
+                held = time.monotonic() - reading_since
+                if runs is False and held >= _JOB_ENDED_FOR:
+                    LOG.info("the outgoing job of %s is over", uuid)
+                    break
+                if runs is None and held >= _JOB_UNREADABLE_FOR:
+                    LOG.warning("the job of %s could not be read for %ss: taken as "
+                                "ended", uuid, _JOB_UNREADABLE_FOR)
+                    break
                 if timeout and time.monotonic() - started > timeout and not job.aborted:
                     LOG.warning("live migration of %s ran over %ss: aborted", uuid, timeout)
                     try:
@@ -355,8 +390,24 @@ class LibvirtMigrationMixin:
                 raise exception.MigrationAborted(instance_uuid=uuid)
             raise exception.MigrationError(
                 instance_uuid=uuid, reason="its migration job ended (or never started) "
-                "while the source's compute agent was down; the guest runs there")
+                "while the source's compute agent was down%s; the guest runs there"
+                % self._last_job_outcome(uuid))
         LOG.info("live migration of %s left this host while its agent was down", uuid)
+
+    def _last_job_outcome(self, uuid: str) -> str:
+        """What libvirt kept of the domain's last job, for the reason: its
+        error message, or how it ended ("" when it kept nothing)."""
+        domain = self.host.lookup(uuid)
+        try:
+            stats = self.host.call(domain.jobStats, libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED) \
+                if domain is not None else {}
+        except (libvirt.libvirtError, exception.HypervisorUnavailable):
+            return ""
+        ended = {libvirt.VIR_DOMAIN_JOB_FAILED: "failed",
+                 libvirt.VIR_DOMAIN_JOB_CANCELLED: "cancelled",
+                 libvirt.VIR_DOMAIN_JOB_COMPLETED: "completed"}.get(stats.get("type"))
+        said = stats.get("errmsg") or ended
+        return " (libvirt: %s)" % said if said else ""
 
     def _watch(self, guest: Guest, uuid: str, job: _Job, handle,
                data_gib: float = 1.0) -> None:

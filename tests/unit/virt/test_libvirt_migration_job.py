@@ -174,3 +174,59 @@ def test_a_force_complete_during_the_disk_copy_stays_uncapped(conf):
     job.join(15)
     assert outcome == {"result": "completed"}, outcome
     assert domain.speeds[:2] == [8192, 8192] and domain.speed == 8192
+
+
+class _ScriptedJobDomain(StubDomain):
+    """A domain whose job statistics are read from a script, one reading
+    (or a libvirtError) a query; once the script is done the job is over
+    and the guest has left (the domain is gone)."""
+
+    def __init__(self, readings: list, domains: dict) -> None:
+        super().__init__(UUID, domain_xml())
+        self.readings, self.domains = list(readings), domains
+
+    def jobStats(self, flags: int = 0) -> dict:
+        if not self.readings:
+            self.domains.pop(UUID, None)
+            return {"type": libvirt.VIR_DOMAIN_JOB_NONE}
+        reading = self.readings.pop(0)
+        if isinstance(reading, libvirt.libvirtError):
+            raise reading
+        return reading
+
+
+def test_an_agent_back_mid_migration_takes_no_single_reading_for_the_jobs_end(conf):
+    """A stray reading of no job, or a query that fails, while libvirtd still
+    runs the job: the restarted agent watches on (it took such a reading as
+    the end once, and the flow rolled back the destination under the
+    running job); the job's real end is reported, here the guest gone."""
+    out = {"type": libvirt.VIR_DOMAIN_JOB_UNBOUNDED,
+           "operation": libvirt.VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT}
+    domains: dict = {}
+    domain = domains[UUID] = _ScriptedJobDomain(
+        [out, {"type": libvirt.VIR_DOMAIN_JOB_NONE}, out,
+         error(libvirt.VIR_ERR_OPERATION_FAILED, "job busy"), out], domains)
+    drv = stub_driver(conf, "host1", StubConnection(), domains)
+    drv.live_migration_recover(INSTANCE)      # the guest left: no error
+    assert not domain.readings and UUID not in domains
+
+
+class _FailedJobDomain(StubDomain):
+    """No job runs; libvirt kept the last one's failure."""
+
+    def jobStats(self, flags: int = 0) -> dict:
+        if flags & libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED:
+            return {"type": libvirt.VIR_DOMAIN_JOB_FAILED,
+                    "errmsg": "operation failed: job 'migration out' failed"}
+        return {"type": libvirt.VIR_DOMAIN_JOB_NONE}
+
+
+def test_a_job_that_failed_while_the_agent_was_down_is_reported_with_libvirts_reason(conf):
+    domains: dict = {}
+    domains[UUID] = _FailedJobDomain(UUID, domain_xml())
+    drv = stub_driver(conf, "host1", StubConnection(), domains)
+    with pytest.raises(exception.MigrationError,
+                       match=r"while the source's compute agent was down \(libvirt: "
+                             r"operation failed: job 'migration out' failed\); the guest "
+                             r"runs there"):
+        drv.live_migration_recover(INSTANCE)
