@@ -366,6 +366,8 @@ class Bringup:
                            key=lambda n: (not n.startswith("flotilla-compute"), n)):
             statuses[name] = self.stop_daemon(name)
         self._stop_storage_daemon()
+        if keep_logs:
+            self._keep_rig_logs()
         if self.state.get("rig_root"):
             _run([sys.executable, RIG, "stop", "--root", self.state["rig_root"]], check=False)
         if self.state.get("vhost"):
@@ -387,6 +389,20 @@ class Bringup:
         self.state = {}
         return statuses
 
+
+    def _keep_rig_logs(self) -> None:
+        """Each rig host's libvirtd and QEMU logs, next to the daemons'
+        (the rig's directory goes with it): what libvirt said of a failed
+        job is often the only account of it."""
+        for host in self.state.get("rig_hosts", []):
+            source = pathlib.Path(host["dir"]) / "log"
+            if not source.is_dir():
+                continue
+            try:
+                shutil.copytree(source, self.logs / ("libvirt-%s" % host["name"]),
+                                dirs_exist_ok=True, ignore_dangling_symlinks=True)
+            except (OSError, shutil.Error) as exc:
+                self.say("%s's libvirt logs not kept: %s" % (host["name"], exc))
 
     def _stop_storage_daemon(self) -> None:
         """flotilla-volume leaves its qemu-storage-daemon serving while a

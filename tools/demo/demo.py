@@ -453,7 +453,8 @@ def main(argv: list[str] | None = None) -> int:
         failed = True
         say("\nDEMO FAILED: %s" % exc)
     finally:
-        say("\nLogs: %s/*.log" % cloud.logs)
+        say("\nLogs: %s/*.log (libvirt's and QEMU's in libvirt-host*/ once the cloud "
+            "is stopped)" % cloud.logs)
         if args.keep and not failed:
             env = cloud.root / "demo-openrc"
             creds = cloud.state["credentials"]
