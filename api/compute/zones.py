@@ -59,8 +59,7 @@ class HostFacts:
         if not host:
             return ""
         if self._services is None:
-            self._services = {s.host: s for s in db.service_get_all()
-                              if s.binary == binaries.COMPUTE}
+            self._services = {s.host: s for s in db.service_get_all(binary=binaries.COMPUTE)}
         service = self._services.get(host)
         if service is None:
             return ""

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import socket
 import sys
 import tempfile
 import time
@@ -26,15 +25,10 @@ sys.path.insert(0, str(REPO))
 import libvirt  # noqa: E402
 
 from tests.fixtures import rig as rig_fixtures  # noqa: E402
+from tests.fixtures.ports import free_port, free_port_block  # noqa: E402
 from tools.bench.spawn import bench_virsh, print_comparison  # noqa: E402
 from tools.demo.bringup import Bringup  # noqa: E402
 from tools.demo.demo import Walkthrough  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def boot_through_api(walk: Walkthrough, image, flavor,
@@ -71,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
     with tempfile.TemporaryDirectory() as tmp:
         work = pathlib.Path(tmp)
-        cloud = Bringup(work / "cloud", hosts=2, api_port=_free_port(),
-                        rig_base_port=rig_fixtures.free_port_block(4, 18100, 19000),
+        cloud = Bringup(work / "cloud", hosts=2, api_port=free_port(),
+                        rig_base_port=free_port_block(4, 18100, 19000),
                         say=lambda text: print(text, file=sys.stderr))
         cloud.up()
         try:

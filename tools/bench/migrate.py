@@ -54,8 +54,8 @@ sys.path.insert(0, str(REPO))
 
 from flotilla.cli.host_drain import APIBackend  # noqa: E402
 from flotilla.drain import Drainer  # noqa: E402
-from tests.fixtures.ports import free_port_block  # noqa: E402
-from tools.bench.rigcloud import free_port, say  # noqa: E402
+from tests.fixtures.ports import free_port, free_port_block  # noqa: E402
+from tools.bench.rigcloud import say  # noqa: E402
 from tools.demo.bringup import GUEST_BUILDER, Bringup, _run  # noqa: E402
 from tools.demo.demo import Walkthrough  # noqa: E402
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pathlib
 import shutil
-import socket
 import tempfile
 import threading
 import time
@@ -12,18 +11,12 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-from tests.fixtures.ports import free_port_block
+from tests.fixtures.ports import free_port, free_port_block
 from tools.demo.bringup import Bringup
 
 
 def say(text: str) -> None:
     print(text, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def on_one_host_cloud(prefix: str, work: Callable[[Bringup], Any]) -> Any:

@@ -62,6 +62,7 @@ _OPERATION_OUT = getattr(libvirt, "VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT", 3)
 # shows none for this long, or cannot say for this long.
 _JOB_ENDED_FOR = 2.0
 _JOB_UNREADABLE_FOR = 30.0
+_UNREADABLE = object()
 _POLL = 0.2
 _UNLIMITED_MIB = 8192   # what "no limit" means when lifting a bandwidth cap
 
@@ -111,32 +112,17 @@ class LibvirtMigrationMixin:
         # two hosts with the same virt type run the same guest CPU.
         return "%s/default" % self.conf.libvirt.virt_type
 
-    def _job_operation(self, domain) -> int | None:
-        """The operation of the domain's running job, None when none runs."""
-        try:
-            stats = self.host.call(domain.jobStats, 0)
-        except libvirt.libvirtError:
-            return None
-        if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
-            return None
-        return stats.get("operation", 0)
-
-    def _outgoing_job_runs(self, domain, uuid: str) -> bool | None:
-        """Whether an outgoing migration job runs on ``domain``: None when
-        libvirt could not say (the job may well run on)."""
+    def _job_operation(self, domain, unreadable: object = None) -> object:
+        """The operation of the domain's running job, None when none runs
+        (or the domain is gone); ``unreadable`` when libvirt could not say
+        (a query can fail at a job's transitions while the job runs on)."""
         try:
             stats = self.host.call(domain.jobStats, 0)
         except libvirt.libvirtError as exc:
-            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                return False              # gone meanwhile: the guest left
-            LOG.info("the job of %s could not be read: %s", uuid, exc)
-            return None
-        except exception.HypervisorUnavailable as exc:
-            LOG.info("the job of %s could not be read: %s", uuid, exc)
-            return None
+            return None if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN else unreadable
         if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
-            return False
-        return stats.get("operation", 0) == _OPERATION_OUT
+            return None
+        return stats.get("operation", 0)
 
     def _require_live(self) -> None:
         if not self.capabilities.supports_live_migration:
@@ -359,7 +345,11 @@ class LibvirtMigrationMixin:
             # end is final, so it must hold for _JOB_ENDED_FOR.
             reading, reading_since = True, time.monotonic()
             while domain is not None:
-                runs = self._outgoing_job_runs(domain, uuid)
+                try:
+                    operation = self._job_operation(domain, unreadable=_UNREADABLE)
+                except exception.HypervisorUnavailable:
+                    operation = _UNREADABLE
+                runs = None if operation is _UNREADABLE else operation == _OPERATION_OUT
                 if runs is not reading:
                     reading, reading_since = runs, time.monotonic()
                 held = time.monotonic() - reading_since
